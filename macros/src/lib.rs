@@ -1,0 +1,32 @@
+//! Procedural macros of parjob. Use them through the `parjob` crate.
+//!
+//! Every macro parses its input into a model, checks the model, then
+//! expands it (`parse.rs`, `check.rs`, `expand.rs`). Errors are collected,
+//! spanned on the user's tokens, and emitted next to the user's item
+//! unchanged, so one mistake does not cascade into many. Expansions name the
+//! runtime only through `::parjob::__private` (or `crate = "..."`).
+
+use proc_macro::TokenStream;
+
+mod diagnostics;
+mod entry;
+mod options;
+mod parallel;
+
+/// Makes a free function a parjob task. See the `parjob` crate's docs.
+#[proc_macro_attribute]
+pub fn parallel(args: TokenStream, item: TokenStream) -> TokenStream {
+    parallel::attribute(args.into(), item.into()).into()
+}
+
+/// Installs the worker entry at the top of `main`. See the `parjob` crate's docs.
+#[proc_macro_attribute]
+pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry::attribute(entry::Kind::Main, args.into(), item.into()).into()
+}
+
+/// A `#[test]` that can use the process backend. See the `parjob` crate's docs.
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry::attribute(entry::Kind::Test, args.into(), item.into()).into()
+}

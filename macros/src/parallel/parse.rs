@@ -1,0 +1,121 @@
+//! The model of a task: the function, its options, and its parameters with
+//! the owned types a job stores for them.
+
+use crate::diagnostics::Errors;
+use crate::options::Opts;
+use proc_macro2::TokenStream;
+use syn::{FnArg, ItemFn, Type};
+
+/// A function marked `#[parallel]`.
+pub struct TaskFn {
+    pub item: ItemFn,
+    pub opts: Opts,
+    pub params: Vec<Param>,
+}
+
+/// One parameter.
+pub struct Param {
+    /// The type as written.
+    pub ty: Type,
+    /// What the job owns: `T` itself, or for `&T` the type `T::Owned`
+    /// (`&str` -> `String`, `&[T]` -> `Vec<T>`).
+    pub owned: Type,
+    /// The parameter is a shared reference, so the call passes `&owned`.
+    pub by_ref: bool,
+}
+
+impl TaskFn {
+    /// Parses the annotated item. Anything but a function is an error here;
+    /// everything else is left to `check`.
+    pub fn parse(item: TokenStream, opts: Opts, errors: &mut Errors) -> Option<TaskFn> {
+        let item: ItemFn = match syn::parse2::<syn::Item>(item) {
+            Ok(syn::Item::Fn(f)) => f,
+            Ok(other) => {
+                errors.spanned(
+                    item_head(&other),
+                    "#[parallel] goes on a free function, e.g. `#[parallel] fn simulate(seed: u64) -> f64 { .. }`; \
+                     it cannot be put on this item",
+                );
+                return None;
+            }
+            Err(e) => {
+                errors.push(e);
+                return None;
+            }
+        };
+        let params = item
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|arg| match arg {
+                FnArg::Typed(pat) => Some(Param::new((*pat.ty).clone())),
+                FnArg::Receiver(_) => None,
+            })
+            .collect();
+        Some(TaskFn { item, opts, params })
+    }
+
+    /// The declared output, `()` when there is none.
+    pub fn output(&self) -> Type {
+        match &self.item.sig.output {
+            syn::ReturnType::Default => syn::parse_quote!(()),
+            syn::ReturnType::Type(_, ty) => (**ty).clone(),
+        }
+    }
+}
+
+impl Param {
+    fn new(ty: Type) -> Param {
+        match &ty {
+            Type::Reference(r) if r.mutability.is_none() => {
+                let inner = &*r.elem;
+                let owned: Type = match inner {
+                    Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => {
+                        syn::parse_quote!(::std::string::String)
+                    }
+                    Type::Slice(s) => {
+                        let elem = &s.elem;
+                        syn::parse_quote!(::std::vec::Vec<#elem>)
+                    }
+                    _ => syn::parse_quote!(<#inner as ::std::borrow::ToOwned>::Owned),
+                };
+                Param {
+                    ty: ty.clone(),
+                    owned,
+                    by_ref: true,
+                }
+            }
+            _ => Param {
+                ty: ty.clone(),
+                owned: ty,
+                by_ref: false,
+            },
+        }
+    }
+}
+
+/// The tokens an error about a whole item is spanned on: its first line.
+fn item_head(item: &syn::Item) -> TokenStream {
+    use quote::ToTokens;
+    let mut head = TokenStream::new();
+    match item {
+        syn::Item::Struct(s) => {
+            s.struct_token.to_tokens(&mut head);
+            s.ident.to_tokens(&mut head);
+        }
+        syn::Item::Enum(e) => {
+            e.enum_token.to_tokens(&mut head);
+            e.ident.to_tokens(&mut head);
+        }
+        syn::Item::Impl(i) => {
+            i.impl_token.to_tokens(&mut head);
+            i.self_ty.to_tokens(&mut head);
+        }
+        syn::Item::Mod(m) => {
+            m.mod_token.to_tokens(&mut head);
+            m.ident.to_tokens(&mut head);
+        }
+        other => other.to_tokens(&mut head),
+    }
+    head
+}

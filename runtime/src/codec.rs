@@ -1,0 +1,84 @@
+//! The wire codec: the only module that names bincode.
+//!
+//! Arguments, results and IPC messages are serde values encoded with
+//! bincode 2's standard configuration. Decoding always runs with a size
+//! limit, so a corrupt or hostile frame cannot make the decoder allocate
+//! more than [`DECODE_LIMIT`] bytes (DESIGN.md decisions 4 and 10). Swapping
+//! the codec means changing this file only.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The most bytes one decode may allocate for collections and strings.
+pub const DECODE_LIMIT: usize = 1 << 30;
+
+/// A codec failure, as text: the callers attach task and item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Encodes `value`, appending to `buf`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+        .map(|_| ())
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decodes a `T` that must fill `bytes` exactly: trailing bytes are an error,
+/// because they mean the two sides disagree about the type.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError(format!(
+            "{} trailing bytes after the value: the sender encoded another type",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_nested_values() {
+        let v: (u64, String, Vec<Option<f64>>) = (7, "x".into(), vec![Some(1.5), None]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(
+            decode::<(u64, String, Vec<Option<f64>>)>(&bytes).unwrap(),
+            v
+        );
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_truncation() {
+        let bytes = encode(&(1u32, 2u32)).unwrap();
+        assert!(decode::<u32>(&bytes).unwrap_err().0.contains("trailing"));
+        let s = encode(&"hello".to_string()).unwrap();
+        assert!(decode::<String>(&s[..s.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_refused_not_allocated() {
+        // A varint length prefix claiming 2^60 elements.
+        let mut bytes = vec![255u8];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let err = decode::<Vec<u8>>(&bytes).unwrap_err();
+        assert!(!err.0.is_empty());
+    }
+}

@@ -1,0 +1,36 @@
+//! The runtime behind parjob's macros.
+//!
+//! Users depend on the `parjob` facade crate; this crate is what the
+//! macros' expansions call, through `parjob::__private`. Its parts:
+//!
+//! - [`task`]: the [`Task`] trait, [`Job`], and the registry of process tasks;
+//! - [`config`]: options, `n_jobs` resolution, [`cpu_count`], env vars;
+//! - [`parallel`]: the [`Parallel`] runner (ordering, first-error stop, shared pools);
+//! - `backend`: sequential, thread (rayon) and process executors behind one trait;
+//! - [`worker`]: the entry and loop of a worker process;
+//! - [`ipc`]: frames and messages on the worker pipes;
+//! - [`codec`]: the one place that names bincode;
+//! - [`panic`]: catching a panic with its message and location;
+//! - [`error`]: the one [`Error`] enum.
+
+#![warn(missing_docs)]
+
+mod backend;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod ipc;
+pub mod panic;
+pub mod parallel;
+pub mod task;
+pub mod worker;
+
+pub use backend::process::THREAD_ENV_VARS;
+pub use config::{cpu_count, effective_n_jobs, Backend, Options, Resolved};
+pub use error::{Error, Result};
+pub use parallel::Parallel;
+pub use task::{Job, Task, TaskEntry};
+pub use worker::{init, is_worker};
+
+#[doc(hidden)]
+pub use inventory;

@@ -1,0 +1,73 @@
+//! Catching a task's panic with its message and source location.
+//!
+//! `catch_unwind` gives the payload but not where the panic happened, so
+//! parjob installs (once, on first use) a panic hook that records the
+//! location in a thread-local while a task runs, and then calls the hook
+//! that was there before, so the usual `thread '..' panicked at ..` line
+//! still reaches stderr, as a traceback does in joblib.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+/// A caught panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caught {
+    /// The payload, when it was a `&str` or a `String`.
+    pub message: String,
+    /// `file:line:column`, when the hook saw it.
+    pub location: Option<String>,
+}
+
+thread_local! {
+    static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if let Some(loc) = info.location() {
+                let text = format!("{}:{}:{}", loc.file(), loc.line(), loc.column());
+                LAST_LOCATION.with(|l| *l.borrow_mut() = Some(text));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into [`Caught`].
+pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    install_hook();
+    LAST_LOCATION.with(|l| l.borrow_mut().take());
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Caught {
+        message: payload_text(&*payload),
+        location: LAST_LOCATION.with(|l| l.borrow_mut().take()),
+    })
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_and_location_are_caught() {
+        let caught = catch(|| -> u32 { panic!("boom {}", 7) }).unwrap_err();
+        assert_eq!(caught.message, "boom 7");
+        let loc = caught.location.expect("location recorded");
+        assert!(loc.starts_with(file!()), "{loc}");
+        assert_eq!(catch(|| 5).unwrap(), 5);
+    }
+}

@@ -1,0 +1,287 @@
+//! Tasks, jobs and the registry of process tasks.
+//!
+//! A [`Task`] is what `#[parallel]` makes of a free function: a name, an
+//! argument tuple, an output, and a way to call it. A [`Job`] is one call
+//! waiting to run (joblib's `delayed(f)(x)`): it owns its arguments, so it
+//! can move to another thread, or, for process tasks, be encoded and sent to
+//! a worker process that finds the function by name in the registry.
+//!
+//! The registry is filled by `inventory` before `main`, but it is only
+//! *read* after `main` has started (DESIGN.md decision 1), in
+//! [`registry`].
+
+use crate::codec::{self, CodecError};
+use crate::config::Options;
+use crate::panic::{self, Caught};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A function made into a parjob task by `#[parallel]`.
+///
+/// The macro implements this on the same-named struct beside the function;
+/// users rarely implement it by hand.
+pub trait Task: 'static {
+    /// The stable name: `module_path!()::fn_name`.
+    const NAME: &'static str;
+    /// The owned argument tuple (references in the signature become owned
+    /// values here: `&[T]` becomes `Vec<T>`, `&str` becomes `String`).
+    type Args: Send + 'static;
+    /// What the function returns.
+    type Output: Send + 'static;
+    /// Calls the function with owned arguments.
+    fn call(args: Self::Args) -> Self::Output;
+    /// The options given in the attribute.
+    fn options() -> Options;
+}
+
+/// Decodes a worker's encoded result.
+pub(crate) type Decoder<R> = fn(&[u8]) -> Result<R, CodecError>;
+
+/// One call waiting to run: joblib's `delayed(f)(args)`.
+///
+/// Built by `f::delayed(args..)` for a `#[parallel]` function, or by
+/// [`Job::new`] from any closure.
+pub struct Job<R> {
+    task: &'static str,
+    body: Box<dyn Body<R>>,
+    decode: Option<Decoder<R>>,
+}
+
+trait Body<R>: Send {
+    fn run(self: Box<Self>) -> R;
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
+}
+
+struct Closure<F>(F);
+
+impl<R, F: FnOnce() -> R + Send> Body<R> for Closure<F> {
+    fn run(self: Box<Self>) -> R {
+        (self.0)()
+    }
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        None
+    }
+}
+
+struct Call<T: Task>(T::Args);
+
+impl<T: Task> Body<T::Output> for Call<T>
+where
+    T::Args: Serialize,
+{
+    fn run(self: Box<Self>) -> T::Output {
+        T::call(self.0)
+    }
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        Some(codec::encode(&self.0))
+    }
+}
+
+impl<R: Send + 'static> Job<R> {
+    /// A job from a closure. It runs on the thread and sequential backends;
+    /// on the process backend it runs on threads in the parent, because a
+    /// closure cannot cross a process boundary.
+    ///
+    /// ```
+    /// use parjob_runtime::{Job, Parallel};
+    /// let jobs = (0..4u32).map(|x| Job::new(move || x + 1));
+    /// assert_eq!(Parallel::new().n_jobs(2).run(jobs).unwrap(), vec![1, 2, 3, 4]);
+    /// ```
+    pub fn new(f: impl FnOnce() -> R + Send + 'static) -> Self {
+        Job {
+            task: "closure",
+            body: Box::new(Closure(f)),
+            decode: None,
+        }
+    }
+
+    /// A job calling task `T` in this process only (a thread-backend task).
+    pub fn local<T: Task<Output = R>>(args: T::Args) -> Self {
+        Job {
+            task: T::NAME,
+            body: Box::new(Closure(move || T::call(args))),
+            decode: None,
+        }
+    }
+
+    /// A job calling process task `T`: it can run in a worker process,
+    /// which finds `T` by name.
+    pub fn process<T: Task<Output = R>>(args: T::Args) -> Self
+    where
+        T::Args: Serialize,
+        R: DeserializeOwned,
+    {
+        Job {
+            task: T::NAME,
+            body: Box::new(Call::<T>(args)),
+            decode: Some(codec::decode::<R>),
+        }
+    }
+
+    /// The task's name, or `"closure"`.
+    pub fn task(&self) -> &'static str {
+        self.task
+    }
+
+    /// Whether this job can be sent to a worker process.
+    pub fn is_remote(&self) -> bool {
+        self.decode.is_some()
+    }
+
+    /// Runs the job here, catching a panic.
+    pub(crate) fn run_caught(self) -> Result<R, Caught> {
+        let body = self.body;
+        panic::catch(move || body.run())
+    }
+
+    /// Encoded arguments, for a process task.
+    pub(crate) fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        self.body.encode_args()
+    }
+
+    pub(crate) fn decoder(&self) -> Option<Decoder<R>> {
+        self.decode
+    }
+}
+
+impl<R> std::fmt::Debug for Job<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("task", &self.task)
+            .field("remote", &self.decode.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one remote call ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    /// The encoded result.
+    Ok(Vec<u8>),
+    /// The task panicked.
+    Panic {
+        /// Panic message.
+        message: String,
+        /// `file:line:column`.
+        location: Option<String>,
+    },
+    /// The worker has no task of that name.
+    UnknownTask,
+    /// The arguments did not decode as the task's argument type.
+    DecodeArgs(String),
+    /// The result could not be encoded.
+    EncodeResult(String),
+}
+
+/// A process task's registration, submitted through `inventory` by the
+/// `#[parallel(backend = "process")]` expansion.
+pub struct TaskEntry {
+    name: &'static str,
+    invoke: fn(&[u8]) -> Outcome,
+    signature: fn() -> &'static str,
+}
+
+inventory::collect!(TaskEntry);
+
+impl TaskEntry {
+    /// The registration of task `T`.
+    pub const fn new<T: Task>() -> Self
+    where
+        T::Args: DeserializeOwned,
+        T::Output: Serialize,
+    {
+        TaskEntry {
+            name: T::NAME,
+            invoke: invoke::<T>,
+            signature: std::any::type_name::<fn(T::Args) -> T::Output>,
+        }
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Decodes the arguments, calls the task catching a panic, and encodes
+    /// the result.
+    pub fn invoke(&self, args: &[u8]) -> Outcome {
+        (self.invoke)(args)
+    }
+}
+
+fn invoke<T: Task>(args: &[u8]) -> Outcome
+where
+    T::Args: DeserializeOwned,
+    T::Output: Serialize,
+{
+    let args: T::Args = match codec::decode(args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::DecodeArgs(e.0),
+    };
+    match panic::catch(move || T::call(args)) {
+        Ok(out) => match codec::encode(&out) {
+            Ok(bytes) => Outcome::Ok(bytes),
+            Err(e) => Outcome::EncodeResult(e.0),
+        },
+        Err(Caught { message, location }) => Outcome::Panic { message, location },
+    }
+}
+
+/// The process tasks of this binary, by name. Read only after `main` starts.
+pub fn registry() -> &'static HashMap<&'static str, &'static TaskEntry> {
+    static REGISTRY: OnceLock<HashMap<&'static str, &'static TaskEntry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        inventory::iter::<TaskEntry>
+            .into_iter()
+            .map(|e| (e.name, e))
+            .collect()
+    })
+}
+
+/// A fingerprint of the registry: names and signatures of every process
+/// task, order-independent. Parent and worker must agree on it.
+pub fn registry_fingerprint() -> u64 {
+    let mut items: Vec<(&str, &str)> = registry()
+        .values()
+        .map(|e| (e.name, (e.signature)()))
+        .collect();
+    items.sort_unstable();
+    // FNV-1a: stable across runs and builds, unlike std's SipHash keys.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, sig) in items {
+        for b in name.bytes().chain([0]).chain(sig.bytes()).chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// A type that can be an argument of a process task: it is encoded in the
+/// parent and decoded in the worker.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a process task: it is not a serde type",
+    label = "this argument must be sent to a worker process, so it must implement `serde::Serialize` and `serde::Deserialize`",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or use backend = \"thread\", which needs no serde"
+)]
+pub trait ProcessArg: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> ProcessArg for T {}
+
+/// A type that can be the result of a process task: it is encoded in the
+/// worker and decoded in the parent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the result of a process task: it is not a serde type",
+    label = "this result comes back from a worker process, so it must implement `serde::Serialize` and `serde::Deserialize`",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or use backend = \"thread\", which needs no serde"
+)]
+pub trait ProcessOutput: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> ProcessOutput for T {}
+
+/// Compile-time check emitted by `#[parallel(backend = "process")]`.
+#[doc(hidden)]
+pub fn assert_process_arg<T: ProcessArg>() {}
+
+/// Compile-time check emitted by `#[parallel(backend = "process")]`.
+#[doc(hidden)]
+pub fn assert_process_output<T: ProcessOutput>() {}

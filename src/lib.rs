@@ -1,0 +1,108 @@
+//! # parjob: joblib for Rust
+//!
+//! Mark a function `#[parallel]` and run it over an iterator on threads or
+//! on worker processes, with results in input order or a clear error:
+//!
+//! ```
+//! use parjob::prelude::*;
+//!
+//! #[parallel(n_jobs = 2)]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! // joblib: Parallel(n_jobs=2)(delayed(square)(i) for i in range(10))
+//! let squares = square::map(0..10).unwrap();
+//! assert_eq!(squares, vec![0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//!
+//! // The explicit runner, reusable: its threads stay up between runs.
+//! let p = Parallel::new().n_jobs(2).backend(Backend::Thread);
+//! let again = p.run((0..10).map(|x| square::delayed(x))).unwrap();
+//! assert_eq!(again, squares);
+//! // The function itself is unchanged.
+//! assert_eq!(square(12), 144);
+//! ```
+//!
+//! ## What `#[parallel]` generates
+//! Beside `fn f` it puts a struct `f` (in the type namespace, so the two do
+//! not clash) with:
+//! - `f::delayed(args..) -> Job<R>`: one call waiting to run;
+//! - `f::map(items) -> parjob::Result<Vec<R>>`: every call, with the
+//!   attribute's options, on a shared pool. A one-parameter function takes
+//!   an iterator of its argument; a function of several takes tuples;
+//! - `f::options()`, and an impl of [`Task`].
+//!
+//! A job owns its arguments. A parameter `&T` is passed as `T`'s owned form
+//! (`&str` as `String`, `&[T]` as `Vec<T>`, `&T` as `T` for `T: Clone`),
+//! and the function receives a reference to the job's copy.
+//!
+//! ## Options (attribute or builder)
+//! - `n_jobs`: joblib's: `-1` every CPU, `-2` all but one, `1` sequential,
+//!   `N` workers. `0` is a compile error in an attribute and
+//!   [`Error::Config`] in the builder. Default: `PARJOB_N_JOBS`, else `-1`.
+//! - `backend`: `"thread"` (the default; a rayon pool of exactly `n_jobs`
+//!   threads), `"process"` (re-executed worker processes), `"sequential"`.
+//!   Default: `PARJOB_BACKEND`, else `"thread"`.
+//! - `crate = "path"`: where to find parjob, for re-exporting crates.
+//!
+//! ## The process backend
+//! `#[parallel(backend = "process")]` registers the function by name
+//! (`module_path!()::name`) so that a worker, which is this same program
+//! re-executed, can call it. Its arguments and result must be serde types;
+//! that is checked when it compiles. The program must install the worker
+//! entry, or the backend refuses to spawn and says so:
+//!
+//! ```no_run
+//! use parjob::prelude::*;
+//!
+//! #[parallel(n_jobs = 4, backend = "process")]
+//! fn simulate(seed: u64, steps: usize) -> f64 {
+//!     (0..steps).map(|i| ((seed + i as u64) % 7) as f64).sum()
+//! }
+//!
+//! #[parjob::main] // a re-executed worker serves tasks here and never runs the rest of main
+//! fn main() -> parjob::Result<()> {
+//!     let means = simulate::map((0..100).map(|s| (s, 1000)))?;
+//!     assert_eq!(means.len(), 100);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Tests use `#[parjob::test]` in place of `#[test]`: a worker re-runs the
+//! test binary on that one test (`--exact <name> --test-threads=1`).
+//!
+//! Workers talk to the parent over inherited pipes (their stdout and stderr
+//! stay yours), check a protocol version and a registry fingerprint when
+//! they start, die with their parent, and get `RAYON_NUM_THREADS`,
+//! `OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS` and
+//! `POLARS_MAX_THREADS` set to their share of the CPUs unless you set them.
+//! A `Parallel` inside a worker defaults to threads.
+//!
+//! ## Errors
+//! A run returns the first failure as an [`Error`] naming the task, the
+//! item index and the cause: a panic (message and location), a worker that
+//! died (its signal or exit code), an encode or decode failure, or an
+//! unknown task. The other jobs are cancelled, busy workers are killed, and
+//! the same `Parallel` works for the next run, with new workers.
+
+pub use parjob_macros::{main, parallel, test};
+pub use parjob_runtime::{
+    cpu_count, effective_n_jobs, init, is_worker, Backend, Error, Job, Options, Parallel, Result,
+    Task,
+};
+
+/// What most programs need: `use parjob::prelude::*;`.
+pub mod prelude {
+    pub use crate::{parallel, Backend, Job, Parallel};
+}
+
+/// The runtime as the macros' expansions see it. Not public API: it may
+/// change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use parjob_runtime::inventory;
+    pub use parjob_runtime::parallel::map_task;
+    pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
+    pub use parjob_runtime::worker::test_entry;
+    pub use parjob_runtime::{init, Backend, Job, Options, Result, Task, TaskEntry};
+}
