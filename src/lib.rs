@@ -87,8 +87,8 @@
 
 pub use parjob_macros::{main, parallel, test};
 pub use parjob_runtime::{
-    cpu_count, effective_n_jobs, init, is_worker, Backend, Error, Job, Options, Parallel, Result,
-    Task,
+    cpu_count, effective_n_jobs, init, is_worker, Backend, Error, Job, Options, Parallel,
+    ProcessTask, Result, SerdeFns, Task, TaskCodecs,
 };
 
 /// What most programs need: `use parjob::prelude::*;`.
@@ -103,6 +103,9 @@ pub mod __private {
     pub use parjob_runtime::inventory;
     pub use parjob_runtime::parallel::map_task;
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
+    pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
     pub use parjob_runtime::worker::test_entry;
-    pub use parjob_runtime::{init, Backend, Job, Options, Result, Task, TaskEntry};
+    pub use parjob_runtime::{
+        init, Backend, Job, Options, ProcessTask, Result, Task, TaskCodecs, TaskEntry,
+    };
 }

@@ -3,7 +3,7 @@
 //! worker environment, nesting, and no orphans.
 
 use parjob::prelude::*;
-use parjob::{Error, Task};
+use parjob::{Error, ProcessTask, Task, TaskCodecs};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -336,6 +336,12 @@ impl Task for Unregistered {
     }
 }
 
+impl ProcessTask for Unregistered {
+    fn codecs() -> TaskCodecs<(u64,), u64> {
+        TaskCodecs::serde()
+    }
+}
+
 /// Claims `square`'s name with another argument type.
 struct WrongArgs;
 
@@ -348,6 +354,12 @@ impl Task for WrongArgs {
     }
     fn options() -> parjob::Options {
         parjob::Options::default()
+    }
+}
+
+impl ProcessTask for WrongArgs {
+    fn codecs() -> TaskCodecs<(String, String), u64> {
+        TaskCodecs::serde()
     }
 }
 

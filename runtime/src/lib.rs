@@ -29,7 +29,7 @@ pub use backend::process::THREAD_ENV_VARS;
 pub use config::{cpu_count, effective_n_jobs, Backend, Options, Resolved};
 pub use error::{Error, Result};
 pub use parallel::Parallel;
-pub use task::{Job, Task, TaskEntry};
+pub use task::{Job, ProcessTask, SerdeFns, Task, TaskCodecs, TaskEntry};
 pub use worker::{init, is_worker};
 
 #[doc(hidden)]

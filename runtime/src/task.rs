@@ -38,6 +38,95 @@ pub trait Task: 'static {
 /// Decodes a worker's encoded result.
 pub(crate) type Decoder<R> = fn(&[u8]) -> Result<R, CodecError>;
 
+/// A task that can run in a worker process. `#[parallel(backend = "process")]`
+/// implements it with serde codecs for the argument tuple and the output.
+pub trait ProcessTask: Task {
+    /// How the arguments and the output cross the process boundary.
+    fn codecs() -> TaskCodecs<Self::Args, Self::Output>;
+}
+
+/// The encoders and decoders of one process task.
+pub struct TaskCodecs<A, R> {
+    /// The argument tuple.
+    pub args: SerdeFns<A>,
+    /// The output.
+    pub output: SerdeFns<R>,
+}
+
+impl<A, R> TaskCodecs<A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    /// The serde codecs, for a hand-written [`ProcessTask`] impl.
+    pub fn serde() -> Self {
+        TaskCodecs {
+            args: SerdeFns::serde(),
+            output: SerdeFns::serde(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
+    /// Encoding and decoding through [`crate::codec`].
+    pub fn serde() -> Self {
+        SerdeFns {
+            encode: |v| codec::encode(v),
+            decode: codec::decode::<T>,
+        }
+    }
+}
+
+/// Encode and decode functions for one type.
+pub struct SerdeFns<T> {
+    /// Encodes a value.
+    pub encode: fn(&T) -> Result<Vec<u8>, CodecError>,
+    /// Decodes a value.
+    pub decode: fn(&[u8]) -> Result<T, CodecError>,
+}
+
+/// Picks [`SerdeFns`] for a concrete type at compile time (autoref
+/// specialization): `(&&Probe::<T>::NEW).serde_fns()` gives the codec when
+/// `T` is a serde type, and a stub otherwise. The stub is never reached:
+/// the same expansion asserts `T: ProcessArg`/`ProcessOutput`, spanned on
+/// the user's type, so only that one error is reported, not a cascade.
+#[doc(hidden)]
+pub struct Probe<T>(std::marker::PhantomData<T>);
+
+impl<T> Probe<T> {
+    /// The probe value.
+    pub const NEW: Self = Probe(std::marker::PhantomData);
+}
+
+/// The serde arm of [`Probe`].
+#[doc(hidden)]
+pub trait ViaSerde<T> {
+    /// The real codec.
+    fn serde_fns(&self) -> SerdeFns<T>;
+}
+
+impl<T: Serialize + DeserializeOwned> ViaSerde<T> for &Probe<T> {
+    fn serde_fns(&self) -> SerdeFns<T> {
+        SerdeFns::serde()
+    }
+}
+
+/// The fallback arm of [`Probe`], chosen only when the program does not compile anyway.
+#[doc(hidden)]
+pub trait ViaNothing<T> {
+    /// A codec that always fails.
+    fn serde_fns(&self) -> SerdeFns<T>;
+}
+
+impl<T> ViaNothing<T> for Probe<T> {
+    fn serde_fns(&self) -> SerdeFns<T> {
+        SerdeFns {
+            encode: |_| Err(CodecError("not a serde type".into())),
+            decode: |_| Err(CodecError("not a serde type".into())),
+        }
+    }
+}
+
 /// One call waiting to run: joblib's `delayed(f)(args)`.
 ///
 /// Built by `f::delayed(args..)` for a `#[parallel]` function, or by
@@ -66,15 +155,12 @@ impl<R, F: FnOnce() -> R + Send> Body<R> for Closure<F> {
 
 struct Call<T: Task>(T::Args);
 
-impl<T: Task> Body<T::Output> for Call<T>
-where
-    T::Args: Serialize,
-{
+impl<T: ProcessTask> Body<T::Output> for Call<T> {
     fn run(self: Box<Self>) -> T::Output {
         T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
-        Some(codec::encode(&self.0))
+        Some((T::codecs().args.encode)(&self.0))
     }
 }
 
@@ -107,15 +193,11 @@ impl<R: Send + 'static> Job<R> {
 
     /// A job calling process task `T`: it can run in a worker process,
     /// which finds `T` by name.
-    pub fn process<T: Task<Output = R>>(args: T::Args) -> Self
-    where
-        T::Args: Serialize,
-        R: DeserializeOwned,
-    {
+    pub fn process<T: ProcessTask<Output = R>>(args: T::Args) -> Self {
         Job {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
-            decode: Some(codec::decode::<R>),
+            decode: Some(T::codecs().output.decode),
         }
     }
 
@@ -186,11 +268,7 @@ inventory::collect!(TaskEntry);
 
 impl TaskEntry {
     /// The registration of task `T`.
-    pub const fn new<T: Task>() -> Self
-    where
-        T::Args: DeserializeOwned,
-        T::Output: Serialize,
-    {
+    pub const fn new<T: ProcessTask>() -> Self {
         TaskEntry {
             name: T::NAME,
             invoke: invoke::<T>,
@@ -210,17 +288,14 @@ impl TaskEntry {
     }
 }
 
-fn invoke<T: Task>(args: &[u8]) -> Outcome
-where
-    T::Args: DeserializeOwned,
-    T::Output: Serialize,
-{
-    let args: T::Args = match codec::decode(args) {
+fn invoke<T: ProcessTask>(args: &[u8]) -> Outcome {
+    let codecs = T::codecs();
+    let args: T::Args = match (codecs.args.decode)(args) {
         Ok(a) => a,
         Err(e) => return Outcome::DecodeArgs(e.0),
     };
     match panic::catch(move || T::call(args)) {
-        Ok(out) => match codec::encode(&out) {
+        Ok(out) => match (codecs.output.encode)(&out) {
             Ok(bytes) => Outcome::Ok(bytes),
             Err(e) => Outcome::EncodeResult(e.0),
         },

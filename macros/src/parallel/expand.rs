@@ -132,6 +132,16 @@ fn registration(
                 #(#arg_checks)*
                 #output_check
             }
+            impl #private::ProcessTask for #name {
+                fn codecs() -> #private::TaskCodecs<(#(#owned,)*), #output> {
+                    #[allow(unused_imports)]
+                    use #private::{ViaNothing as _, ViaSerde as _};
+                    #private::TaskCodecs {
+                        args: (&&#private::Probe::<(#(#owned,)*)>::NEW).serde_fns(),
+                        output: (&&#private::Probe::<#output>::NEW).serde_fns(),
+                    }
+                }
+            }
             #private::inventory::submit! {
                 #private::TaskEntry::new::<#name>()
             }
