@@ -101,7 +101,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use parjob_runtime::inventory;
-    pub use parjob_runtime::parallel::map_task;
+    pub use parjob_runtime::parallel::{map_task, set_shared_idle_timeout};
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
     pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
     pub use parjob_runtime::worker::test_entry;

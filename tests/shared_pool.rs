@@ -1,0 +1,45 @@
+//! The shared pool behind `f::map`: reused between calls, stopped when idle.
+
+use parjob::prelude::*;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+#[parallel(n_jobs = 2, backend = "process")]
+fn pid_of(_x: u32) -> u32 {
+    std::process::id()
+}
+
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[parjob::test]
+fn map_reuses_its_workers_and_stops_them_when_idle() {
+    parjob::__private::set_shared_idle_timeout(Duration::from_secs(2));
+    let first: HashSet<u32> = pid_of::map(0..40).unwrap().into_iter().collect();
+    let second: HashSet<u32> = pid_of::map(0..40).unwrap().into_iter().collect();
+    assert!(!first.contains(&std::process::id()));
+    assert!(second.is_subset(&first) || first.is_subset(&second));
+    let all: HashSet<u32> = first.union(&second).copied().collect();
+    assert!(
+        all.len() <= 2,
+        "{all:?}: the second map started new workers"
+    );
+    assert!(all.iter().all(|&p| is_alive(p)));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while all.iter().any(|&p| is_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        all.iter().all(|&p| !is_alive(p)),
+        "idle workers were not stopped"
+    );
+    // And the next map starts new ones.
+    let third: HashSet<u32> = pid_of::map(0..4).unwrap().into_iter().collect();
+    assert!(third.is_disjoint(&all));
+}
