@@ -107,7 +107,7 @@ fn the_thread_pool_has_exactly_n_jobs_threads() {
     let met = p
         .run((0..3).map(|_| {
             let wait = wait.clone();
-            Job::new(move || wait())
+            Job::new(wait)
         }))
         .unwrap();
     assert_eq!(met, vec![true; 3], "fewer than 3 threads ran at once");
