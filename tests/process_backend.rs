@@ -462,3 +462,107 @@ fn no_worker_outlives_its_parent() {
     assert!(left.is_empty(), "workers {left:?} outlived their parent");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A value whose serialization always fails.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn takes_unencodable(_x: Unencodable, i: u32) -> u32 {
+    i
+}
+
+#[parjob::test]
+fn arguments_that_fail_to_encode_are_an_error_naming_the_item() {
+    let p = process(2);
+    let err = p
+        .run((0..5).map(|i| takes_unencodable::delayed(Unencodable, i)))
+        .unwrap_err();
+    match err {
+        Error::Codec {
+            task,
+            index,
+            action,
+            cause,
+        } => {
+            assert!(task.ends_with("::takes_unencodable"));
+            assert_eq!(index, 0);
+            assert_eq!(action, "encode the arguments");
+            assert!(cause.contains("refuses to be encoded"), "{cause}");
+        }
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    assert_eq!(p.run((0..3).map(square::delayed)).unwrap(), vec![0, 1, 4]);
+}
+
+#[parjob::test]
+fn a_panicking_input_iterator_leaves_the_pool_usable() {
+    let p = process(2);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.run((0..20u64).map(|i| {
+            assert!(i < 6, "the input ran dry");
+            announce_and_sleep::delayed(std::env::temp_dir(), i, 50)
+        }))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(
+        p.run((0..4).map(square::delayed)).unwrap(),
+        vec![0, 1, 4, 9]
+    );
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn shout(marker: String) -> u32 {
+    println!("{marker} from worker {}", std::process::id());
+    std::process::id()
+}
+
+/// Run in a child copy of this test binary by `worker_stdout_is_the_users`.
+#[parjob::test]
+#[ignore = "helper: started by worker_stdout_is_the_users"]
+fn stdout_helper() {
+    if std::env::var_os("PARJOB_TEST_STDOUT").is_none() {
+        return;
+    }
+    let pids = shout::map(["parjob-marker-1".to_string(), "parjob-marker-2".to_string()]).unwrap();
+    println!("helper {} workers {pids:?}", std::process::id());
+}
+
+#[test]
+fn worker_stdout_is_the_users() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "stdout_helper",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "-q",
+        ])
+        .env("PARJOB_TEST_STDOUT", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let helper_line = stdout.lines().find(|l| l.starts_with("helper ")).unwrap();
+    let helper_pid = helper_line.split_whitespace().nth(1).unwrap();
+    for marker in ["parjob-marker-1", "parjob-marker-2"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(marker))
+            .unwrap_or_else(|| panic!("{marker} missing from stdout:\n{stdout}"));
+        let worker_pid = line.rsplit(' ').next().unwrap();
+        assert_ne!(worker_pid, helper_pid, "{line}");
+    }
+}

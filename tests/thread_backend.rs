@@ -222,3 +222,18 @@ fn a_parallel_nested_in_a_thread_task_works() {
         .unwrap();
     assert_eq!(got, vec![0, 1, 3, 6]);
 }
+
+mod renamed {
+    // A crate that re-exports parjob points the macro at it with `crate`.
+    pub use ::parjob as engine;
+}
+
+#[parallel(n_jobs = 2, crate = "renamed::engine")]
+fn via_renamed_path(x: u32) -> u32 {
+    x + 1
+}
+
+#[test]
+fn the_crate_option_points_expansions_at_another_path() {
+    assert_eq!(via_renamed_path::map(0..3).unwrap(), vec![1, 2, 3]);
+}

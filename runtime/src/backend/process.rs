@@ -239,6 +239,9 @@ impl Executor for Processes {
         if worker::entry().is_none() {
             return Err(Error::NoWorkerEntry);
         }
+        // A run that ended by unwinding (a panicking input iterator) may
+        // have left work queued; those workers' answers belong to nobody.
+        self.kill_busy();
         let mut jobs = jobs.enumerate().peekable();
         // Answers are decoded with the job's own decoder, kept per run id.
         let mut decoders: std::collections::HashMap<u64, fn(&[u8]) -> _> =
@@ -292,9 +295,9 @@ impl Executor for Processes {
                     let Some(sent) = w.queue.pop_front() else {
                         continue;
                     };
-                    let decode = decoders
-                        .remove(&sent.id)
-                        .expect("every sent run has a decoder");
+                    let Some(decode) = decoders.remove(&sent.id) else {
+                        continue;
+                    };
                     let result = match msg {
                         Ok(FromWorker::Done { id, outcome }) if id == sent.id => {
                             answer(sent.task, sent.index, outcome, decode)

@@ -1,0 +1,2 @@
+#[parjob::main(n_jobs = 2)]
+fn main() {}
