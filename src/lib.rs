@@ -87,13 +87,14 @@
 
 pub use parjob_macros::{main, parallel, test};
 pub use parjob_runtime::{
-    cpu_count, effective_n_jobs, init, is_worker, Backend, Error, Job, Options, Parallel,
-    ProcessTask, Result, SerdeFns, Task, TaskCodecs,
+    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, Config, ConfigGuard,
+    Error, Job, Options, Ordered, Parallel, PreDispatch, ProcessTask, Resolved, Result, SerdeFns,
+    Task, TaskCodecs, Unordered, Work,
 };
 
 /// What most programs need: `use parjob::prelude::*;`.
 pub mod prelude {
-    pub use crate::{parallel, Backend, Job, Parallel};
+    pub use crate::{parallel, Backend, BatchSize, Job, Parallel, PreDispatch};
 }
 
 /// The runtime as the macros' expansions see it. Not public API: it may
@@ -101,11 +102,12 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use parjob_runtime::inventory;
-    pub use parjob_runtime::parallel::{map_task, set_shared_idle_timeout};
+    pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
     pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
     pub use parjob_runtime::worker::test_entry;
     pub use parjob_runtime::{
-        init, Backend, Job, Options, ProcessTask, Result, Task, TaskCodecs, TaskEntry,
+        init, Backend, BatchSize, Job, Options, PreDispatch, ProcessTask, Result, Task, TaskCodecs,
+        TaskEntry,
     };
 }

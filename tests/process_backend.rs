@@ -504,15 +504,21 @@ fn arguments_that_fail_to_encode_are_an_error_naming_the_item() {
 }
 
 #[parjob::test]
-fn a_panicking_input_iterator_leaves_the_pool_usable() {
+fn a_panicking_input_iterator_is_an_error_and_leaves_the_pool_usable() {
     let p = process(2);
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        p.run((0..20u64).map(|i| {
+    let err = p
+        .run((0..20u64).map(|i| {
             assert!(i < 6, "the input ran dry");
             announce_and_sleep::delayed(std::env::temp_dir(), i, 50)
         }))
-    }));
-    assert!(caught.is_err());
+        .unwrap_err();
+    match err {
+        Error::InputPanicked { index, message } => {
+            assert_eq!(index, 6);
+            assert!(message.contains("the input ran dry"), "{message}");
+        }
+        other => panic!("expected the input's panic, got {other:?}"),
+    }
     assert_eq!(
         p.run((0..4).map(square::delayed)).unwrap(),
         vec![0, 1, 4, 9]

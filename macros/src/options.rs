@@ -1,4 +1,6 @@
-//! The options every parjob macro shares: `n_jobs`, `backend`, `crate`.
+//! The options every parjob macro shares: `n_jobs`, `backend`,
+//! `batch_size`, `pre_dispatch`, `timeout`, `verbose`, `progress`,
+//! `return_as` and `crate`.
 //!
 //! They are parsed from `name = value` pairs and checked here, so every
 //! macro gives the same error, with a suggestion, for the same mistake.
@@ -11,7 +13,17 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ExprUnary, Lit, Meta, Token, UnOp};
 
 /// The option names the macros accept.
-pub const KNOWN: &[&str] = &["n_jobs", "backend", "crate"];
+pub const KNOWN: &[&str] = &[
+    "n_jobs",
+    "backend",
+    "batch_size",
+    "pre_dispatch",
+    "timeout",
+    "verbose",
+    "progress",
+    "return_as",
+    "crate",
+];
 
 /// Where jobs run, as named in an attribute.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,11 +33,41 @@ pub enum BackendName {
     Process,
 }
 
+/// `batch_size` as written.
+#[derive(Clone, Copy)]
+pub enum Batch {
+    Auto,
+    Fixed(usize),
+}
+
+/// `pre_dispatch` as written.
+#[derive(Clone, Copy)]
+pub enum PreDispatch {
+    All,
+    PerJob(usize),
+    Fixed(usize),
+}
+
+/// What `f::map` returns.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReturnAs {
+    #[default]
+    List,
+    Generator,
+    GeneratorUnordered,
+}
+
 /// Options given in an attribute.
 #[derive(Default)]
 pub struct Opts {
     pub n_jobs: Option<i32>,
     pub backend: Option<(BackendName, Span)>,
+    pub batch_size: Option<Batch>,
+    pub pre_dispatch: Option<PreDispatch>,
+    pub timeout_ns: Option<u64>,
+    pub verbose: Option<u8>,
+    pub progress: Option<bool>,
+    pub return_as: Option<ReturnAs>,
     pub krate: Option<syn::Path>,
 }
 
@@ -63,6 +105,17 @@ impl Opts {
             match name.as_str() {
                 "n_jobs" => opts.n_jobs = parse_n_jobs(value, errors),
                 "backend" => opts.backend = parse_backend(value, errors),
+                "batch_size" => opts.batch_size = parse_batch_size(value, errors),
+                "pre_dispatch" => opts.pre_dispatch = parse_pre_dispatch(value, errors),
+                "timeout" => opts.timeout_ns = parse_timeout(value, errors),
+                "verbose" => opts.verbose = parse_verbose(value, errors),
+                "progress" => match value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => opts.progress = Some(b.value),
+                    _ => errors.spanned(value, "progress takes `true` or `false`"),
+                },
+                "return_as" => opts.return_as = parse_return_as(value, errors),
                 "crate" => match string(value) {
                     Some(s) => match syn::parse_str::<syn::Path>(&s.value()) {
                         Ok(path) => opts.krate = Some(path),
@@ -107,6 +160,30 @@ impl Opts {
             };
             options = quote!(#options.with_backend(#private::Backend::#variant));
         }
+        if let Some(batch) = self.batch_size {
+            let batch = match batch {
+                Batch::Auto => quote!(#private::BatchSize::Auto),
+                Batch::Fixed(n) => quote!(#private::BatchSize::Fixed(#n)),
+            };
+            options = quote!(#options.with_batch_size(#batch));
+        }
+        if let Some(pre) = self.pre_dispatch {
+            let pre = match pre {
+                PreDispatch::All => quote!(#private::PreDispatch::All),
+                PreDispatch::PerJob(k) => quote!(#private::PreDispatch::PerJob(#k)),
+                PreDispatch::Fixed(n) => quote!(#private::PreDispatch::Fixed(#n)),
+            };
+            options = quote!(#options.with_pre_dispatch(#pre));
+        }
+        if let Some(ns) = self.timeout_ns {
+            options = quote!(#options.with_timeout(::core::time::Duration::from_nanos(#ns)));
+        }
+        if let Some(v) = self.verbose {
+            options = quote!(#options.with_verbose(#v));
+        }
+        if let Some(p) = self.progress {
+            options = quote!(#options.with_progress(#p));
+        }
         options
     }
 }
@@ -115,7 +192,140 @@ fn example(name: &str) -> &'static str {
     match name {
         "n_jobs" => "n_jobs = 4 (or -1 for every CPU)",
         "backend" => "backend = \"process\"",
+        "batch_size" => "batch_size = \"auto\" (or a count)",
+        "pre_dispatch" => "pre_dispatch = \"2*n_jobs\" (or a count, or \"all\")",
+        "timeout" => "timeout = 30 (seconds) or timeout = \"500ms\"",
+        "verbose" => "verbose = 1",
+        "progress" => "progress = true",
+        "return_as" => "return_as = \"generator\"",
         _ => "crate = \"::parjob\"",
+    }
+}
+
+fn positive_int(value: &Expr) -> Option<usize> {
+    match int_literal(value) {
+        Some((false, lit)) => lit.base10_parse::<usize>().ok(),
+        _ => None,
+    }
+}
+
+fn parse_batch_size(value: &Expr, errors: &mut Errors) -> Option<Batch> {
+    if string(value).is_some_and(|s| s.value() == "auto") {
+        return Some(Batch::Auto);
+    }
+    match positive_int(value) {
+        Some(0) => errors.spanned(
+            value,
+            "batch_size = 0 would never send a job: use \"auto\" (the default) or a positive count",
+        ),
+        Some(n) => return Some(Batch::Fixed(n)),
+        None => errors.spanned(
+            value,
+            "batch_size takes \"auto\" or a positive integer, e.g. batch_size = 64",
+        ),
+    }
+    None
+}
+
+fn parse_pre_dispatch(value: &Expr, errors: &mut Errors) -> Option<PreDispatch> {
+    let zero = "pre_dispatch = 0 would never start a job: use a positive count, \"2*n_jobs\" (the default) or \"all\"";
+    if let Some(n) = positive_int(value) {
+        if n == 0 {
+            errors.spanned(value, zero);
+            return None;
+        }
+        return Some(PreDispatch::Fixed(n));
+    }
+    let usage =
+        "pre_dispatch takes a count, \"k*n_jobs\" or \"all\", e.g. pre_dispatch = \"3*n_jobs\"";
+    let Some(s) = string(value) else {
+        errors.spanned(value, usage);
+        return None;
+    };
+    let text: String = s.value().chars().filter(|c| !c.is_whitespace()).collect();
+    let parsed = if text == "all" {
+        Some(PreDispatch::All)
+    } else if text == "n_jobs" {
+        Some(PreDispatch::PerJob(1))
+    } else if let Some(k) = text.strip_suffix("*n_jobs") {
+        k.parse().ok().map(PreDispatch::PerJob)
+    } else {
+        text.parse().ok().map(PreDispatch::Fixed)
+    };
+    match parsed {
+        Some(PreDispatch::PerJob(0) | PreDispatch::Fixed(0)) => errors.spanned(value, zero),
+        Some(p) => return Some(p),
+        None => errors.spanned(value, usage),
+    }
+    None
+}
+
+/// Seconds as a number, or a string with a unit: "250ms", "5s", "2m", "1h".
+fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let usage = "timeout takes seconds (timeout = 30, timeout = 0.5) or a string with a unit (\"250ms\", \"5s\", \"2m\", \"1h\")";
+    let seconds: Option<f64> = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<u64>().ok().map(|s| s as f64),
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => duration_seconds(&s.value()),
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some((s * 1e9).round().max(1.0) as u64),
+        Some(0.0) => {
+            errors.spanned(value, "a zero timeout would fail every task: give a positive duration, or leave timeout out");
+            None
+        }
+        _ => {
+            errors.spanned(value, usage);
+            None
+        }
+    }
+}
+
+fn duration_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+fn parse_verbose(value: &Expr, errors: &mut Errors) -> Option<u8> {
+    match positive_int(value) {
+        Some(v) if v <= 3 => Some(v as u8),
+        _ => {
+            errors.spanned(value, "verbose takes 0 (silent) to 3 (every batch)");
+            None
+        }
+    }
+}
+
+fn parse_return_as(value: &Expr, errors: &mut Errors) -> Option<ReturnAs> {
+    match string(value).map(|s| s.value()).as_deref() {
+        Some("list") => Some(ReturnAs::List),
+        Some("generator") => Some(ReturnAs::Generator),
+        Some("generator_unordered") => Some(ReturnAs::GeneratorUnordered),
+        _ => {
+            errors.spanned(
+                value,
+                "return_as takes \"list\" (a Vec, the default), \"generator\" (results in order, as they come) \
+                 or \"generator_unordered\" (results as they complete, with their index)",
+            );
+            None
+        }
     }
 }
 

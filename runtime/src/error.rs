@@ -47,6 +47,28 @@ pub enum Error {
         status: String,
     },
 
+    /// A task ran longer than the run's `timeout`. On the process backend its
+    /// worker was killed (and is replaced at the next run); on the thread
+    /// backend the thread cannot be stopped and finishes in the background.
+    #[error("task `{task}` on item {index} ran over its timeout of {after:?}")]
+    Timeout {
+        /// The task.
+        task: String,
+        /// The item.
+        index: usize,
+        /// The limit that was passed.
+        after: std::time::Duration,
+    },
+
+    /// The input iterator panicked while producing the job for `index`.
+    #[error("the input iterator panicked while producing item {index}: {message}")]
+    InputPanicked {
+        /// The position it was producing.
+        index: usize,
+        /// The panic message.
+        message: String,
+    },
+
     /// Arguments or a result could not be encoded or decoded on their way
     /// across the process boundary.
     #[error(
@@ -120,6 +142,8 @@ impl Error {
     pub fn index(&self) -> Option<usize> {
         match self {
             Error::Panic { index, .. }
+            | Error::Timeout { index, .. }
+            | Error::InputPanicked { index, .. }
             | Error::WorkerDied { index, .. }
             | Error::Codec { index, .. }
             | Error::UnknownTask { index, .. } => Some(*index),
@@ -131,6 +155,7 @@ impl Error {
     pub fn task(&self) -> Option<&str> {
         match self {
             Error::Panic { task, .. }
+            | Error::Timeout { task, .. }
             | Error::WorkerDied { task, .. }
             | Error::Codec { task, .. }
             | Error::UnknownTask { task, .. } => Some(task),

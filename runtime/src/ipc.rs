@@ -13,23 +13,56 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// `b"PJOB"`, the first field of every hello.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
 pub const MAX_FRAME: u64 = 1 << 30;
 
+/// An encoded value, carried as one byte string (not a sequence of
+/// numbers), so large arguments and results cost one copy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
 /// Parent to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// Run task `task` with encoded `args`, and answer with `Done { id }`.
+    /// Run task `task` once per entry of `args`, in order, the k-th as job
+    /// `seq + k`, and answer with one `Done { id }`.
     Run {
-        /// Chosen by the parent, echoed back.
+        /// The batch's id, chosen by the parent and echoed back.
         id: u64,
         /// The registered task name.
         task: String,
-        /// The encoded argument tuple.
-        args: Vec<u8>,
+        /// The sequence number of the first job, for the beacon.
+        seq: u64,
+        /// One encoded argument tuple per job.
+        args: Vec<Bytes>,
     },
 }
 
@@ -38,12 +71,14 @@ pub enum ToWorker {
 pub enum FromWorker {
     /// The first message of every worker.
     Hello(Hello),
-    /// The answer to `Run { id }`.
+    /// The answer to `Run { id }`: one outcome per job, in order.
     Done {
         /// The `Run`'s id.
         id: u64,
-        /// How it went.
-        outcome: Outcome,
+        /// How each job went.
+        outcomes: Vec<Outcome>,
+        /// Time spent running the batch's jobs, in nanoseconds.
+        elapsed_ns: u64,
     },
 }
 
@@ -158,14 +193,16 @@ mod tests {
         let msg = ToWorker::Run {
             id: 9,
             task: "m::f".into(),
-            args: vec![1, 2, 3],
+            seq: 100,
+            args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
         };
         write_frame(&mut wire, &msg).unwrap();
         write_frame(&mut wire, &FromWorker::Hello(Hello::current())).unwrap();
         let mut r = &wire[..];
         let first: ToWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         assert!(
-            matches!(first, ToWorker::Run { id: 9, ref task, ref args } if task == "m::f" && args == &[1, 2, 3])
+            matches!(first, ToWorker::Run { id: 9, ref task, seq: 100, ref args }
+                if task == "m::f" && args == &[Bytes(vec![1, 2, 3]), Bytes(vec![])])
         );
         let second: FromWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         assert!(matches!(second, FromWorker::Hello(h) if h == Hello::current()));
@@ -173,11 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_encoded_as_one_string() {
+        let big = Bytes(vec![7u8; 100_000]);
+        let encoded = crate::codec::encode(&big).unwrap();
+        assert!(encoded.len() < 100_010, "{}", encoded.len());
+        assert_eq!(crate::codec::decode::<Bytes>(&encoded).unwrap(), big);
+    }
+
+    #[test]
     fn torn_and_oversized_frames_are_errors() {
         let frame = encode_frame(&ToWorker::Run {
             id: 1,
             task: "t".into(),
-            args: vec![0; 100],
+            seq: 0,
+            args: vec![Bytes(vec![0; 100])],
         })
         .unwrap();
         let torn = &frame[..frame.len() - 10];

@@ -5,8 +5,10 @@
 //!
 //! - [`task`]: the [`Task`] trait, [`Job`], and the registry of process tasks;
 //! - [`config`]: options, `n_jobs` resolution, [`cpu_count`], env vars;
-//! - [`parallel`]: the [`Parallel`] runner (ordering, first-error stop, shared pools);
-//! - `backend`: sequential, thread (rayon) and process executors behind one trait;
+//! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
+//! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
+//! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
+//! - [`beacon`]: which job a worker runs, in shared memory (timeouts, crash blame);
 //! - [`worker`]: the entry and loop of a worker process;
 //! - [`ipc`]: frames and messages on the worker pipes;
 //! - [`codec`]: the one place that names bincode;
@@ -16,20 +18,28 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod beacon;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod ipc;
 pub mod panic;
 pub mod parallel;
+pub mod schedule;
 pub mod task;
 pub mod worker;
 
 pub use backend::process::THREAD_ENV_VARS;
-pub use config::{cpu_count, effective_n_jobs, Backend, Options, Resolved};
+pub use config::{
+    config, cpu_count, effective_n_jobs, Backend, BatchSize, Config, ConfigGuard, Options,
+    PreDispatch, Resolved,
+};
 pub use error::{Error, Result};
 pub use parallel::Parallel;
-pub use task::{Job, ProcessTask, SerdeFns, Task, TaskCodecs, TaskEntry};
+pub use schedule::{Ordered, Unordered};
+pub use task::{
+    Job, LocalCall, ProcessTask, RemoteCall, SerdeFns, Task, TaskCodecs, TaskEntry, Work,
+};
 pub use worker::{init, is_worker};
 
 #[doc(hidden)]

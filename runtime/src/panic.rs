@@ -48,7 +48,7 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     })
 }
 
-fn payload_text(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

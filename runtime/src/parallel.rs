@@ -1,34 +1,39 @@
-//! The `Parallel` runner: joblib's `Parallel(n_jobs=..., backend=...)`.
+//! The `Parallel` runner: joblib's `Parallel(n_jobs=..., backend=..., ...)`.
 //!
-//! A `Parallel` resolves its options at each run, picks the backend, and
-//! collects results in input order. The first error (in completion order)
-//! stops the run: jobs not yet started are dropped, and worker processes
-//! still busy are killed, so `run` returns as soon as the error is known.
-//! A `Parallel` keeps its thread pool or worker processes between runs, as
-//! joblib's `with Parallel(...) as p:` does; dead workers are replaced at
-//! the next run.
+//! A `Parallel` is options plus a *home*: the thread pool and worker
+//! processes that its runs share, kept between runs as joblib's
+//! `with Parallel(...) as p:` keeps them. Each run resolves the options
+//! (explicit, then scoped, then env, then defaults), opens a session on the
+//! right backend, and hands it to the scheduler ([`crate::schedule`]):
+//! - `run` collects every result in input order;
+//! - `iter` yields results in input order, lazily, from a bounded buffer;
+//! - `iter_unordered` yields them as they complete.
 //!
-//! `f::map` on a `#[parallel]` function uses a shared `Parallel` per
-//! `(n_jobs, backend)`, whose workers stop after [`SHARED_IDLE_TIMEOUT`]
+//! A stream borrows the home's worker processes while it runs and gives
+//! them back when it ends, so a returned iterator does not borrow the
+//! `Parallel`. Dead workers are replaced at the next run.
+//!
+//! `f::map` on a `#[parallel]` function uses a shared home per
+//! `(n_jobs, backend)`. Its workers stop after [`SHARED_IDLE_TIMEOUT`]
 //! without work.
 
-use crate::backend::process::Processes;
+use crate::backend::process::{ProcessSession, Processes};
 use crate::backend::sequential::Sequential;
-use crate::backend::thread::Threads;
-use crate::backend::Executor;
-use crate::config::{Backend, Options, Resolved};
-use crate::error::{Error, Result};
-use crate::task::{Job, Task};
+use crate::backend::thread::{ThreadSession, Threads};
+use crate::backend::Session;
+use crate::config::{Backend, BatchSize, Options, PreDispatch, Resolved};
+use crate::error::Result;
+use crate::schedule::{GiveBack, Ordered, Stream, Unordered};
+use crate::task::{LocalCall, ProcessTask, RemoteCall, Task, Work};
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the shared pool behind `f::map` keeps idle workers.
 pub const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs jobs on threads, worker processes or in sequence, with joblib's
-/// semantics, and returns results in input order.
+/// semantics.
 ///
 /// ```
 /// use parjob_runtime::{Backend, Job, Parallel};
@@ -36,11 +41,23 @@ pub const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// let p = Parallel::new().n_jobs(2).backend(Backend::Thread);
 /// let squares = p.run((0..10u64).map(|x| Job::new(move || x * x))).unwrap();
 /// assert_eq!(squares, (0..10).map(|x| x * x).collect::<Vec<_>>());
-/// // The same runner is reused: its threads stay up between runs.
-/// assert_eq!(p.run((0..3u64).map(|x| Job::new(move || x))).unwrap(), vec![0, 1, 2]);
+/// // Streaming, in input order, drawing jobs lazily:
+/// let firsts: Vec<u64> = p
+///     .iter((0..).map(|x: u64| Job::new(move || x + 1)))
+///     .take(3)
+///     .collect::<Result<_, _>>()
+///     .unwrap();
+/// assert_eq!(firsts, vec![1, 2, 3]);
 /// ```
+#[derive(Clone)]
 pub struct Parallel {
     options: Options,
+    home: Arc<Home>,
+}
+
+/// The pools a `Parallel` (and its clones) reuse between runs.
+#[derive(Default)]
+pub(crate) struct Home {
     state: Mutex<State>,
 }
 
@@ -48,7 +65,12 @@ pub struct Parallel {
 struct State {
     threads: Option<Threads>,
     processes: Option<Processes>,
-    last_used: Option<Instant>,
+}
+
+impl Home {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Default for Parallel {
@@ -66,8 +88,8 @@ impl std::fmt::Debug for Parallel {
 }
 
 impl Parallel {
-    /// A runner with every option left to the environment and the defaults
-    /// (`PARJOB_N_JOBS`, `PARJOB_BACKEND`; else every CPU, on threads).
+    /// A runner with every option left to scoped defaults, the environment
+    /// and the built-in defaults (every CPU, on threads).
     pub fn new() -> Self {
         Parallel::with_options(Options::default())
     }
@@ -76,12 +98,12 @@ impl Parallel {
     pub fn with_options(options: Options) -> Self {
         Parallel {
             options,
-            state: Mutex::new(State::default()),
+            home: Arc::new(Home::default()),
         }
     }
 
     /// joblib's `n_jobs`: -1 = every CPU, -2 = all but one, 1 = sequential.
-    /// 0 is refused when the runner runs, with [`Error::Config`].
+    /// 0 is refused when the runner runs, with [`crate::Error::Config`].
     pub fn n_jobs(mut self, n_jobs: i32) -> Self {
         self.options.n_jobs = Some(n_jobs);
         self
@@ -93,79 +115,136 @@ impl Parallel {
         self
     }
 
+    /// Jobs per message to a worker: [`BatchSize::Auto`] (the default) or a
+    /// fixed count (`.batch_size(64)`).
+    pub fn batch_size(mut self, batch_size: impl Into<BatchSize>) -> Self {
+        self.options.batch_size = Some(batch_size.into());
+        self
+    }
+
+    /// How many batches may be in flight: a count (`.pre_dispatch(8)`),
+    /// [`PreDispatch::PerJob`]`(k)` for `k * n_jobs` (default 2), or
+    /// [`PreDispatch::All`].
+    pub fn pre_dispatch(mut self, pre_dispatch: impl Into<PreDispatch>) -> Self {
+        self.options.pre_dispatch = Some(pre_dispatch.into());
+        self
+    }
+
+    /// The longest one task may run. On the process backend an overdue
+    /// task's worker is killed and the run fails with
+    /// [`crate::Error::Timeout`]. On threads the run fails the same way, but
+    /// the thread cannot be stopped: the task runs on in the background.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// joblib-style progress lines on stderr: 0 (none) to 3 (most).
+    pub fn verbose(mut self, verbose: u8) -> Self {
+        self.options.verbose = Some(verbose);
+        self
+    }
+
+    /// A progress bar on stderr (with the default `progress` feature).
+    pub fn progress(mut self, progress: bool) -> Self {
+        self.options.progress = Some(progress);
+        self
+    }
+
     /// The options as given (before resolution).
     pub fn options(&self) -> Options {
         self.options
     }
 
-    /// The options this runner would use now, after the environment and defaults.
+    /// The options this runner would use now, after scoped defaults, the
+    /// environment and the defaults.
     pub fn resolved(&self) -> Result<Resolved> {
         self.options.resolve()
     }
 
-    /// Runs every job and returns their results in input order, or the
-    /// first error. Jobs are drawn from the iterator lazily.
-    pub fn run<R, I>(&self, jobs: I) -> Result<Vec<R>>
+    /// Runs every job and returns the results in input order, or the first
+    /// error. Jobs are drawn from the iterator lazily.
+    pub fn run<W, I>(&self, jobs: I) -> Result<Vec<W::Output>>
     where
-        R: Send + 'static,
-        I: IntoIterator<Item = Job<R>>,
+        W: Work,
+        I: IntoIterator<Item = W>,
     {
-        let resolved = self.options.resolve()?;
-        let mut slots: Vec<Option<R>> = Vec::new();
-        let mut failure: Option<Error> = None;
-        let deliver = |index: usize, result: Result<R>| match result {
-            Ok(value) => {
-                if slots.len() <= index {
-                    slots.resize_with(index + 1, || None);
-                }
-                slots[index] = Some(value);
-                ControlFlow::Continue(())
+        self.stream(jobs.into_iter(), true, false).collect_ordered()
+    }
+
+    /// Runs the jobs and yields their results in input order as they become
+    /// available. At most `pre_dispatch` batches are in flight, and results
+    /// waiting for an earlier one are bounded too, so a slow early job
+    /// cannot pile up memory behind it.
+    pub fn iter<W, I>(&self, jobs: I) -> Ordered<I::IntoIter>
+    where
+        W: Work,
+        I: IntoIterator<Item = W>,
+    {
+        Ordered {
+            stream: self.stream(jobs.into_iter(), true, true),
+        }
+    }
+
+    /// Runs the jobs and yields `(input index, result)` as each completes.
+    pub fn iter_unordered<W, I>(&self, jobs: I) -> Unordered<I::IntoIter>
+    where
+        W: Work,
+        I: IntoIterator<Item = W>,
+    {
+        Unordered {
+            stream: self.stream(jobs.into_iter(), false, true),
+        }
+    }
+
+    fn stream<I>(&self, jobs: I, ordered: bool, bounded: bool) -> Stream<I>
+    where
+        I: Iterator,
+        I::Item: Work,
+    {
+        let start = self.options.resolve().and_then(|plan| {
+            let session = self.session::<I::Item>(&plan)?;
+            Ok((plan, session))
+        });
+        let home = Arc::clone(&self.home);
+        let give_back: GiveBack = Box::new(move |pool: Processes| {
+            let mut state = home.state();
+            if state.processes.is_none() {
+                state.processes = Some(pool);
             }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
-        };
-        let jobs = jobs.into_iter();
-        match resolved.backend {
-            Backend::Sequential => Sequential.execute(jobs, deliver)?,
+        });
+        Stream::new(jobs, start, Some(give_back), ordered, bounded)
+    }
+
+    fn session<W: Work>(&self, plan: &Resolved) -> Result<Box<dyn Session<W>>> {
+        let mut state = self.home.state();
+        Ok(match plan.backend {
+            Backend::Sequential => Box::new(Sequential::new(plan.timeout)),
             Backend::Thread => {
-                let mut threads = {
-                    let mut state = self.state();
-                    if state.threads.as_ref().map(Threads::n_jobs) != Some(resolved.n_jobs) {
-                        state.threads = Some(Threads::new(resolved.n_jobs)?);
-                    }
-                    state.threads.as_ref().expect("just set").handle()
-                };
-                threads.execute(jobs, deliver)?
+                if state.threads.as_ref().map(Threads::n_jobs) != Some(plan.n_jobs) {
+                    state.threads = Some(Threads::new(plan.n_jobs)?);
+                }
+                let threads = state.threads.clone().expect("just set");
+                Box::new(ThreadSession::new(threads, plan.timeout))
             }
             Backend::Process => {
-                let mut state = self.state();
-                if state.processes.as_ref().map(Processes::n_jobs) != Some(resolved.n_jobs) {
-                    state.processes = Some(Processes::new(resolved.n_jobs));
+                let pool = match state.processes.take() {
+                    Some(pool) if pool.n_jobs() == plan.n_jobs => pool,
+                    _ => Processes::new(plan.n_jobs),
+                };
+                match ProcessSession::new(pool, plan.timeout) {
+                    Ok(session) => Box::new(session),
+                    Err(e) => return Err(e),
                 }
-                let outcome = state
-                    .processes
-                    .as_mut()
-                    .expect("just set")
-                    .execute(jobs, deliver);
-                state.last_used = Some(Instant::now());
-                outcome?
             }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(slots
-            .into_iter()
-            .map(|s| s.expect("every index below the last was delivered"))
-            .collect())
+        })
     }
 
     /// The pids of this runner's live worker processes (empty unless the
-    /// process backend has run).
+    /// process backend has run, or while a stream holds them).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.state()
+        self.home
+            .state()
             .processes
             .as_ref()
             .map(Processes::pids)
@@ -174,27 +253,29 @@ impl Parallel {
 
     /// Stops this runner's workers and threads now. A later run starts new ones.
     pub fn shutdown(&self) {
-        let mut state = self.state();
+        let mut state = self.home.state();
         state.processes = None;
         state.threads = None;
     }
+}
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn idle_since(&self) -> Option<Instant> {
-        let state = self.state.try_lock().ok()?;
-        state.processes.as_ref()?;
-        state.last_used
+impl From<usize> for BatchSize {
+    fn from(n: usize) -> Self {
+        BatchSize::Fixed(n)
     }
 }
 
-type SharedPools = Mutex<HashMap<(usize, Backend), Arc<Parallel>>>;
+impl From<usize> for PreDispatch {
+    fn from(n: usize) -> Self {
+        PreDispatch::Fixed(n)
+    }
+}
 
-fn shared_pools() -> &'static SharedPools {
-    static POOLS: OnceLock<SharedPools> = OnceLock::new();
-    POOLS.get_or_init(|| {
+type SharedHomes = Mutex<HashMap<(usize, Backend), Arc<Home>>>;
+
+fn shared_homes() -> &'static SharedHomes {
+    static HOMES: OnceLock<SharedHomes> = OnceLock::new();
+    HOMES.get_or_init(|| {
         std::thread::Builder::new()
             .name("parjob-reaper".into())
             .spawn(reap_idle_pools)
@@ -209,15 +290,22 @@ fn reap_idle_pools() {
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let timeout = *IDLE_TIMEOUT.lock().unwrap_or_else(|p| p.into_inner());
-        let pools: Vec<Arc<Parallel>> = shared_pools()
+        let homes: Vec<Arc<Home>> = shared_homes()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
-        for p in pools {
-            if p.idle_since().is_some_and(|t| t.elapsed() >= timeout) {
-                p.state().processes = None;
+        for home in homes {
+            let Ok(mut state) = home.state.try_lock() else {
+                continue;
+            };
+            if state
+                .processes
+                .as_ref()
+                .is_some_and(|p| p.last_used.elapsed() >= timeout)
+            {
+                state.processes = None;
             }
         }
     }
@@ -229,22 +317,71 @@ pub fn set_shared_idle_timeout(timeout: Duration) {
     *IDLE_TIMEOUT.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
 }
 
-/// The shared runner for these options, as used by `f::map`.
-pub fn shared(options: Options) -> Result<Arc<Parallel>> {
+/// A runner with these options on the shared pools, as `f::map` uses.
+pub fn shared(options: Options) -> Result<Parallel> {
     let resolved = options.resolve()?;
     let key = (resolved.n_jobs, resolved.backend);
-    let mut pools = shared_pools().lock().unwrap_or_else(|p| p.into_inner());
-    Ok(Arc::clone(pools.entry(key).or_insert_with(|| {
-        Arc::new(
-            Parallel::new()
-                .n_jobs(resolved.n_jobs as i32)
-                .backend(resolved.backend),
-        )
-    })))
+    let mut homes = shared_homes().lock().unwrap_or_else(|p| p.into_inner());
+    let home = Arc::clone(homes.entry(key).or_default());
+    Ok(Parallel { options, home })
 }
 
-/// `f::map`: runs task `T` over `jobs` on the shared runner for `T`'s options.
+/// What `f::map` returns for each `return_as`.
 #[doc(hidden)]
-pub fn map_task<T: Task>(jobs: impl Iterator<Item = Job<T::Output>>) -> Result<Vec<T::Output>> {
-    shared(T::options())?.run(jobs)
+pub mod map {
+    use super::*;
+
+    /// The calls `f::map` streams for a thread-backend task.
+    pub type LocalCalls<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> LocalCall<T>>;
+    /// The calls `f::map` streams for a process task.
+    pub type RemoteCalls<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> RemoteCall<T>>;
+
+    /// `f::map` of a thread-backend task, `return_as = "list"`.
+    pub fn list<T: Task, I: IntoIterator<Item = T::Args>>(items: I) -> Result<Vec<T::Output>> {
+        shared(T::options())?.run(items.into_iter().map(LocalCall::<T>))
+    }
+
+    /// `f::map` of a process task, `return_as = "list"`.
+    pub fn list_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        items: I,
+    ) -> Result<Vec<T::Output>> {
+        shared(T::options())?.run(items.into_iter().map(RemoteCall::<T>))
+    }
+
+    /// `return_as = "generator"`.
+    pub fn generator<T: Task, I: IntoIterator<Item = T::Args>>(
+        items: I,
+    ) -> Ordered<LocalCalls<T, I::IntoIter>> {
+        let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
+        runner::<T>().iter(items.into_iter().map(call))
+    }
+
+    /// `return_as = "generator"`, process task.
+    pub fn generator_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        items: I,
+    ) -> Ordered<RemoteCalls<T, I::IntoIter>> {
+        let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
+        runner::<T>().iter(items.into_iter().map(call))
+    }
+
+    /// `return_as = "generator_unordered"`.
+    pub fn unordered<T: Task, I: IntoIterator<Item = T::Args>>(
+        items: I,
+    ) -> Unordered<LocalCalls<T, I::IntoIter>> {
+        let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
+        runner::<T>().iter_unordered(items.into_iter().map(call))
+    }
+
+    /// `return_as = "generator_unordered"`, process task.
+    pub fn unordered_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        items: I,
+    ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
+        let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
+        runner::<T>().iter_unordered(items.into_iter().map(call))
+    }
+
+    /// The shared runner for `T`, or one that reports the configuration error.
+    fn runner<T: Task>() -> Parallel {
+        shared(T::options()).unwrap_or_else(|_| Parallel::with_options(T::options()))
+    }
 }

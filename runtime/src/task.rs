@@ -210,20 +210,78 @@ impl<R: Send + 'static> Job<R> {
     pub fn is_remote(&self) -> bool {
         self.decode.is_some()
     }
+}
 
-    /// Runs the job here, catching a panic.
-    pub(crate) fn run_caught(self) -> Result<R, Caught> {
+/// What the scheduler runs: one call with its arguments, which can run
+/// here, and, for process tasks, be encoded for a worker.
+///
+/// [`Job`] is the general form (one allocation per job); `f::map` uses
+/// typed calls ([`LocalCall`], [`RemoteCall`]) that allocate nothing.
+pub trait Work: Send + 'static {
+    /// What the call returns.
+    type Output: Send + 'static;
+    /// The task's name.
+    fn task(&self) -> &'static str;
+    /// Runs the call here, catching a panic.
+    fn run_caught(self) -> Result<Self::Output, Caught>;
+    /// The encoded arguments, for work that can cross a process boundary.
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
+    /// Decodes a worker's encoded result.
+    fn decoder(&self) -> Option<Decoder<Self::Output>>;
+}
+
+impl<R: Send + 'static> Work for Job<R> {
+    type Output = R;
+    fn task(&self) -> &'static str {
+        self.task
+    }
+    fn run_caught(self) -> Result<R, Caught> {
         let body = self.body;
         panic::catch(move || body.run())
     }
-
-    /// Encoded arguments, for a process task.
-    pub(crate) fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         self.body.encode_args()
     }
-
-    pub(crate) fn decoder(&self) -> Option<Decoder<R>> {
+    fn decoder(&self) -> Option<Decoder<R>> {
         self.decode
+    }
+}
+
+/// A typed call of a thread-backend task: no allocation per call.
+pub struct LocalCall<T: Task>(pub T::Args);
+
+impl<T: Task> Work for LocalCall<T> {
+    type Output = T::Output;
+    fn task(&self) -> &'static str {
+        T::NAME
+    }
+    fn run_caught(self) -> Result<T::Output, Caught> {
+        panic::catch(move || T::call(self.0))
+    }
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        None
+    }
+    fn decoder(&self) -> Option<Decoder<T::Output>> {
+        None
+    }
+}
+
+/// A typed call of a process task: no allocation per call until it is encoded.
+pub struct RemoteCall<T: ProcessTask>(pub T::Args);
+
+impl<T: ProcessTask> Work for RemoteCall<T> {
+    type Output = T::Output;
+    fn task(&self) -> &'static str {
+        T::NAME
+    }
+    fn run_caught(self) -> Result<T::Output, Caught> {
+        panic::catch(move || T::call(self.0))
+    }
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        Some((T::codecs().args.encode)(&self.0))
+    }
+    fn decoder(&self) -> Option<Decoder<T::Output>> {
+        Some(T::codecs().output.decode)
     }
 }
 
@@ -240,7 +298,7 @@ impl<R> std::fmt::Debug for Job<R> {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The encoded result.
-    Ok(Vec<u8>),
+    Ok(crate::ipc::Bytes),
     /// The task panicked.
     Panic {
         /// Panic message.
@@ -296,7 +354,7 @@ fn invoke<T: ProcessTask>(args: &[u8]) -> Outcome {
     };
     match panic::catch(move || T::call(args)) {
         Ok(out) => match (codecs.output.encode)(&out) {
-            Ok(bytes) => Outcome::Ok(bytes),
+            Ok(bytes) => Outcome::Ok(crate::ipc::Bytes(bytes)),
             Err(e) => Outcome::EncodeResult(e.0),
         },
         Err(Caught { message, location }) => Outcome::Panic { message, location },

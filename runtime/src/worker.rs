@@ -8,6 +8,7 @@
 //! same call only records that an entry exists, which is what allows the
 //! process backend to spawn at all (DESIGN.md decision 1).
 
+use crate::beacon::Beacon;
 use crate::ipc::{self, FromWorker, Hello, ToWorker};
 use crate::task::{registry, Outcome};
 use std::fs::File;
@@ -15,7 +16,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock};
 
-/// Set in a worker's environment: `<read fd>,<write fd>,<cpu share>`.
+/// Set in a worker's environment: `<read fd>,<write fd>,<beacon fd>,<cpu share>`.
 pub const ENV_WORKER: &str = "PARJOB_WORKER";
 
 /// How a worker process is started: which entry it goes through.
@@ -106,14 +107,14 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         .map(|f| f.trim().parse::<i32>())
         .collect::<Result<_, _>>()
         .map_err(|_| format!("malformed {ENV_WORKER}={spec:?}"))?;
-    let [read_fd, write_fd, share] = fields[..] else {
+    let [read_fd, write_fd, beacon_fd, share] = fields[..] else {
         return Err(format!("malformed {ENV_WORKER}={spec:?}"));
     };
     let _ = WORKER_SHARE.set(share.max(1) as usize);
     // Nested spawns and the user's own child processes must not inherit
     // the variable, nor the pipe ends (they would keep the pipes open).
     std::env::remove_var(ENV_WORKER);
-    for fd in [read_fd, write_fd] {
+    for fd in [read_fd, write_fd, beacon_fd] {
         // SAFETY: plain fcntl on descriptors this process owns.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
             return Err(format!("descriptor {fd} from the parent is not open"));
@@ -122,6 +123,9 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     // SAFETY: the parent passed these descriptors to us alone and nothing
     // else in this process owns them.
     let (input, output) = unsafe { (File::from_raw_fd(read_fd), File::from_raw_fd(write_fd)) };
+    let beacon = Beacon::map(beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
+    // SAFETY: the mapping holds its own reference to the memfd.
+    unsafe { libc::close(beacon_fd) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let io = |e: std::io::Error| format!("pipe to the parent: {e}");
@@ -129,12 +133,31 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     ipc::write_frame(&mut output, &FromWorker::Hello(Hello::current())).map_err(io)?;
     let tasks = registry();
     while let Some(frame) = ipc::read_frame(&mut input).map_err(io)? {
-        let ToWorker::Run { id, task, args } = ipc::decode_message(&frame).map_err(io)?;
-        let outcome = match tasks.get(task.as_str()) {
-            Some(entry) => entry.invoke(&args),
-            None => Outcome::UnknownTask,
+        let ToWorker::Run {
+            id,
+            task,
+            seq,
+            args,
+        } = ipc::decode_message(&frame).map_err(io)?;
+        drop(frame);
+        let started = crate::beacon::now_ns();
+        let entry = tasks.get(task.as_str());
+        let mut outcomes = Vec::with_capacity(args.len());
+        for (k, arg) in args.into_iter().enumerate() {
+            beacon.start(seq + k as u64);
+            outcomes.push(match entry {
+                Some(entry) => entry.invoke(&arg.0),
+                None => Outcome::UnknownTask,
+            });
+        }
+        beacon.idle();
+        let elapsed_ns = crate::beacon::now_ns().saturating_sub(started);
+        let done = FromWorker::Done {
+            id,
+            outcomes,
+            elapsed_ns,
         };
-        if ipc::write_frame(&mut output, &FromWorker::Done { id, outcome }).is_err() {
+        if ipc::write_frame(&mut output, &done).is_err() {
             // The parent is gone or gave up on us: nothing left to serve.
             return Ok(());
         }

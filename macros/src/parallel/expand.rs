@@ -3,6 +3,7 @@
 //! the registration and the serde checks, each spanned on the user's type.
 
 use super::parse::TaskFn;
+use crate::options::ReturnAs;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -36,7 +37,34 @@ pub fn expand(task: &TaskFn) -> TokenStream {
     } else {
         quote!(local)
     };
-    let registration = if task.opts.is_process() {
+    let process = task.opts.is_process();
+    let (map_fn, map_returns) = match (task.opts.return_as.unwrap_or_default(), process) {
+        (ReturnAs::List, false) => (
+            quote!(list),
+            quote!(#private::Result<::std::vec::Vec<#output>>),
+        ),
+        (ReturnAs::List, true) => (
+            quote!(list_remote),
+            quote!(#private::Result<::std::vec::Vec<#output>>),
+        ),
+        (ReturnAs::Generator, false) => (
+            quote!(generator),
+            quote!(impl ::core::iter::Iterator<Item = #private::Result<#output>>),
+        ),
+        (ReturnAs::Generator, true) => (
+            quote!(generator_remote),
+            quote!(impl ::core::iter::Iterator<Item = #private::Result<#output>>),
+        ),
+        (ReturnAs::GeneratorUnordered, false) => (
+            quote!(unordered),
+            quote!(impl ::core::iter::Iterator<Item = #private::Result<(usize, #output)>>),
+        ),
+        (ReturnAs::GeneratorUnordered, true) => (
+            quote!(unordered_remote),
+            quote!(impl ::core::iter::Iterator<Item = #private::Result<(usize, #output)>>),
+        ),
+    };
+    let registration = if process {
         registration(task, &private, &owned, &output)
     } else {
         TokenStream::new()
@@ -50,8 +78,10 @@ pub fn expand(task: &TaskFn) -> TokenStream {
          The job owns its arguments; a `&T` parameter takes `T`'s owned form."
     );
     let doc_map = format!(
-        "Runs `{name_str}` over every item (a tuple for several parameters), \
-         with the attribute's options, and returns the results in input order."
+        "Runs `{name_str}` over every item (a tuple for several parameters), with the \
+         attribute's options, on a shared pool. Returns the results in input order \
+         (`return_as = \"list\"`, the default), or an iterator of them \
+         (`\"generator\"`, `\"generator_unordered\"`)."
     );
 
     quote! {
@@ -69,14 +99,14 @@ pub fn expand(task: &TaskFn) -> TokenStream {
             }
 
             #[doc = #doc_map]
-            pub fn map<__ParjobItems>(items: __ParjobItems) -> #private::Result<::std::vec::Vec<#output>>
+            pub fn map<__ParjobItems>(items: __ParjobItems) -> #map_returns
             where
                 __ParjobItems: ::core::iter::IntoIterator<Item = #map_item>,
             {
-                #private::map_task::<Self>(
+                #private::map::#map_fn::<Self, _>(
                     ::core::iter::Iterator::map(
                         ::core::iter::IntoIterator::into_iter(items),
-                        |#map_pattern| Self::delayed(#(#args),*),
+                        |#map_pattern| (#(#args,)*),
                     ),
                 )
             }

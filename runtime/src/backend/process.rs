@@ -1,34 +1,38 @@
 //! The process backend: re-executed worker processes that find tasks by name.
 //!
 //! # Life of a worker
-//! 1. **Spawn.** Two `O_CLOEXEC` pipes are made; the child's two ends are
-//!    made inheritable in the forked child only, so no other process ever
-//!    holds them. The child is `/proc/self/exe` (never a path that a rebuild
-//!    could replace), started from one long-lived spawner thread, because
-//!    `PR_SET_PDEATHSIG` fires when the *thread* that forked exits. The
-//!    child also checks, before `exec`, that its parent is still alive.
+//! 1. **Spawn.** Two `O_CLOEXEC` pipes and a beacon `memfd` are made. The
+//!    child's three descriptors are made inheritable in the forked child
+//!    only, so no other process ever holds them. The child is
+//!    `/proc/self/exe`, never a path that a rebuild could replace. It is
+//!    started from one long-lived spawner thread, because `PR_SET_PDEATHSIG`
+//!    fires when the *thread* that forked exits. Before `exec`, the child
+//!    checks that its parent is still alive.
 //! 2. **Handshake.** The worker's first frame is a [`Hello`]: magic,
 //!    protocol version and registry fingerprint. A mismatch, or no hello
 //!    within [`HELLO_TIMEOUT`], kills it and fails the run with a reason.
-//! 3. **Serve.** At most [`DEPTH`] runs are queued on a worker at a time, so
-//!    at most `DEPTH * n_jobs` jobs are in flight. Each worker has a reader
-//!    thread that forwards its frames to one channel for the whole pool.
-//! 4. **End.** A reader that sees end-of-file reports the worker closed;
-//!    the pool reaps it, and if it held work, the first job it held fails
-//!    with its exit status or signal. Jobs queued behind it are re-sent to
-//!    the other workers. Dropping the pool closes the pipes, so idle workers
-//!    exit at once; busy ones are killed. If the parent dies first, the
-//!    kernel kills the workers (`PR_SET_PDEATHSIG`) and their reads see EOF.
+//! 3. **Serve.** A batch is one frame each way. At most [`DEPTH`] batches
+//!    are queued on a worker. Each worker has a reader thread that forwards
+//!    its frames to one channel for the whole pool. The worker writes the
+//!    running job's sequence number and start time to its beacon. That is
+//!    how per-task timeouts are enforced, and how a crash is pinned on the
+//!    exact job of a batch.
+//! 4. **End.** A reader that sees end-of-file reports the worker closed.
+//!    The pool reaps it, and the job it was running fails with its exit
+//!    status or signal. Cancelling kills the busy workers. Dropping the pool
+//!    closes the pipes, so idle workers exit at once; busy ones are killed.
+//!    If the parent dies first, the kernel kills the workers
+//!    (`PR_SET_PDEATHSIG`), and their reads see EOF.
 
-use super::Executor;
+use super::{panic_error, Batch, Finished, Session};
+use crate::beacon::Beacon;
 use crate::error::{Error, Result};
-use crate::ipc::{self, FromWorker, Hello, ToWorker};
-use crate::task::{Decoder, Job, Outcome};
+use crate::ipc::{self, Bytes, FromWorker, Hello, ToWorker};
+use crate::task::{Decoder, Outcome, Work};
 use crate::worker::{self, Entry, ENV_WORKER};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -36,11 +40,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How many runs may be queued on one worker: one running, one waiting,
+/// How many batches may be queued on one worker: one running, one waiting,
 /// so a worker never idles while the parent sends the next.
 pub(crate) const DEPTH: usize = 2;
 /// How long a new worker has to say hello.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Auto-batching aims for batches of this length on processes: a batch
+/// costs about 20 us (two pipe hops and two wake-ups), so this keeps the
+/// overhead near 0.5% while the tail stays short.
+pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(4);
 /// The thread-count variables a worker gets (DESIGN.md decision 6).
 pub const THREAD_ENV_VARS: [&str; 5] = [
     "RAYON_NUM_THREADS",
@@ -61,21 +69,15 @@ enum Event {
     },
 }
 
-struct Sent {
-    id: u64,
-    index: usize,
-    task: &'static str,
-    /// Kept until the answer comes, to re-send if the worker dies first.
-    frame: Vec<u8>,
-}
-
 struct Worker {
     id: u64,
     pid: u32,
     child: Child,
     to_child: File,
+    beacon: Beacon,
     ready: bool,
-    queue: VecDeque<Sent>,
+    /// Batch ids sent and not yet answered, oldest first.
+    queue: VecDeque<u64>,
 }
 
 /// A pool of worker processes, kept between runs.
@@ -85,6 +87,7 @@ pub(crate) struct Processes {
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     next_id: u64,
+    pub(crate) last_used: Instant,
 }
 
 impl Processes {
@@ -97,6 +100,7 @@ impl Processes {
             events_tx,
             events,
             next_id: 0,
+            last_used: Instant::now(),
         }
     }
 
@@ -119,10 +123,14 @@ impl Processes {
         let Some(entry) = worker::entry() else {
             return Err(Error::NoWorkerEntry);
         };
+        if self.workers.len() >= self.n_jobs {
+            return Ok(());
+        }
         let share = (crate::config::cpu_count() / self.n_jobs).max(1);
         while self.workers.len() < self.n_jobs {
             let id = self.fresh_id();
-            let (child, to_child, from_child) = spawn(&entry, share)?;
+            let beacon = Beacon::shared().map_err(|e| Error::io("making a worker beacon", e))?;
+            let (child, to_child, from_child) = spawn(&entry, share, &beacon)?;
             let tx = self.events_tx.clone();
             let pid = child.id();
             std::thread::Builder::new()
@@ -134,6 +142,7 @@ impl Processes {
                 pid,
                 child,
                 to_child,
+                beacon,
                 ready: false,
                 queue: VecDeque::new(),
             });
@@ -191,7 +200,7 @@ impl Processes {
     }
 
     /// Kills every worker that still holds work, and reaps it.
-    fn kill_busy(&mut self) {
+    pub(crate) fn kill_busy(&mut self) {
         let (busy, idle): (Vec<Worker>, Vec<Worker>) =
             self.workers.drain(..).partition(|w| !w.queue.is_empty());
         self.workers = idle;
@@ -216,8 +225,7 @@ impl Drop for Processes {
     fn drop(&mut self) {
         self.kill_busy();
         // Closing the pipe ends an idle worker's loop.
-        let idle: Vec<Worker> = self.workers.drain(..).collect();
-        let mut children: Vec<Child> = idle.into_iter().map(|w| w.child).collect();
+        let mut children: Vec<Child> = self.workers.drain(..).map(|w| w.child).collect();
         let deadline = Instant::now() + Duration::from_secs(2);
         for child in &mut children {
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -229,139 +237,42 @@ impl Drop for Processes {
     }
 }
 
-impl Executor for Processes {
-    fn execute<R, I, D>(&mut self, jobs: I, mut deliver: D) -> Result<()>
-    where
-        R: Send + 'static,
-        I: Iterator<Item = Job<R>>,
-        D: FnMut(usize, Result<R>) -> ControlFlow<()>,
-    {
+/// A batch on its way through a worker.
+struct InFlight<R> {
+    first: usize,
+    len: usize,
+    task: &'static str,
+    decode: Decoder<R>,
+}
+
+/// One run's use of a process pool.
+pub(crate) struct ProcessSession<W: Work> {
+    pool: Processes,
+    batches: HashMap<u64, InFlight<W::Output>>,
+    /// Batches finished without a worker (closures, encode failures).
+    here: VecDeque<Finished<W::Output>>,
+    timeout: Option<Duration>,
+}
+
+impl<W: Work> ProcessSession<W> {
+    pub(crate) fn new(mut pool: Processes, timeout: Option<Duration>) -> Result<Self> {
         if worker::entry().is_none() {
             return Err(Error::NoWorkerEntry);
         }
-        // A run that ended by unwinding (a panicking input iterator) may
-        // have left work queued; those workers' answers belong to nobody.
-        self.kill_busy();
-        let mut jobs = jobs.enumerate().peekable();
-        // Answers are decoded with the job's own decoder, kept per run id.
-        let mut decoders: std::collections::HashMap<u64, fn(&[u8]) -> _> =
-            std::collections::HashMap::new();
-        let mut resend: VecDeque<Sent> = VecDeque::new();
-        loop {
-            if self.workers.is_empty() && (jobs.peek().is_some() || !resend.is_empty()) {
-                self.fill()?;
-            }
-            // Dispatch to the least loaded workers while any has room.
-            while let Some(pos) = self.least_loaded() {
-                let sent = if let Some(sent) = resend.pop_front() {
-                    sent
-                } else if let Some((index, job)) = jobs.next() {
-                    match self.prepare(index, job) {
-                        Prepared::Remote(sent, decode) => {
-                            decoders.insert(sent.id, decode);
-                            sent
-                        }
-                        Prepared::Done(result) => {
-                            if deliver(index, result).is_break() {
-                                self.kill_busy();
-                                return Ok(());
-                            }
-                            continue;
-                        }
-                    }
-                } else {
-                    break;
-                };
-                let w = &mut self.workers[pos];
-                // A write to a dead worker fails with EPIPE; its reader
-                // thread reports the closure, and the run is re-sent then.
-                let _ = w.to_child.write_all(&sent.frame);
-                w.queue.push_back(sent);
-            }
-            if self.workers.iter().all(|w| w.queue.is_empty())
-                && resend.is_empty()
-                && jobs.peek().is_none()
-            {
-                return Ok(());
-            }
-            let event = self.events.recv().expect("the pool holds a sender");
-            let flow = match event {
-                Event::Frame { worker, payload } => {
-                    let Some(pos) = self.position(worker) else {
-                        continue;
-                    };
-                    let msg = ipc::decode_message::<FromWorker>(&payload);
-                    let w = &mut self.workers[pos];
-                    let Some(sent) = w.queue.pop_front() else {
-                        continue;
-                    };
-                    let Some(decode) = decoders.remove(&sent.id) else {
-                        continue;
-                    };
-                    let result = match msg {
-                        Ok(FromWorker::Done { id, outcome }) if id == sent.id => {
-                            answer(sent.task, sent.index, outcome, decode)
-                        }
-                        Ok(other) => Err(Error::Codec {
-                            task: sent.task.into(),
-                            index: sent.index,
-                            action: "read the worker's answer",
-                            cause: format!("expected the answer to run {}, got {other:?}", sent.id),
-                        }),
-                        Err(e) => Err(Error::Codec {
-                            task: sent.task.into(),
-                            index: sent.index,
-                            action: "read the worker's answer",
-                            cause: e.to_string(),
-                        }),
-                    };
-                    deliver(sent.index, result)
-                }
-                Event::Closed { worker, error } => {
-                    let Some(pos) = self.position(worker) else {
-                        continue;
-                    };
-                    let mut w = self.workers.swap_remove(pos);
-                    let mut status = describe(w.child.wait());
-                    if let Some(e) = error {
-                        status = format!("{status} (its pipe failed: {e})");
-                    }
-                    let Some(failed) = w.queue.pop_front() else {
-                        continue;
-                    };
-                    decoders.remove(&failed.id);
-                    // Runs queued behind the failed one never started.
-                    resend.extend(w.queue.drain(..));
-                    deliver(
-                        failed.index,
-                        Err(Error::WorkerDied {
-                            task: failed.task.into(),
-                            index: failed.index,
-                            pid: w.pid,
-                            status,
-                        }),
-                    )
-                }
-            };
-            if flow.is_break() {
-                self.kill_busy();
-                return Ok(());
-            }
-        }
+        // A run that ended by unwinding may have left work queued; those
+        // workers' answers belong to nobody.
+        pool.kill_busy();
+        Ok(ProcessSession {
+            pool,
+            batches: HashMap::new(),
+            here: VecDeque::new(),
+            timeout,
+        })
     }
-}
 
-enum Prepared<R> {
-    Remote(
-        Sent,
-        fn(&[u8]) -> std::result::Result<R, crate::codec::CodecError>,
-    ),
-    Done(Result<R>),
-}
-
-impl Processes {
     fn least_loaded(&self) -> Option<usize> {
-        self.workers
+        self.pool
+            .workers
             .iter()
             .enumerate()
             .filter(|(_, w)| w.queue.len() < DEPTH)
@@ -369,48 +280,261 @@ impl Processes {
             .map(|(i, _)| i)
     }
 
-    fn prepare<R: Send + 'static>(&mut self, index: usize, job: Job<R>) -> Prepared<R> {
-        let task = job.task();
-        let (Some(args), Some(decode)) = (job.encode_args(), job.decoder()) else {
-            // A closure cannot cross a process boundary: it runs here, as
-            // joblib runs `require="sharedmem"` work on threads.
-            let result = job
-                .run_caught()
-                .map_err(|caught| super::panic_error(task, index, caught));
-            return Prepared::Done(result);
+    /// The job a worker was running, by its beacon, else the first of its
+    /// oldest batch.
+    fn running_job(&self, w: &Worker) -> Option<(usize, &'static str)> {
+        let batch = self.batches.get(w.queue.front()?)?;
+        let index = match w.beacon.running() {
+            Some((seq, _)) if (batch.first..batch.first + batch.len).contains(&(seq as usize)) => {
+                seq as usize
+            }
+            _ => batch.first,
         };
-        let codec_error = |action, cause: String| Error::Codec {
-            task: task.into(),
-            index,
-            action,
-            cause,
-        };
-        let args = match args {
-            Ok(args) => args,
-            Err(e) => return Prepared::Done(Err(codec_error("encode the arguments", e.0))),
-        };
-        let id = self.fresh_id();
-        let msg = ToWorker::Run {
-            id,
-            task: task.to_string(),
-            args,
-        };
-        match ipc::encode_frame(&msg) {
-            Ok(frame) => Prepared::Remote(
-                Sent {
-                    id,
-                    index,
-                    task,
-                    frame,
-                },
-                decode,
-            ),
-            Err(e) => Prepared::Done(Err(codec_error("encode the arguments", e.0))),
+        Some((index, batch.task))
+    }
+
+    /// A worker over the time limit, or how long until one could be.
+    fn overdue(&self, limit: Duration) -> std::result::Result<usize, Duration> {
+        let mut soonest = limit;
+        for (pos, w) in self.pool.workers.iter().enumerate() {
+            if w.queue.is_empty() {
+                continue;
+            }
+            if let Some((_, ran)) = w.beacon.running() {
+                if ran >= limit {
+                    return Ok(pos);
+                }
+                soonest = soonest.min(limit - ran);
+            }
         }
+        Err(soonest)
+    }
+
+    fn answer(&mut self, worker: u64, payload: &[u8]) -> Option<Finished<W::Output>> {
+        let pos = self.pool.position(worker)?;
+        let id = self.pool.workers[pos].queue.pop_front()?;
+        let batch = self.batches.remove(&id)?;
+        let (outcomes, elapsed_ns) = match ipc::decode_message::<FromWorker>(payload) {
+            Ok(FromWorker::Done {
+                id: answered,
+                outcomes,
+                elapsed_ns,
+            }) if answered == id && outcomes.len() == batch.len => (outcomes, elapsed_ns),
+            Ok(other) => {
+                let cause = format!("expected the answer to batch {id}, got {other:?}");
+                return Some(failed(
+                    batch.len,
+                    batch.task,
+                    batch.first,
+                    "read the worker's answer",
+                    cause,
+                ));
+            }
+            Err(e) => {
+                let cause = e.to_string();
+                return Some(failed(
+                    batch.len,
+                    batch.task,
+                    batch.first,
+                    "read the worker's answer",
+                    cause,
+                ));
+            }
+        };
+        let results = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(k, outcome)| {
+                let index = batch.first + k;
+                (
+                    index,
+                    decode_outcome(batch.task, index, outcome, batch.decode),
+                )
+            })
+            .collect();
+        Some(Finished {
+            jobs: batch.len,
+            results,
+            elapsed: Duration::from_nanos(elapsed_ns),
+        })
     }
 }
 
-fn answer<R>(task: &str, index: usize, outcome: Outcome, decode: Decoder<R>) -> Result<R> {
+impl<W: Work> Session<W> for ProcessSession<W> {
+    fn has_room(&self) -> bool {
+        self.pool.workers.len() < self.pool.n_jobs || self.least_loaded().is_some()
+    }
+
+    fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        let first = batch[0].0;
+        let task = batch[0].1.task();
+        let Some(decode) = batch[0].1.decoder() else {
+            // A closure cannot cross a process boundary: it runs here, as
+            // joblib runs `require="sharedmem"` work on threads.
+            self.here.push_back(super::run_here(batch, None, || false));
+            return Ok(());
+        };
+        let mut args = Vec::with_capacity(batch.len());
+        for (index, work) in &batch {
+            match work.encode_args() {
+                Some(Ok(bytes)) => args.push(Bytes(bytes)),
+                other => {
+                    let cause = match other {
+                        Some(Err(e)) => e.0,
+                        _ => "this job cannot be sent to a worker process".into(),
+                    };
+                    self.here.push_back(failed(
+                        batch.len(),
+                        task,
+                        *index,
+                        "encode the arguments",
+                        cause,
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        drop(batch);
+        self.pool.fill()?;
+        let id = self.pool.fresh_id();
+        let msg = ToWorker::Run {
+            id,
+            task: task.to_string(),
+            seq: first as u64,
+            args,
+        };
+        let len = match &msg {
+            ToWorker::Run { args, .. } => args.len(),
+        };
+        let frame = match ipc::encode_frame(&msg) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.here
+                    .push_back(failed(len, task, first, "encode the arguments", e.0));
+                return Ok(());
+            }
+        };
+        drop(msg);
+        let pos = self
+            .least_loaded()
+            .expect("has_room said a worker has room");
+        let w = &mut self.pool.workers[pos];
+        // A write to a dead worker fails with EPIPE; its reader thread
+        // reports the closure, and `wait` turns it into the error.
+        let _ = w.to_child.write_all(&frame);
+        w.queue.push_back(id);
+        self.batches.insert(
+            id,
+            InFlight {
+                first,
+                len,
+                task,
+                decode,
+            },
+        );
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<Finished<W::Output>> {
+        if let Some(done) = self.here.pop_front() {
+            return Ok(done);
+        }
+        loop {
+            let event = match self.timeout {
+                None => self
+                    .pool
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(limit) => match self.overdue(limit) {
+                    Ok(pos) => {
+                        let w = &self.pool.workers[pos];
+                        let (index, task) = self.running_job(w).expect("an overdue worker is busy");
+                        let w = self.pool.workers.swap_remove(pos);
+                        kill(w);
+                        return Err(Error::Timeout {
+                            task: task.into(),
+                            index,
+                            after: limit,
+                        });
+                    }
+                    Err(wait) => self.pool.events.recv_timeout(wait),
+                },
+            };
+            match event {
+                Ok(Event::Frame { worker, payload }) => {
+                    if let Some(done) = self.answer(worker, &payload) {
+                        self.pool.last_used = Instant::now();
+                        return Ok(done);
+                    }
+                }
+                Ok(Event::Closed { worker, error }) => {
+                    let Some(pos) = self.pool.position(worker) else {
+                        continue;
+                    };
+                    let running = self.running_job(&self.pool.workers[pos]);
+                    let mut w = self.pool.workers.swap_remove(pos);
+                    let mut status = describe(w.child.wait());
+                    if let Some(e) = error {
+                        status = format!("{status} (its pipe failed: {e})");
+                    }
+                    let Some((index, task)) = running else {
+                        continue; // an idle worker died: the next fill replaces it
+                    };
+                    return Err(Error::WorkerDied {
+                        task: task.into(),
+                        index,
+                        pid: w.pid,
+                        status,
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+            }
+        }
+    }
+
+    fn cancel(&mut self) {
+        self.pool.kill_busy();
+        self.batches.clear();
+        self.here.clear();
+    }
+
+    fn batch_target(&self) -> Duration {
+        BATCH_TARGET
+    }
+
+    fn into_pool(self: Box<Self>) -> Option<Processes> {
+        let mut pool = self.pool;
+        pool.last_used = Instant::now();
+        Some(pool)
+    }
+}
+
+/// A batch that failed as a whole before or after its jobs ran.
+fn failed<R>(
+    jobs: usize,
+    task: &str,
+    index: usize,
+    action: &'static str,
+    cause: String,
+) -> Finished<R> {
+    Finished {
+        jobs,
+        results: vec![(
+            index,
+            Err(Error::Codec {
+                task: task.into(),
+                index,
+                action,
+                cause,
+            }),
+        )],
+        elapsed: Duration::ZERO,
+    }
+}
+
+fn decode_outcome<R>(task: &str, index: usize, outcome: Outcome, decode: Decoder<R>) -> Result<R> {
     let codec_error = |action, cause: String| Error::Codec {
         task: task.into(),
         index,
@@ -418,13 +542,12 @@ fn answer<R>(task: &str, index: usize, outcome: Outcome, decode: Decoder<R>) -> 
         cause,
     };
     match outcome {
-        Outcome::Ok(bytes) => decode(&bytes).map_err(|e| codec_error("decode the result", e.0)),
-        Outcome::Panic { message, location } => Err(Error::Panic {
-            task: task.into(),
+        Outcome::Ok(bytes) => decode(&bytes.0).map_err(|e| codec_error("decode the result", e.0)),
+        Outcome::Panic { message, location } => Err(panic_error(
+            task,
             index,
-            message,
-            location,
-        }),
+            crate::panic::Caught { message, location },
+        )),
         Outcome::UnknownTask => Err(Error::UnknownTask {
             task: task.into(),
             index,
@@ -522,7 +645,8 @@ fn worker_program() -> std::path::PathBuf {
     }
 }
 
-fn spawn(entry: &Entry, share: usize) -> Result<(Child, File, File)> {
+fn spawn(entry: &Entry, share: usize, beacon: &Beacon) -> Result<(Child, File, File)> {
+    let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
     let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
     let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
     let mut command = Command::new(worker_program());
@@ -543,7 +667,7 @@ fn spawn(entry: &Entry, share: usize) -> Result<(Child, File, File)> {
         .env(
             ENV_WORKER,
             format!(
-                "{},{},{share}",
+                "{},{},{beacon_fd},{share}",
                 child_reads.as_raw_fd(),
                 child_writes.as_raw_fd()
             ),
@@ -554,7 +678,7 @@ fn spawn(entry: &Entry, share: usize) -> Result<(Child, File, File)> {
             command.env(var, share.to_string());
         }
     }
-    let keep = [child_reads.as_raw_fd(), child_writes.as_raw_fd()];
+    let keep = [child_reads.as_raw_fd(), child_writes.as_raw_fd(), beacon_fd];
     // SAFETY: getpid is async-signal-safe and called before the fork.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs between fork and exec and only makes

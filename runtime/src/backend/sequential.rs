@@ -1,32 +1,76 @@
-//! The sequential backend: a plain loop in the caller's thread.
+//! The sequential backend: each job in turn, in the caller's thread.
 //!
-//! `n_jobs = 1` always lands here, as in joblib. It is also the reference
-//! the other backends are compared against.
+//! `n_jobs = 1` always lands here, as in joblib. A timeout cannot stop a
+//! job running in the caller's own thread; a job that took longer is
+//! reported as [`Error::Timeout`] when it returns.
 
-use super::{panic_error, Executor};
-use crate::error::Result;
-use crate::task::Job;
-use std::ops::ControlFlow;
+use super::{run_here, Batch, Finished, Session};
+use crate::error::{Error, Result};
+use crate::task::Work;
+use std::collections::VecDeque;
+use std::time::Duration;
 
-/// Runs each job in turn, in the calling thread.
-pub(crate) struct Sequential;
+pub(crate) struct Sequential<W> {
+    pending: VecDeque<Batch<W>>,
+    timeout: Option<Duration>,
+}
 
-impl Executor for Sequential {
-    fn execute<R, I, D>(&mut self, jobs: I, mut deliver: D) -> Result<()>
-    where
-        R: Send + 'static,
-        I: Iterator<Item = Job<R>>,
-        D: FnMut(usize, Result<R>) -> ControlFlow<()>,
-    {
-        for (index, job) in jobs.enumerate() {
-            let task = job.task();
-            let result = job
-                .run_caught()
-                .map_err(|caught| panic_error(task, index, caught));
-            if deliver(index, result).is_break() {
-                break;
-            }
+impl<W> Sequential<W> {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Sequential {
+            pending: VecDeque::new(),
+            timeout,
         }
+    }
+}
+
+impl<W: Work> Session<W> for Sequential<W> {
+    fn has_room(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        self.pending.push_back(batch);
         Ok(())
+    }
+
+    fn wait(&mut self) -> Result<Finished<W::Output>> {
+        let batch = self.pending.pop_front().expect("wait follows submit");
+        let Some(limit) = self.timeout else {
+            return Ok(run_here(batch, None, || false));
+        };
+        let jobs = batch.len();
+        let mut results = Vec::with_capacity(jobs);
+        let mut elapsed = Duration::ZERO;
+        for (index, work) in batch {
+            let task = work.task();
+            let one = run_here(vec![(index, work)], None, || false);
+            if one.elapsed > limit {
+                return Err(Error::Timeout {
+                    task: task.into(),
+                    index,
+                    after: limit,
+                });
+            }
+            elapsed += one.elapsed;
+            results.extend(one.results);
+        }
+        Ok(Finished {
+            jobs,
+            results,
+            elapsed,
+        })
+    }
+
+    fn cancel(&mut self) {
+        self.pending.clear();
+    }
+
+    fn batch_target(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn into_pool(self: Box<Self>) -> Option<super::process::Processes> {
+        None
     }
 }

@@ -1,19 +1,28 @@
 //! The thread backend: a rayon pool of exactly `n_jobs` threads.
 //!
-//! The caller's thread draws jobs lazily and keeps at most `2 * n_jobs` of
-//! them queued or running; results come back over a channel. Cancelling
-//! sets a flag that every job checks before it starts: a job already
-//! running on a thread cannot be stopped (Rust has no safe way to kill a
-//! thread), so it finishes in the background and its result is dropped.
+//! Each batch is one rayon task that runs its jobs in order and sends the
+//! results back over a channel. Cancelling sets a flag that every job checks
+//! before it starts. A job already running cannot be stopped, because Rust
+//! has no safe way to kill a thread. After a timeout or an error the run
+//! returns at once, and the running job finishes in the background with its
+//! result dropped.
 
-use super::{panic_error, Executor};
+use super::{run_here, Batch, Finished, Session};
+use crate::beacon::Beacon;
 use crate::error::{Error, Result};
-use crate::task::Job;
-use std::ops::ControlFlow;
+use crate::task::Work;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Auto-batching aims for batches of this length on threads: a batch costs
+/// about 3 us to hand over, so this keeps the overhead under 1%.
+pub(crate) const BATCH_TARGET: Duration = Duration::from_micros(500);
 
 /// A rayon pool, shared by every run of one `Parallel`.
+#[derive(Clone)]
 pub(crate) struct Threads {
     pool: Arc<rayon::ThreadPool>,
     n_jobs: usize,
@@ -36,63 +45,127 @@ impl Threads {
     pub(crate) fn n_jobs(&self) -> usize {
         self.n_jobs
     }
+}
 
-    /// Another handle on the same pool.
-    pub(crate) fn handle(&self) -> Threads {
-        Threads {
-            pool: Arc::clone(&self.pool),
-            n_jobs: self.n_jobs,
+struct Done<R> {
+    batch: u64,
+    finished: Finished<R>,
+}
+
+struct Running {
+    beacon: Arc<Beacon>,
+    first: usize,
+    tasks: Vec<&'static str>,
+}
+
+pub(crate) struct ThreadSession<W: Work> {
+    threads: Threads,
+    tx: Sender<Done<W::Output>>,
+    rx: Receiver<Done<W::Output>>,
+    cancelled: Arc<AtomicBool>,
+    running: HashMap<u64, Running>,
+    next_batch: u64,
+    timeout: Option<Duration>,
+}
+
+impl<W: Work> ThreadSession<W> {
+    pub(crate) fn new(threads: Threads, timeout: Option<Duration>) -> Self {
+        let (tx, rx) = mpsc::channel();
+        ThreadSession {
+            threads,
+            tx,
+            rx,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            running: HashMap::new(),
+            next_batch: 0,
+            timeout,
         }
+    }
+
+    /// The first running job over the limit, if any, and else how long
+    /// until one could be.
+    fn overdue(&self, limit: Duration) -> std::result::Result<Error, Duration> {
+        let mut soonest = limit;
+        for r in self.running.values() {
+            if let Some((seq, ran)) = r.beacon.running() {
+                let index = seq as usize;
+                if ran >= limit {
+                    return Ok(Error::Timeout {
+                        task: r.tasks[index - r.first].into(),
+                        index,
+                        after: limit,
+                    });
+                }
+                soonest = soonest.min(limit - ran);
+            }
+        }
+        Err(soonest)
     }
 }
 
-impl Executor for Threads {
-    fn execute<R, I, D>(&mut self, jobs: I, mut deliver: D) -> Result<()>
-    where
-        R: Send + 'static,
-        I: Iterator<Item = Job<R>>,
-        D: FnMut(usize, Result<R>) -> ControlFlow<()>,
-    {
-        let (tx, rx) = mpsc::channel::<(usize, Option<Result<R>>)>();
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let bound = 2 * self.n_jobs;
-        let mut jobs = jobs.enumerate();
-        let mut in_flight = 0usize;
-        let mut exhausted = false;
+impl<W: Work> Session<W> for ThreadSession<W> {
+    fn has_room(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let beacon = self.timeout.map(|_| Arc::new(Beacon::in_process()));
+        if let Some(beacon) = &beacon {
+            self.running.insert(
+                id,
+                Running {
+                    beacon: Arc::clone(beacon),
+                    first: batch[0].0,
+                    tasks: batch.iter().map(|(_, w)| w.task()).collect(),
+                },
+            );
+        }
+        let tx = self.tx.clone();
+        let cancelled = Arc::clone(&self.cancelled);
+        self.threads.pool.spawn(move || {
+            let stop = || cancelled.load(Ordering::Relaxed);
+            let finished = run_here(batch, beacon.as_deref(), stop);
+            let _ = tx.send(Done {
+                batch: id,
+                finished,
+            });
+        });
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<Finished<W::Output>> {
         loop {
-            while !exhausted && in_flight < bound {
-                let Some((index, job)) = jobs.next() else {
-                    exhausted = true;
-                    break;
-                };
-                let tx = tx.clone();
-                let cancelled = Arc::clone(&cancelled);
-                in_flight += 1;
-                self.pool.spawn(move || {
-                    if cancelled.load(Ordering::Relaxed) {
-                        let _ = tx.send((index, None));
-                        return;
-                    }
-                    let task = job.task();
-                    let result = job
-                        .run_caught()
-                        .map_err(|caught| panic_error(task, index, caught));
-                    let _ = tx.send((index, Some(result)));
-                });
-            }
-            if in_flight == 0 {
-                return Ok(());
-            }
-            let (index, result) = rx
-                .recv()
-                .expect("the sender is held by this loop, so the channel cannot close");
-            in_flight -= 1;
-            if let Some(result) = result {
-                if deliver(index, result).is_break() {
-                    cancelled.store(true, Ordering::Relaxed);
-                    return Ok(());
+            let done = match self.timeout {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(limit) => match self.overdue(limit) {
+                    Ok(timeout) => return Err(timeout),
+                    Err(wait) => self.rx.recv_timeout(wait),
+                },
+            };
+            match done {
+                Ok(done) => {
+                    self.running.remove(&done.batch);
+                    return Ok(done.finished);
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    unreachable!("the session holds a sender")
                 }
             }
         }
+    }
+
+    fn cancel(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn batch_target(&self) -> Duration {
+        BATCH_TARGET
+    }
+
+    fn into_pool(self: Box<Self>) -> Option<super::process::Processes> {
+        None
     }
 }

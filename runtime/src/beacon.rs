@@ -1,0 +1,187 @@
+//! Which job a worker is running, and since when, readable by the parent.
+//!
+//! A beacon is two atomic words: the running job's sequence number (or
+//! [`IDLE`]) and its start time on `CLOCK_MONOTONIC`, which is one clock for
+//! every process on the machine. A worker thread or process writes it before
+//! each job of a batch, so the scheduler can enforce per-task timeouts and
+//! name the exact job of a batch that a crashed worker was running, without
+//! one message per job. For worker processes the words live in a `memfd`
+//! mapped by both sides; for threads, on the heap.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The sequence number of a worker between jobs.
+pub const IDLE: u64 = u64::MAX;
+
+#[repr(C)]
+struct Words {
+    seq: AtomicU64,
+    started_ns: AtomicU64,
+}
+
+enum Storage {
+    Heap(Box<Words>),
+    Mapped {
+        ptr: NonNull<Words>,
+        len: usize,
+        fd: Option<OwnedFd>,
+    },
+}
+
+/// A shared record of the running job.
+pub struct Beacon {
+    storage: Storage,
+}
+
+// SAFETY: the mapped words are only accessed through atomics.
+unsafe impl Send for Beacon {}
+// SAFETY: as above.
+unsafe impl Sync for Beacon {}
+
+const MAP_LEN: usize = 4096;
+
+impl Beacon {
+    /// A beacon for a thread in this process.
+    pub fn in_process() -> Beacon {
+        Beacon {
+            storage: Storage::Heap(Box::new(Words {
+                seq: AtomicU64::new(IDLE),
+                started_ns: AtomicU64::new(0),
+            })),
+        }
+    }
+
+    /// A beacon in a fresh `memfd`, to share with a worker process.
+    pub fn shared() -> io::Result<Beacon> {
+        // SAFETY: memfd_create with a static NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"parjob-beacon".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just created and is owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate on our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), MAP_LEN as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut beacon = Beacon::map(fd.as_raw_fd())?;
+        if let Storage::Mapped { fd: slot, .. } = &mut beacon.storage {
+            *slot = Some(fd);
+        }
+        beacon.idle();
+        Ok(beacon)
+    }
+
+    /// Maps a beacon whose `memfd` was inherited (in the worker).
+    pub fn map(fd: RawFd) -> io::Result<Beacon> {
+        // SAFETY: a shared read-write mapping of MAP_LEN bytes of a memfd
+        // that is at least that long; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAP_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Beacon {
+            storage: Storage::Mapped {
+                ptr: NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer"),
+                len: MAP_LEN,
+                fd: None,
+            },
+        })
+    }
+
+    /// The `memfd` to pass to a worker process.
+    pub fn fd(&self) -> Option<RawFd> {
+        match &self.storage {
+            Storage::Mapped { fd: Some(fd), .. } => Some(fd.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    fn words(&self) -> &Words {
+        match &self.storage {
+            Storage::Heap(words) => words,
+            // SAFETY: the mapping lives as long as self and is page-aligned.
+            Storage::Mapped { ptr, .. } => unsafe { ptr.as_ref() },
+        }
+    }
+
+    /// Records that job `seq` starts now.
+    pub fn start(&self, seq: u64) {
+        let w = self.words();
+        w.seq.store(IDLE, Ordering::Release);
+        w.started_ns.store(now_ns(), Ordering::Release);
+        w.seq.store(seq, Ordering::Release);
+    }
+
+    /// Records that no job runs.
+    pub fn idle(&self) {
+        self.words().seq.store(IDLE, Ordering::Release);
+    }
+
+    /// The running job and how long it has run, if one runs.
+    pub fn running(&self) -> Option<(u64, Duration)> {
+        let w = self.words();
+        loop {
+            let seq = w.seq.load(Ordering::Acquire);
+            if seq == IDLE {
+                return None;
+            }
+            let started = w.started_ns.load(Ordering::Acquire);
+            if w.seq.load(Ordering::Acquire) == seq {
+                return Some((seq, Duration::from_nanos(now_ns().saturating_sub(started))));
+            }
+        }
+    }
+}
+
+impl Drop for Beacon {
+    fn drop(&mut self) {
+        if let Storage::Mapped { ptr, len, .. } = &self.storage {
+            // SAFETY: unmapping our own mapping once.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), *len) };
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_mapping_sees_the_first_ones_writes() {
+        let parent = Beacon::shared().unwrap();
+        let child = Beacon::map(parent.fd().unwrap()).unwrap();
+        assert_eq!(parent.running(), None);
+        child.start(41);
+        std::thread::sleep(Duration::from_millis(5));
+        let (seq, ran) = parent.running().unwrap();
+        assert_eq!(seq, 41);
+        assert!(ran >= Duration::from_millis(5));
+        child.idle();
+        assert_eq!(parent.running(), None);
+    }
+}

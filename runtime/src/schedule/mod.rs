@@ -1,0 +1,451 @@
+//! The scheduler: draws jobs lazily, batches them, bounds what is in
+//! flight and what is buffered, orders results, and stops on the first error.
+//!
+//! A [`Stream`] pulls from a backend [`Session`]. Each step it dispatches
+//! batches while three things allow it, then waits for one batch to finish:
+//! - fewer than `pre_dispatch` batches are in flight;
+//! - the session has room (a worker process takes at most two batches);
+//! - results held plus jobs in flight stay under `pre_dispatch * batch`.
+//!
+//! The third bound is what keeps the ordered iterator's memory flat. When
+//! an early job is slow, the jobs behind it stop being drawn once the
+//! buffer is full, instead of piling up results (joblib's ordered
+//! generator held 495 MB in the seeds' slow-task case). `run` collects
+//! everything anyway, so it does not use the third bound.
+//!
+//! The first error, in completion order, ends the stream. Results already
+//! buffered in order before it are still yielded, then the error; then
+//! nothing. Dropping a stream early cancels the session: workers holding
+//! jobs are killed, and jobs on threads that have not started are skipped.
+
+mod batch;
+mod progress;
+
+pub(crate) use batch::Batcher;
+pub use batch::MAX_BATCH;
+
+use crate::backend::Session;
+use crate::config::Resolved;
+use crate::error::{Error, Result};
+use crate::task::Work;
+use progress::Reporter;
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Where a stream gives its worker processes back when it ends.
+pub(crate) type GiveBack = Box<dyn FnOnce(crate::backend::process::Processes) + Send>;
+
+type Output<I> = <<I as Iterator>::Item as Work>::Output;
+
+/// A resolved plan and its session, or why the run could not start.
+pub(crate) type Start<W> = Result<(Resolved, Box<dyn Session<W>>)>;
+
+/// Results in input order, with a bounded buffer.
+struct Reorder<R> {
+    next: usize,
+    head: VecDeque<R>,
+    waiting: BTreeMap<usize, Vec<R>>,
+}
+
+impl<R> Reorder<R> {
+    fn new() -> Self {
+        Reorder {
+            next: 0,
+            head: VecDeque::new(),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the results of consecutive jobs starting at `first`.
+    fn insert(&mut self, first: usize, results: Vec<R>) {
+        if first == self.next + self.head.len() {
+            self.head.extend(results);
+            while let Some(more) = self.waiting.remove(&(self.next + self.head.len())) {
+                self.head.extend(more);
+            }
+        } else {
+            self.waiting.insert(first, results);
+        }
+    }
+
+    fn pop(&mut self) -> Option<R> {
+        let value = self.head.pop_front()?;
+        self.next += 1;
+        Some(value)
+    }
+}
+
+enum Ready<R> {
+    Ordered(Reorder<R>),
+    Unordered(VecDeque<(usize, R)>),
+}
+
+/// The engine behind [`Ordered`], [`Unordered`] and `Parallel::run`.
+pub(crate) struct Stream<I: Iterator>
+where
+    I::Item: Work,
+{
+    input: I,
+    lookahead: Option<I::Item>,
+    drawn: usize,
+    exhausted: bool,
+    session: Option<Box<dyn Session<I::Item>>>,
+    give_back: Option<GiveBack>,
+    plan: Option<Resolved>,
+    batcher: Batcher,
+    bounded: bool,
+    in_flight_batches: usize,
+    in_flight_jobs: usize,
+    held: usize,
+    ready: Ready<Output<I>>,
+    error: Option<Error>,
+    done: bool,
+    report: Reporter,
+}
+
+impl<I: Iterator> Stream<I>
+where
+    I::Item: Work,
+{
+    pub(crate) fn new(
+        input: I,
+        start: Start<I::Item>,
+        give_back: Option<GiveBack>,
+        ordered: bool,
+        bounded: bool,
+    ) -> Self {
+        let ready = if ordered {
+            Ready::Ordered(Reorder::new())
+        } else {
+            Ready::Unordered(VecDeque::new())
+        };
+        let (plan, session, error) = match start {
+            Ok((plan, session)) => (Some(plan), Some(session), None),
+            Err(e) => (None, None, Some(e)),
+        };
+        let total = match input.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(hi),
+            _ => None,
+        };
+        let (batcher, report) = match (&plan, &session) {
+            (Some(p), Some(s)) => (
+                Batcher::new(p.batch_size, s.batch_target(), p.n_jobs),
+                Reporter::new(p, total),
+            ),
+            _ => (
+                Batcher::new(crate::config::BatchSize::Fixed(1), Default::default(), 1),
+                Reporter::new(&Self::quiet(), None),
+            ),
+        };
+        Stream {
+            input,
+            lookahead: None,
+            drawn: 0,
+            exhausted: false,
+            session,
+            give_back,
+            plan,
+            batcher,
+            bounded,
+            in_flight_batches: 0,
+            in_flight_jobs: 0,
+            held: 0,
+            ready,
+            error,
+            done: false,
+            report,
+        }
+    }
+
+    fn quiet() -> Resolved {
+        Resolved {
+            n_jobs: 1,
+            backend: crate::config::Backend::Sequential,
+            batch_size: crate::config::BatchSize::Fixed(1),
+            pre_dispatch: 1,
+            timeout: None,
+            verbose: 0,
+            progress: false,
+        }
+    }
+
+    fn pre_dispatch(&self) -> usize {
+        self.plan.as_ref().map_or(1, |p| p.pre_dispatch)
+    }
+
+    fn hold_cap(&self) -> usize {
+        if self.bounded {
+            self.pre_dispatch().saturating_mul(self.batcher.current())
+        } else {
+            usize::MAX
+        }
+    }
+
+    fn remaining(&self) -> Option<usize> {
+        let (_, upper) = self.input.size_hint();
+        upper.map(|u| u + usize::from(self.lookahead.is_some()))
+    }
+
+    /// Draws up to `want` consecutive jobs of one task.
+    fn draw(&mut self, want: usize) -> Vec<(usize, I::Item)> {
+        let mut batch: Vec<(usize, I::Item)> = Vec::with_capacity(want.min(4096));
+        while batch.len() < want {
+            let work = match self.lookahead.take() {
+                Some(work) => work,
+                None if self.exhausted => break,
+                None => match catch_unwind(AssertUnwindSafe(|| self.input.next())) {
+                    Ok(Some(work)) => work,
+                    Ok(None) => {
+                        self.exhausted = true;
+                        break;
+                    }
+                    Err(payload) => {
+                        self.exhausted = true;
+                        let message = crate::panic::payload_text(&*payload);
+                        self.fail(Error::InputPanicked {
+                            index: self.drawn,
+                            message,
+                        });
+                        return Vec::new();
+                    }
+                },
+            };
+            if batch.first().is_some_and(|(_, w)| w.task() != work.task()) {
+                self.lookahead = Some(work);
+                break;
+            }
+            batch.push((self.drawn, work));
+            self.drawn += 1;
+        }
+        batch
+    }
+
+    fn dispatch(&mut self) {
+        while self.error.is_none()
+            && !self.done
+            && self.in_flight_batches < self.pre_dispatch()
+            && self.held + self.in_flight_jobs < self.hold_cap()
+            && self.session.as_ref().is_some_and(|s| s.has_room())
+        {
+            let want = self.batcher.next_size(self.remaining());
+            let batch = self.draw(want);
+            if batch.is_empty() {
+                break;
+            }
+            let jobs = batch.len();
+            let session = self.session.as_mut().expect("checked above");
+            if let Err(e) = session.submit(batch) {
+                self.fail(e);
+                break;
+            }
+            self.in_flight_batches += 1;
+            self.in_flight_jobs += jobs;
+        }
+    }
+
+    /// Dispatches, then waits for one batch. False when nothing is left to
+    /// wait for (the input is done, or the stream failed).
+    pub(crate) fn step(&mut self) -> bool {
+        self.dispatch();
+        if self.error.is_some() || self.in_flight_batches == 0 {
+            return false;
+        }
+        let session = self.session.as_mut().expect("a batch is in flight");
+        match session.wait() {
+            Ok(finished) => {
+                self.in_flight_batches -= 1;
+                self.in_flight_jobs -= finished.jobs;
+                if finished.results.len() == finished.jobs {
+                    self.batcher.record(finished.jobs, finished.elapsed);
+                }
+                self.report
+                    .batch_done(finished.jobs, self.batcher.current());
+                let mut values = Vec::with_capacity(finished.results.len());
+                let first = finished.results.first().map_or(0, |(i, _)| *i);
+                for (index, result) in finished.results {
+                    match result {
+                        Ok(v) => values.push((index, v)),
+                        Err(e) => {
+                            self.fail(e);
+                            return false;
+                        }
+                    }
+                }
+                self.held += values.len();
+                match &mut self.ready {
+                    Ready::Ordered(r) => {
+                        r.insert(first, values.into_iter().map(|(_, v)| v).collect())
+                    }
+                    Ready::Unordered(q) => q.extend(values),
+                }
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() && !self.done {
+            self.error = Some(e);
+        }
+        self.close(false);
+    }
+
+    /// Ends the stream: cancels what is in flight unless it ended cleanly,
+    /// and gives the worker processes back.
+    fn close(&mut self, ok: bool) {
+        if let Some(mut session) = self.session.take() {
+            if !ok {
+                session.cancel();
+            }
+            if let (Some(pool), Some(give_back)) = (session.into_pool(), self.give_back.take()) {
+                give_back(pool);
+            }
+            self.report.finish(ok && self.error.is_none());
+        }
+        self.in_flight_batches = 0;
+        self.in_flight_jobs = 0;
+    }
+
+    fn next_ordered(&mut self) -> Option<Result<Output<I>>> {
+        loop {
+            if let Ready::Ordered(r) = &mut self.ready {
+                if let Some(v) = r.pop() {
+                    self.held -= 1;
+                    return Some(Ok(v));
+                }
+            }
+            if let Some(e) = self.error.take() {
+                self.done = true;
+                return Some(Err(e));
+            }
+            if self.done {
+                return None;
+            }
+            if !self.step() && self.error.is_none() {
+                self.done = true;
+                self.close(true);
+            }
+        }
+    }
+
+    fn next_unordered(&mut self) -> Option<Result<(usize, Output<I>)>> {
+        loop {
+            if let Ready::Unordered(q) = &mut self.ready {
+                if let Some(v) = q.pop_front() {
+                    self.held -= 1;
+                    return Some(Ok(v));
+                }
+            }
+            if let Some(e) = self.error.take() {
+                self.done = true;
+                return Some(Err(e));
+            }
+            if self.done {
+                return None;
+            }
+            if !self.step() && self.error.is_none() {
+                self.done = true;
+                self.close(true);
+            }
+        }
+    }
+
+    /// Runs to the end and returns every result in input order.
+    pub(crate) fn collect_ordered(mut self) -> Result<Vec<Output<I>>> {
+        let mut out = Vec::with_capacity(self.input.size_hint().0);
+        loop {
+            let more = self.step();
+            if let Ready::Ordered(r) = &mut self.ready {
+                out.extend(r.head.drain(..));
+                r.next = out.len();
+                self.held = r.waiting.values().map(Vec::len).sum();
+            }
+            if let Some(e) = self.error.take() {
+                self.done = true;
+                return Err(e);
+            }
+            if !more {
+                self.done = true;
+                self.close(true);
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl<I: Iterator> Drop for Stream<I>
+where
+    I::Item: Work,
+{
+    fn drop(&mut self) {
+        let clean = self.done && self.error.is_none() && self.in_flight_batches == 0;
+        self.close(clean);
+    }
+}
+
+/// Results in input order: `Parallel::iter`. Each item is `Ok(result)`, or
+/// the first error, after which the iterator ends. Dropping it cancels the
+/// jobs still running.
+pub struct Ordered<I: Iterator>
+where
+    I::Item: Work,
+{
+    pub(crate) stream: Stream<I>,
+}
+
+impl<I: Iterator> Iterator for Ordered<I>
+where
+    I::Item: Work,
+{
+    type Item = Result<Output<I>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.stream.next_ordered()
+    }
+}
+
+/// Results as they complete, with their input index:
+/// `Parallel::iter_unordered`. Each item is `Ok((index, result))`, or the
+/// first error, after which the iterator ends. Dropping it cancels the jobs
+/// still running.
+pub struct Unordered<I: Iterator>
+where
+    I::Item: Work,
+{
+    pub(crate) stream: Stream<I>,
+}
+
+impl<I: Iterator> Iterator for Unordered<I>
+where
+    I::Item: Work,
+{
+    type Item = Result<(usize, Output<I>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.stream.next_unordered()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reorder_buffer_releases_only_contiguous_results() {
+        let mut r = Reorder::new();
+        r.insert(2, vec!["c", "d"]);
+        assert_eq!(r.pop(), None);
+        r.insert(0, vec!["a"]);
+        assert_eq!(r.pop(), Some("a"));
+        assert_eq!(r.pop(), None);
+        r.insert(1, vec!["b"]);
+        assert_eq!(
+            std::iter::from_fn(|| r.pop()).collect::<Vec<_>>(),
+            vec!["b", "c", "d"]
+        );
+    }
+}

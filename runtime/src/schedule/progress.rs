@@ -1,0 +1,174 @@
+//! What the user sees while a run goes: joblib-style `verbose` lines on
+//! stderr and an optional progress bar.
+//!
+//! Both are off by default and then cost one branch per finished batch.
+//! Lines are rate-limited, so even a million tiny jobs print only a few:
+//! - `verbose = 1`: a line at most every 2 s, and one at the end;
+//! - `verbose = 2`: every 0.5 s;
+//! - `verbose = 3`: every 0.1 s, with the batch size.
+//!
+//! The first line says which backend runs the jobs and, for the thread
+//! backend with a timeout, what the timeout can and cannot stop.
+
+use crate::config::{Backend, Resolved};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Reporter {
+    active: Option<Box<Active>>,
+}
+
+struct Active {
+    verbose: u8,
+    n_jobs: usize,
+    started: Instant,
+    last_line: Option<Instant>,
+    done: usize,
+    total: Option<usize>,
+    #[cfg(feature = "progress")]
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Reporter {
+    pub(crate) fn new(plan: &Resolved, total: Option<usize>) -> Reporter {
+        if plan.verbose == 0 && !plan.progress {
+            return Reporter { active: None };
+        }
+        let active = Active {
+            verbose: plan.verbose,
+            n_jobs: plan.n_jobs,
+            started: Instant::now(),
+            last_line: None,
+            done: 0,
+            total,
+            #[cfg(feature = "progress")]
+            bar: plan.progress.then(|| {
+                let bar = match total {
+                    Some(n) => indicatif::ProgressBar::new(n as u64),
+                    None => indicatif::ProgressBar::new_spinner(),
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "[parjob] {bar:40} {pos}/{len} jobs | {elapsed} elapsed | ~{eta} left",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            }),
+        };
+        if active.verbose >= 1 {
+            let batching = match plan.batch_size {
+                crate::config::BatchSize::Auto => "auto".to_string(),
+                crate::config::BatchSize::Fixed(n) => n.to_string(),
+            };
+            let pre_dispatch = if plan.pre_dispatch == usize::MAX {
+                "all".to_string()
+            } else {
+                plan.pre_dispatch.to_string()
+            };
+            eprintln!(
+                "[Parallel(n_jobs={})]: Using the {} backend with {} worker{} \
+                 (batch_size={batching}, pre_dispatch={pre_dispatch})",
+                plan.n_jobs,
+                plan.backend,
+                plan.n_jobs,
+                if plan.n_jobs == 1 { "" } else { "s" }
+            );
+            if let Some(t) = plan.timeout {
+                let note = match plan.backend {
+                    Backend::Process => "an overdue task's worker is killed and replaced",
+                    Backend::Thread => {
+                        "an overdue task ends the run with an error, but its thread cannot be \
+                         stopped: the task runs on in the background and its result is dropped"
+                    }
+                    Backend::Sequential => {
+                        "a task runs in this thread and cannot be stopped: an overdue task is \
+                         reported when it returns"
+                    }
+                };
+                eprintln!(
+                    "[Parallel(n_jobs={})]: timeout {t:?} per task: {note}",
+                    plan.n_jobs
+                );
+            }
+        }
+        Reporter {
+            active: Some(Box::new(active)),
+        }
+    }
+
+    /// A batch of `jobs` finished; the next batch will hold `batch_size`.
+    pub(crate) fn batch_done(&mut self, jobs: usize, batch_size: usize) {
+        let Some(a) = self.active.as_deref_mut() else {
+            return;
+        };
+        a.done += jobs;
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &a.bar {
+            bar.inc(jobs as u64);
+        }
+        if a.verbose == 0 {
+            return;
+        }
+        let every = match a.verbose {
+            1 => Duration::from_secs(2),
+            2 => Duration::from_millis(500),
+            _ => Duration::from_millis(100),
+        };
+        let now = Instant::now();
+        if a.last_line.is_some_and(|t| now - t < every) {
+            return;
+        }
+        a.last_line = Some(now);
+        let elapsed = now - a.started;
+        let remaining = match a.total {
+            Some(total) if a.done > 0 && total >= a.done => {
+                let left = elapsed.as_secs_f64() * (total - a.done) as f64 / a.done as f64;
+                format!(" | remaining: ~{}", seconds(left))
+            }
+            _ => String::new(),
+        };
+        let batch = if a.verbose >= 3 {
+            format!(" | batch_size: {batch_size}")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {}{remaining}{batch}",
+            a.n_jobs,
+            a.done,
+            seconds(elapsed.as_secs_f64())
+        );
+    }
+
+    /// The run ended (`ok` is false when it ended on an error or was dropped).
+    pub(crate) fn finish(&mut self, ok: bool) {
+        let Some(a) = self.active.take() else {
+            return;
+        };
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &a.bar {
+            if ok {
+                bar.finish();
+            } else {
+                bar.abandon();
+            }
+        }
+        if a.verbose >= 1 {
+            let how = if ok { "finished" } else { "stopped" };
+            eprintln!(
+                "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {} {how}",
+                a.n_jobs,
+                a.done,
+                seconds(a.started.elapsed().as_secs_f64())
+            );
+        }
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{:.1}min", s / 60.0)
+    }
+}
