@@ -1,0 +1,441 @@
+//! The scheduler: streaming in order and out of order, laziness, the
+//! pre_dispatch bound, batching, timeouts, cancellation on drop, verbose
+//! output, scoped configuration and bad options.
+
+use parjob::prelude::*;
+use parjob::{config, Error};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn nap(index: u64, millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    index
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn nap_pid(index: u64, millis: u64) -> (u64, u32) {
+    std::thread::sleep(Duration::from_millis(millis));
+    (index, std::process::id())
+}
+
+/// Writes its pid into `dir`, then sleeps.
+#[parallel(backend = "process", n_jobs = 2)]
+fn announce(dir: &std::path::Path, index: u64, millis: u64) -> u64 {
+    std::fs::write(dir.join(std::process::id().to_string()), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(millis));
+    index
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn abort_at(index: u64, bad: u64) -> u64 {
+    if index == bad {
+        std::process::abort();
+    }
+    index
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn triple(x: u64) -> u64 {
+    3 * x
+}
+
+#[parallel(backend = "process", n_jobs = 2, return_as = "generator")]
+fn slow_first(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(if x == 0 { 300 } else { 5 }));
+    x * 10
+}
+
+#[parallel(n_jobs = 2, return_as = "generator_unordered")]
+fn slow_first_threads(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(if x == 0 { 300 } else { 5 }));
+    x * 10
+}
+
+#[parallel]
+fn where_am_i(_x: u32) -> std::thread::ThreadId {
+    std::thread::current().id()
+}
+
+fn process(n_jobs: i32) -> Parallel {
+    Parallel::new().n_jobs(n_jobs).backend(Backend::Process)
+}
+
+fn threads(n_jobs: i32) -> Parallel {
+    Parallel::new().n_jobs(n_jobs).backend(Backend::Thread)
+}
+
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn wait_dead(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !is_alive(pid)
+}
+
+#[parjob::test]
+fn ordered_iter_keeps_input_order_when_early_tasks_are_slowest() {
+    // Item i sleeps (12 - i) * 15 ms: completion order is roughly reversed.
+    let jobs = (0..12u64).map(|i| nap::delayed(i, (12 - i) * 15));
+    let got: Vec<u64> = process(3).iter(jobs).map(Result::unwrap).collect();
+    assert_eq!(got, (0..12).collect::<Vec<_>>());
+    let jobs = (0..12u64).map(|i| {
+        Job::new(move || {
+            std::thread::sleep(Duration::from_millis((12 - i) * 10));
+            i
+        })
+    });
+    let got: Vec<u64> = threads(3).iter(jobs).map(Result::unwrap).collect();
+    assert_eq!(got, (0..12).collect::<Vec<_>>());
+}
+
+#[parjob::test]
+fn unordered_iter_yields_a_fast_task_before_a_slow_earlier_one() {
+    let jobs = [nap::delayed(0, 400), nap::delayed(1, 0)];
+    let got: Vec<(usize, u64)> = process(2)
+        .iter_unordered(jobs)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, vec![(1, 1), (0, 0)]);
+    let first = slow_first_threads::map(0..3).next().unwrap().unwrap();
+    assert_ne!(first.0, 0, "the slow first task came first");
+    let all: HashSet<(usize, u64)> = slow_first_threads::map(0..3).map(Result::unwrap).collect();
+    assert_eq!(all, HashSet::from([(0, 0), (1, 10), (2, 20)]));
+}
+
+#[parjob::test]
+fn return_as_generator_yields_in_order() {
+    let got: Vec<u64> = slow_first::map(0..5).map(Result::unwrap).collect();
+    assert_eq!(got, vec![0, 10, 20, 30, 40]);
+}
+
+#[parjob::test]
+fn an_infinite_input_is_drawn_lazily() {
+    for p in [process(2), threads(2)] {
+        let drawn = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&drawn);
+        let jobs = (0u64..).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            triple::delayed(i)
+        });
+        let first: Vec<u64> = p
+            .pre_dispatch(4)
+            .iter(jobs)
+            .take(10)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(first, (0..10).map(|x| 3 * x).collect::<Vec<_>>());
+        let n = drawn.load(Ordering::SeqCst);
+        assert!(n < 10_000, "{n} jobs drawn for 10 results");
+    }
+}
+
+#[parjob::test]
+fn jobs_in_flight_never_exceed_pre_dispatch() {
+    for (p, name) in [(process(2), "process"), (threads(2), "thread")] {
+        let drawn = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(AtomicUsize::new(0));
+        let worst = Arc::new(AtomicUsize::new(0));
+        let (d, r, w) = (
+            Arc::clone(&drawn),
+            Arc::clone(&received),
+            Arc::clone(&worst),
+        );
+        let jobs = (0..60u64).map(move |i| {
+            let in_flight = d.fetch_add(1, Ordering::SeqCst) + 1 - r.load(Ordering::SeqCst);
+            w.fetch_max(in_flight, Ordering::SeqCst);
+            nap::delayed(i, 2)
+        });
+        let p = p.pre_dispatch(3).batch_size(1);
+        for (i, result) in p.iter(jobs).enumerate() {
+            assert_eq!(result.unwrap(), i as u64);
+            received.fetch_add(1, Ordering::SeqCst);
+        }
+        let worst = worst.load(Ordering::SeqCst);
+        assert!(
+            worst <= 3,
+            "{name}: {worst} jobs in flight with pre_dispatch = 3"
+        );
+        assert!(
+            worst >= 2,
+            "{name}: only {worst} in flight: nothing ran in parallel"
+        );
+    }
+}
+
+#[parjob::test]
+fn many_tiny_tasks_in_auto_batches_come_back_in_order() {
+    let got = process(2).run((0..20_000).map(triple::delayed)).unwrap();
+    assert_eq!(got, (0..20_000).map(|x| 3 * x).collect::<Vec<_>>());
+    let got = triple::map(0..20_000).unwrap();
+    assert_eq!(got.len(), 20_000);
+    assert!(got.iter().enumerate().all(|(i, v)| *v == 3 * i as u64));
+}
+
+#[parjob::test]
+fn a_crash_inside_a_batch_names_the_exact_item() {
+    let err = process(2)
+        .batch_size(10)
+        .run((0..40).map(|i| abort_at::delayed(i, 13)))
+        .unwrap_err();
+    match err {
+        Error::WorkerDied { index, status, .. } => {
+            assert_eq!(index, 13);
+            assert!(status.contains("SIGABRT"), "{status}");
+        }
+        other => panic!("expected a dead worker, got {other:?}"),
+    }
+}
+
+#[parjob::test]
+fn a_timeout_kills_the_worker_and_the_next_task_succeeds() {
+    let p = process(2).timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let err = p
+        .run([
+            nap_pid::delayed(0, 5),
+            nap_pid::delayed(1, 30_000),
+            nap_pid::delayed(2, 5),
+        ])
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let before: HashSet<u32> = p.worker_pids().into_iter().collect();
+    match &err {
+        Error::Timeout { task, index, after } => {
+            assert!(task.ends_with("::nap_pid"));
+            assert_eq!(*index, 1);
+            assert_eq!(*after, Duration::from_millis(300));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The next run works, on a replaced worker, under the same timeout.
+    let got = p.run((0..4).map(|i| nap_pid::delayed(i, 1))).unwrap();
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    let after: HashSet<u32> = p.worker_pids().into_iter().collect();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.difference(&before).count() >= 1,
+        "no worker was replaced"
+    );
+}
+
+#[parjob::test]
+fn a_timeout_on_threads_is_an_error_without_waiting_for_the_task() {
+    let started = Instant::now();
+    let jobs = (0..3u64).map(|i| {
+        Job::new(move || {
+            std::thread::sleep(Duration::from_millis(if i == 1 { 3_000 } else { 1 }));
+            i
+        })
+    });
+    let err = threads(2)
+        .timeout(Duration::from_millis(200))
+        .run(jobs)
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { index: 1, .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[parjob::test]
+fn dropping_an_iterator_early_leaves_no_task_running() {
+    let dir = std::env::temp_dir().join(format!("parjob-drop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = process(2);
+    let jobs =
+        (0..10u64).map(|i| announce::delayed(dir.clone(), i, if i == 0 { 0 } else { 20_000 }));
+    let mut it = p.iter(jobs);
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    // Workers are now running 20 s tasks; learn who they are, then drop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let pids: Vec<u32> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        if pids.len() == 2 || Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(busy.len(), 2);
+    drop(it);
+    for pid in busy {
+        assert!(
+            wait_dead(pid),
+            "worker {pid} still runs after the iterator was dropped"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // The pool is usable afterwards.
+    assert_eq!(p.run((0..3).map(triple::delayed)).unwrap(), vec![0, 3, 6]);
+
+    // Threads: jobs not yet started are skipped.
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    let jobs = (0..100u64).map(move |i| {
+        let counter = Arc::clone(&counter);
+        Job::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            i
+        })
+    });
+    let mut it = threads(2).batch_size(1).iter(jobs);
+    it.next().unwrap().unwrap();
+    drop(it);
+    std::thread::sleep(Duration::from_millis(200));
+    let n = started.load(Ordering::SeqCst);
+    assert!(
+        n <= 8,
+        "{n} of 100 jobs started after the iterator was dropped"
+    );
+}
+
+#[parjob::test]
+fn scoped_config_applies_to_map_and_nests_and_restores() {
+    let me = std::thread::current().id();
+    let ids = config()
+        .backend(Backend::Sequential)
+        .scope(|| where_am_i::map(0..20).unwrap());
+    assert!(
+        ids.iter().all(|t| *t == me),
+        "map ignored the scoped backend"
+    );
+    let elsewhere = config().n_jobs(2).backend(Backend::Thread).scope(|| {
+        let inner = config()
+            .n_jobs(1)
+            .scope(|| Parallel::new().resolved().unwrap());
+        assert_eq!(inner.backend, Backend::Sequential);
+        let outer = Parallel::new().resolved().unwrap();
+        assert_eq!((outer.n_jobs, outer.backend), (2, Backend::Thread));
+        // An explicit option wins over the scope.
+        assert_eq!(Parallel::new().n_jobs(3).resolved().unwrap().n_jobs, 3);
+        where_am_i::map(0..200).unwrap()
+    });
+    assert!(elsewhere.iter().any(|t| *t != me));
+    let guard = config().n_jobs(5).enter();
+    assert_eq!(Parallel::new().resolved().unwrap().n_jobs, 5);
+    drop(guard);
+    assert_eq!(
+        Parallel::new().resolved().unwrap().n_jobs,
+        parjob::cpu_count()
+    );
+}
+
+#[test]
+fn zero_options_are_config_errors_from_run_and_iter() {
+    let job = || Job::new(|| 1u8);
+    let cases = [
+        threads(2).pre_dispatch(0),
+        threads(2).batch_size(0),
+        threads(2).timeout(Duration::ZERO),
+        threads(2).verbose(9),
+    ];
+    for p in cases {
+        assert!(matches!(p.run([job()]), Err(Error::Config(_))), "{p:?}");
+        let mut it = p.iter([job()]);
+        assert!(matches!(it.next(), Some(Err(Error::Config(_)))));
+        assert!(it.next().is_none());
+    }
+}
+
+#[test]
+fn a_panicking_input_iterator_on_threads_is_an_error() {
+    let p = threads(2);
+    let err = p
+        .run((0..10u32).map(|i| {
+            assert!(i != 4, "no item four");
+            Job::new(move || i)
+        }))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InputPanicked { index: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        p.run((0..3u32).map(|i| Job::new(move || i))).unwrap(),
+        vec![0, 1, 2]
+    );
+}
+
+/// Run in a child copy of this test binary by `verbose_lines_are_joblib_style_and_few`.
+#[parjob::test]
+#[ignore = "helper: started by verbose_lines_are_joblib_style_and_few"]
+fn verbose_helper() {
+    if std::env::var_os("PARJOB_TEST_VERBOSE").is_none() {
+        return;
+    }
+    let p = threads(2).verbose(2).timeout(Duration::from_secs(60));
+    let got = p
+        .run((0..50_000u64).map(|x| Job::new(move || x * 2)))
+        .unwrap();
+    assert_eq!(got.len(), 50_000);
+    let slow = threads(2).verbose(2);
+    slow.run((0..24u64).map(|_| Job::new(|| std::thread::sleep(Duration::from_millis(50)))))
+        .unwrap();
+}
+
+#[test]
+fn verbose_lines_are_joblib_style_and_few() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "verbose_helper",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "-q",
+        ])
+        .env("PARJOB_TEST_VERBOSE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[Parallel("))
+        .collect();
+    assert!(
+        lines[0].starts_with("[Parallel(n_jobs=2)]: Using the thread backend with 2 workers"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("cannot be stopped"), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Done 50000 tasks") && l.ends_with("finished")),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("| remaining: ~")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Done 24 tasks") && l.ends_with("finished")),
+        "{stderr}"
+    );
+    // 50,024 jobs in about 1.5 s: a handful of lines, not one per job.
+    assert!(lines.len() < 20, "{} lines:\n{stderr}", lines.len());
+}
