@@ -37,6 +37,43 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
         .map_err(|e| CodecError(e.to_string()))
 }
 
+/// How many bytes `value` encodes to, without keeping them.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut count = Count(0);
+    bincode::serde::encode_into_std_write(value, &mut count, config())
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+/// Encodes `value` straight into `w`, returning the bytes written.
+pub fn encode_to_writer<T: Serialize + ?Sized>(
+    value: &T,
+    w: &mut dyn std::io::Write,
+) -> Result<usize, CodecError> {
+    // `&mut dyn Write` is itself a sized `Write`.
+    let mut w = w;
+    bincode::serde::encode_into_std_write(value, &mut w, config())
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes one `T` from a reader, with the same size limit. The caller
+/// bounds the reader (with `Read::take`) and checks that nothing is left.
+pub fn decode_from_reader<T: DeserializeOwned>(r: &mut dyn std::io::Read) -> Result<T, CodecError> {
+    let mut r = r;
+    bincode::serde::decode_from_std_read(&mut r, config()).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Decodes a `T` that must fill `bytes` exactly: trailing bytes are an error,
 /// because they mean the two sides disagree about the type.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -63,6 +100,15 @@ mod tests {
             decode::<(u64, String, Vec<Option<f64>>)>(&bytes).unwrap(),
             v
         );
+    }
+
+    #[test]
+    fn the_size_pass_matches_the_encoding() {
+        let v = (vec![1.5f64; 1000], "text".to_string(), Some(7u8));
+        let mut out = Vec::new();
+        let written = encode_to_writer(&v, &mut out).unwrap();
+        assert_eq!(encoded_len(&v).unwrap(), written);
+        assert_eq!(out, encode(&v).unwrap());
     }
 
     #[test]

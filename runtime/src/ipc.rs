@@ -1,26 +1,42 @@
 //! Frames and messages between the parent and its worker processes.
 //!
-//! The transport is a pair of anonymous pipes inherited by the worker at
-//! fixed descriptors (named in `PARJOB_WORKER`), never stdout: the worker's
-//! stdout and stderr stay the user's (DESIGN.md decision 3). A frame is a
-//! little-endian `u64` length followed by that many bytes of a codec-encoded
-//! message, and a length above [`MAX_FRAME`] is refused before anything is
-//! allocated.
+//! The transport is a pair of anonymous pipes that the worker inherits at
+//! descriptors named in `PARJOB_WORKER`, never stdout: the worker's stdout
+//! and stderr stay the user's (DESIGN.md decision 3). A frame is a
+//! little-endian `u64` length followed by that many bytes. A length above
+//! [`MAX_FRAME`] is refused before anything is allocated.
+//!
+//! Parent to worker, one frame per batch: [`ToWorker::Run`].
+//!
+//! Worker to parent, each frame starts with a kind byte:
+//! - `Hello`: the handshake, first;
+//! - `Value`: one job's result, encoded straight into the pipe. A size pass
+//!   gives the length first, so the worker never holds an encoded copy of a
+//!   large result, and the parent decodes it from the frame it read;
+//! - `Failure`: one job's failure;
+//! - `Done`: the end of a batch, with its job count and compute time.
+//!
+//! Small results still go out in one write per batch, through the worker's
+//! buffered writer.
 
 use crate::codec::{self, CodecError};
-use crate::task::Outcome;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// `b"PJOB"`, the first field of every hello.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
 pub const MAX_FRAME: u64 = 1 << 30;
 
+const KIND_HELLO: u8 = 0;
+const KIND_VALUE: u8 = 1;
+const KIND_FAILURE: u8 = 2;
+const KIND_DONE: u8 = 3;
+
 /// An encoded value, carried as one byte string (not a sequence of
-/// numbers), so large arguments and results cost one copy.
+/// numbers), so a large argument costs one copy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bytes(pub Vec<u8>);
 
@@ -53,9 +69,9 @@ impl<'de> Deserialize<'de> for Bytes {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run task `task` once per entry of `args`, in order, the k-th as job
-    /// `seq + k`, and answer with one `Done { id }`.
+    /// `seq + k`; answer with one `Value` or `Failure` per job, then `Done`.
     Run {
-        /// The batch's id, chosen by the parent and echoed back.
+        /// The batch's id, chosen by the parent and echoed in `Done`.
         id: u64,
         /// The registered task name.
         task: String,
@@ -66,18 +82,40 @@ pub enum ToWorker {
     },
 }
 
-/// Worker to parent.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum FromWorker {
+/// Why one job failed in the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The task panicked.
+    Panic {
+        /// Panic message.
+        message: String,
+        /// `file:line:column`.
+        location: Option<String>,
+    },
+    /// The worker has no task of that name.
+    UnknownTask,
+    /// The arguments did not decode as the task's argument type.
+    DecodeArgs(String),
+    /// The result could not be encoded.
+    EncodeResult(String),
+}
+
+/// A frame from a worker, borrowing from the frame's bytes.
+#[derive(Debug, PartialEq)]
+pub enum FromWorker<'a> {
     /// The first message of every worker.
     Hello(Hello),
-    /// The answer to `Run { id }`: one outcome per job, in order.
+    /// One job's encoded result.
+    Value(&'a [u8]),
+    /// One job's failure.
+    Failure(Failure),
+    /// The end of batch `id`: `count` jobs answered, in `elapsed_ns`.
     Done {
         /// The `Run`'s id.
         id: u64,
-        /// How each job went.
-        outcomes: Vec<Outcome>,
-        /// Time spent running the batch's jobs, in nanoseconds.
+        /// How many `Value`/`Failure` frames came before it.
+        count: u64,
+        /// Time spent running the batch's jobs.
         elapsed_ns: u64,
     },
 }
@@ -131,30 +169,157 @@ impl Hello {
     }
 }
 
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
 /// Encodes `msg` as one frame, ready for a single `write_all`.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
-    let mut buf = vec![0u8; 8];
-    codec::encode_into(msg, &mut buf)?;
-    let len = (buf.len() - 8) as u64;
+    let len = codec::encoded_len(msg)? as u64;
     if len > MAX_FRAME {
         return Err(CodecError(format!(
             "a message of {len} bytes is over the {MAX_FRAME}-byte frame limit"
         )));
     }
-    buf[..8].copy_from_slice(&len.to_le_bytes());
+    let mut buf = Vec::with_capacity(8 + len as usize);
+    buf.extend_from_slice(&len.to_le_bytes());
+    codec::encode_to_writer(msg, &mut buf)?;
     Ok(buf)
 }
 
-/// Writes one frame.
+/// Writes one frame holding `msg`.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    let frame = encode_frame(msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-    w.write_all(&frame)?;
-    w.flush()
+    w.write_all(&encode_frame(msg).map_err(|e| invalid(e.0))?)
 }
 
-/// Reads one frame's payload. `Ok(None)` is a clean end of stream between
-/// frames; a stream that ends inside a frame is `UnexpectedEof`.
-pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+fn write_kind<T: Serialize>(w: &mut dyn Write, kind: u8, body: &T) -> io::Result<()> {
+    let len = codec::encoded_len(body).map_err(|e| invalid(e.0))? as u64 + 1;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(&[kind])?;
+    codec::encode_to_writer(body, w).map_err(|e| invalid(e.0))?;
+    Ok(())
+}
+
+/// Writes the worker's hello.
+pub fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
+    write_kind(w, KIND_HELLO, hello)
+}
+
+/// Writes one job's failure.
+pub fn write_failure(w: &mut dyn Write, failure: &Failure) -> io::Result<()> {
+    write_kind(w, KIND_FAILURE, failure)
+}
+
+/// Writes the end of a batch.
+pub fn write_done(w: &mut dyn Write, id: u64, count: u64, elapsed_ns: u64) -> io::Result<()> {
+    write_kind(w, KIND_DONE, &(id, count, elapsed_ns))
+}
+
+/// Writes one job's result, encoded straight into `w`. A result that cannot
+/// be encoded, or is too large for a frame, is written as a failure.
+pub fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
+    let len = match codec::encoded_len(value) {
+        Ok(len) => len as u64,
+        Err(e) => return write_failure(w, &Failure::EncodeResult(e.0)),
+    };
+    if len + 1 > MAX_FRAME {
+        return write_failure(
+            w,
+            &Failure::EncodeResult(format!(
+                "the result is {len} bytes, over the {MAX_FRAME}-byte frame limit"
+            )),
+        );
+    }
+    w.write_all(&(len + 1).to_le_bytes())?;
+    w.write_all(&[KIND_VALUE])?;
+    let written = codec::encode_to_writer(value, w).map_err(|e| invalid(e.0))?;
+    if written as u64 != len {
+        // The frame on the wire is now torn: the worker must stop.
+        return Err(invalid(format!(
+            "the result encoded to {written} bytes after measuring {len}: its Serialize is not deterministic"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a worker frame's payload is the end of a batch.
+pub fn is_done(payload: &[u8]) -> bool {
+    payload.first() == Some(&KIND_DONE)
+}
+
+/// Parses a frame from a worker.
+pub fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
+    let (&kind, body) = payload
+        .split_first()
+        .ok_or_else(|| invalid("an empty frame"))?;
+    let decode = |e: CodecError| invalid(e.0);
+    Ok(match kind {
+        KIND_HELLO => FromWorker::Hello(codec::decode(body).map_err(decode)?),
+        KIND_VALUE => FromWorker::Value(body),
+        KIND_FAILURE => FromWorker::Failure(codec::decode(body).map_err(decode)?),
+        KIND_DONE => {
+            let (id, count, elapsed_ns) = codec::decode(body).map_err(decode)?;
+            FromWorker::Done {
+                id,
+                count,
+                elapsed_ns,
+            }
+        }
+        other => return Err(invalid(format!("unknown frame kind {other}"))),
+    })
+}
+
+/// A frame from a worker as the parent's reader takes it: a result decoded
+/// straight from the pipe, or any other frame's whole payload.
+pub enum Incoming<V> {
+    /// A `Value` frame, decoded by the caller's decoder.
+    Value(V),
+    /// Any other frame (kind byte first), for [`parse_from_worker`].
+    Other(Vec<u8>),
+}
+
+/// Reads one frame from a worker. A `Value` frame is handed to `decode` as a
+/// reader bounded to the frame, and must be used up exactly; other frames
+/// are read whole. `Ok(None)` is a clean end of stream between frames; a
+/// stream that ends inside a frame is `UnexpectedEof`.
+pub fn read_incoming<V>(
+    r: &mut impl Read,
+    decode: impl FnOnce(&mut dyn Read) -> Result<V, CodecError>,
+) -> io::Result<Option<Incoming<Result<V, CodecError>>>> {
+    let Some(len) = read_len(r)? else {
+        return Ok(None);
+    };
+    let mut kind = [0u8];
+    if len == 0 {
+        return Err(invalid("an empty frame"));
+    }
+    r.read_exact(&mut kind)?;
+    if kind[0] != KIND_VALUE {
+        let mut payload = vec![0u8; len as usize];
+        payload[0] = kind[0];
+        r.read_exact(&mut payload[1..])?;
+        return Ok(Some(Incoming::Other(payload)));
+    }
+    let mut body = r.take(len - 1);
+    let value = decode(&mut body);
+    let left = body.limit();
+    if left > 0 {
+        // Skip what the decoder left; if the stream ends first, the worker
+        // died mid-frame, which is not a decoding problem.
+        let skipped = io::copy(&mut body, &mut io::sink())?;
+        if skipped < left {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if value.is_ok() {
+            return Ok(Some(Incoming::Value(Err(CodecError(format!(
+                "{left} bytes left after the result: the worker encoded another type"
+            ))))));
+        }
+    }
+    Ok(Some(Incoming::Value(value)))
+}
+
+fn read_len(r: &mut impl Read) -> io::Result<Option<u64>> {
     let mut len = [0u8; 8];
     let mut got = 0;
     while got < len.len() {
@@ -168,19 +333,27 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     }
     let len = u64::from_le_bytes(len);
     if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a frame claims {len} bytes, over the {MAX_FRAME}-byte limit"),
-        ));
+        return Err(invalid(format!(
+            "a frame claims {len} bytes, over the {MAX_FRAME}-byte limit"
+        )));
     }
+    Ok(Some(len))
+}
+
+/// Reads one frame's payload. `Ok(None)` is a clean end of stream between
+/// frames; a stream that ends inside a frame is `UnexpectedEof`.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let Some(len) = read_len(r)? else {
+        return Ok(None);
+    };
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload)?;
     Ok(Some(payload))
 }
 
-/// Decodes a frame's payload as a message.
+/// Decodes a frame's payload as a parent-to-worker message.
 pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> io::Result<T> {
-    codec::decode(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))
+    codec::decode(payload).map_err(|e| invalid(e.0))
 }
 
 #[cfg(test)]
@@ -188,33 +361,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_round_trip_and_end_cleanly() {
+    fn worker_frames_round_trip() {
         let mut wire = Vec::new();
+        write_hello(&mut wire, &Hello::current()).unwrap();
+        write_value(&mut wire, &vec![2.5f64; 3]).unwrap();
+        write_failure(&mut wire, &Failure::UnknownTask).unwrap();
+        write_done(&mut wire, 9, 2, 1234).unwrap();
+        let mut r = &wire[..];
+        let frames: Vec<Vec<u8>> = std::iter::from_fn(|| read_frame(&mut r).unwrap()).collect();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            parse_from_worker(&frames[0]).unwrap(),
+            FromWorker::Hello(Hello::current())
+        );
+        let FromWorker::Value(bytes) = parse_from_worker(&frames[1]).unwrap() else {
+            panic!("not a value");
+        };
+        assert_eq!(codec::decode::<Vec<f64>>(bytes).unwrap(), vec![2.5; 3]);
+        assert_eq!(
+            parse_from_worker(&frames[2]).unwrap(),
+            FromWorker::Failure(Failure::UnknownTask)
+        );
+        assert_eq!(
+            parse_from_worker(&frames[3]).unwrap(),
+            FromWorker::Done {
+                id: 9,
+                count: 2,
+                elapsed_ns: 1234
+            }
+        );
+        assert!(parse_from_worker(&[7]).is_err());
+        assert!(parse_from_worker(&[]).is_err());
+    }
+
+    #[test]
+    fn values_are_decoded_from_the_stream_and_must_fill_their_frame() {
+        let mut wire = Vec::new();
+        write_value(&mut wire, &(1u32, 2u32)).unwrap();
+        write_done(&mut wire, 1, 1, 5).unwrap();
+        write_value(&mut wire, &(3u32, 4u32)).unwrap();
+        let mut r = &wire[..];
+        let read = |r: &mut &[u8]| {
+            read_incoming(r, |body| codec::decode_from_reader::<(u32, u32)>(body)).unwrap()
+        };
+        assert!(matches!(read(&mut r), Some(Incoming::Value(Ok((1, 2))))));
+        assert!(matches!(read(&mut r), Some(Incoming::Other(p)) if p[0] == KIND_DONE));
+        // Decoding as a shorter type leaves bytes in the frame: an error,
+        // and the stream stays in step.
+        let short = read_incoming(&mut r, |body| codec::decode_from_reader::<u32>(body)).unwrap();
+        assert!(matches!(short, Some(Incoming::Value(Err(_)))));
+        assert!(read_incoming(&mut r, |_| Ok(())).unwrap().is_none());
+        // A frame cut short is the end of the stream, not a decoding error.
+        let cut = &wire[..wire.len() - 3];
+        let mut r = cut;
+        read(&mut r);
+        read(&mut r);
+        let torn = read_incoming(&mut r, |body| codec::decode_from_reader::<(u32, u32)>(body));
+        assert!(matches!(torn, Err(e) if e.kind() == io::ErrorKind::UnexpectedEof));
+    }
+
+    #[test]
+    fn run_messages_round_trip() {
         let msg = ToWorker::Run {
             id: 9,
             task: "m::f".into(),
             seq: 100,
             args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
         };
+        let mut wire = Vec::new();
         write_frame(&mut wire, &msg).unwrap();
-        write_frame(&mut wire, &FromWorker::Hello(Hello::current())).unwrap();
         let mut r = &wire[..];
-        let first: ToWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
-        assert!(
-            matches!(first, ToWorker::Run { id: 9, ref task, seq: 100, ref args }
-                if task == "m::f" && args == &[Bytes(vec![1, 2, 3]), Bytes(vec![])])
-        );
-        let second: FromWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
-        assert!(matches!(second, FromWorker::Hello(h) if h == Hello::current()));
+        let back: ToWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
+        let ToWorker::Run {
+            id,
+            task,
+            seq,
+            args,
+        } = back;
+        assert_eq!((id, task.as_str(), seq), (9, "m::f", 100));
+        assert_eq!(args, vec![Bytes(vec![1, 2, 3]), Bytes(vec![])]);
         assert!(read_frame(&mut r).unwrap().is_none());
     }
 
     #[test]
     fn bytes_are_encoded_as_one_string() {
         let big = Bytes(vec![7u8; 100_000]);
-        let encoded = crate::codec::encode(&big).unwrap();
+        let encoded = codec::encode(&big).unwrap();
         assert!(encoded.len() < 100_010, "{}", encoded.len());
-        assert_eq!(crate::codec::decode::<Bytes>(&encoded).unwrap(), big);
+        assert_eq!(codec::decode::<Bytes>(&encoded).unwrap(), big);
     }
 
     #[test]

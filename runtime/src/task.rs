@@ -12,6 +12,7 @@
 
 use crate::codec::{self, CodecError};
 use crate::config::Options;
+use crate::ipc::{self, Failure};
 use crate::panic::{self, Caught};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ pub trait Task: 'static {
 }
 
 /// Decodes a worker's encoded result.
-pub(crate) type Decoder<R> = fn(&[u8]) -> Result<R, CodecError>;
+pub(crate) type Decoder<R> = fn(&mut dyn std::io::Read) -> Result<R, CodecError>;
 
 /// A task that can run in a worker process. `#[parallel(backend = "process")]`
 /// implements it with serde codecs for the argument tuple and the output.
@@ -72,7 +73,9 @@ impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
     pub fn serde() -> Self {
         SerdeFns {
             encode: |v| codec::encode(v),
+            write: |w, v| ipc::write_value(w, v),
             decode: codec::decode::<T>,
+            read: codec::decode_from_reader::<T>,
         }
     }
 }
@@ -81,8 +84,12 @@ impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
 pub struct SerdeFns<T> {
     /// Encodes a value.
     pub encode: fn(&T) -> Result<Vec<u8>, CodecError>,
-    /// Decodes a value.
+    /// Writes a value as one worker result frame.
+    pub write: fn(&mut dyn std::io::Write, &T) -> std::io::Result<()>,
+    /// Decodes a value that must fill the bytes exactly.
     pub decode: fn(&[u8]) -> Result<T, CodecError>,
+    /// Decodes a value from a reader (a result frame, straight from the pipe).
+    pub read: fn(&mut dyn std::io::Read) -> Result<T, CodecError>,
 }
 
 /// Picks [`SerdeFns`] for a concrete type at compile time (autoref
@@ -122,7 +129,9 @@ impl<T> ViaNothing<T> for Probe<T> {
     fn serde_fns(&self) -> SerdeFns<T> {
         SerdeFns {
             encode: |_| Err(CodecError("not a serde type".into())),
+            write: |w, _| ipc::write_failure(w, &Failure::EncodeResult("not a serde type".into())),
             decode: |_| Err(CodecError("not a serde type".into())),
+            read: |_| Err(CodecError("not a serde type".into())),
         }
     }
 }
@@ -197,7 +206,7 @@ impl<R: Send + 'static> Job<R> {
         Job {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
-            decode: Some(T::codecs().output.decode),
+            decode: Some(T::codecs().output.read),
         }
     }
 
@@ -281,7 +290,7 @@ impl<T: ProcessTask> Work for RemoteCall<T> {
         Some((T::codecs().args.encode)(&self.0))
     }
     fn decoder(&self) -> Option<Decoder<T::Output>> {
-        Some(T::codecs().output.decode)
+        Some(T::codecs().output.read)
     }
 }
 
@@ -294,31 +303,11 @@ impl<R> std::fmt::Debug for Job<R> {
     }
 }
 
-/// How one remote call ended, as the worker reports it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Outcome {
-    /// The encoded result.
-    Ok(crate::ipc::Bytes),
-    /// The task panicked.
-    Panic {
-        /// Panic message.
-        message: String,
-        /// `file:line:column`.
-        location: Option<String>,
-    },
-    /// The worker has no task of that name.
-    UnknownTask,
-    /// The arguments did not decode as the task's argument type.
-    DecodeArgs(String),
-    /// The result could not be encoded.
-    EncodeResult(String),
-}
-
 /// A process task's registration, submitted through `inventory` by the
 /// `#[parallel(backend = "process")]` expansion.
 pub struct TaskEntry {
     name: &'static str,
-    invoke: fn(&[u8]) -> Outcome,
+    invoke: fn(&[u8], &mut dyn std::io::Write) -> std::io::Result<()>,
     signature: fn() -> &'static str,
 }
 
@@ -339,25 +328,24 @@ impl TaskEntry {
         self.name
     }
 
-    /// Decodes the arguments, calls the task catching a panic, and encodes
-    /// the result.
-    pub fn invoke(&self, args: &[u8]) -> Outcome {
-        (self.invoke)(args)
+    /// Decodes the arguments, calls the task catching a panic, and writes
+    /// the result (or the failure) to `out` as one frame.
+    pub fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        (self.invoke)(args, out)
     }
 }
 
-fn invoke<T: ProcessTask>(args: &[u8]) -> Outcome {
+fn invoke<T: ProcessTask>(args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let codecs = T::codecs();
     let args: T::Args = match (codecs.args.decode)(args) {
         Ok(a) => a,
-        Err(e) => return Outcome::DecodeArgs(e.0),
+        Err(e) => return ipc::write_failure(out, &Failure::DecodeArgs(e.0)),
     };
     match panic::catch(move || T::call(args)) {
-        Ok(out) => match (codecs.output.encode)(&out) {
-            Ok(bytes) => Outcome::Ok(crate::ipc::Bytes(bytes)),
-            Err(e) => Outcome::EncodeResult(e.0),
-        },
-        Err(Caught { message, location }) => Outcome::Panic { message, location },
+        Ok(value) => (codecs.output.write)(out, &value),
+        Err(Caught { message, location }) => {
+            ipc::write_failure(out, &Failure::Panic { message, location })
+        }
     }
 }
 

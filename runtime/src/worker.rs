@@ -9,8 +9,8 @@
 //! process backend to spawn at all (DESIGN.md decision 1).
 
 use crate::beacon::Beacon;
-use crate::ipc::{self, FromWorker, Hello, ToWorker};
-use crate::task::{registry, Outcome};
+use crate::ipc::{self, Failure, Hello, ToWorker};
+use crate::task::registry;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
@@ -130,7 +130,8 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     let mut output = BufWriter::new(output);
     let io = |e: std::io::Error| format!("pipe to the parent: {e}");
 
-    ipc::write_frame(&mut output, &FromWorker::Hello(Hello::current())).map_err(io)?;
+    ipc::write_hello(&mut output, &Hello::current()).map_err(io)?;
+    output.flush().map_err(io)?;
     let tasks = registry();
     while let Some(frame) = ipc::read_frame(&mut input).map_err(io)? {
         let ToWorker::Run {
@@ -142,25 +143,32 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         drop(frame);
         let started = crate::beacon::now_ns();
         let entry = tasks.get(task.as_str());
-        let mut outcomes = Vec::with_capacity(args.len());
+        let count = args.len() as u64;
         for (k, arg) in args.into_iter().enumerate() {
             beacon.start(seq + k as u64);
-            outcomes.push(match entry {
-                Some(entry) => entry.invoke(&arg.0),
-                None => Outcome::UnknownTask,
-            });
+            let written = match entry {
+                Some(entry) => entry.invoke(&arg.0, &mut output),
+                None => ipc::write_failure(&mut output, &Failure::UnknownTask),
+            };
+            answered(written)?;
         }
         beacon.idle();
         let elapsed_ns = crate::beacon::now_ns().saturating_sub(started);
-        let done = FromWorker::Done {
-            id,
-            outcomes,
-            elapsed_ns,
-        };
-        if ipc::write_frame(&mut output, &done).is_err() {
-            // The parent is gone or gave up on us: nothing left to serve.
-            return Ok(());
-        }
+        answered(ipc::write_done(&mut output, id, count, elapsed_ns))?;
+        answered(output.flush())?;
     }
     Ok(())
+}
+
+/// A failed write to the parent ends the worker: a broken pipe means the
+/// parent is gone or gave up on us; anything else left a torn frame.
+fn answered(written: std::io::Result<()>) -> Result<(), String> {
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            let _ = std::io::stdout().flush();
+            std::process::exit(0)
+        }
+        Err(e) => Err(format!("writing to the parent: {e}")),
+    }
 }

@@ -27,9 +27,10 @@
 use super::{panic_error, Batch, Finished, Session};
 use crate::beacon::Beacon;
 use crate::error::{Error, Result};
-use crate::ipc::{self, Bytes, FromWorker, Hello, ToWorker};
-use crate::task::{Decoder, Outcome, Work};
+use crate::ipc::{self, Bytes, Failure, FromWorker, Hello, Incoming, ToWorker};
+use crate::task::{Decoder, Work};
 use crate::worker::{self, Entry, ENV_WORKER};
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Write};
@@ -58,11 +59,18 @@ pub const THREAD_ENV_VARS: [&str; 5] = [
     "POLARS_MAX_THREADS",
 ];
 
+/// A result decoded by a reader thread, its type erased for the channel.
+type Decoded = std::result::Result<Box<dyn Any + Send>, crate::codec::CodecError>;
+
+/// Decodes one result of a batch straight from a worker's pipe.
+type ErasedDecoder = Box<dyn Fn(&mut dyn io::Read) -> Decoded + Send>;
+
 enum Event {
-    Frame {
-        worker: u64,
-        payload: Vec<u8>,
-    },
+    /// A result, decoded in the reader thread (no copy of the frame).
+    Value { worker: u64, value: Decoded },
+    /// Any other frame.
+    Frame { worker: u64, payload: Vec<u8> },
+    /// The worker's pipe closed: it exited or was killed.
     Closed {
         worker: u64,
         error: Option<io::Error>,
@@ -74,6 +82,8 @@ struct Worker {
     pid: u32,
     child: Child,
     to_child: File,
+    /// The decoders of the batches sent, in order, for the reader thread.
+    decoders: Sender<ErasedDecoder>,
     beacon: Beacon,
     ready: bool,
     /// Batch ids sent and not yet answered, oldest first.
@@ -133,15 +143,17 @@ impl Processes {
             let (child, to_child, from_child) = spawn(&entry, share, &beacon)?;
             let tx = self.events_tx.clone();
             let pid = child.id();
+            let (decoders, decoders_rx) = mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("parjob-reader-{pid}"))
-                .spawn(move || read_frames(id, from_child, tx))
+                .spawn(move || read_frames(id, from_child, decoders_rx, tx))
                 .map_err(|e| Error::io("starting a reader thread", e))?;
             self.workers.push(Worker {
                 id,
                 pid,
                 child,
                 to_child,
+                decoders,
                 beacon,
                 ready: false,
                 queue: VecDeque::new(),
@@ -167,7 +179,7 @@ impl Processes {
                     let Some(pos) = self.position(worker) else {
                         continue;
                     };
-                    let hello = match ipc::decode_message::<FromWorker>(&payload) {
+                    let hello = match ipc::parse_from_worker(&payload) {
                         Ok(FromWorker::Hello(h)) => h.check(&ours),
                         Ok(other) => Err(format!("expected a hello, got {other:?}")),
                         Err(e) => Err(format!("unreadable hello: {e}")),
@@ -178,6 +190,7 @@ impl Processes {
                     }
                     self.workers[pos].ready = true;
                 }
+                Event::Value { .. } => continue,
                 Event::Closed { worker, .. } => {
                     let Some(pos) = self.position(worker) else {
                         continue;
@@ -243,6 +256,8 @@ struct InFlight<R> {
     len: usize,
     task: &'static str,
     decode: Decoder<R>,
+    /// Results received so far, in order.
+    results: Vec<(usize, Result<R>)>,
 }
 
 /// One run's use of a process pool.
@@ -288,7 +303,8 @@ impl<W: Work> ProcessSession<W> {
             Some((seq, _)) if (batch.first..batch.first + batch.len).contains(&(seq as usize)) => {
                 seq as usize
             }
-            _ => batch.first,
+            // Between jobs: blame the first job not yet answered.
+            _ => (batch.first + batch.results.len()).min(batch.first + batch.len - 1),
         };
         Some((index, batch.task))
     }
@@ -310,53 +326,78 @@ impl<W: Work> ProcessSession<W> {
         Err(soonest)
     }
 
-    fn answer(&mut self, worker: u64, payload: &[u8]) -> Option<Finished<W::Output>> {
+    /// Takes one frame from a worker; returns the batch when it is complete.
+    fn answer(
+        &mut self,
+        worker: u64,
+        frame: Result<Decoded, Vec<u8>>,
+    ) -> Option<Finished<W::Output>> {
         let pos = self.pool.position(worker)?;
-        let id = self.pool.workers[pos].queue.pop_front()?;
-        let batch = self.batches.remove(&id)?;
-        let (outcomes, elapsed_ns) = match ipc::decode_message::<FromWorker>(payload) {
-            Ok(FromWorker::Done {
-                id: answered,
-                outcomes,
-                elapsed_ns,
-            }) if answered == id && outcomes.len() == batch.len => (outcomes, elapsed_ns),
-            Ok(other) => {
-                let cause = format!("expected the answer to batch {id}, got {other:?}");
-                return Some(failed(
-                    batch.len,
-                    batch.task,
-                    batch.first,
-                    "read the worker's answer",
-                    cause,
-                ));
-            }
-            Err(e) => {
-                let cause = e.to_string();
-                return Some(failed(
-                    batch.len,
-                    batch.task,
-                    batch.first,
-                    "read the worker's answer",
-                    cause,
-                ));
-            }
+        let id = *self.pool.workers[pos].queue.front()?;
+        let batch = self.batches.get_mut(&id)?;
+        let index = batch.first + batch.results.len();
+        let codec = |action, cause: String| Error::Codec {
+            task: batch.task.into(),
+            index,
+            action,
+            cause,
         };
-        let results = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(k, outcome)| {
-                let index = batch.first + k;
-                (
-                    index,
-                    decode_outcome(batch.task, index, outcome, batch.decode),
-                )
-            })
-            .collect();
-        Some(Finished {
-            jobs: batch.len,
-            results,
-            elapsed: Duration::from_nanos(elapsed_ns),
-        })
+        let payload = match frame {
+            Ok(value) => {
+                let result = match value {
+                    Ok(boxed) => match boxed.downcast::<W::Output>() {
+                        Ok(v) => Ok(*v),
+                        Err(_) => Err(codec(
+                            "decode the result",
+                            "a result of another type".into(),
+                        )),
+                    },
+                    Err(e) => Err(codec("decode the result", e.0)),
+                };
+                batch.results.push((index, result));
+                return None;
+            }
+            Err(payload) => payload,
+        };
+        let result = match ipc::parse_from_worker(&payload) {
+            Ok(FromWorker::Value(bytes)) => {
+                (batch.decode)(&mut &bytes[..]).map_err(|e| codec("decode the result", e.0))
+            }
+            Ok(FromWorker::Failure(failure)) => Err(failure_error(batch.task, index, failure)),
+            Ok(FromWorker::Done {
+                id: done,
+                count,
+                elapsed_ns,
+            }) if done == id && count as usize == batch.results.len() => {
+                self.pool.workers[pos].queue.pop_front();
+                let batch = self.batches.remove(&id).expect("looked up above");
+                return Some(Finished {
+                    jobs: batch.len,
+                    results: batch.results,
+                    elapsed: Duration::from_nanos(elapsed_ns),
+                });
+            }
+            Ok(other) => Err(codec(
+                "read the worker's answer",
+                format!("unexpected {other:?} in batch {id}"),
+            )),
+            Err(e) => Err(codec("read the worker's answer", e.to_string())),
+        };
+        let failed_to_read = result.as_ref().is_err_and(
+            |e| matches!(e, Error::Codec { action, .. } if *action == "read the worker's answer"),
+        );
+        batch.results.push((index, result));
+        if failed_to_read || batch.results.len() > batch.len {
+            // The stream from this worker is out of step: end the batch here.
+            self.pool.workers[pos].queue.pop_front();
+            let batch = self.batches.remove(&id).expect("looked up above");
+            return Some(Finished {
+                jobs: batch.len,
+                results: batch.results,
+                elapsed: Duration::ZERO,
+            });
+        }
+        None
     }
 }
 
@@ -419,6 +460,11 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             .least_loaded()
             .expect("has_room said a worker has room");
         let w = &mut self.pool.workers[pos];
+        let erased: ErasedDecoder = Box::new(move |r: &mut dyn io::Read| {
+            decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        });
+        // The reader must hold the decoder before the first answer comes.
+        let _ = w.decoders.send(erased);
         // A write to a dead worker fails with EPIPE; its reader thread
         // reports the closure, and `wait` turns it into the error.
         let _ = w.to_child.write_all(&frame);
@@ -430,6 +476,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 len,
                 task,
                 decode,
+                results: Vec::with_capacity(len),
             },
         );
         Ok(())
@@ -463,7 +510,13 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             };
             match event {
                 Ok(Event::Frame { worker, payload }) => {
-                    if let Some(done) = self.answer(worker, &payload) {
+                    if let Some(done) = self.answer(worker, Err(payload)) {
+                        self.pool.last_used = Instant::now();
+                        return Ok(done);
+                    }
+                }
+                Ok(Event::Value { worker, value }) => {
+                    if let Some(done) = self.answer(worker, Ok(value)) {
                         self.pool.last_used = Instant::now();
                         return Ok(done);
                     }
@@ -534,40 +587,66 @@ fn failed<R>(
     }
 }
 
-fn decode_outcome<R>(task: &str, index: usize, outcome: Outcome, decode: Decoder<R>) -> Result<R> {
+fn failure_error(task: &str, index: usize, failure: Failure) -> Error {
     let codec_error = |action, cause: String| Error::Codec {
         task: task.into(),
         index,
         action,
         cause,
     };
-    match outcome {
-        Outcome::Ok(bytes) => decode(&bytes.0).map_err(|e| codec_error("decode the result", e.0)),
-        Outcome::Panic { message, location } => Err(panic_error(
-            task,
-            index,
-            crate::panic::Caught { message, location },
-        )),
-        Outcome::UnknownTask => Err(Error::UnknownTask {
+    match failure {
+        Failure::Panic { message, location } => {
+            panic_error(task, index, crate::panic::Caught { message, location })
+        }
+        Failure::UnknownTask => Error::UnknownTask {
             task: task.into(),
             index,
-        }),
-        Outcome::DecodeArgs(e) => Err(codec_error("decode the arguments in the worker", e)),
-        Outcome::EncodeResult(e) => Err(codec_error("encode the result in the worker", e)),
+        },
+        Failure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
+        Failure::EncodeResult(e) => codec_error("encode the result in the worker", e),
     }
 }
 
-fn read_frames(worker: u64, from_child: File, events: Sender<Event>) {
-    let mut reader = BufReader::new(from_child);
+/// A worker's reader thread: decodes results straight from the pipe with
+/// the decoder of the batch they belong to, and forwards everything else.
+///
+/// The session sends a batch's decoder before it writes the batch, so the
+/// decoder is queued before any answer can come. It is taken at the batch's
+/// first result and dropped at its `Done`; a batch that produced only
+/// failures drops its unused decoder at `Done`, so the queue stays in step.
+fn read_frames(
+    worker: u64,
+    from_child: File,
+    decoders: Receiver<ErasedDecoder>,
+    events: Sender<Event>,
+) {
+    let mut reader = BufReader::with_capacity(1 << 16, from_child);
+    let mut current: Option<ErasedDecoder> = None;
     let error = loop {
-        match ipc::read_frame(&mut reader) {
-            Ok(Some(payload)) => {
-                if events.send(Event::Frame { worker, payload }).is_err() {
-                    return;
+        let incoming = ipc::read_incoming(&mut reader, |body| {
+            if current.is_none() {
+                current = decoders.try_recv().ok();
+            }
+            match &current {
+                Some(decode) => decode(body),
+                None => Err(crate::codec::CodecError(
+                    "a result arrived for no batch".into(),
+                )),
+            }
+        });
+        let event = match incoming {
+            Ok(Some(Incoming::Value(value))) => Event::Value { worker, value },
+            Ok(Some(Incoming::Other(payload))) => {
+                if ipc::is_done(&payload) && current.take().is_none() {
+                    let _ = decoders.try_recv();
                 }
+                Event::Frame { worker, payload }
             }
             Ok(None) => break None,
             Err(e) => break Some(e),
+        };
+        if events.send(event).is_err() {
+            return;
         }
     };
     let _ = events.send(Event::Closed { worker, error });

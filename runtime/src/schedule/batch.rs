@@ -10,9 +10,10 @@
 //! - The size starts at 1, so the first results come early and long tasks
 //!   are never batched.
 //! - After each batch, the per-job time is smoothed (a moving average with
-//!   weight 1/2), and the size moves toward `target / per_job`. It at most
-//!   doubles per step, as in joblib, and it drops at once when the jobs get
-//!   slower.
+//!   weight 1/2), and the size moves toward `target / per_job`. It grows at
+//!   most 2x per step, as in joblib, or 4x while the ideal is still more
+//!   than ten times the current size, and it drops at once when the jobs
+//!   get slower.
 //! - **Tail.** When the input's length is known, no batch takes more than
 //!   `remaining / (2 * n_jobs)` jobs, so no worker is left holding a long
 //!   batch while the others idle.
@@ -74,8 +75,11 @@ impl Batcher {
         };
         self.per_job_ns = Some(smoothed);
         let ideal = (self.target_ns / smoothed.max(1.0)).floor().max(1.0) as usize;
+        // Grow by at most 2x per step, as joblib does, or 4x while batches
+        // are still under a tenth of the target (tiny jobs ramp up fast).
+        let growth = if ideal > 10 * self.size { 4 } else { 2 };
         self.size = if ideal > self.size {
-            ideal.min(self.size * 2)
+            ideal.min(self.size * growth)
         } else {
             ideal
         }
@@ -97,7 +101,7 @@ mod tests {
             b.record(n, Duration::from_nanos(100 * n as u64));
             sizes.push(b.current());
         }
-        assert_eq!(&sizes[..4], &[2, 4, 8, 16]);
+        assert_eq!(&sizes[..4], &[4, 16, 64, 256]);
         assert_eq!(*sizes.last().unwrap(), 40_000);
         b.record(1, Duration::from_millis(50));
         b.record(1, Duration::from_millis(50));

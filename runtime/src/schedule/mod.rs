@@ -32,6 +32,12 @@ use progress::Reporter;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Task names are `&'static str`s from one place each: compare the
+/// pointers first, and the text only when they differ.
+fn same_task(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// Where a stream gives its worker processes back when it ends.
 pub(crate) type GiveBack = Box<dyn FnOnce(crate::backend::process::Processes) + Send>;
 
@@ -210,7 +216,10 @@ where
                     }
                 },
             };
-            if batch.first().is_some_and(|(_, w)| w.task() != work.task()) {
+            if batch
+                .first()
+                .is_some_and(|(_, w)| !same_task(w.task(), work.task()))
+            {
                 self.lookahead = Some(work);
                 break;
             }
