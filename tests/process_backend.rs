@@ -572,3 +572,28 @@ fn worker_stdout_is_the_users() {
         assert_ne!(worker_pid, helper_pid, "{line}");
     }
 }
+
+#[parjob::test]
+fn a_worker_killed_while_idle_is_replaced_without_failing_the_next_run() {
+    let p = process(2);
+    let first: HashSet<u32> = p
+        .run((0..10).map(pid_of::delayed))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let victim = p.worker_pids()[0];
+    // SAFETY: kill(2) on one of this runner's idle workers.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(victim) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second: HashSet<u32> = p
+        .run((0..10).map(pid_of::delayed))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(!second.contains(&victim));
+    assert!(!first.is_empty());
+    assert_eq!(p.worker_pids().len(), 2);
+}

@@ -439,3 +439,17 @@ fn verbose_lines_are_joblib_style_and_few() {
     // 50,024 jobs in about 1.5 s: a handful of lines, not one per job.
     assert!(lines.len() < 20, "{} lines:\n{stderr}", lines.len());
 }
+
+#[parjob::test]
+fn a_progress_bar_does_not_change_results_on_any_backend() {
+    for p in [process(2), threads(2), Parallel::new().n_jobs(1)] {
+        let p = p.progress(true).verbose(1);
+        let got = p.run((0..500).map(triple::delayed)).unwrap();
+        assert_eq!(got, (0..500).map(|x| 3 * x).collect::<Vec<_>>());
+        let streamed: Vec<u64> = p
+            .iter((0..50).map(triple::delayed))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(streamed, (0..50).map(|x| 3 * x).collect::<Vec<_>>());
+    }
+}

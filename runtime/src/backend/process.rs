@@ -128,8 +128,19 @@ impl Processes {
         self.next_id
     }
 
+    /// Drops idle workers that have exited since they last answered (the
+    /// OOM killer, an operator's `kill`), so no job is sent to them and
+    /// blamed for their death.
+    fn reap_exited_idle(&mut self) {
+        self.workers.retain_mut(|w| {
+            let exited = w.queue.is_empty() && !matches!(w.child.try_wait(), Ok(None));
+            !exited
+        });
+    }
+
     /// Starts workers until there are `n_jobs`, and waits for their hellos.
     fn fill(&mut self) -> Result<()> {
+        self.reap_exited_idle();
         let Some(entry) = worker::entry() else {
             return Err(Error::NoWorkerEntry);
         };
