@@ -231,8 +231,16 @@ pub trait Work: Send + 'static {
     type Output: Send + 'static;
     /// The task's name.
     fn task(&self) -> &'static str;
+    /// Runs the call here. A panic propagates; the scheduler catches it
+    /// once per batch.
+    fn run(self) -> Self::Output;
     /// Runs the call here, catching a panic.
-    fn run_caught(self) -> Result<Self::Output, Caught>;
+    fn run_caught(self) -> Result<Self::Output, Caught>
+    where
+        Self: Sized,
+    {
+        panic::catch(move || self.run())
+    }
     /// The encoded arguments, for work that can cross a process boundary.
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
     /// Decodes a worker's encoded result.
@@ -244,9 +252,8 @@ impl<R: Send + 'static> Work for Job<R> {
     fn task(&self) -> &'static str {
         self.task
     }
-    fn run_caught(self) -> Result<R, Caught> {
-        let body = self.body;
-        panic::catch(move || body.run())
+    fn run(self) -> R {
+        self.body.run()
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         self.body.encode_args()
@@ -264,8 +271,8 @@ impl<T: Task> Work for LocalCall<T> {
     fn task(&self) -> &'static str {
         T::NAME
     }
-    fn run_caught(self) -> Result<T::Output, Caught> {
-        panic::catch(move || T::call(self.0))
+    fn run(self) -> T::Output {
+        T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         None
@@ -283,8 +290,8 @@ impl<T: ProcessTask> Work for RemoteCall<T> {
     fn task(&self) -> &'static str {
         T::NAME
     }
-    fn run_caught(self) -> Result<T::Output, Caught> {
-        panic::catch(move || T::call(self.0))
+    fn run(self) -> T::Output {
+        T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         Some((T::codecs().args.encode)(&self.0))

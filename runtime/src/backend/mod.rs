@@ -16,17 +16,39 @@ pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;
 
-/// A batch: consecutive `(index, work)` pairs of one task.
-pub(crate) type Batch<W> = Vec<(usize, W)>;
+/// A batch: consecutive jobs of one task, the first at input index `first`.
+pub(crate) struct Batch<W> {
+    pub first: usize,
+    pub items: Vec<W>,
+}
 
-/// A finished batch.
+/// A finished batch: the values of its first jobs, in order, and the
+/// failure that stopped it, if one did (the first error ends a run, so
+/// nothing after it matters).
 pub(crate) struct Finished<R> {
+    /// The input index of `values[0]`.
+    pub first: usize,
     /// How many jobs the batch held when it was submitted.
     pub jobs: usize,
-    /// One result per job that ran, in the batch's order.
-    pub results: Vec<(usize, Result<R>)>,
+    /// Results of jobs `first..first + values.len()`.
+    pub values: Vec<R>,
+    /// Why the job after the last value failed.
+    pub failure: Option<Error>,
     /// Time spent running the jobs.
     pub elapsed: Duration,
+}
+
+impl<R> Finished<R> {
+    /// A batch that failed before its job `index` could run.
+    pub(crate) fn failed(first: usize, jobs: usize, error: Error) -> Self {
+        Finished {
+            first,
+            jobs,
+            values: Vec::new(),
+            failure: Some(error),
+            elapsed: Duration::ZERO,
+        }
+    }
 }
 
 /// One run's use of a backend.
@@ -55,36 +77,45 @@ pub(crate) fn panic_error(task: &str, index: usize, caught: crate::panic::Caught
     }
 }
 
-/// Runs a batch here: one result per job, and the time they took. Stops
-/// early when `stop()` turns true, and reports the running job to `beacon`.
+/// Runs a batch here, in order, stopping at the first panic or when
+/// `stop()` turns true, and reporting the running job to `beacon`.
+///
+/// One `catch_unwind` covers the whole batch: when a job panics, the values
+/// pushed so far are intact, and the panicking job is the next index.
 pub(crate) fn run_here<W: Work>(
     batch: Batch<W>,
     beacon: Option<&crate::beacon::Beacon>,
     stop: impl Fn() -> bool,
 ) -> Finished<W::Output> {
     let started = std::time::Instant::now();
-    let jobs = batch.len();
-    let mut results = Vec::with_capacity(jobs);
-    for (index, work) in batch {
-        if stop() {
-            break;
+    let first = batch.first;
+    let jobs = batch.items.len();
+    let mut values = Vec::with_capacity(jobs);
+    // A batch holds one task, so one name serves every job in it.
+    let task = batch.items.first().map_or("", Work::task);
+    let mut items = batch.items.into_iter();
+    let outcome = crate::panic::catch(|| {
+        for work in items.by_ref() {
+            if stop() {
+                return;
+            }
+            if let Some(b) = beacon {
+                b.start((first + values.len()) as u64);
+            }
+            values.push(work.run());
         }
-        if let Some(b) = beacon {
-            b.start(index as u64);
-        }
-        let task = work.task();
-        results.push((
-            index,
-            work.run_caught()
-                .map_err(|caught| panic_error(task, index, caught)),
-        ));
-    }
+    });
     if let Some(b) = beacon {
         b.idle();
     }
+    let failure = outcome
+        .err()
+        .map(|caught| panic_error(task, first + values.len(), caught));
     Finished {
+        first,
         jobs,
-        results,
+        values,
+        failure,
         elapsed: started.elapsed(),
     }
 }

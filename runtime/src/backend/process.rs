@@ -267,8 +267,20 @@ struct InFlight<R> {
     len: usize,
     task: &'static str,
     decode: Decoder<R>,
-    /// Results received so far, in order.
-    results: Vec<(usize, Result<R>)>,
+    /// How many jobs have answered.
+    answered: usize,
+    /// Values of the jobs answered before any failure, in order.
+    values: Vec<R>,
+    /// The first job that failed.
+    failure: Option<Error>,
+}
+
+/// What one frame from a worker means for its batch.
+enum Step<R> {
+    Value(R),
+    Fail(Error),
+    Done(Duration),
+    Desync(Error),
 }
 
 /// One run's use of a process pool.
@@ -315,7 +327,7 @@ impl<W: Work> ProcessSession<W> {
                 seq as usize
             }
             // Between jobs: blame the first job not yet answered.
-            _ => (batch.first + batch.results.len()).min(batch.first + batch.len - 1),
+            _ => (batch.first + batch.answered).min(batch.first + batch.len - 1),
         };
         Some((index, batch.task))
     }
@@ -346,69 +358,79 @@ impl<W: Work> ProcessSession<W> {
         let pos = self.pool.position(worker)?;
         let id = *self.pool.workers[pos].queue.front()?;
         let batch = self.batches.get_mut(&id)?;
-        let index = batch.first + batch.results.len();
+        let index = batch.first + batch.answered;
+        let task = batch.task;
         let codec = |action, cause: String| Error::Codec {
-            task: batch.task.into(),
+            task: task.into(),
             index,
             action,
             cause,
         };
-        let payload = match frame {
-            Ok(value) => {
-                let result = match value {
-                    Ok(boxed) => match boxed.downcast::<W::Output>() {
-                        Ok(v) => Ok(*v),
-                        Err(_) => Err(codec(
-                            "decode the result",
-                            "a result of another type".into(),
-                        )),
-                    },
-                    Err(e) => Err(codec("decode the result", e.0)),
-                };
-                batch.results.push((index, result));
-                return None;
-            }
-            Err(payload) => payload,
+        let step = match frame {
+            Ok(Ok(boxed)) => match boxed.downcast::<W::Output>() {
+                Ok(value) => Step::Value(*value),
+                Err(_) => Step::Fail(codec(
+                    "decode the result",
+                    "a result of another type".into(),
+                )),
+            },
+            Ok(Err(e)) => Step::Fail(codec("decode the result", e.0)),
+            Err(payload) => match ipc::parse_from_worker(&payload) {
+                Ok(FromWorker::Value(bytes)) => match (batch.decode)(&mut &bytes[..]) {
+                    Ok(value) => Step::Value(value),
+                    Err(e) => Step::Fail(codec("decode the result", e.0)),
+                },
+                Ok(FromWorker::Failure(failure)) => Step::Fail(failure_error(task, index, failure)),
+                Ok(FromWorker::Done {
+                    id: done,
+                    count,
+                    elapsed_ns,
+                }) if done == id && count as usize == batch.answered => {
+                    Step::Done(Duration::from_nanos(elapsed_ns))
+                }
+                Ok(other) => Step::Desync(codec(
+                    "read the worker's answer",
+                    format!("unexpected {other:?} in batch {id}"),
+                )),
+                Err(e) => Step::Desync(codec("read the worker's answer", e.to_string())),
+            },
         };
-        let result = match ipc::parse_from_worker(&payload) {
-            Ok(FromWorker::Value(bytes)) => {
-                (batch.decode)(&mut &bytes[..]).map_err(|e| codec("decode the result", e.0))
+        match step {
+            Step::Value(value) => {
+                batch.answered += 1;
+                if batch.failure.is_none() {
+                    batch.values.push(value);
+                }
             }
-            Ok(FromWorker::Failure(failure)) => Err(failure_error(batch.task, index, failure)),
-            Ok(FromWorker::Done {
-                id: done,
-                count,
-                elapsed_ns,
-            }) if done == id && count as usize == batch.results.len() => {
-                self.pool.workers[pos].queue.pop_front();
-                let batch = self.batches.remove(&id).expect("looked up above");
-                return Some(Finished {
-                    jobs: batch.len,
-                    results: batch.results,
-                    elapsed: Duration::from_nanos(elapsed_ns),
-                });
+            Step::Fail(e) => {
+                batch.answered += 1;
+                batch.failure.get_or_insert(e);
             }
-            Ok(other) => Err(codec(
-                "read the worker's answer",
-                format!("unexpected {other:?} in batch {id}"),
-            )),
-            Err(e) => Err(codec("read the worker's answer", e.to_string())),
-        };
-        let failed_to_read = result.as_ref().is_err_and(
-            |e| matches!(e, Error::Codec { action, .. } if *action == "read the worker's answer"),
-        );
-        batch.results.push((index, result));
-        if failed_to_read || batch.results.len() > batch.len {
-            // The stream from this worker is out of step: end the batch here.
-            self.pool.workers[pos].queue.pop_front();
-            let batch = self.batches.remove(&id).expect("looked up above");
-            return Some(Finished {
-                jobs: batch.len,
-                results: batch.results,
-                elapsed: Duration::ZERO,
-            });
+            Step::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
+            Step::Desync(e) => {
+                batch.failure.get_or_insert(e);
+                return Some(self.finish(pos, id, Duration::ZERO));
+            }
+        }
+        if batch.answered > batch.len {
+            let e = codec("read the worker's answer", "more answers than jobs".into());
+            batch.failure.get_or_insert(e);
+            return Some(self.finish(pos, id, Duration::ZERO));
         }
         None
+    }
+
+    /// Ends batch `id`, the oldest on worker `pos`.
+    fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
+        self.pool.workers[pos].queue.pop_front();
+        let batch = self.batches.remove(&id).expect("the batch was looked up");
+        Finished {
+            first: batch.first,
+            jobs: batch.len,
+            values: batch.values,
+            failure: batch.failure,
+            elapsed,
+        }
     }
 }
 
@@ -418,16 +440,20 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
-        let first = batch[0].0;
-        let task = batch[0].1.task();
-        let Some(decode) = batch[0].1.decoder() else {
+        let first = batch.first;
+        let jobs = batch.items.len();
+        let Some(head) = batch.items.first() else {
+            return Ok(());
+        };
+        let task = head.task();
+        let Some(decode) = head.decoder() else {
             // A closure cannot cross a process boundary: it runs here, as
             // joblib runs `require="sharedmem"` work on threads.
             self.here.push_back(super::run_here(batch, None, || false));
             return Ok(());
         };
-        let mut args = Vec::with_capacity(batch.len());
-        for (index, work) in &batch {
+        let mut args = Vec::with_capacity(jobs);
+        for (k, work) in batch.items.iter().enumerate() {
             match work.encode_args() {
                 Some(Ok(bytes)) => args.push(Bytes(bytes)),
                 other => {
@@ -435,13 +461,8 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                         Some(Err(e)) => e.0,
                         _ => "this job cannot be sent to a worker process".into(),
                     };
-                    self.here.push_back(failed(
-                        batch.len(),
-                        task,
-                        *index,
-                        "encode the arguments",
-                        cause,
-                    ));
+                    let e = encode_error(task, first + k, cause);
+                    self.here.push_back(Finished::failed(first, jobs, e));
                     return Ok(());
                 }
             }
@@ -461,8 +482,8 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         let frame = match ipc::encode_frame(&msg) {
             Ok(frame) => frame,
             Err(e) => {
-                self.here
-                    .push_back(failed(len, task, first, "encode the arguments", e.0));
+                let e = encode_error(task, first, e.0);
+                self.here.push_back(Finished::failed(first, len, e));
                 return Ok(());
             }
         };
@@ -487,7 +508,9 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 len,
                 task,
                 decode,
-                results: Vec::with_capacity(len),
+                answered: 0,
+                values: Vec::with_capacity(len),
+                failure: None,
             },
         );
         Ok(())
@@ -575,26 +598,12 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     }
 }
 
-/// A batch that failed as a whole before or after its jobs ran.
-fn failed<R>(
-    jobs: usize,
-    task: &str,
-    index: usize,
-    action: &'static str,
-    cause: String,
-) -> Finished<R> {
-    Finished {
-        jobs,
-        results: vec![(
-            index,
-            Err(Error::Codec {
-                task: task.into(),
-                index,
-                action,
-                cause,
-            }),
-        )],
-        elapsed: Duration::ZERO,
+fn encode_error(task: &str, index: usize, cause: String) -> Error {
+    Error::Codec {
+        task: task.into(),
+        index,
+        action: "encode the arguments",
+        cause,
     }
 }
 

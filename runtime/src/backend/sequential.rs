@@ -39,12 +39,25 @@ impl<W: Work> Session<W> for Sequential<W> {
         let Some(limit) = self.timeout else {
             return Ok(run_here(batch, None, || false));
         };
-        let jobs = batch.len();
-        let mut results = Vec::with_capacity(jobs);
-        let mut elapsed = Duration::ZERO;
-        for (index, work) in batch {
+        // One job at a time, so an overdue one is named when it returns.
+        let mut done = Finished {
+            first: batch.first,
+            jobs: batch.items.len(),
+            values: Vec::with_capacity(batch.items.len()),
+            failure: None,
+            elapsed: Duration::ZERO,
+        };
+        for (k, work) in batch.items.into_iter().enumerate() {
+            let index = batch.first + k;
             let task = work.task();
-            let one = run_here(vec![(index, work)], None, || false);
+            let one = run_here(
+                Batch {
+                    first: index,
+                    items: vec![work],
+                },
+                None,
+                || false,
+            );
             if one.elapsed > limit {
                 return Err(Error::Timeout {
                     task: task.into(),
@@ -52,14 +65,14 @@ impl<W: Work> Session<W> for Sequential<W> {
                     after: limit,
                 });
             }
-            elapsed += one.elapsed;
-            results.extend(one.results);
+            done.elapsed += one.elapsed;
+            done.values.extend(one.values);
+            if one.failure.is_some() {
+                done.failure = one.failure;
+                break;
+            }
         }
-        Ok(Finished {
-            jobs,
-            results,
-            elapsed,
-        })
+        Ok(done)
     }
 
     fn cancel(&mut self) {

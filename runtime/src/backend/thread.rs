@@ -117,8 +117,8 @@ impl<W: Work> Session<W> for ThreadSession<W> {
                 id,
                 Running {
                     beacon: Arc::clone(beacon),
-                    first: batch[0].0,
-                    tasks: batch.iter().map(|(_, w)| w.task()).collect(),
+                    first: batch.first,
+                    tasks: batch.items.iter().map(Work::task).collect(),
                 },
             );
         }

@@ -24,7 +24,7 @@ mod progress;
 pub(crate) use batch::Batcher;
 pub use batch::MAX_BATCH;
 
-use crate::backend::Session;
+use crate::backend::{Batch, Session};
 use crate::config::Resolved;
 use crate::error::{Error, Result};
 use crate::task::Work;
@@ -46,38 +46,61 @@ type Output<I> = <<I as Iterator>::Item as Work>::Output;
 /// A resolved plan and its session, or why the run could not start.
 pub(crate) type Start<W> = Result<(Resolved, Box<dyn Session<W>>)>;
 
-/// Results in input order, with a bounded buffer.
+/// Results in input order. Batches arrive whole: a batch that continues
+/// the ready run is appended as a chunk, an early one waits in a map. Both
+/// cost one operation per batch, and draining chunks into a `Vec` is a copy.
 struct Reorder<R> {
-    next: usize,
-    head: VecDeque<R>,
+    /// Ready chunks, contiguous from the next index to yield.
+    chunks: VecDeque<std::vec::IntoIter<R>>,
+    /// The index after the last ready chunk.
+    ready_end: usize,
+    /// Batches that arrived before an earlier one, by first index.
     waiting: BTreeMap<usize, Vec<R>>,
 }
 
 impl<R> Reorder<R> {
     fn new() -> Self {
         Reorder {
-            next: 0,
-            head: VecDeque::new(),
+            chunks: VecDeque::new(),
+            ready_end: 0,
             waiting: BTreeMap::new(),
         }
     }
 
     /// Adds the results of consecutive jobs starting at `first`.
     fn insert(&mut self, first: usize, results: Vec<R>) {
-        if first == self.next + self.head.len() {
-            self.head.extend(results);
-            while let Some(more) = self.waiting.remove(&(self.next + self.head.len())) {
-                self.head.extend(more);
-            }
-        } else {
+        if results.is_empty() {
+            return;
+        }
+        if first != self.ready_end {
             self.waiting.insert(first, results);
+            return;
+        }
+        self.ready_end += results.len();
+        self.chunks.push_back(results.into_iter());
+        while let Some(more) = self.waiting.remove(&self.ready_end) {
+            self.ready_end += more.len();
+            self.chunks.push_back(more.into_iter());
         }
     }
 
     fn pop(&mut self) -> Option<R> {
-        let value = self.head.pop_front()?;
-        self.next += 1;
-        Some(value)
+        loop {
+            let front = self.chunks.front_mut()?;
+            if let Some(value) = front.next() {
+                return Some(value);
+            }
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Moves every ready result to `out`; returns how many.
+    fn drain_into(&mut self, out: &mut Vec<R>) -> usize {
+        let before = out.len();
+        for chunk in self.chunks.drain(..) {
+            out.extend(chunk);
+        }
+        out.len() - before
     }
 }
 
@@ -192,41 +215,47 @@ where
         upper.map(|u| u + usize::from(self.lookahead.is_some()))
     }
 
-    /// Draws up to `want` consecutive jobs of one task.
-    fn draw(&mut self, want: usize) -> Vec<(usize, I::Item)> {
-        let mut batch: Vec<(usize, I::Item)> = Vec::with_capacity(want.min(4096));
-        while batch.len() < want {
-            let work = match self.lookahead.take() {
-                Some(work) => work,
-                None if self.exhausted => break,
-                None => match catch_unwind(AssertUnwindSafe(|| self.input.next())) {
-                    Ok(Some(work)) => work,
-                    Ok(None) => {
-                        self.exhausted = true;
-                        break;
-                    }
-                    Err(payload) => {
-                        self.exhausted = true;
-                        let message = crate::panic::payload_text(&*payload);
-                        self.fail(Error::InputPanicked {
-                            index: self.drawn,
-                            message,
-                        });
-                        return Vec::new();
-                    }
-                },
-            };
-            if batch
-                .first()
-                .is_some_and(|(_, w)| !same_task(w.task(), work.task()))
-            {
-                self.lookahead = Some(work);
-                break;
-            }
-            batch.push((self.drawn, work));
-            self.drawn += 1;
+    /// Draws up to `want` consecutive jobs of one task. One `catch_unwind`
+    /// covers the whole draw, so the input's `next` inlines into the loop.
+    fn draw(&mut self, want: usize) -> Batch<I::Item> {
+        let first = self.drawn;
+        let mut items: Vec<I::Item> = Vec::with_capacity(want.min(4096));
+        if let Some(work) = self.lookahead.take() {
+            items.push(work);
         }
-        batch
+        let (input, lookahead, exhausted) =
+            (&mut self.input, &mut self.lookahead, &mut self.exhausted);
+        let drawn = catch_unwind(AssertUnwindSafe(|| {
+            while !*exhausted && items.len() < want {
+                match input.next() {
+                    Some(work) => {
+                        if items
+                            .first()
+                            .is_some_and(|w| !same_task(w.task(), work.task()))
+                        {
+                            *lookahead = Some(work);
+                            break;
+                        }
+                        items.push(work);
+                    }
+                    None => *exhausted = true,
+                }
+            }
+        }));
+        self.drawn = first + items.len();
+        if let Err(payload) = drawn {
+            self.exhausted = true;
+            let message = crate::panic::payload_text(&*payload);
+            self.fail(Error::InputPanicked {
+                index: self.drawn,
+                message,
+            });
+            return Batch {
+                first,
+                items: Vec::new(),
+            };
+        }
+        Batch { first, items }
     }
 
     fn dispatch(&mut self) {
@@ -238,10 +267,10 @@ where
         {
             let want = self.batcher.next_size(self.remaining());
             let batch = self.draw(want);
-            if batch.is_empty() {
+            if batch.items.is_empty() {
                 break;
             }
-            let jobs = batch.len();
+            let jobs = batch.items.len();
             let session = self.session.as_mut().expect("checked above");
             if let Err(e) = session.submit(batch) {
                 self.fail(e);
@@ -264,30 +293,30 @@ where
             Ok(finished) => {
                 self.in_flight_batches -= 1;
                 self.in_flight_jobs -= finished.jobs;
-                if finished.results.len() == finished.jobs {
+                if finished.failure.is_none() && finished.values.len() == finished.jobs {
                     self.batcher.record(finished.jobs, finished.elapsed);
                 }
                 self.report
                     .batch_done(finished.jobs, self.batcher.current());
-                let mut values = Vec::with_capacity(finished.results.len());
-                let first = finished.results.first().map_or(0, |(i, _)| *i);
-                for (index, result) in finished.results {
-                    match result {
-                        Ok(v) => values.push((index, v)),
-                        Err(e) => {
-                            self.fail(e);
-                            return false;
-                        }
-                    }
-                }
-                self.held += values.len();
+                let first = finished.first;
+                self.held += finished.values.len();
                 match &mut self.ready {
-                    Ready::Ordered(r) => {
-                        r.insert(first, values.into_iter().map(|(_, v)| v).collect())
-                    }
-                    Ready::Unordered(q) => q.extend(values),
+                    Ready::Ordered(r) => r.insert(first, finished.values),
+                    Ready::Unordered(q) => q.extend(
+                        finished
+                            .values
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, v)| (first + k, v)),
+                    ),
                 }
-                true
+                match finished.failure {
+                    Some(e) => {
+                        self.fail(e);
+                        false
+                    }
+                    None => true,
+                }
             }
             Err(e) => {
                 self.fail(e);
@@ -369,9 +398,7 @@ where
         loop {
             let more = self.step();
             if let Ready::Ordered(r) = &mut self.ready {
-                out.extend(r.head.drain(..));
-                r.next = out.len();
-                self.held = r.waiting.values().map(Vec::len).sum();
+                self.held -= r.drain_into(&mut out);
             }
             if let Some(e) = self.error.take() {
                 self.done = true;
