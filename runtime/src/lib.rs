@@ -4,7 +4,7 @@
 //! macros' expansions call, through `parjob::__private`. Its parts:
 //!
 //! - [`task`]: the [`Task`] trait, [`Job`], and the registry of process tasks;
-//! - [`config`]: options, `n_jobs` resolution, [`cpu_count`], env vars;
+//! - [`config`](mod@config): options, `n_jobs` resolution, [`cpu_count`], env vars;
 //! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
 //! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
 //! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
@@ -12,7 +12,7 @@
 //! - [`worker`]: the entry and loop of a worker process;
 //! - [`ipc`]: frames and messages on the worker pipes;
 //! - [`codec`]: the one place that names bincode;
-//! - [`panic`]: catching a panic with its message and location;
+//! - [`panic`](mod@panic): catching a panic with its message and location;
 //! - [`error`]: the one [`Error`] enum.
 
 #![warn(missing_docs)]

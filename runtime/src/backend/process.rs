@@ -96,6 +96,8 @@ pub(crate) struct Processes {
     workers: Vec<Worker>,
     events_tx: Sender<Event>,
     events: Receiver<Event>,
+    /// Events of running workers that arrived while new ones said hello.
+    deferred: VecDeque<Event>,
     next_id: u64,
     pub(crate) last_used: Instant,
 }
@@ -109,6 +111,7 @@ impl Processes {
             workers: Vec::new(),
             events_tx,
             events,
+            deferred: VecDeque::new(),
             next_id: 0,
             last_used: Instant::now(),
         }
@@ -185,6 +188,19 @@ impl Processes {
                 }
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
             };
+            let (Event::Frame { worker, .. }
+            | Event::Value { worker, .. }
+            | Event::Closed { worker, .. }) = &event;
+            match self.position(*worker) {
+                // A new worker's event: handled here.
+                Some(pos) if !self.workers[pos].ready => {}
+                // A running worker's: kept, in order, for the session.
+                Some(_) => {
+                    self.deferred.push_back(event);
+                    continue;
+                }
+                None => continue,
+            }
             match event {
                 Event::Frame { worker, payload } => {
                     let Some(pos) = self.position(worker) else {
@@ -273,6 +289,11 @@ struct InFlight<R> {
     values: Vec<R>,
     /// The first job that failed.
     failure: Option<Error>,
+    /// The encoded batch, kept until it is answered, to send it to another
+    /// worker if its own dies before starting it.
+    frame: Vec<u8>,
+    /// Whether it was sent again already (a batch is re-sent once).
+    resent: bool,
 }
 
 /// What one frame from a worker means for its batch.
@@ -300,6 +321,7 @@ impl<W: Work> ProcessSession<W> {
         // A run that ended by unwinding may have left work queued; those
         // workers' answers belong to nobody.
         pool.kill_busy();
+        pool.deferred.clear();
         Ok(ProcessSession {
             pool,
             batches: HashMap::new(),
@@ -420,6 +442,27 @@ impl<W: Work> ProcessSession<W> {
         None
     }
 
+    /// Sends the batches of a worker that died before starting any of them
+    /// to the other workers, once each; false if one was sent before.
+    fn resend(&mut self, queue: VecDeque<u64>) -> Result<bool> {
+        if queue
+            .iter()
+            .any(|id| !self.batches.get(id).is_some_and(|b| !b.resent))
+        {
+            return Ok(false);
+        }
+        self.pool.fill()?;
+        for id in queue {
+            let pos = self
+                .least_loaded()
+                .expect("a fresh worker has room for a dead one's batches");
+            let batch = self.batches.get_mut(&id).expect("checked above");
+            batch.resent = true;
+            send(&mut self.pool.workers[pos], id, &batch.frame, batch.decode);
+        }
+        Ok(true)
+    }
+
     /// Ends batch `id`, the oldest on worker `pos`.
     fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
         self.pool.workers[pos].queue.pop_front();
@@ -491,16 +534,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         let pos = self
             .least_loaded()
             .expect("has_room said a worker has room");
-        let w = &mut self.pool.workers[pos];
-        let erased: ErasedDecoder = Box::new(move |r: &mut dyn io::Read| {
-            decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>)
-        });
-        // The reader must hold the decoder before the first answer comes.
-        let _ = w.decoders.send(erased);
-        // A write to a dead worker fails with EPIPE; its reader thread
-        // reports the closure, and `wait` turns it into the error.
-        let _ = w.to_child.write_all(&frame);
-        w.queue.push_back(id);
+        send(&mut self.pool.workers[pos], id, &frame, decode);
         self.batches.insert(
             id,
             InFlight {
@@ -511,6 +545,8 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 answered: 0,
                 values: Vec::with_capacity(len),
                 failure: None,
+                frame,
+                resent: false,
             },
         );
         Ok(())
@@ -521,13 +557,14 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             return Ok(done);
         }
         loop {
-            let event = match self.timeout {
-                None => self
+            let event = match (self.pool.deferred.pop_front(), self.timeout) {
+                (Some(event), _) => Ok(event),
+                (None, None) => self
                     .pool
                     .events
                     .recv()
                     .map_err(|_| RecvTimeoutError::Disconnected),
-                Some(limit) => match self.overdue(limit) {
+                (None, Some(limit)) => match self.overdue(limit) {
                     Ok(pos) => {
                         let w = &self.pool.workers[pos];
                         let (index, task) = self.running_job(w).expect("an overdue worker is busy");
@@ -568,6 +605,16 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     let Some((index, task)) = running else {
                         continue; // an idle worker died: the next fill replaces it
                     };
+                    // A worker that died (or was dying) before it began its
+                    // first batch ran none of it: the batches go elsewhere.
+                    let untouched = w.beacon.running().is_none()
+                        && w.queue
+                            .front()
+                            .and_then(|id| self.batches.get(id))
+                            .is_some_and(|b| b.answered == 0);
+                    if untouched && self.resend(std::mem::take(&mut w.queue))? {
+                        continue;
+                    }
                     return Err(Error::WorkerDied {
                         task: task.into(),
                         index,
@@ -625,6 +672,19 @@ fn failure_error(task: &str, index: usize, failure: Failure) -> Error {
         Failure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
         Failure::EncodeResult(e) => codec_error("encode the result in the worker", e),
     }
+}
+
+/// Sends batch `id` to worker `w`: its decoder to the reader thread first,
+/// then the frame.
+fn send<R: Send + 'static>(w: &mut Worker, id: u64, frame: &[u8], decode: Decoder<R>) {
+    let erased: ErasedDecoder =
+        Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
+    // The reader must hold the decoder before the first answer comes.
+    let _ = w.decoders.send(erased);
+    // A write to a dead worker fails with EPIPE; its reader thread reports
+    // the closure, and `wait` turns it into the error.
+    let _ = w.to_child.write_all(frame);
+    w.queue.push_back(id);
 }
 
 /// A worker's reader thread: decodes results straight from the pipe with

@@ -1,7 +1,7 @@
 //! The scheduler: draws jobs lazily, batches them, bounds what is in
 //! flight and what is buffered, orders results, and stops on the first error.
 //!
-//! A [`Stream`] pulls from a backend [`Session`]. Each step it dispatches
+//! A `Stream` pulls from a backend `Session`. Each step it dispatches
 //! batches while three things allow it, then waits for one batch to finish:
 //! - fewer than `pre_dispatch` batches are in flight;
 //! - the session has room (a worker process takes at most two batches);
