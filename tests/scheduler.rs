@@ -453,3 +453,45 @@ fn a_progress_bar_does_not_change_results_on_any_backend() {
         assert_eq!(streamed, (0..50).map(|x| 3 * x).collect::<Vec<_>>());
     }
 }
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn plus_one(x: u64) -> u64 {
+    x + 1
+}
+
+#[parjob::test]
+fn one_run_may_interleave_tasks_and_closures() {
+    // Runs of 5, 10 or more jobs of each kind: batches split where the task
+    // changes, each batch is decoded with its own task's decoder, and the
+    // closures run in the parent.
+    let kind = |i: u64| (i * i + 3 * i) % 3;
+    let jobs = (0..600u64).map(|i| match kind(i / 5) {
+        0 => triple::delayed(i),
+        1 => plus_one::delayed(i),
+        _ => Job::new(move || i * 100),
+    });
+    let expected: Vec<u64> = (0..600u64)
+        .map(|i| match kind(i / 5) {
+            0 => 3 * i,
+            1 => i + 1,
+            _ => i * 100,
+        })
+        .collect();
+    for p in [process(2), process(2).batch_size(4), threads(2)] {
+        let got = p.run(jobs.clone()).unwrap();
+        assert_eq!(got, expected);
+    }
+}
+
+#[parjob::test]
+fn pre_dispatch_all_runs_everything_correctly() {
+    for p in [process(2), threads(2)] {
+        let p = p.pre_dispatch(PreDispatch::All);
+        assert_eq!(p.resolved().unwrap().pre_dispatch, usize::MAX);
+        let got: Vec<u64> = p
+            .iter((0..2_000).map(triple::delayed))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, (0..2_000).map(|x| 3 * x).collect::<Vec<_>>());
+    }
+}
