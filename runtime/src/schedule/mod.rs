@@ -348,13 +348,16 @@ where
         self.in_flight_jobs = 0;
     }
 
-    fn next_ordered(&mut self) -> Option<Result<Output<I>>> {
+    /// The next result that `pop` finds ready, stepping the scheduler
+    /// until one is; then the error, if the stream failed; then nothing.
+    fn next_with<T>(
+        &mut self,
+        mut pop: impl FnMut(&mut Ready<Output<I>>) -> Option<T>,
+    ) -> Option<Result<T>> {
         loop {
-            if let Ready::Ordered(r) = &mut self.ready {
-                if let Some(v) = r.pop() {
-                    self.held -= 1;
-                    return Some(Ok(v));
-                }
+            if let Some(v) = pop(&mut self.ready) {
+                self.held -= 1;
+                return Some(Ok(v));
             }
             if let Some(e) = self.error.take() {
                 self.done = true;
@@ -370,26 +373,18 @@ where
         }
     }
 
+    fn next_ordered(&mut self) -> Option<Result<Output<I>>> {
+        self.next_with(|ready| match ready {
+            Ready::Ordered(r) => r.pop(),
+            Ready::Unordered(_) => None,
+        })
+    }
+
     fn next_unordered(&mut self) -> Option<Result<(usize, Output<I>)>> {
-        loop {
-            if let Ready::Unordered(q) = &mut self.ready {
-                if let Some(v) = q.pop_front() {
-                    self.held -= 1;
-                    return Some(Ok(v));
-                }
-            }
-            if let Some(e) = self.error.take() {
-                self.done = true;
-                return Some(Err(e));
-            }
-            if self.done {
-                return None;
-            }
-            if !self.step() && self.error.is_none() {
-                self.done = true;
-                self.close(true);
-            }
-        }
+        self.next_with(|ready| match ready {
+            Ready::Unordered(q) => q.pop_front(),
+            Ready::Ordered(_) => None,
+        })
     }
 
     /// Runs to the end and returns every result in input order.
