@@ -135,11 +135,23 @@ pub struct Hello {
 
 impl Hello {
     /// This process's hello.
+    ///
+    /// In a worker, `PARJOB_TEST_FINGERPRINT_SALT=<n>` changes the
+    /// fingerprint, to test what a parent does with a worker from another
+    /// build (a fault injection for tests; nothing sets it otherwise).
     pub fn current() -> Self {
+        let salt = if crate::worker::is_worker() {
+            std::env::var("PARJOB_TEST_FINGERPRINT_SALT")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
         Hello {
             magic: MAGIC,
             protocol: PROTOCOL_VERSION,
-            fingerprint: crate::task::registry_fingerprint(),
+            fingerprint: crate::task::registry_fingerprint() ^ salt,
             pid: std::process::id(),
         }
     }
