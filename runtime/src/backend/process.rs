@@ -566,10 +566,11 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     .map_err(|_| RecvTimeoutError::Disconnected),
                 (None, Some(limit)) => match self.overdue(limit) {
                     Ok(pos) => {
-                        let w = &self.pool.workers[pos];
-                        let (index, task) = self.running_job(w).expect("an overdue worker is busy");
-                        let w = self.pool.workers.swap_remove(pos);
-                        kill(w);
+                        let running = self.running_job(&self.pool.workers[pos]);
+                        kill(self.pool.workers.swap_remove(pos));
+                        let Some((index, task)) = running else {
+                            continue; // it held no batch of this run after all
+                        };
                         return Err(Error::Timeout {
                             task: task.into(),
                             index,
@@ -767,22 +768,24 @@ struct SpawnRequest {
 
 /// Spawns from one thread that lives as long as the process, because the
 /// kernel's parent-death signal follows the thread that forked.
-fn spawner() -> &'static Mutex<Sender<SpawnRequest>> {
+fn spawner() -> io::Result<&'static Mutex<Sender<SpawnRequest>>> {
     static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("parjob-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
-                    let result = req.command.spawn();
-                    drop(req.child_fds);
-                    let _ = req.reply.send(result);
-                }
-            })
-            .expect("starting the parjob spawner thread");
-        Mutex::new(tx)
-    })
+    if let Some(spawner) = SPAWNER.get() {
+        return Ok(spawner);
+    }
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("parjob-spawner".into())
+        .spawn(move || {
+            for mut req in rx {
+                let result = req.command.spawn();
+                drop(req.child_fds);
+                let _ = req.reply.send(result);
+            }
+        })?;
+    // If two threads raced here, the loser's spawner thread ends when its
+    // sender is dropped.
+    Ok(SPAWNER.get_or_init(|| Mutex::new(tx)))
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -861,6 +864,7 @@ fn spawn(entry: &Entry, share: usize, beacon: &Beacon) -> Result<(Child, File, F
     }
     let (reply, answer) = mpsc::channel();
     spawner()
+        .map_err(|e| Error::io("starting the spawner thread", e))?
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .send(SpawnRequest {
