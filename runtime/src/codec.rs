@@ -30,13 +30,6 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
 }
 
-/// Encodes `value`, appending to `buf`.
-pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-    bincode::serde::encode_into_std_write(value, buf, config())
-        .map(|_| ())
-        .map_err(|e| CodecError(e.to_string()))
-}
-
 /// How many bytes `value` encodes to, without keeping them.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
     let mut count = Count(0);

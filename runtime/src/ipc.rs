@@ -199,11 +199,6 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     Ok(buf)
 }
 
-/// Writes one frame holding `msg`.
-pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    w.write_all(&encode_frame(msg).map_err(|e| invalid(e.0))?)
-}
-
 fn write_kind<T: Serialize>(w: &mut dyn Write, kind: u8, body: &T) -> io::Result<()> {
     let len = codec::encoded_len(body).map_err(|e| invalid(e.0))? as u64 + 1;
     w.write_all(&len.to_le_bytes())?;
@@ -440,8 +435,7 @@ mod tests {
             seq: 100,
             args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
         };
-        let mut wire = Vec::new();
-        write_frame(&mut wire, &msg).unwrap();
+        let wire = encode_frame(&msg).unwrap();
         let mut r = &wire[..];
         let back: ToWorker = decode_message(&read_frame(&mut r).unwrap().unwrap()).unwrap();
         let ToWorker::Run {

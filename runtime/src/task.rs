@@ -234,13 +234,6 @@ pub trait Work: Send + 'static {
     /// Runs the call here. A panic propagates; the scheduler catches it
     /// once per batch.
     fn run(self) -> Self::Output;
-    /// Runs the call here, catching a panic.
-    fn run_caught(self) -> Result<Self::Output, Caught>
-    where
-        Self: Sized,
-    {
-        panic::catch(move || self.run())
-    }
     /// The encoded arguments, for work that can cross a process boundary.
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
     /// Decodes a worker's encoded result.

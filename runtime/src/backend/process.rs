@@ -398,10 +398,6 @@ impl<W: Work> ProcessSession<W> {
             },
             Ok(Err(e)) => Step::Fail(codec("decode the result", e.0)),
             Err(payload) => match ipc::parse_from_worker(&payload) {
-                Ok(FromWorker::Value(bytes)) => match (batch.decode)(&mut &bytes[..]) {
-                    Ok(value) => Step::Value(value),
-                    Err(e) => Step::Fail(codec("decode the result", e.0)),
-                },
                 Ok(FromWorker::Failure(failure)) => Step::Fail(failure_error(task, index, failure)),
                 Ok(FromWorker::Done {
                     id: done,
@@ -410,6 +406,10 @@ impl<W: Work> ProcessSession<W> {
                 }) if done == id && count as usize == batch.answered => {
                     Step::Done(Duration::from_nanos(elapsed_ns))
                 }
+                Ok(FromWorker::Value(bytes)) => Step::Desync(codec(
+                    "read the worker's answer",
+                    format!("a {}-byte result outside its batch's decoder", bytes.len()),
+                )),
                 Ok(other) => Step::Desync(codec(
                     "read the worker's answer",
                     format!("unexpected {other:?} in batch {id}"),
