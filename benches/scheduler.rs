@@ -6,7 +6,8 @@
 //!    task (joblib/loky 2.78 us, multiprocessing 3.26 us), through `f::map`
 //!    and through `Parallel::run` of `delayed` jobs.
 //! 2. The same workload on threads against rayon's
-//!    `par_iter().map().collect()` (target: within 2x).
+//!    `par_iter().map().collect()`: `f::par_map` (target: within 2x), and
+//!    the lazy `f::map` and `delayed` paths for reference.
 //! 3. Skewed durations: 200 tasks of 1 to 50 ms of CPU in random order,
 //!    n_jobs = 2, against the ideal (total work / 2; target <= 1.15x).
 //!
@@ -109,11 +110,21 @@ fn main() -> parjob::Result<()> {
     assert_eq!(got, expected);
     let (got, d_threads) = best(20, || square_here::map(0..n));
     assert_eq!(got?, expected);
+    let (got, d_indexed) = best(20, || {
+        square_here::par_map((0..n as usize).into_par_iter().map(|x| x as u64))
+    });
+    assert_eq!(got?, expected);
     let t = Parallel::new().n_jobs(2).backend(Backend::Thread);
     let (got, d_jobs) = best(20, || t.run((0..n).map(square_here::delayed)));
     assert_eq!(got?, expected);
     println!(
-        "| 100,000 tiny tasks, thread, n_jobs=2, f::map | {:.3} ms | rayon par_iter {:.3} ms | {:.2}x rayon | <= 2x |",
+        "| 100,000 tiny tasks, thread, n_jobs=2, f::par_map (indexed) | {:.3} ms | rayon par_iter {:.3} ms | {:.2}x rayon | <= 2x |",
+        d_indexed.as_secs_f64() * 1e3,
+        d_rayon.as_secs_f64() * 1e3,
+        d_indexed.as_secs_f64() / d_rayon.as_secs_f64()
+    );
+    println!(
+        "| 100,000 tiny tasks, thread, n_jobs=2, f::map (lazy) | {:.3} ms | rayon par_iter {:.3} ms | {:.2}x rayon | report |",
         d_threads.as_secs_f64() * 1e3,
         d_rayon.as_secs_f64() * 1e3,
         d_threads.as_secs_f64() / d_rayon.as_secs_f64()

@@ -30,6 +30,19 @@
 //! - `f::map(items) -> parjob::Result<Vec<R>>`: every call, with the
 //!   attribute's options, on a shared pool. A one-parameter function takes
 //!   an iterator of its argument; a function of several takes tuples;
+//! - `f::par_map(items) -> parjob::Result<Vec<R>>`: the same for an input of
+//!   known length (a `Vec`, or a rayon indexed parallel iterator over a
+//!   slice or a `usize` range). On threads it splits the input as rayon
+//!   does, so nanosecond tasks cost what they cost in rayon:
+//!
+//!   ```
+//!   # use parjob::prelude::*;
+//!   # #[parallel(n_jobs = 2)]
+//!   # fn square(x: u64) -> u64 { x * x }
+//!   let xs: Vec<u64> = (0..100_000).collect();
+//!   let squares = square::par_map(xs).unwrap();
+//!   assert_eq!(squares[99_999], 99_999 * 99_999);
+//!   ```
 //! - `f::options()`, and an impl of [`Task`].
 //!
 //! A job owns its arguments. A parameter `&T` is passed as `T`'s owned form
@@ -103,11 +116,12 @@ pub mod prelude {
 pub mod __private {
     pub use parjob_runtime::inventory;
     pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
+    pub use parjob_runtime::rayon;
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
     pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
     pub use parjob_runtime::worker::test_entry;
     pub use parjob_runtime::{
-        init, Backend, BatchSize, Job, Options, PreDispatch, ProcessTask, Result, Task, TaskCodecs,
-        TaskEntry,
+        init, Backend, BatchSize, Job, LocalCall, Options, PreDispatch, ProcessTask, RemoteCall,
+        Result, Task, TaskCodecs, TaskEntry,
     };
 }

@@ -6,6 +6,7 @@
 //! - [`task`]: the [`Task`] trait, [`Job`], and the registry of process tasks;
 //! - [`config`](mod@config): options, `n_jobs` resolution, [`cpu_count`], env vars;
 //! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
+//! - `indexed`: `f::par_map`'s split path for inputs of known length;
 //! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
 //! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
 //! - [`beacon`]: which job a worker runs, in shared memory (timeouts, crash blame);
@@ -22,6 +23,7 @@ pub mod beacon;
 pub mod codec;
 pub mod config;
 pub mod error;
+mod indexed;
 pub mod ipc;
 pub mod panic;
 pub mod parallel;
@@ -44,3 +46,5 @@ pub use worker::{init, is_worker};
 
 #[doc(hidden)]
 pub use inventory;
+#[doc(hidden)]
+pub use rayon;

@@ -24,7 +24,8 @@ thread_local! {
     static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn install_hook() {
+/// Installs the location-recording hook (once; later calls are free).
+pub(crate) fn install_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = panic::take_hook();
@@ -46,6 +47,16 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
         message: payload_text(&*payload),
         location: LAST_LOCATION.with(|l| l.borrow_mut().take()),
     })
+}
+
+/// The [`Caught`] for a payload just caught on this thread, for callers
+/// that use `catch_unwind` directly (after [`install_hook`]) to keep the
+/// success path free of thread-local work.
+pub(crate) fn caught(payload: &(dyn Any + Send)) -> Caught {
+    Caught {
+        message: payload_text(payload),
+        location: LAST_LOCATION.with(|l| l.borrow_mut().take()),
+    }
 }
 
 pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {

@@ -216,17 +216,26 @@ impl Parallel {
         Stream::new(jobs, start, Some(give_back), ordered, bounded)
     }
 
+    /// This runner's thread pool, of `n_jobs` threads.
+    pub(crate) fn threads(&self, n_jobs: usize) -> Result<Threads> {
+        Self::threads_in(&mut self.home.state(), n_jobs)
+    }
+
+    fn threads_in(state: &mut State, n_jobs: usize) -> Result<Threads> {
+        if state.threads.as_ref().map(Threads::n_jobs) != Some(n_jobs) {
+            state.threads = Some(Threads::new(n_jobs)?);
+        }
+        Ok(state.threads.clone().expect("just set"))
+    }
+
     fn session<W: Work>(&self, plan: &Resolved) -> Result<Box<dyn Session<W>>> {
         let mut state = self.home.state();
         Ok(match plan.backend {
             Backend::Sequential => Box::new(Sequential::new(plan.timeout)),
-            Backend::Thread => {
-                if state.threads.as_ref().map(Threads::n_jobs) != Some(plan.n_jobs) {
-                    state.threads = Some(Threads::new(plan.n_jobs)?);
-                }
-                let threads = state.threads.clone().expect("just set");
-                Box::new(ThreadSession::new(threads, plan.timeout))
-            }
+            Backend::Thread => Box::new(ThreadSession::new(
+                Self::threads_in(&mut state, plan.n_jobs)?,
+                plan.timeout,
+            )),
             Backend::Process => {
                 let pool = match state.processes.take() {
                     Some(pool) if pool.n_jobs() == plan.n_jobs => pool,
@@ -331,6 +340,7 @@ pub fn shared(options: Options) -> Result<Parallel> {
 #[doc(hidden)]
 pub mod map {
     use super::*;
+    use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
 
     /// The calls `f::map` streams for a thread-backend task.
     pub type LocalCalls<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> LocalCall<T>>;
@@ -379,6 +389,21 @@ pub mod map {
     ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
         let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
         runner::<T>().iter_unordered(items.into_iter().map(call))
+    }
+
+    /// `f::par_map`: an indexed input, split across threads as rayon
+    /// splits it (see `runtime/src/indexed.rs`). `call` is `LocalCall` or,
+    /// for a process task, `RemoteCall`: the job the scheduler runs when
+    /// the plan does not split on threads.
+    pub fn indexed<T: Task, W: Work<Output = T::Output>, I>(
+        items: I,
+        call: fn(T::Args) -> W,
+    ) -> Result<Vec<T::Output>>
+    where
+        I: IntoParallelIterator<Item = T::Args>,
+        I::Iter: IndexedParallelIterator,
+    {
+        crate::indexed::run::<T, _, _>(&shared(T::options())?, items.into_par_iter(), call)
     }
 
     /// The shared runner for `T`, or one that reports the configuration error.

@@ -69,9 +69,21 @@ pub fn expand(task: &TaskFn) -> TokenStream {
     } else {
         TokenStream::new()
     };
+    let call = if process {
+        quote!(RemoteCall)
+    } else {
+        quote!(LocalCall)
+    };
     let doc_struct = format!(
         "The parjob task made of [`{name_str}`](fn@{name_str}): `{name_str}::delayed(..)` builds one job, \
          `{name_str}::map(..)` runs it over an iterator."
+    );
+    let doc_par_map = format!(
+        "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
+         or any rayon indexed parallel iterator (`v.par_iter().copied()`). Returns the \
+         results in input order. On threads it splits the input across the pool as rayon \
+         does, so tasks of nanoseconds cost what they cost in rayon; with a timeout, \
+         `verbose`, a progress bar, or another backend it runs exactly as `map`."
     );
     let doc_delayed = format!(
         "One call of `{name_str}` waiting to run (joblib's `delayed({name_str})(..)`). \
@@ -108,6 +120,23 @@ pub fn expand(task: &TaskFn) -> TokenStream {
                         ::core::iter::IntoIterator::into_iter(items),
                         |#map_pattern| (#(#args,)*),
                     ),
+                )
+            }
+
+            #[doc = #doc_par_map]
+            pub fn par_map<__ParjobItems>(
+                items: __ParjobItems,
+            ) -> #private::Result<::std::vec::Vec<#output>>
+            where
+                __ParjobItems: #private::rayon::iter::IntoParallelIterator<Item = #map_item>,
+                __ParjobItems::Iter: #private::rayon::iter::IndexedParallelIterator,
+            {
+                #private::map::indexed::<Self, _, _>(
+                    #private::rayon::iter::ParallelIterator::map(
+                        #private::rayon::iter::IntoParallelIterator::into_par_iter(items),
+                        |#map_pattern| (#(#args,)*),
+                    ),
+                    #private::#call::<Self>,
                 )
             }
 

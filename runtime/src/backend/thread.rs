@@ -42,6 +42,12 @@ impl Threads {
         })
     }
 
+    /// Runs `f` inside the pool, so rayon's parallel iterators split
+    /// across its threads.
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub(crate) fn n_jobs(&self) -> usize {
         self.n_jobs
     }

@@ -1,0 +1,163 @@
+//! The indexed path behind `f::par_map`: inputs whose length and
+//! positions are known up front (ranges, `Vec`s, slices, and rayon's
+//! indexed adapters over them).
+//!
+//! `f::map` draws jobs one by one from any iterator, which it must do to
+//! stay lazy on infinite or expensive inputs. An indexed input needs no
+//! drawing: on threads, the input is split across the pool as rayon splits
+//! it, and every result is written straight into its place in the output.
+//! That is what makes tasks of a few nanoseconds cost what they cost in
+//! rayon itself.
+//!
+//! The split path is used when the run resolves to the thread backend
+//! without a timeout, `verbose` or a progress bar, which need the
+//! scheduler's batches to observe. Every other plan (sequential, process,
+//! or those options) hands the input to the scheduler as a plain iterator,
+//! through rayon's producer, so `par_map` behaves exactly as `map` there.
+//!
+//! A panic in a task is caught on the thread that ran it, with its index,
+//! message and location; the rest of the run stops (rayon finishes the
+//! splits already running), and the first panic recorded becomes
+//! [`Error::Panic`]. A panic in the input's own adapters becomes
+//! [`Error::InputPanicked`] at the item after the last one its split
+//! finished.
+
+use crate::config::{Backend, BatchSize};
+use crate::error::{Error, Result};
+use crate::parallel::Parallel;
+use crate::task::{Task, Work};
+use rayon::iter::plumbing::{Producer, ProducerCallback};
+use rayon::iter::{IndexedParallelIterator, ParallelIterator};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+/// Runs `T` over an indexed input with `parallel`'s options, returning the
+/// results in input order. `call` makes the job the scheduler runs when
+/// the plan does not split on threads.
+pub(crate) fn run<T, W, I>(
+    parallel: &Parallel,
+    items: I,
+    call: fn(T::Args) -> W,
+) -> Result<Vec<T::Output>>
+where
+    T: Task,
+    W: Work<Output = T::Output>,
+    I: IndexedParallelIterator<Item = T::Args>,
+{
+    let plan = parallel.resolved()?;
+    let split = plan.backend == Backend::Thread
+        && plan.timeout.is_none()
+        && plan.verbose == 0
+        && !plan.progress;
+    if !split {
+        return items.with_producer(Schedule { parallel, call });
+    }
+    let threads = parallel.threads(plan.n_jobs)?;
+    let min_len = match plan.batch_size {
+        BatchSize::Fixed(n) => n,
+        BatchSize::Auto => 1,
+    };
+    split_on_threads::<T, I>(&threads, items, min_len)
+}
+
+/// Hands the input to the scheduler as a sequential iterator.
+struct Schedule<'a, W, A> {
+    parallel: &'a Parallel,
+    call: fn(A) -> W,
+}
+
+impl<W: Work, A> ProducerCallback<A> for Schedule<'_, W, A> {
+    type Output = Result<Vec<W::Output>>;
+
+    fn callback<P: Producer<Item = A>>(self, producer: P) -> Self::Output {
+        self.parallel.run(producer.into_iter().map(self.call))
+    }
+}
+
+/// What went wrong first, on any thread.
+enum Failed {
+    /// A task panicked: the whole error.
+    Task(Error),
+    /// The input panicked while producing this item.
+    Input(usize),
+}
+
+type Failure = Mutex<Option<Failed>>;
+
+fn record(failure: &Failure, failed: Failed) {
+    let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(failed);
+    }
+}
+
+/// Notes, while a split unwinds out of the input rather than a task, which
+/// item the input was producing: the one after the last this split took.
+struct Tracker<'a> {
+    failure: &'a Failure,
+    next: usize,
+    in_task: bool,
+}
+
+impl Drop for Tracker<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.in_task {
+            record(self.failure, Failed::Input(self.next));
+        }
+    }
+}
+
+fn split_on_threads<T, I>(
+    threads: &crate::backend::thread::Threads,
+    items: I,
+    min_len: usize,
+) -> Result<Vec<T::Output>>
+where
+    T: Task,
+    I: IndexedParallelIterator<Item = T::Args>,
+{
+    crate::panic::install_hook();
+    let failure: Failure = Mutex::new(None);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        threads.install(|| {
+            items
+                .enumerate()
+                .with_min_len(min_len)
+                .map_init(
+                    || Tracker {
+                        failure: &failure,
+                        next: 0,
+                        in_task: false,
+                    },
+                    |tracker, (index, args)| match catch_unwind(AssertUnwindSafe(|| T::call(args)))
+                    {
+                        Ok(value) => {
+                            tracker.next = index + 1;
+                            value
+                        }
+                        Err(payload) => {
+                            let caught = crate::panic::caught(&*payload);
+                            let error = crate::backend::panic_error(T::NAME, index, caught);
+                            record(&failure, Failed::Task(error));
+                            tracker.in_task = true;
+                            resume_unwind(payload)
+                        }
+                    },
+                )
+                .collect::<Vec<T::Output>>()
+        })
+    }));
+    outcome.map_err(
+        |payload| match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(Failed::Task(error)) => error,
+            Some(Failed::Input(index)) => Error::InputPanicked {
+                index,
+                message: crate::panic::payload_text(&*payload),
+            },
+            None => Error::InputPanicked {
+                index: 0,
+                message: crate::panic::payload_text(&*payload),
+            },
+        },
+    )
+}
