@@ -98,7 +98,7 @@
 //! unknown task. The other jobs are cancelled, busy workers are killed, and
 //! the same `Parallel` works for the next run, with new workers.
 
-pub use parjob_macros::{main, parallel, test};
+pub use parjob_macros::{main, parallel, parallel_for, test};
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, Config, ConfigGuard,
     Error, Job, Options, Ordered, Parallel, PreDispatch, ProcessTask, Resolved, Result, SerdeFns,
@@ -107,7 +107,7 @@ pub use parjob_runtime::{
 
 /// What most programs need: `use parjob::prelude::*;`.
 pub mod prelude {
-    pub use crate::{parallel, Backend, BatchSize, Job, Parallel, PreDispatch};
+    pub use crate::{parallel, parallel_for, Backend, BatchSize, Job, Parallel, PreDispatch};
 }
 
 /// The runtime as the macros' expansions see it. Not public API: it may
@@ -115,6 +115,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use parjob_runtime::inventory;
+    pub use parjob_runtime::loops;
     pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
     pub use parjob_runtime::rayon;
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output};

@@ -22,6 +22,11 @@ impl Errors {
         }
     }
 
+    /// How many errors there are.
+    pub fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }

@@ -10,6 +10,7 @@ use proc_macro::TokenStream;
 
 mod diagnostics;
 mod entry;
+mod loops;
 mod options;
 mod parallel;
 
@@ -17,6 +18,13 @@ mod parallel;
 #[proc_macro_attribute]
 pub fn parallel(args: TokenStream, item: TokenStream) -> TokenStream {
     parallel::attribute(args.into(), item.into()).into()
+}
+
+/// A parallel comprehension: `parallel_for!(options; for pat in iter { body })`.
+/// See the `parjob` crate's docs.
+#[proc_macro]
+pub fn parallel_for(input: TokenStream) -> TokenStream {
+    loops::parallel_for(input.into()).into()
 }
 
 /// Installs the worker entry at the top of `main`. See the `parjob` crate's docs.

@@ -58,7 +58,7 @@ pub enum ReturnAs {
 }
 
 /// Options given in an attribute.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Opts {
     pub n_jobs: Option<i32>,
     pub backend: Option<(BackendName, Span)>,
@@ -132,6 +132,46 @@ impl Opts {
             }
         }
         opts
+    }
+
+    /// These options, with each one `over` sets replacing ours.
+    pub fn overridden_by(&self, over: &Opts) -> Opts {
+        Opts {
+            n_jobs: over.n_jobs.or(self.n_jobs),
+            backend: over.backend.or(self.backend),
+            batch_size: over.batch_size.or(self.batch_size),
+            pre_dispatch: over.pre_dispatch.or(self.pre_dispatch),
+            timeout_ns: over.timeout_ns.or(self.timeout_ns),
+            verbose: over.verbose.or(self.verbose),
+            progress: over.progress.or(self.progress),
+            return_as: over.return_as.or(self.return_as),
+            krate: over.krate.clone().or_else(|| self.krate.clone()),
+        }
+    }
+
+    /// Whether `n_jobs` or `backend` is set: a nested loop that sets one
+    /// gets threads of its own.
+    pub fn sets_workers(&self) -> bool {
+        self.n_jobs.is_some() || self.backend.is_some()
+    }
+
+    /// The options set here that only the scheduler honours (a loop on
+    /// threads has no batches to time or report on).
+    pub fn scheduler_only(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.pre_dispatch.is_some() {
+            names.push("pre_dispatch");
+        }
+        if self.timeout_ns.is_some() {
+            names.push("timeout");
+        }
+        if self.verbose.is_some() {
+            names.push("verbose");
+        }
+        if self.progress.is_some() {
+            names.push("progress");
+        }
+        names
     }
 
     /// The path to the runtime's private API.

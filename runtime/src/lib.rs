@@ -7,6 +7,7 @@
 //! - [`config`](mod@config): options, `n_jobs` resolution, [`cpu_count`], env vars;
 //! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
 //! - `indexed`: `f::par_map`'s split path for inputs of known length;
+//! - [`loops`]: the engine behind marked `for` loops and `parallel_for!`;
 //! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
 //! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
 //! - [`beacon`]: which job a worker runs, in shared memory (timeouts, crash blame);
@@ -25,6 +26,7 @@ pub mod config;
 pub mod error;
 mod indexed;
 pub mod ipc;
+pub mod loops;
 pub mod panic;
 pub mod parallel;
 pub mod schedule;

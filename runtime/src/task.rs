@@ -22,6 +22,11 @@ use std::sync::OnceLock;
 ///
 /// The macro implements this on the same-named struct beside the function;
 /// users rarely implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a parjob task",
+    label = "parjob runs this call as a job, so it must be a function marked `#[parallel]`",
+    note = "mark the function `#[parallel]` (with `backend = \"process\"` to run it in worker processes)"
+)]
 pub trait Task: 'static {
     /// The stable name: `module_path!()::fn_name`.
     const NAME: &'static str;
@@ -41,6 +46,11 @@ pub(crate) type Decoder<R> = fn(&mut dyn std::io::Read) -> Result<R, CodecError>
 
 /// A task that can run in a worker process. `#[parallel(backend = "process")]`
 /// implements it with serde codecs for the argument tuple and the output.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a process task",
+    label = "this call runs in a worker process, which finds the function by name, so it must be a process task",
+    note = "mark the function `#[parallel(backend = \"process\")]`, or leave out `backend = \"process\"` to run the body on threads"
+)]
 pub trait ProcessTask: Task {
     /// How the arguments and the output cross the process boundary.
     fn codecs() -> TaskCodecs<Self::Args, Self::Output>;

@@ -34,6 +34,7 @@ impl Threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_jobs)
             .thread_name(|i| format!("parjob-{i}"))
+            .start_handler(|_| crate::loops::mark_pool_thread())
             .build()
             .map_err(|e| Error::Config(format!("could not start {n_jobs} threads: {e}")))?;
         Ok(Threads {

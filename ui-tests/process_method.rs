@@ -5,7 +5,7 @@ struct Model {
 }
 
 impl Model {
-    #[parallel(n_jobs = 2)]
+    #[parallel(n_jobs = 2, backend = "process")]
     fn predict(&self, x: f64) -> f64 {
         self.weight * x
     }
