@@ -8,8 +8,8 @@
 //! 2. A marked loop over 1,000,000 trivial items (`s += x`), `n_jobs = 2`,
 //!    against the plain loop (target: no more than 3x slower).
 //! 3. `parallel_for!` over the 1 ms items, against the unmarked loop.
-//! 4. For the record: 20,000,000 trivial items (past the sequential
-//!    prefix), and 1,000,000 forced onto threads from the first item.
+//! 4. For the record: 20,000,000 trivial items, and 1,000,000 kept on
+//!    threads instead of finishing in the caller's thread.
 
 use parjob::prelude::*;
 use rayon::prelude::*;
@@ -126,8 +126,8 @@ fn main() {
         d_plain.as_secs_f64() * 1e3,
         d_marked.as_secs_f64() / d_plain.as_secs_f64()
     );
-    // Twenty times longer: past the sequential prefix, the measured items
-    // are too small for threads, so the loop stays sequential.
+    // Twenty times longer: after the first window, the measured items are
+    // too small for threads, so the rest runs in this thread.
     let long: Vec<u64> = (0..20_000_000).collect();
     let (plain_long, d_plain_long) = time(|| sum_plain(black_box(&long)), 10);
     let (marked_long, d_marked_long) = time(|| sum_marked(black_box(&long)), 10);
@@ -139,13 +139,13 @@ fn main() {
         d_marked_long.as_secs_f64() / d_plain_long.as_secs_f64()
     );
     drop(long);
-    // The same loop forced onto threads from the first item, to show what
-    // the sequential prefix saves.
-    parjob::__private::loops::set_sequential_prefix(Duration::ZERO);
+    // The same loop kept on threads, to show what running tiny items here
+    // saves.
+    parjob::__private::loops::set_min_parallel_item(Duration::ZERO);
     let (forced, d_forced) = time(|| sum_marked(black_box(&xs)), 50);
     assert_eq!(forced, plain);
     println!(
-        "| 1,000,000 x `s += x`, marked loop, no sequential prefix | {:.3} ms | plain loop {:.3} ms | {:.2}x the plain loop | report |",
+        "| 1,000,000 x `s += x`, marked loop, kept on threads | {:.3} ms | plain loop {:.3} ms | {:.2}x the plain loop | report |",
         d_forced.as_secs_f64() * 1e3,
         d_plain.as_secs_f64() * 1e3,
         d_forced.as_secs_f64() / d_plain.as_secs_f64()

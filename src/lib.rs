@@ -46,8 +46,56 @@
 //! - `f::options()`, and an impl of [`Task`].
 //!
 //! A job owns its arguments. A parameter `&T` is passed as `T`'s owned form
-//! (`&str` as `String`, `&[T]` as `Vec<T>`, `&T` as `T` for `T: Clone`),
+//! (`&str` as `String`, `&[T]` as `Vec<T>`, `&Path` as `PathBuf`, `&T` as `T`),
 //! and the function receives a reference to the job's copy.
+//!
+//! ## Parallel loops
+//! Inside a `#[parallel]` function (or a method, where the attribute only
+//! rewrites loops), a `for` loop marked `#[parallel]` runs on threads and
+//! gives the plain loop's result bit for bit: each item's updates of outer
+//! variables are logged while it runs and applied afterwards in iteration
+//! order. The body may borrow anything in scope.
+//!
+//! ```
+//! use parjob::prelude::*;
+//!
+//! #[parallel(n_jobs = 2)]
+//! fn stats(xs: &[f64]) -> Result<(f64, f64, Vec<f64>), String> {
+//!     let (mut sum, mut max, mut big) = (0.0, f64::MIN, Vec::new());
+//!     #[parallel]
+//!     for x in xs {
+//!         if x.is_nan() {
+//!             Err("NaN in the input")?; // the first error in iteration order
+//!         }
+//!         if *x < 0.0 {
+//!             continue;
+//!         }
+//!         sum += x;
+//!         max = max.max(*x);
+//!         if *x > 0.5 {
+//!             big.push(*x);
+//!         }
+//!     }
+//!     Ok((sum, max, big))
+//! }
+//!
+//! let xs: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.37).sin()).collect();
+//! let (sum, max, big) = stats(&xs).unwrap();
+//! let plain: f64 = xs.iter().filter(|x| **x >= 0.0).sum();
+//! assert_eq!(sum.to_bits(), plain.to_bits());
+//! assert!(max <= 1.0 && big.iter().all(|x| *x > 0.5));
+//! assert!(stats(&[1.0, f64::NAN]).is_err());
+//!
+//! // A parallel comprehension: a Vec of the body's values, in input order.
+//! let squares: Vec<u64> = parallel_for!(n_jobs = 2; for x in 0..100u64 { x * x });
+//! assert_eq!(squares[9], 81);
+//! ```
+//!
+//! The updates a body may make are `x op= e` (every compound assignment),
+//! `v.push(e)`, `v.extend(e)`, `m.insert(k, e)`, and `s = s.max(e)` or
+//! `.min(e)`; `continue` and `?` work; `break`, `return`, labels and any
+//! other change to outer state are compile errors on the offending code.
+//! The README has the whole story, including process-backend loops.
 //!
 //! ## Options (attribute or builder)
 //! - `n_jobs`: joblib's: `-1` every CPU, `-2` all but one, `1` sequential,
@@ -118,7 +166,7 @@ pub mod __private {
     pub use parjob_runtime::loops;
     pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
     pub use parjob_runtime::rayon;
-    pub use parjob_runtime::task::{assert_process_arg, assert_process_output};
+    pub use parjob_runtime::task::{assert_process_arg, assert_process_output, ArgOwned};
     pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
     pub use parjob_runtime::worker::test_entry;
     pub use parjob_runtime::{

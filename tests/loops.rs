@@ -6,12 +6,12 @@ use parjob::prelude::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Loops started from this thread skip the sequential prefix, so that
-/// even small inputs run on threads.
+/// Loops started from this thread keep even nanosecond items on threads
+/// (by default, the rest of such a loop runs in the caller's thread).
 fn parallel_from_the_first_item() {
-    parjob::__private::loops::set_sequential_prefix(Duration::ZERO);
+    parjob::__private::loops::set_min_parallel_item(Duration::ZERO);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -307,21 +307,24 @@ fn a_method_with_self_can_host_a_marked_loop() {
 }
 
 #[test]
-fn a_loop_that_outlasts_the_prefix_continues_on_threads() {
-    // A prefix of 3 ms, then threads: the answer is the same.
-    parjob::__private::loops::set_sequential_prefix(Duration::from_millis(3));
-    let xs: Vec<u64> = (0..4000).collect();
-    let mut threads = HashSet::new();
-    let ids: Vec<std::thread::ThreadId> = parallel_for!(n_jobs = 2; for _x in &xs {
-        let until = Instant::now() + Duration::from_micros(5);
-        while Instant::now() < until {}
-        std::thread::current().id()
-    });
-    threads.extend(ids.iter().copied());
+fn items_measured_under_the_threshold_finish_in_the_callers_thread() {
+    // Every item counts as tiny: after the first window (FIRST_WINDOW items
+    // per thread, on the pool), the rest runs here with the original body.
+    parjob::__private::loops::set_min_parallel_item(Duration::from_secs(1));
     let me = std::thread::current().id();
-    // The first items ran here, the rest on the pool.
-    assert_eq!(ids[0], me);
-    assert!(threads.len() >= 2, "{threads:?}");
+    let xs: Vec<u64> = (0..1000).collect();
+    let ran: Vec<(u64, std::thread::ThreadId)> =
+        parallel_for!(n_jobs = 2; for &x in &xs { (x * 3, std::thread::current().id()) });
+    let values: Vec<u64> = ran.iter().map(|(v, _)| *v).collect();
+    assert_eq!(values, xs.iter().map(|x| x * 3).collect::<Vec<_>>());
+    let first = parjob::__private::loops::FIRST_WINDOW * 2;
+    assert!(ran[..first].iter().all(|(_, t)| *t != me));
+    assert!(ran[first..].iter().all(|(_, t)| *t == me));
+    // No item counts as tiny: every one runs on the pool.
+    parallel_from_the_first_item();
+    let ran: Vec<std::thread::ThreadId> =
+        parallel_for!(n_jobs = 2; for _x in &xs { std::thread::current().id() });
+    assert!(ran.iter().all(|t| *t != me));
 }
 
 #[test]
@@ -383,4 +386,37 @@ fn process_parallel_for_and_loops_run_in_other_processes() {
     let (total, each) = process_loop_total(100).unwrap();
     assert_eq!(total, (0..100).map(|x| x * 2).sum::<u64>());
     assert_eq!(each, (1..=100).map(|x| x * 2).collect::<Vec<u64>>());
+}
+
+#[parallel(n_jobs = 2)]
+fn count_into(xs: &[u64], hits: &std::sync::atomic::AtomicU64) {
+    // No updates at all: the body only reads (and uses an atomic).
+    #[parallel]
+    for x in xs {
+        hits.fetch_add(*x, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[parallel(n_jobs = 2)]
+fn sum_if_all_present(xs: &[Option<u64>]) -> Option<u64> {
+    let mut sum = 0;
+    #[parallel]
+    for x in xs {
+        sum += (*x)?;
+    }
+    Some(sum)
+}
+
+#[test]
+fn a_loop_without_updates_and_a_question_mark_on_option_work() {
+    parallel_from_the_first_item();
+    // `&AtomicU64` is not `Clone`: a sized `&T` parameter is stored as `T`.
+    let hits = std::sync::atomic::AtomicU64::new(0);
+    count_into(&(0..1000).collect::<Vec<_>>(), &hits);
+    assert_eq!(hits.into_inner(), 499_500);
+    let all: Vec<Option<u64>> = (0..200).map(Some).collect();
+    assert_eq!(sum_if_all_present(&all), Some(19_900));
+    let mut gap = all.clone();
+    gap[150] = None;
+    assert_eq!(sum_if_all_present(&gap), None);
 }

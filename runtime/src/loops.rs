@@ -3,22 +3,22 @@
 //! The macros turn a loop into two copies of its body: the original, and a
 //! closure that records each update of an outer variable (`s += x`,
 //! `v.push(x)`, ...) as an *effect* in a log instead of applying it. A
-//! [`Loop`] then runs in two phases:
+//! [`Loop`] then decides, step by step, where the next items run:
 //!
-//! 1. **Sequential prefix.** The original body runs in the caller's thread,
-//!    in chunks of 1, 2, 4, ... items, until [`PREFIX`] has passed. A loop
-//!    that finishes within it costs what the plain loop costs: tiny loops
-//!    never pay for threads, and neither does a loop whose items measured
-//!    under [`MIN_PARALLEL_ITEM`] each. A sequential plan (`n_jobs = 1`, or
-//!    a loop started on one of parjob's pool threads, as a nested loop is)
-//!    runs the whole loop here.
-//! 2. **Windows on threads.** The rest of the items are drawn in windows,
-//!    sized from the prefix's measured time per item to about
-//!    [`WINDOW_TARGET`] of work per thread (at most [`MAX_WINDOW`] items).
-//!    A window is split across the pool with rayon; each split runs its
-//!    items in order and keeps their effects and values in order. The
-//!    caller then applies the splits' effects in split order, which is
-//!    iteration order.
+//! - **Windows on threads.** Items are drawn in windows. A window is split
+//!   across the pool with rayon; each split runs its items in order, keeps
+//!   their effects and values in order, and times itself. The caller then
+//!   applies the splits' effects in split order, which is iteration order.
+//!   The first window holds [`FIRST_WINDOW`] items per thread, so that long
+//!   items start at once on every thread; later ones are sized from the
+//!   measured time per item to about [`WINDOW_TARGET`] of work per thread
+//!   (at most [`MAX_WINDOW`] items, and at most 8x the window before).
+//! - **Here.** When the items measured under [`MIN_PARALLEL_ITEM`] each,
+//!   logging and folding their updates would cost more than threads save:
+//!   the rest of the loop runs the original body in the caller's thread, at
+//!   the plain loop's speed. A sequential plan (`n_jobs = 1`, or a loop
+//!   started on one of parjob's pool threads, as a nested loop is) runs the
+//!   whole loop here.
 //!
 //! Every effect is applied in the caller, in iteration order, with the same
 //! operation the sequential loop would have used. That is why the result is
@@ -42,34 +42,23 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a loop runs sequentially before it moves to threads, unless
-/// [`set_sequential_prefix`] changed it.
-pub const PREFIX: Duration = Duration::from_millis(2);
-
-thread_local! {
-    static PREFIX_HERE: Cell<Duration> = const { Cell::new(PREFIX) };
-}
-
-/// Changes how long loops started from this thread run sequentially
-/// before they move to threads (tests use zero, to exercise the parallel
-/// phase on small inputs).
-#[doc(hidden)]
-pub fn set_sequential_prefix(prefix: Duration) {
-    PREFIX_HERE.with(|p| p.set(prefix));
-}
+/// Items per thread in a loop's first window: enough that a split's timing
+/// is not its clock reads, few enough that long items all start at once.
+pub const FIRST_WINDOW: usize = 32;
 /// About how much work each thread gets per window.
 pub const WINDOW_TARGET: Duration = Duration::from_millis(100);
 /// The most items drawn into one window.
 pub const MAX_WINDOW: usize = 1 << 16;
-
-/// Below this measured time per item, a loop stays sequential after its
-/// prefix: logging an item's updates and folding them back costs a few
-/// nanoseconds, more than threads would save on it.
+/// Below this measured time per item, the rest of a loop runs in the
+/// caller's thread: logging an item's updates and folding them back costs
+/// a few nanoseconds, more than threads would save on it.
 pub const MIN_PARALLEL_ITEM: Duration = Duration::from_nanos(25);
 
 thread_local! {
     /// Set on the threads of parjob's pools.
     static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// This thread's `MIN_PARALLEL_ITEM`, for tests.
+    static MIN_ITEM_HERE: Cell<Duration> = const { Cell::new(MIN_PARALLEL_ITEM) };
 }
 
 /// Marks the current thread as one of parjob's pool threads: a loop
@@ -79,27 +68,42 @@ pub(crate) fn mark_pool_thread() {
     POOL_THREAD.with(|f| f.set(true));
 }
 
+/// Changes [`MIN_PARALLEL_ITEM`] for loops started from this thread (tests
+/// use zero, to keep tiny items on threads).
+#[doc(hidden)]
+pub fn set_min_parallel_item(min: Duration) {
+    MIN_ITEM_HERE.with(|m| m.set(min));
+}
+
 enum Plan {
     Sequential,
     Threads(crate::backend::thread::Threads),
+}
+
+/// Where a loop's next items run.
+pub enum Step {
+    /// Up to this many items, with the original body, in this thread.
+    Here(usize),
+    /// One window on the thread pool: call [`Loop::window`].
+    Threads,
+    /// Every item has run.
+    Done,
 }
 
 /// One run of a marked loop or a `parallel_for!`; see the module docs.
 pub struct Loop {
     plan: Plan,
     finished: bool,
-    chunk: usize,
-    started: Option<Instant>,
-    prefix: Duration,
-    prefix_items: usize,
-    prefix_time: Duration,
+    per_item: Option<Duration>,
+    last_window: usize,
+    min_item: Duration,
     min_len: usize,
 }
 
 impl Loop {
     /// Plans a loop with these options. `explicit` says the loop itself
-    /// named `n_jobs` or `backend`: only then does a loop nested in another
-    /// parallel loop's body use threads of its own.
+    /// named `n_jobs` or `backend`: only then does a loop started on a
+    /// parjob pool thread use threads of its own.
     ///
     /// A configuration error (a bad `PARJOB_N_JOBS`, say) makes the loop
     /// sequential, with a warning on stderr: a loop has no `Result` to
@@ -109,13 +113,10 @@ impl Loop {
         let plan = if nested {
             Plan::Sequential
         } else {
-            match Self::threads(options) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    warn_once(&e);
-                    Plan::Sequential
-                }
-            }
+            Self::threads(options).unwrap_or_else(|e| {
+                warn_once(&e);
+                Plan::Sequential
+            })
         };
         let min_len = match options.resolve().map(|r| r.batch_size) {
             Ok(crate::config::BatchSize::Fixed(n)) => n,
@@ -124,11 +125,9 @@ impl Loop {
         Loop {
             plan,
             finished: false,
-            chunk: 1,
-            started: None,
-            prefix: PREFIX_HERE.with(Cell::get),
-            prefix_items: 0,
-            prefix_time: Duration::ZERO,
+            per_item: None,
+            last_window: 0,
+            min_item: MIN_ITEM_HERE.with(Cell::get),
             min_len,
         }
     }
@@ -145,55 +144,35 @@ impl Loop {
         Ok(Plan::Threads(parallel.threads(resolved.n_jobs)?))
     }
 
-    /// How many items the sequential phase should run next, or `None` when
-    /// it is over (the loop finished, or it is time for threads).
-    pub fn sequential_chunk(&mut self) -> Option<usize> {
+    /// Where the next items run.
+    pub fn step(&mut self) -> Step {
         if self.finished {
-            return None;
+            return Step::Done;
         }
-        if matches!(self.plan, Plan::Sequential) {
-            return Some(usize::MAX);
+        let tiny = self.per_item.is_some_and(|t| t < self.min_item);
+        match self.plan {
+            Plan::Threads(_) if !tiny => Step::Threads,
+            _ => Step::Here(usize::MAX),
         }
-        if self.prefix_time >= self.prefix {
-            let per_item = self.prefix_time.as_nanos() / self.prefix_items.max(1) as u128;
-            if self.prefix_items == 0 || per_item >= MIN_PARALLEL_ITEM.as_nanos() {
-                return None;
-            }
-            // Items this small are cheapest in one sequential run.
-            self.plan = Plan::Sequential;
-            return Some(usize::MAX);
-        }
-        self.started = Some(Instant::now());
-        Some(self.chunk)
     }
 
-    /// Reports that the sequential phase ran `taken` of the `asked` items.
-    pub fn chunk_done(&mut self, taken: usize, asked: usize) {
-        if taken < asked {
+    /// Reports that `Step::Here` ran `taken` of the `asked` items.
+    pub fn ran_here(&mut self, taken: usize, asked: usize) {
+        if taken < asked || asked == usize::MAX {
             self.finished = true;
         }
-        if let Some(started) = self.started.take() {
-            self.prefix_time += started.elapsed();
-        }
-        self.prefix_items += taken;
-        self.chunk = self.chunk.saturating_mul(2);
     }
 
-    /// Whether the sequential phase ran every item.
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    /// Runs the items left after the sequential phase on threads.
+    /// Runs one window of items on the pool (`Step::Threads`).
     ///
     /// `body` runs one item, pushing its effects to the log, and returns
     /// the item's value or the residual of a failed `?`. `fold` applies one
     /// effect; it runs in this thread, in iteration order. Values are
     /// appended to `out` in input order. Returns the first residual in
     /// iteration order, after applying every effect logged before it.
-    pub fn finish<I, T, L, R, B, F>(
-        self,
-        items: I,
+    pub fn window<I, T, L, R, B, F>(
+        &mut self,
+        items: &mut I,
         out: &mut Vec<T>,
         body: B,
         mut fold: F,
@@ -207,70 +186,71 @@ impl Loop {
         B: Fn(&mut Vec<L>, I::Item) -> std::result::Result<T, R> + Sync,
         F: FnMut(L),
     {
-        if self.finished {
-            return None;
-        }
-        let mut items = items;
-        let threads = match &self.plan {
-            Plan::Threads(threads) => threads,
-            Plan::Sequential => {
-                // Only reached when the sequential phase was skipped.
-                let mut log = Vec::new();
-                for item in items {
-                    let value = body(&mut log, item);
-                    log.drain(..).for_each(&mut fold);
-                    match value {
-                        Ok(value) => out.push(value),
-                        Err(residual) => return Some(residual),
-                    }
-                }
-                return None;
-            }
+        let Plan::Threads(threads) = &self.plan else {
+            unreachable!("`Step::Threads` comes only with a thread plan")
         };
-        let window = self.window_size(threads.n_jobs());
+        let threads = threads.clone();
+        let size = self.window_size(threads.n_jobs());
+        let drawn: Vec<I::Item> = items.by_ref().take(size).collect();
+        if drawn.len() < size {
+            self.finished = true;
+        }
+        let first_exit = AtomicUsize::new(usize::MAX);
+        let min_len = self.min_len;
         let body = &body;
-        loop {
-            let drawn: Vec<I::Item> = items.by_ref().take(window).collect();
-            if drawn.is_empty() {
-                return None;
-            }
-            let first_exit = AtomicUsize::new(usize::MAX);
-            let splits: Vec<Split<T, L, R>> = threads.install(|| {
-                drawn
-                    .into_par_iter()
-                    .enumerate()
-                    .with_min_len(self.min_len)
-                    .fold(Split::default, |split, (index, item)| {
-                        split.run(index, item, body, &first_exit)
-                    })
-                    .collect()
-            });
-            for split in splits {
-                split.log.into_iter().for_each(&mut fold);
-                out.extend(split.values);
-                if let Some(residual) = split.exit {
-                    return Some(residual);
-                }
+        let splits: Vec<Split<T, L, R>> = threads.install(|| {
+            drawn
+                .into_par_iter()
+                .enumerate()
+                .with_min_len(min_len)
+                .fold(Split::default, |split, (index, item)| {
+                    split.run(index, item, body, &first_exit)
+                })
+                .map(Split::timed)
+                .collect()
+        });
+        let ran: usize = splits.iter().map(|s| s.ran).sum();
+        let busy: Duration = splits.iter().map(|s| s.busy).sum();
+        if ran > 0 {
+            self.per_item = Some(busy / ran.min(u32::MAX as usize) as u32);
+        }
+        for split in splits {
+            split.log.into_iter().for_each(&mut fold);
+            out.extend(split.values);
+            if let Some(residual) = split.exit {
+                self.finished = true;
+                return Some(residual);
             }
         }
+        None
     }
 
-    /// Items per window: about `WINDOW_TARGET` of work per thread, from
-    /// the prefix's time per item.
-    fn window_size(&self, n_jobs: usize) -> usize {
-        let per_item = self.prefix_time.as_nanos() as f64 / self.prefix_items.max(1) as f64;
-        let target = WINDOW_TARGET.as_nanos() as f64 * n_jobs as f64;
-        let items = (target / per_item.max(1.0)) as usize;
-        items.clamp(8 * n_jobs, MAX_WINDOW)
+    /// Items per window: [`FIRST_WINDOW`] per thread at first, then about
+    /// `WINDOW_TARGET` of work per thread, growing at most 8x a window.
+    fn window_size(&mut self, n_jobs: usize) -> usize {
+        let first = FIRST_WINDOW * n_jobs;
+        let size = match self.per_item {
+            None => first,
+            Some(per_item) => {
+                let target = WINDOW_TARGET.as_nanos() as f64 * n_jobs as f64;
+                let items = (target / (per_item.as_nanos() as f64).max(1.0)) as usize;
+                items.clamp(first, MAX_WINDOW).min(self.last_window * 8)
+            }
+        };
+        self.last_window = size;
+        size
     }
 }
 
 /// One rayon split of a window: its items' values and effects, in order,
-/// and the residual where it stopped.
+/// the residual where it stopped, and how long its items took.
 struct Split<T, L, R> {
     values: Vec<T>,
     log: Vec<L>,
     exit: Option<R>,
+    ran: usize,
+    started: Option<Instant>,
+    busy: Duration,
 }
 
 impl<T, L, R> Default for Split<T, L, R> {
@@ -279,6 +259,9 @@ impl<T, L, R> Default for Split<T, L, R> {
             values: Vec::new(),
             log: Vec::new(),
             exit: None,
+            ran: 0,
+            started: None,
+            busy: Duration::ZERO,
         }
     }
 }
@@ -296,6 +279,9 @@ impl<T, L, R> Split<T, L, R> {
         if self.exit.is_some() || index > first_exit.load(Ordering::Relaxed) {
             return self;
         }
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
         match body(&mut self.log, item) {
             Ok(value) => self.values.push(value),
             Err(residual) => {
@@ -303,6 +289,14 @@ impl<T, L, R> Split<T, L, R> {
                 first_exit.fetch_min(index, Ordering::Relaxed);
             }
         }
+        self.ran += 1;
+        self
+    }
+
+    /// Records how long the split ran, once rayon has folded all of it
+    /// (timing each item would cost more than a tiny item).
+    fn timed(mut self) -> Self {
+        self.busy = self.started.map_or(Duration::ZERO, |s| s.elapsed());
         self
     }
 }

@@ -416,3 +416,27 @@ pub fn assert_process_arg<T: ProcessArg>() {}
 /// Compile-time check emitted by `#[parallel(backend = "process")]`.
 #[doc(hidden)]
 pub fn assert_process_output<T: ProcessOutput>() {}
+
+/// What a job stores for a `&T` parameter of a task: `T` itself for a sized
+/// `T` (the caller hands the job its own value, so no `Clone` is needed),
+/// and the owned form of the unsized path and string types.
+pub trait ArgOwned {
+    /// The owned type; `&Owned` derefs to `&Self`.
+    type Owned;
+}
+
+impl<T> ArgOwned for T {
+    type Owned = T;
+}
+
+impl ArgOwned for std::path::Path {
+    type Owned = std::path::PathBuf;
+}
+
+impl ArgOwned for std::ffi::OsStr {
+    type Owned = std::ffi::OsString;
+}
+
+impl ArgOwned for std::ffi::CStr {
+    type Owned = std::ffi::CString;
+}

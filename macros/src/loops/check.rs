@@ -203,6 +203,15 @@ fn root(expr: &Expr) -> Option<String> {
     }
 }
 
+/// `e` without the parentheses around it: it is about to become a call's
+/// argument, where they would draw an `unused_parens` warning.
+fn bare(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(p) => bare(&p.expr),
+        other => other,
+    }
+}
+
 fn is_compound(op: &BinOp) -> bool {
     matches!(
         op,
@@ -580,7 +589,8 @@ impl VisitMut for Walker<'_> {
                     self.question = true;
                     self.rewrites += 1;
                     let private = self.private;
-                    let inner = &t.expr;
+                    // `(e)?` becomes a call argument: the parentheses go.
+                    let inner = bare(&t.expr);
                     *expr = syn::parse_quote!(
                         match #private::loops::Question::branch(#inner) {
                             ::core::ops::ControlFlow::Continue(__parjob_value) => __parjob_value,
@@ -595,7 +605,7 @@ impl VisitMut for Walker<'_> {
                 self.visit_expr_mut(&mut b.right);
                 if self.rewriting() && self.outer_place(&b.left).is_some() {
                     let target = (*b.left).clone();
-                    let value = b.right.to_token_stream();
+                    let value = bare(&b.right).to_token_stream();
                     let op = b.op;
                     self.log(expr, target, Apply::Compound(op), value);
                 } else if let Some(root) = self.outer_root(&b.left) {

@@ -4,16 +4,21 @@
 //!
 //! ```text
 //! {
-//!     enum __ParjobEffect<E0, E1> { E0(E0), E1(E1) }    // one variant per update site
+//!     enum __ParjobEffect<E0, E1> { E0(E0), E1(E1) }  // one variant per update site
 //!     let mut items = IntoIterator::into_iter(ITER);
 //!     let mut run = Loop::new(OPTIONS, explicit);
-//!     while let Some(n) = run.sequential_chunk() {        // the prefix: the original body
-//!         for item in items.by_ref().take(n) { let PAT = item; BODY }
+//!     loop {
+//!         match run.step() {
+//!             Step::Here(n) => {                        // the original body, here
+//!                 for item in items.by_ref().take(n) { let PAT = item; BODY }
+//!             }
+//!             Step::Threads => if let Some(residual) = run.window(&mut items, &mut out,
+//!                 |log, PAT| { BODY with updates logged; Ok(()) },  // on the pool
+//!                 |effect| match effect { E0(v) => s += v, .. },   // here, in order
+//!             ) { match residual? {} }                   // the first `?` error
+//!             Step::Done => break,
+//!         }
 //!     }
-//!     if let Some(residual) = run.finish(items, &mut out,
-//!         |log, PAT| { BODY with updates logged; Ok(()) },   // on the pool
-//!         |effect| match effect { E0(v) => s += v, .. },    // here, in order
-//!     ) { match residual? {} }                             // the first `?` error
 //! }
 //! ```
 
@@ -117,26 +122,33 @@ fn on_threads(
         let _ = || { #(#shared)* };
         let mut __parjob_items = ::core::iter::IntoIterator::into_iter(#iter);
         let mut __parjob_loop = #private::loops::Loop::new(#options, #explicit);
-        while let ::core::option::Option::Some(__parjob_n) = __parjob_loop.sequential_chunk() {
-            let mut __parjob_taken = 0usize;
-            for __parjob_item in ::core::iter::Iterator::take(
-                ::core::iter::Iterator::by_ref(&mut __parjob_items),
-                __parjob_n,
-            ) {
-                __parjob_taken += 1;
-                let #pat = __parjob_item;
-                #per_item
+        loop {
+            match __parjob_loop.step() {
+                #private::loops::Step::Here(__parjob_n) => {
+                    let mut __parjob_taken = 0usize;
+                    for __parjob_item in ::core::iter::Iterator::take(
+                        ::core::iter::Iterator::by_ref(&mut __parjob_items),
+                        __parjob_n,
+                    ) {
+                        __parjob_taken += 1;
+                        let #pat = __parjob_item;
+                        #per_item
+                    }
+                    __parjob_loop.ran_here(__parjob_taken, __parjob_n);
+                }
+                #private::loops::Step::Threads => {
+                    if let ::core::option::Option::Some(__parjob_exit) = __parjob_loop.window(
+                        &mut __parjob_items,
+                        #out,
+                        |__parjob_log: &mut ::std::vec::Vec<__ParjobEffect<#(#holes),*>>, #pat|
+                         -> ::core::result::Result<_, #residual> { #value },
+                        |__parjob_effect| match __parjob_effect { #arms },
+                    ) {
+                        #reraise
+                    }
+                }
+                #private::loops::Step::Done => break,
             }
-            __parjob_loop.chunk_done(__parjob_taken, __parjob_n);
-        }
-        if let ::core::option::Option::Some(__parjob_exit) = __parjob_loop.finish(
-            __parjob_items,
-            #out,
-            |__parjob_log: &mut ::std::vec::Vec<__ParjobEffect<#(#holes),*>>, #pat|
-             -> ::core::result::Result<_, #residual> { #value },
-            |__parjob_effect| match __parjob_effect { #arms },
-        ) {
-            #reraise
         }
     }
 }

@@ -17,8 +17,9 @@ pub struct TaskFn {
 pub struct Param {
     /// The type as written.
     pub ty: Type,
-    /// What the job owns: `T` itself, or for `&T` the type `T::Owned`
-    /// (`&str` -> `String`, `&[T]` -> `Vec<T>`).
+    /// What the job owns: `T` itself, or for `&T` its owned form
+    /// (`&str` -> `String`, `&[T]` -> `Vec<T>`, `&Path` -> `PathBuf`, a
+    /// sized `&T` -> `T`).
     pub owned: Type,
     /// The parameter is a shared reference, so the call passes `&owned`.
     pub by_ref: bool,
@@ -43,12 +44,13 @@ impl TaskFn {
                 return None;
             }
         };
+        let private = opts.private_path();
         let params = item
             .sig
             .inputs
             .iter()
             .filter_map(|arg| match arg {
-                FnArg::Typed(pat) => Some(Param::new((*pat.ty).clone())),
+                FnArg::Typed(pat) => Some(Param::new((*pat.ty).clone(), &private)),
                 FnArg::Receiver(_) => None,
             })
             .collect();
@@ -65,7 +67,7 @@ impl TaskFn {
 }
 
 impl Param {
-    fn new(ty: Type) -> Param {
+    fn new(ty: Type, private: &TokenStream) -> Param {
         match &ty {
             Type::Reference(r) if r.mutability.is_none() => {
                 let inner = &*r.elem;
@@ -77,7 +79,10 @@ impl Param {
                         let elem = &s.elem;
                         syn::parse_quote!(::std::vec::Vec<#elem>)
                     }
-                    _ => syn::parse_quote!(<#inner as ::std::borrow::ToOwned>::Owned),
+                    // `T` itself for a sized `T` (no `Clone` needed: the
+                    // caller gives the job its own), the owned form of
+                    // `Path`, `OsStr` and `CStr` otherwise.
+                    _ => syn::parse_quote!(<#inner as #private::ArgOwned>::Owned),
                 };
                 Param {
                     ty: ty.clone(),
