@@ -97,6 +97,38 @@
 //! other change to outer state are compile errors on the offending code.
 //! The README has the whole story, including process-backend loops.
 //!
+//! ## Caching results on disk
+//! `#[memoize(dir = "..")]` is joblib's `Memory.cache`: a hit loads the
+//! stored result instead of calling the body, and any change to the
+//! arguments (except `ignore`d ones) or to the function's code misses.
+//!
+//! ```
+//! use parjob::prelude::*;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! static CALLS: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[memoize(dir = "target/doc-cache", ignore = [verbose])]
+//! fn slow_sum(xs: &[f64], verbose: bool) -> f64 {
+//!     CALLS.fetch_add(1, Ordering::SeqCst);
+//!     if verbose {
+//!         println!("summing {} numbers", xs.len());
+//!     }
+//!     xs.iter().sum()
+//! }
+//!
+//! slow_sum::clear();
+//! let xs = vec![1.0, 2.0, 3.5];
+//! assert_eq!(slow_sum(&xs, false), 6.5); // computed and stored
+//! assert_eq!(slow_sum(&xs, true), 6.5); // loaded: `verbose` is ignored
+//! assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+//! let stats = slow_sum::stats();
+//! assert_eq!((stats.hits, stats.last_miss), (1, Some(parjob::MissReason::NoEntry)));
+//! slow_sum::clear();
+//! ```
+//!
+//! See the README for the key, the store, eviction, and `Memory`.
+//!
 //! ## Options (attribute or builder)
 //! - `n_jobs`: joblib's: `-1` every CPU, `-2` all but one, `1` sequential,
 //!   `N` workers. `0` is a compile error in an attribute and
@@ -146,16 +178,19 @@
 //! unknown task. The other jobs are cancelled, busy workers are killed, and
 //! the same `Parallel` works for the next run, with new workers.
 
-pub use parjob_macros::{main, parallel, parallel_for, test};
+pub use parjob_macros::{main, memoize, parallel, parallel_for, test};
 pub use parjob_runtime::{
-    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, Config, ConfigGuard,
-    Error, Job, Options, Ordered, Parallel, PreDispatch, ProcessTask, Resolved, Result, SerdeFns,
-    Task, TaskCodecs, Unordered, Work,
+    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, CacheStats,
+    Compression, Config, ConfigGuard, Error, Job, MemorizedResult, Memory, MissReason, Options,
+    Ordered, Parallel, PreDispatch, ProcessTask, Resolved, Result, SerdeFns, Task, TaskCodecs,
+    Unordered, Work,
 };
 
 /// What most programs need: `use parjob::prelude::*;`.
 pub mod prelude {
-    pub use crate::{parallel, parallel_for, Backend, BatchSize, Job, Parallel, PreDispatch};
+    pub use crate::{
+        memoize, parallel, parallel_for, Backend, BatchSize, Job, Memory, Parallel, PreDispatch,
+    };
 }
 
 /// The runtime as the macros' expansions see it. Not public API: it may
@@ -164,6 +199,7 @@ pub mod prelude {
 pub mod __private {
     pub use parjob_runtime::inventory;
     pub use parjob_runtime::loops;
+    pub use parjob_runtime::memo;
     pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
     pub use parjob_runtime::rayon;
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output, ArgOwned};

@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 mod diagnostics;
 mod entry;
 mod loops;
+mod memoize;
 mod options;
 mod parallel;
 
@@ -18,6 +19,12 @@ mod parallel;
 #[proc_macro_attribute]
 pub fn parallel(args: TokenStream, item: TokenStream) -> TokenStream {
     parallel::attribute(args.into(), item.into()).into()
+}
+
+/// Caches a free function's results on disk. See the `parjob` crate's docs.
+#[proc_macro_attribute]
+pub fn memoize(args: TokenStream, item: TokenStream) -> TokenStream {
+    memoize::attribute(args.into(), item.into()).into()
 }
 
 /// A parallel comprehension: `parallel_for!(options; for pat in iter { body })`.

@@ -71,23 +71,34 @@ pub struct Opts {
     pub krate: Option<syn::Path>,
 }
 
+/// An attribute's `name = value, ...` list, each with its name (empty for
+/// a path that is not one identifier). A syntax error is recorded and
+/// gives an empty list.
+pub fn named_metas(args: TokenStream, errors: &mut Errors) -> Vec<(String, Meta)> {
+    match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
+        Ok(metas) => metas
+            .into_iter()
+            .map(|meta| {
+                let name = meta
+                    .path()
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                (name, meta)
+            })
+            .collect(),
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
+        }
+    }
+}
+
 impl Opts {
     /// Parses `name = value, ...`, recording every mistake in `errors`.
     pub fn parse(args: TokenStream, errors: &mut Errors) -> Opts {
         let mut opts = Opts::default();
-        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
-            Ok(metas) => metas,
-            Err(e) => {
-                errors.push(e);
-                return opts;
-            }
-        };
-        for meta in metas {
-            let name = meta
-                .path()
-                .get_ident()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+        for (name, meta) in named_metas(args, errors) {
             let value = match &meta {
                 Meta::NameValue(nv) => &nv.value,
                 _ if KNOWN.contains(&name.as_str()) => {
@@ -328,7 +339,8 @@ fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
     }
 }
 
-fn duration_seconds(text: &str) -> Option<f64> {
+/// Seconds in `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, `"1w"`.
+pub fn duration_seconds(text: &str) -> Option<f64> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (number, unit) = text.split_at(split);
@@ -338,6 +350,8 @@ fn duration_seconds(text: &str) -> Option<f64> {
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
         _ => return None,
     };
     Some(number * scale)
@@ -380,7 +394,8 @@ fn unknown(meta: &Meta, name: &str, errors: &mut Errors) {
     errors.spanned(meta.path(), message);
 }
 
-fn string(value: &Expr) -> Option<&syn::LitStr> {
+/// A string literal's token, if `value` is one.
+pub fn string(value: &Expr) -> Option<&syn::LitStr> {
     match value {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..

@@ -112,6 +112,16 @@ pub enum Error {
     #[error("worker handshake failed: {0}")]
     Handshake(String),
 
+    /// A cache entry could not be loaded (a shelved result whose entry was
+    /// cleared, evicted or damaged since).
+    #[error("cache entry {path}: {cause}")]
+    Cache {
+        /// The entry's file.
+        path: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+
     /// Starting a worker process, or talking to it, failed at the OS level.
     #[error("worker process I/O failed while {context}: {source}")]
     Io {

@@ -8,6 +8,7 @@
 //! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
 //! - `indexed`: `f::par_map`'s split path for inputs of known length;
 //! - [`loops`]: the engine behind marked `for` loops and `parallel_for!`;
+//! - [`memo`]: the disk cache behind `#[memoize]` and [`Memory`];
 //! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
 //! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
 //! - [`beacon`]: which job a worker runs, in shared memory (timeouts, crash blame);
@@ -27,6 +28,7 @@ pub mod error;
 mod indexed;
 pub mod ipc;
 pub mod loops;
+pub mod memo;
 pub mod panic;
 pub mod parallel;
 pub mod schedule;
@@ -39,6 +41,7 @@ pub use config::{
     PreDispatch, Resolved,
 };
 pub use error::{Error, Result};
+pub use memo::{CacheStats, Compression, MemorizedResult, Memory, MissReason};
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
 pub use task::{

@@ -17,6 +17,17 @@ pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
         let errors = errors.to_compile_errors();
         return quote!(#errors #item);
     };
+    // A `#[memoize]` below this attribute must not make the struct again.
+    for attr in &mut task.item.attrs {
+        if attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "memoize")
+        {
+            mark_struct_made(attr);
+        }
+    }
     // Marked loops first, with the function's options as their defaults.
     crate::loops::rewrite_marked(&mut task.item.block, &task.opts, &mut errors);
     if task.item.sig.receiver().is_some() {
@@ -43,4 +54,22 @@ pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#errors #item);
     }
     expand::expand(&task)
+}
+
+/// Adds the hidden option that tells `#[memoize]` the struct exists.
+fn mark_struct_made(attr: &mut syn::Attribute) {
+    let flag = proc_macro2::Ident::new(crate::memoize::WITH_STRUCT, proc_macro2::Span::call_site());
+    let tokens = match &attr.meta {
+        syn::Meta::List(list) if !list.tokens.is_empty() => {
+            let existing = &list.tokens;
+            quote!(#existing, #flag)
+        }
+        _ => quote!(#flag),
+    };
+    let path = attr.path().clone();
+    attr.meta = syn::Meta::List(syn::MetaList {
+        path,
+        delimiter: syn::MacroDelimiter::Paren(Default::default()),
+        tokens,
+    });
 }

@@ -1,0 +1,228 @@
+//! The expansion of `#[memoize]`:
+//!
+//! ```text
+//! fn f(__parjob_arg0: A, __parjob_arg1: B) -> R {     // same types, same callers
+//!     let site = f::__parjob_site();
+//!     let key = site.prepare(&(&__parjob_arg0,));      // the non-ignored arguments
+//!     site.call(key, "a: A, b: B (ignored)", move || f::__parjob_compute(__parjob_arg0, __parjob_arg1))
+//! }
+//! struct f {}                                          // unless #[parallel] makes it
+//! impl f {
+//!     fn __parjob_site() -> &'static Site { static SITE: Site = ..; &SITE }
+//!     fn __parjob_compute(a: A, b: B) -> R { the original body }
+//!     pub fn clear(), stats(), check_call_in_cache(..), call_and_shelve(..), reduce_size(..), cache_dir()
+//! }
+//! ```
+
+use super::parse::{Codec, MemoFn};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, ToTokens};
+use syn::{FnArg, Pat};
+
+pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
+    let opts = &func.opts;
+    let private = opts.private_path();
+    let item = &func.item;
+    let attrs = &item.attrs;
+    let vis = &item.vis;
+    let sig = &item.sig;
+    let name = &sig.ident;
+    let output = &sig.output;
+    let result_type = match output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
+    };
+    let typed: Vec<&syn::PatType> = sig
+        .inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let args: Vec<_> = (0..typed.len())
+        .map(|i| format_ident!("__parjob_arg{}", i))
+        .collect();
+    let types: Vec<&syn::Type> = typed.iter().map(|t| &*t.ty).collect();
+    let ignored = |t: &syn::PatType| match &*t.pat {
+        Pat::Ident(p) => opts.ignore.contains(&p.ident),
+        _ => false,
+    };
+    // Slices and vectors of numbers are hashed as raw bytes.
+    let keyed: Vec<TokenStream> = typed
+        .iter()
+        .zip(&args)
+        .filter(|(t, _)| !ignored(t))
+        .map(|(t, a)| {
+            if numeric_sequence(&t.ty) {
+                quote!(#private::memo::key::RawSlice(&#a[..]))
+            } else {
+                quote!(&#a)
+            }
+        })
+        .collect();
+    let summary = typed
+        .iter()
+        .map(|t| {
+            let pat = t.pat.to_token_stream().to_string();
+            let ty = t.ty.to_token_stream().to_string().replace(' ', "");
+            if ignored(t) {
+                format!("{pat}: {ty} (ignored)")
+            } else {
+                format!("{pat}: {ty}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cache_name = match &opts.name {
+        Some(n) => quote!(#n),
+        None => {
+            let n = name.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #n))
+        }
+    };
+    let dir = match &opts.dir {
+        Some(d) => quote!(::core::option::Option::Some(#d)),
+        None => quote!(::core::option::Option::None),
+    };
+    let compression = match opts.compress.unwrap_or(Codec::None) {
+        Codec::None => quote!(#private::memo::Compression::None),
+        Codec::Lz4 => quote!(#private::memo::Compression::Lz4),
+        Codec::Zstd(level) => quote!(#private::memo::Compression::Zstd(#level)),
+    };
+    let expires = match opts.expires_after_ns {
+        Some(ns) => quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#ns))),
+        None => quote!(::core::option::Option::None),
+    };
+    let bytes_limit = match opts.bytes_limit {
+        Some(b) => quote!(::core::option::Option::Some(#b)),
+        None => quote!(::core::option::Option::None),
+    };
+    let verbose = opts.verbose.unwrap_or(0);
+    let inputs = &sig.inputs;
+    let body = &item.block;
+    let struct_def = if with_struct {
+        TokenStream::new()
+    } else {
+        let doc = format!(
+            "The disk cache of [`{name}`](fn@{name}): `{name}::clear()`, `{name}::stats()`, \
+             `{name}::call_and_shelve(..)`, `{name}::check_call_in_cache(..)`."
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(non_camel_case_types)]
+            #vis struct #name {}
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #vis fn #name(#(#args: #types),*) #output {
+            let __parjob_site = #name::__parjob_site();
+            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+            __parjob_site.call(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+        }
+
+        #struct_def
+
+        #[allow(dead_code)]
+        impl #name {
+            #[doc(hidden)]
+            pub fn __parjob_site() -> &'static #private::memo::Site {
+                static SITE: #private::memo::Site = #private::memo::Site::new(
+                    #cache_name,
+                    #source,
+                    #private::memo::SiteOptions {
+                        dir: #dir,
+                        compression: #compression,
+                        expires_after: #expires,
+                        bytes_limit: #bytes_limit,
+                        verbose: #verbose,
+                    },
+                );
+                &SITE
+            }
+
+            #[doc(hidden)]
+            #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+            pub fn __parjob_compute(#inputs) #output #body
+
+            /// Deletes every cached result of this function.
+            pub fn clear() {
+                Self::__parjob_site().clear()
+            }
+
+            /// Hits, misses, and why the last miss missed, in this process.
+            pub fn stats() -> #private::memo::CacheStats {
+                Self::__parjob_site().stats()
+            }
+
+            /// Whether a valid result for these arguments is cached; computes nothing.
+            #[allow(clippy::too_many_arguments, unused_variables)]
+            pub fn check_call_in_cache(#(#args: #types),*) -> bool {
+                let __parjob_site = Self::__parjob_site();
+                __parjob_site.check_call_in_cache(__parjob_site.prepare(&(#(#keyed,)*)))
+            }
+
+            /// Computes or finds the result and stores it, without loading it
+            /// until `get()`.
+            #[allow(clippy::too_many_arguments)]
+            pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
+                let __parjob_site = Self::__parjob_site();
+                let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+                __parjob_site.call_and_shelve(__parjob_key, #summary, move || Self::__parjob_compute(#(#args),*))
+            }
+
+            /// Deletes this function's least recently used results until the
+            /// given limits hold; returns how many it deleted.
+            pub fn reduce_size(
+                bytes_limit: ::core::option::Option<u64>,
+                items_limit: ::core::option::Option<usize>,
+                age_limit: ::core::option::Option<::core::time::Duration>,
+            ) -> usize {
+                Self::__parjob_site().reduce_size(#private::memo::Limits {
+                    bytes: bytes_limit,
+                    items: items_limit,
+                    age: age_limit,
+                })
+            }
+
+            /// Where this function's results are stored (`None` without a
+            /// cache directory).
+            pub fn cache_dir() -> ::core::option::Option<::std::path::PathBuf> {
+                Self::__parjob_site().dir()
+            }
+        }
+    }
+}
+
+/// Whether `ty` is written `&[T]`, `Vec<T>` or `&Vec<T>` with `T` a
+/// primitive number.
+fn numeric_sequence(ty: &syn::Type) -> bool {
+    const NUMBERS: &[&str] = &[
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "f32", "f64",
+    ];
+    let number = |t: &syn::Type| match t {
+        syn::Type::Path(p) => p.qself.is_none() && NUMBERS.iter().any(|n| p.path.is_ident(n)),
+        _ => false,
+    };
+    let vec_of_number = |t: &syn::Type| match t {
+        syn::Type::Path(p) if p.qself.is_none() => {
+            let last = p.path.segments.last();
+            last.is_some_and(|s| {
+                s.ident == "Vec"
+                    && matches!(&s.arguments, syn::PathArguments::AngleBracketed(a)
+                        if a.args.len() == 1
+                            && matches!(&a.args[0], syn::GenericArgument::Type(inner) if number(inner)))
+            })
+        }
+        _ => false,
+    };
+    match ty {
+        syn::Type::Reference(r) if r.mutability.is_none() => match &*r.elem {
+            syn::Type::Slice(s) => number(&s.elem),
+            inner => vec_of_number(inner),
+        },
+        other => vec_of_number(other),
+    }
+}

@@ -1,0 +1,281 @@
+//! The model of a `#[memoize(..)]` function: its options, checked as they
+//! are parsed, and its parameters.
+
+use crate::diagnostics::{closest, Errors};
+use crate::options::{duration_seconds, named_metas, string};
+use proc_macro2::TokenStream;
+use syn::{Expr, ExprLit, Ident, ItemFn, Lit, Meta};
+
+/// The option names `#[memoize]` accepts.
+const KNOWN: &[&str] = &[
+    "dir",
+    "ignore",
+    "compress",
+    "expires_after",
+    "bytes_limit",
+    "verbose",
+    "name",
+    "crate",
+];
+
+/// How results are compressed, as written.
+#[derive(Clone, Copy)]
+pub enum Codec {
+    None,
+    Lz4,
+    Zstd(i32),
+}
+
+/// `#[memoize(..)]`'s options.
+#[derive(Default)]
+pub struct MemoOpts {
+    pub dir: Option<String>,
+    pub ignore: Vec<Ident>,
+    pub compress: Option<Codec>,
+    pub expires_after_ns: Option<u64>,
+    pub bytes_limit: Option<u64>,
+    pub verbose: Option<u8>,
+    pub name: Option<String>,
+    pub krate: Option<syn::Path>,
+    /// Set by `#[parallel]` above this attribute: the struct exists.
+    pub with_struct: bool,
+}
+
+/// The hidden option `#[parallel]` adds when it sits above `#[memoize]`.
+pub const WITH_STRUCT: &str = "__parjob_with_struct";
+
+impl MemoOpts {
+    pub fn parse(args: TokenStream, errors: &mut Errors) -> MemoOpts {
+        let mut opts = MemoOpts::default();
+        for (name, meta) in named_metas(args, errors) {
+            if name == WITH_STRUCT {
+                opts.with_struct = true;
+                continue;
+            }
+            let Meta::NameValue(nv) = &meta else {
+                let message = match closest(&name, KNOWN) {
+                    Some(known) if known == name => {
+                        format!("`{name}` needs a value, e.g. {}", example(&name))
+                    }
+                    Some(known) => {
+                        format!("unknown #[memoize] option `{name}`; did you mean `{known}`?")
+                    }
+                    None => format!(
+                        "unknown #[memoize] option `{name}`; the options are {}",
+                        KNOWN.join(", ")
+                    ),
+                };
+                errors.spanned(&meta, message);
+                continue;
+            };
+            let value = &nv.value;
+            match name.as_str() {
+                "dir" => opts.dir = text(value, "dir", errors),
+                "name" => opts.name = text(value, "name", errors),
+                "ignore" => opts.ignore = parse_ignore(value, errors),
+                "compress" => opts.compress = parse_codec(value, errors),
+                "expires_after" => opts.expires_after_ns = parse_duration(value, errors),
+                "bytes_limit" => opts.bytes_limit = parse_size(value, errors),
+                "verbose" => match value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(i), ..
+                    }) if i.base10_parse::<u8>().is_ok_and(|v| v <= 2) => {
+                        opts.verbose = i.base10_parse().ok();
+                    }
+                    _ => errors.spanned(
+                        value,
+                        "verbose takes 0, 1 (a line per miss) or 2 (per hit too)",
+                    ),
+                },
+                "crate" => {
+                    match text(value, "crate", errors).map(|t| syn::parse_str::<syn::Path>(&t)) {
+                        Some(Ok(path)) => opts.krate = Some(path),
+                        Some(Err(_)) => {
+                            errors.spanned(value, "`crate` takes a path, e.g. crate = \"::parjob\"")
+                        }
+                        None => {}
+                    }
+                }
+                other => {
+                    let message = match closest(other, KNOWN) {
+                        Some(known) => {
+                            format!("unknown #[memoize] option `{other}`; did you mean `{known}`?")
+                        }
+                        None => format!(
+                            "unknown #[memoize] option `{other}`; the options are {}",
+                            KNOWN.join(", ")
+                        ),
+                    };
+                    errors.spanned(&nv.path, message);
+                }
+            }
+        }
+        opts
+    }
+
+    /// The path to the runtime's private API.
+    pub fn private_path(&self) -> TokenStream {
+        match &self.krate {
+            Some(path) => quote::quote!(#path::__private),
+            None => quote::quote!(::parjob::__private),
+        }
+    }
+}
+
+fn example(name: &str) -> &'static str {
+    match name {
+        "dir" => "dir = \"./cache\"",
+        "ignore" => "ignore = [verbose]",
+        "compress" => "compress = \"zstd:3\"",
+        "expires_after" => "expires_after = \"7d\"",
+        "bytes_limit" => "bytes_limit = \"10G\"",
+        "verbose" => "verbose = 1",
+        "name" => "name = \"features_v2\"",
+        _ => "crate = \"::parjob\"",
+    }
+}
+
+fn text(value: &Expr, option: &str, errors: &mut Errors) -> Option<String> {
+    match string(value) {
+        Some(s) => Some(s.value()),
+        None => {
+            errors.spanned(
+                value,
+                format!("`{option}` takes a string, e.g. {}", example(option)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_ignore(value: &Expr, errors: &mut Errors) -> Vec<Ident> {
+    let usage = "ignore takes a list of parameter names, e.g. ignore = [verbose, log]";
+    let Expr::Array(array) = value else {
+        errors.spanned(value, usage);
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for element in &array.elems {
+        match element {
+            Expr::Path(p) if p.path.get_ident().is_some() => {
+                names.push(p.path.get_ident().expect("checked").clone());
+            }
+            other => errors.spanned(other, usage),
+        }
+    }
+    names
+}
+
+fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<Codec> {
+    let usage = "compress takes \"none\", \"lz4\", \"zstd\" or \"zstd:LEVEL\" (LEVEL 1 to 22), e.g. compress = \"zstd:3\"";
+    let Some(s) = string(value) else {
+        errors.spanned(value, usage);
+        return None;
+    };
+    let text = s.value();
+    let parsed = match text.as_str() {
+        "none" => Some(Codec::None),
+        "lz4" => Some(Codec::Lz4),
+        "zstd" => Some(Codec::Zstd(3)),
+        other => other
+            .strip_prefix("zstd:")
+            .and_then(|level| level.parse::<i32>().ok())
+            .filter(|level| (1..=22).contains(level))
+            .map(Codec::Zstd),
+    };
+    if parsed.is_none() {
+        let known = ["none", "lz4", "zstd"];
+        let (codec, level) = match text.split_once(':') {
+            Some((codec, level)) => (codec, format!(":{level}")),
+            None => (text.as_str(), String::new()),
+        };
+        let message = match closest(codec, &known) {
+            Some(k) if k == codec => format!("bad level in \"{text}\": {usage}"),
+            Some(k) => format!("unknown codec \"{text}\"; did you mean \"{k}{level}\"? {usage}"),
+            None => format!("unknown codec \"{text}\": {usage}"),
+        };
+        errors.spanned(value, message);
+    }
+    parsed
+}
+
+fn parse_duration(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let usage = "expires_after takes a duration with a unit: \"500ms\", \"30s\", \"10m\", \"2h\", \"7d\" or \"1w\"";
+    let seconds = string(value).and_then(|s| duration_seconds(&s.value()));
+    match seconds {
+        Some(s) if s > 0.0 => Some((s * 1e9) as u64),
+        Some(_) => {
+            errors.spanned(value, "expires_after must be longer than zero");
+            None
+        }
+        None => {
+            errors.spanned(value, usage);
+            None
+        }
+    }
+}
+
+/// Bytes in `"10G"`, `"500M"`, `"64KB"`, `"1.5GiB"` or `"4096"` (powers of 1024).
+fn size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((number * scale) as u64)
+}
+
+fn parse_size(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let usage = "bytes_limit takes a size: \"10G\", \"500M\", \"64K\" or a number of bytes";
+    let bytes = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<u64>().ok(),
+        _ => string(value).and_then(|s| size_bytes(&s.value())),
+    };
+    match bytes {
+        Some(0) => {
+            errors.spanned(
+                value,
+                "bytes_limit = 0 would evict every result as soon as it is stored",
+            );
+            None
+        }
+        Some(b) => Some(b),
+        None => {
+            errors.spanned(value, usage);
+            None
+        }
+    }
+}
+
+/// A memoized function: the item and its options.
+pub struct MemoFn {
+    pub item: ItemFn,
+    pub opts: MemoOpts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_powers_of_1024() {
+        assert_eq!(size_bytes("10G"), Some(10 << 30));
+        assert_eq!(size_bytes("64KB"), Some(64 << 10));
+        assert_eq!(size_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(size_bytes("4096"), Some(4096));
+        assert_eq!(size_bytes("10 parsecs"), None);
+    }
+}

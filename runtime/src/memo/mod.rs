@@ -1,0 +1,783 @@
+//! The disk cache behind `#[memoize]` and [`Memory`]: joblib's
+//! `Memory.cache`, shared by every thread, process and run that points at
+//! the same directory.
+//!
+//! - [`key`]: sha256 over the function's name, a fingerprint of its code,
+//!   and its arguments streamed through a hashing serde serializer.
+//! - [`store`]: the layout, atomic writes, checked reads.
+//! - [`evict`]: least-recently-used eviction under byte, item and age limits.
+//!
+//! A call looks its key up; a valid entry is decoded and returned (a hit),
+//! anything else is a miss with a reason ([`MissReason`]), after which the
+//! body runs and its result is stored. The cache never makes a call fail:
+//! a corrupt entry is recomputed and replaced, with a `tracing` warning; a
+//! directory that cannot be written (read-only, full, missing permissions)
+//! makes the call compute and return its result, with one warning per
+//! function.
+
+pub mod evict;
+pub mod key;
+pub mod store;
+
+use crate::error::{Error, Result};
+use key::{Hasher, Key, KeyError};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use evict::Limits;
+
+/// Environment variable giving the cache directory of `#[memoize]`
+/// functions that do not name one.
+pub const ENV_CACHE_DIR: &str = "PARJOB_CACHE_DIR";
+
+/// How a cached result is compressed on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as encoded.
+    #[default]
+    None,
+    /// LZ4 frames: fast, modest ratio.
+    Lz4,
+    /// Zstandard at this level (1 to 22).
+    Zstd(i32),
+}
+
+impl Compression {
+    fn tag(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd(_) => 2,
+        }
+    }
+
+    fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Compression::None => Ok(bytes.to_vec()),
+            Compression::Lz4 => {
+                let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                encoder.write_all(bytes)?;
+                encoder.finish().map_err(io::Error::other)
+            }
+            Compression::Zstd(level) => zstd::bulk::compress(bytes, level),
+        }
+    }
+
+    fn decompress(tag: u8, payload: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let read = match tag {
+            0 => return Ok(payload.to_vec()),
+            1 => lz4_flex::frame::FrameDecoder::new(payload).read_to_end(&mut out),
+            2 => zstd::stream::Decoder::new(payload).and_then(|mut d| d.read_to_end(&mut out)),
+            other => return Err(format!("unknown codec {other}")),
+        };
+        read.map(|_| out)
+            .map_err(|e| format!("cannot decompress: {e}"))
+    }
+}
+
+/// Why the last call of a function missed the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissReason {
+    /// These arguments were never computed (or the entry was cleared).
+    NoEntry,
+    /// The function's code changed since its entries were written; they
+    /// were removed.
+    CodeChanged,
+    /// The entry was older than `expires_after`.
+    Expired,
+    /// The entry was torn, truncated or failed its checksum; it was
+    /// recomputed and replaced.
+    Corrupt,
+    /// The entry was evicted to keep the cache under `bytes_limit`.
+    Evicted,
+    /// The cache could not be read or has no directory; the result was
+    /// computed without it.
+    Unavailable,
+}
+
+/// Hits and misses of one function, and why the last miss missed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls that ran the function.
+    pub misses: u64,
+    /// Why the most recent miss missed.
+    pub last_miss: Option<MissReason>,
+}
+
+/// Counters shared by every call of one function.
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    last_miss: Mutex<Option<MissReason>>,
+    warned: AtomicBool,
+    unflushed_bytes: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            last_miss: *self.last_miss.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    fn missed(&self, reason: MissReason) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        *self.last_miss.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// Warns about an unusable cache once per function.
+    fn warn_once(&self, name: &str, what: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                function = name,
+                "parjob cache unavailable, computing without it: {what}"
+            );
+        }
+    }
+}
+
+/// Everything one cached call needs: where, how, and whose counters.
+struct Cache<'a> {
+    name: &'a str,
+    dir: &'a Path,
+    code: Key,
+    code_changed: bool,
+    compression: Compression,
+    expires_after: Option<Duration>,
+    bytes_limit: Option<u64>,
+    verbose: u8,
+    counters: &'a Counters,
+}
+
+/// A value, or why there is none.
+type Lookup = std::result::Result<store::Entry, MissReason>;
+
+impl Cache<'_> {
+    fn key<A: Serialize + ?Sized>(&self, args: &A) -> std::result::Result<Key, KeyError> {
+        let mut h = Hasher::default();
+        h.write(&(self.name.len() as u64).to_le_bytes());
+        h.write(self.name.as_bytes());
+        h.write(&self.code);
+        h.value(args)?;
+        Ok(h.finish())
+    }
+
+    /// Finds a valid, unexpired entry.
+    fn lookup(&self, key: &Key) -> Lookup {
+        let path = store::output_path(self.dir, key);
+        let entry = match store::read(&path) {
+            Ok(entry) => entry,
+            Err(store::Unusable::Missing) => {
+                return Err(if store::metadata_path(self.dir, key).exists() {
+                    MissReason::Evicted
+                } else if self.code_changed {
+                    MissReason::CodeChanged
+                } else {
+                    MissReason::NoEntry
+                });
+            }
+            Err(store::Unusable::Corrupt(why)) => {
+                tracing::warn!(
+                    function = self.name,
+                    path = %path.display(),
+                    "corrupt parjob cache entry ({why}); recomputing it"
+                );
+                return Err(MissReason::Corrupt);
+            }
+            Err(store::Unusable::Io(e)) => {
+                self.counters
+                    .warn_once(self.name, &format!("cannot read {}: {e}", path.display()));
+                return Err(MissReason::Unavailable);
+            }
+        };
+        let age = SystemTime::now()
+            .duration_since(entry.created)
+            .unwrap_or_default();
+        if self.expires_after.is_some_and(|limit| age > limit) {
+            return Err(MissReason::Expired);
+        }
+        store::touch(&path);
+        Ok(entry)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &Key, entry: &store::Entry) -> Option<T> {
+        match crate::codec::decode(&entry.value) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                let path = store::output_path(self.dir, key);
+                tracing::warn!(
+                    function = self.name,
+                    path = %path.display(),
+                    "parjob cache entry does not decode as the function's result ({e}); recomputing it"
+                );
+                None
+            }
+        }
+    }
+
+    /// Runs `compute` and stores its result. Returns the value and, when
+    /// stored, nothing else is needed; when the store failed, the encoded
+    /// bytes (for a shelved result).
+    fn compute_and_store<T: Serialize>(
+        &self,
+        key: &Key,
+        arguments: &str,
+        compute: impl FnOnce() -> T,
+    ) -> (T, Option<Vec<u8>>) {
+        if self.verbose >= 1 {
+            eprintln!("[Memory] {}: computing", self.name);
+        }
+        let started = Instant::now();
+        let value = compute();
+        let took = started.elapsed();
+        if self.verbose >= 1 {
+            eprintln!(
+                "[Memory] {}: computed in {:.3}s",
+                self.name,
+                took.as_secs_f64()
+            );
+        }
+        let encoded = match crate::codec::encode(&value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.counters
+                    .warn_once(self.name, &format!("cannot encode the result: {e}"));
+                return (value, None);
+            }
+        };
+        match self.store(key, &encoded, took, arguments) {
+            Ok(()) => (value, None),
+            Err(e) => {
+                self.counters.warn_once(
+                    self.name,
+                    &format!("cannot write to {}: {e}", self.dir.display()),
+                );
+                (value, Some(encoded))
+            }
+        }
+    }
+
+    fn store(&self, key: &Key, encoded: &[u8], took: Duration, arguments: &str) -> io::Result<()> {
+        let file = store::encode(encoded, self.compression, took)?;
+        let output = store::output_path(self.dir, key);
+        if let Err(e) = store::write_atomic(&output, &file) {
+            // The directory may be missing (first use, or cleared).
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(self.dir)?;
+            store::write_atomic(&output, &file)?;
+        }
+        // The metadata is for humans; nothing reads it back but the
+        // "evicted" check, so it is written in place.
+        let meta = store::metadata(self.name, arguments, took, file.len());
+        let _ = store::write_plain(&store::metadata_path(self.dir, key), meta.as_bytes());
+        if let Some(limit) = self.bytes_limit {
+            // Amortized: scan once a tenth of the limit has been written.
+            let pending = self
+                .counters
+                .unflushed_bytes
+                .fetch_add(file.len() as u64, Ordering::Relaxed)
+                + file.len() as u64;
+            if pending >= (limit / 10).max(1) {
+                self.counters.unflushed_bytes.store(0, Ordering::Relaxed);
+                evict::reduce_size(
+                    self.dir,
+                    Limits {
+                        bytes: Some(limit),
+                        ..Limits::default()
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A full call: the cached value, or the computed and stored one.
+    fn call<T: Serialize + DeserializeOwned>(
+        &self,
+        key: std::result::Result<Key, KeyError>,
+        arguments: &str,
+        compute: impl FnOnce() -> T,
+    ) -> T {
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => {
+                self.counters
+                    .warn_once(self.name, &format!("cannot hash the arguments: {e}"));
+                self.counters.missed(MissReason::Unavailable);
+                return compute();
+            }
+        };
+        let reason = match self.lookup(&key) {
+            Ok(entry) => match self.decode(&key, &entry) {
+                Some(value) => {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    if self.verbose >= 2 {
+                        eprintln!("[Memory] {}: loaded from the cache", self.name);
+                    }
+                    return value;
+                }
+                None => MissReason::Corrupt,
+            },
+            Err(reason) => reason,
+        };
+        self.counters.missed(reason);
+        self.compute_and_store(&key, arguments, compute).0
+    }
+
+    fn shelve<T: Serialize>(
+        &self,
+        key: std::result::Result<Key, KeyError>,
+        arguments: &str,
+        compute: impl FnOnce() -> T,
+    ) -> MemorizedResult<T> {
+        let key = match key {
+            Ok(key) => key,
+            Err(_) => {
+                self.counters.missed(MissReason::Unavailable);
+                return MemorizedResult::in_memory(&compute());
+            }
+        };
+        match self.lookup(&key) {
+            Ok(_) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                MemorizedResult::stored(store::output_path(self.dir, &key))
+            }
+            Err(reason) => {
+                self.counters.missed(reason);
+                match self.compute_and_store(&key, arguments, compute) {
+                    (_, None) => MemorizedResult::stored(store::output_path(self.dir, &key)),
+                    (_, Some(bytes)) => MemorizedResult {
+                        shelf: Shelf::Here(bytes),
+                        marker: std::marker::PhantomData,
+                    },
+                }
+            }
+        }
+    }
+
+    fn contains(&self, key: std::result::Result<Key, KeyError>) -> bool {
+        let Ok(key) = key else { return false };
+        let path = store::output_path(self.dir, &key);
+        match store::read(&path) {
+            Ok(entry) => {
+                let age = SystemTime::now()
+                    .duration_since(entry.created)
+                    .unwrap_or_default();
+                !self.expires_after.is_some_and(|limit| age > limit)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Deletes the entries (outputs and metadata) directly in `dir`.
+fn clear_entries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "out" || e == "json") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+const CODE_FILE: &str = "func_code.rs";
+const FINGERPRINT_LINE: &str = "// parjob fingerprint: ";
+
+/// Compares the function's code with what wrote its entries. When it
+/// changed, the old entries are removed (they were computed by other code),
+/// as joblib does, and the new code is recorded.
+fn check_code(dir: &Path, name: &str, source: &str, code: &Key) -> bool {
+    let path = dir.join(CODE_FILE);
+    let fingerprint = key::hex(code);
+    let recorded = std::fs::read_to_string(&path).ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(FINGERPRINT_LINE).map(str::to_owned))
+    });
+    if recorded.as_deref() == Some(fingerprint.as_str()) {
+        return false;
+    }
+    let changed = recorded.is_some();
+    if changed {
+        clear_entries(dir);
+    }
+    if std::fs::create_dir_all(dir).is_ok() {
+        let text = format!("// {name}\n{FINGERPRINT_LINE}{fingerprint}\n{source}\n");
+        let _ = store::write_atomic(&path, text.as_bytes());
+    }
+    changed
+}
+
+/// How a `#[memoize]` attribute configured its function.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteOptions {
+    /// `dir = ".."`; else `PARJOB_CACHE_DIR`.
+    pub dir: Option<&'static str>,
+    /// `compress = ".."`.
+    pub compression: Compression,
+    /// `expires_after = ".."`.
+    pub expires_after: Option<Duration>,
+    /// `bytes_limit = ".."`.
+    pub bytes_limit: Option<u64>,
+    /// `verbose = 0..=2`.
+    pub verbose: u8,
+}
+
+struct Resolved {
+    dir: PathBuf,
+    code: Key,
+    code_changed: bool,
+}
+
+/// A call's key, hashed before the call (`None`: no cache directory).
+pub struct Prepared(Option<std::result::Result<Key, KeyError>>);
+
+/// A memoized function's cache, as a `static` the macro generates.
+pub struct Site {
+    name: &'static str,
+    source: &'static str,
+    options: SiteOptions,
+    resolved: OnceLock<Option<Resolved>>,
+    counters: OnceLock<Counters>,
+}
+
+impl Site {
+    /// A site for the function `name` whose code is `source`.
+    pub const fn new(name: &'static str, source: &'static str, options: SiteOptions) -> Site {
+        Site {
+            name,
+            source,
+            options,
+            resolved: OnceLock::new(),
+            counters: OnceLock::new(),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        self.counters.get_or_init(Counters::default)
+    }
+
+    fn resolved(&self) -> Option<&Resolved> {
+        self.resolved
+            .get_or_init(|| {
+                let root = match self.options.dir {
+                    Some(dir) => PathBuf::from(dir),
+                    None => PathBuf::from(std::env::var_os(ENV_CACHE_DIR)?),
+                };
+                let dir = store::function_dir(&root, self.name);
+                let code = key::digest(self.source).unwrap_or_default();
+                let code_changed = check_code(&dir, self.name, self.source, &code);
+                Some(Resolved {
+                    dir,
+                    code,
+                    code_changed,
+                })
+            })
+            .as_ref()
+    }
+
+    fn cache(&self) -> Option<Cache<'_>> {
+        let resolved = self.resolved()?;
+        Some(Cache {
+            name: self.name,
+            dir: &resolved.dir,
+            code: resolved.code,
+            code_changed: resolved.code_changed,
+            compression: self.options.compression,
+            expires_after: self.options.expires_after,
+            bytes_limit: self.options.bytes_limit,
+            verbose: self.options.verbose,
+            counters: self.counters(),
+        })
+    }
+
+    fn without_cache(&self) {
+        self.counters().warn_once(
+            self.name,
+            &format!("no cache directory: give `dir = \"..\"` or set {ENV_CACHE_DIR}"),
+        );
+        self.counters().missed(MissReason::Unavailable);
+    }
+
+    /// Hashes the (non-ignored) arguments into this call's key. Done
+    /// before the call, so the arguments can then move into the body.
+    pub fn prepare<A: Serialize + ?Sized>(&self, args: &A) -> Prepared {
+        Prepared(self.cache().map(|cache| cache.key(args)))
+    }
+
+    /// The cached result for the prepared key, or `compute`'s, stored for
+    /// next time.
+    pub fn call<T>(&self, key: Prepared, arguments: &str, compute: impl FnOnce() -> T) -> T
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        match (self.cache(), key.0) {
+            (Some(cache), Some(key)) => cache.call(key, arguments, compute),
+            _ => {
+                self.without_cache();
+                compute()
+            }
+        }
+    }
+
+    /// Computes or finds the result, without loading it: see
+    /// [`MemorizedResult`].
+    pub fn call_and_shelve<T: Serialize>(
+        &self,
+        key: Prepared,
+        arguments: &str,
+        compute: impl FnOnce() -> T,
+    ) -> MemorizedResult<T> {
+        match (self.cache(), key.0) {
+            (Some(cache), Some(key)) => cache.shelve(key, arguments, compute),
+            _ => {
+                self.without_cache();
+                MemorizedResult::in_memory(&compute())
+            }
+        }
+    }
+
+    /// Whether a valid, unexpired entry exists for the prepared key.
+    pub fn check_call_in_cache(&self, key: Prepared) -> bool {
+        match (self.cache(), key.0) {
+            (Some(cache), Some(key)) => cache.contains(key),
+            _ => false,
+        }
+    }
+
+    /// Deletes every entry of this function.
+    pub fn clear(&self) {
+        if let Some(resolved) = self.resolved() {
+            clear_entries(&resolved.dir);
+        }
+    }
+
+    /// Deletes this function's least recently used entries until the
+    /// limits hold; returns how many it deleted.
+    pub fn reduce_size(&self, limits: Limits) -> usize {
+        self.resolved()
+            .map_or(0, |r| evict::reduce_size(&r.dir, limits))
+    }
+
+    /// Hits, misses, and why the last miss missed, in this process.
+    pub fn stats(&self) -> CacheStats {
+        self.counters().snapshot()
+    }
+
+    /// Where this function's entries live (`None` without a directory).
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.resolved().map(|r| r.dir.clone())
+    }
+}
+
+/// A result that is computed (or found) but not loaded: joblib's
+/// `MemorizedResult`. `get` reads, checks and decodes the entry each time.
+#[derive(Debug)]
+pub struct MemorizedResult<T> {
+    shelf: Shelf,
+    marker: std::marker::PhantomData<fn() -> T>,
+}
+
+#[derive(Debug)]
+enum Shelf {
+    /// On disk.
+    Stored(PathBuf),
+    /// The cache could not store it: the encoded value, here.
+    Here(Vec<u8>),
+}
+
+impl<T> MemorizedResult<T> {
+    fn stored(path: PathBuf) -> Self {
+        MemorizedResult {
+            shelf: Shelf::Stored(path),
+            marker: std::marker::PhantomData,
+        }
+    }
+
+    fn in_memory(value: &T) -> Self
+    where
+        T: Serialize,
+    {
+        MemorizedResult {
+            shelf: Shelf::Here(crate::codec::encode(value).unwrap_or_default()),
+            marker: std::marker::PhantomData,
+        }
+    }
+
+    /// The entry's file, when the result is on disk.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.shelf {
+            Shelf::Stored(path) => Some(path),
+            Shelf::Here(_) => None,
+        }
+    }
+
+    /// Loads the result. Fails if the entry was cleared, evicted or
+    /// damaged since.
+    pub fn get(&self) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        let cache_error = |path: &Path, cause: String| Error::Cache {
+            path: path.display().to_string(),
+            cause,
+        };
+        match &self.shelf {
+            Shelf::Stored(path) => {
+                let entry = match store::read(path) {
+                    Ok(entry) => entry,
+                    Err(store::Unusable::Missing) => {
+                        return Err(cache_error(
+                            path,
+                            "the entry is gone (cleared or evicted)".into(),
+                        ))
+                    }
+                    Err(store::Unusable::Corrupt(why)) => return Err(cache_error(path, why)),
+                    Err(store::Unusable::Io(e)) => return Err(cache_error(path, e.to_string())),
+                };
+                crate::codec::decode(&entry.value).map_err(|e| cache_error(path, e.to_string()))
+            }
+            Shelf::Here(bytes) => crate::codec::decode(bytes)
+                .map_err(|e| cache_error(Path::new("(memory)"), e.to_string())),
+        }
+    }
+
+    /// Deletes the entry.
+    pub fn clear(&self) {
+        if let Shelf::Stored(path) = &self.shelf {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A cache directory for code that cannot take an attribute: joblib's
+/// `Memory(location)`.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("parjob-doc-memory-{}", std::process::id()));
+/// let memory = parjob_runtime::Memory::new(&dir);
+/// let slow_square = |x: u64| memory.cache("square", &x, || x * x);
+/// assert_eq!(slow_square(12), 144); // computed
+/// assert_eq!(slow_square(12), 144); // from the cache
+/// assert_eq!(memory.stats("square").hits, 1);
+/// std::fs::remove_dir_all(dir).unwrap();
+/// ```
+pub struct Memory {
+    root: PathBuf,
+    compression: Compression,
+    expires_after: Option<Duration>,
+    bytes_limit: Option<u64>,
+    verbose: u8,
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
+}
+
+impl Memory {
+    /// A cache under `dir` (created on first write).
+    pub fn new(dir: impl AsRef<Path>) -> Memory {
+        Memory {
+            root: dir.as_ref().to_path_buf(),
+            compression: Compression::None,
+            expires_after: None,
+            bytes_limit: None,
+            verbose: 0,
+            counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Compresses results on disk.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Treats entries older than `age` as misses.
+    pub fn with_expires_after(mut self, age: Duration) -> Self {
+        self.expires_after = Some(age);
+        self
+    }
+
+    /// Evicts least recently used entries of each name past `bytes`.
+    pub fn with_bytes_limit(mut self, bytes: u64) -> Self {
+        self.bytes_limit = Some(bytes);
+        self
+    }
+
+    /// 1: a line per miss on stderr; 2: per hit too.
+    pub fn with_verbose(mut self, verbose: u8) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    fn counters(&self, name: &str) -> Arc<Counters> {
+        let mut all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(all.entry(name.to_string()).or_default())
+    }
+
+    /// The cached result of `compute` for `name` and `args`, or `compute`'s,
+    /// stored for next time. The runtime form cannot see `compute`'s code:
+    /// put a version in `name` when it changes.
+    pub fn cache<A, T>(&self, name: &str, args: &A, compute: impl FnOnce() -> T) -> T
+    where
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+    {
+        let counters = self.counters(name);
+        let dir = store::function_dir(&self.root, name);
+        let cache = Cache {
+            name,
+            dir: &dir,
+            code: [0; 32],
+            code_changed: false,
+            compression: self.compression,
+            expires_after: self.expires_after,
+            bytes_limit: self.bytes_limit,
+            verbose: self.verbose,
+            counters: &counters,
+        };
+        cache.call(cache.key(args), "", compute)
+    }
+
+    /// Hits, misses, and why the last miss of `name` missed.
+    pub fn stats(&self, name: &str) -> CacheStats {
+        self.counters(name).snapshot()
+    }
+
+    /// Deletes the least recently used entries under this directory (every
+    /// name and every `#[memoize]` function stored here) until all given
+    /// limits hold. Returns how many entries it deleted.
+    pub fn reduce_size(
+        &self,
+        bytes_limit: Option<u64>,
+        items_limit: Option<usize>,
+        age_limit: Option<Duration>,
+    ) -> usize {
+        evict::reduce_size(
+            &self.root,
+            Limits {
+                bytes: bytes_limit,
+                items: items_limit,
+                age: age_limit,
+            },
+        )
+    }
+
+    /// Deletes every entry of `name`.
+    pub fn clear(&self, name: &str) {
+        clear_entries(&store::function_dir(&self.root, name));
+    }
+}
