@@ -479,3 +479,83 @@ fn memory_is_the_runtime_form() {
     assert_eq!(slow(1), 101);
     assert_eq!(memory.stats("slow").last_miss, Some(MissReason::Evicted));
 }
+
+#[memoize]
+fn from_env_dir(x: u64) -> u64 {
+    x + 7
+}
+
+#[memoize(dir = "target/memo-tests/explicit")]
+fn explicit_dir(x: u64) -> u64 {
+    x + 8
+}
+
+#[test]
+#[ignore = "helper: run by the test below with PARJOB_CACHE_DIR set"]
+fn helper_env_dir() {
+    assert_eq!(from_env_dir(1), 8);
+    assert_eq!(explicit_dir(1), 9);
+    println!("env={}", from_env_dir::cache_dir().unwrap().display());
+    println!("explicit={}", explicit_dir::cache_dir().unwrap().display());
+}
+
+#[test]
+fn the_directory_comes_from_parjob_cache_dir_unless_the_attribute_names_one() {
+    fresh("target/memo-tests/env");
+    fresh("target/memo-tests/explicit");
+    let out = helper(
+        "helper_env_dir",
+        &[("PARJOB_CACHE_DIR", "target/memo-tests/env")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("env=target/memo-tests/env/memoize/from_env_dir"),
+        "{text}"
+    );
+    assert!(
+        text.contains("explicit=target/memo-tests/explicit/memoize/explicit_dir"),
+        "{text}"
+    );
+    assert_eq!(
+        outputs(Path::new("target/memo-tests/env/memoize/from_env_dir")).len(),
+        1
+    );
+    assert_eq!(
+        outputs(Path::new("target/memo-tests/explicit/memoize/explicit_dir")).len(),
+        1
+    );
+}
+
+#[memoize(dir = "target/memo-tests/evict-race")]
+fn tripled(x: u64) -> Vec<u64> {
+    vec![x * 3; 64]
+}
+
+#[test]
+fn eviction_racing_with_readers_only_causes_misses() {
+    fresh("target/memo-tests/evict-race");
+    std::thread::scope(|s| {
+        let evictor = s.spawn(|| {
+            let mut removed = 0;
+            for _ in 0..300 {
+                removed += tripled::reduce_size(None, Some(5), None);
+            }
+            removed
+        });
+        for round in 0..20 {
+            for x in 0..40u64 {
+                assert_eq!(tripled(x), vec![x * 3; 64], "round {round}");
+            }
+        }
+        assert!(evictor.join().unwrap() > 0);
+    });
+    let stats = tripled::stats();
+    assert_eq!(stats.hits + stats.misses, 800);
+}
