@@ -129,6 +129,27 @@
 //!
 //! See the README for the key, the store, eviction, and `Memory`.
 //!
+//! ## Saving and loading
+//! [`dump`] and [`load`] save any serde value, compressed as the file's
+//! extension asks, and load it back whatever its name; numeric arrays are
+//! stored raw, and an uncompressed one can be memory-mapped.
+//!
+//! ```
+//! use parjob::{dump, load, load_mmap};
+//!
+//! let dir = std::env::temp_dir().join(format!("parjob-doc-persist-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let weights: Vec<f64> = (0..10_000).map(|i| i as f64 / 3.0).collect();
+//! dump(&weights, dir.join("weights.bin")).unwrap();
+//! dump(&("model", weights.clone()), dir.join("model.zst")).unwrap(); // zstd
+//! let back: (String, Vec<f64>) = load(dir.join("model.zst")).unwrap();
+//! assert_eq!(back.1, weights);
+//! let mapped = load_mmap::<f64>(dir.join("weights.bin")).unwrap();
+//! assert_eq!(mapped[9_999], 9_999.0 / 3.0);
+//! # drop(mapped);
+//! # std::fs::remove_dir_all(dir).unwrap();
+//! ```
+//!
 //! ## Options (attribute or builder)
 //! - `n_jobs`: joblib's: `-1` every CPU, `-2` all but one, `1` sequential,
 //!   `N` workers. `0` is a compile error in an attribute and
@@ -179,6 +200,9 @@
 //! the same `Parallel` works for the next run, with new workers.
 
 pub use parjob_macros::{main, memoize, parallel, parallel_for, test};
+pub use parjob_runtime::persist::{
+    dump, dump_with, load, load_from, load_mmap, load_unchecked, DumpTarget, Mapped, PersistError,
+};
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, CacheStats,
     Compression, Config, ConfigGuard, Error, Job, MemorizedResult, Memory, MissReason, Options,

@@ -541,10 +541,12 @@ fn tripled(x: u64) -> Vec<u64> {
 #[test]
 fn eviction_racing_with_readers_only_causes_misses() {
     fresh("target/memo-tests/evict-race");
+    let reading = std::sync::atomic::AtomicBool::new(true);
     std::thread::scope(|s| {
+        // Evicts down to 5 entries, over and over, until the readers stop.
         let evictor = s.spawn(|| {
             let mut removed = 0;
-            for _ in 0..300 {
+            while reading.load(Ordering::SeqCst) {
                 removed += tripled::reduce_size(None, Some(5), None);
             }
             removed
@@ -554,6 +556,7 @@ fn eviction_racing_with_readers_only_causes_misses() {
                 assert_eq!(tripled(x), vec![x * 3; 64], "round {round}");
             }
         }
+        reading.store(false, Ordering::SeqCst);
         assert!(evictor.join().unwrap() > 0);
     });
     let stats = tripled::stats();

@@ -122,6 +122,11 @@ pub enum Error {
         cause: String,
     },
 
+    /// A `dump` or `load` failed (with `?` in a function returning
+    /// `parjob::Result`).
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
+
     /// Starting a worker process, or talking to it, failed at the OS level.
     #[error("worker process I/O failed while {context}: {source}")]
     Io {

@@ -15,6 +15,9 @@
 //! - [`worker`]: the entry and loop of a worker process;
 //! - [`ipc`]: frames and messages on the worker pipes;
 //! - [`codec`]: the one place that names bincode;
+//! - [`compress`]: every codec joblib has, for dumps and the cache;
+//! - [`persist`]: `dump`, `load` and `load_mmap`;
+//! - [`plain`]: primitive numbers as bytes (raw arrays);
 //! - [`panic`](mod@panic): catching a panic with its message and location;
 //! - [`error`]: the one [`Error`] enum.
 
@@ -23,6 +26,7 @@
 mod backend;
 pub mod beacon;
 pub mod codec;
+pub mod compress;
 pub mod config;
 pub mod error;
 mod indexed;
@@ -31,17 +35,20 @@ pub mod loops;
 pub mod memo;
 pub mod panic;
 pub mod parallel;
+pub mod persist;
+pub mod plain;
 pub mod schedule;
 pub mod task;
 pub mod worker;
 
 pub use backend::process::THREAD_ENV_VARS;
+pub use compress::Compression;
 pub use config::{
     config, cpu_count, effective_n_jobs, Backend, BatchSize, Config, ConfigGuard, Options,
     PreDispatch, Resolved,
 };
 pub use error::{Error, Result};
-pub use memo::{CacheStats, Compression, MemorizedResult, Memory, MissReason};
+pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
 pub use task::{

@@ -13,6 +13,7 @@
 //! plain sequence; its type name is the only sign). Two `HashMap`s built in
 //! different insertion orders give the same key.
 
+use crate::plain::Plain;
 use serde::ser::{self, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -85,19 +86,6 @@ impl Hasher {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// A primitive number: any bit pattern is a valid value and it has no
-/// padding, so a slice of them can be read as bytes.
-pub trait Plain: Copy + sealed::Sealed {}
-
-macro_rules! plain {
-    ($($t:ty),*) => {$(impl sealed::Sealed for $t {} impl Plain for $t {})*};
-}
-plain!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
-
 /// A slice of numbers hashed as its raw bytes (one `update`, at sha256's
 /// own speed) instead of number by number. `#[memoize]` uses it for
 /// parameters written `&[T]`, `Vec<T>` or `&Vec<T>` of a primitive `T`.
@@ -105,13 +93,7 @@ pub struct RawSlice<'a, T: Plain>(pub &'a [T]);
 
 impl<T: Plain> Serialize for RawSlice<'_, T> {
     fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // SAFETY: `T` is a primitive number (sealed `Plain`): no padding,
-        // and every byte of it is initialized, so its memory is a valid
-        // `[u8]` of the same total size, borrowed for as long as the slice.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), std::mem::size_of_val(self.0))
-        };
-        serializer.serialize_bytes(bytes)
+        serializer.serialize_bytes(crate::plain::as_bytes(self.0))
     }
 }
 

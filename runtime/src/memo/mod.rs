@@ -23,63 +23,18 @@ use crate::error::{Error, Result};
 use key::{Hasher, Key, KeyError};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use crate::compress::Compression;
 pub use evict::Limits;
 
 /// Environment variable giving the cache directory of `#[memoize]`
 /// functions that do not name one.
 pub const ENV_CACHE_DIR: &str = "PARJOB_CACHE_DIR";
-
-/// How a cached result is compressed on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// Stored as encoded.
-    #[default]
-    None,
-    /// LZ4 frames: fast, modest ratio.
-    Lz4,
-    /// Zstandard at this level (1 to 22).
-    Zstd(i32),
-}
-
-impl Compression {
-    fn tag(self) -> u8 {
-        match self {
-            Compression::None => 0,
-            Compression::Lz4 => 1,
-            Compression::Zstd(_) => 2,
-        }
-    }
-
-    fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Compression::None => Ok(bytes.to_vec()),
-            Compression::Lz4 => {
-                let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-                encoder.write_all(bytes)?;
-                encoder.finish().map_err(io::Error::other)
-            }
-            Compression::Zstd(level) => zstd::bulk::compress(bytes, level),
-        }
-    }
-
-    fn decompress(tag: u8, payload: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let read = match tag {
-            0 => return Ok(payload.to_vec()),
-            1 => lz4_flex::frame::FrameDecoder::new(payload).read_to_end(&mut out),
-            2 => zstd::stream::Decoder::new(payload).and_then(|mut d| d.read_to_end(&mut out)),
-            other => return Err(format!("unknown codec {other}")),
-        };
-        read.map(|_| out)
-            .map_err(|e| format!("cannot decompress: {e}"))
-    }
-}
 
 /// Why the last call of a function missed the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

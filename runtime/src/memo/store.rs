@@ -120,7 +120,11 @@ pub fn parse(bytes: &[u8]) -> Result<Entry, String> {
     if checksum[..] != bytes[32..64] {
         return Err("checksum mismatch".into());
     }
-    let value = Compression::decompress(codec, payload)?;
+    if !Compression::known(codec) {
+        return Err(format!("unknown codec {codec}"));
+    }
+    let value =
+        Compression::decompress(codec, payload).map_err(|e| format!("cannot decompress: {e}"))?;
     Ok(Entry {
         created,
         compute,

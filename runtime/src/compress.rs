@@ -1,0 +1,276 @@
+//! Compression codecs, shared by `dump`/`load` and the memoize cache: every
+//! codec joblib has, as streaming encoders and decoders, each from a
+//! well-kept crate (flate2 on zlib-rs and bzip2 on libbz2-rs, both pure
+//! Rust; liblzma; lz4_flex; zstd).
+//!
+//! A codec is recorded in a file's header as one byte, so a file is read
+//! with the codec it was written with, whatever its name.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// How data is compressed. Levels follow each library's own range; joblib's
+/// default level is 3, and so is ours where the extension picks the codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as is.
+    #[default]
+    None,
+    /// zlib (0 to 9), `.z`.
+    Zlib(u32),
+    /// gzip (0 to 9), `.gz`.
+    Gzip(u32),
+    /// bzip2 (1 to 9), `.bz2`.
+    Bz2(u32),
+    /// xz (0 to 9), `.xz`.
+    Xz(u32),
+    /// The legacy `.lzma` format (0 to 9).
+    Lzma(u32),
+    /// LZ4 frames, `.lz4`: fastest, modest ratio.
+    Lz4,
+    /// Zstandard (1 to 22), `.zst`.
+    Zstd(i32),
+}
+
+/// The most memory an xz or lzma decoder may take. A stream's header sets
+/// its dictionary size (up to 4 GiB); level 9, the largest we write, needs
+/// 64 MiB, so anything past this is a hostile or foreign file and fails
+/// instead of allocating.
+pub const LZMA_MEMLIMIT: u64 = 128 << 20;
+
+/// The level `from_extension` uses.
+pub const DEFAULT_LEVEL: u32 = 3;
+
+impl Compression {
+    /// The codec a file name asks for, as joblib picks one: `.z`, `.gz`,
+    /// `.bz2`, `.xz`, `.lzma`, `.lz4`, `.zst`; anything else is `None`.
+    pub fn from_extension(path: &Path) -> Compression {
+        let level = DEFAULT_LEVEL;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("z") => Compression::Zlib(level),
+            Some("gz") => Compression::Gzip(level),
+            Some("bz2") => Compression::Bz2(level),
+            Some("xz") => Compression::Xz(level),
+            Some("lzma") => Compression::Lzma(level),
+            Some("lz4") => Compression::Lz4,
+            Some("zst") => Compression::Zstd(level as i32),
+            _ => Compression::None,
+        }
+    }
+
+    /// The header byte.
+    pub fn tag(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd(_) => 2,
+            Compression::Zlib(_) => 3,
+            Compression::Gzip(_) => 4,
+            Compression::Bz2(_) => 5,
+            Compression::Xz(_) => 6,
+            Compression::Lzma(_) => 7,
+        }
+    }
+
+    /// The codec's name, for messages.
+    pub fn name_of(tag: u8) -> &'static str {
+        match tag {
+            0 => "none",
+            1 => "lz4",
+            2 => "zstd",
+            3 => "zlib",
+            4 => "gzip",
+            5 => "bz2",
+            6 => "xz",
+            7 => "lzma",
+            _ => "unknown",
+        }
+    }
+
+    /// Whether `tag` names a codec this build reads.
+    pub fn known(tag: u8) -> bool {
+        tag <= 7
+    }
+
+    /// A writer that compresses into `w`; call [`Encoder::finish`].
+    pub fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
+        Ok(match self {
+            Compression::None => Encoder::None(w),
+            Compression::Zlib(level) => Encoder::Zlib(flate2::write::ZlibEncoder::new(
+                w,
+                flate2::Compression::new(level.min(9)),
+            )),
+            Compression::Gzip(level) => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::new(level.min(9)),
+            )),
+            Compression::Bz2(level) => Encoder::Bz2(bzip2::write::BzEncoder::new(
+                w,
+                bzip2::Compression::new(level.clamp(1, 9)),
+            )),
+            Compression::Xz(level) => Encoder::Xz(liblzma::write::XzEncoder::new(w, level.min(9))),
+            Compression::Lzma(level) => {
+                let options = liblzma::stream::LzmaOptions::new_preset(level.min(9))
+                    .map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_lzma_encoder(&options)
+                    .map_err(io::Error::other)?;
+                Encoder::Xz(liblzma::write::XzEncoder::new_stream(w, stream))
+            }
+            Compression::Lz4 => Encoder::Lz4(lz4_flex::frame::FrameEncoder::new(w)),
+            Compression::Zstd(level) => Encoder::Zstd(zstd::stream::write::Encoder::new(w, level)?),
+        })
+    }
+
+    /// A reader that decompresses what `r` gives, for the codec `tag`.
+    pub fn decoder<'r, R: Read + 'r>(tag: u8, r: R) -> io::Result<Box<dyn Read + 'r>> {
+        Ok(match tag {
+            0 => Box::new(r),
+            1 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
+            2 => Box::new(zstd::stream::read::Decoder::new(r)?),
+            3 => Box::new(flate2::read::ZlibDecoder::new(r)),
+            4 => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            5 => Box::new(bzip2::read::BzDecoder::new(r)),
+            6 => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    LZMA_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
+            }
+            7 => {
+                let stream = liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMLIMIT)
+                    .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown codec {other}"),
+                ))
+            }
+        })
+    }
+
+    /// Compresses a buffer whole.
+    pub fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut encoder = self.encoder(Vec::new())?;
+        encoder.write_all(bytes)?;
+        encoder.finish()
+    }
+
+    /// Decompresses a buffer whole. The output grows only as data comes
+    /// out of the decoder.
+    pub fn decompress(tag: u8, bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Self::decoder(tag, bytes)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// A compressing writer.
+pub enum Encoder<W: Write> {
+    /// No compression.
+    None(W),
+    /// zlib.
+    Zlib(flate2::write::ZlibEncoder<W>),
+    /// gzip.
+    Gzip(flate2::write::GzEncoder<W>),
+    /// bzip2.
+    Bz2(bzip2::write::BzEncoder<W>),
+    /// xz or legacy lzma.
+    Xz(liblzma::write::XzEncoder<W>),
+    /// LZ4 frames.
+    Lz4(lz4_flex::frame::FrameEncoder<W>),
+    /// Zstandard.
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn inner(&mut self) -> &mut dyn Write {
+        match self {
+            Encoder::None(w) => w,
+            Encoder::Zlib(e) => e,
+            Encoder::Gzip(e) => e,
+            Encoder::Bz2(e) => e,
+            Encoder::Xz(e) => e,
+            Encoder::Lz4(e) => e,
+            Encoder::Zstd(e) => e,
+        }
+    }
+
+    /// Writes the codec's trailer and gives the writer back.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Zlib(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Bz2(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Lz4(e) => e.finish().map_err(io::Error::other),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_codec_round_trips_and_compresses() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| ((i % 1000) as f64).to_le_bytes())
+            .collect();
+        for c in [
+            Compression::None,
+            Compression::Zlib(3),
+            Compression::Gzip(3),
+            Compression::Bz2(3),
+            Compression::Xz(3),
+            Compression::Lzma(3),
+            Compression::Lz4,
+            Compression::Zstd(3),
+        ] {
+            let packed = c.compress(&data).unwrap();
+            if c != Compression::None {
+                assert!(packed.len() * 10 < data.len(), "{c:?}: {}", packed.len());
+            }
+            assert_eq!(
+                Compression::decompress(c.tag(), &packed).unwrap(),
+                data,
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn extensions_pick_codecs() {
+        assert_eq!(
+            Compression::from_extension(Path::new("a.gz")),
+            Compression::Gzip(3)
+        );
+        assert_eq!(
+            Compression::from_extension(Path::new("a.zst")),
+            Compression::Zstd(3)
+        );
+        assert_eq!(
+            Compression::from_extension(Path::new("a.pkl")),
+            Compression::None
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! `load_mmap`: an uncompressed dump of a numeric array, mapped read-only,
+//! its elements borrowed straight from the mapping. It costs the same for
+//! ten elements and ten billion: the header and the array's bounds are
+//! checked, the data is not read (and so not checksummed).
+
+use super::format::{fingerprint, mode, padding, Header, HEADER};
+use super::PersistError;
+use crate::plain::Plain;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::path::Path;
+
+/// A numeric array borrowed from a memory-mapped dump; it derefs to `[P]`
+/// and unmaps when dropped.
+pub struct Mapped<P: Plain> {
+    map: *mut libc::c_void,
+    map_len: usize,
+    offset: usize,
+    len: usize,
+    marker: PhantomData<P>,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone; `P` is a
+// plain number, so sharing `&[P]` across threads is sound.
+unsafe impl<P: Plain> Send for Mapped<P> {}
+// SAFETY: as above: only shared, read-only access is ever handed out.
+unsafe impl<P: Plain> Sync for Mapped<P> {}
+
+impl<P: Plain> Deref for Mapped<P> {
+    type Target = [P];
+    fn deref(&self) -> &[P] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `load_mmap` checked that `offset + len * size_of::<P>()`
+        // lies inside the mapping, that `offset` is 64-byte aligned (and the
+        // mapping page-aligned), and any bit pattern is a valid `P`. The
+        // mapping lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(self.map.cast::<u8>().add(self.offset).cast::<P>(), self.len)
+        }
+    }
+}
+
+impl<P: Plain> Drop for Mapped<P> {
+    fn drop(&mut self) {
+        // SAFETY: `map`/`map_len` are exactly what mmap returned.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+        }
+    }
+}
+
+impl<P: Plain> std::fmt::Debug for Mapped<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped<{}>[{}]", std::any::type_name::<P>(), self.len)
+    }
+}
+
+/// Maps the dump at `path`, which must hold a `Vec<P>`, `[P]` or `Box<[P]>`
+/// written without compression.
+pub fn load_mmap<P: Plain>(path: &Path) -> Result<Mapped<P>, PersistError> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let size =
+        usize::try_from(size).map_err(|_| PersistError::Corrupt("file too large to map".into()))?;
+    if size < HEADER {
+        let mut head = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut head)?;
+        Header::decode(&head)?;
+    }
+    // SAFETY: a fresh read-only private mapping of an open file; the
+    // result is checked against MAP_FAILED.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut mapped = Mapped {
+        map,
+        map_len: size,
+        offset: 0,
+        len: 0,
+        marker: PhantomData,
+    };
+    // SAFETY: `map` points to `size` readable bytes for the mapping's life.
+    let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), size) };
+    let header = Header::decode(bytes)?;
+    if header.codec != 0 {
+        return Err(PersistError::Compressed {
+            codec: crate::compress::Compression::name_of(header.codec),
+        });
+    }
+    let fits = [
+        fingerprint::<Vec<P>>(),
+        fingerprint::<[P]>(),
+        fingerprint::<Box<[P]>>(),
+    ];
+    if !fits.contains(&header.fingerprint) {
+        return Err(PersistError::WrongType {
+            expected: format!("Vec<{}>", std::any::type_name::<P>()),
+        });
+    }
+    let payload = &bytes[HEADER..];
+    let whole = header.payload_len.checked_add((HEADER + 8) as u64);
+    if whole != Some(size as u64) {
+        return Err(PersistError::Truncated {
+            expected: whole.unwrap_or(u64::MAX),
+            found: size as u64,
+        });
+    }
+    if payload.len() < 10 || payload[8] != mode::RAW || payload[9] != P::KIND as u8 {
+        return Err(PersistError::NotAnArray);
+    }
+    let len = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+    let offset = HEADER + 10 + padding(10);
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|n| n.checked_mul(std::mem::size_of::<P>()))
+        .and_then(|n| n.checked_add(offset));
+    match end {
+        Some(end) if end as u64 <= HEADER as u64 + header.payload_len => {}
+        _ => {
+            return Err(PersistError::Truncated {
+                expected: end.map_or(u64::MAX, |e| e as u64),
+                found: size as u64,
+            })
+        }
+    }
+    mapped.offset = offset;
+    mapped.len = len as usize;
+    Ok(mapped)
+}
