@@ -47,10 +47,28 @@ fn main() {
     let raw_path = dir.join("raw.bin");
     let plain_path = dir.join("plain.bin");
     let runs = 3;
-    let ((), d_write) = best(runs, || {
+    // Each run writes a new file (the old one is removed untimed), so none
+    // pays for truncating 800 MB of page cache.
+    let fresh_write = |path: &Path, write: &dyn Fn()| {
+        let mut best = Duration::MAX;
+        for _ in 0..runs {
+            let _ = std::fs::remove_file(path);
+            let t = Instant::now();
+            write();
+            best = best.min(t.elapsed());
+        }
+        best
+    };
+    let d_write = fresh_write(&plain_path, &|| {
         std::fs::write(&plain_path, bytes_of(&data)).unwrap()
     });
-    let ((), d_dump) = best(runs, || dump(&data, &raw_path).unwrap());
+    let d_chunked = fresh_write(&plain_path, &|| {
+        let mut file = std::fs::File::create(&plain_path).unwrap();
+        for chunk in bytes_of(&data).chunks(1 << 20) {
+            std::io::Write::write_all(&mut file, chunk).unwrap();
+        }
+    });
+    let d_dump = fresh_write(&raw_path, &|| dump(&data, &raw_path).unwrap());
     let mb = 800.0;
     println!(
         "| raw dump, 800 MB Vec<f64> | {:.3} s ({:.0} MB/s) | fs::write {:.3} s ({:.0} MB/s) | {:.2}x fs::write | >= 0.9x |",
@@ -59,6 +77,12 @@ fn main() {
         d_write.as_secs_f64(),
         mb / d_write.as_secs_f64(),
         d_write.as_secs_f64() / d_dump.as_secs_f64()
+    );
+    println!(
+        "| raw dump, 800 MB Vec<f64> | {:.3} s | the same bytes in 1 MB writes {:.3} s | {:.2}x | report |",
+        d_dump.as_secs_f64(),
+        d_chunked.as_secs_f64(),
+        d_chunked.as_secs_f64() / d_dump.as_secs_f64()
     );
     let (copied, d_read) = best(runs, || {
         let bytes = std::fs::read(&plain_path).unwrap();

@@ -199,6 +199,9 @@
 //! unknown task. The other jobs are cancelled, busy workers are killed, and
 //! the same `Parallel` works for the next run, with new workers.
 
+/// The `ndarray` crate parjob's `ndarray` feature builds against.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 pub use parjob_macros::{main, memoize, parallel, parallel_for, test};
 pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_mmap, load_unchecked, DumpTarget, Mapped, PersistError,
@@ -225,6 +228,7 @@ pub mod __private {
     pub use parjob_runtime::loops;
     pub use parjob_runtime::memo;
     pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
+    pub use parjob_runtime::persist;
     pub use parjob_runtime::rayon;
     pub use parjob_runtime::task::{assert_process_arg, assert_process_output, ArgOwned};
     pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};

@@ -152,6 +152,18 @@ impl Compression {
         })
     }
 
+    /// A reader that decompresses `bytes`, already in memory: the decoders
+    /// read the slice directly instead of through a buffer of their own.
+    pub fn slice_decoder(tag: u8, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+        Ok(match tag {
+            2 => Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?),
+            3 => Box::new(flate2::bufread::ZlibDecoder::new(bytes)),
+            4 => Box::new(flate2::bufread::MultiGzDecoder::new(bytes)),
+            5 => Box::new(bzip2::bufread::BzDecoder::new(bytes)),
+            _ => Self::decoder(tag, bytes)?,
+        })
+    }
+
     /// Compresses a buffer whole.
     pub fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
         let mut encoder = self.encoder(Vec::new())?;

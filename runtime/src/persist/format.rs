@@ -11,13 +11,13 @@
 //!     32     8  xxh3-64 of the uncompressed payload
 //!     40    24  zero
 //!     64        payload, compressed with the codec
-//!   end-8     8  xxh3-64 of the stored (compressed) payload bytes
+//!   end-8     8  trailer: xxh3-64 of the header and of the stored bytes' xxh3-64
 //! ```
 //!
 //! Two checksums: the header's covers the payload as the value's encoding,
-//! the trailer's the bytes as stored, so a flipped byte that a codec would
-//! ignore (a gzip timestamp, say) is still caught, before anything is
-//! decompressed.
+//! the trailer the header and the bytes as stored, so a flipped byte
+//! anywhere, even one a codec would ignore (a gzip timestamp, say), is
+//! caught before anything is decompressed.
 //!
 //! The payload is a compact binary encoding in the spirit of bincode
 //! (fixed-width little-endian numbers, lengths as u64), with one addition:
@@ -298,6 +298,15 @@ pub fn normalized_type_name(name: &str) -> String {
         }
         _ => name.to_string(),
     }
+}
+
+/// The trailer: xxh3-64 over the final header and the xxh3-64 of the
+/// stored payload bytes, so that a change to either is caught.
+pub fn trailer(header: &Header, stored_hash: u64) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&header.encode());
+    h.update(&stored_hash.to_le_bytes());
+    h.digest()
 }
 
 /// Zero bytes that bring `pos` to the next multiple of [`ALIGN`].

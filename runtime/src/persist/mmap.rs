@@ -42,6 +42,23 @@ impl<P: Plain> Deref for Mapped<P> {
     }
 }
 
+#[cfg(feature = "ndarray")]
+impl<P: Plain> Mapped<P> {
+    /// The mapped numbers as an `ndarray` view of this shape (row-major),
+    /// borrowing the mapping: dump an array's `as_slice()` or raw `Vec`,
+    /// map it, and view it.
+    pub fn view<D, Sh>(
+        &self,
+        shape: Sh,
+    ) -> Result<ndarray::ArrayView<'_, P, D>, ndarray::ShapeError>
+    where
+        D: ndarray::Dimension,
+        Sh: Into<ndarray::StrideShape<D>>,
+    {
+        ndarray::ArrayView::from_shape(shape, self)
+    }
+}
+
 impl<P: Plain> Drop for Mapped<P> {
     fn drop(&mut self) {
         // SAFETY: `map`/`map_len` are exactly what mmap returned.

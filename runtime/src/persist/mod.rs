@@ -2,14 +2,15 @@
 //! the disk on large numeric data, and safe to load from a file you did
 //! not write.
 //!
-//! - [`format`]: the header and the payload encoding.
+//! - [`format`](mod@format): the header and the payload encoding.
 //! - `ser` / `de`: the payload's serde serializer and deserializer.
 //! - `mmap`: [`load_mmap`], a numeric array borrowed from a mapping.
 //!
-//! A dump is written in two passes over the value: the first measures the
-//! payload and checksums it (nothing is kept), the second streams it through
-//! the codec into the file. So the header is complete before the payload,
-//! and no encoded copy of the file is ever held in memory. A path is
+//! A dump to a path streams the value once through the codec into a file
+//! and then writes the header over the zeros it left at the start. A dump
+//! to a writer, which cannot seek, takes two passes: the first measures and
+//! checksums the payload (nothing is kept), the second streams it. Either
+//! way no encoded copy of the file is ever held in memory. A path is
 //! written through a temporary file in the same directory, renamed into
 //! place only once everything is written: a failure (a full disk, a panic
 //! in a `Serialize` impl, a crash) leaves whatever was at the path as it
@@ -30,7 +31,7 @@ pub use crate::compress::Compression;
 pub use mmap::Mapped;
 
 use crate::plain::{self, Kind, Plain};
-use format::{fingerprint, mode, padding, Header, HEADER};
+use format::{fingerprint, mode, padding, trailer, Header, HEADER};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
@@ -176,18 +177,41 @@ fn header_for<T: Serialize + ?Sized>(
 /// bytes, whose hash is the trailer.
 struct Stored<W: Write> {
     inner: W,
-    hash: xxhash_rust::xxh3::Xxh3,
+    /// `None` when the stored bytes are the payload, already hashed.
+    hash: Option<xxhash_rust::xxh3::Xxh3>,
 }
 
 impl<W: Write> Write for Stored<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(hash) = &mut self.hash {
+            hash.update(&buf[..n]);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Streams `value`'s payload through the codec into `w`. Returns the
+/// payload's length and checksum, and the hash of the stored bytes (the
+/// payload's own when uncompressed: the same bytes).
+fn stream_payload<T: Serialize + ?Sized, W: Write>(
+    value: &T,
+    w: &mut W,
+    compression: Compression,
+) -> Result<(u64, u64, u64), PersistError> {
+    let raw = compression == Compression::None;
+    let stored = Stored {
+        inner: w,
+        hash: (!raw).then(xxhash_rust::xxh3::Xxh3::new),
+    };
+    let mut sink = ser::Sink::new(compression.encoder(stored)?);
+    ser::write(&mut sink, value)?;
+    let (len, checksum, encoder) = sink.finish();
+    let stored = encoder.finish()?;
+    Ok((len, checksum, stored.hash.map_or(checksum, |h| h.digest())))
 }
 
 fn dump_to_writer<T: Serialize + ?Sized, W: Write + ?Sized>(
@@ -198,22 +222,40 @@ fn dump_to_writer<T: Serialize + ?Sized, W: Write + ?Sized>(
     let header = header_for(value, compression)?;
     let mut w = BufWriter::with_capacity(1 << 20, w);
     w.write_all(&header.encode())?;
-    let stored = Stored {
-        inner: &mut w,
-        hash: xxhash_rust::xxh3::Xxh3::new(),
-    };
-    let mut sink = ser::Sink::new(compression.encoder(stored)?);
-    ser::write(&mut sink, value)?;
-    let (len, checksum, encoder) = sink.finish();
+    let (len, checksum, stored_hash) = stream_payload(value, &mut w, compression)?;
     if (len, checksum) != (header.payload_len, header.checksum) {
         return Err(PersistError::Encode(
             "the value serialized differently on the second pass (a Serialize impl that is not deterministic)".into(),
         ));
     }
-    let stored = encoder.finish()?;
-    let trailer = stored.hash.digest();
-    w.write_all(&trailer.to_le_bytes())?;
+    w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
     w.flush()?;
+    Ok(())
+}
+
+/// One pass into a file: a zeroed header, the payload streamed through
+/// the codec while it is measured and checksummed, the trailer, and then
+/// the real header written over the zeros.
+fn dump_to_file<T: Serialize + ?Sized>(
+    value: &T,
+    file: &mut fs::File,
+    compression: Compression,
+) -> Result<(), PersistError> {
+    use std::io::{Seek, SeekFrom};
+    let mut w = BufWriter::with_capacity(1 << 20, &mut *file);
+    w.write_all(&[0u8; HEADER])?;
+    let (payload_len, checksum, stored_hash) = stream_payload(value, &mut w, compression)?;
+    let header = Header {
+        codec: compression.tag(),
+        fingerprint: fingerprint::<T>(),
+        payload_len,
+        checksum,
+    };
+    w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
+    w.flush()?;
+    drop(w);
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header.encode())?;
     Ok(())
 }
 
@@ -240,7 +282,7 @@ fn dump_to_path<T: Serialize + ?Sized>(
             .write(true)
             .create_new(true)
             .open(&temp)?;
-        dump_to_writer(value, &mut file, compression)?;
+        dump_to_file(value, &mut file, compression)?;
         fs::rename(&temp, path)?;
         Ok(())
     })();
@@ -258,19 +300,23 @@ fn unique() -> u64 {
 
 /// Loads a `T` from `path`, whatever its codec (read from the header).
 pub fn load<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T, PersistError> {
-    load_checked(fs::File::open(path.as_ref())?, true)
+    let file = fs::File::open(path.as_ref())?;
+    let len = file.metadata()?.len();
+    load_checked(file, true, Some(len))
 }
 
 /// Loads a `T` from a reader.
 pub fn load_from<T: DeserializeOwned, R: Read>(reader: R) -> Result<T, PersistError> {
-    load_checked(reader, true)
+    load_checked(reader, true, None)
 }
 
 /// Loads a `T` from `path` without the type-fingerprint check (for a file
 /// whose type name changed, say after a crate rename or a compiler
 /// upgrade). Every other check still applies.
 pub fn load_unchecked<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T, PersistError> {
-    load_checked(fs::File::open(path.as_ref())?, false)
+    let file = fs::File::open(path.as_ref())?;
+    let len = file.metadata()?.len();
+    load_checked(file, false, Some(len))
 }
 
 /// Maps the uncompressed dump of a numeric array at `path`: O(1) in its
@@ -282,6 +328,7 @@ pub fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, PersistE
 fn load_checked<T: DeserializeOwned, R: Read>(
     mut reader: R,
     check_type: bool,
+    file_len: Option<u64>,
 ) -> Result<T, PersistError> {
     let mut head = Vec::with_capacity(HEADER);
     (&mut reader).take(HEADER as u64).read_to_end(&mut head)?;
@@ -293,12 +340,13 @@ fn load_checked<T: DeserializeOwned, R: Read>(
     }
     if header.codec == Compression::None.tag() {
         // Stored bytes are the payload: read it as it streams.
-        let value = read_payload::<T>(&mut reader, &header)?;
-        let mut trailer = [0u8; TRAILER];
-        read_exact_or_truncated(&mut reader, &mut trailer, &header, header.payload_len)?;
-        if u64::from_le_bytes(trailer) != header.checksum {
+        let available = file_len.map(|n| n.saturating_sub((HEADER + TRAILER) as u64));
+        let value = read_payload::<T>(&mut reader, &header, true, available)?;
+        let mut end = [0u8; TRAILER];
+        read_exact_or_truncated(&mut reader, &mut end, &header, header.payload_len)?;
+        if u64::from_le_bytes(end) != trailer(&header, header.checksum) {
             return Err(PersistError::Corrupt(
-                "the trailer does not match the checksum".into(),
+                "the trailer does not match the header and payload".into(),
             ));
         }
         return at_end(&mut reader).map(|()| value);
@@ -314,19 +362,24 @@ fn load_checked<T: DeserializeOwned, R: Read>(
             found: (HEADER + stored.len()) as u64,
         });
     }
-    let (body, trailer) = stored.split_at(stored.len() - TRAILER);
-    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(trailer.try_into().expect("8 bytes"))
-    {
+    let (body, end) = stored.split_at(stored.len() - TRAILER);
+    let expected = trailer(&header, xxhash_rust::xxh3::xxh3_64(body));
+    if expected != u64::from_le_bytes(end.try_into().expect("8 bytes")) {
         return Err(PersistError::Corrupt(
-            "the stored bytes do not match their checksum".into(),
+            "the header or the stored bytes do not match the trailer".into(),
         ));
     }
-    let mut decoder = Compression::decoder(header.codec, body)?;
-    let value = read_payload::<T>(&mut decoder, &header)?;
+    // The header and stored bytes are exactly those written, and
+    // decompression is deterministic, so the payload is too: its own
+    // checksum would only repeat the trailer's verdict. A plausible size
+    // for it bounds the first allocation (the rest grows as data comes).
+    let mut decoder = Compression::slice_decoder(header.codec, body)?;
+    let plausible = (body.len() as u64).saturating_mul(64);
+    let value = read_payload::<T>(&mut decoder, &header, false, Some(plausible))?;
     at_end(&mut decoder).map(|()| value)
 }
 
-/// The trailer: xxh3-64 of the stored bytes.
+/// The trailer's size.
 const TRAILER: usize = 8;
 
 fn at_end(r: &mut dyn Read) -> Result<(), PersistError> {
@@ -345,9 +398,15 @@ fn at_end(r: &mut dyn Read) -> Result<(), PersistError> {
     }
 }
 
-/// Reads and decodes the (uncompressed) payload.
-fn read_payload<T: DeserializeOwned>(r: &mut dyn Read, header: &Header) -> Result<T, PersistError> {
-    if let Some(value) = read_plain_vec::<T>(r, header)? {
+/// Reads and decodes the (uncompressed) payload, checking its checksum
+/// when `verify` (when nothing checked these bytes already).
+fn read_payload<T: DeserializeOwned>(
+    r: &mut dyn Read,
+    header: &Header,
+    verify: bool,
+    available: Option<u64>,
+) -> Result<T, PersistError> {
+    if let Some(value) = read_plain_vec::<T>(r, header, verify, available)? {
         return Ok(value);
     }
     // Read what is there, growing the buffer only as bytes arrive: a
@@ -360,7 +419,7 @@ fn read_payload<T: DeserializeOwned>(r: &mut dyn Read, header: &Header) -> Resul
             found: bytes.len() as u64,
         });
     }
-    if xxhash_rust::xxh3::xxh3_64(&bytes) != header.checksum {
+    if verify && xxhash_rust::xxh3::xxh3_64(&bytes) != header.checksum {
         return Err(PersistError::Corrupt("checksum mismatch".into()));
     }
     let mut reader = de::Reader::new(&bytes);
@@ -375,11 +434,13 @@ fn read_payload<T: DeserializeOwned>(r: &mut dyn Read, header: &Header) -> Resul
 fn read_plain_vec<T: DeserializeOwned>(
     r: &mut dyn Read,
     header: &Header,
+    verify: bool,
+    available: Option<u64>,
 ) -> Result<Option<T>, PersistError> {
     macro_rules! try_kinds {
         ($($p:ty),*) => {$(
             if plain::is_vec_of::<T, $p>() {
-                let v: Vec<$p> = read_raw_array(r, header)?;
+                let v: Vec<$p> = read_raw_array(r, header, verify, available)?;
                 let v = std::mem::ManuallyDrop::new(v);
                 // SAFETY: `T` is `Vec<$p>` (checked by `TypeId`), so this
                 // moves the vector out as its own type.
@@ -393,7 +454,12 @@ fn read_plain_vec<T: DeserializeOwned>(
 
 /// Reads a raw array payload (`len`, mode, kind, padding, bytes) into a
 /// `Vec<P>`, checking the checksum as it goes.
-fn read_raw_array<P: Plain>(r: &mut dyn Read, header: &Header) -> Result<Vec<P>, PersistError> {
+fn read_raw_array<P: Plain>(
+    r: &mut dyn Read,
+    header: &Header,
+    verify: bool,
+    available: Option<u64>,
+) -> Result<Vec<P>, PersistError> {
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     let mut front = [0u8; 10];
     read_exact_or_truncated(r, &mut front, header, 0)?;
@@ -418,21 +484,29 @@ fn read_raw_array<P: Plain>(r: &mut dyn Read, header: &Header) -> Result<Vec<P>,
             header.payload_len
         )));
     }
-    // Grow in steps, so a length the data does not back costs at most one
-    // step of memory before the read comes up short.
-    const STEP: usize = 1 << 24;
+    // The first allocation is what the file can back (the whole array when
+    // it fits in the bytes known to be there, else 1 MiB), zeroed by the
+    // allocator (fresh pages, no memset). Past it the vector doubles as
+    // data arrives, so a length the data does not back costs at most the
+    // memory of the data read so far, twice.
     let total = len as usize;
-    let mut values: Vec<P> = Vec::new();
-    while values.len() < total {
-        let chunk = (total - values.len()).min(STEP);
-        let start = values.len();
-        values.resize(start + chunk, zero::<P>());
+    let backed = available.unwrap_or(0).max(1 << 20) / size;
+    let mut values: Vec<P> = vec![zero::<P>(); total.min(backed as usize)];
+    let mut start = 0;
+    loop {
         let bytes = plain::as_bytes_mut(&mut values[start..]);
         let at = 10 + pad as u64 + start as u64 * size;
         read_exact_or_truncated(r, bytes, header, at)?;
-        hash.update(bytes);
+        if verify {
+            hash.update(bytes);
+        }
+        start = values.len();
+        if start == total {
+            break;
+        }
+        values.resize(total.min(start.saturating_mul(2)), zero::<P>());
     }
-    if hash.digest() != header.checksum {
+    if verify && hash.digest() != header.checksum {
         return Err(PersistError::Corrupt("checksum mismatch".into()));
     }
     Ok(values)

@@ -71,9 +71,14 @@ impl<W: Write> Sink<W> {
         }
     }
 
+    /// Hashes and writes `bytes`, in chunks small enough that each is
+    /// still in cache when it is written after being hashed.
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hash.update(bytes);
-        self.inner.write_all(bytes)?;
+        const CHUNK: usize = 1 << 20;
+        for chunk in bytes.chunks(CHUNK) {
+            self.hash.update(chunk);
+            self.inner.write_all(chunk)?;
+        }
         self.pos += bytes.len() as u64;
         Ok(())
     }
