@@ -520,3 +520,25 @@ fn ndarray_arrays_are_stored_raw_and_mapped_as_views() {
     let view = mapped.view::<Ix2, _>((1000, 300)).unwrap();
     assert_eq!(view, array.view());
 }
+
+/// A sequence that starts with numbers and then changes type.
+struct Mixed;
+
+impl Serialize for Mixed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(40))?;
+        for i in 0..39 {
+            seq.serialize_element(&(i as f64))?;
+        }
+        seq.serialize_element("not a number")?;
+        seq.end()
+    }
+}
+
+#[test]
+fn a_sequence_that_mixes_numbers_with_other_things_is_refused_not_garbled() {
+    let mut buffer = Vec::new();
+    let err = dump_with(&Mixed, &mut buffer, Compression::None).unwrap_err();
+    assert!(matches!(&err, PersistError::Encode(m) if m.contains("holds something else")), "{err}");
+}

@@ -313,7 +313,7 @@ impl<W: Write> ser::SerializeSeq for Seq<'_, W> {
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         if let SeqState::Undecided { len } = self.state {
             let number = if len as usize >= RAW_MIN_ELEMENTS {
-                value.serialize(KindProbe).ok().flatten()
+                value.serialize(NumberOnly(|kind, _: &[u8]| Ok(kind))).ok()
             } else {
                 None
             };
@@ -337,10 +337,21 @@ impl<W: Write> ser::SerializeSeq for Seq<'_, W> {
                     ));
                 }
                 *left -= 1;
-                value.serialize(RawElement {
-                    sink: self.sink,
-                    kind: *kind,
-                })
+                let (expected, sink) = (*kind, &mut *self.sink);
+                value
+                    .serialize(NumberOnly(|kind, bytes: &[u8]| {
+                        if kind == expected {
+                            sink.put(bytes)
+                        } else {
+                            not_a_number()
+                        }
+                    }))
+                    .map_err(|_| {
+                        WriteError::Encode(format!(
+                            "a sequence of {expected:?} numbers holds something else too; dump mixed \
+                             elements as a sequence of an enum"
+                        ))
+                    })
             }
             SeqState::Streamed => {
                 self.sink.put(&[1])?;
@@ -405,61 +416,70 @@ impl<W: Write> ser::SerializeMap for Map<'_, W> {
     }
 }
 
-/// Finds whether a value is a primitive number, and which.
-struct KindProbe;
+/// A serializer that accepts one primitive number and hands its kind and
+/// little-endian bytes to `F`; anything else is an error. It probes a
+/// sequence's first element, and writes the elements of a raw array.
+struct NumberOnly<F>(F);
 
-macro_rules! probe {
+fn not_a_number<R>() -> Result<R> {
+    Err(WriteError::Encode("not a number".into()))
+}
+
+macro_rules! numbers {
     ($($method:ident: $ty:ty => $kind:ident),* $(,)?) => {
-        $(fn $method(self, _: $ty) -> Result<Option<Kind>> {
-            Ok(Some(Kind::$kind))
+        $(fn $method(self, v: $ty) -> Result<R> {
+            (self.0)(Kind::$kind, &v.to_le_bytes())
         })*
     };
 }
 
-macro_rules! not_a_number {
-    ($($method:ident($($arg:ty),*)),* $(,)?) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<Option<Kind>> {
-            Ok(None)
+macro_rules! refused {
+    ($($method:ident($($arg:ty),*) -> $out:ty),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$out> {
+            not_a_number()
         })*
     };
 }
 
-impl ser::Serializer for KindProbe {
-    type Ok = Option<Kind>;
+impl<R, F: FnOnce(Kind, &[u8]) -> Result<R>> ser::Serializer for NumberOnly<F> {
+    type Ok = R;
     type Error = WriteError;
-    type SerializeSeq = Impossible<Option<Kind>, WriteError>;
-    type SerializeTuple = Impossible<Option<Kind>, WriteError>;
-    type SerializeTupleStruct = Impossible<Option<Kind>, WriteError>;
-    type SerializeTupleVariant = Impossible<Option<Kind>, WriteError>;
-    type SerializeMap = Impossible<Option<Kind>, WriteError>;
-    type SerializeStruct = Impossible<Option<Kind>, WriteError>;
-    type SerializeStructVariant = Impossible<Option<Kind>, WriteError>;
+    type SerializeSeq = Impossible<R, WriteError>;
+    type SerializeTuple = Impossible<R, WriteError>;
+    type SerializeTupleStruct = Impossible<R, WriteError>;
+    type SerializeTupleVariant = Impossible<R, WriteError>;
+    type SerializeMap = Impossible<R, WriteError>;
+    type SerializeStruct = Impossible<R, WriteError>;
+    type SerializeStructVariant = Impossible<R, WriteError>;
 
-    probe!(
+    numbers!(
         serialize_u8: u8 => U8, serialize_i8: i8 => I8, serialize_u16: u16 => U16,
         serialize_i16: i16 => I16, serialize_u32: u32 => U32, serialize_i32: i32 => I32,
         serialize_u64: u64 => U64, serialize_i64: i64 => I64, serialize_u128: u128 => U128,
         serialize_i128: i128 => I128, serialize_f32: f32 => F32, serialize_f64: f64 => F64,
     );
-    not_a_number!(
-        serialize_bool(bool),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
+    refused!(
+        serialize_bool(bool) -> R,
+        serialize_char(char) -> R,
+        serialize_str(&str) -> R,
+        serialize_bytes(&[u8]) -> R,
+        serialize_none() -> R,
+        serialize_unit() -> R,
+        serialize_unit_struct(&'static str) -> R,
+        serialize_unit_variant(&'static str, u32, &'static str) -> R,
+        serialize_seq(Option<usize>) -> Self::SerializeSeq,
+        serialize_tuple(usize) -> Self::SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+        serialize_map(Option<usize>) -> Self::SerializeMap,
+        serialize_struct(&'static str, usize) -> Self::SerializeStruct,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
     );
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Option<Kind>> {
-        Ok(None)
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<R> {
+        not_a_number()
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<Option<Kind>> {
-        Ok(None)
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<R> {
+        not_a_number()
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -467,180 +487,7 @@ impl ser::Serializer for KindProbe {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Option<Kind>> {
-        Ok(None)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant> {
-        Err(WriteError::Encode("not a number".into()))
-    }
-}
-
-/// Writes one element of a raw array: only numbers of its kind.
-struct RawElement<'a, W: Write> {
-    sink: &'a mut Sink<W>,
-    kind: Kind,
-}
-
-impl<W: Write> RawElement<'_, W> {
-    fn number(self, kind: Kind, bytes: &[u8]) -> Result<()> {
-        if kind != self.kind {
-            return Err(WriteError::Encode(format!(
-                "a sequence mixes {:?} and {kind:?} numbers; dump it as a sequence of an enum",
-                self.kind
-            )));
-        }
-        self.sink.put(bytes)
-    }
-
-    fn mixed(self) -> Result<()> {
-        Err(WriteError::Encode(format!(
-            "a sequence of {:?} numbers holds something else too",
-            self.kind
-        )))
-    }
-}
-
-macro_rules! raw_number {
-    ($($method:ident: $ty:ty => $kind:ident),* $(,)?) => {
-        $(fn $method(self, v: $ty) -> Result<()> {
-            self.number(Kind::$kind, &v.to_le_bytes())
-        })*
-    };
-}
-
-macro_rules! raw_mixed {
-    ($($method:ident($($arg:ty),*)),* $(,)?) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<()> {
-            self.mixed()
-        })*
-    };
-}
-
-impl<W: Write> ser::Serializer for RawElement<'_, W> {
-    type Ok = ();
-    type Error = WriteError;
-    type SerializeSeq = Impossible<(), WriteError>;
-    type SerializeTuple = Impossible<(), WriteError>;
-    type SerializeTupleStruct = Impossible<(), WriteError>;
-    type SerializeTupleVariant = Impossible<(), WriteError>;
-    type SerializeMap = Impossible<(), WriteError>;
-    type SerializeStruct = Impossible<(), WriteError>;
-    type SerializeStructVariant = Impossible<(), WriteError>;
-
-    raw_number!(
-        serialize_u8: u8 => U8, serialize_i8: i8 => I8, serialize_u16: u16 => U16,
-        serialize_i16: i16 => I16, serialize_u32: u32 => U32, serialize_i32: i32 => I32,
-        serialize_u64: u64 => U64, serialize_i64: i64 => I64, serialize_u128: u128 => U128,
-        serialize_i128: i128 => I128, serialize_f32: f32 => F32, serialize_f64: f64 => F64,
-    );
-    raw_mixed!(
-        serialize_bool(bool),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<()> {
-        self.mixed()
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<()> {
-        self.mixed()
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<()> {
-        self.mixed()
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds a sequence".into(),
-        ))
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds a tuple".into(),
-        ))
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds a tuple struct".into(),
-        ))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds an enum".into(),
-        ))
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds a map".into(),
-        ))
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds a struct".into(),
-        ))
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant> {
-        Err(WriteError::Encode(
-            "a sequence of numbers holds an enum".into(),
-        ))
+    ) -> Result<R> {
+        not_a_number()
     }
 }
