@@ -540,5 +540,8 @@ impl Serialize for Mixed {
 fn a_sequence_that_mixes_numbers_with_other_things_is_refused_not_garbled() {
     let mut buffer = Vec::new();
     let err = dump_with(&Mixed, &mut buffer, Compression::None).unwrap_err();
-    assert!(matches!(&err, PersistError::Encode(m) if m.contains("holds something else")), "{err}");
+    assert!(
+        matches!(&err, PersistError::Encode(m) if m.contains("holds something else")),
+        "{err}"
+    );
 }

@@ -82,8 +82,8 @@ fn residual(body: &Body) -> (TokenStream, TokenStream) {
     }
 }
 
-/// The sequential prefix and the parallel rest of a loop on threads.
-/// `per_item` is what the prefix does with the original body.
+/// A loop on threads: windows on the pool, and the original body here once
+/// the items prove tiny. `per_item` is what the caller runs per item then.
 fn on_threads(
     for_loop: &ExprForLoop,
     body: &Body,
