@@ -492,6 +492,7 @@ fn read_raw_array<P: Plain>(
     let total = len as usize;
     let backed = available.unwrap_or(0).max(1 << 20) / size;
     let mut values: Vec<P> = vec![zero::<P>(); total.min(backed as usize)];
+    advise_huge_pages(&mut values);
     let mut start = 0;
     loop {
         let bytes = plain::as_bytes_mut(&mut values[start..]);
@@ -510,6 +511,25 @@ fn read_raw_array<P: Plain>(
         return Err(PersistError::Corrupt("checksum mismatch".into()));
     }
     Ok(values)
+}
+
+/// Asks the kernel to back a large, not yet touched buffer with huge pages
+/// (where transparent huge pages are on `madvise`): filling it then takes
+/// one fault per 2 MiB instead of one per 4 KiB. Only advice: a refusal
+/// changes nothing.
+fn advise_huge_pages<P: Plain>(values: &mut [P]) {
+    const HUGE: usize = 2 << 20;
+    let start = values.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(values);
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    if end >= aligned + HUGE {
+        let len = (end - aligned) & !(HUGE - 1);
+        // SAFETY: the range lies inside `values`' own allocation, and
+        // MADV_HUGEPAGE changes how pages are backed, never their contents.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
 }
 
 fn zero<P: Plain>() -> P {

@@ -71,13 +71,40 @@ impl<W: Write> Sink<W> {
         }
     }
 
-    /// Hashes and writes `bytes`, in chunks small enough that each is
-    /// still in cache when it is written after being hashed.
+    /// Hashes and writes `bytes`. A large block is hashed on a second
+    /// thread while this one writes it, so the checksum costs no time on
+    /// a machine with a core to spare; smaller ones are hashed chunk by
+    /// chunk just before each chunk is written, while it is in cache.
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         const CHUNK: usize = 1 << 20;
-        for chunk in bytes.chunks(CHUNK) {
-            self.hash.update(chunk);
-            self.inner.write_all(chunk)?;
+        const OVERLAP_FROM: usize = 16 << 20;
+        if bytes.len() >= OVERLAP_FROM {
+            let inner = &mut self.inner;
+            let hash = &mut self.hash;
+            let (written, hashed) = std::thread::scope(|s| {
+                let hashing = std::thread::Builder::new().spawn_scoped(s, || hash.update(bytes));
+                let written = bytes.chunks(CHUNK).try_for_each(|c| inner.write_all(c));
+                // `Some(true)`: hashed there; `Some(false)`: the thread
+                // panicked; `None`: no thread could be started.
+                let hashed = hashing.ok().map(|handle| handle.join().is_ok());
+                (written, hashed)
+            });
+            written?;
+            match hashed {
+                Some(true) => {}
+                // The hasher was never touched: hash here instead.
+                None => self.hash.update(bytes),
+                Some(false) => {
+                    return Err(WriteError::Encode(
+                        "the thread checksumming a large block panicked".into(),
+                    ))
+                }
+            }
+        } else {
+            for chunk in bytes.chunks(CHUNK) {
+                self.hash.update(chunk);
+                self.inner.write_all(chunk)?;
+            }
         }
         self.pos += bytes.len() as u64;
         Ok(())
