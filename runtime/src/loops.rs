@@ -34,9 +34,8 @@
 
 use crate::config::{Backend, Options};
 use crate::error::Result;
-use crate::parallel::map::RemoteCalls;
 use crate::parallel::{shared, Parallel};
-use crate::task::{ProcessTask, RemoteCall};
+use crate::task::ProcessTask;
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,46 +305,6 @@ fn warn_once(error: &crate::Error) {
     WARNED.call_once(|| {
         eprintln!("parjob: a parallel loop runs sequentially: {error}");
     });
-}
-
-/// Runs a process task over the loop's items: each item's arguments are
-/// evaluated here, the calls run in worker processes, and the results come
-/// back in input order.
-pub fn remote<T, I>(options: Options, items: I) -> Result<Vec<T::Output>>
-where
-    T: ProcessTask,
-    I: IntoIterator<Item = T::Args>,
-{
-    shared(options)?.run(items.into_iter().map(RemoteCall::<T>))
-}
-
-/// `parallel_for!(return_as = "generator", backend = "process"; ..)`.
-pub fn remote_iter<T, I>(options: Options, items: I) -> crate::Ordered<RemoteCalls<T, I::IntoIter>>
-where
-    T: ProcessTask,
-    I: IntoIterator<Item = T::Args>,
-{
-    let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-    runner(options).iter(items.into_iter().map(call))
-}
-
-/// `parallel_for!(return_as = "generator_unordered", backend = "process"; ..)`.
-pub fn remote_unordered<T, I>(
-    options: Options,
-    items: I,
-) -> crate::Unordered<RemoteCalls<T, I::IntoIter>>
-where
-    T: ProcessTask,
-    I: IntoIterator<Item = T::Args>,
-{
-    let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-    runner(options).iter_unordered(items.into_iter().map(call))
-}
-
-/// The shared runner for these options, or one that reports their error
-/// when it runs.
-pub fn runner(options: Options) -> Parallel {
-    shared(options).unwrap_or_else(|_| Parallel::with_options(options))
 }
 
 /// Requires a value that a thread-backend loop body reads to be shareable

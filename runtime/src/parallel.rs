@@ -356,7 +356,17 @@ pub mod map {
     pub fn list_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
         items: I,
     ) -> Result<Vec<T::Output>> {
-        shared(T::options())?.run(items.into_iter().map(RemoteCall::<T>))
+        list_remote_with::<T, I>(T::options(), items)
+    }
+
+    /// A process task over `items` with these options, results in input
+    /// order: `f::map`, and loops and `parallel_for!` on the process
+    /// backend, whose options are their own.
+    pub fn list_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        options: Options,
+        items: I,
+    ) -> Result<Vec<T::Output>> {
+        shared(options)?.run(items.into_iter().map(RemoteCall::<T>))
     }
 
     /// `return_as = "generator"`.
@@ -364,15 +374,24 @@ pub mod map {
         items: I,
     ) -> Ordered<LocalCalls<T, I::IntoIter>> {
         let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
-        runner::<T>().iter(items.into_iter().map(call))
+        runner(T::options()).iter(items.into_iter().map(call))
     }
 
     /// `return_as = "generator"`, process task.
     pub fn generator_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
         items: I,
     ) -> Ordered<RemoteCalls<T, I::IntoIter>> {
+        generator_remote_with::<T, I>(T::options(), items)
+    }
+
+    /// A process task's results in input order, as they come, with these
+    /// options.
+    pub fn generator_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        options: Options,
+        items: I,
+    ) -> Ordered<RemoteCalls<T, I::IntoIter>> {
         let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-        runner::<T>().iter(items.into_iter().map(call))
+        runner(options).iter(items.into_iter().map(call))
     }
 
     /// `return_as = "generator_unordered"`.
@@ -380,15 +399,23 @@ pub mod map {
         items: I,
     ) -> Unordered<LocalCalls<T, I::IntoIter>> {
         let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
-        runner::<T>().iter_unordered(items.into_iter().map(call))
+        runner(T::options()).iter_unordered(items.into_iter().map(call))
     }
 
     /// `return_as = "generator_unordered"`, process task.
     pub fn unordered_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
         items: I,
     ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
+        unordered_remote_with::<T, I>(T::options(), items)
+    }
+
+    /// A process task's results as they complete, with these options.
+    pub fn unordered_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
+        options: Options,
+        items: I,
+    ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
         let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-        runner::<T>().iter_unordered(items.into_iter().map(call))
+        runner(options).iter_unordered(items.into_iter().map(call))
     }
 
     /// `f::par_map`: an indexed input, split across threads as rayon
@@ -406,8 +433,9 @@ pub mod map {
         crate::indexed::run::<T, _, _>(&shared(T::options())?, items.into_par_iter(), call)
     }
 
-    /// The shared runner for `T`, or one that reports the configuration error.
-    fn runner<T: Task>() -> Parallel {
-        shared(T::options()).unwrap_or_else(|_| Parallel::with_options(T::options()))
+    /// The shared runner for these options, or one that reports their
+    /// configuration error when it runs.
+    pub fn runner(options: Options) -> Parallel {
+        shared(options).unwrap_or_else(|_| Parallel::with_options(options))
     }
 }

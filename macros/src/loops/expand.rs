@@ -210,7 +210,7 @@ pub fn thread_stream(for_loop: &ExprForLoop, opts: &Opts) -> TokenStream {
     let iter = &for_loop.expr;
     let body = &for_loop.body;
     let method = stream_method(opts);
-    quote!(#private::loops::runner(#options).#method(
+    quote!(#private::map::runner(#options).#method(
         ::core::iter::Iterator::map(
             ::core::iter::IntoIterator::into_iter(#iter),
             move |#pat| #private::Job::new(move || #body),
@@ -260,7 +260,7 @@ pub fn process_loop(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Tok
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
-        for __parjob_result in #private::loops::remote_iter::<#task, _>(#options, #calls) {
+        for __parjob_result in #private::map::generator_remote_with::<#task, _>(#options, #calls) {
             let __parjob_value = __parjob_result #question;
             #fold
         }
@@ -274,13 +274,13 @@ pub fn process_for(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Toke
     let options = opts.to_runtime(&private);
     let (prelude, task, calls) = remote_parts(for_loop, remote);
     let run = match opts.return_as.unwrap_or_default() {
-        ReturnAs::List => quote!(remote),
-        ReturnAs::Generator => quote!(remote_iter),
-        ReturnAs::GeneratorUnordered => quote!(remote_unordered),
+        ReturnAs::List => quote!(list_remote_with),
+        ReturnAs::Generator => quote!(generator_remote_with),
+        ReturnAs::GeneratorUnordered => quote!(unordered_remote_with),
     };
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
-        #private::loops::#run::<#task, _>(#options, #calls)
+        #private::map::#run::<#task, _>(#options, #calls)
     })
 }
