@@ -495,3 +495,48 @@ fn pre_dispatch_all_runs_everything_correctly() {
         assert_eq!(got, (0..2_000).map(|x| 3 * x).collect::<Vec<_>>());
     }
 }
+
+/// Run in a child copy of this test binary by `a_quiet_run_names_the_job_running_longest`.
+#[parjob::test]
+#[ignore = "helper: started by a_quiet_run_names_the_job_running_longest"]
+fn still_running_helper() {
+    if std::env::var_os("PARJOB_TEST_STILL_RUNNING").is_none() {
+        return;
+    }
+    // verbose = 3 reports after 2 s without a finished batch; item 3 takes 3 s.
+    let p = Parallel::new()
+        .n_jobs(2)
+        .backend(Backend::Process)
+        .batch_size(1)
+        .verbose(3);
+    let got = p
+        .run((0..4u64).map(|i| nap::delayed(i, if i == 3 { 3_000 } else { 0 })))
+        .unwrap();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_quiet_run_names_the_job_running_longest() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "still_running_helper",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "-q",
+        ])
+        .env("PARJOB_TEST_STILL_RUNNING", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("still running:"))
+        .unwrap_or_else(|| panic!("no still-running line in:\n{stderr}"));
+    assert!(
+        line.contains("task `scheduler::nap` on item 3 for"),
+        "{line}"
+    );
+    assert!(line.contains("in worker "), "{line}");
+}

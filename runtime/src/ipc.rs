@@ -2,7 +2,7 @@
 //!
 //! The transport is a pair of anonymous pipes that the worker inherits at
 //! descriptors named in `PARJOB_WORKER`, never stdout: the worker's stdout
-//! and stderr stay the user's (DESIGN.md decision 3). A frame is a
+//! and stderr stay the user's (docs/decisions.md). A frame is a
 //! little-endian `u64` length followed by that many bytes. A length above
 //! [`MAX_FRAME`] is refused before anything is allocated.
 //!
@@ -223,11 +223,17 @@ pub fn write_done(w: &mut dyn Write, id: u64, count: u64, elapsed_ns: u64) -> io
 }
 
 /// Writes one job's result, encoded straight into `w`. A result that cannot
-/// be encoded, or is too large for a frame, is written as a failure.
+/// be encoded, or is too large for a frame, is written as a failure, and so
+/// is a `Serialize` impl that panics while the result is measured (before
+/// any byte of it is written), with the panic's message and location.
 pub fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
-    let len = match codec::encoded_len(value) {
-        Ok(len) => len as u64,
-        Err(e) => return write_failure(w, &Failure::EncodeResult(e.0)),
+    let len = match crate::panic::catch(|| codec::encoded_len(value)) {
+        Ok(Ok(len)) => len as u64,
+        Ok(Err(e)) => return write_failure(w, &Failure::EncodeResult(e.0)),
+        Err(crate::panic::Caught { message, location }) => {
+            let message = format!("the result's Serialize impl panicked: {message}");
+            return write_failure(w, &Failure::Panic { message, location });
+        }
     };
     if len + 1 > MAX_FRAME {
         return write_failure(
@@ -289,10 +295,10 @@ pub enum Incoming<V> {
 /// reader bounded to the frame, and must be used up exactly; other frames
 /// are read whole. `Ok(None)` is a clean end of stream between frames; a
 /// stream that ends inside a frame is `UnexpectedEof`.
-pub fn read_incoming<V>(
+pub fn read_incoming<V, E: From<CodecError>>(
     r: &mut impl Read,
-    decode: impl FnOnce(&mut dyn Read) -> Result<V, CodecError>,
-) -> io::Result<Option<Incoming<Result<V, CodecError>>>> {
+    decode: impl FnOnce(&mut dyn Read) -> Result<V, E>,
+) -> io::Result<Option<Incoming<Result<V, E>>>> {
     let Some(len) = read_len(r)? else {
         return Ok(None);
     };
@@ -320,7 +326,8 @@ pub fn read_incoming<V>(
         if value.is_ok() {
             return Ok(Some(Incoming::Value(Err(CodecError(format!(
                 "{left} bytes left after the result: the worker encoded another type"
-            ))))));
+            ))
+            .into()))));
         }
     }
     Ok(Some(Incoming::Value(value)))
@@ -417,7 +424,9 @@ mod tests {
         // and the stream stays in step.
         let short = read_incoming(&mut r, |body| codec::decode_from_reader::<u32>(body)).unwrap();
         assert!(matches!(short, Some(Incoming::Value(Err(_)))));
-        assert!(read_incoming(&mut r, |_| Ok(())).unwrap().is_none());
+        assert!(read_incoming(&mut r, |_| Ok::<_, CodecError>(()))
+            .unwrap()
+            .is_none());
         // A frame cut short is the end of the stream, not a decoding error.
         let cut = &wire[..wire.len() - 3];
         let mut r = cut;

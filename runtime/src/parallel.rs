@@ -235,6 +235,7 @@ impl Parallel {
             Backend::Thread => Box::new(ThreadSession::new(
                 Self::threads_in(&mut state, plan.n_jobs)?,
                 plan.timeout,
+                plan.verbose > 0,
             )),
             Backend::Process => {
                 let pool = match state.processes.take() {

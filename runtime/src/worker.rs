@@ -6,18 +6,70 @@
 //! (`#[parjob::test]`): there it sees the variable, serves tasks until the
 //! parent closes the pipe, and exits without returning. In the parent the
 //! same call only records that an entry exists, which is what allows the
-//! process backend to spawn at all (DESIGN.md decision 1).
+//! process backend to spawn at all (docs/decisions.md).
 
 use crate::beacon::Beacon;
 use crate::ipc::{self, Failure, Hello, ToWorker};
 use crate::task::registry;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock};
 
-/// Set in a worker's environment: `<read fd>,<write fd>,<beacon fd>,<cpu share>`.
+/// Set in a worker's environment:
+/// `<read fd>,<write fd>,<beacon fd>,<cpu share>,<parent pid>,<token>`.
 pub const ENV_WORKER: &str = "PARJOB_WORKER";
+
+/// What a parent tells a worker through [`ENV_WORKER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerSpec {
+    pub read_fd: i32,
+    pub write_fd: i32,
+    pub beacon_fd: i32,
+    pub share: usize,
+    /// The pid of the parent that spawned this worker.
+    pub parent: u32,
+    /// The parent's first 16 bytes on the pipe.
+    pub token: [u8; 16],
+}
+
+impl std::fmt::Display for WorkerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{},{},{},{},{},",
+            self.read_fd, self.write_fd, self.beacon_fd, self.share, self.parent
+        )?;
+        self.token.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::str::FromStr for WorkerSpec {
+    type Err = String;
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let malformed = || format!("malformed {ENV_WORKER}={spec:?}");
+        let fields: Vec<&str> = spec.split(',').collect();
+        let [read_fd, write_fd, beacon_fd, share, parent, token] = fields[..] else {
+            return Err(malformed());
+        };
+        let number = |f: &str| f.trim().parse::<i32>().map_err(|_| malformed());
+        if token.len() != 32 || !token.is_ascii() {
+            return Err(malformed());
+        }
+        let mut bytes = [0u8; 16];
+        for (k, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&token[2 * k..2 * k + 2], 16).map_err(|_| malformed())?;
+        }
+        Ok(WorkerSpec {
+            read_fd: number(read_fd)?,
+            write_fd: number(write_fd)?,
+            beacon_fd: number(beacon_fd)?,
+            share: number(share)?.max(1) as usize,
+            parent: parent.trim().parse().map_err(|_| malformed())?,
+            token: bytes,
+        })
+    }
+}
 
 /// How a worker process is started: which entry it goes through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,33 +154,33 @@ fn serve(spec: &str) -> ! {
 }
 
 fn serve_until_eof(spec: &str) -> Result<(), String> {
-    let fields: Vec<i32> = spec
-        .split(',')
-        .map(|f| f.trim().parse::<i32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("malformed {ENV_WORKER}={spec:?}"))?;
-    let [read_fd, write_fd, beacon_fd, share] = fields[..] else {
-        return Err(format!("malformed {ENV_WORKER}={spec:?}"));
-    };
-    let _ = WORKER_SHARE.set(share.max(1) as usize);
+    let spec: WorkerSpec = spec.parse()?;
+    let _ = WORKER_SHARE.set(spec.share);
     // Nested spawns and the user's own child processes must not inherit
     // the variable, nor the pipe ends (they would keep the pipes open).
     std::env::remove_var(ENV_WORKER);
-    for fd in [read_fd, write_fd, beacon_fd] {
-        // SAFETY: plain fcntl on descriptors this process owns.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-            return Err(format!("descriptor {fd} from the parent is not open"));
-        }
-    }
-    // SAFETY: the parent passed these descriptors to us alone and nothing
-    // else in this process owns them.
-    let (input, output) = unsafe { (File::from_raw_fd(read_fd), File::from_raw_fd(write_fd)) };
-    let beacon = Beacon::map(beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
+    check_parent(&spec)?;
+    // SAFETY: the parent passed these descriptors to us alone (checked
+    // above: they are pipes, from our parent) and nothing else here owns them.
+    let (input, output) = unsafe {
+        (
+            File::from_raw_fd(spec.read_fd),
+            File::from_raw_fd(spec.write_fd),
+        )
+    };
+    let beacon = Beacon::map(spec.beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
     // SAFETY: the mapping holds its own reference to the memfd.
-    unsafe { libc::close(beacon_fd) };
+    unsafe { libc::close(spec.beacon_fd) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let io = |e: std::io::Error| format!("pipe to the parent: {e}");
+    let mut token = [0u8; 16];
+    input.read_exact(&mut token).map_err(io)?;
+    if token != spec.token {
+        return Err("the pipe did not start with this worker's token: \
+                    not started by a parjob parent"
+            .into());
+    }
 
     ipc::write_hello(&mut output, &Hello::current()).map_err(io)?;
     output.flush().map_err(io)?;
@@ -156,6 +208,36 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         let elapsed_ns = crate::beacon::now_ns().saturating_sub(started);
         answered(ipc::write_done(&mut output, id, count, elapsed_ns))?;
         answered(output.flush())?;
+    }
+    Ok(())
+}
+
+/// Checks that the descriptors in the spec are pipes and that the process
+/// that named them is our parent, before anything is read from them.
+fn check_parent(spec: &WorkerSpec) -> Result<(), String> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32;
+    if parent != spec.parent {
+        return Err(format!(
+            "{ENV_WORKER} names parent {}, but this process's parent is {parent}: \
+             not started by a parjob parent",
+            spec.parent
+        ));
+    }
+    for fd in [spec.read_fd, spec.write_fd] {
+        // SAFETY: a zeroed stat is a valid out-parameter for fstat.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `stat` and touches nothing else.
+        let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
+        if !ok || stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(format!("descriptor {fd} from {ENV_WORKER} is not a pipe"));
+        }
+    }
+    for fd in [spec.read_fd, spec.write_fd, spec.beacon_fd] {
+        // SAFETY: plain fcntl on descriptors this process owns.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(format!("descriptor {fd} from the parent is not open"));
+        }
     }
     Ok(())
 }

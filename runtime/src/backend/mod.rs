@@ -51,14 +51,29 @@ impl<R> Finished<R> {
     }
 }
 
+/// The job that has been running longest, for a "still running" line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LongestRunning {
+    pub task: &'static str,
+    pub index: usize,
+    pub running_for: Duration,
+    /// The worker process running it, on the process backend.
+    pub pid: Option<u32>,
+}
+
 /// One run's use of a backend.
 pub(crate) trait Session<W: Work> {
     /// Whether `submit` can take another batch now.
     fn has_room(&self) -> bool;
     /// Starts a batch.
     fn submit(&mut self, batch: Batch<W>) -> Result<()>;
-    /// Blocks until a batch finishes.
-    fn wait(&mut self) -> Result<Finished<W::Output>>;
+    /// Blocks until a batch finishes, or returns `None` once `patience`
+    /// has passed with none finished (`None` patience: no limit).
+    fn wait(&mut self, patience: Option<Duration>) -> Result<Option<Finished<W::Output>>>;
+    /// The job running longest, where the backend can see it.
+    fn longest_running(&self) -> Option<LongestRunning> {
+        None
+    }
     /// Stops whatever is in flight; called once, when the run ends early.
     fn cancel(&mut self);
     /// How long an auto-sized batch should take on this backend.

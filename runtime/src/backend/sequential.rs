@@ -34,10 +34,11 @@ impl<W: Work> Session<W> for Sequential<W> {
         Ok(())
     }
 
-    fn wait(&mut self) -> Result<Finished<W::Output>> {
+    fn wait(&mut self, _: Option<Duration>) -> Result<Option<Finished<W::Output>>> {
+        // Jobs run here, in this thread: there is no waiting to cut short.
         let batch = self.pending.pop_front().expect("wait follows submit");
         let Some(limit) = self.timeout else {
-            return Ok(run_here(batch, None, || false));
+            return Ok(Some(run_here(batch, None, || false)));
         };
         // One job at a time, so an overdue one is named when it returns.
         let mut done = Finished {
@@ -72,7 +73,7 @@ impl<W: Work> Session<W> for Sequential<W> {
                 break;
             }
         }
-        Ok(done)
+        Ok(Some(done))
     }
 
     fn cancel(&mut self) {

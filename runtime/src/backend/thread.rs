@@ -7,7 +7,7 @@
 //! returns at once, and the running job finishes in the background with its
 //! result dropped.
 
-use super::{run_here, Batch, Finished, Session};
+use super::{run_here, Batch, Finished, LongestRunning, Session};
 use crate::beacon::Beacon;
 use crate::error::{Error, Result};
 use crate::task::Work;
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Auto-batching aims for batches of this length on threads: a batch costs
 /// about 3 us to hand over, so this keeps the overhead under 1%.
@@ -73,10 +73,13 @@ pub(crate) struct ThreadSession<W: Work> {
     running: HashMap<u64, Running>,
     next_batch: u64,
     timeout: Option<Duration>,
+    /// Whether jobs report to beacons: with a timeout, or when the user
+    /// watches (`verbose`) and may want to see which job runs longest.
+    beacons: bool,
 }
 
 impl<W: Work> ThreadSession<W> {
-    pub(crate) fn new(threads: Threads, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(threads: Threads, timeout: Option<Duration>, watched: bool) -> Self {
         let (tx, rx) = mpsc::channel();
         ThreadSession {
             threads,
@@ -86,6 +89,7 @@ impl<W: Work> ThreadSession<W> {
             running: HashMap::new(),
             next_batch: 0,
             timeout,
+            beacons: timeout.is_some() || watched,
         }
     }
 
@@ -118,7 +122,7 @@ impl<W: Work> Session<W> for ThreadSession<W> {
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
         let id = self.next_batch;
         self.next_batch += 1;
-        let beacon = self.timeout.map(|_| Arc::new(Beacon::in_process()));
+        let beacon = self.beacons.then(|| Arc::new(Beacon::in_process()));
         if let Some(beacon) = &beacon {
             self.running.insert(
                 id,
@@ -142,19 +146,29 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         Ok(())
     }
 
-    fn wait(&mut self) -> Result<Finished<W::Output>> {
+    fn wait(&mut self, patience: Option<Duration>) -> Result<Option<Finished<W::Output>>> {
+        let deadline = patience.map(|p| Instant::now() + p);
         loop {
-            let done = match self.timeout {
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let wait = match self.timeout {
+                None => None,
                 Some(limit) => match self.overdue(limit) {
                     Ok(timeout) => return Err(timeout),
-                    Err(wait) => self.rx.recv_timeout(wait),
+                    Err(wait) => Some(wait),
                 },
+            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let done = match (wait, left) {
+                (None, None) => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                (Some(a), Some(b)) => self.rx.recv_timeout(a.min(b)),
+                (Some(t), None) | (None, Some(t)) => self.rx.recv_timeout(t),
             };
             match done {
                 Ok(done) => {
                     self.running.remove(&done.batch);
-                    return Ok(done.finished);
+                    return Ok(Some(done.finished));
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -162,6 +176,22 @@ impl<W: Work> Session<W> for ThreadSession<W> {
                 }
             }
         }
+    }
+
+    fn longest_running(&self) -> Option<LongestRunning> {
+        self.running
+            .values()
+            .filter_map(|r| {
+                let (seq, ran) = r.beacon.running()?;
+                let index = seq as usize;
+                Some(LongestRunning {
+                    task: r.tasks.get(index.checked_sub(r.first)?)?,
+                    index,
+                    running_for: ran,
+                    pid: None,
+                })
+            })
+            .max_by_key(|l| l.running_for)
     }
 
     fn cancel(&mut self) {

@@ -10,7 +10,7 @@
 //! The third bound is what keeps the ordered iterator's memory flat. When
 //! an early job is slow, the jobs behind it stop being drawn once the
 //! buffer is full, instead of piling up results (joblib's ordered
-//! generator held 495 MB in the seeds' slow-task case). `run` collects
+//! generator held 495 MB in the joblib tutorials' slow-task case). `run` collects
 //! everything anyway, so it does not use the third bound.
 //!
 //! The first error, in completion order, ends the stream. Results already
@@ -289,7 +289,15 @@ where
             return false;
         }
         let session = self.session.as_mut().expect("a batch is in flight");
-        match session.wait() {
+        let waited = loop {
+            match session.wait(self.report.patience()) {
+                Ok(Some(finished)) => break Ok(finished),
+                // Nothing finished for a while: say which job runs longest.
+                Ok(None) => self.report.still_running(session.longest_running()),
+                Err(e) => break Err(e),
+            }
+        };
+        match waited {
             Ok(finished) => {
                 self.in_flight_batches -= 1;
                 self.in_flight_jobs -= finished.jobs;

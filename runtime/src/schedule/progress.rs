@@ -9,7 +9,13 @@
 //!
 //! The first line says which backend runs the jobs and, for the thread
 //! backend with a timeout, what the timeout can and cannot stop.
+//!
+//! When no batch has finished for a while ([`Reporter::patience`]: 10 s at
+//! `verbose = 1`, 5 s at 2, 2 s at 3), a line names the job that has been
+//! running longest, its item and, on processes, its worker's pid: what a
+//! user needs to see which task hangs.
 
+use crate::backend::LongestRunning;
 use crate::config::{Backend, Resolved};
 use std::time::{Duration, Instant};
 
@@ -138,6 +144,44 @@ impl Reporter {
             a.done,
             seconds(elapsed.as_secs_f64())
         );
+    }
+
+    /// How long to wait for a batch before saying what still runs; `None`
+    /// when nobody is watching.
+    pub(crate) fn patience(&self) -> Option<Duration> {
+        match self.active.as_deref()?.verbose {
+            0 => None,
+            1 => Some(Duration::from_secs(10)),
+            2 => Some(Duration::from_secs(5)),
+            _ => Some(Duration::from_secs(2)),
+        }
+    }
+
+    /// No batch finished within [`patience`](Self::patience): names the
+    /// job running longest.
+    pub(crate) fn still_running(&mut self, longest: Option<LongestRunning>) {
+        let Some(a) = self.active.as_deref_mut() else {
+            return;
+        };
+        let elapsed = seconds(a.started.elapsed().as_secs_f64());
+        match longest {
+            Some(l) => {
+                let place = l.pid.map(|p| format!(" in worker {p}")).unwrap_or_default();
+                eprintln!(
+                    "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {elapsed} | still running: \
+                     task `{}` on item {} for {}{place}",
+                    a.n_jobs,
+                    a.done,
+                    l.task,
+                    l.index,
+                    seconds(l.running_for.as_secs_f64())
+                );
+            }
+            None => eprintln!(
+                "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {elapsed} | still waiting",
+                a.n_jobs, a.done
+            ),
+        }
     }
 
     /// The run ended (`ok` is false when it ended on an error or was dropped).

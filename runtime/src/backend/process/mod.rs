@@ -1,0 +1,292 @@
+//! The process backend: re-executed worker processes that find tasks by name.
+//!
+//! # Life of a worker
+//! 1. **Spawn** (`spawn`). Two pipes and a beacon `memfd`; the child is this
+//!    same binary, re-executed, holding a token only its parent knows.
+//! 2. **Handshake.** The worker's first frame is a [`Hello`]: magic,
+//!    protocol version and registry fingerprint. A mismatch, or no hello
+//!    within [`HELLO_TIMEOUT`], kills it and fails the run with a reason.
+//! 3. **Serve** (`session`). A batch is one frame each way. At most
+//!    [`DEPTH`] batches are queued on a worker. Each worker has a writer
+//!    and a reader thread (`pipes`), so no pipe operation ever blocks the
+//!    scheduler's thread. The readers forward frames to one channel for
+//!    the whole pool. The worker writes the running job's sequence number
+//!    and start time to its beacon. That is how per-task timeouts are
+//!    enforced, and how a crash is pinned on the exact job of a batch.
+//! 4. **End** (`exit`). A reader whose pipe ends, or whose worker exits
+//!    (seen through a `pidfd`, even while a forked descendant holds the
+//!    pipe), reports the worker closed. The pool reaps it, and the job it
+//!    was running fails with its exit status or signal. Cancelling kills
+//!    the busy workers. Dropping the pool closes the pipes, so idle workers
+//!    exit at once; busy ones are killed. If the parent dies first, the
+//!    kernel kills the workers (`PR_SET_PDEATHSIG`).
+
+mod exit;
+mod pipes;
+mod session;
+mod spawn;
+
+pub(crate) use session::ProcessSession;
+
+use crate::beacon::Beacon;
+use crate::error::{Error, Result};
+use crate::ipc::{self, FromWorker, Hello};
+use crate::task::Decoder;
+use crate::worker;
+use exit::ExitWatch;
+use pipes::{ErasedDecoder, Event};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::process::Child;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many batches may be queued on one worker: one running, one waiting,
+/// so a worker never idles while the parent sends the next.
+pub(crate) const DEPTH: usize = 2;
+/// How long a new worker has to say hello.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Auto-batching aims for batches of this length on processes: a batch
+/// costs about 20 us (two pipe hops and two wake-ups), so this keeps the
+/// overhead near 0.5% while the tail stays short.
+pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(4);
+/// The thread-count variables a worker gets (docs/decisions.md).
+pub const THREAD_ENV_VARS: [&str; 5] = [
+    "RAYON_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "POLARS_MAX_THREADS",
+];
+
+struct Worker {
+    id: u64,
+    pid: u32,
+    child: Child,
+    watch: Arc<ExitWatch>,
+    /// Frames for the writer thread.
+    frames: Sender<Arc<Vec<u8>>>,
+    /// The decoders of the batches sent, in order, for the reader thread.
+    decoders: Sender<ErasedDecoder>,
+    beacon: Beacon,
+    ready: bool,
+    /// Batch ids sent and not yet answered, oldest first.
+    queue: VecDeque<u64>,
+}
+
+/// A pool of worker processes, kept between runs.
+pub(crate) struct Processes {
+    n_jobs: usize,
+    workers: Vec<Worker>,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
+    /// Events of running workers that arrived while new ones said hello.
+    deferred: VecDeque<Event>,
+    next_id: u64,
+    pub(crate) last_used: Instant,
+}
+
+impl Processes {
+    /// A pool of `n_jobs` workers, started on first use.
+    pub(crate) fn new(n_jobs: usize) -> Self {
+        let (events_tx, events) = mpsc::channel();
+        Processes {
+            n_jobs,
+            workers: Vec::new(),
+            events_tx,
+            events,
+            deferred: VecDeque::new(),
+            next_id: 0,
+            last_used: Instant::now(),
+        }
+    }
+
+    pub(crate) fn n_jobs(&self) -> usize {
+        self.n_jobs
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Drops idle workers that have exited since they last answered (the
+    /// OOM killer, an operator's `kill`), so no job is sent to them and
+    /// blamed for their death.
+    fn reap_exited_idle(&mut self) {
+        self.workers.retain_mut(|w| {
+            let exited = w.queue.is_empty() && !matches!(w.child.try_wait(), Ok(None));
+            !exited
+        });
+    }
+
+    /// Starts one worker with its reader and writer threads.
+    fn start(&mut self, entry: &worker::Entry, share: usize) -> Result<()> {
+        let id = self.fresh_id();
+        let beacon = Beacon::shared().map_err(|e| Error::io("making a worker beacon", e))?;
+        let spawned = spawn::spawn(entry, share, &beacon)?;
+        let mut child = spawned.child;
+        let pid = child.id();
+        let watch = Arc::new(ExitWatch::new(pid));
+        let (decoders, decoders_rx) = mpsc::channel();
+        let threads = pipes::start_writer(pid, spawned.to_child, spawned.token, watch.clone())
+            .and_then(|frames| {
+                let events = self.events_tx.clone();
+                pipes::start_reader(
+                    id,
+                    pid,
+                    spawned.from_child,
+                    watch.clone(),
+                    decoders_rx,
+                    events,
+                )
+                .map(|()| frames)
+            });
+        let frames = match threads {
+            Ok(frames) => frames,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::io("starting a worker's pipe threads", e));
+            }
+        };
+        self.workers.push(Worker {
+            id,
+            pid,
+            child,
+            watch,
+            frames,
+            decoders,
+            beacon,
+            ready: false,
+            queue: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Starts workers until there are `n_jobs`, and waits for their hellos.
+    fn fill(&mut self) -> Result<()> {
+        self.reap_exited_idle();
+        let Some(entry) = worker::entry() else {
+            return Err(Error::NoWorkerEntry);
+        };
+        if self.workers.len() >= self.n_jobs {
+            return Ok(());
+        }
+        let share = (crate::config::cpu_count() / self.n_jobs).max(1);
+        while self.workers.len() < self.n_jobs {
+            self.start(&entry, share)?;
+        }
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        while let Some(waiting) = self.workers.iter().find(|w| !w.ready).map(|w| w.pid) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = match self.events.recv_timeout(left) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill_all();
+                    return Err(Error::Handshake(format!(
+                        "worker {waiting} did not say hello within {HELLO_TIMEOUT:?}: \
+                         does `main` start with #[parjob::main] or parjob::init()?"
+                    )));
+                }
+                Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+            };
+            match self.position(event.worker()) {
+                // A new worker's event: handled here.
+                Some(pos) if !self.workers[pos].ready => self.hello(pos, event)?,
+                // A running worker's: kept, in order, for the session.
+                Some(_) => self.deferred.push_back(event),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a new worker's first event, which must be a matching hello.
+    fn hello(&mut self, pos: usize, event: Event) -> Result<()> {
+        let why = match event {
+            Event::Frame { payload, .. } => match ipc::parse_from_worker(&payload) {
+                Ok(FromWorker::Hello(h)) => h.check(&Hello::current()).err(),
+                Ok(other) => Some(format!("expected a hello, got {other:?}")),
+                Err(e) => Some(format!("unreadable hello: {e}")),
+            },
+            Event::Value { .. } => Some("a result before its hello".into()),
+            Event::Closed { .. } => {
+                let mut w = self.workers.swap_remove(pos);
+                let status = exit::reap(&mut w.child, &w.watch);
+                Some(format!("worker {} {status} before its hello", w.pid))
+            }
+        };
+        match why {
+            None => {
+                self.workers[pos].ready = true;
+                Ok(())
+            }
+            Some(why) => {
+                self.kill_all();
+                Err(Error::Handshake(why))
+            }
+        }
+    }
+
+    fn position(&self, worker: u64) -> Option<usize> {
+        self.workers.iter().position(|w| w.id == worker)
+    }
+
+    /// Kills every worker that still holds work, and reaps it.
+    pub(crate) fn kill_busy(&mut self) {
+        let (busy, idle): (Vec<Worker>, Vec<Worker>) =
+            self.workers.drain(..).partition(|w| !w.queue.is_empty());
+        self.workers = idle;
+        for w in busy {
+            kill(w);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for w in self.workers.drain(..) {
+            kill(w);
+        }
+    }
+}
+
+fn kill(mut w: Worker) {
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.kill_busy();
+        // Dropping a worker's frame sender ends its writer thread, which
+        // closes the pipe, which ends an idle worker's loop.
+        let mut children: Vec<(Child, Arc<ExitWatch>)> =
+            self.workers.drain(..).map(|w| (w.child, w.watch)).collect();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (child, watch) in &mut children {
+            watch.wait_exit(deadline.saturating_duration_since(Instant::now()));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends batch `id` to worker `w`: its decoder to the reader thread first,
+/// then the frame to the writer thread. Neither blocks.
+fn send<R: Send + 'static>(w: &mut Worker, id: u64, frame: &Arc<Vec<u8>>, decode: Decoder<R>) {
+    let erased: ErasedDecoder =
+        Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
+    // The reader must hold the decoder before the first answer comes.
+    let _ = w.decoders.send(erased);
+    // A dead worker's writer is gone; its reader reports the closure, and
+    // `wait` turns it into the error.
+    let _ = w.frames.send(frame.clone());
+    w.queue.push_back(id);
+}

@@ -1,0 +1,447 @@
+//! One run's use of a process pool: batches sent to workers, their
+//! answers matched to them, and the failures a run can meet on the way:
+//! a job's panic or codec error (that job's result), a timeout, or a
+//! worker that died (the run's error, naming the job it was running). A
+//! worker that died before it began its first batch ran none of it: its
+//! batches are sent once more, elsewhere.
+
+use super::exit;
+use super::pipes::{DecodeError, Decoded, Event};
+use super::{kill, send, Processes, Worker, BATCH_TARGET, DEPTH};
+use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
+use crate::error::{Error, Result};
+use crate::ipc::{self, Bytes, Failure, FromWorker, ToWorker};
+use crate::task::{Decoder, Work};
+use crate::worker;
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A batch on its way through a worker.
+struct InFlight<R> {
+    first: usize,
+    len: usize,
+    task: &'static str,
+    decode: Decoder<R>,
+    /// How many jobs have answered.
+    answered: usize,
+    /// Values of the jobs answered before any failure, in order.
+    values: Vec<R>,
+    /// The first job that failed.
+    failure: Option<Error>,
+    /// The encoded batch, kept until it is answered, to send it to another
+    /// worker if its own dies before starting it.
+    frame: Arc<Vec<u8>>,
+    /// Whether it was sent again already (a batch is re-sent once).
+    resent: bool,
+}
+
+/// What one frame from a worker means for its batch.
+enum Step<R> {
+    Value(R),
+    Fail(Error),
+    Done(Duration),
+    Desync(Error),
+}
+
+/// One run's use of a process pool.
+pub(crate) struct ProcessSession<W: Work> {
+    pool: Processes,
+    batches: HashMap<u64, InFlight<W::Output>>,
+    /// Batches finished without a worker (closures, encode failures).
+    here: VecDeque<Finished<W::Output>>,
+    timeout: Option<Duration>,
+}
+
+impl<W: Work> ProcessSession<W> {
+    pub(crate) fn new(mut pool: Processes, timeout: Option<Duration>) -> Result<Self> {
+        if worker::entry().is_none() {
+            return Err(Error::NoWorkerEntry);
+        }
+        // A run that ended by unwinding may have left work queued; those
+        // workers' answers belong to nobody.
+        pool.kill_busy();
+        pool.deferred.clear();
+        Ok(ProcessSession {
+            pool,
+            batches: HashMap::new(),
+            here: VecDeque::new(),
+            timeout,
+        })
+    }
+
+    fn least_loaded(&self) -> Option<usize> {
+        self.pool
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.queue.len() < DEPTH)
+            .min_by_key(|(_, w)| w.queue.len())
+            .map(|(i, _)| i)
+    }
+
+    /// The job a worker was running, by its beacon, else the first of its
+    /// oldest batch.
+    fn running_job(&self, w: &Worker) -> Option<(usize, &'static str)> {
+        let batch = self.batches.get(w.queue.front()?)?;
+        let index = match w.beacon.running() {
+            Some((seq, _)) if (batch.first..batch.first + batch.len).contains(&(seq as usize)) => {
+                seq as usize
+            }
+            // Between jobs: blame the first job not yet answered.
+            _ => (batch.first + batch.answered).min(batch.first + batch.len - 1),
+        };
+        Some((index, batch.task))
+    }
+
+    /// A worker over the time limit, or how long until one could be.
+    fn overdue(&self, limit: Duration) -> std::result::Result<usize, Duration> {
+        let mut soonest = limit;
+        for (pos, w) in self.pool.workers.iter().enumerate() {
+            if w.queue.is_empty() {
+                continue;
+            }
+            if let Some((_, ran)) = w.beacon.running() {
+                if ran >= limit {
+                    return Ok(pos);
+                }
+                soonest = soonest.min(limit - ran);
+            }
+        }
+        Err(soonest)
+    }
+
+    /// Takes one frame from a worker; returns the batch when it is complete.
+    fn answer(
+        &mut self,
+        worker: u64,
+        frame: Result<Decoded, Vec<u8>>,
+    ) -> Option<Finished<W::Output>> {
+        let pos = self.pool.position(worker)?;
+        let id = *self.pool.workers[pos].queue.front()?;
+        let batch = self.batches.get_mut(&id)?;
+        let index = batch.first + batch.answered;
+        let task = batch.task;
+        let codec = |action, cause: String| Error::Codec {
+            task: task.into(),
+            index,
+            action,
+            cause,
+        };
+        let step = match frame {
+            Ok(Ok(boxed)) => match boxed.downcast::<W::Output>() {
+                Ok(value) => Step::Value(*value),
+                Err(_) => Step::Fail(codec(
+                    "decode the result",
+                    "a result of another type".into(),
+                )),
+            },
+            Ok(Err(DecodeError::Codec(e))) => Step::Fail(codec("decode the result", e.0)),
+            Ok(Err(DecodeError::Panic(caught))) => Step::Fail(panic_error(task, index, caught)),
+            Err(payload) => match ipc::parse_from_worker(&payload) {
+                Ok(FromWorker::Failure(failure)) => Step::Fail(failure_error(task, index, failure)),
+                Ok(FromWorker::Done {
+                    id: done,
+                    count,
+                    elapsed_ns,
+                }) if done == id && count as usize == batch.answered => {
+                    Step::Done(Duration::from_nanos(elapsed_ns))
+                }
+                Ok(FromWorker::Value(bytes)) => Step::Desync(codec(
+                    "read the worker's answer",
+                    format!("a {}-byte result outside its batch's decoder", bytes.len()),
+                )),
+                Ok(other) => Step::Desync(codec(
+                    "read the worker's answer",
+                    format!("unexpected {other:?} in batch {id}"),
+                )),
+                Err(e) => Step::Desync(codec("read the worker's answer", e.to_string())),
+            },
+        };
+        match step {
+            Step::Value(value) => {
+                batch.answered += 1;
+                if batch.failure.is_none() {
+                    batch.values.push(value);
+                }
+            }
+            Step::Fail(e) => {
+                batch.answered += 1;
+                batch.failure.get_or_insert(e);
+            }
+            Step::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
+            Step::Desync(e) => {
+                batch.failure.get_or_insert(e);
+                return Some(self.finish(pos, id, Duration::ZERO));
+            }
+        }
+        if batch.answered > batch.len {
+            let e = codec("read the worker's answer", "more answers than jobs".into());
+            batch.failure.get_or_insert(e);
+            return Some(self.finish(pos, id, Duration::ZERO));
+        }
+        None
+    }
+
+    /// Sends the batches of a worker that died before starting any of them
+    /// to the other workers, once each; false if one was sent before.
+    fn resend(&mut self, queue: VecDeque<u64>) -> Result<bool> {
+        if queue
+            .iter()
+            .any(|id| !self.batches.get(id).is_some_and(|b| !b.resent))
+        {
+            return Ok(false);
+        }
+        self.pool.fill()?;
+        for id in queue {
+            let pos = self
+                .least_loaded()
+                .expect("a fresh worker has room for a dead one's batches");
+            let batch = self.batches.get_mut(&id).expect("checked above");
+            batch.resent = true;
+            send(&mut self.pool.workers[pos], id, &batch.frame, batch.decode);
+        }
+        Ok(true)
+    }
+
+    /// Ends batch `id`, the oldest on worker `pos`.
+    fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
+        self.pool.workers[pos].queue.pop_front();
+        let batch = self.batches.remove(&id).expect("the batch was looked up");
+        Finished {
+            first: batch.first,
+            jobs: batch.len,
+            values: batch.values,
+            failure: batch.failure,
+            elapsed,
+        }
+    }
+}
+
+impl<W: Work> Session<W> for ProcessSession<W> {
+    fn has_room(&self) -> bool {
+        self.pool.workers.len() < self.pool.n_jobs || self.least_loaded().is_some()
+    }
+
+    fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        let first = batch.first;
+        let jobs = batch.items.len();
+        let Some(head) = batch.items.first() else {
+            return Ok(());
+        };
+        let task = head.task();
+        let Some(decode) = head.decoder() else {
+            // A closure cannot cross a process boundary: it runs here, as
+            // joblib runs `require="sharedmem"` work on threads.
+            self.here
+                .push_back(crate::backend::run_here(batch, None, || false));
+            return Ok(());
+        };
+        let mut args = Vec::with_capacity(jobs);
+        for (k, work) in batch.items.iter().enumerate() {
+            match work.encode_args() {
+                Some(Ok(bytes)) => args.push(Bytes(bytes)),
+                other => {
+                    let cause = match other {
+                        Some(Err(e)) => e.0,
+                        _ => "this job cannot be sent to a worker process".into(),
+                    };
+                    let e = encode_error(task, first + k, cause);
+                    self.here.push_back(Finished::failed(first, jobs, e));
+                    return Ok(());
+                }
+            }
+        }
+        drop(batch);
+        self.pool.fill()?;
+        let id = self.pool.fresh_id();
+        let msg = ToWorker::Run {
+            id,
+            task: task.to_string(),
+            seq: first as u64,
+            args,
+        };
+        let len = match &msg {
+            ToWorker::Run { args, .. } => args.len(),
+        };
+        let frame = match ipc::encode_frame(&msg) {
+            Ok(frame) => Arc::new(frame),
+            Err(e) => {
+                let e = encode_error(task, first, e.0);
+                self.here.push_back(Finished::failed(first, len, e));
+                return Ok(());
+            }
+        };
+        drop(msg);
+        let pos = self
+            .least_loaded()
+            .expect("has_room said a worker has room");
+        send(&mut self.pool.workers[pos], id, &frame, decode);
+        self.batches.insert(
+            id,
+            InFlight {
+                first,
+                len,
+                task,
+                decode,
+                answered: 0,
+                values: Vec::with_capacity(len),
+                failure: None,
+                frame,
+                resent: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn wait(&mut self, patience: Option<Duration>) -> Result<Option<Finished<W::Output>>> {
+        if let Some(done) = self.here.pop_front() {
+            return Ok(Some(done));
+        }
+        let deadline = patience.map(|p| Instant::now() + p);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let event = match (self.pool.deferred.pop_front(), self.timeout) {
+                (Some(event), _) => Ok(event),
+                (None, None) => match left {
+                    Some(left) => self.pool.events.recv_timeout(left),
+                    None => self
+                        .pool
+                        .events
+                        .recv()
+                        .map_err(|_| RecvTimeoutError::Disconnected),
+                },
+                (None, Some(limit)) => match self.overdue(limit) {
+                    Ok(pos) => {
+                        let running = self.running_job(&self.pool.workers[pos]);
+                        kill(self.pool.workers.swap_remove(pos));
+                        let Some((index, task)) = running else {
+                            continue; // it held no batch of this run after all
+                        };
+                        return Err(Error::Timeout {
+                            task: task.into(),
+                            index,
+                            after: limit,
+                        });
+                    }
+                    Err(wait) => self
+                        .pool
+                        .events
+                        .recv_timeout(left.map_or(wait, |l| l.min(wait))),
+                },
+            };
+            match event {
+                Ok(Event::Frame { worker, payload }) => {
+                    if let Some(done) = self.answer(worker, Err(payload)) {
+                        self.pool.last_used = Instant::now();
+                        return Ok(Some(done));
+                    }
+                }
+                Ok(Event::Value { worker, value }) => {
+                    if let Some(done) = self.answer(worker, Ok(value)) {
+                        self.pool.last_used = Instant::now();
+                        return Ok(Some(done));
+                    }
+                }
+                Ok(Event::Closed { worker, error }) => {
+                    let Some(pos) = self.pool.position(worker) else {
+                        continue;
+                    };
+                    let running = self.running_job(&self.pool.workers[pos]);
+                    let mut w = self.pool.workers.swap_remove(pos);
+                    let mut status = exit::reap(&mut w.child, &w.watch);
+                    if let Some(e) = error {
+                        status = format!("{status} (its pipe failed: {e})");
+                    }
+                    let Some((index, task)) = running else {
+                        continue; // an idle worker died: the next fill replaces it
+                    };
+                    // A worker that died (or was dying) before it began its
+                    // first batch ran none of it: the batches go elsewhere.
+                    let untouched = w.beacon.running().is_none()
+                        && w.queue
+                            .front()
+                            .and_then(|id| self.batches.get(id))
+                            .is_some_and(|b| b.answered == 0);
+                    if untouched && self.resend(std::mem::take(&mut w.queue))? {
+                        continue;
+                    }
+                    return Err(Error::WorkerDied {
+                        task: task.into(),
+                        index,
+                        pid: w.pid,
+                        status,
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+            }
+        }
+    }
+
+    fn longest_running(&self) -> Option<LongestRunning> {
+        self.pool
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let (_, ran) = w.beacon.running()?;
+                let (index, task) = self.running_job(w)?;
+                Some(LongestRunning {
+                    task,
+                    index,
+                    running_for: ran,
+                    pid: Some(w.pid),
+                })
+            })
+            .max_by_key(|l| l.running_for)
+    }
+
+    fn cancel(&mut self) {
+        self.pool.kill_busy();
+        self.batches.clear();
+        self.here.clear();
+    }
+
+    fn batch_target(&self) -> Duration {
+        BATCH_TARGET
+    }
+
+    fn into_pool(self: Box<Self>) -> Option<Processes> {
+        let mut pool = self.pool;
+        pool.last_used = Instant::now();
+        Some(pool)
+    }
+}
+
+fn encode_error(task: &str, index: usize, cause: String) -> Error {
+    Error::Codec {
+        task: task.into(),
+        index,
+        action: "encode the arguments",
+        cause,
+    }
+}
+
+fn failure_error(task: &str, index: usize, failure: Failure) -> Error {
+    let codec_error = |action, cause: String| Error::Codec {
+        task: task.into(),
+        index,
+        action,
+        cause,
+    };
+    match failure {
+        Failure::Panic { message, location } => {
+            panic_error(task, index, crate::panic::Caught { message, location })
+        }
+        Failure::UnknownTask => Error::UnknownTask {
+            task: task.into(),
+            index,
+        },
+        Failure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
+        Failure::EncodeResult(e) => codec_error("encode the result in the worker", e),
+    }
+}

@@ -1,0 +1,205 @@
+//! Starting a worker: pipes, the environment, `fork`+`exec` of this same
+//! binary, and the token that ties the worker to this parent.
+//!
+//! The child's three descriptors are made inheritable in the forked child
+//! only, so no other process ever holds them. The child is
+//! `/proc/self/exe`, never a path that a rebuild could replace. It is
+//! started from one long-lived spawner thread, because `PR_SET_PDEATHSIG`
+//! fires when the *thread* that forked exits. Before `exec`, the child
+//! checks that its parent is still alive.
+//!
+//! `PARJOB_WORKER` carries the descriptors, the CPU share, the parent's
+//! pid and a random token. The parent's first bytes on the pipe are that
+//! token, and the worker checks all three before it serves: the
+//! variable set by hand cannot turn a binary into a task server on
+//! descriptors that some other process controls.
+
+use super::THREAD_ENV_VARS;
+use crate::beacon::Beacon;
+use crate::error::{Error, Result};
+use crate::worker::{Entry, WorkerSpec, ENV_WORKER};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, OnceLock};
+
+/// A started worker, before its handshake.
+pub(super) struct Spawned {
+    pub child: Child,
+    /// The parent's (non-blocking) write end of the worker's input.
+    pub to_child: File,
+    /// The parent's read end of the worker's output.
+    pub from_child: File,
+    /// The token to write first on `to_child`.
+    pub token: [u8; 16],
+}
+
+struct SpawnRequest {
+    command: Command,
+    child_fds: [OwnedFd; 2],
+    reply: Sender<io::Result<Child>>,
+}
+
+/// Spawns from one thread that lives as long as the process, because the
+/// kernel's parent-death signal follows the thread that forked.
+fn spawner() -> io::Result<&'static Mutex<Sender<SpawnRequest>>> {
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    if let Some(spawner) = SPAWNER.get() {
+        return Ok(spawner);
+    }
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("parjob-spawner".into())
+        .spawn(move || {
+            for mut req in rx {
+                let result = req.command.spawn();
+                drop(req.child_fds);
+                let _ = req.reply.send(result);
+            }
+        })?;
+    // If two threads raced here, the loser's spawner thread ends when its
+    // sender is dropped.
+    Ok(SPAWNER.get_or_init(|| Mutex::new(tx)))
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL take no pointers.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sixteen bytes from the kernel's random source.
+fn random_token() -> io::Result<[u8; 16]> {
+    let mut token = [0u8; 16];
+    let mut filled = 0;
+    while filled < token.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer.
+        let n = unsafe {
+            libc::getrandom(token[filled..].as_mut_ptr().cast(), token.len() - filled, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            filled += n as usize;
+        }
+    }
+    Ok(token)
+}
+
+fn worker_program() -> std::path::PathBuf {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| proc_exe.to_path_buf())
+    }
+}
+
+/// Starts one worker with its share of the CPUs and its beacon.
+pub(super) fn spawn(entry: &Entry, share: usize, beacon: &Beacon) -> Result<Spawned> {
+    let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
+    let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
+    let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
+    set_nonblocking(&parent_writes).map_err(|e| Error::io("making a pipe non-blocking", e))?;
+    let token = random_token().map_err(|e| Error::io("drawing a worker token", e))?;
+    // SAFETY: getpid is async-signal-safe and called before the fork.
+    let parent = unsafe { libc::getpid() };
+    let spec = WorkerSpec {
+        read_fd: child_reads.as_raw_fd(),
+        write_fd: child_writes.as_raw_fd(),
+        beacon_fd,
+        share,
+        parent: parent as u32,
+        token,
+    };
+    let mut command = Command::new(worker_program());
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
+    if let Entry::Test { name } = entry {
+        command.args([
+            name.as_str(),
+            "--exact",
+            "--test-threads=1",
+            "-q",
+            "--nocapture",
+            "--include-ignored",
+        ]);
+    }
+    command
+        .env(ENV_WORKER, spec.to_string())
+        .stdin(Stdio::null());
+    for var in THREAD_ENV_VARS {
+        if std::env::var_os(var).is_none() {
+            command.env(var, share.to_string());
+        }
+    }
+    let keep = [child_reads.as_raw_fd(), child_writes.as_raw_fd(), beacon_fd];
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            for fd in keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The parent died before the signal was armed.
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let gone = || {
+        Error::io(
+            "spawning a worker",
+            io::Error::other("spawner thread is gone"),
+        )
+    };
+    let (reply, answer) = mpsc::channel();
+    spawner()
+        .map_err(|e| Error::io("starting the spawner thread", e))?
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(SpawnRequest {
+            command,
+            child_fds: [child_reads, child_writes],
+            reply,
+        })
+        .map_err(|_| gone())?;
+    let child = answer
+        .recv()
+        .map_err(|_| gone())?
+        .map_err(|e| Error::io(format!("spawning worker {}", worker_program().display()), e))?;
+    Ok(Spawned {
+        child,
+        to_child: File::from(parent_writes),
+        from_child: File::from(parent_reads),
+        token,
+    })
+}
