@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench foundation`
 //!
-//! 1. The seeds' sleep case: 10 tasks of sleep(1 s), n_jobs = 8, process
+//! 1. The joblib tutorials' sleep case: 10 tasks of sleep(1 s), n_jobs = 8, process
 //!    backend, workers started inside the measurement (joblib/loky: 2.81 s).
 //! 2. 2,000 tasks of 1 ms CPU: speedup over sequential on threads and on
 //!    processes (n_jobs = 2), and rayon's `par_iter` for reference.

@@ -1,4 +1,4 @@
-//! The seeds' loop examples, each as the plain loop and the same loop with
+//! The joblib tutorials' loop examples, each as the plain loop and the same loop with
 //! one line added (`#[parallel]`), with the answers and the speedup.
 //!
 //! `cargo run --release --example loops`

@@ -1,11 +1,11 @@
-//! The seeds' cache example: a 1 s `costly_compute` memoized on disk and
+//! The joblib tutorials' cache example: a 1 s `costly_compute` memoized on disk and
 //! called from worker processes. The first round computes (two workers,
 //! four columns: about 2 s); the second finds every result in the cache,
 //! written by the workers, and takes milliseconds.
 //!
 //! `cargo run --release --example memoize`
 //!
-//! joblib (seeds): sequential 4.05 s, first round 2.05 s, second 0.02 s.
+//! joblib (tutorial): sequential 4.05 s, first round 2.05 s, second 0.02 s.
 
 use parjob::prelude::*;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! parjob's quickstart: the seeds' first examples, with timings.
+//! parjob's quickstart: the joblib tutorials' first examples, with timings.
 //!
 //! `cargo run --release --example quickstart`
 //!
@@ -21,7 +21,7 @@ fn process(x: u64) -> u64 {
     x * x
 }
 
-/// The seeds' `task_demo1`: sleep one second, report who did it.
+/// The joblib tutorials' `task_demo1`: sleep one second, report who did it.
 #[parallel(n_jobs = 8, backend = "process")]
 fn sleepy(seconds: f64) -> u32 {
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -149,7 +149,8 @@ fn main() -> parjob::Result<()> {
     let started = Instant::now();
     let back: Vec<f64> = parjob::load(path)?;
     let t_load = started.elapsed().as_secs_f64();
-    let mapped = parjob::load_mmap::<f64>(path)?;
+    // SAFETY: the file is ours, and nothing writes it while it is mapped.
+    let mapped = unsafe { parjob::load_mmap::<f64>(path) }?;
     println!(
         "6. 16 MB array: dump {:.1} ms, load {:.1} ms (equal: {}), mapped element 1,999,999 = {}",
         t_dump * 1e3,

@@ -1,4 +1,4 @@
-//! The seeds' memory experiment: 150 tasks, each sleeping 0.1 s and
+//! The joblib tutorials' memory experiment: 150 tasks, each sleeping 0.1 s and
 //! returning a 10000 x 200 array of f64 (16 MB), on 2 worker processes,
 //! reduced by summation. It prints the peak RSS of the whole process tree
 //! (this process and its workers) for each way of getting the results,

@@ -144,7 +144,8 @@
 //! dump(&("model", weights.clone()), dir.join("model.zst")).unwrap(); // zstd
 //! let back: (String, Vec<f64>) = load(dir.join("model.zst")).unwrap();
 //! assert_eq!(back.1, weights);
-//! let mapped = load_mmap::<f64>(dir.join("weights.bin")).unwrap();
+//! // SAFETY: the file is ours, and nothing changes it while it is mapped.
+//! let mapped = unsafe { load_mmap::<f64>(dir.join("weights.bin")) }.unwrap();
 //! assert_eq!(mapped[9_999], 9_999.0 / 3.0);
 //! # drop(mapped);
 //! # std::fs::remove_dir_all(dir).unwrap();
@@ -204,7 +205,8 @@
 pub use ndarray;
 pub use parjob_macros::{main, memoize, parallel, parallel_for, test};
 pub use parjob_runtime::persist::{
-    dump, dump_with, load, load_from, load_mmap, load_unchecked, DumpTarget, Mapped, PersistError,
+    dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,
+    DumpTarget, Limits, Mapped, PersistError, MAX_DEPTH,
 };
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, CacheStats,

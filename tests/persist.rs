@@ -306,22 +306,21 @@ fn free_bytes(dir: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "writes a 1 GiB file and needs 3 GiB of free disk; .ci/run runs it with --ignored"]
 fn load_mmap_borrows_a_gigabyte_from_the_file() {
     let dir = scratch("mmap");
-    if free_bytes(&dir) < 3 << 30 {
-        eprintln!(
-            "SKIPPED load_mmap_borrows_a_gigabyte_from_the_file: less than 3 GiB free under {}",
-            dir.display()
-        );
-        return;
-    }
+    assert!(
+        free_bytes(&dir) >= 3 << 30,
+        "this test needs 3 GiB free under {}",
+        dir.display()
+    );
     let path = dir.join("big.bin");
     let n = 1usize << 27; // 128 Mi f64 = 1 GiB
     let data: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
     dump(&data, &path).unwrap();
     drop(data);
     assert!(std::fs::metadata(&path).unwrap().len() > 1 << 30);
-    let (mapped, grew) = peak_growth(|| load_mmap::<f64>(&path).unwrap());
+    let (mapped, grew) = peak_growth(|| unsafe { load_mmap::<f64>(&path) }.unwrap());
     assert!(grew < 1 << 20, "mapping allocated {grew} bytes");
     assert_eq!(mapped.len(), n);
     for i in [0, 1, 12_345, n / 2, n - 1] {
@@ -337,7 +336,7 @@ fn load_mmap_refuses_what_it_cannot_map() {
     let dir = scratch("mmap-refusals");
     let compressed = dir.join("a.zst");
     dump(&vec![1.0f64; 100], &compressed).unwrap();
-    let err = load_mmap::<f64>(&compressed).unwrap_err();
+    let err = unsafe { load_mmap::<f64>(&compressed) }.unwrap_err();
     assert!(
         matches!(err, PersistError::Compressed { codec: "zstd" }),
         "{err}"
@@ -346,22 +345,22 @@ fn load_mmap_refuses_what_it_cannot_map() {
     let structured = dir.join("model");
     dump(&model(), &structured).unwrap();
     assert!(matches!(
-        load_mmap::<f64>(&structured),
+        unsafe { load_mmap::<f64>(&structured) },
         Err(PersistError::WrongType { .. })
     ));
     let floats = dir.join("floats");
     dump(&vec![1.0f32; 10], &floats).unwrap();
     assert!(matches!(
-        load_mmap::<f64>(&floats),
+        unsafe { load_mmap::<f64>(&floats) },
         Err(PersistError::WrongType { .. })
     ));
     let small = dir.join("small");
     dump(&vec![7u16, 8, 9], &small).unwrap();
-    assert_eq!(&*load_mmap::<u16>(&small).unwrap(), &[7, 8, 9]);
+    assert_eq!(&*unsafe { load_mmap::<u16>(&small) }.unwrap(), &[7, 8, 9]);
     let truncated = dir.join("truncated");
     let bytes = std::fs::read(&small).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() - 1]).unwrap();
-    assert!(load_mmap::<u16>(&truncated).is_err());
+    assert!(unsafe { load_mmap::<u16>(&truncated) }.is_err());
 }
 
 /// A value whose `Serialize` fails partway.
@@ -492,7 +491,8 @@ fn what_the_fuzzer_found_fails_cleanly_and_within_memory() {
         assert!(grew < 256 << 20, "grew {grew} bytes");
         // liblzma allocates with C's malloc, which the counter does not
         // see: its dictionary size (here 0xabababab bytes, from the input)
-        // must be refused by the decoder's memory limit instead.
+        // must be refused by the decoder's memory limit, unless the load's
+        // own limit refused the header's claimed size before decoding.
         let lzma = if input.starts_with(b"PJDUMP") {
             // A whole file from before the trailer existed: given one.
             use parjob::__private::persist::format::{trailer, Header};
@@ -505,7 +505,10 @@ fn what_the_fuzzer_found_fails_cleanly_and_within_memory() {
             load_from::<Model, _>(&framed(&input, 7, &model_header)[..])
         };
         let err = lzma.unwrap_err();
-        assert!(format!("{err:?}").contains("MemLimit"), "{err:?}");
+        assert!(
+            matches!(err, PersistError::TooLarge { .. }) || format!("{err:?}").contains("MemLimit"),
+            "{err:?}"
+        );
     }
 }
 
@@ -535,7 +538,7 @@ fn ndarray_arrays_are_stored_raw_and_mapped_as_views() {
     // An array's numbers dumped as a slice map back as a view.
     let flat = dir.join("flat.bin");
     dump(array.as_slice().unwrap(), &flat).unwrap();
-    let mapped = load_mmap::<f64>(&flat).unwrap();
+    let mapped = unsafe { load_mmap::<f64>(&flat) }.unwrap();
     let view = mapped.view::<Ix2, _>((1000, 300)).unwrap();
     assert_eq!(view, array.view());
 }

@@ -29,6 +29,7 @@ pub mod codec;
 pub mod compress;
 pub mod config;
 pub mod error;
+mod files;
 mod indexed;
 pub mod ipc;
 pub mod loops;

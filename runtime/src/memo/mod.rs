@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 pub use crate::compress::Compression;
 pub use evict::Limits;
@@ -156,10 +156,7 @@ impl Cache<'_> {
                 return Err(MissReason::Unavailable);
             }
         };
-        let age = SystemTime::now()
-            .duration_since(entry.created)
-            .unwrap_or_default();
-        if self.expires_after.is_some_and(|limit| age > limit) {
+        if entry.is_expired(self.expires_after) {
             return Err(MissReason::Expired);
         }
         store::touch(&path);
@@ -237,7 +234,7 @@ impl Cache<'_> {
         // The metadata is for humans; nothing reads it back but the
         // "evicted" check, so it is written in place.
         let meta = store::metadata(self.name, arguments, took, file.len());
-        let _ = store::write_plain(&store::metadata_path(self.dir, key), meta.as_bytes());
+        let _ = store::write_atomic(&store::metadata_path(self.dir, key), meta.as_bytes());
         if let Some(limit) = self.bytes_limit {
             // Amortized: scan once a tenth of the limit has been written.
             let pending = self
@@ -327,12 +324,7 @@ impl Cache<'_> {
         let Ok(key) = key else { return false };
         let path = store::output_path(self.dir, &key);
         match store::read(&path) {
-            Ok(entry) => {
-                let age = SystemTime::now()
-                    .duration_since(entry.created)
-                    .unwrap_or_default();
-                !self.expires_after.is_some_and(|limit| age > limit)
-            }
+            Ok(entry) => !entry.is_expired(self.expires_after),
             Err(_) => false,
         }
     }
@@ -360,8 +352,12 @@ const FINGERPRINT_LINE: &str = "// parjob fingerprint: ";
 fn check_code(dir: &Path, name: &str, source: &str, code: &Key) -> bool {
     let path = dir.join(CODE_FILE);
     let fingerprint = key::hex(code);
-    let recorded = std::fs::read_to_string(&path).ok().and_then(|text| {
-        text.lines()
+    // The source file is for humans, but its fingerprint line is read:
+    // only from a regular file, and only so much of it.
+    let text = crate::files::read_small(&path, 16 << 20).ok();
+    let recorded = text.and_then(|bytes| {
+        String::from_utf8_lossy(&bytes)
+            .lines()
             .find_map(|l| l.strip_prefix(FINGERPRINT_LINE).map(str::to_owned))
     });
     if recorded.as_deref() == Some(fingerprint.as_str()) {

@@ -12,24 +12,29 @@
 //!
 //! An output file starts with a 72-byte header: the magic `PJMEMO`, the
 //! format version, the codec, the creation time, the compute time, the
-//! payload length and the payload's sha256. Every write goes to a unique
-//! temporary name (pid, thread, counter, random) in the same directory and
-//! is renamed into place, which is atomic: a reader sees the old file, the
-//! new one, or none. A file whose header or checksum does not match is
-//! reported as corrupt, never decoded. The file's mtime is the entry's last
-//! use: a hit sets it, and eviction reads it.
+//! payload length, a sha256 over those fields and the payload, and the
+//! value's decompressed length. Every write goes to a unique temporary name
+//! (host, pid, random) in the same directory and is renamed into place,
+//! which is atomic: a reader sees the old file, the new one, or none; the
+//! leftovers of writers that died are swept (`files`). A read opens only a
+//! regular file, reads exactly the size its header records, and
+//! decompresses no more than the recorded length. A file whose header or
+//! checksum does not match is reported as corrupt, never decoded. The
+//! file's mtime is the entry's last use: a hit sets it, and eviction reads
+//! it.
 
 use super::key::{hex, Key};
 use super::Compression;
 use sha2::{Digest, Sha256};
-use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MAGIC: &[u8; 6] = b"PJMEMO";
-const VERSION: u8 = 1;
+/// 2: the checksum covers the header's fields; the value's length is recorded.
+const VERSION: u8 = 2;
+/// A creation time further ahead than this is not trusted to give an age.
+pub const FUTURE_SLACK: Duration = Duration::from_secs(300);
 /// The size of an output file's header.
 pub const HEADER: usize = 72;
 
@@ -62,6 +67,22 @@ pub struct Entry {
     pub value: Vec<u8>,
 }
 
+impl Entry {
+    /// Whether the entry is older than `limit`. An entry dated more than
+    /// [`FUTURE_SLACK`] ahead (a clock set wrong, or a forged date) has no
+    /// age it can be trusted for, so under a limit it counts as expired.
+    pub fn is_expired(&self, limit: Option<Duration>) -> bool {
+        let Some(limit) = limit else {
+            return false;
+        };
+        let now = SystemTime::now();
+        match now.duration_since(self.created) {
+            Ok(age) => age > limit,
+            Err(ahead) => ahead.duration() > FUTURE_SLACK,
+        }
+    }
+}
+
 /// Why an entry could not be used.
 pub enum Unusable {
     /// There is no output file.
@@ -72,13 +93,38 @@ pub enum Unusable {
     Io(io::Error),
 }
 
-/// Reads and checks an entry.
+/// Reads and checks an entry. Only a regular file is read (a FIFO or a
+/// device in its place is corrupt, a miss), and only as many bytes as its
+/// header records.
 pub fn read(path: &Path) -> Result<Entry, Unusable> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
+    let (file, size) = match crate::files::open_regular(path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(Unusable::Corrupt(e.to_string()))
+        }
         Err(e) => return Err(Unusable::Io(e)),
     };
+    let mut file = file.take(size);
+    let mut head = [0u8; HEADER];
+    if size < HEADER as u64 {
+        return Err(Unusable::Corrupt(format!(
+            "{size} bytes, shorter than the {HEADER}-byte header"
+        )));
+    }
+    file.read_exact(&mut head).map_err(Unusable::Io)?;
+    let len = u64_at(&head, 24);
+    if Some(size) != len.checked_add(HEADER as u64) {
+        return Err(Unusable::Corrupt(format!(
+            "{size} bytes where the header records {len} after it"
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(size as usize)
+        .map_err(|_| Unusable::Corrupt(format!("{size} bytes cannot be allocated")))?;
+    bytes.extend_from_slice(&head);
+    file.read_to_end(&mut bytes).map_err(Unusable::Io)?;
     parse(&bytes).map_err(Unusable::Corrupt)
 }
 
@@ -109,6 +155,7 @@ pub fn parse(bytes: &[u8]) -> Result<Entry, String> {
     let created = UNIX_EPOCH + Duration::from_nanos(u64_at(bytes, 8));
     let compute = Duration::from_nanos(u64_at(bytes, 16));
     let len = u64_at(bytes, 24);
+    let value_len = u64_at(bytes, 64);
     let payload = &bytes[HEADER..];
     if payload.len() as u64 != len {
         return Err(format!(
@@ -116,20 +163,59 @@ pub fn parse(bytes: &[u8]) -> Result<Entry, String> {
             payload.len()
         ));
     }
-    let checksum: [u8; 32] = Sha256::digest(payload).into();
-    if checksum[..] != bytes[32..64] {
+    if checksum(&bytes[..32], payload)[..] != bytes[32..64] {
         return Err("checksum mismatch".into());
     }
     if !Compression::known(codec) {
         return Err(format!("unknown codec {codec}"));
     }
-    let value =
-        Compression::decompress(codec, payload).map_err(|e| format!("cannot decompress: {e}"))?;
+    let value = decompress(codec, payload, value_len)?;
     Ok(Entry {
         created,
         compute,
         value,
     })
+}
+
+/// The sha256 of the header's fields (before the checksum) and the payload.
+fn checksum(fields: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(fields);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// Decompresses exactly `value_len` bytes, allocated fallibly.
+fn decompress(codec: u8, payload: &[u8], value_len: u64) -> Result<Vec<u8>, String> {
+    let limit = crate::persist::Limits::default().max_bytes;
+    if value_len > limit {
+        return Err(format!(
+            "a value of {value_len} bytes, over the {limit}-byte limit"
+        ));
+    }
+    let mut value = Vec::new();
+    value
+        .try_reserve_exact(value_len as usize)
+        .map_err(|_| format!("{value_len} bytes cannot be allocated"))?;
+    let mut decoder =
+        Compression::decoder(codec, payload).map_err(|e| format!("cannot decompress: {e}"))?;
+    // One byte more than recorded, to see a stream that runs long.
+    (&mut decoder)
+        .take(value_len.saturating_add(1))
+        .read_to_end(&mut value)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    if value.len() as u64 != value_len {
+        return Err(format!(
+            "decompressed to {}{} bytes where the header records {value_len}",
+            value.len(),
+            if value.len() as u64 > value_len {
+                "+"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(value)
 }
 
 /// The bytes of an output file for `value` (bincode bytes).
@@ -146,61 +232,22 @@ pub fn encode(value: &[u8], compression: Compression, compute: Duration) -> io::
     out.extend_from_slice(&created.to_le_bytes());
     out.extend_from_slice(&(compute.as_nanos() as u64).to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&payload));
-    out.extend_from_slice(&[0u8; 8]);
+    let sum = checksum(&out, &payload);
+    out.extend_from_slice(&sum);
+    out.extend_from_slice(&(value.len() as u64).to_le_bytes());
     debug_assert_eq!(out.len(), HEADER);
     out.extend_from_slice(&payload);
     Ok(out)
 }
 
-/// A name no other writer uses: the pid, the thread, a process-wide
-/// counter, and a random number drawn once per process (from std's
-/// randomly seeded hasher), so a reused pid cannot collide either.
-fn temp_name(target: &Path) -> PathBuf {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let salt = SALT.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
-        h.finish()
-    });
-    // SAFETY: gettid has no preconditions.
-    let thread = unsafe { libc::syscall(libc::SYS_gettid) };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(
-        ".{name}.tmp.{}.{thread}.{}.{salt:016x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Writes `bytes` to `path` atomically: a unique temporary file in the same
-/// directory, then a rename. On any failure the temporary file is removed
-/// and whatever was at `path` is left as it was.
+/// Writes `bytes` to `path` atomically (see `files::write_atomic`): a
+/// reader sees the old file or the new one, and a failed write leaves the
+/// old one as it was. A symlink at `path` is replaced, never followed: a
+/// link planted in the cache cannot redirect a write.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = temp_name(path);
-    let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
-}
-
-/// Writes `bytes` to `path` in place: for the metadata file, which no
-/// reader depends on, so it skips the rename.
-pub fn write_plain(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    fs::write(path, bytes)
+    crate::files::write_atomic(path, crate::files::Links::Replace, |file| {
+        file.write_all(bytes)
+    })
 }
 
 /// Records a use of the entry at `path`: its mtime becomes now. Failing
@@ -277,11 +324,33 @@ mod tests {
             for cut in [0, 10, HEADER - 1, HEADER, file.len() - 1] {
                 assert!(parse(&file[..cut]).is_err(), "{compression:?} cut at {cut}");
             }
-            let mut flipped = file.clone();
-            let at = file.len() / 2 + HEADER / 2;
-            flipped[at] ^= 0x40;
-            assert!(parse(&flipped).is_err());
+            // A flipped bit anywhere, in the payload or in the header's
+            // fields (the creation time included), is caught.
+            for at in [9, 17, file.len() / 2 + HEADER / 2, file.len() - 1] {
+                let mut flipped = file.clone();
+                flipped[at] ^= 0x40;
+                assert!(parse(&flipped).is_err(), "{compression:?} flip at {at}");
+            }
         }
+    }
+
+    #[test]
+    fn entries_dated_ahead_expire_under_a_limit() {
+        let at = |created: SystemTime| Entry {
+            created,
+            compute: Duration::ZERO,
+            value: Vec::new(),
+        };
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let limit = Some(day);
+        assert!(!at(now).is_expired(limit));
+        assert!(at(now - 2 * day).is_expired(limit));
+        // A little ahead is clock skew; far ahead is a date not to trust.
+        assert!(!at(now + Duration::from_secs(60)).is_expired(limit));
+        assert!(at(now + 365 * day).is_expired(limit));
+        // Without a limit nothing expires.
+        assert!(!at(now + 365 * day).is_expired(None));
     }
 
     #[test]

@@ -12,7 +12,10 @@ use crate::plain::Kind;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use std::fmt;
 
-/// The deepest nesting of sequences, maps, structs and enums read.
+/// The deepest nesting of sequences, maps, tuples, structs and enums that
+/// a load accepts, and so that a dump writes (options and boxes are not
+/// levels). A `struct Node { next: Option<Box<Node>> }` list may be 512
+/// nodes long; a tree, 512 levels deep.
 pub const MAX_DEPTH: usize = 512;
 /// Elements that take no bytes (`Vec<()>`) can outnumber the bytes left by
 /// at most this many.
@@ -43,15 +46,18 @@ pub struct Reader<'de> {
     bytes: &'de [u8],
     pos: usize,
     depth: usize,
+    max_depth: usize,
 }
 
 impl<'de> Reader<'de> {
-    /// A reader at the payload's start.
-    pub fn new(bytes: &'de [u8]) -> Self {
+    /// A reader at the payload's start that accepts nesting up to
+    /// `max_depth` (never more than [`MAX_DEPTH`]).
+    pub fn new(bytes: &'de [u8], max_depth: usize) -> Self {
         Reader {
             bytes,
             pos: 0,
             depth: 0,
+            max_depth: max_depth.min(MAX_DEPTH),
         }
     }
 
@@ -101,8 +107,11 @@ impl<'de> Reader<'de> {
 
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(ReadError(format!("nesting deeper than {MAX_DEPTH}")));
+        if self.depth > self.max_depth {
+            return Err(ReadError(format!(
+                "nesting deeper than {} levels",
+                self.max_depth
+            )));
         }
         Ok(())
     }
@@ -188,12 +197,9 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.u8()? {
             0 => visitor.visit_none(),
-            1 => {
-                self.enter()?;
-                let value = visitor.visit_some(&mut *self);
-                self.leave();
-                value
-            }
+            // Not a level: a recursive type nests through a struct, enum,
+            // tuple or sequence, which are counted.
+            1 => visitor.visit_some(&mut *self),
             other => Err(ReadError(format!("{other} is not an option tag"))),
         }
     }

@@ -74,17 +74,41 @@ impl<P: Plain> std::fmt::Debug for Mapped<P> {
     }
 }
 
-/// Maps the dump at `path`, which must hold a `Vec<P>`, `[P]` or `Box<[P]>`
-/// written without compression.
-pub fn load_mmap<P: Plain>(path: &Path) -> Result<Mapped<P>, PersistError> {
+/// Maps the uncompressed dump of a numeric array at `path` (a dumped
+/// `Vec<P>`, `[P]` or `Box<[P]>`): O(1) in its size, with the elements
+/// borrowed from the mapping. Only a regular file is mapped; anything else
+/// (a FIFO, `/dev/zero`) is an error before a byte is read.
+///
+/// For a safe copy that nobody else can change, use
+/// [`load::<Vec<P>>`](super::load), which reads the same file.
+///
+/// # Safety
+///
+/// The returned slice is backed by the file, so the caller must make sure
+/// that nothing writes to or truncates the file while the [`Mapped`] lives
+/// (as with memmap2's `Mmap::map`). A write can change the numbers under a
+/// shared borrow, and a truncation makes reading the lost pages kill the
+/// process with `SIGBUS`. A file that only your program writes, and only
+/// through `dump` (which replaces the file by renaming a new one over it
+/// and so never changes a mapped one), is safe to map.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("parjob-doc-mmap-{}", std::process::id()));
+/// parjob_runtime::persist::dump(&vec![0.5f64; 1000], &path).unwrap();
+/// // SAFETY: this file is ours, and nothing changes it while it is mapped.
+/// let mapped = unsafe { parjob_runtime::persist::load_mmap::<f64>(&path) }.unwrap();
+/// assert_eq!(mapped.iter().sum::<f64>(), 500.0);
+/// # drop(mapped);
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub unsafe fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, PersistError> {
     use std::os::unix::io::AsRawFd;
-    let file = std::fs::File::open(path)?;
-    let size = file.metadata()?.len();
+    let (file, size) = crate::files::open_regular(path.as_ref())?;
     let size =
         usize::try_from(size).map_err(|_| PersistError::Corrupt("file too large to map".into()))?;
     if size < HEADER {
         let mut head = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut head)?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, HEADER as u64), &mut head)?;
         Header::decode(&head)?;
     }
     // SAFETY: a fresh read-only private mapping of an open file; the

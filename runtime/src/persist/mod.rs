@@ -1,10 +1,27 @@
 //! `dump` and `load`: joblib's persistence, for any serde type, as fast as
-//! the disk on large numeric data, and safe to load from a file you did
+//! the disk on large numeric data, and bounded when loading a file you did
 //! not write.
 //!
 //! - [`format`](mod@format): the header and the payload encoding.
 //! - `ser` / `de`: the payload's serde serializer and deserializer.
+//! - `dump`: writing, to a path (atomically) or a writer.
+//! - `load`: reading, checked and bounded by [`Limits`].
 //! - `mmap`: [`load_mmap`], a numeric array borrowed from a mapping.
+//!
+//! # What a load promises, whoever wrote the file
+//! - It never runs code: a dump is data, and only the type you name is built.
+//! - It never panics, aborts or hangs: only regular files are opened (a
+//!   FIFO, `/dev/zero` or a socket is an error before a byte is read), and
+//!   every failure is a [`PersistError`].
+//! - It reads at most the file, and a decompressed payload of at most
+//!   [`Limits::max_bytes`]. Buffers whose size comes from the file are
+//!   allocated fallibly: memory the system refuses is
+//!   [`PersistError::OutOfMemory`], not an abort.
+//! - Nesting is bounded by [`Limits::max_depth`] (at most [`MAX_DEPTH`],
+//!   which is also what a dump writes), so no file can overflow the stack.
+//! - The value built from the payload (its `Vec`s and `String`s, grown by
+//!   serde as elements arrive) takes memory in proportion to the payload,
+//!   at most a small multiple of it; choose `max_bytes` with that in mind.
 //!
 //! A dump to a path streams the value once through the codec into a file
 //! and then writes the header over the zeros it left at the start. A dump
@@ -24,18 +41,18 @@
 pub mod format;
 
 mod de;
+mod dump;
+mod load;
 mod mmap;
 mod ser;
 
 pub use crate::compress::Compression;
-pub use mmap::Mapped;
+pub use de::MAX_DEPTH;
+pub use dump::{dump, dump_with, DumpTarget};
+pub use load::{load, load_from, load_from_with, load_unchecked, load_with};
+pub use mmap::{load_mmap, Mapped};
 
-use crate::plain::{self, Kind, Plain};
-use format::{fingerprint, mode, padding, trailer, Header, HEADER};
-use serde::{de::DeserializeOwned, Serialize};
-use std::fs;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io;
 
 /// What can go wrong in `dump` or `load`.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +95,23 @@ pub enum PersistError {
     /// The value could not be encoded (a `Serialize` impl failed).
     #[error("cannot encode: {0}")]
     Encode(String),
+    /// `dump` of a value nested deeper than a load accepts.
+    #[error("the value nests deeper than {MAX_DEPTH} levels (structs, enums, tuples, sequences and maps), which `load` refuses in order to bound its stack: store a long chain or deep tree as a flat Vec (of nodes with indices) instead")]
+    TooDeep,
+    /// The payload is larger than the load's limit.
+    #[error("the payload is {bytes} bytes, over this load's limit of {limit} bytes (Limits::max_bytes): if you trust the file, load it with `load_with` and a higher limit")]
+    TooLarge {
+        /// What the file says the payload holds.
+        bytes: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The system refused memory for a buffer the file asked for.
+    #[error("out of memory: {bytes} bytes for the payload could not be allocated (lower Limits::max_bytes, or free memory)")]
+    OutOfMemory {
+        /// The allocation that failed.
+        bytes: u64,
+    },
     /// `load_mmap` of a compressed file.
     #[error("the file is compressed with {codec}: only an uncompressed dump can be memory-mapped; dump it with Compression::None (no compressing extension) or use `load`")]
     Compressed {
@@ -94,468 +128,47 @@ impl From<ser::WriteError> for PersistError {
         match e {
             ser::WriteError::Io(e) => PersistError::Io(e),
             ser::WriteError::Encode(m) => PersistError::Encode(m),
+            ser::WriteError::TooDeep => PersistError::TooDeep,
         }
     }
 }
 
-/// Where `dump_with` writes: a path (`&str`, `String`, `&Path`,
-/// `PathBuf`), written through a temporary file and a rename, or any
-/// writer (`&mut W`).
-pub trait DumpTarget {
-    /// Writes the dump.
-    fn dump_bytes<T: Serialize + ?Sized>(
-        self,
-        value: &T,
-        compression: Compression,
-    ) -> Result<(), PersistError>;
-}
-
-macro_rules! path_target {
-    ($($t:ty),*) => {$(
-        impl DumpTarget for $t {
-            fn dump_bytes<T: Serialize + ?Sized>(self, value: &T, compression: Compression) -> Result<(), PersistError> {
-                dump_to_path(value, self.as_ref(), compression)
-            }
-        }
-    )*};
-}
-
-path_target!(&str, String, &String, &Path, PathBuf, &PathBuf);
-
-impl<W: Write + ?Sized> DumpTarget for &mut W {
-    fn dump_bytes<T: Serialize + ?Sized>(
-        self,
-        value: &T,
-        compression: Compression,
-    ) -> Result<(), PersistError> {
-        dump_to_writer(value, self, compression)
-    }
-}
-
-/// Saves `value` to `path`, compressed as the extension asks (`.z`, `.gz`,
-/// `.bz2`, `.xz`, `.lzma`, `.lz4`, `.zst`; anything else: uncompressed).
+/// Bounds on a load, for files you did not write. The defaults are
+/// [`Limits::default`]; a field can be set alone:
 ///
 /// ```
-/// let path = std::env::temp_dir().join(format!("parjob-doc-dump-{}.gz", std::process::id()));
-/// let data: Vec<f64> = (0..1000).map(|i| i as f64).collect();
-/// parjob_runtime::persist::dump(&data, &path).unwrap();
-/// let back: Vec<f64> = parjob_runtime::persist::load(&path).unwrap();
-/// assert_eq!(back, data);
-/// std::fs::remove_file(path).unwrap();
+/// use parjob_runtime::persist::Limits;
+/// let strict = Limits { max_bytes: 64 << 20, ..Limits::default() };
+/// assert_eq!(strict.max_depth, parjob_runtime::persist::MAX_DEPTH);
 /// ```
-pub fn dump<T: Serialize + ?Sized>(value: &T, path: impl AsRef<Path>) -> Result<(), PersistError> {
-    let path = path.as_ref();
-    dump_to_path(value, path, Compression::from_extension(path))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest payload a load accepts, in bytes, after decompression.
+    /// Default: the machine's physical memory (16 GiB where it cannot be
+    /// read). A larger payload is [`PersistError::TooLarge`] before
+    /// anything is allocated for it.
+    pub max_bytes: u64,
+    /// The deepest nesting a load accepts. Default and maximum:
+    /// [`MAX_DEPTH`]; a larger value counts as `MAX_DEPTH`.
+    pub max_depth: usize,
 }
 
-/// Saves `value` to a path or a writer with this compression.
-pub fn dump_with<T: Serialize + ?Sized>(
-    value: &T,
-    target: impl DumpTarget,
-    compression: Compression,
-) -> Result<(), PersistError> {
-    target.dump_bytes(value, compression)
-}
-
-/// The header for `value`: one pass that measures and checksums.
-fn header_for<T: Serialize + ?Sized>(
-    value: &T,
-    compression: Compression,
-) -> Result<Header, PersistError> {
-    let mut sink = ser::Sink::new(io::sink());
-    ser::write(&mut sink, value)?;
-    let (payload_len, checksum, _) = sink.finish();
-    Ok(Header {
-        codec: compression.tag(),
-        fingerprint: fingerprint::<T>(),
-        payload_len,
-        checksum,
-    })
-}
-
-/// Counts and hashes what reaches the file: the stored (compressed)
-/// bytes, whose hash is the trailer.
-struct Stored<W: Write> {
-    inner: W,
-    /// `None` when the stored bytes are the payload, already hashed.
-    hash: Option<xxhash_rust::xxh3::Xxh3>,
-}
-
-impl<W: Write> Write for Stored<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if let Some(hash) = &mut self.hash {
-            hash.update(&buf[..n]);
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: physical_memory().unwrap_or(16 << 30),
+            max_depth: MAX_DEPTH,
         }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
-/// Streams `value`'s payload through the codec into `w`. Returns the
-/// payload's length and checksum, and the hash of the stored bytes (the
-/// payload's own when uncompressed: the same bytes).
-fn stream_payload<T: Serialize + ?Sized, W: Write>(
-    value: &T,
-    w: &mut W,
-    compression: Compression,
-) -> Result<(u64, u64, u64), PersistError> {
-    let raw = compression == Compression::None;
-    let stored = Stored {
-        inner: w,
-        hash: (!raw).then(xxhash_rust::xxh3::Xxh3::new),
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
     };
-    let mut sink = ser::Sink::new(compression.encoder(stored)?);
-    ser::write(&mut sink, value)?;
-    let (len, checksum, encoder) = sink.finish();
-    let stored = encoder.finish()?;
-    Ok((len, checksum, stored.hash.map_or(checksum, |h| h.digest())))
-}
-
-fn dump_to_writer<T: Serialize + ?Sized, W: Write + ?Sized>(
-    value: &T,
-    w: &mut W,
-    compression: Compression,
-) -> Result<(), PersistError> {
-    let header = header_for(value, compression)?;
-    let mut w = BufWriter::with_capacity(1 << 20, w);
-    w.write_all(&header.encode())?;
-    let (len, checksum, stored_hash) = stream_payload(value, &mut w, compression)?;
-    if (len, checksum) != (header.payload_len, header.checksum) {
-        return Err(PersistError::Encode(
-            "the value serialized differently on the second pass (a Serialize impl that is not deterministic)".into(),
-        ));
-    }
-    w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
-    w.flush()?;
-    Ok(())
-}
-
-/// One pass into a file: a zeroed header, the payload streamed through
-/// the codec while it is measured and checksummed, the trailer, and then
-/// the real header written over the zeros.
-fn dump_to_file<T: Serialize + ?Sized>(
-    value: &T,
-    file: &mut fs::File,
-    compression: Compression,
-) -> Result<(), PersistError> {
-    use std::io::{Seek, SeekFrom};
-    let mut w = BufWriter::with_capacity(1 << 20, &mut *file);
-    w.write_all(&[0u8; HEADER])?;
-    let (payload_len, checksum, stored_hash) = stream_payload(value, &mut w, compression)?;
-    let header = Header {
-        codec: compression.tag(),
-        fingerprint: fingerprint::<T>(),
-        payload_len,
-        checksum,
-    };
-    w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
-    w.flush()?;
-    drop(w);
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&header.encode())?;
-    Ok(())
-}
-
-fn dump_to_path<T: Serialize + ?Sized>(
-    value: &T,
-    path: &Path,
-    compression: Compression,
-) -> Result<(), PersistError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(
-        ".{name}.parjob-tmp.{}.{}",
-        std::process::id(),
-        unique()
-    ));
-    let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        dump_to_file(value, &mut file, compression)?;
-        fs::rename(&temp, path)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Loads a `T` from `path`, whatever its codec (read from the header).
-pub fn load<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T, PersistError> {
-    let file = fs::File::open(path.as_ref())?;
-    let len = file.metadata()?.len();
-    load_checked(file, true, Some(len))
-}
-
-/// Loads a `T` from a reader.
-pub fn load_from<T: DeserializeOwned, R: Read>(reader: R) -> Result<T, PersistError> {
-    load_checked(reader, true, None)
-}
-
-/// Loads a `T` from `path` without the type-fingerprint check (for a file
-/// whose type name changed, say after a crate rename or a compiler
-/// upgrade). Every other check still applies.
-pub fn load_unchecked<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T, PersistError> {
-    let file = fs::File::open(path.as_ref())?;
-    let len = file.metadata()?.len();
-    load_checked(file, false, Some(len))
-}
-
-/// Maps the uncompressed dump of a numeric array at `path`: O(1) in its
-/// size, with the elements borrowed from the mapping.
-pub fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, PersistError> {
-    mmap::load_mmap(path.as_ref())
-}
-
-fn load_checked<T: DeserializeOwned, R: Read>(
-    mut reader: R,
-    check_type: bool,
-    file_len: Option<u64>,
-) -> Result<T, PersistError> {
-    let mut head = Vec::with_capacity(HEADER);
-    (&mut reader).take(HEADER as u64).read_to_end(&mut head)?;
-    let header = Header::decode(&head)?;
-    if check_type && header.fingerprint != fingerprint::<T>() {
-        return Err(PersistError::WrongType {
-            expected: std::any::type_name::<T>().to_string(),
-        });
-    }
-    if header.codec == Compression::None.tag() {
-        // Stored bytes are the payload: read it as it streams.
-        let available = file_len.map(|n| n.saturating_sub((HEADER + TRAILER) as u64));
-        let value = read_payload::<T>(&mut reader, &header, true, available)?;
-        let mut end = [0u8; TRAILER];
-        read_exact_or_truncated(&mut reader, &mut end, &header, header.payload_len)?;
-        if u64::from_le_bytes(end) != trailer(&header, header.checksum) {
-            return Err(PersistError::Corrupt(
-                "the trailer does not match the header and payload".into(),
-            ));
-        }
-        return at_end(&mut reader).map(|()| value);
-    }
-    // Compressed: the stored bytes are checked whole before any of them is
-    // decompressed. They are read as they come, so a header cannot make
-    // this allocate more than the file holds.
-    let mut stored = Vec::new();
-    reader.read_to_end(&mut stored)?;
-    if stored.len() < TRAILER {
-        return Err(PersistError::Truncated {
-            expected: (HEADER + TRAILER) as u64,
-            found: (HEADER + stored.len()) as u64,
-        });
-    }
-    let (body, end) = stored.split_at(stored.len() - TRAILER);
-    let expected = trailer(&header, xxhash_rust::xxh3::xxh3_64(body));
-    if expected != u64::from_le_bytes(end.try_into().expect("8 bytes")) {
-        return Err(PersistError::Corrupt(
-            "the header or the stored bytes do not match the trailer".into(),
-        ));
-    }
-    // The header and stored bytes are exactly those written, and
-    // decompression is deterministic, so the payload is too: its own
-    // checksum would only repeat the trailer's verdict. A plausible size
-    // for it bounds the first allocation (the rest grows as data comes).
-    let mut decoder = Compression::slice_decoder(header.codec, body)?;
-    let plausible = (body.len() as u64).saturating_mul(64);
-    let value = read_payload::<T>(&mut decoder, &header, false, Some(plausible))?;
-    at_end(&mut decoder).map(|()| value)
-}
-
-/// The trailer's size.
-const TRAILER: usize = 8;
-
-fn at_end(r: &mut dyn Read) -> Result<(), PersistError> {
-    let mut extra = [0u8; 1];
-    loop {
-        match r.read(&mut extra) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {
-                return Err(PersistError::Corrupt(
-                    "bytes after the end of the dump".into(),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Reads and decodes the (uncompressed) payload, checking its checksum
-/// when `verify` (when nothing checked these bytes already).
-fn read_payload<T: DeserializeOwned>(
-    r: &mut dyn Read,
-    header: &Header,
-    verify: bool,
-    available: Option<u64>,
-) -> Result<T, PersistError> {
-    if let Some(value) = read_plain_vec::<T>(r, header, verify, available)? {
-        return Ok(value);
-    }
-    // Read what is there, growing the buffer only as bytes arrive: a
-    // header that claims more than the file holds allocates nothing extra.
-    let mut bytes = Vec::new();
-    r.take(header.payload_len).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 != header.payload_len {
-        return Err(PersistError::Truncated {
-            expected: header.payload_len,
-            found: bytes.len() as u64,
-        });
-    }
-    if verify && xxhash_rust::xxh3::xxh3_64(&bytes) != header.checksum {
-        return Err(PersistError::Corrupt("checksum mismatch".into()));
-    }
-    let mut reader = de::Reader::new(&bytes);
-    let value = T::deserialize(&mut reader).map_err(|e| PersistError::Corrupt(e.0))?;
-    if !reader.at_end() {
-        return Err(PersistError::Corrupt("bytes left after the value".into()));
-    }
-    Ok(value)
-}
-
-/// The top-level `Vec` of numbers, read straight into its buffer.
-fn read_plain_vec<T: DeserializeOwned>(
-    r: &mut dyn Read,
-    header: &Header,
-    verify: bool,
-    available: Option<u64>,
-) -> Result<Option<T>, PersistError> {
-    macro_rules! try_kinds {
-        ($($p:ty),*) => {$(
-            if plain::is_vec_of::<T, $p>() {
-                let v: Vec<$p> = read_raw_array(r, header, verify, available)?;
-                let v = std::mem::ManuallyDrop::new(v);
-                // SAFETY: `T` is `Vec<$p>` (checked by `TypeId`), so this
-                // moves the vector out as its own type.
-                return Ok(Some(unsafe { std::ptr::read(&*v as *const Vec<$p> as *const T) }));
-            }
-        )*};
-    }
-    try_kinds!(f64, f32, u8, i8, u16, i16, u32, i32, u64, i64, u128, i128, usize, isize);
-    Ok(None)
-}
-
-/// Reads a raw array payload (`len`, mode, kind, padding, bytes) into a
-/// `Vec<P>`, checking the checksum as it goes.
-fn read_raw_array<P: Plain>(
-    r: &mut dyn Read,
-    header: &Header,
-    verify: bool,
-    available: Option<u64>,
-) -> Result<Vec<P>, PersistError> {
-    let mut hash = xxhash_rust::xxh3::Xxh3::new();
-    let mut front = [0u8; 10];
-    read_exact_or_truncated(r, &mut front, header, 0)?;
-    hash.update(&front);
-    let len = u64::from_le_bytes(front[..8].try_into().expect("8 bytes"));
-    if front[8] != mode::RAW || Kind::from_byte(front[9]) != Some(P::KIND) {
-        return Err(PersistError::Corrupt(
-            "the array is not stored raw with its element type".into(),
-        ));
-    }
-    let pad = padding(10);
-    let mut zeros = [0u8; 64];
-    read_exact_or_truncated(r, &mut zeros[..pad], header, 10)?;
-    hash.update(&zeros[..pad]);
-    let size = std::mem::size_of::<P>() as u64;
-    let expected = len
-        .checked_mul(size)
-        .and_then(|b| b.checked_add(10 + pad as u64));
-    if expected != Some(header.payload_len) {
-        return Err(PersistError::Corrupt(format!(
-            "an array of {len} elements in a payload of {} bytes",
-            header.payload_len
-        )));
-    }
-    // The first allocation is what the file can back (the whole array when
-    // it fits in the bytes known to be there, else 1 MiB), zeroed by the
-    // allocator (fresh pages, no memset). Past it the vector doubles as
-    // data arrives, so a length the data does not back costs at most the
-    // memory of the data read so far, twice.
-    let total = len as usize;
-    let backed = available.unwrap_or(0).max(1 << 20) / size;
-    let mut values: Vec<P> = vec![zero::<P>(); total.min(backed as usize)];
-    advise_huge_pages(&mut values);
-    let mut start = 0;
-    loop {
-        let bytes = plain::as_bytes_mut(&mut values[start..]);
-        let at = 10 + pad as u64 + start as u64 * size;
-        read_exact_or_truncated(r, bytes, header, at)?;
-        if verify {
-            hash.update(bytes);
-        }
-        start = values.len();
-        if start == total {
-            break;
-        }
-        values.resize(total.min(start.saturating_mul(2)), zero::<P>());
-    }
-    if verify && hash.digest() != header.checksum {
-        return Err(PersistError::Corrupt("checksum mismatch".into()));
-    }
-    Ok(values)
-}
-
-/// Asks the kernel to back a large, not yet touched buffer with huge pages
-/// (where transparent huge pages are on `madvise`): filling it then takes
-/// one fault per 2 MiB instead of one per 4 KiB. Only advice: a refusal
-/// changes nothing.
-fn advise_huge_pages<P: Plain>(values: &mut [P]) {
-    const HUGE: usize = 2 << 20;
-    let start = values.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(values);
-    let aligned = (start + HUGE - 1) & !(HUGE - 1);
-    if end >= aligned + HUGE {
-        let len = (end - aligned) & !(HUGE - 1);
-        // SAFETY: the range lies inside `values`' own allocation, and
-        // MADV_HUGEPAGE changes how pages are backed, never their contents.
-        unsafe {
-            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-fn zero<P: Plain>() -> P {
-    // SAFETY: all-zero bytes are a valid value of every plain number.
-    unsafe { std::mem::zeroed() }
-}
-
-fn read_exact_or_truncated(
-    r: &mut dyn Read,
-    buf: &mut [u8],
-    header: &Header,
-    at: u64,
-) -> Result<(), PersistError> {
-    let mut done = 0;
-    while done < buf.len() {
-        match r.read(&mut buf[done..]) {
-            Ok(0) => {
-                return Err(PersistError::Truncated {
-                    expected: header.payload_len,
-                    found: at + done as u64,
-                })
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }

@@ -8,6 +8,7 @@
 //! first element's kind decides), so `ndarray`'s element sequences are raw
 //! too.
 
+use super::de::MAX_DEPTH;
 use super::format::{mode, padding, ALIGN, UNKNOWN_LEN};
 use crate::plain::Kind;
 use serde::ser::{self, Impossible, Serialize};
@@ -25,6 +26,8 @@ const RAW_MIN_ELEMENTS: usize = 32;
 pub enum WriteError {
     /// The writer failed.
     Io(io::Error),
+    /// The value nests deeper than a load accepts.
+    TooDeep,
     /// A `Serialize` impl failed, or asked for something the format cannot hold.
     Encode(String),
 }
@@ -33,6 +36,7 @@ impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriteError::Io(e) => write!(f, "{e}"),
+            WriteError::TooDeep => write!(f, "nesting deeper than {MAX_DEPTH} levels"),
             WriteError::Encode(m) => f.write_str(m),
         }
     }
@@ -59,6 +63,9 @@ pub struct Sink<W: Write> {
     inner: W,
     pos: u64,
     hash: xxhash_rust::xxh3::Xxh3,
+    /// How deep the value being written is nested, counted as the loader
+    /// counts it, so nothing is written that a load would refuse.
+    depth: usize,
 }
 
 impl<W: Write> Sink<W> {
@@ -68,7 +75,21 @@ impl<W: Write> Sink<W> {
             inner,
             pos: 0,
             hash: xxhash_rust::xxh3::Xxh3::new(),
+            depth: 0,
         }
+    }
+
+    /// Goes `levels` deeper; an error past [`MAX_DEPTH`].
+    fn enter(&mut self, levels: usize) -> Result<()> {
+        self.depth += levels;
+        if self.depth > MAX_DEPTH {
+            return Err(WriteError::TooDeep);
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, levels: usize) {
+        self.depth -= levels;
     }
 
     /// Hashes and writes `bytes`. A large block is hashed on a second
@@ -149,8 +170,18 @@ enum SeqState {
     Streamed,
 }
 
-/// Tuples, structs and variants: fields in order.
-pub struct Fields<'a, W: Write>(&'a mut Sink<W>);
+/// Tuples, structs and variants: fields in order, `levels` deep.
+pub struct Fields<'a, W: Write> {
+    sink: &'a mut Sink<W>,
+    levels: usize,
+}
+
+impl<'a, W: Write> Fields<'a, W> {
+    fn new(sink: &'a mut Sink<W>, levels: usize) -> Result<Self> {
+        sink.enter(levels)?;
+        Ok(Fields { sink, levels })
+    }
+}
 
 /// A map: length (or streamed markers), then key, value, key, value.
 pub struct Map<'a, W: Write> {
@@ -232,6 +263,8 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, index: u32, _: &'static str) -> Result<()> {
+        self.0.enter(1)?;
+        self.0.leave(1);
         self.0.put(&index.to_le_bytes())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -239,7 +272,10 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         _: &'static str,
         value: &T,
     ) -> Result<()> {
-        value.serialize(self)
+        self.0.enter(1)?;
+        value.serialize(PayloadSerializer(&mut *self.0))?;
+        self.0.leave(1);
+        Ok(())
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -248,10 +284,14 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         _: &'static str,
         value: &T,
     ) -> Result<()> {
+        self.0.enter(1)?;
         self.0.put(&index.to_le_bytes())?;
-        value.serialize(self)
+        value.serialize(PayloadSerializer(&mut *self.0))?;
+        self.0.leave(1);
+        Ok(())
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a, W>> {
+        self.0.enter(1)?;
         match len {
             Some(n) => {
                 self.0.put(&(n as u64).to_le_bytes())?;
@@ -271,10 +311,10 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         }
     }
     fn serialize_tuple(self, _: usize) -> Result<Fields<'a, W>> {
-        Ok(Fields(self.0))
+        Fields::new(self.0, 1)
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Fields<'a, W>> {
-        Ok(Fields(self.0))
+        Fields::new(self.0, 1)
     }
     fn serialize_tuple_variant(
         self,
@@ -284,9 +324,10 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         _: usize,
     ) -> Result<Fields<'a, W>> {
         self.0.put(&index.to_le_bytes())?;
-        Ok(Fields(self.0))
+        Fields::new(self.0, 2)
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Map<'a, W>> {
+        self.0.enter(1)?;
         let streamed = len.is_none();
         self.0
             .put(&len.map_or(UNKNOWN_LEN, |n| n as u64).to_le_bytes())?;
@@ -296,7 +337,7 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         })
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Fields<'a, W>> {
-        Ok(Fields(self.0))
+        Fields::new(self.0, 1)
     }
     fn serialize_struct_variant(
         self,
@@ -306,7 +347,7 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
         _: usize,
     ) -> Result<Fields<'a, W>> {
         self.0.put(&index.to_le_bytes())?;
-        Ok(Fields(self.0))
+        Fields::new(self.0, 2)
     }
 
     fn collect_seq<I>(self, iter: I) -> Result<()>
@@ -316,6 +357,8 @@ impl<'a, W: Write> ser::Serializer for PayloadSerializer<'a, W> {
     {
         if let Some((kind, bytes)) = crate::plain::plain_slice(&iter) {
             if bytes.len() >= RAW_MIN_BYTES || self.0.pos == 0 {
+                self.0.enter(1)?;
+                self.0.leave(1);
                 let len = (bytes.len() / kind.size()) as u64;
                 self.0.put(&len.to_le_bytes())?;
                 self.0.put(&[mode::RAW, kind as u8])?;
@@ -389,6 +432,7 @@ impl<W: Write> ser::SerializeSeq for Seq<'_, W> {
     }
 
     fn end(self) -> Result<()> {
+        self.sink.leave(1);
         match self.state {
             SeqState::Undecided { len: 0 } => self.sink.put(&[mode::ELEMENTS]),
             SeqState::Undecided { .. } | SeqState::Raw { left: 1.., .. } => Err(
@@ -406,9 +450,10 @@ macro_rules! fields {
             type Ok = ();
             type Error = WriteError;
             fn $method<T: Serialize + ?Sized>(&mut self, $($name: $ty,)? value: &T) -> Result<()> {
-                value.serialize(PayloadSerializer(self.0))
+                value.serialize(PayloadSerializer(self.sink))
             }
             fn end(self) -> Result<()> {
+                self.sink.leave(self.levels);
                 Ok(())
             }
         }
@@ -436,6 +481,7 @@ impl<W: Write> ser::SerializeMap for Map<'_, W> {
         value.serialize(PayloadSerializer(self.sink))
     }
     fn end(self) -> Result<()> {
+        self.sink.leave(1);
         if self.streamed {
             self.sink.put(&[0])?;
         }
