@@ -1,5 +1,5 @@
 //! `#[parjob::main]` and `#[parjob::test]`: the worker entry at the top of
-//! `main` or of a test (DESIGN.md decision 1).
+//! `main` or of a test (docs/decisions.md).
 //!
 //! Both insert one call as the function's first statement. In a process
 //! started as a worker, that call serves tasks and exits; anywhere else it

@@ -3,7 +3,7 @@
 //! Arguments, results and IPC messages are serde values encoded with
 //! bincode 2's standard configuration. Decoding always runs with a size
 //! limit, so a corrupt or hostile frame cannot make the decoder allocate
-//! more than [`DECODE_LIMIT`] bytes (DESIGN.md decisions 4 and 10). Swapping
+//! more than [`DECODE_LIMIT`] bytes (docs/decisions.md). Swapping
 //! the codec means changing this file only.
 
 use serde::{de::DeserializeOwned, Serialize};

@@ -7,7 +7,7 @@
 //! a worker process that finds the function by name in the registry.
 //!
 //! The registry is filled by `inventory` before `main`, but it is only
-//! *read* after `main` has started (DESIGN.md decision 1), in
+//! *read* after `main` has started (docs/decisions.md), in
 //! [`registry`].
 
 use crate::codec::{self, CodecError};

@@ -1,0 +1,177 @@
+//! Runs the chaos table: each row on its own thread, under its time bound.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One row: a fault, what must come of it, and how long that may take.
+pub struct Case {
+    /// The fault, in words (and the name to select the row by).
+    pub fault: &'static str,
+    /// The expected outcome, in words, for the report.
+    pub expect: &'static str,
+    /// The time bound: about five times the expected time.
+    pub within: Duration,
+    /// Injects the fault and checks the outcome; `Err` says what differed.
+    pub run: fn() -> Result<(), String>,
+}
+
+/// Runs every row (or those whose fault contains the first argument) and
+/// prints a libtest-style summary; exits non-zero if any row failed.
+pub fn run_all(tables: &[&[Case]]) {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let cases: Vec<&Case> = tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .filter(|c| {
+            if is_capped_child() {
+                c.fault == filter
+            } else {
+                c.fault.contains(&filter)
+            }
+        })
+        .collect();
+    println!("running {} chaos cases", cases.len());
+    let (mut passed, mut failed) = (0, 0);
+    for case in cases {
+        let started = Instant::now();
+        match within(case.within, case.run) {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "ok   {:?} {} -> {}",
+                    started.elapsed(),
+                    case.fault,
+                    case.expect
+                );
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {} (expected {}): {why}", case.fault, case.expect);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Runs `f` on its own thread; an error if it does not finish within `bound`.
+pub fn within(bound: Duration, f: fn() -> Result<(), String>) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(f)
+            .unwrap_or_else(|p| Err(format!("the row panicked: {}", panic_text(&*p))));
+        let _ = tx.send(outcome);
+    });
+    match rx.recv_timeout(bound) {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("still running after {bound:?}: it hangs")),
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Whether `pid` is a live process (a zombie has exited).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The pids of this process's children, from `/proc`.
+pub fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(me)
+        })
+        .collect()
+}
+
+/// Fails unless every pid in `pids` has exited.
+pub fn none_left(pids: &[u32]) -> Result<(), String> {
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| is_alive(p)).collect();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("processes {left:?} are still alive"))
+    }
+}
+
+/// A fresh scratch directory for one row.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parjob-chaos-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs this binary again on one row with `env` set, under a resource
+/// limit (`RLIMIT_AS` for memory, `RLIMIT_FSIZE` for a full disk), and
+/// returns its output.
+pub fn in_capped_child(
+    row: &str,
+    resource: libc::__rlimit_resource_t,
+    cap: u64,
+    env: &[(&str, &Path)],
+) -> std::io::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg(row).env("PARJOB_CHAOS_CHILD", "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    // SAFETY: setrlimit and signal are async-signal-safe; they only change
+    // this child's own limit and its SIGXFSZ disposition.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: cap,
+                rlim_max: cap,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(resource, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output()
+}
+
+/// The text a capped child printed on stdout, for the parent's checks.
+pub fn child_said(out: &std::process::Output) -> String {
+    format!(
+        "status {}; stdout: {}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// Whether this process is a capped child started by [`in_capped_child`].
+pub fn is_capped_child() -> bool {
+    std::env::var_os("PARJOB_CHAOS_CHILD").is_some()
+}

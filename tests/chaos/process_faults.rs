@@ -1,0 +1,336 @@
+//! Faults in worker processes and on the pipes between them and the parent.
+
+use crate::harness::{children, none_left, scratch, Case};
+use parjob::prelude::*;
+use parjob::Error;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const CASES: &[Case] = &[
+    Case {
+        fault: "a result whose Deserialize panics in the parent",
+        expect: "Error::Panic naming the task and item",
+        within: Duration::from_secs(30),
+        run: deserialize_panics,
+    },
+    Case {
+        fault: "a result whose Serialize panics in the worker",
+        expect: "Error::Panic with the panic's message",
+        within: Duration::from_secs(30),
+        run: serialize_panics,
+    },
+    Case {
+        fault: "a stuck task behind 1 MB arguments, 2 s timeout",
+        expect: "Error::Timeout after about 2 s",
+        within: Duration::from_secs(30),
+        run: stuck_with_big_arguments,
+    },
+    Case {
+        fault: "a task that forks without exec, then dies",
+        expect: "Error::WorkerDied within about a second",
+        within: Duration::from_secs(30),
+        run: fork_then_die,
+    },
+    Case {
+        fault: "a task that panics",
+        expect: "Error::Panic with message and location",
+        within: Duration::from_secs(30),
+        run: task_panics,
+    },
+    Case {
+        fault: "a worker that aborts",
+        expect: "Error::WorkerDied naming SIGABRT",
+        within: Duration::from_secs(30),
+        run: worker_aborts,
+    },
+    Case {
+        fault: "a worker killed with SIGKILL",
+        expect: "Error::WorkerDied naming SIGKILL",
+        within: Duration::from_secs(30),
+        run: worker_sigkilled,
+    },
+    Case {
+        fault: "a worker that overflows its stack",
+        expect: "Error::WorkerDied by a signal",
+        within: Duration::from_secs(30),
+        run: stack_overflow,
+    },
+    Case {
+        fault: "a worker out of memory under RLIMIT_AS",
+        expect: "Error::WorkerDied (abort on allocation failure)",
+        within: Duration::from_secs(30),
+        run: out_of_memory,
+    },
+    Case {
+        fault: "a task that never ends, 1 s timeout",
+        expect: "Error::Timeout",
+        within: Duration::from_secs(30),
+        run: never_ends,
+    },
+];
+
+/// A result that travels fine and panics when the parent decodes it.
+#[derive(Debug, Serialize)]
+pub struct Grenade(u64);
+
+impl<'de> Deserialize<'de> for Grenade {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n == 3 {
+            panic!("grenade {n} went off while decoding");
+        }
+        Ok(Grenade(n))
+    }
+}
+
+#[parallel(backend = "process")]
+fn grenade(n: u64) -> Grenade {
+    Grenade(n)
+}
+
+/// A result whose `Serialize` panics in the worker.
+#[derive(Debug, Deserialize)]
+pub struct Dud(u64);
+
+impl Serialize for Dud {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 2 {
+            panic!("dud {} will not serialize", self.0);
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+#[parallel(backend = "process")]
+fn dud(n: u64) -> Dud {
+    Dud(n)
+}
+
+/// Never returns: each worker holds one batch running and one queued
+/// behind it, whose 1 MB does not fit in the pipe.
+#[parallel(backend = "process")]
+fn stuck(payload: Vec<u8>, item: u64) -> usize {
+    loop {
+        std::thread::park();
+        std::hint::black_box((&payload, item));
+    }
+}
+
+/// Forks a child that keeps the worker's pipes and sleeps, writes its pid
+/// to `dir`, then kills this worker.
+#[parallel(backend = "process")]
+fn fork_and_die(dir: &Path, item: u64) -> u64 {
+    if item == 1 {
+        // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: sleep and _exit are async-signal-safe.
+            unsafe {
+                libc::sleep(60);
+                libc::_exit(0);
+            }
+        }
+        std::fs::write(dir.join("grandchild"), child.to_string()).unwrap();
+        std::process::abort();
+    }
+    item
+}
+
+#[parallel(backend = "process")]
+fn panics_on(item: u64, bad: u64) -> u64 {
+    if item == bad {
+        panic!("item {item} is cursed");
+    }
+    item
+}
+
+#[parallel(backend = "process")]
+fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
+    if item == bad {
+        match how {
+            0 => std::process::abort(),
+            1 => {
+                // SAFETY: a signal to this very process.
+                unsafe { libc::raise(libc::SIGKILL) };
+            }
+            2 => {
+                fn deeper(n: u64) -> u64 {
+                    let pad = std::hint::black_box([n; 64]);
+                    if pad[3] == u64::MAX {
+                        return 0;
+                    }
+                    deeper(pad[3] + 1) + pad[5]
+                }
+                return deeper(0);
+            }
+            _ => {
+                let cap = 256 << 20;
+                let limit = libc::rlimit {
+                    rlim_cur: cap,
+                    rlim_max: cap,
+                };
+                // SAFETY: lowers this worker's own address-space limit.
+                unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+                let big = vec![1u8; 1 << 30];
+                return big.iter().map(|&b| b as u64).sum();
+            }
+        }
+    }
+    item
+}
+
+#[parallel(backend = "process")]
+fn sleeps_forever(item: u64) -> u64 {
+    loop {
+        std::thread::park();
+        std::hint::black_box(item);
+    }
+}
+
+fn runner() -> Parallel {
+    Parallel::new().n_jobs(2).backend(Backend::Process)
+}
+
+/// Runs `jobs` on a fresh process runner, then drops it and checks that
+/// none of the children it started is left.
+fn run_and_reap<R: Send + 'static>(
+    p: Parallel,
+    jobs: impl IntoIterator<Item = Job<R>>,
+) -> Result<Result<Vec<R>, Error>, String> {
+    let before = children();
+    let outcome = p.run(jobs);
+    let started: Vec<u32> = children()
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    drop(p);
+    none_left(&started)?;
+    Ok(outcome)
+}
+
+fn expect_err<R: std::fmt::Debug>(outcome: Result<R, Error>) -> Result<Error, String> {
+    match outcome {
+        Ok(v) => Err(format!("expected an error, got {v:?}")),
+        Err(e) => Ok(e),
+    }
+}
+
+fn deserialize_panics() -> Result<(), String> {
+    let e = expect_err(run_and_reap(runner(), (0..6).map(grenade::delayed))?)?;
+    match &e {
+        Error::Panic {
+            task,
+            index: 3,
+            message,
+            ..
+        } if task.ends_with("grenade") && message.contains("went off while decoding") => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
+}
+
+fn serialize_panics() -> Result<(), String> {
+    let e = expect_err(run_and_reap(runner(), (0..5).map(dud::delayed))?)?;
+    match &e {
+        Error::Panic {
+            index: 2, message, ..
+        } if message.contains("dud 2 will not serialize") => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
+}
+
+fn stuck_with_big_arguments() -> Result<(), String> {
+    let p = runner().batch_size(1).timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let jobs = (0..8).map(|i| stuck::delayed(vec![7u8; 1 << 20], i));
+    let e = expect_err(run_and_reap(p, jobs)?)?;
+    let took = started.elapsed();
+    match e {
+        Error::Timeout { index, after, .. } if index < 2 && after == Duration::from_secs(2) => {}
+        other => return Err(format!("wrong error: {other}")),
+    }
+    if took < Duration::from_secs(2) {
+        return Err(format!("timed out after {took:?}, before its limit"));
+    }
+    Ok(())
+}
+
+fn fork_then_die() -> Result<(), String> {
+    let dir = scratch("fork");
+    let started = Instant::now();
+    let outcome = run_and_reap(
+        runner(),
+        (0..4).map(|i| fork_and_die::delayed(dir.clone(), i)),
+    );
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(dir.join("grandchild")) {
+        // SAFETY: a signal to the sleeper the task forked.
+        unsafe { libc::kill(pid.trim().parse().unwrap_or(0), libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match expect_err(outcome?)? {
+        Error::WorkerDied {
+            index: 1, status, ..
+        } if status.contains("SIGABRT") => {}
+        other => return Err(format!("wrong error: {other}")),
+    }
+    // The forked child sleeps for 60 s: an answer well before that came
+    // from the worker's own exit, not from the pipe closing.
+    if took > Duration::from_secs(20) {
+        return Err(format!("reported after {took:?}"));
+    }
+    Ok(())
+}
+
+fn task_panics() -> Result<(), String> {
+    let e = expect_err(run_and_reap(
+        runner(),
+        (0..10).map(|i| panics_on::delayed(i, 6)),
+    )?)?;
+    match e {
+        Error::Panic {
+            index: 6,
+            message,
+            location: Some(at),
+            ..
+        } if message == "item 6 is cursed" && at.contains("process_faults.rs") => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
+}
+
+fn dies(how: u8, signal: &str) -> Result<(), String> {
+    let e = expect_err(run_and_reap(
+        runner(),
+        (0..8).map(|i| dies_on::delayed(i, 5, how)),
+    )?)?;
+    match e {
+        Error::WorkerDied {
+            index: 5, status, ..
+        } if status.contains(signal) => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
+}
+
+fn worker_aborts() -> Result<(), String> {
+    dies(0, "SIGABRT")
+}
+
+fn worker_sigkilled() -> Result<(), String> {
+    dies(1, "SIGKILL")
+}
+
+fn stack_overflow() -> Result<(), String> {
+    dies(2, "signal")
+}
+
+fn out_of_memory() -> Result<(), String> {
+    dies(3, "SIGABRT")
+}
+
+fn never_ends() -> Result<(), String> {
+    let p = runner().timeout(Duration::from_secs(1));
+    match expect_err(run_and_reap(p, (0..3).map(sleeps_forever::delayed))?)? {
+        Error::Timeout { .. } => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
+}
