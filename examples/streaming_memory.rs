@@ -132,7 +132,7 @@ fn main() -> parjob::Result<()> {
     }
     println!("150 tasks x (sleep 0.1 s, return 16 MB), n_jobs = 2, process backend, summed\n");
     println!(
-        "| how results are consumed | peak RSS, process tree | time | joblib (seed) | target |"
+        "| how results are consumed | peak RSS, process tree | time | joblib (tutorial) | target |"
     );
     println!("|---|---|---|---|---|");
     let rows = [

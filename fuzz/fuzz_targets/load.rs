@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = load_unchecked::<Sample>(&path);
         let _ = load_unchecked::<Vec<u16>>(&path);
         // SAFETY: the target's own file, unchanged while mapped.
-        let _ = unsafe { parjob_runtime::persist::load_mmap::<f64>(&path) }.map(|m| m.iter().sum::<f64>());
+        let _ = unsafe { parjob_runtime::persist::load_mmap::<f64>(&path) }
+            .map(|m| m.iter().sum::<f64>());
     }
 });

@@ -308,9 +308,8 @@ pub fn read_incoming<V, E: From<CodecError>>(
     }
     r.read_exact(&mut kind)?;
     if kind[0] != KIND_VALUE {
-        let mut payload = vec![0u8; len as usize];
-        payload[0] = kind[0];
-        r.read_exact(&mut payload[1..])?;
+        let mut payload = vec![kind[0]];
+        read_body(r, len - 1, &mut payload)?;
         return Ok(Some(Incoming::Other(payload)));
     }
     let mut body = r.take(len - 1);
@@ -360,9 +359,23 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let Some(len) = read_len(r)? else {
         return Ok(None);
     };
-    let mut payload = vec![0u8; len as usize];
-    r.read_exact(&mut payload)?;
+    let mut payload = Vec::new();
+    read_body(r, len, &mut payload)?;
     Ok(Some(payload))
+}
+
+/// Appends exactly `len` bytes to `out`. The buffer grows as bytes arrive
+/// (fallibly), so a length prefix the stream does not back allocates at
+/// most 1 MiB before the stream ends.
+fn read_body(r: &mut impl Read, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    let first = len.min(1 << 20) as usize;
+    out.try_reserve_exact(first)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let got = r.take(len).read_to_end(out)? as u64;
+    if got < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 /// Decodes a frame's payload as a parent-to-worker message.

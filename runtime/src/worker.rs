@@ -168,9 +168,6 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
             File::from_raw_fd(spec.write_fd),
         )
     };
-    let beacon = Beacon::map(spec.beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
-    // SAFETY: the mapping holds its own reference to the memfd.
-    unsafe { libc::close(spec.beacon_fd) };
     let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
     let io = |e: std::io::Error| format!("pipe to the parent: {e}");
@@ -181,6 +178,9 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                     not started by a parjob parent"
             .into());
     }
+    let beacon = Beacon::map(spec.beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
+    // SAFETY: the mapping holds its own reference to the memfd.
+    unsafe { libc::close(spec.beacon_fd) };
 
     ipc::write_hello(&mut output, &Hello::current()).map_err(io)?;
     output.flush().map_err(io)?;

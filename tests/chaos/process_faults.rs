@@ -63,6 +63,12 @@ pub const CASES: &[Case] = &[
         run: out_of_memory,
     },
     Case {
+        fault: "PARJOB_WORKER set by hand on a program's own stdin and stdout",
+        expect: "the program exits with code 3 and serves nothing",
+        within: Duration::from_secs(30),
+        run: forged_worker_variable,
+    },
+    Case {
         fault: "a task that never ends, 1 s timeout",
         expect: "Error::Timeout",
         within: Duration::from_secs(30),
@@ -333,4 +339,46 @@ fn never_ends() -> Result<(), String> {
         Error::Timeout { .. } => Ok(()),
         other => Err(format!("wrong error: {other}")),
     }
+}
+
+/// Starts this program with `PARJOB_WORKER` naming its stdin and stdout,
+/// as someone might by hand, and checks that it refuses to serve.
+fn forged(spec: String) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("PARJOB_WORKER", spec)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // Sixteen bytes that are not its token, then a would-be frame.
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(&[0x41; 64]);
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() != Some(3) || !out.stdout.is_empty() {
+        return Err(format!(
+            "status {}, stdout {:?}, stderr {stderr}",
+            out.status, out.stdout
+        ));
+    }
+    Ok(stderr)
+}
+
+fn forged_worker_variable() -> Result<(), String> {
+    let me = std::process::id();
+    let token = "00112233445566778899aabbccddeeff";
+    // Right parent, pipes, wrong token: refused before the hello.
+    let stderr = forged(format!("0,1,2,1,{me},{token}"))?;
+    if !stderr.contains("token") {
+        return Err(format!("no word of the token: {stderr}"));
+    }
+    // Another parent's pid: refused before anything is read.
+    let stderr = forged(format!("0,1,2,1,1,{token}"))?;
+    if !stderr.contains("not started by a parjob parent") {
+        return Err(format!("no word of the parent: {stderr}"));
+    }
+    Ok(())
 }

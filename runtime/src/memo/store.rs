@@ -193,10 +193,15 @@ fn decompress(codec: u8, payload: &[u8], value_len: u64) -> Result<Vec<u8>, Stri
             "a value of {value_len} bytes, over the {limit}-byte limit"
         ));
     }
+    // The first buffer is what the payload can plausibly expand to; past
+    // it, the buffer grows (fallibly) only as decompressed bytes arrive, so
+    // a recorded length the payload does not back allocates nothing extra.
+    let plausible = (payload.len() as u64).saturating_mul(64).max(1 << 20);
+    let first = value_len.min(plausible) as usize;
     let mut value = Vec::new();
     value
-        .try_reserve_exact(value_len as usize)
-        .map_err(|_| format!("{value_len} bytes cannot be allocated"))?;
+        .try_reserve_exact(first)
+        .map_err(|_| format!("{first} bytes cannot be allocated"))?;
     let mut decoder =
         Compression::decoder(codec, payload).map_err(|e| format!("cannot decompress: {e}"))?;
     // One byte more than recorded, to see a stream that runs long.
@@ -332,6 +337,19 @@ mod tests {
                 assert!(parse(&flipped).is_err(), "{compression:?} flip at {at}");
             }
         }
+    }
+
+    #[test]
+    fn a_recorded_length_the_payload_does_not_back_is_refused_cheaply() {
+        // What the fuzzer found: a valid checksum over a few bytes of lz4
+        // claiming a 4 GB value once reserved all 4 GB up front.
+        let mut file = encode(b"tiny", Compression::Lz4, Duration::ZERO).unwrap();
+        file[64..72].copy_from_slice(&(4u64 << 30).to_le_bytes());
+        let payload = file[HEADER..].to_vec();
+        let sum = checksum(&file[..32], &payload);
+        file[32..64].copy_from_slice(&sum);
+        let why = parse(&file).err().expect("refused");
+        assert!(why.contains("decompressed to 4 bytes"), "{why}");
     }
 
     #[test]
