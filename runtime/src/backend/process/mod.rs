@@ -7,9 +7,10 @@
 //!    protocol version and registry fingerprint. A mismatch, or no hello
 //!    within [`HELLO_TIMEOUT`], kills it and fails the run with a reason.
 //! 3. **Serve** (`session`). A batch is one frame each way. At most
-//!    [`DEPTH`] batches are queued on a worker. Each worker has a writer
-//!    and a reader thread (`pipes`), so no pipe operation ever blocks the
-//!    scheduler's thread. The readers forward frames to one channel for
+//!    [`DEPTH`] batches are queued on a worker. Frames go straight into a
+//!    non-blocking pipe, or to the worker's writer thread when it is full
+//!    (`writer`), and each worker has a reader thread (`reader`), so no
+//!    pipe operation ever blocks the scheduler's thread. The readers forward frames to one channel for
 //!    the whole pool. The worker writes the running job's sequence number
 //!    and start time to its beacon. That is how per-task timeouts are
 //!    enforced, and how a crash is pinned on the exact job of a batch.
@@ -22,9 +23,10 @@
 //!    kernel kills the workers (`PR_SET_PDEATHSIG`).
 
 mod exit;
-mod pipes;
+mod reader;
 mod session;
 mod spawn;
+mod writer;
 
 pub(crate) use session::ProcessSession;
 
@@ -34,7 +36,7 @@ use crate::ipc::{self, FromWorker, Hello};
 use crate::task::Decoder;
 use crate::worker;
 use exit::ExitWatch;
-use pipes::{ErasedDecoder, Event};
+use reader::{ErasedDecoder, Event};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
@@ -66,8 +68,8 @@ struct Worker {
     pid: u32,
     child: Child,
     watch: Arc<ExitWatch>,
-    /// Frames for the writer thread.
-    frames: Sender<Arc<Vec<u8>>>,
+    /// The worker's input pipe.
+    frames: writer::FrameWriter,
     /// The decoders of the batches sent, in order, for the reader thread.
     decoders: Sender<ErasedDecoder>,
     beacon: Beacon,
@@ -136,19 +138,14 @@ impl Processes {
         let pid = child.id();
         let watch = Arc::new(ExitWatch::new(pid));
         let (decoders, decoders_rx) = mpsc::channel();
-        let threads = pipes::start_writer(pid, spawned.to_child, spawned.token, watch.clone())
-            .and_then(|frames| {
-                let events = self.events_tx.clone();
-                pipes::start_reader(
-                    id,
-                    pid,
-                    spawned.from_child,
-                    watch.clone(),
-                    decoders_rx,
-                    events,
-                )
-                .map(|()| frames)
-            });
+        let threads =
+            writer::FrameWriter::start(pid, spawned.to_child, spawned.token, watch.clone())
+                .and_then(|frames| {
+                    let events = self.events_tx.clone();
+                    let from_child = spawned.from_child;
+                    reader::start_reader(id, pid, from_child, watch.clone(), decoders_rx, events)
+                        .map(|()| frames)
+                });
         let frames = match threads {
             Ok(frames) => frames,
             Err(e) => {
@@ -279,14 +276,15 @@ impl Drop for Processes {
 }
 
 /// Sends batch `id` to worker `w`: its decoder to the reader thread first,
-/// then the frame to the writer thread. Neither blocks.
+/// then the frame, written now or queued for the writer thread. Neither
+/// blocks.
 fn send<R: Send + 'static>(w: &mut Worker, id: u64, frame: &Arc<Vec<u8>>, decode: Decoder<R>) {
     let erased: ErasedDecoder =
         Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
     // The reader must hold the decoder before the first answer comes.
     let _ = w.decoders.send(erased);
-    // A dead worker's writer is gone; its reader reports the closure, and
-    // `wait` turns it into the error.
-    let _ = w.frames.send(frame.clone());
+    // A dead worker's frames are dropped; its reader reports the closure,
+    // and `wait` turns it into the error.
+    w.frames.send(frame.clone());
     w.queue.push_back(id);
 }

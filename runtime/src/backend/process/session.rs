@@ -6,7 +6,7 @@
 //! batches are sent once more, elsewhere.
 
 use super::exit;
-use super::pipes::{DecodeError, Decoded, Event};
+use super::reader::{DecodeError, Decoded, Event};
 use super::{kill, send, Processes, Worker, BATCH_TARGET, DEPTH};
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};

@@ -1,17 +1,13 @@
-//! The threads on a worker's two pipes. Neither ever runs on the
-//! scheduler's thread, so nothing the worker does (a stuck task with a
-//! full pipe, a descendant that holds the pipe open) can keep the
-//! scheduler from checking timeouts.
+//! A worker's reader thread, in the parent. It never runs on the
+//! scheduler's thread, so nothing the worker does can keep the scheduler
+//! from checking timeouts.
 //!
-//! - The **writer** thread writes each batch frame the session queues,
-//!   the worker's token first. The pipe is non-blocking: between partial
-//!   writes the thread waits for room or for the worker's exit.
-//! - The **reader** thread decodes results straight from the pipe with
-//!   the decoder of the batch they belong to, and forwards every other
-//!   frame. A decoder that panics (a `Deserialize` impl that panics) is
-//!   caught and reported as that job's panic. When the pipe ends, the
-//!   worker exits, or the thread itself fails, the reader reports
-//!   [`Event::Closed`]: its end is never silent.
+//! It decodes results straight from the pipe with the decoder of the batch
+//! they belong to, and forwards every other frame. A decoder that panics
+//! (a `Deserialize` impl that panics) is caught and reported as that job's
+//! panic. When the pipe ends, the worker exits (even while a descendant
+//! holds the pipe open), or the thread itself fails, the reader reports
+//! [`Event::Closed`]: its end is never silent.
 
 use super::exit::{ExitWatch, Ready};
 use crate::codec::CodecError;
@@ -19,7 +15,7 @@ use crate::ipc::{self, Incoming};
 use crate::panic::Caught;
 use std::any::Any;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -85,57 +81,6 @@ impl Read for ExitAwareReader {
             Ready::Exited => Ok(0),
         }
     }
-}
-
-/// A worker's non-blocking input pipe that gives up when the worker is gone.
-struct ExitAwareWriter {
-    pipe: File,
-    watch: Arc<ExitWatch>,
-}
-
-impl Write for ExitAwareWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.pipe.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-            if self.watch.wait_for(self.pipe.as_raw_fd(), libc::POLLOUT)? == Ready::Exited {
-                return Err(io::ErrorKind::BrokenPipe.into());
-            }
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Starts a worker's writer thread; frames sent to the returned channel
-/// are written in order, after `token`. The thread ends, closing the pipe,
-/// when the channel is dropped or the worker is gone.
-pub(super) fn start_writer(
-    pid: u32,
-    pipe: File,
-    token: [u8; 16],
-    watch: Arc<ExitWatch>,
-) -> io::Result<Sender<Arc<Vec<u8>>>> {
-    let (frames, queued) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
-    let mut writer = ExitAwareWriter { pipe, watch };
-    std::thread::Builder::new()
-        .name(format!("parjob-writer-{pid}"))
-        .spawn(move || {
-            // A failed write means the worker is gone or has closed its
-            // input; its reader reports that, so there is nothing to add.
-            if writer.write_all(&token).is_err() {
-                return;
-            }
-            for frame in queued {
-                if writer.write_all(&frame).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(frames)
 }
 
 /// Starts a worker's reader thread.
