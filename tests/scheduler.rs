@@ -539,4 +539,6 @@ fn a_quiet_run_names_the_job_running_longest() {
         "{line}"
     );
     assert!(line.contains("in worker "), "{line}");
+    // The process backend names its frame limit up front.
+    assert!(stderr.contains("frames of at most 1024 MiB"), "{stderr}");
 }

@@ -79,6 +79,14 @@ impl Reporter {
                 plan.n_jobs,
                 if plan.n_jobs == 1 { "" } else { "s" }
             );
+            if plan.backend == Backend::Process {
+                eprintln!(
+                    "[Parallel(n_jobs={})]: a batch's arguments, and each result, travel in \
+                     frames of at most {} MiB",
+                    plan.n_jobs,
+                    crate::ipc::MAX_FRAME >> 20
+                );
+            }
             if let Some(t) = plan.timeout {
                 let note = match plan.backend {
                     Backend::Process => "an overdue task's worker is killed and replaced",
