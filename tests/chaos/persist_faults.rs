@@ -110,6 +110,18 @@ pub const CASES: &[Case] = &[
         run: truncated_cache_entry,
     },
     Case {
+        fault: "a cache entry with one flipped bit",
+        expect: "a miss (corrupt), the value recomputed",
+        within: SHORT,
+        run: flipped_cache_entry,
+    },
+    Case {
+        fault: "a cache entry of garbage",
+        expect: "a miss (corrupt), the value recomputed",
+        within: SHORT,
+        run: garbage_cache_entry,
+    },
+    Case {
         fault: "a temporary file left by a dead writer",
         expect: "swept by the next dump into that directory",
         within: SHORT,
@@ -428,7 +440,7 @@ fn full_disk() -> Result<(), String> {
 
 /// Caches one value under `name` in a fresh dir, replaces its entry with
 /// `damage`, and checks that the next call misses as corrupt and recomputes.
-fn damaged_entry(name: &str, damage: fn(&Path)) -> Result<(), String> {
+fn damaged_entry(name: &str, damage: fn(&Path, Vec<u8>)) -> Result<(), String> {
     let dir = scratch(name);
     let memory = Memory::new(&dir);
     let key = format!("chaos::{name}");
@@ -439,8 +451,9 @@ fn damaged_entry(name: &str, damage: fn(&Path)) -> Result<(), String> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "out"))
         .ok_or("no entry was written")?;
+    let original = std::fs::read(&entry).unwrap();
     std::fs::remove_file(&entry).unwrap();
-    damage(&entry);
+    damage(&entry, original);
     let second: u64 = memory.cache(&key, &7u64, || 49);
     let stats = memory.stats(&key);
     let _ = std::fs::remove_dir_all(&dir);
@@ -454,7 +467,7 @@ fn damaged_entry(name: &str, damage: fn(&Path)) -> Result<(), String> {
 }
 
 fn fifo_cache_entry() -> Result<(), String> {
-    damaged_entry("fifo_entry", mkfifo)
+    damaged_entry("fifo_entry", |entry, _| mkfifo(entry))
 }
 
 fn fifo_dump_target() -> Result<(), String> {
@@ -474,7 +487,7 @@ fn fifo_dump_target() -> Result<(), String> {
 }
 
 fn device_cache_entry() -> Result<(), String> {
-    damaged_entry("device_entry", |entry| {
+    damaged_entry("device_entry", |entry, _| {
         std::os::unix::fs::symlink("/dev/zero", entry).unwrap()
     })?;
     // The recomputed entry replaced the link; it did not write through it.
@@ -486,8 +499,25 @@ fn device_cache_entry() -> Result<(), String> {
 }
 
 fn truncated_cache_entry() -> Result<(), String> {
-    damaged_entry("truncated_entry", |entry| {
+    damaged_entry("truncated_entry", |entry, _| {
         std::fs::write(entry, b"PJMEMO").unwrap()
+    })
+}
+
+fn flipped_cache_entry() -> Result<(), String> {
+    damaged_entry("flipped_entry", |entry, mut bytes| {
+        let at = bytes.len() - 1;
+        bytes[at] ^= 0x01;
+        std::fs::write(entry, bytes).unwrap()
+    })
+}
+
+fn garbage_cache_entry() -> Result<(), String> {
+    damaged_entry("garbage_entry", |entry, bytes| {
+        let garbage: Vec<u8> = (0..bytes.len() as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(entry, garbage).unwrap()
     })
 }
 

@@ -57,6 +57,24 @@ pub const CASES: &[Case] = &[
         run: stack_overflow,
     },
     Case {
+        fault: "a task that calls process::exit(17)",
+        expect: "Error::WorkerDied naming the exit code",
+        within: Duration::from_secs(30),
+        run: exits,
+    },
+    Case {
+        fault: "a worker that segfaults",
+        expect: "Error::WorkerDied naming SIGSEGV",
+        within: Duration::from_secs(30),
+        run: segfaults,
+    },
+    Case {
+        fault: "a worker sent SIGTERM",
+        expect: "Error::WorkerDied naming SIGTERM",
+        within: Duration::from_secs(30),
+        run: terminated,
+    },
+    Case {
         fault: "a worker out of memory under RLIMIT_AS",
         expect: "Error::WorkerDied (abort on allocation failure)",
         within: Duration::from_secs(30),
@@ -169,6 +187,21 @@ fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
                     deeper(pad[3] + 1) + pad[5]
                 }
                 return deeper(0);
+            }
+            4 => std::process::exit(17),
+            5 | 6 => {
+                let signal = if how == 5 {
+                    libc::SIGSEGV
+                } else {
+                    libc::SIGTERM
+                };
+                // SAFETY: the default action (Rust's own SIGSEGV handler
+                // would return from a signal that is not a stack overflow),
+                // then the signal, to this very process.
+                unsafe {
+                    libc::signal(signal, libc::SIG_DFL);
+                    libc::raise(signal);
+                }
             }
             _ => {
                 let cap = 256 << 20;
@@ -331,6 +364,18 @@ fn stack_overflow() -> Result<(), String> {
 
 fn out_of_memory() -> Result<(), String> {
     dies(3, "SIGABRT")
+}
+
+fn exits() -> Result<(), String> {
+    dies(4, "exited with code 17")
+}
+
+fn segfaults() -> Result<(), String> {
+    dies(5, "SIGSEGV")
+}
+
+fn terminated() -> Result<(), String> {
+    dies(6, "SIGTERM")
 }
 
 fn never_ends() -> Result<(), String> {
