@@ -87,6 +87,12 @@ pub const CASES: &[Case] = &[
         run: forged_worker_variable,
     },
     Case {
+        fault: "a worker that stops itself with SIGSTOP, 1 s timeout",
+        expect: "Error::Timeout, the stopped worker killed",
+        within: Duration::from_secs(30),
+        run: stopped_with_timeout,
+    },
+    Case {
         fault: "a task that never ends, 1 s timeout",
         expect: "Error::Timeout",
         within: Duration::from_secs(30),
@@ -189,6 +195,11 @@ fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
                 return deeper(0);
             }
             4 => std::process::exit(17),
+            7 => {
+                // SAFETY: stops this very process; only SIGKILL or SIGCONT
+                // from outside can move it again.
+                unsafe { libc::raise(libc::SIGSTOP) };
+            }
             5 | 6 => {
                 let signal = if how == 5 {
                     libc::SIGSEGV
@@ -376,6 +387,14 @@ fn segfaults() -> Result<(), String> {
 
 fn terminated() -> Result<(), String> {
     dies(6, "SIGTERM")
+}
+
+fn stopped_with_timeout() -> Result<(), String> {
+    let p = runner().timeout(Duration::from_secs(1));
+    match expect_err(run_and_reap(p, (0..8).map(|i| dies_on::delayed(i, 5, 7)))?)? {
+        Error::Timeout { index: 5, .. } => Ok(()),
+        other => Err(format!("wrong error: {other}")),
+    }
 }
 
 fn never_ends() -> Result<(), String> {
