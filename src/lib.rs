@@ -132,7 +132,11 @@
 //! ## Saving and loading
 //! [`dump`] and [`load`] save any serde value, compressed as the file's
 //! extension asks, and load it back whatever its name; numeric arrays are
-//! stored raw, and an uncompressed one can be memory-mapped.
+//! stored raw, and an uncompressed one can be memory-mapped ([`load_mmap`]
+//! is `unsafe`: nothing may change the file while it is mapped). A load
+//! reads only regular files, never panics or aborts, and is bounded by
+//! [`Limits`]: use [`load_with`] and a `max_bytes` you chose for a file you
+//! did not write.
 //!
 //! ```
 //! use parjob::{dump, load, load_mmap};
