@@ -9,6 +9,7 @@
 mod check;
 mod expand;
 mod parse;
+mod places;
 mod remote;
 
 use crate::diagnostics::Errors;
