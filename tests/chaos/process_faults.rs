@@ -42,43 +42,43 @@ pub const CASES: &[Case] = &[
         fault: "a worker that aborts",
         expect: "Error::WorkerDied naming SIGABRT",
         within: Duration::from_secs(30),
-        run: worker_aborts,
+        run: || dies(ABORT, "SIGABRT"),
     },
     Case {
         fault: "a worker killed with SIGKILL",
         expect: "Error::WorkerDied naming SIGKILL",
         within: Duration::from_secs(30),
-        run: worker_sigkilled,
+        run: || dies(KILL, "SIGKILL"),
     },
     Case {
         fault: "a worker that overflows its stack",
         expect: "Error::WorkerDied by a signal",
         within: Duration::from_secs(30),
-        run: stack_overflow,
+        run: || dies(OVERFLOW, "signal"),
     },
     Case {
         fault: "a task that calls process::exit(17)",
         expect: "Error::WorkerDied naming the exit code",
         within: Duration::from_secs(30),
-        run: exits,
+        run: || dies(EXIT, "exited with code 17"),
     },
     Case {
         fault: "a worker that segfaults",
         expect: "Error::WorkerDied naming SIGSEGV",
         within: Duration::from_secs(30),
-        run: segfaults,
+        run: || dies(SEGV, "SIGSEGV"),
     },
     Case {
         fault: "a worker sent SIGTERM",
         expect: "Error::WorkerDied naming SIGTERM",
         within: Duration::from_secs(30),
-        run: terminated,
+        run: || dies(TERM, "SIGTERM"),
     },
     Case {
         fault: "a worker out of memory under RLIMIT_AS",
         expect: "Error::WorkerDied (abort on allocation failure)",
         within: Duration::from_secs(30),
-        run: out_of_memory,
+        run: || dies(OOM, "SIGABRT"),
     },
     Case {
         fault: "PARJOB_WORKER set by hand on a program's own stdin and stdout",
@@ -175,16 +175,26 @@ fn panics_on(item: u64, bad: u64) -> u64 {
     item
 }
 
+/// How `dies_on` fails on its bad item.
+const ABORT: u8 = 0;
+const KILL: u8 = 1;
+const OVERFLOW: u8 = 2;
+const OOM: u8 = 3;
+const EXIT: u8 = 4;
+const SEGV: u8 = 5;
+const TERM: u8 = 6;
+const STOP: u8 = 7;
+
 #[parallel(backend = "process")]
 fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
     if item == bad {
         match how {
-            0 => std::process::abort(),
-            1 => {
+            ABORT => std::process::abort(),
+            KILL => {
                 // SAFETY: a signal to this very process.
                 unsafe { libc::raise(libc::SIGKILL) };
             }
-            2 => {
+            OVERFLOW => {
                 fn deeper(n: u64) -> u64 {
                     let pad = std::hint::black_box([n; 64]);
                     if pad[3] == u64::MAX {
@@ -194,14 +204,14 @@ fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
                 }
                 return deeper(0);
             }
-            4 => std::process::exit(17),
-            7 => {
+            EXIT => std::process::exit(17),
+            STOP => {
                 // SAFETY: stops this very process; only SIGKILL or SIGCONT
                 // from outside can move it again.
                 unsafe { libc::raise(libc::SIGSTOP) };
             }
-            5 | 6 => {
-                let signal = if how == 5 {
+            SEGV | TERM => {
+                let signal = if how == SEGV {
                     libc::SIGSEGV
                 } else {
                     libc::SIGTERM
@@ -214,6 +224,7 @@ fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
                     libc::raise(signal);
                 }
             }
+            // OOM
             _ => {
                 let cap = 256 << 20;
                 let limit = libc::rlimit {
@@ -361,37 +372,12 @@ fn dies(how: u8, signal: &str) -> Result<(), String> {
     }
 }
 
-fn worker_aborts() -> Result<(), String> {
-    dies(0, "SIGABRT")
-}
-
-fn worker_sigkilled() -> Result<(), String> {
-    dies(1, "SIGKILL")
-}
-
-fn stack_overflow() -> Result<(), String> {
-    dies(2, "signal")
-}
-
-fn out_of_memory() -> Result<(), String> {
-    dies(3, "SIGABRT")
-}
-
-fn exits() -> Result<(), String> {
-    dies(4, "exited with code 17")
-}
-
-fn segfaults() -> Result<(), String> {
-    dies(5, "SIGSEGV")
-}
-
-fn terminated() -> Result<(), String> {
-    dies(6, "SIGTERM")
-}
-
 fn stopped_with_timeout() -> Result<(), String> {
     let p = runner().timeout(Duration::from_secs(1));
-    match expect_err(run_and_reap(p, (0..8).map(|i| dies_on::delayed(i, 5, 7)))?)? {
+    match expect_err(run_and_reap(
+        p,
+        (0..8).map(|i| dies_on::delayed(i, 5, STOP)),
+    )?)? {
         Error::Timeout { index: 5, .. } => Ok(()),
         other => Err(format!("wrong error: {other}")),
     }
