@@ -215,8 +215,7 @@ pub use parjob_runtime::persist::{
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, CacheStats,
     Compression, Config, ConfigGuard, Error, Job, MemorizedResult, Memory, MissReason, Options,
-    Ordered, Parallel, PreDispatch, ProcessTask, Resolved, Result, SerdeFns, Task, TaskCodecs,
-    Unordered, Work,
+    Ordered, Parallel, Plan, PreDispatch, Result, Task, Unordered,
 };
 
 /// What most programs need: `use parjob::prelude::*;`.
@@ -229,18 +228,4 @@ pub mod prelude {
 /// The runtime as the macros' expansions see it. Not public API: it may
 /// change in any release.
 #[doc(hidden)]
-pub mod __private {
-    pub use parjob_runtime::inventory;
-    pub use parjob_runtime::loops;
-    pub use parjob_runtime::memo;
-    pub use parjob_runtime::parallel::{map, set_shared_idle_timeout};
-    pub use parjob_runtime::persist;
-    pub use parjob_runtime::rayon;
-    pub use parjob_runtime::task::{assert_process_arg, assert_process_output, ArgOwned};
-    pub use parjob_runtime::task::{Probe, ViaNothing, ViaSerde};
-    pub use parjob_runtime::worker::test_entry;
-    pub use parjob_runtime::{
-        init, Backend, BatchSize, Job, LocalCall, Options, PreDispatch, ProcessTask, RemoteCall,
-        Result, Task, TaskCodecs, TaskEntry,
-    };
-}
+pub use parjob_runtime::__private;

@@ -8,7 +8,7 @@ use parjob::Error;
 fn environment_defaults_apply_and_explicit_options_win() {
     std::env::set_var("PARJOB_N_JOBS", "3");
     std::env::set_var("PARJOB_BACKEND", "sequential");
-    let r = Parallel::new().resolved().unwrap();
+    let r = Parallel::new().plan().unwrap();
     // n_jobs = 3 with the sequential backend: runs in this thread.
     assert_eq!((r.n_jobs, r.backend), (3, Backend::Sequential));
     let me = std::thread::current().id();
@@ -21,28 +21,25 @@ fn environment_defaults_apply_and_explicit_options_win() {
     let r = Parallel::new()
         .n_jobs(2)
         .backend(Backend::Thread)
-        .resolved()
+        .plan()
         .unwrap();
     assert_eq!((r.n_jobs, r.backend), (2, Backend::Thread));
 
     std::env::set_var("PARJOB_BACKEND", "gpu");
-    let err = Parallel::new().resolved().unwrap_err();
+    let err = Parallel::new().plan().unwrap_err();
     assert!(
         matches!(err, Error::Config(ref m) if m.contains("gpu")),
         "{err}"
     );
     std::env::set_var("PARJOB_BACKEND", "thread");
     std::env::set_var("PARJOB_N_JOBS", "many");
-    assert!(matches!(Parallel::new().resolved(), Err(Error::Config(_))));
+    assert!(matches!(Parallel::new().plan(), Err(Error::Config(_))));
     std::env::remove_var("PARJOB_N_JOBS");
     std::env::remove_var("PARJOB_BACKEND");
 
     std::env::set_var("PARJOB_MAX_CPU_COUNT", "1");
     assert_eq!(parjob::cpu_count(), 1);
-    assert_eq!(
-        Parallel::new().resolved().unwrap().backend,
-        Backend::Sequential
-    );
+    assert_eq!(Parallel::new().plan().unwrap().backend, Backend::Sequential);
     std::env::remove_var("PARJOB_MAX_CPU_COUNT");
     assert!(parjob::cpu_count() >= 1);
 }

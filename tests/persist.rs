@@ -463,7 +463,7 @@ fn a_full_disk_leaves_the_previous_file_intact() {
 
 /// `payload` in a valid header and trailer, as the fuzz target builds it.
 fn framed(payload: &[u8], codec: u8, fingerprint_of: &[u8]) -> Vec<u8> {
-    use parjob::__private::persist::format::{trailer, Header};
+    use parjob::__private::persist_format::{trailer, Header};
     let template = Header::decode(fingerprint_of).unwrap();
     let stored_hash = xxhash_rust::xxh3::xxh3_64(payload);
     let header = Header {
@@ -512,7 +512,7 @@ fn what_the_fuzzer_found_fails_cleanly_and_within_memory() {
         // own limit refused the header's claimed size before decoding.
         let lzma = if input.starts_with(b"PJDUMP") {
             // A whole file from before the trailer existed: given one.
-            use parjob::__private::persist::format::{trailer, Header};
+            use parjob::__private::persist_format::{trailer, Header};
             let header = Header::decode(&input).unwrap();
             let mut file = input.clone();
             let stored_hash = xxhash_rust::xxh3::xxh3_64(&input[64..]);

@@ -2,8 +2,9 @@
 //! reuse, faults (panic, abort, SIGKILL, codec, unknown task), cancellation,
 //! worker environment, nesting, and no orphans.
 
+use parjob::__private::TaskCodecs;
 use parjob::prelude::*;
-use parjob::{Error, ProcessTask, Task, TaskCodecs};
+use parjob::{Error, Task};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ fn parjob_runtime_vars() -> [&'static str; 5] {
 fn nested_sum(n: u64) -> (u64, String, bool) {
     // A Parallel inside a worker: threads by default.
     let p = Parallel::new().n_jobs(2);
-    let backend = p.resolved().unwrap().backend.to_string();
+    let backend = p.plan().unwrap().backend.to_string();
     let parts = p.run((0..n).map(|i| Job::new(move || i * 2))).unwrap();
     (parts.iter().sum(), backend, parjob::is_worker())
 }
@@ -265,7 +266,7 @@ fn the_first_error_cancels_the_rest_and_kills_busy_workers() {
         if i == 0 {
             announce_and_sleep::delayed(dir.clone(), 0, 30_000)
         } else {
-            Job::process::<panics_on_seven>((7,))
+            Job::call::<panics_on_seven>((7,))
         }
     });
     let err = p.run(jobs).unwrap_err();
@@ -334,11 +335,8 @@ impl Task for Unregistered {
     fn options() -> parjob::Options {
         parjob::Options::default()
     }
-}
-
-impl ProcessTask for Unregistered {
-    fn codecs() -> TaskCodecs<(u64,), u64> {
-        TaskCodecs::serde()
+    fn codecs() -> Option<TaskCodecs<(u64,), u64>> {
+        Some(TaskCodecs::serde())
     }
 }
 
@@ -355,18 +353,15 @@ impl Task for WrongArgs {
     fn options() -> parjob::Options {
         parjob::Options::default()
     }
-}
-
-impl ProcessTask for WrongArgs {
-    fn codecs() -> TaskCodecs<(String, String), u64> {
-        TaskCodecs::serde()
+    fn codecs() -> Option<TaskCodecs<(String, String), u64>> {
+        Some(TaskCodecs::serde())
     }
 }
 
 #[parjob::test]
 fn an_unknown_task_name_is_an_error_from_the_worker() {
     let err = process(2)
-        .run((0..3).map(|i| Job::process::<Unregistered>((i,))))
+        .run((0..3).map(|i| Job::call::<Unregistered>((i,))))
         .unwrap_err();
     match err {
         Error::UnknownTask { task, index } => {
@@ -380,7 +375,7 @@ fn an_unknown_task_name_is_an_error_from_the_worker() {
 #[parjob::test]
 fn arguments_of_the_wrong_type_fail_to_decode_with_the_item() {
     let err = process(2)
-        .run([Job::process::<WrongArgs>(("not".into(), "a number".into()))])
+        .run([Job::call::<WrongArgs>(("not".into(), "a number".into()))])
         .unwrap_err();
     match err {
         Error::Codec {

@@ -323,24 +323,19 @@ fn scoped_config_applies_to_map_and_nests_and_restores() {
         "map ignored the scoped backend"
     );
     let elsewhere = config().n_jobs(2).backend(Backend::Thread).scope(|| {
-        let inner = config()
-            .n_jobs(1)
-            .scope(|| Parallel::new().resolved().unwrap());
+        let inner = config().n_jobs(1).scope(|| Parallel::new().plan().unwrap());
         assert_eq!(inner.backend, Backend::Sequential);
-        let outer = Parallel::new().resolved().unwrap();
+        let outer = Parallel::new().plan().unwrap();
         assert_eq!((outer.n_jobs, outer.backend), (2, Backend::Thread));
         // An explicit option wins over the scope.
-        assert_eq!(Parallel::new().n_jobs(3).resolved().unwrap().n_jobs, 3);
+        assert_eq!(Parallel::new().n_jobs(3).plan().unwrap().n_jobs, 3);
         where_am_i::map(0..200).unwrap()
     });
     assert!(elsewhere.iter().any(|t| *t != me));
     let guard = config().n_jobs(5).enter();
-    assert_eq!(Parallel::new().resolved().unwrap().n_jobs, 5);
+    assert_eq!(Parallel::new().plan().unwrap().n_jobs, 5);
     drop(guard);
-    assert_eq!(
-        Parallel::new().resolved().unwrap().n_jobs,
-        parjob::cpu_count()
-    );
+    assert_eq!(Parallel::new().plan().unwrap().n_jobs, parjob::cpu_count());
 }
 
 #[test]
@@ -487,7 +482,7 @@ fn one_run_may_interleave_tasks_and_closures() {
 fn pre_dispatch_all_runs_everything_correctly() {
     for p in [process(2), threads(2)] {
         let p = p.pre_dispatch(PreDispatch::All);
-        assert_eq!(p.resolved().unwrap().pre_dispatch, usize::MAX);
+        assert_eq!(p.plan().unwrap().pre_dispatch, usize::MAX);
         let got: Vec<u64> = p
             .iter((0..2_000).map(triple::delayed))
             .map(Result::unwrap)

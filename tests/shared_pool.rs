@@ -19,7 +19,7 @@ fn is_alive(pid: u32) -> bool {
 
 #[parjob::test]
 fn map_reuses_its_workers_and_stops_them_when_idle() {
-    parjob::__private::set_shared_idle_timeout(Duration::from_secs(2));
+    parjob::__private::map::set_shared_idle_timeout(Duration::from_secs(2));
     let first: HashSet<u32> = pid_of::map(0..40).unwrap().into_iter().collect();
     let second: HashSet<u32> = pid_of::map(0..40).unwrap().into_iter().collect();
     assert!(!first.contains(&std::process::id()));

@@ -181,9 +181,9 @@ fn n_jobs_zero_is_a_config_error_and_negative_counts_back_from_the_cpus() {
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("n_jobs = 0"));
     let cpus = parjob::cpu_count();
-    assert_eq!(Parallel::new().n_jobs(-1).resolved().unwrap().n_jobs, cpus);
+    assert_eq!(Parallel::new().n_jobs(-1).plan().unwrap().n_jobs, cpus);
     assert_eq!(
-        Parallel::new().n_jobs(-2).resolved().unwrap().n_jobs,
+        Parallel::new().n_jobs(-2).plan().unwrap().n_jobs,
         (cpus - 1).max(1)
     );
 }

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use parjob_runtime::persist::format::{fingerprint, trailer, Header};
+use parjob_runtime::__private::persist_format::{fingerprint, trailer, Header};
 use parjob_runtime::persist::{load_from, load_unchecked};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

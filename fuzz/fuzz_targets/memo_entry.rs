@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use parjob_runtime::codec;
-use parjob_runtime::memo::store;
+use parjob_runtime::__private::wire as codec;
+use parjob_runtime::__private::memo::store;
 use sha2::{Digest, Sha256};
 
 /// A header with a valid checksum around the fuzzer's payload, so the

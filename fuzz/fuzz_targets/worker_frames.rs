@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use parjob_runtime::codec::{self, CodecError};
-use parjob_runtime::ipc::{self, Incoming, ToWorker};
+use parjob_runtime::__private::wire::{self as codec, CodecError};
+use parjob_runtime::__private::wire::{self as ipc, Incoming, ToWorker};
 
 fuzz_target!(|data: &[u8]| {
     // The worker's side.

@@ -36,10 +36,10 @@ pub enum Compression {
 /// its dictionary size (up to 4 GiB); level 9, the largest we write, needs
 /// 64 MiB, so anything past this is a hostile or foreign file and fails
 /// instead of allocating.
-pub const LZMA_MEMLIMIT: u64 = 128 << 20;
+pub(crate) const LZMA_MEMLIMIT: u64 = 128 << 20;
 
 /// The level `from_extension` uses.
-pub const DEFAULT_LEVEL: u32 = 3;
+pub(crate) const DEFAULT_LEVEL: u32 = 3;
 
 impl Compression {
     /// The codec a file name asks for, as joblib picks one: `.z`, `.gz`,

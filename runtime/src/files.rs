@@ -32,7 +32,7 @@ const TEMP_MARKER: &str = ".parjob-tmp.";
 
 /// Opens `path` for reading if it is a regular file (after symlinks), and
 /// returns it with its size. Never blocks: a FIFO is refused, not waited on.
-pub fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<(File, u64)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -61,7 +61,7 @@ pub fn open_regular(path: &Path) -> io::Result<(File, u64)> {
 
 /// Reads a small regular file whole: an error for anything that is not a
 /// regular file or holds more than `max` bytes.
-pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let (file, size) = open_regular(path)?;
     if size > max {
         return Err(io::Error::new(
@@ -94,7 +94,7 @@ fn kind_of(t: &fs::FileType) -> &'static str {
 /// Where a write to `path` lands: the file a symlink chain points to (so
 /// writing through a link updates its target, as `>` does in a shell), or
 /// `path` itself.
-pub fn write_target(path: &Path) -> PathBuf {
+pub(crate) fn write_target(path: &Path) -> PathBuf {
     let mut target = path.to_path_buf();
     for _ in 0..40 {
         match fs::read_link(&target) {
@@ -148,7 +148,7 @@ fn random_u64() -> u64 {
 
 /// A temporary name beside `target`:
 /// `.<name>.parjob-tmp.<host>.<pid>.<random>`.
-pub fn temp_path(target: &Path) -> PathBuf {
+pub(crate) fn temp_path(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -184,7 +184,7 @@ fn pid_is_alive(pid: u32) -> bool {
 /// Removes the temporary files in `dir` left by writers on this host whose
 /// process has died. Each directory is swept once per process (the first
 /// time this process writes there); other hosts' temporaries are left alone.
-pub fn sweep_dead_temps(dir: &Path) {
+pub(crate) fn sweep_dead_temps(dir: &Path) {
     static SWEPT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     {
         let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,7 +215,7 @@ fn sweep_now(dir: &Path) {
 
 /// What [`write_atomic`] does with a symlink at the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Links {
+pub(crate) enum Links {
     /// Write to the file it points to; the link stays (a path the user named).
     Follow,
     /// Replace the link itself (a path parjob names, in its own directory).
@@ -227,7 +227,7 @@ pub enum Links {
 /// temporary file is removed and whatever was at `path` is left as it was.
 /// An existing regular file's mode is kept; a special file at the end of a
 /// followed path is refused.
-pub fn write_atomic<E: From<io::Error>>(
+pub(crate) fn write_atomic<E: From<io::Error>>(
     path: &Path,
     links: Links,
     write: impl FnOnce(&mut File) -> Result<(), E>,

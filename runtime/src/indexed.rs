@@ -22,56 +22,25 @@
 //! [`Error::InputPanicked`] at the item after the last one its split
 //! finished.
 
-use crate::config::{Backend, BatchSize};
 use crate::error::{Error, Result};
-use crate::parallel::Parallel;
-use crate::task::{Task, Work};
-use rayon::iter::plumbing::{Producer, ProducerCallback};
+use crate::options::{Backend, BatchSize, Plan};
+use crate::task::Task;
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
-/// Runs `T` over an indexed input with `parallel`'s options, returning the
-/// results in input order. `call` makes the job the scheduler runs when
-/// the plan does not split on threads.
-pub(crate) fn run<T, W, I>(
-    parallel: &Parallel,
-    items: I,
-    call: fn(T::Args) -> W,
-) -> Result<Vec<T::Output>>
-where
-    T: Task,
-    W: Work<Output = T::Output>,
-    I: IndexedParallelIterator<Item = T::Args>,
-{
-    let plan = parallel.resolved()?;
+/// The minimum split length when `plan` splits an indexed input across
+/// threads, or `None` when the plan needs the scheduler (any backend but
+/// threads, a timeout, `verbose` or a progress bar).
+pub(crate) fn split_settings(plan: &Plan) -> Option<usize> {
     let split = plan.backend == Backend::Thread
         && plan.timeout.is_none()
         && plan.verbose == 0
         && !plan.progress;
-    if !split {
-        return items.with_producer(Schedule { parallel, call });
-    }
-    let threads = parallel.threads(plan.n_jobs)?;
-    let min_len = match plan.batch_size {
+    split.then_some(match plan.batch_size {
         BatchSize::Fixed(n) => n,
         BatchSize::Auto => 1,
-    };
-    split_on_threads::<T, I>(&threads, items, min_len)
-}
-
-/// Hands the input to the scheduler as a sequential iterator.
-struct Schedule<'a, W, A> {
-    parallel: &'a Parallel,
-    call: fn(A) -> W,
-}
-
-impl<W: Work, A> ProducerCallback<A> for Schedule<'_, W, A> {
-    type Output = Result<Vec<W::Output>>;
-
-    fn callback<P: Producer<Item = A>>(self, producer: P) -> Self::Output {
-        self.parallel.run(producer.into_iter().map(self.call))
-    }
+    })
 }
 
 /// What went wrong first, on any thread.
@@ -107,7 +76,7 @@ impl Drop for Tracker<'_> {
     }
 }
 
-fn split_on_threads<T, I>(
+pub(crate) fn split_on_threads<T, I>(
     threads: &crate::backend::thread::Threads,
     items: I,
     min_len: usize,

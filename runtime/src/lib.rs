@@ -1,63 +1,119 @@
 //! The runtime behind parjob's macros.
 //!
-//! Users depend on the `parjob` facade crate; this crate is what the
-//! macros' expansions call, through `parjob::__private`. Its parts:
+//! Users depend on the `parjob` facade crate, which re-exports this
+//! crate's contract; the macros' expansions reach the rest only through
+//! [`__private`], which is not public API.
 //!
-//! - [`task`]: the [`Task`] trait, [`Job`], and the registry of process tasks;
-//! - [`config`](mod@config): options, `n_jobs` resolution, [`cpu_count`], env vars;
-//! - [`parallel`]: the [`Parallel`] runner and the shared pools behind `f::map`;
-//! - `indexed`: `f::par_map`'s split path for inputs of known length;
-//! - [`loops`]: the engine behind marked `for` loops and `parallel_for!`;
-//! - [`memo`]: the disk cache behind `#[memoize]` and [`Memory`];
-//! - [`schedule`]: lazy drawing, batching, `pre_dispatch`, ordering, progress;
-//! - `backend`: sequential, thread (rayon) and process sessions behind one trait;
-//! - [`beacon`]: which job a worker runs, in shared memory (timeouts, crash blame);
-//! - [`worker`]: the entry and loop of a worker process;
-//! - [`ipc`]: frames and messages on the worker pipes;
-//! - [`codec`]: the one place that names bincode;
-//! - [`compress`]: every codec joblib has, for dumps and the cache;
-//! - [`persist`]: `dump`, `load` and `load_mmap`;
-//! - [`plain`]: primitive numbers as bytes (raw arrays);
-//! - [`panic`](mod@panic): catching a panic with its message and location;
-//! - [`error`]: the one [`Error`] enum.
+//! The modules form layers, and each imports only from the layers below
+//! it (`runtime/tests/layers.rs` checks this on every test run):
+//!
+//! 0. foundations: `error` (the one [`Error`] enum), `panic` (a caught
+//!    panic's message and location), `files` (regular files only, atomic
+//!    writes), `plain` (numbers as bytes), `compress` (every codec joblib
+//!    has);
+//! 1. `options` (the option table, [`Options`], [`Plan`], [`cpu_count`])
+//!    and `task` ([`Task`], [`Job`], the registry of process tasks);
+//! 2. `wire`: the codec (the one place that names bincode), frames and
+//!    messages on the worker pipes;
+//! 3. `backend`: sequential, thread (rayon) and process sessions behind
+//!    one trait, the beacon that says which job a worker runs, and the
+//!    worker process's own loop;
+//! 4. `schedule`: lazy drawing, batching, `pre_dispatch`, ordering,
+//!    progress;
+//! 5. the API: `config` (scoped defaults and resolution into a [`Plan`]),
+//!    `parallel` ([`Parallel`] and the shared pools), `calls` (the one
+//!    entry behind `f::map`), `indexed` (`f::par_map`'s split path), `loops` (marked `for` loops and
+//!    `parallel_for!`), `memo` (the cache behind `#[memoize]` and
+//!    [`Memory`]), and [`persist`] (`dump`, `load`, `load_mmap`).
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "parjob runs on Linux only: its worker processes use pidfd, memfd, PR_SET_PDEATHSIG and \
+     /proc/self/exe. Build on Linux (or in a Linux container or WSL2)."
+);
 
 mod backend;
-pub mod beacon;
-pub mod codec;
-pub mod compress;
-pub mod config;
-pub mod error;
+mod calls;
+mod compress;
+mod config;
+mod error;
 mod files;
 mod indexed;
-pub mod ipc;
-pub mod loops;
-pub mod memo;
-pub mod panic;
-pub mod parallel;
+mod loops;
+mod memo;
+mod options;
+mod panic;
+mod parallel;
 pub mod persist;
-pub mod plain;
-pub mod schedule;
-pub mod task;
-pub mod worker;
+mod plain;
+mod schedule;
+mod task;
+mod wire;
 
-pub use backend::process::THREAD_ENV_VARS;
+pub use backend::process::worker::{init, is_worker};
 pub use compress::Compression;
-pub use config::{
-    config, cpu_count, effective_n_jobs, Backend, BatchSize, Config, ConfigGuard, Options,
-    PreDispatch, Resolved,
-};
+pub use config::{config, Config, ConfigGuard};
 pub use error::{Error, Result};
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
+pub use options::{cpu_count, effective_n_jobs, Backend, BatchSize, Options, Plan, PreDispatch};
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
-pub use task::{
-    Job, LocalCall, ProcessTask, RemoteCall, SerdeFns, Task, TaskCodecs, TaskEntry, Work,
-};
-pub use worker::{init, is_worker};
+pub use task::{Job, Task};
 
+/// What the macros' expansions, parjob's own tests and its fuzz targets
+/// call. Not public API: any of it may change in any release.
 #[doc(hidden)]
-pub use inventory;
-#[doc(hidden)]
-pub use rayon;
+pub mod __private {
+    pub use crate::backend::process::worker::test_entry;
+    pub use crate::task::{
+        assert_process_arg, assert_process_output, ArgOwned, Call, ProcessTask, SerdeFns,
+        TaskCodecs, TaskEntry, Work,
+    };
+    pub use crate::wire::{Probe, ViaNothing, ViaSerde};
+    pub use crate::{init, Backend, BatchSize, Job, Options, PreDispatch, Result, Task};
+    pub use inventory;
+    pub use rayon;
+
+    /// `f::map`, `f::stream`, `f::par_map` and friends.
+    pub mod map {
+        pub use crate::calls::{calls, indexed, jobs, CallIter, Calls};
+        pub use crate::parallel::set_shared_idle_timeout;
+    }
+
+    /// The engine behind marked loops and `parallel_for!`.
+    pub mod loops {
+        pub use crate::loops::{
+            process_task, set_min_parallel_item, shared_with_threads, Loop, LoopStep, Question,
+            FIRST_WINDOW,
+        };
+    }
+
+    /// The cache behind `#[memoize]`.
+    pub mod memo {
+        pub use crate::compress::Compression;
+        pub use crate::memo::evict::Limits;
+        pub use crate::memo::{CacheStats, MemorizedResult, Site, SiteOptions};
+        /// Argument hashing.
+        pub mod key {
+            pub use crate::memo::key::RawSlice;
+        }
+        /// The entry format, for fuzzing.
+        pub mod store {
+            pub use crate::memo::store::*;
+        }
+    }
+
+    /// The dump format, for tests and fuzzing.
+    pub mod persist_format {
+        pub use crate::persist::format::*;
+    }
+
+    /// The worker wire, for fuzzing.
+    pub mod wire {
+        pub use crate::wire::codec::{decode, encode, CodecError};
+        pub use crate::wire::{decode_message, read_frame, read_incoming, Incoming, ToWorker};
+    }
+}

@@ -32,9 +32,9 @@
 //! returned so the expansion can re-raise it with `?`. A panic in a body
 //! propagates to the caller, as it would from the plain loop.
 
-use crate::config::{Backend, Options};
 use crate::error::Result;
-use crate::parallel::{shared, Parallel};
+use crate::options::{Backend, BatchSize, Options, Plan};
+use crate::parallel::shared_threads;
 use crate::task::ProcessTask;
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use std::cell::Cell;
@@ -45,26 +45,17 @@ use std::time::{Duration, Instant};
 /// is not its clock reads, few enough that long items all start at once.
 pub const FIRST_WINDOW: usize = 32;
 /// About how much work each thread gets per window.
-pub const WINDOW_TARGET: Duration = Duration::from_millis(100);
+pub(crate) const WINDOW_TARGET: Duration = Duration::from_millis(100);
 /// The most items drawn into one window.
-pub const MAX_WINDOW: usize = 1 << 16;
+pub(crate) const MAX_WINDOW: usize = 1 << 16;
 /// Below this measured time per item, the rest of a loop runs in the
 /// caller's thread: logging an item's updates and folding them back costs
 /// a few nanoseconds, more than threads would save on it.
-pub const MIN_PARALLEL_ITEM: Duration = Duration::from_nanos(25);
+pub(crate) const MIN_PARALLEL_ITEM: Duration = Duration::from_nanos(25);
 
 thread_local! {
-    /// Set on the threads of parjob's pools.
-    static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
     /// This thread's `MIN_PARALLEL_ITEM`, for tests.
     static MIN_ITEM_HERE: Cell<Duration> = const { Cell::new(MIN_PARALLEL_ITEM) };
-}
-
-/// Marks the current thread as one of parjob's pool threads: a loop
-/// started on it (in a loop body or a thread task) runs sequentially unless
-/// it names its own `n_jobs` or `backend`, so nesting never oversubscribes.
-pub(crate) fn mark_pool_thread() {
-    POOL_THREAD.with(|f| f.set(true));
 }
 
 /// Changes [`MIN_PARALLEL_ITEM`] for loops started from this thread (tests
@@ -74,13 +65,14 @@ pub fn set_min_parallel_item(min: Duration) {
     MIN_ITEM_HERE.with(|m| m.set(min));
 }
 
-enum Plan {
+/// Where a loop's items may run.
+enum Mode {
     Sequential,
     Threads(crate::backend::thread::Threads),
 }
 
 /// Where a loop's next items run.
-pub enum Step {
+pub enum LoopStep {
     /// Up to this many items, with the original body, in this thread.
     Here(usize),
     /// One window on the thread pool: call [`Loop::window`].
@@ -91,7 +83,7 @@ pub enum Step {
 
 /// One run of a marked loop or a `parallel_for!`; see the module docs.
 pub struct Loop {
-    plan: Plan,
+    mode: Mode,
     finished: bool,
     per_item: Option<Duration>,
     last_window: usize,
@@ -108,21 +100,25 @@ impl Loop {
     /// sequential, with a warning on stderr: a loop has no `Result` to
     /// report it in, and sequential is always correct.
     pub fn new(options: Options, explicit: bool) -> Loop {
-        let nested = POOL_THREAD.with(Cell::get) && !explicit;
-        let plan = if nested {
-            Plan::Sequential
-        } else {
-            Self::threads(options).unwrap_or_else(|e| {
+        let nested = crate::backend::thread::on_pool_thread() && !explicit;
+        let plan = options.resolve();
+        let mode = match &plan {
+            _ if nested => Mode::Sequential,
+            Ok(plan) => Self::mode(plan).unwrap_or_else(|e| {
                 warn_once(&e);
-                Plan::Sequential
-            })
+                Mode::Sequential
+            }),
+            Err(e) => {
+                warn_once(e);
+                Mode::Sequential
+            }
         };
-        let min_len = match options.resolve().map(|r| r.batch_size) {
-            Ok(crate::config::BatchSize::Fixed(n)) => n,
+        let min_len = match plan.map(|p| p.batch_size) {
+            Ok(BatchSize::Fixed(n)) => n,
             _ => 1,
         };
         Loop {
-            plan,
+            mode,
             finished: false,
             per_item: None,
             last_window: 0,
@@ -131,38 +127,36 @@ impl Loop {
         }
     }
 
-    fn threads(options: Options) -> Result<Plan> {
-        let resolved = options.resolve()?;
+    fn mode(plan: &Plan) -> Result<Mode> {
         // A loop body borrows the caller's data, so it cannot go to a
         // worker process: a process backend from scoped defaults or the
         // environment runs loops on threads.
-        if resolved.n_jobs == 1 || resolved.backend == Backend::Sequential {
-            return Ok(Plan::Sequential);
+        if plan.n_jobs == 1 || plan.backend == Backend::Sequential {
+            return Ok(Mode::Sequential);
         }
-        let parallel: Parallel = shared(options.with_backend(Backend::Thread))?;
-        Ok(Plan::Threads(parallel.threads(resolved.n_jobs)?))
+        Ok(Mode::Threads(shared_threads(plan.n_jobs)?))
     }
 
     /// Where the next items run.
-    pub fn step(&mut self) -> Step {
+    pub fn step(&mut self) -> LoopStep {
         if self.finished {
-            return Step::Done;
+            return LoopStep::Done;
         }
         let tiny = self.per_item.is_some_and(|t| t < self.min_item);
-        match self.plan {
-            Plan::Threads(_) if !tiny => Step::Threads,
-            _ => Step::Here(usize::MAX),
+        match self.mode {
+            Mode::Threads(_) if !tiny => LoopStep::Threads,
+            _ => LoopStep::Here(usize::MAX),
         }
     }
 
-    /// Reports that `Step::Here` ran `taken` of the `asked` items.
+    /// Reports that `LoopStep::Here` ran `taken` of the `asked` items.
     pub fn ran_here(&mut self, taken: usize, asked: usize) {
         if taken < asked || asked == usize::MAX {
             self.finished = true;
         }
     }
 
-    /// Runs one window of items on the pool (`Step::Threads`).
+    /// Runs one window of items on the pool (`LoopStep::Threads`).
     ///
     /// `body` runs one item, pushing its effects to the log, and returns
     /// the item's value or the residual of a failed `?`. `fold` applies one
@@ -185,8 +179,8 @@ impl Loop {
         B: Fn(&mut Vec<L>, I::Item) -> std::result::Result<T, R> + Sync,
         F: FnMut(L),
     {
-        let Plan::Threads(threads) = &self.plan else {
-            unreachable!("`Step::Threads` comes only with a thread plan")
+        let Mode::Threads(threads) = &self.mode else {
+            unreachable!("`LoopStep::Threads` comes only with threads")
         };
         let threads = threads.clone();
         let size = self.window_size(threads.n_jobs());

@@ -13,7 +13,7 @@ use std::sync::Once;
 
 /// A caught panic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caught {
+pub(crate) struct Caught {
     /// The payload, when it was a `&str` or a `String`.
     pub message: String,
     /// `file:line:column`, when the hook saw it.
@@ -40,7 +40,7 @@ pub(crate) fn install_hook() {
 }
 
 /// Runs `f`, turning a panic into [`Caught`].
-pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     install_hook();
     LAST_LOCATION.with(|l| l.borrow_mut().take());
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Caught {

@@ -17,20 +17,22 @@
 //! `(n_jobs, backend)`. Its workers stop after [`SHARED_IDLE_TIMEOUT`]
 //! without work.
 
-use crate::backend::process::{ProcessSession, Processes};
+use crate::backend::process::{PoolSlot, ProcessSession};
 use crate::backend::sequential::Sequential;
 use crate::backend::thread::{ThreadSession, Threads};
 use crate::backend::Session;
-use crate::config::{Backend, BatchSize, Options, PreDispatch, Resolved};
 use crate::error::Result;
-use crate::schedule::{GiveBack, Ordered, Stream, Unordered};
-use crate::task::{LocalCall, ProcessTask, RemoteCall, Task, Work};
+use crate::options::{
+    for_each_option, option_setters, Backend, BatchSize, Options, Plan, PreDispatch,
+};
+use crate::schedule::{Ordered, Stream, Unordered};
+use crate::task::Work;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long the shared pool behind `f::map` keeps idle workers.
-pub const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs jobs on threads, worker processes or in sequence, with joblib's
 /// semantics.
@@ -58,18 +60,18 @@ pub struct Parallel {
 /// The pools a `Parallel` (and its clones) reuse between runs.
 #[derive(Default)]
 pub(crate) struct Home {
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    threads: Option<Threads>,
-    processes: Option<Processes>,
+    threads: Mutex<Option<Threads>>,
+    processes: PoolSlot,
 }
 
 impl Home {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// This home's thread pool, of `n_jobs` threads.
+    fn threads(&self, n_jobs: usize) -> Result<Threads> {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if threads.as_ref().map(Threads::n_jobs) != Some(n_jobs) {
+            *threads = Some(Threads::new(n_jobs)?);
+        }
+        Ok(threads.clone().expect("just set"))
     }
 }
 
@@ -102,54 +104,7 @@ impl Parallel {
         }
     }
 
-    /// joblib's `n_jobs`: -1 = every CPU, -2 = all but one, 1 = sequential.
-    /// 0 is refused when the runner runs, with [`crate::Error::Config`].
-    pub fn n_jobs(mut self, n_jobs: i32) -> Self {
-        self.options.n_jobs = Some(n_jobs);
-        self
-    }
-
-    /// Where jobs run.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.options.backend = Some(backend);
-        self
-    }
-
-    /// Jobs per message to a worker: [`BatchSize::Auto`] (the default) or a
-    /// fixed count (`.batch_size(64)`).
-    pub fn batch_size(mut self, batch_size: impl Into<BatchSize>) -> Self {
-        self.options.batch_size = Some(batch_size.into());
-        self
-    }
-
-    /// How many batches may be in flight: a count (`.pre_dispatch(8)`),
-    /// [`PreDispatch::PerJob`]`(k)` for `k * n_jobs` (default 2), or
-    /// [`PreDispatch::All`].
-    pub fn pre_dispatch(mut self, pre_dispatch: impl Into<PreDispatch>) -> Self {
-        self.options.pre_dispatch = Some(pre_dispatch.into());
-        self
-    }
-
-    /// The longest one task may run. On the process backend an overdue
-    /// task's worker is killed and the run fails with
-    /// [`crate::Error::Timeout`]. On threads the run fails the same way, but
-    /// the thread cannot be stopped: the task runs on in the background.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-
-    /// joblib-style progress lines on stderr: 0 (none) to 3 (most).
-    pub fn verbose(mut self, verbose: u8) -> Self {
-        self.options.verbose = Some(verbose);
-        self
-    }
-
-    /// A progress bar on stderr (with the default `progress` feature).
-    pub fn progress(mut self, progress: bool) -> Self {
-        self.options.progress = Some(progress);
-        self
-    }
+    for_each_option!(option_setters, options);
 
     /// The options as given (before resolution).
     pub fn options(&self) -> Options {
@@ -158,7 +113,7 @@ impl Parallel {
 
     /// The options this runner would use now, after scoped defaults, the
     /// environment and the defaults.
-    pub fn resolved(&self) -> Result<Resolved> {
+    pub fn plan(&self) -> Result<Plan> {
         self.options.resolve()
     }
 
@@ -202,70 +157,58 @@ impl Parallel {
         I: Iterator,
         I::Item: Work,
     {
-        let start = self.options.resolve().and_then(|plan| {
+        self.stream_planned(self.options.resolve(), jobs, ordered, bounded)
+    }
+
+    /// A stream of `jobs` under a plan resolved once by the caller.
+    pub(crate) fn stream_planned<I>(
+        &self,
+        plan: Result<Plan>,
+        jobs: I,
+        ordered: bool,
+        bounded: bool,
+    ) -> Stream<I>
+    where
+        I: Iterator,
+        I::Item: Work,
+    {
+        let start = plan.and_then(|plan| {
             let session = self.session::<I::Item>(&plan)?;
             Ok((plan, session))
         });
-        let home = Arc::clone(&self.home);
-        let give_back: GiveBack = Box::new(move |pool: Processes| {
-            let mut state = home.state();
-            if state.processes.is_none() {
-                state.processes = Some(pool);
-            }
-        });
-        Stream::new(jobs, start, Some(give_back), ordered, bounded)
+        Stream::new(jobs, start, ordered, bounded)
     }
 
     /// This runner's thread pool, of `n_jobs` threads.
     pub(crate) fn threads(&self, n_jobs: usize) -> Result<Threads> {
-        Self::threads_in(&mut self.home.state(), n_jobs)
+        self.home.threads(n_jobs)
     }
 
-    fn threads_in(state: &mut State, n_jobs: usize) -> Result<Threads> {
-        if state.threads.as_ref().map(Threads::n_jobs) != Some(n_jobs) {
-            state.threads = Some(Threads::new(n_jobs)?);
-        }
-        Ok(state.threads.clone().expect("just set"))
-    }
-
-    fn session<W: Work>(&self, plan: &Resolved) -> Result<Box<dyn Session<W>>> {
-        let mut state = self.home.state();
+    fn session<W: Work>(&self, plan: &Plan) -> Result<Box<dyn Session<W>>> {
         Ok(match plan.backend {
             Backend::Sequential => Box::new(Sequential::new(plan.timeout)),
             Backend::Thread => Box::new(ThreadSession::new(
-                Self::threads_in(&mut state, plan.n_jobs)?,
+                self.home.threads(plan.n_jobs)?,
                 plan.timeout,
                 plan.verbose > 0,
             )),
-            Backend::Process => {
-                let pool = match state.processes.take() {
-                    Some(pool) if pool.n_jobs() == plan.n_jobs => pool,
-                    _ => Processes::new(plan.n_jobs),
-                };
-                match ProcessSession::new(pool, plan.timeout) {
-                    Ok(session) => Box::new(session),
-                    Err(e) => return Err(e),
-                }
-            }
+            Backend::Process => Box::new(ProcessSession::new(
+                self.home.processes.lease(plan.n_jobs),
+                plan.timeout,
+            )?),
         })
     }
 
     /// The pids of this runner's live worker processes (empty unless the
     /// process backend has run, or while a stream holds them).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.home
-            .state()
-            .processes
-            .as_ref()
-            .map(Processes::pids)
-            .unwrap_or_default()
+        self.home.processes.pids()
     }
 
     /// Stops this runner's workers and threads now. A later run starts new ones.
     pub fn shutdown(&self) {
-        let mut state = self.home.state();
-        state.processes = None;
-        state.threads = None;
+        self.home.processes.clear();
+        *self.home.threads.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -308,16 +251,7 @@ fn reap_idle_pools() {
             .cloned()
             .collect();
         for home in homes {
-            let Ok(mut state) = home.state.try_lock() else {
-                continue;
-            };
-            if state
-                .processes
-                .as_ref()
-                .is_some_and(|p| p.last_used.elapsed() >= timeout)
-            {
-                state.processes = None;
-            }
+            home.processes.reap_if_idle(timeout);
         }
     }
 }
@@ -328,115 +262,28 @@ pub fn set_shared_idle_timeout(timeout: Duration) {
     *IDLE_TIMEOUT.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
 }
 
-/// A runner with these options on the shared pools, as `f::map` uses.
-pub fn shared(options: Options) -> Result<Parallel> {
-    let resolved = options.resolve()?;
-    let key = (resolved.n_jobs, resolved.backend);
+/// The shared home for runs with this plan's `(n_jobs, backend)`, as
+/// `f::map` uses.
+fn shared_home(plan: &Plan) -> Arc<Home> {
     let mut homes = shared_homes().lock().unwrap_or_else(|p| p.into_inner());
-    let home = Arc::clone(homes.entry(key).or_default());
-    Ok(Parallel { options, home })
+    Arc::clone(homes.entry((plan.n_jobs, plan.backend)).or_default())
 }
 
-/// What `f::map` returns for each `return_as`.
-#[doc(hidden)]
-pub mod map {
-    use super::*;
-    use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
+/// A runner with these options on the shared pools, and its plan. A
+/// configuration error is reported when the runner runs.
+pub(crate) fn shared(options: Options) -> (Parallel, Result<Plan>) {
+    let plan = options.resolve();
+    let home = match &plan {
+        Ok(plan) => shared_home(plan),
+        Err(_) => Arc::new(Home::default()),
+    };
+    (Parallel { options, home }, plan)
+}
 
-    /// The calls `f::map` streams for a thread-backend task.
-    pub type LocalCalls<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> LocalCall<T>>;
-    /// The calls `f::map` streams for a process task.
-    pub type RemoteCalls<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> RemoteCall<T>>;
-
-    /// `f::map` of a thread-backend task, `return_as = "list"`.
-    pub fn list<T: Task, I: IntoIterator<Item = T::Args>>(items: I) -> Result<Vec<T::Output>> {
-        shared(T::options())?.run(items.into_iter().map(LocalCall::<T>))
-    }
-
-    /// `f::map` of a process task, `return_as = "list"`.
-    pub fn list_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        items: I,
-    ) -> Result<Vec<T::Output>> {
-        list_remote_with::<T, I>(T::options(), items)
-    }
-
-    /// A process task over `items` with these options, results in input
-    /// order: `f::map`, and loops and `parallel_for!` on the process
-    /// backend, whose options are their own.
-    pub fn list_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        options: Options,
-        items: I,
-    ) -> Result<Vec<T::Output>> {
-        shared(options)?.run(items.into_iter().map(RemoteCall::<T>))
-    }
-
-    /// `return_as = "generator"`.
-    pub fn generator<T: Task, I: IntoIterator<Item = T::Args>>(
-        items: I,
-    ) -> Ordered<LocalCalls<T, I::IntoIter>> {
-        let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
-        runner(T::options()).iter(items.into_iter().map(call))
-    }
-
-    /// `return_as = "generator"`, process task.
-    pub fn generator_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        items: I,
-    ) -> Ordered<RemoteCalls<T, I::IntoIter>> {
-        generator_remote_with::<T, I>(T::options(), items)
-    }
-
-    /// A process task's results in input order, as they come, with these
-    /// options.
-    pub fn generator_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        options: Options,
-        items: I,
-    ) -> Ordered<RemoteCalls<T, I::IntoIter>> {
-        let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-        runner(options).iter(items.into_iter().map(call))
-    }
-
-    /// `return_as = "generator_unordered"`.
-    pub fn unordered<T: Task, I: IntoIterator<Item = T::Args>>(
-        items: I,
-    ) -> Unordered<LocalCalls<T, I::IntoIter>> {
-        let call: fn(T::Args) -> LocalCall<T> = LocalCall::<T>;
-        runner(T::options()).iter_unordered(items.into_iter().map(call))
-    }
-
-    /// `return_as = "generator_unordered"`, process task.
-    pub fn unordered_remote<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        items: I,
-    ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
-        unordered_remote_with::<T, I>(T::options(), items)
-    }
-
-    /// A process task's results as they complete, with these options.
-    pub fn unordered_remote_with<T: ProcessTask, I: IntoIterator<Item = T::Args>>(
-        options: Options,
-        items: I,
-    ) -> Unordered<RemoteCalls<T, I::IntoIter>> {
-        let call: fn(T::Args) -> RemoteCall<T> = RemoteCall::<T>;
-        runner(options).iter_unordered(items.into_iter().map(call))
-    }
-
-    /// `f::par_map`: an indexed input, split across threads as rayon
-    /// splits it (see `runtime/src/indexed.rs`). `call` is `LocalCall` or,
-    /// for a process task, `RemoteCall`: the job the scheduler runs when
-    /// the plan does not split on threads.
-    pub fn indexed<T: Task, W: Work<Output = T::Output>, I>(
-        items: I,
-        call: fn(T::Args) -> W,
-    ) -> Result<Vec<T::Output>>
-    where
-        I: IntoParallelIterator<Item = T::Args>,
-        I::Iter: IndexedParallelIterator,
-    {
-        crate::indexed::run::<T, _, _>(&shared(T::options())?, items.into_par_iter(), call)
-    }
-
-    /// The shared runner for these options, or one that reports their
-    /// configuration error when it runs.
-    pub fn runner(options: Options) -> Parallel {
-        shared(options).unwrap_or_else(|_| Parallel::with_options(options))
-    }
+/// The shared thread pool of `n_jobs` threads, as marked loops use.
+pub(crate) fn shared_threads(n_jobs: usize) -> Result<Threads> {
+    let mut homes = shared_homes().lock().unwrap_or_else(|p| p.into_inner());
+    let home = Arc::clone(homes.entry((n_jobs, Backend::Thread)).or_default());
+    drop(homes);
+    home.threads(n_jobs)
 }

@@ -83,7 +83,7 @@ plain!(
 plain!(usize => U64, isize => I64);
 
 /// The bytes of a slice of numbers.
-pub fn as_bytes<P: Plain>(values: &[P]) -> &[u8] {
+pub(crate) fn as_bytes<P: Plain>(values: &[P]) -> &[u8] {
     // SAFETY: `P` is a primitive number (sealed `Plain`): no padding, every
     // byte initialized, so its memory is a valid `[u8]` of the same size,
     // borrowed for as long as `values`.
@@ -93,7 +93,7 @@ pub fn as_bytes<P: Plain>(values: &[P]) -> &[u8] {
 }
 
 /// The bytes of a slice of numbers, writable.
-pub fn as_bytes_mut<P: Plain>(values: &mut [P]) -> &mut [u8] {
+pub(crate) fn as_bytes_mut<P: Plain>(values: &mut [P]) -> &mut [u8] {
     // SAFETY: as in `as_bytes`; and any bytes written are a valid `P`,
     // since every bit pattern is one.
     unsafe {
@@ -110,7 +110,7 @@ pub fn as_bytes_mut<P: Plain>(values: &mut [P]) -> &mut [u8] {
 /// The check is on `typeid::of`, which is `TypeId` with lifetimes erased:
 /// `I` is then exactly a shared reference to that type, so reading it as
 /// one is sound.
-pub fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
+pub(crate) fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
     // Raw arrays are little-endian on disk: elsewhere, numbers go one by one.
     if cfg!(target_endian = "big") {
         return None;
@@ -147,7 +147,7 @@ pub fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
 }
 
 /// Whether `T` is `Vec<P>`; `TypeId` needs `'static`, which `Vec<P>` is.
-pub fn is_vec_of<T: ?Sized, P: Plain>() -> bool {
+pub(crate) fn is_vec_of<T: ?Sized, P: Plain>() -> bool {
     typeid::of::<T>() == TypeId::of::<Vec<P>>()
 }
 

@@ -2,7 +2,7 @@
 //! cache entries.
 
 use crate::harness::{child_said, in_capped_child, is_capped_child, scratch, Case};
-use parjob::__private::persist::format::{fingerprint, trailer, Header};
+use parjob::__private::persist_format::{fingerprint, trailer, Header};
 use parjob::{dump, load, load_mmap, load_with, Compression, Limits, Memory, MissReason};
 use parjob::{PersistError, MAX_DEPTH};
 use serde::{Deserialize, Serialize};

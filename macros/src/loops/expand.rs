@@ -9,14 +9,14 @@
 //!     let mut run = Loop::new(OPTIONS, explicit);
 //!     loop {
 //!         match run.step() {
-//!             Step::Here(n) => {                        // the original body, here
+//!             LoopStep::Here(n) => {                        // the original body, here
 //!                 for item in items.by_ref().take(n) { let PAT = item; BODY }
 //!             }
-//!             Step::Threads => if let Some(residual) = run.window(&mut items, &mut out,
+//!             LoopStep::Threads => if let Some(residual) = run.window(&mut items, &mut out,
 //!                 |log, PAT| { BODY with updates logged; Ok(()) },  // on the pool
 //!                 |effect| match effect { E0(v) => s += v, .. },   // here, in order
 //!             ) { match residual? {} }                   // the first `?` error
-//!             Step::Done => break,
+//!             LoopStep::Done => break,
 //!         }
 //!     }
 //! }
@@ -124,7 +124,7 @@ fn on_threads(
         let mut __parjob_loop = #private::loops::Loop::new(#options, #explicit);
         loop {
             match __parjob_loop.step() {
-                #private::loops::Step::Here(__parjob_n) => {
+                #private::loops::LoopStep::Here(__parjob_n) => {
                     let mut __parjob_taken = 0usize;
                     for __parjob_item in ::core::iter::Iterator::take(
                         ::core::iter::Iterator::by_ref(&mut __parjob_items),
@@ -136,7 +136,7 @@ fn on_threads(
                     }
                     __parjob_loop.ran_here(__parjob_taken, __parjob_n);
                 }
-                #private::loops::Step::Threads => {
+                #private::loops::LoopStep::Threads => {
                     if let ::core::option::Option::Some(__parjob_exit) = __parjob_loop.window(
                         &mut __parjob_items,
                         #out,
@@ -147,7 +147,7 @@ fn on_threads(
                         #reraise
                     }
                 }
-                #private::loops::Step::Done => break,
+                #private::loops::LoopStep::Done => break,
             }
         }
     }
@@ -209,19 +209,20 @@ pub fn thread_stream(for_loop: &ExprForLoop, opts: &Opts) -> TokenStream {
     let pat = &for_loop.pat;
     let iter = &for_loop.expr;
     let body = &for_loop.body;
-    let method = stream_method(opts);
-    quote!(#private::map::runner(#options).#method(
+    let adapter = stream_adapter(opts);
+    quote!(#private::map::jobs(
+        #options,
         ::core::iter::Iterator::map(
             ::core::iter::IntoIterator::into_iter(#iter),
             move |#pat| #private::Job::new(move || #body),
-        )
-    ))
+        ),
+    ).#adapter())
 }
 
-fn stream_method(opts: &Opts) -> TokenStream {
+fn stream_adapter(opts: &Opts) -> TokenStream {
     match opts.return_as.unwrap_or_default() {
-        ReturnAs::GeneratorUnordered => quote!(iter_unordered),
-        _ => quote!(iter),
+        ReturnAs::GeneratorUnordered => quote!(unordered),
+        _ => quote!(ordered),
     }
 }
 
@@ -260,7 +261,9 @@ pub fn process_loop(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Tok
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
-        for __parjob_result in #private::map::generator_remote_with::<#task, _>(#options, #calls) {
+        // A path call, not a method call: when the callee is not a task, the
+        // one error is that, not also "the method exists but its bounds ..".
+        for __parjob_result in #private::map::Calls::ordered(#private::map::calls::<#task, _>(#options, #calls)) {
             let __parjob_value = __parjob_result #question;
             #fold
         }
@@ -273,14 +276,14 @@ pub fn process_for(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Toke
     let private = opts.private_path();
     let options = opts.to_runtime(&private);
     let (prelude, task, calls) = remote_parts(for_loop, remote);
-    let run = match opts.return_as.unwrap_or_default() {
-        ReturnAs::List => quote!(list_remote_with),
-        ReturnAs::Generator => quote!(generator_remote_with),
-        ReturnAs::GeneratorUnordered => quote!(unordered_remote_with),
+    let adapter = match opts.return_as.unwrap_or_default() {
+        ReturnAs::List => quote!(list),
+        ReturnAs::Generator => quote!(ordered),
+        ReturnAs::GeneratorUnordered => quote!(unordered),
     };
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
-        #private::map::#run::<#task, _>(#options, #calls)
+        #private::map::Calls::#adapter(#private::map::calls::<#task, _>(#options, #calls))
     })
 }

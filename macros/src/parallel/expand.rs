@@ -32,47 +32,39 @@ pub fn expand(task: &TaskFn) -> TokenStream {
     } else {
         (quote!((#(#owned),*)), quote!((#(#args),*)))
     };
-    let constructor = if task.opts.is_process() {
-        quote!(process)
-    } else {
-        quote!(local)
-    };
     let process = task.opts.is_process();
-    let (map_fn, map_returns) = match (task.opts.return_as.unwrap_or_default(), process) {
-        (ReturnAs::List, false) => (
+    let (adapter, map_returns) = match task.opts.return_as.unwrap_or_default() {
+        ReturnAs::List => (
             quote!(list),
             quote!(#private::Result<::std::vec::Vec<#output>>),
         ),
-        (ReturnAs::List, true) => (
-            quote!(list_remote),
-            quote!(#private::Result<::std::vec::Vec<#output>>),
-        ),
-        (ReturnAs::Generator, false) => (
-            quote!(generator),
+        ReturnAs::Generator => (
+            quote!(ordered),
             quote!(impl ::core::iter::Iterator<Item = #private::Result<#output>>),
         ),
-        (ReturnAs::Generator, true) => (
-            quote!(generator_remote),
-            quote!(impl ::core::iter::Iterator<Item = #private::Result<#output>>),
-        ),
-        (ReturnAs::GeneratorUnordered, false) => (
+        ReturnAs::GeneratorUnordered => (
             quote!(unordered),
             quote!(impl ::core::iter::Iterator<Item = #private::Result<(usize, #output)>>),
         ),
-        (ReturnAs::GeneratorUnordered, true) => (
-            quote!(unordered_remote),
-            quote!(impl ::core::iter::Iterator<Item = #private::Result<(usize, #output)>>),
-        ),
+    };
+    let codecs = if process {
+        quote! {
+            fn codecs() -> ::core::option::Option<#private::TaskCodecs<(#(#owned,)*), #output>> {
+                #[allow(unused_imports)]
+                use #private::{ViaNothing as _, ViaSerde as _};
+                ::core::option::Option::Some(#private::TaskCodecs {
+                    args: (&&#private::Probe::<(#(#owned,)*)>::NEW).serde_fns(),
+                    output: (&&#private::Probe::<#output>::NEW).serde_fns(),
+                })
+            }
+        }
+    } else {
+        TokenStream::new()
     };
     let registration = if process {
         registration(task, &private, &owned, &output)
     } else {
         TokenStream::new()
-    };
-    let call = if process {
-        quote!(RemoteCall)
-    } else {
-        quote!(LocalCall)
     };
     let doc_struct = format!(
         "The parjob task made of [`{name_str}`](fn@{name_str}): `{name_str}::delayed(..)` builds one job, \
@@ -107,7 +99,7 @@ pub fn expand(task: &TaskFn) -> TokenStream {
             #[doc = #doc_delayed]
             #[allow(clippy::too_many_arguments)]
             pub fn delayed(#(#args: #owned),*) -> #private::Job<#output> {
-                #private::Job::#constructor::<Self>((#(#args,)*))
+                #private::Job::call::<Self>((#(#args,)*))
             }
 
             #[doc = #doc_map]
@@ -115,12 +107,14 @@ pub fn expand(task: &TaskFn) -> TokenStream {
             where
                 __ParjobItems: ::core::iter::IntoIterator<Item = #map_item>,
             {
-                #private::map::#map_fn::<Self, _>(
+                #private::map::calls::<Self, _>(
+                    <Self as #private::Task>::options(),
                     ::core::iter::Iterator::map(
                         ::core::iter::IntoIterator::into_iter(items),
                         |#map_pattern| (#(#args,)*),
                     ),
                 )
+                .#adapter()
             }
 
             #[doc = #doc_par_map]
@@ -131,12 +125,11 @@ pub fn expand(task: &TaskFn) -> TokenStream {
                 __ParjobItems: #private::rayon::iter::IntoParallelIterator<Item = #map_item>,
                 __ParjobItems::Iter: #private::rayon::iter::IndexedParallelIterator,
             {
-                #private::map::indexed::<Self, _, _>(
+                #private::map::indexed::<Self, _>(
                     #private::rayon::iter::ParallelIterator::map(
                         #private::rayon::iter::IntoParallelIterator::into_par_iter(items),
                         |#map_pattern| (#(#args,)*),
                     ),
-                    #private::#call::<Self>,
                 )
             }
 
@@ -160,6 +153,8 @@ pub fn expand(task: &TaskFn) -> TokenStream {
             fn options() -> #private::Options {
                 #options
             }
+
+            #codecs
         }
 
         #registration
@@ -191,16 +186,7 @@ fn registration(
                 #(#arg_checks)*
                 #output_check
             }
-            impl #private::ProcessTask for #name {
-                fn codecs() -> #private::TaskCodecs<(#(#owned,)*), #output> {
-                    #[allow(unused_imports)]
-                    use #private::{ViaNothing as _, ViaSerde as _};
-                    #private::TaskCodecs {
-                        args: (&&#private::Probe::<(#(#owned,)*)>::NEW).serde_fns(),
-                        output: (&&#private::Probe::<#output>::NEW).serde_fns(),
-                    }
-                }
-            }
+            impl #private::ProcessTask for #name {}
             #private::inventory::submit! {
                 #private::TaskEntry::new::<#name>()
             }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::task::Work;
 use std::time::Duration;
 
+pub(crate) mod beacon;
 pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;
@@ -78,8 +79,6 @@ pub(crate) trait Session<W: Work> {
     fn cancel(&mut self);
     /// How long an auto-sized batch should take on this backend.
     fn batch_target(&self) -> Duration;
-    /// Gives back the worker processes, for the next run to reuse.
-    fn into_pool(self: Box<Self>) -> Option<process::Processes>;
 }
 
 /// The error for a job whose code panicked where we could catch it.
@@ -99,7 +98,7 @@ pub(crate) fn panic_error(task: &str, index: usize, caught: crate::panic::Caught
 /// pushed so far are intact, and the panicking job is the next index.
 pub(crate) fn run_here<W: Work>(
     batch: Batch<W>,
-    beacon: Option<&crate::beacon::Beacon>,
+    beacon: Option<&crate::backend::beacon::Beacon>,
     stop: impl Fn() -> bool,
 ) -> Finished<W::Output> {
     let started = std::time::Instant::now();

@@ -83,8 +83,4 @@ impl<W: Work> Session<W> for Sequential<W> {
     fn batch_target(&self) -> Duration {
         Duration::ZERO
     }
-
-    fn into_pool(self: Box<Self>) -> Option<super::process::Processes> {
-        None
-    }
 }

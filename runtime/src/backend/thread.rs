@@ -8,7 +8,7 @@
 //! result dropped.
 
 use super::{run_here, Batch, Finished, LongestRunning, Session};
-use crate::beacon::Beacon;
+use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
 use crate::task::Work;
 use std::collections::HashMap;
@@ -16,6 +16,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Set on the threads of parjob's pools.
+    static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is one of parjob's pool threads: a loop
+/// started on it (in a loop body or a thread task) runs sequentially
+/// unless it names its own `n_jobs` or `backend`, so nesting never
+/// oversubscribes.
+pub(crate) fn on_pool_thread() -> bool {
+    POOL_THREAD.with(std::cell::Cell::get)
+}
 
 /// Auto-batching aims for batches of this length on threads: a batch costs
 /// about 3 us to hand over, so this keeps the overhead under 1%.
@@ -34,7 +47,7 @@ impl Threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_jobs)
             .thread_name(|i| format!("parjob-{i}"))
-            .start_handler(|_| crate::loops::mark_pool_thread())
+            .start_handler(|_| POOL_THREAD.with(|f| f.set(true)))
             .build()
             .map_err(|e| Error::Config(format!("could not start {n_jobs} threads: {e}")))?;
         Ok(Threads {
@@ -200,9 +213,5 @@ impl<W: Work> Session<W> for ThreadSession<W> {
 
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
-    }
-
-    fn into_pool(self: Box<Self>) -> Option<super::process::Processes> {
-        None
     }
 }

@@ -49,7 +49,7 @@ fn collect(dir: &Path, out: &mut Vec<Found>) {
 
 /// Deletes the least recently used entries under `dir` (every function
 /// below it) until all limits hold. Returns how many entries it deleted.
-pub fn reduce_size(dir: &Path, limits: Limits) -> usize {
+pub(crate) fn reduce_size(dir: &Path, limits: Limits) -> usize {
     let mut found = Vec::new();
     collect(dir, &mut found);
     // Most recently used first: those are kept.

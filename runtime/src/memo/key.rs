@@ -19,12 +19,12 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A sha256 digest.
-pub type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
 const BUFFER: usize = 64 * 1024;
 
 /// The hashing sink behind [`KeySerializer`].
-pub struct Hasher {
+pub(crate) struct Hasher {
     sha: Sha256,
     buffer: Box<[u8; BUFFER]>,
     filled: usize,
@@ -47,7 +47,7 @@ impl Hasher {
     }
 
     /// Adds raw bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         if self.filled + bytes.len() > BUFFER {
             self.flush();
             if bytes.len() >= BUFFER {
@@ -75,12 +75,12 @@ impl Hasher {
     }
 
     /// Adds `value` through the key serializer.
-    pub fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+    pub(crate) fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
         value.serialize(KeySerializer(self))
     }
 
     /// The digest.
-    pub fn finish(mut self) -> Key {
+    pub(crate) fn finish(mut self) -> Key {
         self.flush();
         self.sha.finalize().into()
     }
@@ -98,20 +98,20 @@ impl<T: Plain> Serialize for RawSlice<'_, T> {
 }
 
 /// Hashes one serializable value on its own (an argument, a map entry).
-pub fn digest<T: Serialize + ?Sized>(value: &T) -> Result<Key, KeyError> {
+pub(crate) fn digest<T: Serialize + ?Sized>(value: &T) -> Result<Key, KeyError> {
     let mut h = Hasher::default();
     h.value(value)?;
     Ok(h.finish())
 }
 
 /// Lowercase hex of a key.
-pub fn hex(key: &Key) -> String {
+pub(crate) fn hex(key: &Key) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An argument's `Serialize` impl failed.
 #[derive(Debug)]
-pub struct KeyError(pub String);
+pub(crate) struct KeyError(pub String);
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,10 +128,10 @@ impl ser::Error for KeyError {
 }
 
 /// The serde serializer that hashes what it is given.
-pub struct KeySerializer<'a>(pub &'a mut Hasher);
+pub(crate) struct KeySerializer<'a>(pub &'a mut Hasher);
 
 /// Entry digests of a map or a hashed set, sorted at the end.
-pub struct Unordered<'a> {
+pub(crate) struct Unordered<'a> {
     parent: &'a mut Hasher,
     entries: Vec<Key>,
     pending: Option<Hasher>,
@@ -148,7 +148,7 @@ impl Unordered<'_> {
 }
 
 /// A sequence, tuple or struct: its parts in order.
-pub struct Ordered<'a>(&'a mut Hasher);
+pub(crate) struct Ordered<'a>(&'a mut Hasher);
 
 macro_rules! primitive {
     ($($method:ident: $ty:ty),* $(,)?) => {

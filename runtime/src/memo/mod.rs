@@ -15,11 +15,11 @@
 //! makes the call compute and return its result, with one warning per
 //! function.
 
-pub mod evict;
-pub mod key;
+pub(crate) mod evict;
+pub(crate) mod key;
 mod memory;
 mod shelf;
-pub mod store;
+pub(crate) mod store;
 
 pub use memory::Memory;
 pub use shelf::MemorizedResult;
@@ -33,12 +33,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use crate::compress::Compression;
-pub use evict::Limits;
+pub(crate) use crate::compress::Compression;
+pub(crate) use evict::Limits;
 
 /// Environment variable giving the cache directory of `#[memoize]`
 /// functions that do not name one.
-pub const ENV_CACHE_DIR: &str = "PARJOB_CACHE_DIR";
+pub(crate) const ENV_CACHE_DIR: &str = "PARJOB_CACHE_DIR";
 
 /// Why the last call of a function missed the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl Cache<'_> {
     }
 
     fn decode<T: DeserializeOwned>(&self, key: &Key, entry: &store::Entry) -> Option<T> {
-        match crate::codec::decode(&entry.value) {
+        match crate::wire::codec::decode(&entry.value) {
             Ok(value) => Some(value),
             Err(e) => {
                 let path = store::output_path(self.dir, key);
@@ -204,7 +204,7 @@ impl Cache<'_> {
                 took.as_secs_f64()
             );
         }
-        let encoded = match crate::codec::encode(&value) {
+        let encoded = match crate::wire::codec::encode(&value) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.counters

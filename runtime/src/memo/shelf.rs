@@ -34,7 +34,7 @@ impl<T> MemorizedResult<T> {
         T: Serialize,
     {
         MemorizedResult {
-            shelf: Shelf::Here(crate::codec::encode(value).unwrap_or_default()),
+            shelf: Shelf::Here(crate::wire::codec::encode(value).unwrap_or_default()),
             marker: std::marker::PhantomData,
         }
     }
@@ -70,9 +70,10 @@ impl<T> MemorizedResult<T> {
                     Err(store::Unusable::Corrupt(why)) => return Err(cache_error(path, why)),
                     Err(store::Unusable::Io(e)) => return Err(cache_error(path, e.to_string())),
                 };
-                crate::codec::decode(&entry.value).map_err(|e| cache_error(path, e.to_string()))
+                crate::wire::codec::decode(&entry.value)
+                    .map_err(|e| cache_error(path, e.to_string()))
             }
-            Shelf::Here(bytes) => crate::codec::decode(bytes)
+            Shelf::Here(bytes) => crate::wire::codec::decode(bytes)
                 .map_err(|e| cache_error(Path::new("(memory)"), e.to_string())),
         }
     }

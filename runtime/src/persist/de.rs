@@ -12,11 +12,8 @@ use crate::plain::Kind;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use std::fmt;
 
-/// The deepest nesting of sequences, maps, tuples, structs and enums that
-/// a load accepts, and so that a dump writes (options and boxes are not
-/// levels). A `struct Node { next: Option<Box<Node>> }` list may be 512
-/// nodes long; a tree, 512 levels deep.
-pub const MAX_DEPTH: usize = 512;
+use crate::error::MAX_DEPTH;
+
 /// Elements that take no bytes (`Vec<()>`) can outnumber the bytes left by
 /// at most this many.
 const SPARE_EMPTY_ELEMENTS: u64 = 1 << 20;

@@ -47,81 +47,10 @@ mod mmap;
 mod ser;
 
 pub use crate::compress::Compression;
-pub use de::MAX_DEPTH;
+pub use crate::error::{PersistError, MAX_DEPTH};
 pub use dump::{dump, dump_with, DumpTarget};
 pub use load::{load, load_from, load_from_with, load_unchecked, load_with};
 pub use mmap::{load_mmap, Mapped};
-
-use std::io;
-
-/// What can go wrong in `dump` or `load`.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PersistError {
-    /// Reading or writing the file failed (a full disk is `StorageFull`).
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    /// The file does not start with parjob's magic bytes.
-    #[error("not a parjob dump (no PJDUMP header)")]
-    NotADump,
-    /// The file was written by a newer parjob.
-    #[error("written in dump format {found}; this parjob reads up to {supported}: upgrade parjob to load it")]
-    NewerVersion {
-        /// The file's format version.
-        found: u16,
-        /// The newest version this build reads.
-        supported: u16,
-    },
-    /// The header names a codec this build does not know.
-    #[error("unknown codec {0} in the header")]
-    UnknownCodec(u8),
-    /// The file holds another type than the one asked for.
-    #[error("the file holds another type than `{expected}` (by its type fingerprint); load it as the type it was dumped as, or with `load_unchecked`")]
-    WrongType {
-        /// The type asked for.
-        expected: String,
-    },
-    /// The file ends before the header says it does.
-    #[error("truncated: {expected} bytes expected, {found} found")]
-    Truncated {
-        /// What the header promises.
-        expected: u64,
-        /// What is there.
-        found: u64,
-    },
-    /// The payload does not match its checksum, or its structure is broken.
-    #[error("corrupt: {0}")]
-    Corrupt(String),
-    /// The value could not be encoded (a `Serialize` impl failed).
-    #[error("cannot encode: {0}")]
-    Encode(String),
-    /// `dump` of a value nested deeper than a load accepts.
-    #[error("the value nests deeper than {MAX_DEPTH} levels (structs, enums, tuples, sequences and maps), which `load` refuses in order to bound its stack: store a long chain or deep tree as a flat Vec (of nodes with indices) instead")]
-    TooDeep,
-    /// The payload is larger than the load's limit.
-    #[error("the payload is {bytes} bytes, over this load's limit of {limit} bytes (Limits::max_bytes): if you trust the file, load it with `load_with` and a higher limit")]
-    TooLarge {
-        /// What the file says the payload holds.
-        bytes: u64,
-        /// The limit in force.
-        limit: u64,
-    },
-    /// The system refused memory for a buffer the file asked for.
-    #[error("out of memory: {bytes} bytes for the payload could not be allocated (lower Limits::max_bytes, or free memory)")]
-    OutOfMemory {
-        /// The allocation that failed.
-        bytes: u64,
-    },
-    /// `load_mmap` of a compressed file.
-    #[error("the file is compressed with {codec}: only an uncompressed dump can be memory-mapped; dump it with Compression::None (no compressing extension) or use `load`")]
-    Compressed {
-        /// The file's codec.
-        codec: &'static str,
-    },
-    /// `load_mmap` of a dump that is not one raw numeric array.
-    #[error("the dump is not a raw numeric array of that element type; `load_mmap` maps only a dumped Vec<P>/[P] of a primitive number")]
-    NotAnArray,
-}
 
 impl From<ser::WriteError> for PersistError {
     fn from(e: ser::WriteError) -> Self {

@@ -8,8 +8,8 @@
 //! first element's kind decides), so `ndarray`'s element sequences are raw
 //! too.
 
-use super::de::MAX_DEPTH;
 use super::format::{mode, padding, ALIGN, UNKNOWN_LEN};
+use crate::error::MAX_DEPTH;
 use crate::plain::Kind;
 use serde::ser::{self, Impossible, Serialize};
 use std::fmt;
@@ -59,7 +59,7 @@ impl From<io::Error> for WriteError {
 type Result<T> = std::result::Result<T, WriteError>;
 
 /// Counts and checksums what goes to `inner`.
-pub struct Sink<W: Write> {
+pub(crate) struct Sink<W: Write> {
     inner: W,
     pos: u64,
     hash: xxhash_rust::xxh3::Xxh3,
@@ -70,7 +70,7 @@ pub struct Sink<W: Write> {
 
 impl<W: Write> Sink<W> {
     /// A sink at payload position 0.
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Sink {
             inner,
             pos: 0,
@@ -138,21 +138,21 @@ impl<W: Write> Sink<W> {
     }
 
     /// The payload's length and checksum, and the writer.
-    pub fn finish(self) -> (u64, u64, W) {
+    pub(crate) fn finish(self) -> (u64, u64, W) {
         (self.pos, self.hash.digest(), self.inner)
     }
 }
 
 /// Writes `value` to `sink`.
-pub fn write<W: Write, T: Serialize + ?Sized>(sink: &mut Sink<W>, value: &T) -> Result<()> {
+pub(crate) fn write<W: Write, T: Serialize + ?Sized>(sink: &mut Sink<W>, value: &T) -> Result<()> {
     value.serialize(PayloadSerializer(sink))
 }
 
 /// The serializer.
-pub struct PayloadSerializer<'a, W: Write>(&'a mut Sink<W>);
+pub(crate) struct PayloadSerializer<'a, W: Write>(&'a mut Sink<W>);
 
 /// A sequence being written.
-pub struct Seq<'a, W: Write> {
+pub(crate) struct Seq<'a, W: Write> {
     sink: &'a mut Sink<W>,
     state: SeqState,
 }
@@ -171,7 +171,7 @@ enum SeqState {
 }
 
 /// Tuples, structs and variants: fields in order, `levels` deep.
-pub struct Fields<'a, W: Write> {
+pub(crate) struct Fields<'a, W: Write> {
     sink: &'a mut Sink<W>,
     levels: usize,
 }
@@ -184,7 +184,7 @@ impl<'a, W: Write> Fields<'a, W> {
 }
 
 /// A map: length (or streamed markers), then key, value, key, value.
-pub struct Map<'a, W: Write> {
+pub(crate) struct Map<'a, W: Write> {
     sink: &'a mut Sink<W>,
     streamed: bool,
 }

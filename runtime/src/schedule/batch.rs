@@ -18,11 +18,11 @@
 //!   `remaining / (2 * n_jobs)` jobs, so no worker is left holding a long
 //!   batch while the others idle.
 
-use crate::config::BatchSize;
+use crate::options::BatchSize;
 use std::time::Duration;
 
 /// The largest auto batch.
-pub const MAX_BATCH: usize = 1 << 16;
+pub(crate) const MAX_BATCH: usize = 1 << 16;
 
 pub(crate) struct Batcher {
     fixed: Option<usize>,

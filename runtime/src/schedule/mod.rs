@@ -22,11 +22,10 @@ mod batch;
 mod progress;
 
 pub(crate) use batch::Batcher;
-pub use batch::MAX_BATCH;
 
 use crate::backend::{Batch, Session};
-use crate::config::Resolved;
 use crate::error::{Error, Result};
+use crate::options::Plan;
 use crate::task::Work;
 use progress::Reporter;
 use std::collections::{BTreeMap, VecDeque};
@@ -38,13 +37,10 @@ fn same_task(a: &'static str, b: &'static str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// Where a stream gives its worker processes back when it ends.
-pub(crate) type GiveBack = Box<dyn FnOnce(crate::backend::process::Processes) + Send>;
-
 type Output<I> = <<I as Iterator>::Item as Work>::Output;
 
 /// A resolved plan and its session, or why the run could not start.
-pub(crate) type Start<W> = Result<(Resolved, Box<dyn Session<W>>)>;
+pub(crate) type Start<W> = Result<(Plan, Box<dyn Session<W>>)>;
 
 /// Results in input order. Batches arrive whole: a batch that continues
 /// the ready run is appended as a chunk, an early one waits in a map. Both
@@ -119,8 +115,7 @@ where
     drawn: usize,
     exhausted: bool,
     session: Option<Box<dyn Session<I::Item>>>,
-    give_back: Option<GiveBack>,
-    plan: Option<Resolved>,
+    plan: Option<Plan>,
     batcher: Batcher,
     bounded: bool,
     in_flight_batches: usize,
@@ -136,13 +131,7 @@ impl<I: Iterator> Stream<I>
 where
     I::Item: Work,
 {
-    pub(crate) fn new(
-        input: I,
-        start: Start<I::Item>,
-        give_back: Option<GiveBack>,
-        ordered: bool,
-        bounded: bool,
-    ) -> Self {
+    pub(crate) fn new(input: I, start: Start<I::Item>, ordered: bool, bounded: bool) -> Self {
         let ready = if ordered {
             Ready::Ordered(Reorder::new())
         } else {
@@ -162,7 +151,7 @@ where
                 Reporter::new(p, total),
             ),
             _ => (
-                Batcher::new(crate::config::BatchSize::Fixed(1), Default::default(), 1),
+                Batcher::new(crate::options::BatchSize::Fixed(1), Default::default(), 1),
                 Reporter::new(&Self::quiet(), None),
             ),
         };
@@ -172,7 +161,6 @@ where
             drawn: 0,
             exhausted: false,
             session,
-            give_back,
             plan,
             batcher,
             bounded,
@@ -186,11 +174,11 @@ where
         }
     }
 
-    fn quiet() -> Resolved {
-        Resolved {
+    fn quiet() -> Plan {
+        Plan {
             n_jobs: 1,
-            backend: crate::config::Backend::Sequential,
-            batch_size: crate::config::BatchSize::Fixed(1),
+            backend: crate::options::Backend::Sequential,
+            batch_size: crate::options::BatchSize::Fixed(1),
             pre_dispatch: 1,
             timeout: None,
             verbose: 0,
@@ -341,15 +329,15 @@ where
     }
 
     /// Ends the stream: cancels what is in flight unless it ended cleanly,
-    /// and gives the worker processes back.
+    /// and drops the session, which gives back what it borrowed.
     fn close(&mut self, ok: bool) {
         if let Some(mut session) = self.session.take() {
             if !ok {
                 session.cancel();
             }
-            if let (Some(pool), Some(give_back)) = (session.into_pool(), self.give_back.take()) {
-                give_back(pool);
-            }
+            // Dropping the session returns what it borrowed (the worker
+            // processes) to its home.
+            drop(session);
             self.report.finish(ok && self.error.is_none());
         }
         self.in_flight_batches = 0;

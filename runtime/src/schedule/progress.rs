@@ -16,7 +16,7 @@
 //! user needs to see which task hangs.
 
 use crate::backend::LongestRunning;
-use crate::config::{Backend, Resolved};
+use crate::options::{Backend, Plan};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Reporter {
@@ -35,7 +35,7 @@ struct Active {
 }
 
 impl Reporter {
-    pub(crate) fn new(plan: &Resolved, total: Option<usize>) -> Reporter {
+    pub(crate) fn new(plan: &Plan, total: Option<usize>) -> Reporter {
         if plan.verbose == 0 && !plan.progress {
             return Reporter { active: None };
         }
@@ -63,8 +63,8 @@ impl Reporter {
         };
         if active.verbose >= 1 {
             let batching = match plan.batch_size {
-                crate::config::BatchSize::Auto => "auto".to_string(),
-                crate::config::BatchSize::Fixed(n) => n.to_string(),
+                crate::options::BatchSize::Auto => "auto".to_string(),
+                crate::options::BatchSize::Fixed(n) => n.to_string(),
             };
             let pre_dispatch = if plan.pre_dispatch == usize::MAX {
                 "all".to_string()
@@ -84,7 +84,7 @@ impl Reporter {
                     "[Parallel(n_jobs={})]: a batch's arguments, and each result, travel in \
                      frames of at most {} MiB",
                     plan.n_jobs,
-                    crate::ipc::MAX_FRAME >> 20
+                    crate::wire::MAX_FRAME >> 20
                 );
             }
             if let Some(t) = plan.timeout {

@@ -23,18 +23,21 @@
 //!    kernel kills the workers (`PR_SET_PDEATHSIG`).
 
 mod exit;
+mod lease;
 mod reader;
 mod session;
 mod spawn;
+pub(crate) mod worker;
+
+pub(crate) use lease::PoolSlot;
 mod writer;
 
 pub(crate) use session::ProcessSession;
 
-use crate::beacon::Beacon;
+use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
-use crate::ipc::{self, FromWorker, Hello};
 use crate::task::Decoder;
-use crate::worker;
+use crate::wire::{self, FromWorker, Hello};
 use exit::ExitWatch;
 use reader::{ErasedDecoder, Event};
 use std::any::Any;
@@ -55,7 +58,7 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 /// overhead near 0.5% while the tail stays short.
 pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(4);
 /// The thread-count variables a worker gets (docs/decisions.md).
-pub const THREAD_ENV_VARS: [&str; 5] = [
+pub(crate) const THREAD_ENV_VARS: [&str; 5] = [
     "RAYON_NUM_THREADS",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -177,7 +180,7 @@ impl Processes {
         if self.workers.len() >= self.n_jobs {
             return Ok(());
         }
-        let share = (crate::config::cpu_count() / self.n_jobs).max(1);
+        let share = (crate::options::cpu_count() / self.n_jobs).max(1);
         while self.workers.len() < self.n_jobs {
             self.start(&entry, share)?;
         }
@@ -209,7 +212,7 @@ impl Processes {
     /// Takes a new worker's first event, which must be a matching hello.
     fn hello(&mut self, pos: usize, event: Event) -> Result<()> {
         let why = match event {
-            Event::Frame { payload, .. } => match ipc::parse_from_worker(&payload) {
+            Event::Frame { payload, .. } => match wire::parse_from_worker(&payload) {
                 Ok(FromWorker::Hello(h)) => h.check(&Hello::current()).err(),
                 Ok(other) => Some(format!("expected a hello, got {other:?}")),
                 Err(e) => Some(format!("unreadable hello: {e}")),

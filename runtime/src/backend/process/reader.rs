@@ -10,9 +10,9 @@
 //! [`Event::Closed`]: its end is never silent.
 
 use super::exit::{ExitWatch, Ready};
-use crate::codec::CodecError;
-use crate::ipc::{self, Incoming};
 use crate::panic::Caught;
+use crate::wire::codec::CodecError;
+use crate::wire::{self, Incoming};
 use std::any::Any;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -148,7 +148,7 @@ fn read_frames(
     let mut reader = BufReader::with_capacity(1 << 16, pipe);
     let mut current: Option<ErasedDecoder> = None;
     loop {
-        let incoming = ipc::read_incoming(&mut reader, |body| {
+        let incoming = wire::read_incoming(&mut reader, |body| {
             if current.is_none() {
                 current = decoders.try_recv().ok();
             }
@@ -165,7 +165,7 @@ fn read_frames(
         let event = match incoming {
             Ok(Some(Incoming::Value(value))) => Event::Value { worker, value },
             Ok(Some(Incoming::Other(payload))) => {
-                if ipc::is_done(&payload) && current.take().is_none() {
+                if wire::is_done(&payload) && current.take().is_none() {
                     let _ = decoders.try_recv();
                 }
                 Event::Frame { worker, payload }

@@ -6,13 +6,14 @@
 //! batches are sent once more, elsewhere.
 
 use super::exit;
+use super::lease::Lease;
 use super::reader::{DecodeError, Decoded, Event};
-use super::{kill, send, Processes, Worker, BATCH_TARGET, DEPTH};
+use super::{kill, send, Worker, BATCH_TARGET, DEPTH};
+use crate::backend::process::worker;
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
-use crate::ipc::{self, Bytes, Failure, FromWorker, ToWorker};
 use crate::task::{Decoder, Work};
-use crate::worker;
+use crate::wire::{self, Bytes, Failure, FromWorker, ToWorker};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ enum Step<R> {
 
 /// One run's use of a process pool.
 pub(crate) struct ProcessSession<W: Work> {
-    pool: Processes,
+    pool: Lease,
     batches: HashMap<u64, InFlight<W::Output>>,
     /// Batches finished without a worker (closures, encode failures).
     here: VecDeque<Finished<W::Output>>,
@@ -55,7 +56,7 @@ pub(crate) struct ProcessSession<W: Work> {
 }
 
 impl<W: Work> ProcessSession<W> {
-    pub(crate) fn new(mut pool: Processes, timeout: Option<Duration>) -> Result<Self> {
+    pub(crate) fn new(mut pool: Lease, timeout: Option<Duration>) -> Result<Self> {
         if worker::entry().is_none() {
             return Err(Error::NoWorkerEntry);
         }
@@ -139,7 +140,7 @@ impl<W: Work> ProcessSession<W> {
             },
             Ok(Err(DecodeError::Codec(e))) => Step::Fail(codec("decode the result", e.0)),
             Ok(Err(DecodeError::Panic(caught))) => Step::Fail(panic_error(task, index, caught)),
-            Err(payload) => match ipc::parse_from_worker(&payload) {
+            Err(payload) => match wire::parse_from_worker(&payload) {
                 Ok(FromWorker::Failure(failure)) => Step::Fail(failure_error(task, index, failure)),
                 Ok(FromWorker::Done {
                     id: done,
@@ -265,7 +266,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         let len = match &msg {
             ToWorker::Run { args, .. } => args.len(),
         };
-        let frame = match ipc::encode_frame(&msg) {
+        let frame = match wire::encode_frame(&msg) {
             Ok(frame) => Arc::new(frame),
             Err(e) => {
                 let e = encode_error(task, first, e.0);
@@ -408,12 +409,6 @@ impl<W: Work> Session<W> for ProcessSession<W> {
 
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
-    }
-
-    fn into_pool(self: Box<Self>) -> Option<Processes> {
-        let mut pool = self.pool;
-        pool.last_used = Instant::now();
-        Some(pool)
     }
 }
 

@@ -14,10 +14,10 @@
 //! variable set by hand cannot turn a binary into a task server on
 //! descriptors that some other process controls.
 
+use super::worker::{Entry, WorkerSpec, ENV_WORKER};
 use super::THREAD_ENV_VARS;
-use crate::beacon::Beacon;
+use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
-use crate::worker::{Entry, WorkerSpec, ENV_WORKER};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

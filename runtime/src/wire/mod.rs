@@ -19,16 +19,21 @@
 //! Small results still go out in one write per batch, through the worker's
 //! buffered writer.
 
-use crate::codec::{self, CodecError};
+pub(crate) mod codec;
+mod task_codecs;
+
+pub use task_codecs::{Probe, ViaNothing, ViaSerde};
+
+use codec::CodecError;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 /// `b"PJOB"`, the first field of every hello.
-pub const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
+pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
-pub const MAX_FRAME: u64 = 1 << 30;
+pub(crate) const MAX_FRAME: u64 = 1 << 30;
 
 const KIND_HELLO: u8 = 0;
 const KIND_VALUE: u8 = 1;
@@ -84,7 +89,7 @@ pub enum ToWorker {
 
 /// Why one job failed in the worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The task panicked.
     Panic {
         /// Panic message.
@@ -102,7 +107,7 @@ pub enum Failure {
 
 /// A frame from a worker, borrowing from the frame's bytes.
 #[derive(Debug, PartialEq)]
-pub enum FromWorker<'a> {
+pub(crate) enum FromWorker<'a> {
     /// The first message of every worker.
     Hello(Hello),
     /// One job's encoded result.
@@ -122,7 +127,7 @@ pub enum FromWorker<'a> {
 
 /// What a worker says when it starts, so a mismatch is found at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// Always [`MAGIC`].
     pub magic: u32,
     /// The worker's [`PROTOCOL_VERSION`].
@@ -134,30 +139,19 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// This process's hello.
-    ///
-    /// In a worker, `PARJOB_TEST_FINGERPRINT_SALT=<n>` changes the
-    /// fingerprint, to test what a parent does with a worker from another
-    /// build (a fault injection for tests; nothing sets it otherwise).
-    pub fn current() -> Self {
-        let salt = if crate::worker::is_worker() {
-            std::env::var("PARJOB_TEST_FINGERPRINT_SALT")
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        } else {
-            0
-        };
+    /// This process's hello: its protocol, its registry's fingerprint and
+    /// its pid.
+    pub(crate) fn current() -> Self {
         Hello {
             magic: MAGIC,
             protocol: PROTOCOL_VERSION,
-            fingerprint: crate::task::registry_fingerprint() ^ salt,
+            fingerprint: crate::task::registry_fingerprint(),
             pid: std::process::id(),
         }
     }
 
     /// Checks a worker's hello against this process; the error says what differs.
-    pub fn check(&self, ours: &Hello) -> Result<(), String> {
+    pub(crate) fn check(&self, ours: &Hello) -> Result<(), String> {
         if self.magic != ours.magic {
             return Err(format!(
                 "worker {} spoke another protocol (magic {:#x})",
@@ -186,7 +180,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// Encodes `msg` as one frame, ready for a single `write_all`.
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+pub(crate) fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let len = codec::encoded_len(msg)? as u64;
     if len > MAX_FRAME {
         return Err(CodecError(format!(
@@ -208,17 +202,22 @@ fn write_kind<T: Serialize>(w: &mut dyn Write, kind: u8, body: &T) -> io::Result
 }
 
 /// Writes the worker's hello.
-pub fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
+pub(crate) fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
     write_kind(w, KIND_HELLO, hello)
 }
 
 /// Writes one job's failure.
-pub fn write_failure(w: &mut dyn Write, failure: &Failure) -> io::Result<()> {
+pub(crate) fn write_failure(w: &mut dyn Write, failure: &Failure) -> io::Result<()> {
     write_kind(w, KIND_FAILURE, failure)
 }
 
 /// Writes the end of a batch.
-pub fn write_done(w: &mut dyn Write, id: u64, count: u64, elapsed_ns: u64) -> io::Result<()> {
+pub(crate) fn write_done(
+    w: &mut dyn Write,
+    id: u64,
+    count: u64,
+    elapsed_ns: u64,
+) -> io::Result<()> {
     write_kind(w, KIND_DONE, &(id, count, elapsed_ns))
 }
 
@@ -226,7 +225,7 @@ pub fn write_done(w: &mut dyn Write, id: u64, count: u64, elapsed_ns: u64) -> io
 /// be encoded, or is too large for a frame, is written as a failure, and so
 /// is a `Serialize` impl that panics while the result is measured (before
 /// any byte of it is written), with the panic's message and location.
-pub fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
+pub(crate) fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
     let len = match crate::panic::catch(|| codec::encoded_len(value)) {
         Ok(Ok(len)) => len as u64,
         Ok(Err(e)) => return write_failure(w, &Failure::EncodeResult(e.0)),
@@ -256,12 +255,12 @@ pub fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::R
 }
 
 /// Whether a worker frame's payload is the end of a batch.
-pub fn is_done(payload: &[u8]) -> bool {
+pub(crate) fn is_done(payload: &[u8]) -> bool {
     payload.first() == Some(&KIND_DONE)
 }
 
 /// Parses a frame from a worker.
-pub fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
+pub(crate) fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
     let (&kind, body) = payload
         .split_first()
         .ok_or_else(|| invalid("an empty frame"))?;

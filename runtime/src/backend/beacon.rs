@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The sequence number of a worker between jobs.
-pub const IDLE: u64 = u64::MAX;
+pub(crate) const IDLE: u64 = u64::MAX;
 
 #[repr(C)]
 struct Words {
@@ -33,7 +33,7 @@ enum Storage {
 }
 
 /// A shared record of the running job.
-pub struct Beacon {
+pub(crate) struct Beacon {
     storage: Storage,
 }
 
@@ -46,7 +46,7 @@ const MAP_LEN: usize = 4096;
 
 impl Beacon {
     /// A beacon for a thread in this process.
-    pub fn in_process() -> Beacon {
+    pub(crate) fn in_process() -> Beacon {
         Beacon {
             storage: Storage::Heap(Box::new(Words {
                 seq: AtomicU64::new(IDLE),
@@ -56,7 +56,7 @@ impl Beacon {
     }
 
     /// A beacon in a fresh `memfd`, to share with a worker process.
-    pub fn shared() -> io::Result<Beacon> {
+    pub(crate) fn shared() -> io::Result<Beacon> {
         // SAFETY: memfd_create with a static NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"parjob-beacon".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -77,7 +77,7 @@ impl Beacon {
     }
 
     /// Maps a beacon whose `memfd` was inherited (in the worker).
-    pub fn map(fd: RawFd) -> io::Result<Beacon> {
+    pub(crate) fn map(fd: RawFd) -> io::Result<Beacon> {
         // SAFETY: a shared read-write mapping of MAP_LEN bytes of a memfd
         // that is at least that long; checked for MAP_FAILED.
         let ptr = unsafe {
@@ -103,7 +103,7 @@ impl Beacon {
     }
 
     /// The `memfd` to pass to a worker process.
-    pub fn fd(&self) -> Option<RawFd> {
+    pub(crate) fn fd(&self) -> Option<RawFd> {
         match &self.storage {
             Storage::Mapped { fd: Some(fd), .. } => Some(fd.as_raw_fd()),
             _ => None,
@@ -119,7 +119,7 @@ impl Beacon {
     }
 
     /// Records that job `seq` starts now.
-    pub fn start(&self, seq: u64) {
+    pub(crate) fn start(&self, seq: u64) {
         let w = self.words();
         w.seq.store(IDLE, Ordering::Release);
         w.started_ns.store(now_ns(), Ordering::Release);
@@ -127,12 +127,12 @@ impl Beacon {
     }
 
     /// Records that no job runs.
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         self.words().seq.store(IDLE, Ordering::Release);
     }
 
     /// The running job and how long it has run, if one runs.
-    pub fn running(&self) -> Option<(u64, Duration)> {
+    pub(crate) fn running(&self) -> Option<(u64, Duration)> {
         let w = self.words();
         loop {
             let seq = w.seq.load(Ordering::Acquire);
@@ -157,7 +157,7 @@ impl Drop for Beacon {
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

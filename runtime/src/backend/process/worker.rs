@@ -8,9 +8,9 @@
 //! same call only records that an entry exists, which is what allows the
 //! process backend to spawn at all (docs/decisions.md).
 
-use crate::beacon::Beacon;
-use crate::ipc::{self, Failure, Hello, ToWorker};
+use crate::backend::beacon::Beacon;
 use crate::task::registry;
+use crate::wire::{self, Failure, Hello, ToWorker};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::fd::FromRawFd;
@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 
 /// Set in a worker's environment:
 /// `<read fd>,<write fd>,<beacon fd>,<cpu share>,<parent pid>,<token>`.
-pub const ENV_WORKER: &str = "PARJOB_WORKER";
+pub(crate) const ENV_WORKER: &str = "PARJOB_WORKER";
 
 /// What a parent tells a worker through [`ENV_WORKER`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,31 +182,31 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     // SAFETY: the mapping holds its own reference to the memfd.
     unsafe { libc::close(spec.beacon_fd) };
 
-    ipc::write_hello(&mut output, &Hello::current()).map_err(io)?;
+    wire::write_hello(&mut output, &hello()).map_err(io)?;
     output.flush().map_err(io)?;
     let tasks = registry();
-    while let Some(frame) = ipc::read_frame(&mut input).map_err(io)? {
+    while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
         let ToWorker::Run {
             id,
             task,
             seq,
             args,
-        } = ipc::decode_message(&frame).map_err(io)?;
+        } = wire::decode_message(&frame).map_err(io)?;
         drop(frame);
-        let started = crate::beacon::now_ns();
+        let started = crate::backend::beacon::now_ns();
         let entry = tasks.get(task.as_str());
         let count = args.len() as u64;
         for (k, arg) in args.into_iter().enumerate() {
             beacon.start(seq + k as u64);
             let written = match entry {
                 Some(entry) => entry.invoke(&arg.0, &mut output),
-                None => ipc::write_failure(&mut output, &Failure::UnknownTask),
+                None => wire::write_failure(&mut output, &Failure::UnknownTask),
             };
             answered(written)?;
         }
         beacon.idle();
-        let elapsed_ns = crate::beacon::now_ns().saturating_sub(started);
-        answered(ipc::write_done(&mut output, id, count, elapsed_ns))?;
+        let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
+        answered(wire::write_done(&mut output, id, count, elapsed_ns))?;
         answered(output.flush())?;
     }
     Ok(())
@@ -253,4 +253,17 @@ fn answered(written: std::io::Result<()>) -> Result<(), String> {
         }
         Err(e) => Err(format!("writing to the parent: {e}")),
     }
+}
+
+/// This worker's hello. `PARJOB_TEST_FINGERPRINT_SALT=<n>` changes its
+/// fingerprint, to test what a parent does with a worker from another
+/// build (a fault injection for tests; nothing sets it otherwise).
+fn hello() -> Hello {
+    let salt = std::env::var("PARJOB_TEST_FINGERPRINT_SALT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut hello = Hello::current();
+    hello.fingerprint ^= salt;
+    hello
 }

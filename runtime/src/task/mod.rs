@@ -6,17 +6,18 @@
 //! can move to another thread, or, for process tasks, be encoded and sent to
 //! a worker process that finds the function by name in the registry.
 //!
-//! The registry is filled by `inventory` before `main`, but it is only
-//! *read* after `main` has started (docs/decisions.md), in
-//! [`registry`].
+//! This layer is plain types: how a task's values are encoded is a table
+//! of function pointers ([`TaskCodecs`]) that the wire layer fills, and the
+//! registry ([`registry()`]) maps names to entries the wire layer builds.
 
-use crate::codec::{self, CodecError};
-use crate::config::Options;
-use crate::ipc::{self, Failure};
-use crate::panic::{self, Caught};
+mod registry;
+
+pub use registry::TaskEntry;
+pub(crate) use registry::{registry, registry_fingerprint};
+
+use crate::error::CodecError;
+use crate::options::Options;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
-use std::sync::OnceLock;
 
 /// A function made into a parjob task by `#[parallel]`.
 ///
@@ -39,22 +40,27 @@ pub trait Task: 'static {
     fn call(args: Self::Args) -> Self::Output;
     /// The options given in the attribute.
     fn options() -> Options;
+    /// How the arguments and the output cross a process boundary, for a
+    /// task that can run in a worker process (`backend = "process"`);
+    /// `None` for a task that runs only in this process.
+    fn codecs() -> Option<TaskCodecs<Self::Args, Self::Output>> {
+        None
+    }
 }
 
 /// Decodes a worker's encoded result.
 pub(crate) type Decoder<R> = fn(&mut dyn std::io::Read) -> Result<R, CodecError>;
 
-/// A task that can run in a worker process. `#[parallel(backend = "process")]`
-/// implements it with serde codecs for the argument tuple and the output.
+/// A task that can run in a worker process: its [`Task::codecs`] are
+/// `Some`. `#[parallel(backend = "process")]` implements both, with serde
+/// codecs for the argument tuple and the output; this marker lets a
+/// compile-time check ask for a process task.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a process task",
     label = "this call runs in a worker process, which finds the function by name, so it must be a process task",
     note = "mark the function `#[parallel(backend = \"process\")]`, or leave out `backend = \"process\"` to run the body on threads"
 )]
-pub trait ProcessTask: Task {
-    /// How the arguments and the output cross the process boundary.
-    fn codecs() -> TaskCodecs<Self::Args, Self::Output>;
-}
+pub trait ProcessTask: Task {}
 
 /// The encoders and decoders of one process task.
 pub struct TaskCodecs<A, R> {
@@ -62,32 +68,6 @@ pub struct TaskCodecs<A, R> {
     pub args: SerdeFns<A>,
     /// The output.
     pub output: SerdeFns<R>,
-}
-
-impl<A, R> TaskCodecs<A, R>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
-    /// The serde codecs, for a hand-written [`ProcessTask`] impl.
-    pub fn serde() -> Self {
-        TaskCodecs {
-            args: SerdeFns::serde(),
-            output: SerdeFns::serde(),
-        }
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
-    /// Encoding and decoding through [`crate::codec`].
-    pub fn serde() -> Self {
-        SerdeFns {
-            encode: |v| codec::encode(v),
-            write: |w, v| ipc::write_value(w, v),
-            decode: codec::decode::<T>,
-            read: codec::decode_from_reader::<T>,
-        }
-    }
 }
 
 /// Encode and decode functions for one type.
@@ -100,50 +80,6 @@ pub struct SerdeFns<T> {
     pub decode: fn(&[u8]) -> Result<T, CodecError>,
     /// Decodes a value from a reader (a result frame, straight from the pipe).
     pub read: fn(&mut dyn std::io::Read) -> Result<T, CodecError>,
-}
-
-/// Picks [`SerdeFns`] for a concrete type at compile time (autoref
-/// specialization): `(&&Probe::<T>::NEW).serde_fns()` gives the codec when
-/// `T` is a serde type, and a stub otherwise. The stub is never reached:
-/// the same expansion asserts `T: ProcessArg`/`ProcessOutput`, spanned on
-/// the user's type, so only that one error is reported, not a cascade.
-#[doc(hidden)]
-pub struct Probe<T>(std::marker::PhantomData<T>);
-
-impl<T> Probe<T> {
-    /// The probe value.
-    pub const NEW: Self = Probe(std::marker::PhantomData);
-}
-
-/// The serde arm of [`Probe`].
-#[doc(hidden)]
-pub trait ViaSerde<T> {
-    /// The real codec.
-    fn serde_fns(&self) -> SerdeFns<T>;
-}
-
-impl<T: Serialize + DeserializeOwned> ViaSerde<T> for &Probe<T> {
-    fn serde_fns(&self) -> SerdeFns<T> {
-        SerdeFns::serde()
-    }
-}
-
-/// The fallback arm of [`Probe`], chosen only when the program does not compile anyway.
-#[doc(hidden)]
-pub trait ViaNothing<T> {
-    /// A codec that always fails.
-    fn serde_fns(&self) -> SerdeFns<T>;
-}
-
-impl<T> ViaNothing<T> for Probe<T> {
-    fn serde_fns(&self) -> SerdeFns<T> {
-        SerdeFns {
-            encode: |_| Err(CodecError("not a serde type".into())),
-            write: |w, _| ipc::write_failure(w, &Failure::EncodeResult("not a serde type".into())),
-            decode: |_| Err(CodecError("not a serde type".into())),
-            read: |_| Err(CodecError("not a serde type".into())),
-        }
-    }
 }
 
 /// One call waiting to run: joblib's `delayed(f)(args)`.
@@ -172,14 +108,12 @@ impl<R, F: FnOnce() -> R + Send> Body<R> for Closure<F> {
     }
 }
 
-struct Call<T: Task>(T::Args);
-
-impl<T: ProcessTask> Body<T::Output> for Call<T> {
+impl<T: Task> Body<T::Output> for Call<T> {
     fn run(self: Box<Self>) -> T::Output {
         T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
-        Some((T::codecs().args.encode)(&self.0))
+        Work::encode_args(self)
     }
 }
 
@@ -201,22 +135,13 @@ impl<R: Send + 'static> Job<R> {
         }
     }
 
-    /// A job calling task `T` in this process only (a thread-backend task).
-    pub fn local<T: Task<Output = R>>(args: T::Args) -> Self {
-        Job {
-            task: T::NAME,
-            body: Box::new(Closure(move || T::call(args))),
-            decode: None,
-        }
-    }
-
-    /// A job calling process task `T`: it can run in a worker process,
-    /// which finds `T` by name.
-    pub fn process<T: ProcessTask<Output = R>>(args: T::Args) -> Self {
+    /// A job calling task `T`: `f::delayed(..)`. A process task's job can
+    /// run in a worker process, which finds `T` by name.
+    pub fn call<T: Task<Output = R>>(args: T::Args) -> Self {
         Job {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
-            decode: Some(T::codecs().output.read),
+            decode: T::codecs().map(|c| c.output.read),
         }
     }
 
@@ -235,7 +160,7 @@ impl<R: Send + 'static> Job<R> {
 /// here, and, for process tasks, be encoded for a worker.
 ///
 /// [`Job`] is the general form (one allocation per job); `f::map` uses
-/// typed calls ([`LocalCall`], [`RemoteCall`]) that allocate nothing.
+/// typed calls ([`Call`]) that allocate nothing.
 pub trait Work: Send + 'static {
     /// What the call returns.
     type Output: Send + 'static;
@@ -266,10 +191,11 @@ impl<R: Send + 'static> Work for Job<R> {
     }
 }
 
-/// A typed call of a thread-backend task: no allocation per call.
-pub struct LocalCall<T: Task>(pub T::Args);
+/// A typed call of a task: no allocation per call. It can cross a
+/// process boundary when the task has codecs ([`Task::codecs`]).
+pub struct Call<T: Task>(pub T::Args);
 
-impl<T: Task> Work for LocalCall<T> {
+impl<T: Task> Work for Call<T> {
     type Output = T::Output;
     fn task(&self) -> &'static str {
         T::NAME
@@ -278,29 +204,10 @@ impl<T: Task> Work for LocalCall<T> {
         T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
-        None
+        T::codecs().map(|c| (c.args.encode)(&self.0))
     }
     fn decoder(&self) -> Option<Decoder<T::Output>> {
-        None
-    }
-}
-
-/// A typed call of a process task: no allocation per call until it is encoded.
-pub struct RemoteCall<T: ProcessTask>(pub T::Args);
-
-impl<T: ProcessTask> Work for RemoteCall<T> {
-    type Output = T::Output;
-    fn task(&self) -> &'static str {
-        T::NAME
-    }
-    fn run(self) -> T::Output {
-        T::call(self.0)
-    }
-    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
-        Some((T::codecs().args.encode)(&self.0))
-    }
-    fn decoder(&self) -> Option<Decoder<T::Output>> {
-        Some(T::codecs().output.read)
+        T::codecs().map(|c| c.output.read)
     }
 }
 
@@ -313,82 +220,6 @@ impl<R> std::fmt::Debug for Job<R> {
     }
 }
 
-/// A process task's registration, submitted through `inventory` by the
-/// `#[parallel(backend = "process")]` expansion.
-pub struct TaskEntry {
-    name: &'static str,
-    invoke: fn(&[u8], &mut dyn std::io::Write) -> std::io::Result<()>,
-    signature: fn() -> &'static str,
-}
-
-inventory::collect!(TaskEntry);
-
-impl TaskEntry {
-    /// The registration of task `T`.
-    pub const fn new<T: ProcessTask>() -> Self {
-        TaskEntry {
-            name: T::NAME,
-            invoke: invoke::<T>,
-            signature: std::any::type_name::<fn(T::Args) -> T::Output>,
-        }
-    }
-
-    /// The registered name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Decodes the arguments, calls the task catching a panic, and writes
-    /// the result (or the failure) to `out` as one frame.
-    pub fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        (self.invoke)(args, out)
-    }
-}
-
-fn invoke<T: ProcessTask>(args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let codecs = T::codecs();
-    let args: T::Args = match (codecs.args.decode)(args) {
-        Ok(a) => a,
-        Err(e) => return ipc::write_failure(out, &Failure::DecodeArgs(e.0)),
-    };
-    match panic::catch(move || T::call(args)) {
-        Ok(value) => (codecs.output.write)(out, &value),
-        Err(Caught { message, location }) => {
-            ipc::write_failure(out, &Failure::Panic { message, location })
-        }
-    }
-}
-
-/// The process tasks of this binary, by name. Read only after `main` starts.
-pub fn registry() -> &'static HashMap<&'static str, &'static TaskEntry> {
-    static REGISTRY: OnceLock<HashMap<&'static str, &'static TaskEntry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        inventory::iter::<TaskEntry>
-            .into_iter()
-            .map(|e| (e.name, e))
-            .collect()
-    })
-}
-
-/// A fingerprint of the registry: names and signatures of every process
-/// task, order-independent. Parent and worker must agree on it.
-pub fn registry_fingerprint() -> u64 {
-    let mut items: Vec<(&str, &str)> = registry()
-        .values()
-        .map(|e| (e.name, (e.signature)()))
-        .collect();
-    items.sort_unstable();
-    // FNV-1a: stable across runs and builds, unlike std's SipHash keys.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, sig) in items {
-        for b in name.bytes().chain([0]).chain(sig.bytes()).chain([0]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// A type that can be an argument of a process task: it is encoded in the
 /// parent and decoded in the worker.
 #[diagnostic::on_unimplemented(
@@ -397,6 +228,9 @@ pub fn registry_fingerprint() -> u64 {
     note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or use backend = \"thread\", which needs no serde"
 )]
 pub trait ProcessArg: Serialize + DeserializeOwned {}
+// `do_not_recommend`: a non-serde type gets this trait's one message,
+// not one error each for `Serialize` and `Deserialize`.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> ProcessArg for T {}
 
 /// A type that can be the result of a process task: it is encoded in the
@@ -407,6 +241,7 @@ impl<T: Serialize + DeserializeOwned> ProcessArg for T {}
     note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or use backend = \"thread\", which needs no serde"
 )]
 pub trait ProcessOutput: Serialize + DeserializeOwned {}
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> ProcessOutput for T {}
 
 /// Compile-time check emitted by `#[parallel(backend = "process")]`.

@@ -9,17 +9,9 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The most bytes one decode may allocate for collections and strings.
-pub const DECODE_LIMIT: usize = 1 << 30;
+pub(crate) const DECODE_LIMIT: usize = 1 << 30;
 
-/// A codec failure, as text: the callers attach task and item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecError(pub String);
-
-impl std::fmt::Display for CodecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::error::CodecError;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
@@ -31,14 +23,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// How many bytes `value` encodes to, without keeping them.
-pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
     let mut count = Count(0);
     bincode::serde::encode_into_std_write(value, &mut count, config())
         .map_err(|e| CodecError(e.to_string()))
 }
 
 /// Encodes `value` straight into `w`, returning the bytes written.
-pub fn encode_to_writer<T: Serialize + ?Sized>(
+pub(crate) fn encode_to_writer<T: Serialize + ?Sized>(
     value: &T,
     w: &mut dyn std::io::Write,
 ) -> Result<usize, CodecError> {
@@ -62,7 +54,9 @@ impl std::io::Write for Count {
 
 /// Decodes one `T` from a reader, with the same size limit. The caller
 /// bounds the reader (with `Read::take`) and checks that nothing is left.
-pub fn decode_from_reader<T: DeserializeOwned>(r: &mut dyn std::io::Read) -> Result<T, CodecError> {
+pub(crate) fn decode_from_reader<T: DeserializeOwned>(
+    r: &mut dyn std::io::Read,
+) -> Result<T, CodecError> {
     let mut r = r;
     bincode::serde::decode_from_std_read(&mut r, config()).map_err(|e| CodecError(e.to_string()))
 }

@@ -1,0 +1,96 @@
+//! Where a pool of workers lives between runs, and its loan to one run.
+//!
+//! A `Parallel` (or a shared `f::map` home) keeps its workers in a
+//! [`PoolSlot`]. A run takes them out as a [`Lease`], and dropping the lease
+//! (the run ended, failed, or its stream was dropped half-way) puts them
+//! back, so the next run reuses them. Nothing above the backend handles
+//! the pool itself.
+
+use super::Processes;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// The home of a pool of worker processes, shared by a runner's clones.
+#[derive(Clone, Default)]
+pub(crate) struct PoolSlot(Arc<Mutex<Option<Processes>>>);
+
+impl PoolSlot {
+    fn lock(&self) -> MutexGuard<'_, Option<Processes>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the pool out for one run: the one at home when it has
+    /// `n_jobs` workers, else a new one (started lazily).
+    pub(crate) fn lease(&self, n_jobs: usize) -> Lease {
+        let pool = match self.lock().take() {
+            Some(pool) if pool.n_jobs() == n_jobs => pool,
+            _ => Processes::new(n_jobs),
+        };
+        Lease {
+            pool: Some(pool),
+            home: self.clone(),
+        }
+    }
+
+    /// The pids of the workers at home (none while a run has them).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .as_ref()
+            .map(Processes::pids)
+            .unwrap_or_default()
+    }
+
+    /// Stops the workers at home now.
+    pub(crate) fn clear(&self) {
+        self.lock().take();
+    }
+
+    /// Stops the workers at home if they have been idle for `idle`; skips
+    /// a slot that another thread holds.
+    pub(crate) fn reap_if_idle(&self, idle: std::time::Duration) {
+        let Ok(mut slot) = self.0.try_lock() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|p| p.last_used.elapsed() >= idle) {
+            slot.take();
+        }
+    }
+}
+
+/// A pool on loan to one run. Dropping it returns the pool home, unless
+/// home has got another pool meanwhile (a concurrent run), in which case
+/// this one stops.
+pub(crate) struct Lease {
+    pool: Option<Processes>,
+    home: PoolSlot,
+}
+
+impl Deref for Lease {
+    type Target = Processes;
+    fn deref(&self) -> &Processes {
+        self.pool
+            .as_ref()
+            .expect("a lease holds its pool until dropped")
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut Processes {
+        self.pool
+            .as_mut()
+            .expect("a lease holds its pool until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(mut pool) = self.pool.take() {
+            pool.last_used = Instant::now();
+            let mut home = self.home.lock();
+            if home.is_none() {
+                *home = Some(pool);
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The options of a run, declared once.
+//!
+//! Every option (`n_jobs`, `backend`, `batch_size`, ...) is one row of the
+//! table in [`for_each_option!`]. The table generates the fields of
+//! [`Options`], its `with_*` setters and its merge ([`Options::or`]), and
+//! the builder methods of `Config` and `Parallel`. A run resolves its
+//! options once into a [`Plan`] (see `config.rs`) and passes the plan down
+//! to the scheduler and the backend.
+//!
+//! This module is plain data: it knows nothing of scopes, threads or the
+//! environment, apart from `PARJOB_MAX_CPU_COUNT` in [`cpu_count`].
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// A plain loop in the caller's thread.
+    Sequential,
+    /// A rayon pool of exactly `n_jobs` threads. The default: Rust has no GIL.
+    #[default]
+    Thread,
+    /// Re-executed worker processes that find tasks by name. For isolation:
+    /// crashing FFI, `panic = "abort"`, leaks, global state.
+    Process,
+}
+
+impl Backend {
+    /// The spelling used in attributes and `PARJOB_BACKEND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sequential => "sequential",
+            Backend::Thread => "thread",
+            Backend::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sequential" => Ok(Backend::Sequential),
+            "thread" | "threads" | "threading" => Ok(Backend::Thread),
+            "process" | "processes" | "loky" | "multiprocessing" => Ok(Backend::Process),
+            other => Err(Error::Config(format!(
+                "unknown backend `{other}`: expected \"thread\", \"process\" or \"sequential\""
+            ))),
+        }
+    }
+}
+
+/// How many jobs go to a worker in one message (joblib's `batch_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BatchSize {
+    /// Adapt to measured durations: tiny tasks go in large batches, long
+    /// tasks one at a time, and batches shrink at the tail of the input.
+    #[default]
+    Auto,
+    /// Always this many (0 is refused).
+    Fixed(usize),
+}
+
+/// How many batches may be in flight at once (joblib's `pre_dispatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreDispatch {
+    /// `factor * n_jobs`; the default is `2 * n_jobs`.
+    PerJob(usize),
+    /// Exactly this many (0 is refused).
+    Fixed(usize),
+    /// No bound: everything is dispatched at once (joblib's `"all"`).
+    All,
+}
+
+impl Default for PreDispatch {
+    fn default() -> Self {
+        PreDispatch::PerJob(2)
+    }
+}
+
+impl FromStr for PreDispatch {
+    type Err = Error;
+
+    /// `"all"`, `"8"`, or `"3*n_jobs"` (joblib's spellings).
+    fn from_str(s: &str) -> Result<Self> {
+        let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        let bad = || {
+            Error::Config(format!(
+                "pre_dispatch = {s:?}: expected \"all\", a count like \"8\", or \"k*n_jobs\""
+            ))
+        };
+        if t == "all" {
+            return Ok(PreDispatch::All);
+        }
+        if t == "n_jobs" {
+            return Ok(PreDispatch::PerJob(1));
+        }
+        if let Some(k) = t.strip_suffix("*n_jobs") {
+            return k.parse().map(PreDispatch::PerJob).map_err(|_| bad());
+        }
+        t.parse().map(PreDispatch::Fixed).map_err(|_| bad())
+    }
+}
+
+/// The option table. Each row is: doc, name, stored type, the setter's
+/// argument type, and the name of the `const` setter on [`Options`].
+///
+/// `for_each_option!(m, prefix..)` calls `m!(prefix..; rows..)`. Adding an
+/// option is a row here plus its resolution in `config.rs`
+/// (docs/architecture.md, "Adding an option").
+macro_rules! for_each_option {
+    ($then:ident $(, $prefix:tt)*) => {
+        $then! { $($prefix)* ;
+            /// joblib's `n_jobs`: -1 = every CPU, -2 = all but one, 1 =
+            /// sequential. 0 is refused when the run starts.
+            n_jobs: i32, i32, with_n_jobs;
+            /// Where jobs run: threads (the default), worker processes, or
+            /// in sequence.
+            backend: Backend, Backend, with_backend;
+            /// Jobs per message to a worker: [`BatchSize::Auto`] (the
+            /// default) or a fixed count (`.batch_size(64)`).
+            batch_size: BatchSize, impl Into<BatchSize>, with_batch_size;
+            /// How many batches may be in flight: a count
+            /// (`.pre_dispatch(8)`), [`PreDispatch::PerJob`]`(k)` for
+            /// `k * n_jobs` (default 2), or [`PreDispatch::All`].
+            pre_dispatch: PreDispatch, impl Into<PreDispatch>, with_pre_dispatch;
+            /// The longest one task may run. On the process backend an
+            /// overdue task's worker is killed and the run fails with
+            /// [`Error::Timeout`]. On threads the run fails the same way, but
+            /// the thread cannot be stopped: the task runs on in the
+            /// background.
+            timeout: Duration, Duration, with_timeout;
+            /// joblib-style progress lines on stderr: 0 (none) to 3 (most).
+            verbose: u8, u8, with_verbose;
+            /// A progress bar on stderr (with the default `progress` feature).
+            progress: bool, bool, with_progress;
+        }
+    };
+}
+pub(crate) use for_each_option;
+
+/// Builder methods, one per option, that set `self.$field.<option>`:
+/// `impl Config { for_each_option!(option_setters, 0); }`.
+macro_rules! option_setters {
+    ($field:tt ; $( $(#[$doc:meta])* $name:ident : $ty:ty, $arg:ty, $with:ident; )*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $name: $arg) -> Self {
+                self.$field.$name = Some($name.into());
+                self
+            }
+        )*
+    };
+}
+pub(crate) use option_setters;
+
+macro_rules! options_struct {
+    (; $( $(#[$doc:meta])* $name:ident : $ty:ty, $arg:ty, $with:ident; )*) => {
+        /// The options a `#[parallel]` attribute, a `Parallel` or a scoped
+        /// `config()` carries. `None` means "not given here": it falls back
+        /// to scoped defaults, then to the environment, then to the
+        /// built-in default.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Options {
+            $( $(#[$doc])* pub $name: Option<$ty>, )*
+        }
+
+        impl Options {
+            /// No option given: everything from the environment and the defaults.
+            pub const fn new() -> Self {
+                Options { $( $name: None, )* }
+            }
+
+            $(
+                #[doc = concat!("The same options with `", stringify!($name), "` set.")]
+                pub const fn $with(mut self, $name: $ty) -> Self {
+                    self.$name = Some($name);
+                    self
+                }
+            )*
+
+            /// Each option from `self` when given, else from `fallback`.
+            pub fn or(self, fallback: Options) -> Options {
+                Options { $( $name: self.$name.or(fallback.$name), )* }
+            }
+        }
+    };
+}
+
+for_each_option!(options_struct);
+
+/// Options after resolution: what one run actually uses. A run resolves
+/// its options once, into a plan, and passes the plan down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Number of workers, at least 1.
+    pub n_jobs: usize,
+    /// The backend. `n_jobs == 1` always resolves to `Sequential`.
+    pub backend: Backend,
+    /// Jobs per batch.
+    pub batch_size: BatchSize,
+    /// Batches in flight at most (`usize::MAX` for "all").
+    pub pre_dispatch: usize,
+    /// Per-task time limit.
+    pub timeout: Option<Duration>,
+    /// 0..=3.
+    pub verbose: u8,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// Environment variable capping [`cpu_count`].
+pub(crate) const ENV_MAX_CPU_COUNT: &str = "PARJOB_MAX_CPU_COUNT";
+
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+/// joblib's `n_jobs` semantics: a positive value is taken as is; -1 means
+/// every CPU, -2 all but one, and so on (never below 1); 0 is an error.
+///
+/// ```
+/// let cpus = parjob_runtime::cpu_count();
+/// assert_eq!(parjob_runtime::effective_n_jobs(3).unwrap(), 3);
+/// assert_eq!(parjob_runtime::effective_n_jobs(-1).unwrap(), cpus);
+/// assert!(parjob_runtime::effective_n_jobs(0).is_err());
+/// ```
+pub fn effective_n_jobs(n_jobs: i32) -> Result<usize> {
+    match n_jobs {
+        0 => Err(Error::Config(
+            "n_jobs = 0 means no worker at all: use 1 for sequential, -1 for every CPU, or N > 0"
+                .into(),
+        )),
+        n if n > 0 => Ok(n as usize),
+        n => {
+            let cpus = cpu_count() as i64;
+            Ok((cpus + 1 + n as i64).max(1) as usize)
+        }
+    }
+}
+
+/// The number of CPUs this process may use.
+///
+/// It respects the CPU affinity mask (`taskset`, `sched_setaffinity`) and
+/// cgroup v1/v2 CPU quotas (containers, Slurm), through
+/// [`std::thread::available_parallelism`], and is capped by
+/// `PARJOB_MAX_CPU_COUNT` when that is set. It is never below 1.
+///
+/// ```
+/// assert!(parjob_runtime::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cap = env_var(ENV_MAX_CPU_COUNT)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0);
+    match cap {
+        Some(c) => cpus.min(c),
+        None => cpus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_dispatch_spellings_parse() {
+        assert_eq!("all".parse::<PreDispatch>().unwrap(), PreDispatch::All);
+        assert_eq!("8".parse::<PreDispatch>().unwrap(), PreDispatch::Fixed(8));
+        assert_eq!(
+            "3 * n_jobs".parse::<PreDispatch>().unwrap(),
+            PreDispatch::PerJob(3)
+        );
+        assert!("lots".parse::<PreDispatch>().is_err());
+    }
+
+    #[test]
+    fn backend_names_parse_and_unknown_lists_the_valid_ones() {
+        assert_eq!("process".parse::<Backend>().unwrap(), Backend::Process);
+        assert_eq!("Thread".parse::<Backend>().unwrap(), Backend::Thread);
+        let e = "gpu".parse::<Backend>().unwrap_err().to_string();
+        assert!(e.contains("gpu") && e.contains("process") && e.contains("sequential"));
+    }
+
+    #[test]
+    fn negative_n_jobs_counts_back_from_the_cpu_count() {
+        let cpus = cpu_count();
+        assert_eq!(effective_n_jobs(-1).unwrap(), cpus);
+        assert_eq!(effective_n_jobs(-2).unwrap(), (cpus - 1).max(1));
+        assert_eq!(effective_n_jobs(-1000).unwrap(), 1);
+        assert_eq!(effective_n_jobs(7).unwrap(), 7);
+        assert!(matches!(effective_n_jobs(0), Err(Error::Config(_))));
+    }
+}

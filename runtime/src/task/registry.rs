@@ -1,0 +1,67 @@
+//! The registry of process tasks: what a worker process looks a task up
+//! in, by name.
+//!
+//! `#[parallel(backend = "process")]` submits one [`TaskEntry`] per task
+//! through `inventory`. The registry is filled before `main`, but it is
+//! only *read* after `main` has started (docs/decisions.md).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Runs one call of a task in a worker: decodes the arguments, calls the
+/// task catching a panic, and writes the result (or the failure) as one
+/// frame. Made by `TaskEntry::new` (in `wire::task_codecs`).
+pub(crate) type Invoke = fn(&[u8], &mut dyn std::io::Write) -> std::io::Result<()>;
+
+/// A process task's registration, submitted through `inventory` by the
+/// `#[parallel(backend = "process")]` expansion.
+pub struct TaskEntry {
+    pub(crate) name: &'static str,
+    pub(crate) invoke: Invoke,
+    pub(crate) signature: fn() -> &'static str,
+}
+
+inventory::collect!(TaskEntry);
+
+impl TaskEntry {
+    /// The registered name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Decodes the arguments, calls the task catching a panic, and writes
+    /// the result (or the failure) to `out` as one frame.
+    pub fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        (self.invoke)(args, out)
+    }
+}
+
+/// The process tasks of this binary, by name. Read only after `main` starts.
+pub(crate) fn registry() -> &'static HashMap<&'static str, &'static TaskEntry> {
+    static REGISTRY: OnceLock<HashMap<&'static str, &'static TaskEntry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        inventory::iter::<TaskEntry>
+            .into_iter()
+            .map(|e| (e.name, e))
+            .collect()
+    })
+}
+
+/// A fingerprint of the registry: names and signatures of every process
+/// task, order-independent. Parent and worker must agree on it.
+pub(crate) fn registry_fingerprint() -> u64 {
+    let mut items: Vec<(&str, &str)> = registry()
+        .values()
+        .map(|e| (e.name, (e.signature)()))
+        .collect();
+    items.sort_unstable();
+    // FNV-1a: stable across runs and builds, unlike std's SipHash keys.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, sig) in items {
+        for b in name.bytes().chain([0]).chain(sig.bytes()).chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}

@@ -1,0 +1,107 @@
+//! How a task's values cross the wire: the serde codecs of
+//! [`SerdeFns`]/[`TaskCodecs`], the compile-time probe the macros use to
+//! pick them, and the worker-side call of a registered task.
+//!
+//! The task layer declares these as tables of plain function pointers;
+//! this module fills them with the codec and the frame writers.
+
+use super::codec::{self, CodecError};
+use super::{write_failure, write_value, Failure};
+use crate::panic::{self, Caught};
+use crate::task::{ProcessTask, SerdeFns, TaskCodecs, TaskEntry};
+use serde::{de::DeserializeOwned, Serialize};
+
+impl<A, R> TaskCodecs<A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    /// The serde codecs for the argument tuple and the output.
+    pub fn serde() -> Self {
+        TaskCodecs {
+            args: SerdeFns::serde(),
+            output: SerdeFns::serde(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
+    /// Encoding and decoding through [`crate::wire::codec`].
+    pub fn serde() -> Self {
+        SerdeFns {
+            encode: |v| codec::encode(v),
+            write: |w, v| write_value(w, v),
+            decode: codec::decode::<T>,
+            read: codec::decode_from_reader::<T>,
+        }
+    }
+}
+
+impl TaskEntry {
+    /// The registration of task `T`.
+    pub const fn new<T: ProcessTask>() -> Self {
+        TaskEntry {
+            name: T::NAME,
+            invoke: invoke::<T>,
+            signature: std::any::type_name::<fn(T::Args) -> T::Output>,
+        }
+    }
+}
+
+fn invoke<T: ProcessTask>(args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let codecs = T::codecs().expect("a process task has codecs");
+    let args: T::Args = match (codecs.args.decode)(args) {
+        Ok(a) => a,
+        Err(e) => return write_failure(out, &Failure::DecodeArgs(e.0)),
+    };
+    match panic::catch(move || T::call(args)) {
+        Ok(value) => (codecs.output.write)(out, &value),
+        Err(Caught { message, location }) => {
+            write_failure(out, &Failure::Panic { message, location })
+        }
+    }
+}
+
+/// Picks [`SerdeFns`] for a concrete type at compile time (autoref
+/// specialization): `(&&Probe::<T>::NEW).serde_fns()` gives the codec when
+/// `T` is a serde type, and a stub otherwise. The stub is never reached:
+/// the same expansion asserts `T: ProcessArg`/`ProcessOutput`, spanned on
+/// the user's type, so only that one error is reported, not a cascade.
+#[doc(hidden)]
+pub struct Probe<T>(std::marker::PhantomData<T>);
+
+impl<T> Probe<T> {
+    /// The probe value.
+    pub const NEW: Self = Probe(std::marker::PhantomData);
+}
+
+/// The serde arm of [`Probe`].
+#[doc(hidden)]
+pub trait ViaSerde<T> {
+    /// The real codec.
+    fn serde_fns(&self) -> SerdeFns<T>;
+}
+
+impl<T: Serialize + DeserializeOwned> ViaSerde<T> for &Probe<T> {
+    fn serde_fns(&self) -> SerdeFns<T> {
+        SerdeFns::serde()
+    }
+}
+
+/// The fallback arm of [`Probe`], chosen only when the program does not compile anyway.
+#[doc(hidden)]
+pub trait ViaNothing<T> {
+    /// A codec that always fails.
+    fn serde_fns(&self) -> SerdeFns<T>;
+}
+
+impl<T> ViaNothing<T> for Probe<T> {
+    fn serde_fns(&self) -> SerdeFns<T> {
+        SerdeFns {
+            encode: |_| Err(CodecError("not a serde type".into())),
+            write: |w, _| write_failure(w, &Failure::EncodeResult("not a serde type".into())),
+            decode: |_| Err(CodecError("not a serde type".into())),
+            read: |_| Err(CodecError("not a serde type".into())),
+        }
+    }
+}
