@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         });
         match read {
             Ok(Some(Incoming::Other(payload))) => {
-                let _ = ipc::parse_from_worker(&payload);
+                let _ = ipc::parses_from_worker(&payload);
             }
             Ok(Some(Incoming::Value(_))) => {}
             Ok(None) | Err(_) => break,

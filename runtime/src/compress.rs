@@ -59,7 +59,7 @@ impl Compression {
     }
 
     /// The header byte.
-    pub fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         match self {
             Compression::None => 0,
             Compression::Lz4 => 1,
@@ -73,7 +73,7 @@ impl Compression {
     }
 
     /// The codec's name, for messages.
-    pub fn name_of(tag: u8) -> &'static str {
+    pub(crate) fn name_of(tag: u8) -> &'static str {
         match tag {
             0 => "none",
             1 => "lz4",
@@ -88,12 +88,12 @@ impl Compression {
     }
 
     /// Whether `tag` names a codec this build reads.
-    pub fn known(tag: u8) -> bool {
+    pub(crate) fn known(tag: u8) -> bool {
         tag <= 7
     }
 
     /// A writer that compresses into `w`; call [`Encoder::finish`].
-    pub fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
+    pub(crate) fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
         Ok(match self {
             Compression::None => Encoder::None(w),
             Compression::Zlib(level) => Encoder::Zlib(flate2::write::ZlibEncoder::new(
@@ -122,7 +122,7 @@ impl Compression {
     }
 
     /// A reader that decompresses what `r` gives, for the codec `tag`.
-    pub fn decoder<'r, R: Read + 'r>(tag: u8, r: R) -> io::Result<Box<dyn Read + 'r>> {
+    pub(crate) fn decoder<'r, R: Read + 'r>(tag: u8, r: R) -> io::Result<Box<dyn Read + 'r>> {
         Ok(match tag {
             0 => Box::new(r),
             1 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
@@ -154,7 +154,7 @@ impl Compression {
 
     /// A reader that decompresses `bytes`, already in memory: the decoders
     /// read the slice directly instead of through a buffer of their own.
-    pub fn slice_decoder(tag: u8, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    pub(crate) fn slice_decoder(tag: u8, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
         Ok(match tag {
             2 => Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?),
             3 => Box::new(flate2::bufread::ZlibDecoder::new(bytes)),
@@ -165,7 +165,7 @@ impl Compression {
     }
 
     /// Compresses a buffer whole.
-    pub fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
+    pub(crate) fn compress(self, bytes: &[u8]) -> io::Result<Vec<u8>> {
         let mut encoder = self.encoder(Vec::new())?;
         encoder.write_all(bytes)?;
         encoder.finish()
@@ -173,7 +173,8 @@ impl Compression {
 
     /// Decompresses a buffer whole. The output grows only as data comes
     /// out of the decoder.
-    pub fn decompress(tag: u8, bytes: &[u8]) -> io::Result<Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) fn decompress(tag: u8, bytes: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         Self::decoder(tag, bytes)?.read_to_end(&mut out)?;
         Ok(out)

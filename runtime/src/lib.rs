@@ -102,18 +102,39 @@ pub mod __private {
         }
         /// The entry format, for fuzzing.
         pub mod store {
-            pub use crate::memo::store::*;
+            pub use crate::memo::store::{parse, Entry, HEADER};
         }
     }
 
     /// The dump format, for tests and fuzzing.
     pub mod persist_format {
+        pub use crate::compress::Encoder;
         pub use crate::persist::format::*;
+        use crate::Compression;
+
+        /// The codec byte a header stores for `compression`.
+        pub fn codec_tag(compression: Compression) -> u8 {
+            compression.tag()
+        }
+
+        /// A stream compressor; call `finish` at the end.
+        pub fn encoder<W: std::io::Write>(
+            compression: Compression,
+            out: W,
+        ) -> std::io::Result<Encoder<W>> {
+            compression.encoder(out)
+        }
     }
 
     /// The worker wire, for fuzzing.
     pub mod wire {
-        pub use crate::wire::codec::{decode, encode, CodecError};
+        pub use crate::wire::codec::{decode, decode_from_reader, encode, CodecError};
         pub use crate::wire::{decode_message, read_frame, read_incoming, Incoming, ToWorker};
+
+        /// Whether a worker's frame parses as a message (what the parent's
+        /// reader does first with each frame).
+        pub fn parses_from_worker(payload: &[u8]) -> bool {
+            crate::wire::parse_from_worker(payload).is_ok()
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! cache entries.
 
 use crate::harness::{child_said, in_capped_child, is_capped_child, scratch, Case};
-use parjob::__private::persist_format::{fingerprint, trailer, Header};
+use parjob::__private::persist_format::{codec_tag, encoder, fingerprint, trailer, Header};
 use parjob::{dump, load, load_mmap, load_with, Compression, Limits, Memory, MissReason};
 use parjob::{PersistError, MAX_DEPTH};
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,7 @@ fn raw_array_front(len: u64, kind: u8) -> Vec<u8> {
 /// bytes, written without ever holding the payload.
 fn zstd_dump_of<T: ?Sized>(path: &Path, front: &[u8], zeros: u64) {
     let mut stored = Vec::new();
-    let mut enc = Compression::Zstd(3).encoder(&mut stored).unwrap();
+    let mut enc = encoder(Compression::Zstd(3), &mut stored).unwrap();
     enc.write_all(front).unwrap();
     let chunk = vec![0u8; 1 << 20];
     let mut left = zeros;
@@ -156,7 +156,7 @@ fn zstd_dump_of<T: ?Sized>(path: &Path, front: &[u8], zeros: u64) {
     enc.finish().unwrap();
     let stored_hash = xxhash_rust::xxh3::xxh3_64(&stored);
     let header = Header {
-        codec: Compression::Zstd(3).tag(),
+        codec: codec_tag(Compression::Zstd(3)),
         fingerprint: fingerprint::<T>(),
         payload_len: front.len() as u64 + zeros,
         checksum: 0,

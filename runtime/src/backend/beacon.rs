@@ -8,8 +8,9 @@
 //! one message per job. For worker processes the words live in a `memfd`
 //! mapped by both sides; for threads, on the heap.
 
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,7 +69,7 @@ impl Beacon {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), MAP_LEN as libc::off_t) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut beacon = Beacon::map(fd.as_raw_fd())?;
+        let mut beacon = Beacon::map(fd.as_fd())?;
         if let Storage::Mapped { fd: slot, .. } = &mut beacon.storage {
             *slot = Some(fd);
         }
@@ -76,10 +77,20 @@ impl Beacon {
         Ok(beacon)
     }
 
-    /// Maps a beacon whose `memfd` was inherited (in the worker).
-    pub(crate) fn map(fd: RawFd) -> io::Result<Beacon> {
-        // SAFETY: a shared read-write mapping of MAP_LEN bytes of a memfd
-        // that is at least that long; checked for MAP_FAILED.
+    /// Maps a beacon whose `memfd` was inherited (in the worker). A file
+    /// shorter than a beacon is refused, so no access can fall past its end.
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> io::Result<Beacon> {
+        let len = File::from(fd.try_clone_to_owned()?).metadata()?.len();
+        if len < MAP_LEN as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a beacon needs {MAP_LEN} bytes, this file has {len}"),
+            ));
+        }
+        let fd = fd.as_raw_fd();
+        // SAFETY: a shared read-write mapping of MAP_LEN bytes of a file
+        // that is at least that long (checked above; the parent never
+        // shrinks it); checked for MAP_FAILED.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -174,7 +185,9 @@ mod tests {
     #[test]
     fn a_second_mapping_sees_the_first_ones_writes() {
         let parent = Beacon::shared().unwrap();
-        let child = Beacon::map(parent.fd().unwrap()).unwrap();
+        // SAFETY: `parent` owns the fd and outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(parent.fd().unwrap()) };
+        let child = Beacon::map(fd).unwrap();
         assert_eq!(parent.running(), None);
         child.start(41);
         std::thread::sleep(Duration::from_millis(5));

@@ -34,12 +34,12 @@ const MAGIC: &[u8; 6] = b"PJMEMO";
 /// 2: the checksum covers the header's fields; the value's length is recorded.
 const VERSION: u8 = 2;
 /// A creation time further ahead than this is not trusted to give an age.
-pub const FUTURE_SLACK: Duration = Duration::from_secs(300);
+pub(crate) const FUTURE_SLACK: Duration = Duration::from_secs(300);
 /// The size of an output file's header.
 pub const HEADER: usize = 72;
 
 /// The directory of one function's entries.
-pub fn function_dir(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn function_dir(root: &Path, name: &str) -> PathBuf {
     let mut dir = root.to_path_buf();
     for part in name.split("::").filter(|p| !p.is_empty()) {
         dir.push(part);
@@ -48,12 +48,12 @@ pub fn function_dir(root: &Path, name: &str) -> PathBuf {
 }
 
 /// The output file of an entry.
-pub fn output_path(dir: &Path, key: &Key) -> PathBuf {
+pub(crate) fn output_path(dir: &Path, key: &Key) -> PathBuf {
     dir.join(format!("{}.out", hex(key)))
 }
 
 /// The metadata file of an entry.
-pub fn metadata_path(dir: &Path, key: &Key) -> PathBuf {
+pub(crate) fn metadata_path(dir: &Path, key: &Key) -> PathBuf {
     dir.join(format!("{}.json", hex(key)))
 }
 
@@ -84,7 +84,7 @@ impl Entry {
 }
 
 /// Why an entry could not be used.
-pub enum Unusable {
+pub(crate) enum Unusable {
     /// There is no output file.
     Missing,
     /// The file is there but is not a whole, valid entry.
@@ -96,7 +96,7 @@ pub enum Unusable {
 /// Reads and checks an entry. Only a regular file is read (a FIFO or a
 /// device in its place is corrupt, a miss), and only as many bytes as its
 /// header records.
-pub fn read(path: &Path) -> Result<Entry, Unusable> {
+pub(crate) fn read(path: &Path) -> Result<Entry, Unusable> {
     let (file, size) = match crate::files::open_regular(path) {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
@@ -224,7 +224,11 @@ fn decompress(codec: u8, payload: &[u8], value_len: u64) -> Result<Vec<u8>, Stri
 }
 
 /// The bytes of an output file for `value` (bincode bytes).
-pub fn encode(value: &[u8], compression: Compression, compute: Duration) -> io::Result<Vec<u8>> {
+pub(crate) fn encode(
+    value: &[u8],
+    compression: Compression,
+    compute: Duration,
+) -> io::Result<Vec<u8>> {
     let payload = compression.compress(value)?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -249,7 +253,7 @@ pub fn encode(value: &[u8], compression: Compression, compute: Duration) -> io::
 /// reader sees the old file or the new one, and a failed write leaves the
 /// old one as it was. A symlink at `path` is replaced, never followed: a
 /// link planted in the cache cannot redirect a write.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::files::write_atomic(path, crate::files::Links::Replace, |file| {
         file.write_all(bytes)
     })
@@ -257,7 +261,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Records a use of the entry at `path`: its mtime becomes now. Failing
 /// (a read-only cache) only makes eviction less precise.
-pub fn touch(path: &Path) {
+pub(crate) fn touch(path: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return;
@@ -280,7 +284,7 @@ pub fn touch(path: &Path) {
 }
 
 /// JSON string escaping, for the metadata file.
-pub fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -299,7 +303,12 @@ pub fn json_string(text: &str) -> String {
 }
 
 /// The metadata file's text.
-pub fn metadata(function: &str, arguments: &str, compute: Duration, output_bytes: usize) -> String {
+pub(crate) fn metadata(
+    function: &str,
+    arguments: &str,
+    compute: Duration,
+    output_bytes: usize,
+) -> String {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -24,14 +24,9 @@ pub struct TaskEntry {
 inventory::collect!(TaskEntry);
 
 impl TaskEntry {
-    /// The registered name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Decodes the arguments, calls the task catching a panic, and writes
     /// the result (or the failure) to `out` as one frame.
-    pub fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub(crate) fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
         (self.invoke)(args, out)
     }
 }

@@ -54,9 +54,7 @@ impl std::io::Write for Count {
 
 /// Decodes one `T` from a reader, with the same size limit. The caller
 /// bounds the reader (with `Read::take`) and checks that nothing is left.
-pub(crate) fn decode_from_reader<T: DeserializeOwned>(
-    r: &mut dyn std::io::Read,
-) -> Result<T, CodecError> {
+pub fn decode_from_reader<T: DeserializeOwned>(r: &mut dyn std::io::Read) -> Result<T, CodecError> {
     let mut r = r;
     bincode::serde::decode_from_std_read(&mut r, config()).map_err(|e| CodecError(e.to_string()))
 }

@@ -178,7 +178,11 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                     not started by a parjob parent"
             .into());
     }
-    let beacon = Beacon::map(spec.beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
+    // SAFETY: the parent opened this fd for us and named it in
+    // PARJOB_WORKER (checked to be our parent's, with its token, above);
+    // nothing in the worker closes it.
+    let beacon_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(spec.beacon_fd) };
+    let beacon = Beacon::map(beacon_fd).map_err(|e| format!("mapping the beacon: {e}"))?;
     // SAFETY: the mapping holds its own reference to the memfd.
     unsafe { libc::close(spec.beacon_fd) };
 
