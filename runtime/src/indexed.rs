@@ -51,9 +51,9 @@ enum Failed {
     Input(usize),
 }
 
-type Failure = Mutex<Option<Failed>>;
+type FirstFailure = Mutex<Option<Failed>>;
 
-fn record(failure: &Failure, failed: Failed) {
+fn record(failure: &FirstFailure, failed: Failed) {
     let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
         *slot = Some(failed);
@@ -63,7 +63,7 @@ fn record(failure: &Failure, failed: Failed) {
 /// Notes, while a split unwinds out of the input rather than a task, which
 /// item the input was producing: the one after the last this split took.
 struct Tracker<'a> {
-    failure: &'a Failure,
+    failure: &'a FirstFailure,
     next: usize,
     in_task: bool,
 }
@@ -86,7 +86,7 @@ where
     I: IndexedParallelIterator<Item = T::Args>,
 {
     crate::panic::install_hook();
-    let failure: Failure = Mutex::new(None);
+    let failure: FirstFailure = Mutex::new(None);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         threads.install(|| {
             items

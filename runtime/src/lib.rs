@@ -102,7 +102,7 @@ pub mod __private {
         }
         /// The entry format, for fuzzing.
         pub mod store {
-            pub use crate::memo::store::{parse, Entry, HEADER};
+            pub use crate::memo::store::{parse, CacheEntry, HEADER};
         }
     }
 

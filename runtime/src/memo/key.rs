@@ -131,13 +131,13 @@ impl ser::Error for KeyError {
 pub(crate) struct KeySerializer<'a>(pub &'a mut Hasher);
 
 /// Entry digests of a map or a hashed set, sorted at the end.
-pub(crate) struct Unordered<'a> {
+pub(crate) struct MapHasher<'a> {
     parent: &'a mut Hasher,
     entries: Vec<Key>,
     pending: Option<Hasher>,
 }
 
-impl Unordered<'_> {
+impl MapHasher<'_> {
     fn finish(mut self) {
         self.entries.sort_unstable();
         self.parent.len(self.entries.len());
@@ -148,7 +148,7 @@ impl Unordered<'_> {
 }
 
 /// A sequence, tuple or struct: its parts in order.
-pub(crate) struct Ordered<'a>(&'a mut Hasher);
+pub(crate) struct SeqHasher<'a>(&'a mut Hasher);
 
 macro_rules! primitive {
     ($($method:ident: $ty:ty),* $(,)?) => {
@@ -162,13 +162,13 @@ macro_rules! primitive {
 impl<'a> ser::Serializer for KeySerializer<'a> {
     type Ok = ();
     type Error = KeyError;
-    type SerializeSeq = Ordered<'a>;
-    type SerializeTuple = Ordered<'a>;
-    type SerializeTupleStruct = Ordered<'a>;
-    type SerializeTupleVariant = Ordered<'a>;
-    type SerializeMap = Unordered<'a>;
-    type SerializeStruct = Ordered<'a>;
-    type SerializeStructVariant = Ordered<'a>;
+    type SerializeSeq = SeqHasher<'a>;
+    type SerializeTuple = SeqHasher<'a>;
+    type SerializeTupleStruct = SeqHasher<'a>;
+    type SerializeTupleVariant = SeqHasher<'a>;
+    type SerializeMap = MapHasher<'a>;
+    type SerializeStruct = SeqHasher<'a>;
+    type SerializeStructVariant = SeqHasher<'a>;
 
     primitive!(
         serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
@@ -241,21 +241,21 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         value.serialize(self)
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<Ordered<'a>, KeyError> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqHasher<'a>, KeyError> {
         match len {
             Some(n) => self.0.len(n),
             // An unknown length: a marker, and an end marker after.
             None => self.0.write(&[0xff; 8]),
         }
-        Ok(Ordered(self.0))
+        Ok(SeqHasher(self.0))
     }
 
-    fn serialize_tuple(self, _: usize) -> Result<Ordered<'a>, KeyError> {
-        Ok(Ordered(self.0))
+    fn serialize_tuple(self, _: usize) -> Result<SeqHasher<'a>, KeyError> {
+        Ok(SeqHasher(self.0))
     }
 
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Ordered<'a>, KeyError> {
-        Ok(Ordered(self.0))
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<SeqHasher<'a>, KeyError> {
+        Ok(SeqHasher(self.0))
     }
 
     fn serialize_tuple_variant(
@@ -264,21 +264,21 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         index: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Ordered<'a>, KeyError> {
+    ) -> Result<SeqHasher<'a>, KeyError> {
         self.0.write(&index.to_le_bytes());
-        Ok(Ordered(self.0))
+        Ok(SeqHasher(self.0))
     }
 
-    fn serialize_map(self, _: Option<usize>) -> Result<Unordered<'a>, KeyError> {
-        Ok(Unordered {
+    fn serialize_map(self, _: Option<usize>) -> Result<MapHasher<'a>, KeyError> {
+        Ok(MapHasher {
             parent: self.0,
             entries: Vec::new(),
             pending: None,
         })
     }
 
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Ordered<'a>, KeyError> {
-        Ok(Ordered(self.0))
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<SeqHasher<'a>, KeyError> {
+        Ok(SeqHasher(self.0))
     }
 
     fn serialize_struct_variant(
@@ -287,9 +287,9 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         index: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<Ordered<'a>, KeyError> {
+    ) -> Result<SeqHasher<'a>, KeyError> {
         self.0.write(&index.to_le_bytes());
-        Ok(Ordered(self.0))
+        Ok(SeqHasher(self.0))
     }
 
     fn collect_seq<I>(self, iter: I) -> Result<(), KeyError>
@@ -300,7 +300,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         // serde hands a set over as a plain sequence: a hashed set's order
         // is arbitrary, so its elements are hashed as a bag.
         if std::any::type_name::<I>().contains("HashSet<") {
-            let mut set = Unordered {
+            let mut set = MapHasher {
                 parent: self.0,
                 entries: Vec::new(),
                 pending: None,
@@ -327,7 +327,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
 /// key serializer; field names are not hashed (one type, one layout).
 macro_rules! ordered_parts {
     ($($trait:ident :: $method:ident ($($name:ident: $ty:ty)?)),* $(,)?) => {$(
-        impl ser::$trait for Ordered<'_> {
+        impl ser::$trait for SeqHasher<'_> {
             type Ok = ();
             type Error = KeyError;
             fn $method<T: Serialize + ?Sized>(&mut self, $($name: $ty,)? value: &T) -> Result<(), KeyError> {
@@ -349,7 +349,7 @@ ordered_parts!(
     SerializeStructVariant::serialize_field(_name: &'static str),
 );
 
-impl ser::SerializeMap for Unordered<'_> {
+impl ser::SerializeMap for MapHasher<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), KeyError> {

@@ -120,7 +120,7 @@ struct Cache<'a> {
 }
 
 /// A value, or why there is none.
-type Lookup = std::result::Result<store::Entry, MissReason>;
+type Lookup = std::result::Result<store::CacheEntry, MissReason>;
 
 impl Cache<'_> {
     fn key<A: Serialize + ?Sized>(&self, args: &A) -> std::result::Result<Key, KeyError> {
@@ -167,7 +167,7 @@ impl Cache<'_> {
         Ok(entry)
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &Key, entry: &store::Entry) -> Option<T> {
+    fn decode<T: DeserializeOwned>(&self, key: &Key, entry: &store::CacheEntry) -> Option<T> {
         match crate::wire::codec::decode(&entry.value) {
             Ok(value) => Some(value),
             Err(e) => {
@@ -393,7 +393,7 @@ pub struct SiteOptions {
     pub verbose: u8,
 }
 
-struct Resolved {
+struct SiteDir {
     dir: PathBuf,
     code: Key,
     code_changed: bool,
@@ -407,7 +407,7 @@ pub struct Site {
     name: &'static str,
     source: &'static str,
     options: SiteOptions,
-    resolved: OnceLock<Option<Resolved>>,
+    resolved: OnceLock<Option<SiteDir>>,
     counters: OnceLock<Counters>,
 }
 
@@ -427,7 +427,7 @@ impl Site {
         self.counters.get_or_init(Counters::default)
     }
 
-    fn resolved(&self) -> Option<&Resolved> {
+    fn resolved(&self) -> Option<&SiteDir> {
         self.resolved
             .get_or_init(|| {
                 let root = match self.options.dir {
@@ -437,7 +437,7 @@ impl Site {
                 let dir = store::function_dir(&root, self.name);
                 let code = key::digest(self.source).unwrap_or_default();
                 let code_changed = check_code(&dir, self.name, self.source, &code);
-                Some(Resolved {
+                Some(SiteDir {
                     dir,
                     code,
                     code_changed,

@@ -58,7 +58,7 @@ pub(crate) fn metadata_path(dir: &Path, key: &Key) -> PathBuf {
 }
 
 /// A checked entry, read whole.
-pub struct Entry {
+pub struct CacheEntry {
     /// When the entry was written.
     pub created: SystemTime,
     /// How long the function took to compute it.
@@ -67,7 +67,7 @@ pub struct Entry {
     pub value: Vec<u8>,
 }
 
-impl Entry {
+impl CacheEntry {
     /// Whether the entry is older than `limit`. An entry dated more than
     /// [`FUTURE_SLACK`] ahead (a clock set wrong, or a forged date) has no
     /// age it can be trusted for, so under a limit it counts as expired.
@@ -96,7 +96,7 @@ pub(crate) enum Unusable {
 /// Reads and checks an entry. Only a regular file is read (a FIFO or a
 /// device in its place is corrupt, a miss), and only as many bytes as its
 /// header records.
-pub(crate) fn read(path: &Path) -> Result<Entry, Unusable> {
+pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
     let (file, size) = match crate::files::open_regular(path) {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
@@ -135,7 +135,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Checks and decompresses an output file's bytes.
-pub fn parse(bytes: &[u8]) -> Result<Entry, String> {
+pub fn parse(bytes: &[u8]) -> Result<CacheEntry, String> {
     if bytes.len() < HEADER {
         return Err(format!(
             "{} bytes, shorter than the {HEADER}-byte header",
@@ -170,7 +170,7 @@ pub fn parse(bytes: &[u8]) -> Result<Entry, String> {
         return Err(format!("unknown codec {codec}"));
     }
     let value = decompress(codec, payload, value_len)?;
-    Ok(Entry {
+    Ok(CacheEntry {
         created,
         compute,
         value,
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn entries_dated_ahead_expire_under_a_limit() {
-        let at = |created: SystemTime| Entry {
+        let at = |created: SystemTime| CacheEntry {
             created,
             compute: Duration::ZERO,
             value: Vec::new(),

@@ -13,7 +13,7 @@
 //! - `Value`: one job's result, encoded straight into the pipe. A size pass
 //!   gives the length first, so the worker never holds an encoded copy of a
 //!   large result, and the parent decodes it from the frame it read;
-//! - `Failure`: one job's failure;
+//! - `JobFailure`: one job's failure;
 //! - `Done`: the end of a batch, with its job count and compute time.
 //!
 //! Small results still go out in one write per batch, through the worker's
@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for Bytes {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run task `task` once per entry of `args`, in order, the k-th as job
-    /// `seq + k`; answer with one `Value` or `Failure` per job, then `Done`.
+    /// `seq + k`; answer with one `Value` or `JobFailure` per job, then `Done`.
     Run {
         /// The batch's id, chosen by the parent and echoed in `Done`.
         id: u64,
@@ -89,7 +89,7 @@ pub enum ToWorker {
 
 /// Why one job failed in the worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Failure {
+pub(crate) enum JobFailure {
     /// The task panicked.
     Panic {
         /// Panic message.
@@ -113,12 +113,12 @@ pub(crate) enum FromWorker<'a> {
     /// One job's encoded result.
     Value(&'a [u8]),
     /// One job's failure.
-    Failure(Failure),
+    JobFailure(JobFailure),
     /// The end of batch `id`: `count` jobs answered, in `elapsed_ns`.
     Done {
         /// The `Run`'s id.
         id: u64,
-        /// How many `Value`/`Failure` frames came before it.
+        /// How many `Value`/`JobFailure` frames came before it.
         count: u64,
         /// Time spent running the batch's jobs.
         elapsed_ns: u64,
@@ -207,7 +207,7 @@ pub(crate) fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
 }
 
 /// Writes one job's failure.
-pub(crate) fn write_failure(w: &mut dyn Write, failure: &Failure) -> io::Result<()> {
+pub(crate) fn write_failure(w: &mut dyn Write, failure: &JobFailure) -> io::Result<()> {
     write_kind(w, KIND_FAILURE, failure)
 }
 
@@ -228,16 +228,16 @@ pub(crate) fn write_done(
 pub(crate) fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
     let len = match crate::panic::catch(|| codec::encoded_len(value)) {
         Ok(Ok(len)) => len as u64,
-        Ok(Err(e)) => return write_failure(w, &Failure::EncodeResult(e.0)),
+        Ok(Err(e)) => return write_failure(w, &JobFailure::EncodeResult(e.0)),
         Err(crate::panic::Caught { message, location }) => {
             let message = format!("the result's Serialize impl panicked: {message}");
-            return write_failure(w, &Failure::Panic { message, location });
+            return write_failure(w, &JobFailure::Panic { message, location });
         }
     };
     if len + 1 > MAX_FRAME {
         return write_failure(
             w,
-            &Failure::EncodeResult(format!(
+            &JobFailure::EncodeResult(format!(
                 "the result is {len} bytes, over the {MAX_FRAME}-byte frame limit"
             )),
         );
@@ -268,7 +268,7 @@ pub(crate) fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
     Ok(match kind {
         KIND_HELLO => FromWorker::Hello(codec::decode(body).map_err(decode)?),
         KIND_VALUE => FromWorker::Value(body),
-        KIND_FAILURE => FromWorker::Failure(codec::decode(body).map_err(decode)?),
+        KIND_FAILURE => FromWorker::JobFailure(codec::decode(body).map_err(decode)?),
         KIND_DONE => {
             let (id, count, elapsed_ns) = codec::decode(body).map_err(decode)?;
             FromWorker::Done {
@@ -391,7 +391,7 @@ mod tests {
         let mut wire = Vec::new();
         write_hello(&mut wire, &Hello::current()).unwrap();
         write_value(&mut wire, &vec![2.5f64; 3]).unwrap();
-        write_failure(&mut wire, &Failure::UnknownTask).unwrap();
+        write_failure(&mut wire, &JobFailure::UnknownTask).unwrap();
         write_done(&mut wire, 9, 2, 1234).unwrap();
         let mut r = &wire[..];
         let frames: Vec<Vec<u8>> = std::iter::from_fn(|| read_frame(&mut r).unwrap()).collect();
@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(codec::decode::<Vec<f64>>(bytes).unwrap(), vec![2.5; 3]);
         assert_eq!(
             parse_from_worker(&frames[2]).unwrap(),
-            FromWorker::Failure(Failure::UnknownTask)
+            FromWorker::JobFailure(JobFailure::UnknownTask)
         );
         assert_eq!(
             parse_from_worker(&frames[3]).unwrap(),

@@ -6,7 +6,7 @@
 //! this module fills them with the codec and the frame writers.
 
 use super::codec::{self, CodecError};
-use super::{write_failure, write_value, Failure};
+use super::{write_failure, write_value, JobFailure};
 use crate::panic::{self, Caught};
 use crate::task::{ProcessTask, SerdeFns, TaskCodecs, TaskEntry};
 use serde::{de::DeserializeOwned, Serialize};
@@ -52,12 +52,12 @@ fn invoke<T: ProcessTask>(args: &[u8], out: &mut dyn std::io::Write) -> std::io:
     let codecs = T::codecs().expect("a process task has codecs");
     let args: T::Args = match (codecs.args.decode)(args) {
         Ok(a) => a,
-        Err(e) => return write_failure(out, &Failure::DecodeArgs(e.0)),
+        Err(e) => return write_failure(out, &JobFailure::DecodeArgs(e.0)),
     };
     match panic::catch(move || T::call(args)) {
         Ok(value) => (codecs.output.write)(out, &value),
         Err(Caught { message, location }) => {
-            write_failure(out, &Failure::Panic { message, location })
+            write_failure(out, &JobFailure::Panic { message, location })
         }
     }
 }
@@ -99,7 +99,7 @@ impl<T> ViaNothing<T> for Probe<T> {
     fn serde_fns(&self) -> SerdeFns<T> {
         SerdeFns {
             encode: |_| Err(CodecError("not a serde type".into())),
-            write: |w, _| write_failure(w, &Failure::EncodeResult("not a serde type".into())),
+            write: |w, _| write_failure(w, &JobFailure::EncodeResult("not a serde type".into())),
             decode: |_| Err(CodecError("not a serde type".into())),
             read: |_| Err(CodecError("not a serde type".into())),
         }

@@ -133,7 +133,7 @@ impl Processes {
     }
 
     /// Starts one worker with its reader and writer threads.
-    fn start(&mut self, entry: &worker::Entry, share: usize) -> Result<()> {
+    fn start(&mut self, entry: &worker::EntryPoint, share: usize) -> Result<()> {
         let id = self.fresh_id();
         let beacon = Beacon::shared().map_err(|e| Error::io("making a worker beacon", e))?;
         let spawned = spawn::spawn(entry, share, &beacon)?;

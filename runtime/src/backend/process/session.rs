@@ -13,7 +13,7 @@ use crate::backend::process::worker;
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::task::{Decoder, Work};
-use crate::wire::{self, Bytes, Failure, FromWorker, ToWorker};
+use crate::wire::{self, Bytes, FromWorker, JobFailure, ToWorker};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ struct InFlight<R> {
 }
 
 /// What one frame from a worker means for its batch.
-enum Step<R> {
+enum Answer<R> {
     Value(R),
     Fail(Error),
     Done(Duration),
@@ -132,47 +132,49 @@ impl<W: Work> ProcessSession<W> {
         };
         let step = match frame {
             Ok(Ok(boxed)) => match boxed.downcast::<W::Output>() {
-                Ok(value) => Step::Value(*value),
-                Err(_) => Step::Fail(codec(
+                Ok(value) => Answer::Value(*value),
+                Err(_) => Answer::Fail(codec(
                     "decode the result",
                     "a result of another type".into(),
                 )),
             },
-            Ok(Err(DecodeError::Codec(e))) => Step::Fail(codec("decode the result", e.0)),
-            Ok(Err(DecodeError::Panic(caught))) => Step::Fail(panic_error(task, index, caught)),
+            Ok(Err(DecodeError::Codec(e))) => Answer::Fail(codec("decode the result", e.0)),
+            Ok(Err(DecodeError::Panic(caught))) => Answer::Fail(panic_error(task, index, caught)),
             Err(payload) => match wire::parse_from_worker(&payload) {
-                Ok(FromWorker::Failure(failure)) => Step::Fail(failure_error(task, index, failure)),
+                Ok(FromWorker::JobFailure(failure)) => {
+                    Answer::Fail(failure_error(task, index, failure))
+                }
                 Ok(FromWorker::Done {
                     id: done,
                     count,
                     elapsed_ns,
                 }) if done == id && count as usize == batch.answered => {
-                    Step::Done(Duration::from_nanos(elapsed_ns))
+                    Answer::Done(Duration::from_nanos(elapsed_ns))
                 }
-                Ok(FromWorker::Value(bytes)) => Step::Desync(codec(
+                Ok(FromWorker::Value(bytes)) => Answer::Desync(codec(
                     "read the worker's answer",
                     format!("a {}-byte result outside its batch's decoder", bytes.len()),
                 )),
-                Ok(other) => Step::Desync(codec(
+                Ok(other) => Answer::Desync(codec(
                     "read the worker's answer",
                     format!("unexpected {other:?} in batch {id}"),
                 )),
-                Err(e) => Step::Desync(codec("read the worker's answer", e.to_string())),
+                Err(e) => Answer::Desync(codec("read the worker's answer", e.to_string())),
             },
         };
         match step {
-            Step::Value(value) => {
+            Answer::Value(value) => {
                 batch.answered += 1;
                 if batch.failure.is_none() {
                     batch.values.push(value);
                 }
             }
-            Step::Fail(e) => {
+            Answer::Fail(e) => {
                 batch.answered += 1;
                 batch.failure.get_or_insert(e);
             }
-            Step::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
-            Step::Desync(e) => {
+            Answer::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
+            Answer::Desync(e) => {
                 batch.failure.get_or_insert(e);
                 return Some(self.finish(pos, id, Duration::ZERO));
             }
@@ -421,7 +423,7 @@ fn encode_error(task: &str, index: usize, cause: String) -> Error {
     }
 }
 
-fn failure_error(task: &str, index: usize, failure: Failure) -> Error {
+fn failure_error(task: &str, index: usize, failure: JobFailure) -> Error {
     let codec_error = |action, cause: String| Error::Codec {
         task: task.into(),
         index,
@@ -429,14 +431,14 @@ fn failure_error(task: &str, index: usize, failure: Failure) -> Error {
         cause,
     };
     match failure {
-        Failure::Panic { message, location } => {
+        JobFailure::Panic { message, location } => {
             panic_error(task, index, crate::panic::Caught { message, location })
         }
-        Failure::UnknownTask => Error::UnknownTask {
+        JobFailure::UnknownTask => Error::UnknownTask {
             task: task.into(),
             index,
         },
-        Failure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
-        Failure::EncodeResult(e) => codec_error("encode the result in the worker", e),
+        JobFailure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
+        JobFailure::EncodeResult(e) => codec_error("encode the result in the worker", e),
     }
 }

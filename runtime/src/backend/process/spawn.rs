@@ -14,7 +14,7 @@
 //! variable set by hand cannot turn a binary into a task server on
 //! descriptors that some other process controls.
 
-use super::worker::{Entry, WorkerSpec, ENV_WORKER};
+use super::worker::{EntryPoint, WorkerSpec, ENV_WORKER};
 use super::THREAD_ENV_VARS;
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
@@ -117,7 +117,7 @@ fn worker_program() -> std::path::PathBuf {
 }
 
 /// Starts one worker with its share of the CPUs and its beacon.
-pub(super) fn spawn(entry: &Entry, share: usize, beacon: &Beacon) -> Result<Spawned> {
+pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result<Spawned> {
     let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
     let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
     let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
@@ -137,7 +137,7 @@ pub(super) fn spawn(entry: &Entry, share: usize, beacon: &Beacon) -> Result<Spaw
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
     }
-    if let Entry::Test { name } = entry {
+    if let EntryPoint::Test { name } = entry {
         command.args([
             name.as_str(),
             "--exact",

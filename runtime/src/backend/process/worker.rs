@@ -10,7 +10,7 @@
 
 use crate::backend::beacon::Beacon;
 use crate::task::registry;
-use crate::wire::{self, Failure, Hello, ToWorker};
+use crate::wire::{self, Hello, JobFailure, ToWorker};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::fd::FromRawFd;
@@ -73,14 +73,14 @@ impl std::str::FromStr for WorkerSpec {
 
 /// How a worker process is started: which entry it goes through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Entry {
+pub(crate) enum EntryPoint {
     /// `#[parjob::main]` or `parjob::init()`: run the binary as is.
     Main,
     /// `#[parjob::test]`: re-run the test binary on this one test.
     Test { name: String },
 }
 
-static ENTRY: Mutex<Option<Entry>> = Mutex::new(None);
+static ENTRY: Mutex<Option<EntryPoint>> = Mutex::new(None);
 static WORKER_SHARE: OnceLock<usize> = OnceLock::new();
 
 /// The worker entry for binaries. Call it first in `main`; `#[parjob::main]`
@@ -95,7 +95,7 @@ static WORKER_SHARE: OnceLock<usize> = OnceLock::new();
 /// // ... the rest of `main`, which may now use the process backend
 /// ```
 pub fn init() {
-    set_entry(Entry::Main);
+    set_entry(EntryPoint::Main);
     if let Some(spec) = worker_spec() {
         serve(&spec);
     }
@@ -110,20 +110,20 @@ pub fn test_entry(module_path: &str, fn_name: &str) {
         Some((_crate, rest)) => format!("{rest}::{fn_name}"),
         None => fn_name.to_string(),
     };
-    set_entry(Entry::Test { name });
+    set_entry(EntryPoint::Test { name });
     if let Some(spec) = worker_spec() {
         serve(&spec);
     }
 }
 
-fn set_entry(entry: Entry) {
+fn set_entry(entry: EntryPoint) {
     let mut slot = ENTRY.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
         *slot = Some(entry);
     }
 }
 
-pub(crate) fn entry() -> Option<Entry> {
+pub(crate) fn entry() -> Option<EntryPoint> {
     ENTRY.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
@@ -204,7 +204,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
             beacon.start(seq + k as u64);
             let written = match entry {
                 Some(entry) => entry.invoke(&arg.0, &mut output),
-                None => wire::write_failure(&mut output, &Failure::UnknownTask),
+                None => wire::write_failure(&mut output, &JobFailure::UnknownTask),
             };
             answered(written)?;
         }
