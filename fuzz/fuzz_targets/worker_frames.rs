@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     // The parent's side.
     let mut r = data;
     loop {
-        let read = ipc::read_incoming(&mut r, |body| -> Result<_, CodecError> {
+        let read = ipc::read_incoming(&mut r, |_, body| -> Result<_, CodecError> {
             codec::decode_from_reader::<(String, Vec<u32>)>(body)
         });
         match read {

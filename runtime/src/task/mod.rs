@@ -74,8 +74,8 @@ pub struct TaskCodecs<A, R> {
 pub struct SerdeFns<T> {
     /// Encodes a value.
     pub encode: fn(&T) -> Result<Vec<u8>, CodecError>,
-    /// Writes a value as one worker result frame.
-    pub write: fn(&mut dyn std::io::Write, &T) -> std::io::Result<()>,
+    /// Writes a value as one worker result frame of the batch given.
+    pub write: fn(&mut dyn std::io::Write, u64, &T) -> std::io::Result<()>,
     /// Decodes a value that must fill the bytes exactly.
     pub decode: fn(&[u8]) -> Result<T, CodecError>,
     /// Decodes a value from a reader (a result frame, straight from the pipe).

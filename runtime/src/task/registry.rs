@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 /// Runs one call of a task in a worker: decodes the arguments, calls the
 /// task catching a panic, and writes the result (or the failure) as one
 /// frame. Made by `TaskEntry::new` (in `wire::task_codecs`).
-pub(crate) type Invoke = fn(&[u8], &mut dyn std::io::Write) -> std::io::Result<()>;
+/// Its `u64` is the batch the call belongs to, which every answer names.
+pub(crate) type Invoke = fn(u64, &[u8], &mut dyn std::io::Write) -> std::io::Result<()>;
 
 /// A process task's registration, submitted through `inventory` by the
 /// `#[parallel(backend = "process")]` expansion.
@@ -25,9 +26,14 @@ inventory::collect!(TaskEntry);
 
 impl TaskEntry {
     /// Decodes the arguments, calls the task catching a panic, and writes
-    /// the result (or the failure) to `out` as one frame.
-    pub(crate) fn invoke(&self, args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        (self.invoke)(args, out)
+    /// the result (or the failure) to `out` as one frame of batch `batch`.
+    pub(crate) fn invoke(
+        &self,
+        batch: u64,
+        args: &[u8],
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        (self.invoke)(batch, args, out)
     }
 }
 

@@ -10,10 +10,11 @@
 //!
 //! Worker to parent, each frame starts with a kind byte:
 //! - `Hello`: the handshake, first;
-//! - `Value`: one job's result, encoded straight into the pipe. A size pass
+//! - `Value`: one job's result, after the id of the batch it answers,
+//!   encoded straight into the pipe. A size pass
 //!   gives the length first, so the worker never holds an encoded copy of a
 //!   large result, and the parent decodes it from the frame it read;
-//! - `JobFailure`: one job's failure;
+//! - `Failure`: one job's failure, with its batch's id;
 //! - `Done`: the end of a batch, with its job count and compute time.
 //!
 //! Small results still go out in one write per batch, through the worker's
@@ -29,7 +30,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 /// `b"PJOB"`, the first field of every hello.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
@@ -39,6 +40,8 @@ const KIND_HELLO: u8 = 0;
 const KIND_VALUE: u8 = 1;
 const KIND_FAILURE: u8 = 2;
 const KIND_DONE: u8 = 3;
+/// A value frame's bytes before the value: its kind and its batch.
+const VALUE_HEAD: u64 = 1 + 8;
 
 /// An encoded value, carried as one byte string (not a sequence of
 /// numbers), so a large argument costs one copy.
@@ -110,10 +113,20 @@ pub(crate) enum JobFailure {
 pub(crate) enum FromWorker<'a> {
     /// The first message of every worker.
     Hello(Hello),
-    /// One job's encoded result.
-    Value(&'a [u8]),
-    /// One job's failure.
-    JobFailure(JobFailure),
+    /// One job's encoded result, in batch `batch`.
+    Value {
+        /// The `Run` this answers.
+        batch: u64,
+        /// The encoded result.
+        body: &'a [u8],
+    },
+    /// One job's failure, in batch `batch`.
+    JobFailure {
+        /// The `Run` this answers.
+        batch: u64,
+        /// What went wrong.
+        failure: JobFailure,
+    },
     /// The end of batch `id`: `count` jobs answered, in `elapsed_ns`.
     Done {
         /// The `Run`'s id.
@@ -206,9 +219,9 @@ pub(crate) fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
     write_kind(w, KIND_HELLO, hello)
 }
 
-/// Writes one job's failure.
-pub(crate) fn write_failure(w: &mut dyn Write, failure: &JobFailure) -> io::Result<()> {
-    write_kind(w, KIND_FAILURE, failure)
+/// Writes the failure of one job of batch `batch`.
+pub(crate) fn write_failure(w: &mut dyn Write, batch: u64, failure: &JobFailure) -> io::Result<()> {
+    write_kind(w, KIND_FAILURE, &(batch, failure))
 }
 
 /// Writes the end of a batch.
@@ -225,25 +238,31 @@ pub(crate) fn write_done(
 /// be encoded, or is too large for a frame, is written as a failure, and so
 /// is a `Serialize` impl that panics while the result is measured (before
 /// any byte of it is written), with the panic's message and location.
-pub(crate) fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -> io::Result<()> {
+pub(crate) fn write_value<T: Serialize + ?Sized>(
+    w: &mut dyn Write,
+    batch: u64,
+    value: &T,
+) -> io::Result<()> {
     let len = match crate::panic::catch(|| codec::encoded_len(value)) {
         Ok(Ok(len)) => len as u64,
-        Ok(Err(e)) => return write_failure(w, &JobFailure::EncodeResult(e.0)),
+        Ok(Err(e)) => return write_failure(w, batch, &JobFailure::EncodeResult(e.0)),
         Err(crate::panic::Caught { message, location }) => {
             let message = format!("the result's Serialize impl panicked: {message}");
-            return write_failure(w, &JobFailure::Panic { message, location });
+            return write_failure(w, batch, &JobFailure::Panic { message, location });
         }
     };
-    if len + 1 > MAX_FRAME {
+    if len + VALUE_HEAD > MAX_FRAME {
         return write_failure(
             w,
+            batch,
             &JobFailure::EncodeResult(format!(
                 "the result is {len} bytes, over the {MAX_FRAME}-byte frame limit"
             )),
         );
     }
-    w.write_all(&(len + 1).to_le_bytes())?;
+    w.write_all(&(len + VALUE_HEAD).to_le_bytes())?;
     w.write_all(&[KIND_VALUE])?;
+    w.write_all(&batch.to_le_bytes())?;
     let written = codec::encode_to_writer(value, w).map_err(|e| invalid(e.0))?;
     if written as u64 != len {
         // The frame on the wire is now torn: the worker must stop.
@@ -254,9 +273,12 @@ pub(crate) fn write_value<T: Serialize + ?Sized>(w: &mut dyn Write, value: &T) -
     Ok(())
 }
 
-/// Whether a worker frame's payload is the end of a batch.
-pub(crate) fn is_done(payload: &[u8]) -> bool {
-    payload.first() == Some(&KIND_DONE)
+/// The batch a worker frame's payload ends, if it is a `Done` frame.
+pub(crate) fn done_batch(payload: &[u8]) -> Option<u64> {
+    match parse_from_worker(payload) {
+        Ok(FromWorker::Done { id, .. }) => Some(id),
+        _ => None,
+    }
 }
 
 /// Parses a frame from a worker.
@@ -267,8 +289,19 @@ pub(crate) fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
     let decode = |e: CodecError| invalid(e.0);
     Ok(match kind {
         KIND_HELLO => FromWorker::Hello(codec::decode(body).map_err(decode)?),
-        KIND_VALUE => FromWorker::Value(body),
-        KIND_FAILURE => FromWorker::JobFailure(codec::decode(body).map_err(decode)?),
+        KIND_VALUE => {
+            let (batch, body) = body
+                .split_first_chunk::<8>()
+                .ok_or_else(|| invalid("a value frame without its batch"))?;
+            FromWorker::Value {
+                batch: u64::from_le_bytes(*batch),
+                body,
+            }
+        }
+        KIND_FAILURE => {
+            let (batch, failure) = codec::decode(body).map_err(decode)?;
+            FromWorker::JobFailure { batch, failure }
+        }
         KIND_DONE => {
             let (id, count, elapsed_ns) = codec::decode(body).map_err(decode)?;
             FromWorker::Done {
@@ -284,19 +317,24 @@ pub(crate) fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
 /// A frame from a worker as the parent's reader takes it: a result decoded
 /// straight from the pipe, or any other frame's whole payload.
 pub enum Incoming<V> {
-    /// A `Value` frame, decoded by the caller's decoder.
-    Value(V),
+    /// A `Value` frame of batch `batch`, decoded by the caller's decoder.
+    Value {
+        /// The batch it answers.
+        batch: u64,
+        /// What the decoder made of it.
+        value: V,
+    },
     /// Any other frame (kind byte first), for [`parse_from_worker`].
     Other(Vec<u8>),
 }
 
-/// Reads one frame from a worker. A `Value` frame is handed to `decode` as a
-/// reader bounded to the frame, and must be used up exactly; other frames
-/// are read whole. `Ok(None)` is a clean end of stream between frames; a
+/// Reads one frame from a worker. A `Value` frame's batch is handed to
+/// `decode` with a reader bounded to the frame, which must be used up
+/// exactly; other frames are read whole. `Ok(None)` is a clean end of stream between frames; a
 /// stream that ends inside a frame is `UnexpectedEof`.
 pub fn read_incoming<V, E: From<CodecError>>(
     r: &mut impl Read,
-    decode: impl FnOnce(&mut dyn Read) -> Result<V, E>,
+    decode: impl FnOnce(u64, &mut dyn Read) -> Result<V, E>,
 ) -> io::Result<Option<Incoming<Result<V, E>>>> {
     let Some(len) = read_len(r)? else {
         return Ok(None);
@@ -311,8 +349,14 @@ pub fn read_incoming<V, E: From<CodecError>>(
         read_body(r, len - 1, &mut payload)?;
         return Ok(Some(Incoming::Other(payload)));
     }
-    let mut body = r.take(len - 1);
-    let value = decode(&mut body);
+    if len < VALUE_HEAD {
+        return Err(invalid("a value frame without its batch"));
+    }
+    let mut batch = [0u8; 8];
+    r.read_exact(&mut batch)?;
+    let batch = u64::from_le_bytes(batch);
+    let mut body = r.take(len - VALUE_HEAD);
+    let value = decode(batch, &mut body);
     let left = body.limit();
     if left > 0 {
         // Skip what the decoder left; if the stream ends first, the worker
@@ -322,13 +366,14 @@ pub fn read_incoming<V, E: From<CodecError>>(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         if value.is_ok() {
-            return Ok(Some(Incoming::Value(Err(CodecError(format!(
+            let value = Err(CodecError(format!(
                 "{left} bytes left after the result: the worker encoded another type"
             ))
-            .into()))));
+            .into());
+            return Ok(Some(Incoming::Value { batch, value }));
         }
     }
-    Ok(Some(Incoming::Value(value)))
+    Ok(Some(Incoming::Value { batch, value }))
 }
 
 fn read_len(r: &mut impl Read) -> io::Result<Option<u64>> {
@@ -390,8 +435,8 @@ mod tests {
     fn worker_frames_round_trip() {
         let mut wire = Vec::new();
         write_hello(&mut wire, &Hello::current()).unwrap();
-        write_value(&mut wire, &vec![2.5f64; 3]).unwrap();
-        write_failure(&mut wire, &JobFailure::UnknownTask).unwrap();
+        write_value(&mut wire, 9, &vec![2.5f64; 3]).unwrap();
+        write_failure(&mut wire, 9, &JobFailure::UnknownTask).unwrap();
         write_done(&mut wire, 9, 2, 1234).unwrap();
         let mut r = &wire[..];
         let frames: Vec<Vec<u8>> = std::iter::from_fn(|| read_frame(&mut r).unwrap()).collect();
@@ -400,13 +445,16 @@ mod tests {
             parse_from_worker(&frames[0]).unwrap(),
             FromWorker::Hello(Hello::current())
         );
-        let FromWorker::Value(bytes) = parse_from_worker(&frames[1]).unwrap() else {
-            panic!("not a value");
+        let FromWorker::Value { batch: 9, body } = parse_from_worker(&frames[1]).unwrap() else {
+            panic!("not a value of batch 9");
         };
-        assert_eq!(codec::decode::<Vec<f64>>(bytes).unwrap(), vec![2.5; 3]);
+        assert_eq!(codec::decode::<Vec<f64>>(body).unwrap(), vec![2.5; 3]);
         assert_eq!(
             parse_from_worker(&frames[2]).unwrap(),
-            FromWorker::JobFailure(JobFailure::UnknownTask)
+            FromWorker::JobFailure {
+                batch: 9,
+                failure: JobFailure::UnknownTask
+            }
         );
         assert_eq!(
             parse_from_worker(&frames[3]).unwrap(),
@@ -423,20 +471,33 @@ mod tests {
     #[test]
     fn values_are_decoded_from_the_stream_and_must_fill_their_frame() {
         let mut wire = Vec::new();
-        write_value(&mut wire, &(1u32, 2u32)).unwrap();
+        write_value(&mut wire, 1, &(1u32, 2u32)).unwrap();
         write_done(&mut wire, 1, 1, 5).unwrap();
-        write_value(&mut wire, &(3u32, 4u32)).unwrap();
+        write_value(&mut wire, 2, &(3u32, 4u32)).unwrap();
         let mut r = &wire[..];
         let read = |r: &mut &[u8]| {
-            read_incoming(r, |body| codec::decode_from_reader::<(u32, u32)>(body)).unwrap()
+            read_incoming(r, |_, body| codec::decode_from_reader::<(u32, u32)>(body)).unwrap()
         };
-        assert!(matches!(read(&mut r), Some(Incoming::Value(Ok((1, 2))))));
-        assert!(matches!(read(&mut r), Some(Incoming::Other(p)) if p[0] == KIND_DONE));
+        assert!(matches!(
+            read(&mut r),
+            Some(Incoming::Value {
+                batch: 1,
+                value: Ok((1, 2))
+            })
+        ));
+        assert!(matches!(read(&mut r), Some(Incoming::Other(p)) if done_batch(&p) == Some(1)));
         // Decoding as a shorter type leaves bytes in the frame: an error,
         // and the stream stays in step.
-        let short = read_incoming(&mut r, |body| codec::decode_from_reader::<u32>(body)).unwrap();
-        assert!(matches!(short, Some(Incoming::Value(Err(_)))));
-        assert!(read_incoming(&mut r, |_| Ok::<_, CodecError>(()))
+        let short =
+            read_incoming(&mut r, |_, body| codec::decode_from_reader::<u32>(body)).unwrap();
+        assert!(matches!(
+            short,
+            Some(Incoming::Value {
+                batch: 2,
+                value: Err(_)
+            })
+        ));
+        assert!(read_incoming(&mut r, |_, _| Ok::<_, CodecError>(()))
             .unwrap()
             .is_none());
         // A frame cut short is the end of the stream, not a decoding error.
@@ -444,7 +505,9 @@ mod tests {
         let mut r = cut;
         read(&mut r);
         read(&mut r);
-        let torn = read_incoming(&mut r, |body| codec::decode_from_reader::<(u32, u32)>(body));
+        let torn = read_incoming(&mut r, |_, body| {
+            codec::decode_from_reader::<(u32, u32)>(body)
+        });
         assert!(matches!(torn, Err(e) if e.kind() == io::ErrorKind::UnexpectedEof));
     }
 

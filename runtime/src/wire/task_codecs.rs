@@ -30,7 +30,7 @@ impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
     pub fn serde() -> Self {
         SerdeFns {
             encode: |v| codec::encode(v),
-            write: |w, v| write_value(w, v),
+            write: |w, batch, v| write_value(w, batch, v),
             decode: codec::decode::<T>,
             read: codec::decode_from_reader::<T>,
         }
@@ -48,16 +48,20 @@ impl TaskEntry {
     }
 }
 
-fn invoke<T: ProcessTask>(args: &[u8], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+fn invoke<T: ProcessTask>(
+    batch: u64,
+    args: &[u8],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let codecs = T::codecs().expect("a process task has codecs");
     let args: T::Args = match (codecs.args.decode)(args) {
         Ok(a) => a,
-        Err(e) => return write_failure(out, &JobFailure::DecodeArgs(e.0)),
+        Err(e) => return write_failure(out, batch, &JobFailure::DecodeArgs(e.0)),
     };
     match panic::catch(move || T::call(args)) {
-        Ok(value) => (codecs.output.write)(out, &value),
+        Ok(value) => (codecs.output.write)(out, batch, &value),
         Err(Caught { message, location }) => {
-            write_failure(out, &JobFailure::Panic { message, location })
+            write_failure(out, batch, &JobFailure::Panic { message, location })
         }
     }
 }
@@ -99,7 +103,13 @@ impl<T> ViaNothing<T> for Probe<T> {
     fn serde_fns(&self) -> SerdeFns<T> {
         SerdeFns {
             encode: |_| Err(CodecError("not a serde type".into())),
-            write: |w, _| write_failure(w, &JobFailure::EncodeResult("not a serde type".into())),
+            write: |w, batch, _| {
+                write_failure(
+                    w,
+                    batch,
+                    &JobFailure::EncodeResult("not a serde type".into()),
+                )
+            },
             decode: |_| Err(CodecError("not a serde type".into())),
             read: |_| Err(CodecError("not a serde type".into())),
         }

@@ -73,8 +73,8 @@ struct Worker {
     watch: Arc<ExitWatch>,
     /// The worker's input pipe.
     frames: writer::FrameWriter,
-    /// The decoders of the batches sent, in order, for the reader thread.
-    decoders: Sender<ErasedDecoder>,
+    /// The decoders of the batches sent, by batch, for the reader thread.
+    decoders: Sender<(u64, ErasedDecoder)>,
     beacon: Beacon,
     ready: bool,
     /// Batch ids sent and not yet answered, oldest first.
@@ -285,7 +285,7 @@ fn send<R: Send + 'static>(w: &mut Worker, id: u64, frame: &Arc<Vec<u8>>, decode
     let erased: ErasedDecoder =
         Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
     // The reader must hold the decoder before the first answer comes.
-    let _ = w.decoders.send(erased);
+    let _ = w.decoders.send((id, erased));
     // A dead worker's frames are dropped; its reader reports the closure,
     // and `wait` turns it into the error.
     w.frames.send(frame.clone());

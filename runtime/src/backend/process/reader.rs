@@ -3,7 +3,7 @@
 //! from checking timeouts.
 //!
 //! It decodes results straight from the pipe with the decoder of the batch
-//! they belong to, and forwards every other frame. A decoder that panics
+//! each names, and forwards every other frame. A decoder that panics
 //! (a `Deserialize` impl that panics) is caught and reported as that job's
 //! panic. When the pipe ends, the worker exits (even while a descendant
 //! holds the pipe open), or the thread itself fails, the reader reports
@@ -14,6 +14,7 @@ use crate::panic::Caught;
 use crate::wire::codec::CodecError;
 use crate::wire::{self, Incoming};
 use std::any::Any;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -44,8 +45,13 @@ pub(super) type ErasedDecoder =
 
 /// What a reader thread reports.
 pub(super) enum Event {
-    /// A result, decoded in the reader thread (no copy of the frame).
-    Value { worker: u64, value: Decoded },
+    /// A result of batch `batch`, decoded in the reader thread (no copy of
+    /// the frame).
+    Value {
+        worker: u64,
+        batch: u64,
+        value: Decoded,
+    },
     /// Any other frame.
     Frame { worker: u64, payload: Vec<u8> },
     /// The worker's pipe closed, the worker exited, or the reader failed.
@@ -89,7 +95,7 @@ pub(super) fn start_reader(
     pid: u32,
     pipe: File,
     watch: Arc<ExitWatch>,
-    decoders: Receiver<ErasedDecoder>,
+    decoders: Receiver<(u64, ErasedDecoder)>,
     events: Sender<Event>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
@@ -132,30 +138,28 @@ impl Drop for ClosedReport {
 }
 
 /// The reader's loop: decodes results with the decoder of the batch they
-/// belong to, and forwards everything else. Returns the error that ended
-/// the stream, if it did not end cleanly.
+/// name, and forwards everything else. Returns the error that ended the
+/// stream, if it did not end cleanly.
 ///
 /// The session sends a batch's decoder before it queues the batch, so the
-/// decoder is there before any answer can come. It is taken at the batch's
-/// first result and dropped at its `Done`; a batch that produced only
-/// failures drops its unused decoder at `Done`, so the queue stays in step.
+/// decoder is there before any answer can come; it is dropped at the
+/// batch's `Done`. Every result frame names its batch, so no answer relies
+/// on the order in which decoders were queued.
 fn read_frames(
     worker: u64,
-    pipe: ExitAwareReader,
-    decoders: Receiver<ErasedDecoder>,
+    pipe: impl Read,
+    decoders: Receiver<(u64, ErasedDecoder)>,
     events: Sender<Event>,
 ) -> Option<io::Error> {
     let mut reader = BufReader::with_capacity(1 << 16, pipe);
-    let mut current: Option<ErasedDecoder> = None;
+    let mut by_batch: HashMap<u64, ErasedDecoder> = HashMap::new();
     loop {
-        let incoming = wire::read_incoming(&mut reader, |body| {
-            if current.is_none() {
-                current = decoders.try_recv().ok();
-            }
-            let Some(decode) = &current else {
-                return Err(DecodeError::Codec(CodecError(
-                    "a result arrived for no batch".into(),
-                )));
+        let incoming = wire::read_incoming(&mut reader, |batch, body| {
+            by_batch.extend(decoders.try_iter());
+            let Some(decode) = by_batch.get(&batch) else {
+                return Err(DecodeError::Codec(CodecError(format!(
+                    "a result for batch {batch}, which this worker was not sent"
+                ))));
             };
             match crate::panic::catch(|| decode(body)) {
                 Ok(decoded) => decoded.map_err(DecodeError::Codec),
@@ -163,10 +167,15 @@ fn read_frames(
             }
         });
         let event = match incoming {
-            Ok(Some(Incoming::Value(value))) => Event::Value { worker, value },
+            Ok(Some(Incoming::Value { batch, value })) => Event::Value {
+                worker,
+                batch,
+                value,
+            },
             Ok(Some(Incoming::Other(payload))) => {
-                if wire::is_done(&payload) && current.take().is_none() {
-                    let _ = decoders.try_recv();
+                if let Some(done) = wire::done_batch(&payload) {
+                    by_batch.extend(decoders.try_iter());
+                    by_batch.remove(&done);
                 }
                 Event::Frame { worker, payload }
             }
@@ -176,5 +185,59 @@ fn read_frames(
         if events.send(event).is_err() {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec;
+    use std::sync::mpsc;
+
+    fn decoder<T: serde::de::DeserializeOwned + Send + 'static>() -> ErasedDecoder {
+        Box::new(|r: &mut dyn Read| {
+            codec::decode_from_reader::<T>(r).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        })
+    }
+
+    #[test]
+    fn each_result_is_decoded_by_the_decoder_of_the_batch_it_names() {
+        let mut pipe = Vec::new();
+        wire::write_value(&mut pipe, 1, &7u32).unwrap();
+        wire::write_done(&mut pipe, 1, 1, 0).unwrap();
+        wire::write_value(&mut pipe, 2, &"two".to_string()).unwrap();
+        wire::write_done(&mut pipe, 2, 1, 0).unwrap();
+        wire::write_value(&mut pipe, 9, &3u32).unwrap();
+        let (decoders_tx, decoders) = mpsc::channel();
+        // Queued in the other order than the answers come.
+        decoders_tx.send((2, decoder::<String>())).unwrap();
+        decoders_tx.send((1, decoder::<u32>())).unwrap();
+        let (events_tx, events) = mpsc::channel();
+        assert!(read_frames(5, &pipe[..], decoders, events_tx).is_none());
+        let values: Vec<(u64, Result<String, String>)> = events
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::Value { batch, value, .. } => Some((
+                    batch,
+                    match value {
+                        Ok(v) => Ok(match v.downcast::<u32>() {
+                            Ok(n) => n.to_string(),
+                            Err(v) => *v.downcast::<String>().unwrap(),
+                        }),
+                        Err(DecodeError::Codec(e)) => Err(e.0),
+                        Err(DecodeError::Panic(c)) => Err(c.message),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(values[0], (1, Ok("7".to_string())));
+        assert_eq!(values[1], (2, Ok("two".to_string())));
+        let (batch, unknown) = &values[2];
+        assert_eq!(*batch, 9);
+        assert!(
+            unknown.as_ref().unwrap_err().contains("batch 9"),
+            "{unknown:?}"
+        );
     }
 }

@@ -114,10 +114,14 @@ impl<W: Work> ProcessSession<W> {
     }
 
     /// Takes one frame from a worker; returns the batch when it is complete.
+    ///
+    /// Every answer names its batch. A worker answers its batches in the
+    /// order they were sent, so the batch named must be the worker's
+    /// oldest; any other is a desynchronised stream, which ends the batch.
     fn answer(
         &mut self,
         worker: u64,
-        frame: Result<Decoded, Vec<u8>>,
+        frame: Result<(u64, Decoded), Vec<u8>>,
     ) -> Option<Finished<W::Output>> {
         let pos = self.pool.position(worker)?;
         let id = *self.pool.workers[pos].queue.front()?;
@@ -130,37 +134,52 @@ impl<W: Work> ProcessSession<W> {
             action,
             cause,
         };
-        let step = match frame {
-            Ok(Ok(boxed)) => match boxed.downcast::<W::Output>() {
-                Ok(value) => Answer::Value(*value),
-                Err(_) => Answer::Fail(codec(
-                    "decode the result",
-                    "a result of another type".into(),
-                )),
+        let desync = |cause: String| Answer::Desync(codec("read the worker's answer", cause));
+        let (named, step) = match frame {
+            Ok((named, Ok(boxed))) => match boxed.downcast::<W::Output>() {
+                Ok(value) => (Some(named), Answer::Value(*value)),
+                Err(_) => (
+                    Some(named),
+                    Answer::Fail(codec(
+                        "decode the result",
+                        "a result of another type".into(),
+                    )),
+                ),
             },
-            Ok(Err(DecodeError::Codec(e))) => Answer::Fail(codec("decode the result", e.0)),
-            Ok(Err(DecodeError::Panic(caught))) => Answer::Fail(panic_error(task, index, caught)),
+            Ok((named, Err(DecodeError::Codec(e)))) => {
+                (Some(named), Answer::Fail(codec("decode the result", e.0)))
+            }
+            Ok((named, Err(DecodeError::Panic(caught)))) => {
+                (Some(named), Answer::Fail(panic_error(task, index, caught)))
+            }
             Err(payload) => match wire::parse_from_worker(&payload) {
-                Ok(FromWorker::JobFailure(failure)) => {
-                    Answer::Fail(failure_error(task, index, failure))
-                }
+                Ok(FromWorker::JobFailure { batch, failure }) => (
+                    Some(batch),
+                    Answer::Fail(failure_error(task, index, failure)),
+                ),
                 Ok(FromWorker::Done {
                     id: done,
                     count,
                     elapsed_ns,
-                }) if done == id && count as usize == batch.answered => {
-                    Answer::Done(Duration::from_nanos(elapsed_ns))
+                }) if count as usize == batch.answered => {
+                    (Some(done), Answer::Done(Duration::from_nanos(elapsed_ns)))
                 }
-                Ok(FromWorker::Value(bytes)) => Answer::Desync(codec(
-                    "read the worker's answer",
-                    format!("a {}-byte result outside its batch's decoder", bytes.len()),
-                )),
-                Ok(other) => Answer::Desync(codec(
-                    "read the worker's answer",
-                    format!("unexpected {other:?} in batch {id}"),
-                )),
-                Err(e) => Answer::Desync(codec("read the worker's answer", e.to_string())),
+                Ok(FromWorker::Value { body, .. }) => (
+                    None,
+                    desync(format!(
+                        "a {}-byte result outside its batch's decoder",
+                        body.len()
+                    )),
+                ),
+                Ok(other) => (None, desync(format!("unexpected {other:?} in batch {id}"))),
+                Err(e) => (None, desync(e.to_string())),
             },
+        };
+        let step = match named {
+            Some(named) if named != id => desync(format!(
+                "an answer for batch {named} while batch {id} is the oldest"
+            )),
+            _ => step,
         };
         match step {
             Answer::Value(value) => {
@@ -344,8 +363,12 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                         return Ok(Some(done));
                     }
                 }
-                Ok(Event::Value { worker, value }) => {
-                    if let Some(done) = self.answer(worker, Ok(value)) {
+                Ok(Event::Value {
+                    worker,
+                    batch,
+                    value,
+                }) => {
+                    if let Some(done) = self.answer(worker, Ok((batch, value))) {
                         self.pool.last_used = Instant::now();
                         return Ok(Some(done));
                     }

@@ -203,8 +203,8 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         for (k, arg) in args.into_iter().enumerate() {
             beacon.start(seq + k as u64);
             let written = match entry {
-                Some(entry) => entry.invoke(&arg.0, &mut output),
-                None => wire::write_failure(&mut output, &JobFailure::UnknownTask),
+                Some(entry) => entry.invoke(id, &arg.0, &mut output),
+                None => wire::write_failure(&mut output, id, &JobFailure::UnknownTask),
             };
             answered(written)?;
         }
