@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(Incoming::Other(payload))) => {
                 let _ = ipc::parses_from_worker(&payload);
             }
-            Ok(Some(Incoming::Value(_))) => {}
+            Ok(Some(Incoming::Value { .. })) => {}
             Ok(None) | Err(_) => break,
         }
     }
