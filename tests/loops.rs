@@ -420,3 +420,25 @@ fn a_loop_without_updates_and_a_question_mark_on_option_work() {
     gap[150] = None;
     assert_eq!(sum_if_all_present(&gap), None);
 }
+
+#[parallel(n_jobs = 2)]
+fn relabel(words: &[String], label: &str) -> Vec<String> {
+    let label = label.to_string();
+    let mut out = Vec::new();
+    #[parallel]
+    for word in words {
+        // `replace` on an outer `String` only reads it: not an update.
+        out.push(format!("{}:{word}", label.replace("a", "4")));
+    }
+    out
+}
+
+#[test]
+fn a_call_that_only_reads_an_outer_variable_is_allowed() {
+    parallel_from_the_first_item();
+    let words: Vec<String> = (0..50).map(|i| format!("w{i}")).collect();
+    let out = relabel(&words, "alpha");
+    assert_eq!(out.len(), 50);
+    assert_eq!(out[0], "4lph4:w0");
+    assert_eq!(out[49], "4lph4:w49");
+}

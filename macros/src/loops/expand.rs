@@ -22,8 +22,9 @@
 //! }
 //! ```
 
-use super::check::{Apply, Body, Effect};
+use super::analyse::{Apply, Effect};
 use super::remote::{args_tuple, lookup, Remote, Sink};
+use super::rewrite::Body;
 use crate::options::{Opts, ReturnAs};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};

@@ -1,20 +1,21 @@
 //! Marked `for` loops inside a `#[parallel]` function, and `parallel_for!`.
 //!
-//! `parse` takes the marker and options off a loop, `check` analyses the
-//! body (what it updates, where it stops) and rewrites it into a closure
-//! that logs its updates, `remote` handles bodies that call a process task,
+//! `parse` takes the marker and options off a loop, `analyse` models the
+//! body (what it updates, where it stops, what it may not do), `rewrite`
+//! turns it into a closure that logs its updates, `remote` handles bodies that call a process task,
 //! and `expand` writes the code that runs them on the runtime's `loops`
 //! engine.
 
-mod check;
+mod analyse;
 mod expand;
 mod parse;
 mod places;
 mod remote;
+mod rewrite;
 
 use crate::diagnostics::Errors;
 use crate::options::{BackendName, Opts, ReturnAs};
-use check::Kind;
+use analyse::Kind;
 use parse::{ParallelFor, ParallelLoop};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -84,7 +85,7 @@ fn marked_loop(marked: &mut ParallelLoop, errors: &mut Errors) -> Option<TokenSt
         marked.opts.backend = None;
     }
     only_threads_options(&marked.own, &marked.attr, errors);
-    let body = check::analyse(
+    let body = rewrite::body(
         &marked.for_loop.body,
         &marked.for_loop.pat,
         Kind::Loop,
@@ -135,7 +136,7 @@ fn expand_for(pf: &ParallelFor, errors: &mut Errors) -> Option<TokenStream> {
         return Some(expand::process_for(&pf.for_loop, &remote, opts));
     }
     let private = opts.private_path();
-    let body = check::analyse(
+    let body = rewrite::body(
         &pf.for_loop.body,
         &pf.for_loop.pat,
         Kind::Comprehension,

@@ -7,7 +7,7 @@
 //! (`total += simulate(s, 100);`, `out.push(simulate(s, 100));`,
 //! `best = best.max(simulate(s, 100));`). A `parallel_for!` body is the call.
 
-use super::check::FORMS;
+use super::analyse::FORMS;
 use super::places::place;
 use crate::diagnostics::Errors;
 use proc_macro2::TokenStream;
