@@ -19,20 +19,90 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, ToTokens};
 use syn::{FnArg, Pat};
 
+/// The pieces of one memoized function that its expansion repeats.
+struct Parts<'a> {
+    private: TokenStream,
+    name: &'a syn::Ident,
+    args: Vec<syn::Ident>,
+    types: Vec<&'a syn::Type>,
+    /// The arguments the key hashes (numbers' slices as raw bytes).
+    keyed: Vec<TokenStream>,
+    /// `a: A, b: B (ignored)`, for the cache's metadata.
+    summary: String,
+}
+
 pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
-    let opts = &func.opts;
-    let private = opts.private_path();
     let item = &func.item;
     let attrs = &item.attrs;
     let vis = &item.vis;
-    let sig = &item.sig;
-    let name = &sig.ident;
-    let output = &sig.output;
-    let result_type = match output {
-        syn::ReturnType::Default => quote!(()),
-        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
+    let output = &item.sig.output;
+    let parts = parts(func);
+    let Parts {
+        private,
+        name,
+        args,
+        types,
+        keyed,
+        summary,
+    } = &parts;
+    let site_options = site_options(func, private);
+    let cache_name = match &func.opts.name {
+        Some(n) => quote!(#n),
+        None => {
+            let n = name.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #n))
+        }
     };
-    let typed: Vec<&syn::PatType> = sig
+    let inputs = &item.sig.inputs;
+    let body = &item.block;
+    let struct_def = if with_struct {
+        TokenStream::new()
+    } else {
+        let doc = format!(
+            "The disk cache of [`{name}`](fn@{name}): `{name}::clear()`, `{name}::stats()`, \
+             `{name}::call_and_shelve(..)`, `{name}::check_call_in_cache(..)`."
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(non_camel_case_types)]
+            #vis struct #name {}
+        }
+    };
+    let methods = cache_methods(&parts, output);
+    quote! {
+        #(#attrs)*
+        #vis fn #name(#(#args: #types),*) #output {
+            let __parjob_site = #name::__parjob_site();
+            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+            __parjob_site.call(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+        }
+
+        #struct_def
+
+        #[allow(dead_code)]
+        impl #name {
+            #[doc(hidden)]
+            pub fn __parjob_site() -> &'static #private::memo::Site {
+                static SITE: #private::memo::Site =
+                    #private::memo::Site::new(#cache_name, #source, #site_options);
+                &SITE
+            }
+
+            #[doc(hidden)]
+            #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+            pub fn __parjob_compute(#inputs) #output #body
+
+            #methods
+        }
+    }
+}
+
+fn parts(func: &MemoFn) -> Parts<'_> {
+    let opts = &func.opts;
+    let private = opts.private_path();
+    let typed: Vec<&syn::PatType> = func
+        .item
+        .sig
         .inputs
         .iter()
         .filter_map(|arg| match arg {
@@ -43,13 +113,12 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
     let args: Vec<_> = (0..typed.len())
         .map(|i| format_ident!("__parjob_arg{}", i))
         .collect();
-    let types: Vec<&syn::Type> = typed.iter().map(|t| &*t.ty).collect();
     let ignored = |t: &syn::PatType| match &*t.pat {
         Pat::Ident(p) => opts.ignore.contains(&p.ident),
         _ => false,
     };
     // Slices and vectors of numbers are hashed as raw bytes.
-    let keyed: Vec<TokenStream> = typed
+    let keyed = typed
         .iter()
         .zip(&args)
         .filter(|(t, _)| !ignored(t))
@@ -74,123 +143,105 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let cache_name = match &opts.name {
-        Some(n) => quote!(#n),
-        None => {
-            let n = name.to_string();
-            quote!(::core::concat!(::core::module_path!(), "::", #n))
-        }
-    };
-    let dir = match &opts.dir {
-        Some(d) => quote!(::core::option::Option::Some(#d)),
+    Parts {
+        name: &func.item.sig.ident,
+        types: typed.iter().map(|t| &*t.ty).collect(),
+        args,
+        keyed,
+        summary,
+        private,
+    }
+}
+
+/// The `SiteOptions` literal: where and how results are stored.
+fn site_options(func: &MemoFn, private: &TokenStream) -> TokenStream {
+    let opts = &func.opts;
+    let some_or_none = |value: Option<TokenStream>| match value {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
         None => quote!(::core::option::Option::None),
     };
+    let dir = some_or_none(opts.dir.as_ref().map(|d| quote!(#d)));
     let compression = match opts.compress.unwrap_or(Codec::None) {
         Codec::None => quote!(#private::memo::Compression::None),
         Codec::Lz4 => quote!(#private::memo::Compression::Lz4),
         Codec::Zstd(level) => quote!(#private::memo::Compression::Zstd(#level)),
     };
-    let expires = match opts.expires_after_ns {
-        Some(ns) => quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#ns))),
-        None => quote!(::core::option::Option::None),
-    };
-    let bytes_limit = match opts.bytes_limit {
-        Some(b) => quote!(::core::option::Option::Some(#b)),
-        None => quote!(::core::option::Option::None),
-    };
+    let expires = some_or_none(
+        opts.expires_after_ns
+            .map(|ns| quote!(::core::time::Duration::from_nanos(#ns))),
+    );
+    let bytes_limit = some_or_none(opts.bytes_limit.map(|b| quote!(#b)));
     let verbose = opts.verbose.unwrap_or(0);
-    let inputs = &sig.inputs;
-    let body = &item.block;
-    let struct_def = if with_struct {
-        TokenStream::new()
-    } else {
-        let doc = format!(
-            "The disk cache of [`{name}`](fn@{name}): `{name}::clear()`, `{name}::stats()`, \
-             `{name}::call_and_shelve(..)`, `{name}::check_call_in_cache(..)`."
-        );
-        quote! {
-            #[doc = #doc]
-            #[allow(non_camel_case_types)]
-            #vis struct #name {}
+    quote! {
+        #private::memo::SiteOptions {
+            dir: #dir,
+            compression: #compression,
+            expires_after: #expires,
+            bytes_limit: #bytes_limit,
+            verbose: #verbose,
         }
+    }
+}
+
+/// joblib's `MemorizedFunc` methods, on the same-named struct.
+fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
+    let Parts {
+        private,
+        args,
+        types,
+        keyed,
+        summary,
+        ..
+    } = parts;
+    let result_type = match output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
     };
     quote! {
-        #(#attrs)*
-        #vis fn #name(#(#args: #types),*) #output {
-            let __parjob_site = #name::__parjob_site();
-            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-            __parjob_site.call(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+        /// Deletes every cached result of this function.
+        pub fn clear() {
+            Self::__parjob_site().clear()
         }
 
-        #struct_def
+        /// Hits, misses, and why the last miss missed, in this process.
+        pub fn stats() -> #private::memo::CacheStats {
+            Self::__parjob_site().stats()
+        }
 
-        #[allow(dead_code)]
-        impl #name {
-            #[doc(hidden)]
-            pub fn __parjob_site() -> &'static #private::memo::Site {
-                static SITE: #private::memo::Site = #private::memo::Site::new(
-                    #cache_name,
-                    #source,
-                    #private::memo::SiteOptions {
-                        dir: #dir,
-                        compression: #compression,
-                        expires_after: #expires,
-                        bytes_limit: #bytes_limit,
-                        verbose: #verbose,
-                    },
-                );
-                &SITE
-            }
+        /// Whether a valid result for these arguments is cached; computes nothing.
+        #[allow(clippy::too_many_arguments, unused_variables)]
+        pub fn check_call_in_cache(#(#args: #types),*) -> bool {
+            let __parjob_site = Self::__parjob_site();
+            __parjob_site.check_call_in_cache(__parjob_site.prepare(&(#(#keyed,)*)))
+        }
 
-            #[doc(hidden)]
-            #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
-            pub fn __parjob_compute(#inputs) #output #body
+        /// Computes or finds the result and stores it, without loading it
+        /// until `get()`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
+            let __parjob_site = Self::__parjob_site();
+            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+            __parjob_site.call_and_shelve(__parjob_key, #summary, move || Self::__parjob_compute(#(#args),*))
+        }
 
-            /// Deletes every cached result of this function.
-            pub fn clear() {
-                Self::__parjob_site().clear()
-            }
+        /// Deletes this function's least recently used results until the
+        /// given limits hold; returns how many it deleted.
+        pub fn reduce_size(
+            bytes_limit: ::core::option::Option<u64>,
+            items_limit: ::core::option::Option<usize>,
+            age_limit: ::core::option::Option<::core::time::Duration>,
+        ) -> usize {
+            Self::__parjob_site().reduce_size(#private::memo::Limits {
+                bytes: bytes_limit,
+                items: items_limit,
+                age: age_limit,
+            })
+        }
 
-            /// Hits, misses, and why the last miss missed, in this process.
-            pub fn stats() -> #private::memo::CacheStats {
-                Self::__parjob_site().stats()
-            }
-
-            /// Whether a valid result for these arguments is cached; computes nothing.
-            #[allow(clippy::too_many_arguments, unused_variables)]
-            pub fn check_call_in_cache(#(#args: #types),*) -> bool {
-                let __parjob_site = Self::__parjob_site();
-                __parjob_site.check_call_in_cache(__parjob_site.prepare(&(#(#keyed,)*)))
-            }
-
-            /// Computes or finds the result and stores it, without loading it
-            /// until `get()`.
-            #[allow(clippy::too_many_arguments)]
-            pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
-                let __parjob_site = Self::__parjob_site();
-                let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-                __parjob_site.call_and_shelve(__parjob_key, #summary, move || Self::__parjob_compute(#(#args),*))
-            }
-
-            /// Deletes this function's least recently used results until the
-            /// given limits hold; returns how many it deleted.
-            pub fn reduce_size(
-                bytes_limit: ::core::option::Option<u64>,
-                items_limit: ::core::option::Option<usize>,
-                age_limit: ::core::option::Option<::core::time::Duration>,
-            ) -> usize {
-                Self::__parjob_site().reduce_size(#private::memo::Limits {
-                    bytes: bytes_limit,
-                    items: items_limit,
-                    age: age_limit,
-                })
-            }
-
-            /// Where this function's results are stored (`None` without a
-            /// cache directory).
-            pub fn cache_dir() -> ::core::option::Option<::std::path::PathBuf> {
-                Self::__parjob_site().dir()
-            }
+        /// Where this function's results are stored (`None` without a
+        /// cache directory).
+        pub fn cache_dir() -> ::core::option::Option<::std::path::PathBuf> {
+            Self::__parjob_site().dir()
         }
     }
 }

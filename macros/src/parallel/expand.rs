@@ -8,32 +8,67 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+/// What the pieces of one task's expansion share.
+struct Parts<'a> {
+    private: TokenStream,
+    name: &'a Ident,
+    name_str: String,
+    output: syn::Type,
+    /// `__parjob_arg0..`, one per parameter.
+    args: Vec<Ident>,
+    /// Each parameter's owned type: what a job stores.
+    owned: Vec<&'a syn::Type>,
+}
+
 pub fn expand(task: &TaskFn) -> TokenStream {
-    let private = task.opts.private_path();
     let item = &task.item;
     let vis = &item.vis;
     let name = &item.sig.ident;
-    let name_str = name.to_string();
-    let output = task.output();
-    let options = task.opts.to_runtime(&private);
-
-    let args: Vec<Ident> = (0..task.params.len())
-        .map(|i| format_ident!("__parjob_arg{}", i))
-        .collect();
-    let owned: Vec<&syn::Type> = task.params.iter().map(|p| &p.owned).collect();
-    let call_args =
-        task.params
-            .iter()
-            .zip(&args)
-            .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
-    // One parameter: `map` takes an iterator of it; else of tuples.
-    let (map_item, map_pattern) = if args.len() == 1 {
-        (quote!(#(#owned)*), quote!(#(#args)*))
-    } else {
-        (quote!((#(#owned),*)), quote!((#(#args),*)))
+    let parts = Parts {
+        private: task.opts.private_path(),
+        name,
+        name_str: name.to_string(),
+        output: task.output(),
+        args: (0..task.params.len())
+            .map(|i| format_ident!("__parjob_arg{}", i))
+            .collect(),
+        owned: task.params.iter().map(|p| &p.owned).collect(),
     };
-    let process = task.opts.is_process();
-    let (adapter, map_returns) = match task.opts.return_as.unwrap_or_default() {
+    let name_str = &parts.name_str;
+    let doc_struct = format!(
+        "The parjob task made of [`{name_str}`](fn@{name_str}): `{name_str}::delayed(..)` builds one job, \
+         `{name_str}::map(..)` runs it over an iterator."
+    );
+    let methods = methods(task, &parts);
+    let task_impl = task_impl(task, &parts);
+    let registration = if task.opts.is_process() {
+        registration(task, &parts.private, &parts.owned, &parts.output)
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        #item
+
+        #[doc = #doc_struct]
+        #[allow(non_camel_case_types)]
+        #vis struct #name {}
+
+        #methods
+
+        #task_impl
+
+        #registration
+    }
+}
+
+/// What `f::map` returns for the attribute's `return_as`, and the adapter
+/// of the runtime's one entry that makes it.
+fn map_shape(
+    task: &TaskFn,
+    private: &TokenStream,
+    output: &syn::Type,
+) -> (TokenStream, TokenStream) {
+    match task.opts.return_as.unwrap_or_default() {
         ReturnAs::List => (
             quote!(list),
             quote!(#private::Result<::std::vec::Vec<#output>>),
@@ -46,30 +81,26 @@ pub fn expand(task: &TaskFn) -> TokenStream {
             quote!(unordered),
             quote!(impl ::core::iter::Iterator<Item = #private::Result<(usize, #output)>>),
         ),
-    };
-    let codecs = if process {
-        quote! {
-            fn codecs() -> ::core::option::Option<#private::TaskCodecs<(#(#owned,)*), #output>> {
-                #[allow(unused_imports)]
-                use #private::{ViaNothing as _, ViaSerde as _};
-                ::core::option::Option::Some(#private::TaskCodecs {
-                    args: (&&#private::Probe::<(#(#owned,)*)>::NEW).serde_fns(),
-                    output: (&&#private::Probe::<#output>::NEW).serde_fns(),
-                })
-            }
-        }
+    }
+}
+
+/// `delayed`, `map`, `par_map` and `options` on the same-named struct.
+fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
+    let Parts {
+        private,
+        name,
+        name_str,
+        output,
+        args,
+        owned,
+    } = parts;
+    // One parameter: `map` takes an iterator of it; else of tuples.
+    let (map_item, map_pattern) = if args.len() == 1 {
+        (quote!(#(#owned)*), quote!(#(#args)*))
     } else {
-        TokenStream::new()
+        (quote!((#(#owned),*)), quote!((#(#args),*)))
     };
-    let registration = if process {
-        registration(task, &private, &owned, &output)
-    } else {
-        TokenStream::new()
-    };
-    let doc_struct = format!(
-        "The parjob task made of [`{name_str}`](fn@{name_str}): `{name_str}::delayed(..)` builds one job, \
-         `{name_str}::map(..)` runs it over an iterator."
-    );
+    let (adapter, map_returns) = map_shape(task, private, output);
     let doc_par_map = format!(
         "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
          or any rayon indexed parallel iterator (`v.par_iter().copied()`). Returns the \
@@ -87,14 +118,7 @@ pub fn expand(task: &TaskFn) -> TokenStream {
          (`return_as = \"list\"`, the default), or an iterator of them \
          (`\"generator\"`, `\"generator_unordered\"`)."
     );
-
     quote! {
-        #item
-
-        #[doc = #doc_struct]
-        #[allow(non_camel_case_types)]
-        #vis struct #name {}
-
         impl #name {
             #[doc = #doc_delayed]
             #[allow(clippy::too_many_arguments)]
@@ -139,7 +163,40 @@ pub fn expand(task: &TaskFn) -> TokenStream {
                 <Self as #private::Task>::options()
             }
         }
+    }
+}
 
+/// `impl Task`, with the codec table for a process task.
+fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
+    let Parts {
+        private,
+        name,
+        name_str,
+        output,
+        args,
+        owned,
+    } = parts;
+    let options = task.opts.to_runtime(private);
+    let call_args =
+        task.params
+            .iter()
+            .zip(args)
+            .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
+    let codecs = if task.opts.is_process() {
+        quote! {
+            fn codecs() -> ::core::option::Option<#private::TaskCodecs<(#(#owned,)*), #output>> {
+                #[allow(unused_imports)]
+                use #private::{ViaNothing as _, ViaSerde as _};
+                ::core::option::Option::Some(#private::TaskCodecs {
+                    args: (&&#private::Probe::<(#(#owned,)*)>::NEW).serde_fns(),
+                    output: (&&#private::Probe::<#output>::NEW).serde_fns(),
+                })
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
+    quote! {
         impl #private::Task for #name {
             const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name_str);
             type Args = (#(#owned,)*);
@@ -156,8 +213,6 @@ pub fn expand(task: &TaskFn) -> TokenStream {
 
             #codecs
         }
-
-        #registration
     }
 }
 

@@ -27,134 +27,71 @@ fn seen(block: syn::Block, kind: Kind) -> Seen {
     }
 }
 
+/// A body from its source text.
+fn block(text: &str) -> syn::Block {
+    syn::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Each accepted form, with how many updates it makes.
+const ACCEPTED: &[(&str, usize)] = &[
+    ("{ total += x; }", 1),
+    ("{ stats.sum -= x; }", 1),
+    ("{ bits |= 1 << x; }", 1),
+    ("{ seen.push(x); }", 1),
+    ("{ seen.extend([x, x]); }", 1),
+    ("{ index.insert(x, x * 2); }", 1),
+    ("{ best = best.max(x); }", 1),
+    ("{ worst = worst.min(x); }", 1),
+    ("{ let mut local = 0; local += x; local = 3; }", 0),
+    ("{ for y in 0..x { total += y; } }", 1),
+    ("{ let v = [x]; let n = v.len(); total += n; }", 1),
+    ("{ let s = label.replace(\"a\", \"b\"); out.push(s); }", 1),
+    ("{ if let Some(y) = f(x) { total += y; } }", 1),
+    ("{ match x { 0 => {} y => total += y } }", 1),
+    ("{ let c = |y: u64| y + 1; total += c(x); }", 1),
+    ("{ loop { break; } }", 0),
+    ("{ 'inner: for y in 0..3 { continue 'inner; } }", 0),
+];
+
+/// Each refused form, with a part of its message.
+const REFUSED: &[(&str, &str)] = &[
+    ("{ break; }", "`break` cannot leave a parallel loop"),
+    ("{ return; }", "`return` cannot leave a parallel loop"),
+    (
+        "{ for y in 0..3 { continue 'outer; } }",
+        "continued by label",
+    ),
+    (
+        "{ total = x; }",
+        "cannot assign to the outer variable `total`",
+    ),
+    ("{ v[0] += x; }", "only as a whole variable or a field"),
+    ("{ *r += x; }", "only as a whole variable or a field"),
+    (
+        "{ v.sort(); }",
+        "cannot call `sort` on the outer variable `v`",
+    ),
+    ("{ v.clear(); }", "cannot call `clear`"),
+    ("{ let n = v.push(x); }", "only as a statement of its own"),
+    (
+        "{ let r = &mut v; }",
+        "cannot borrow the outer variable `v` mutably",
+    ),
+    ("{ total += x; let t = total; }", "cannot read `total`"),
+    (
+        "{ s.a += x; let t = s; }",
+        "updates `s.a`, so its body cannot read `s`",
+    ),
+    ("{ println!(\"{}\", f(x)?); }", "inside `println!`"),
+    ("{ assert!({ total += x; true }); }", "inside `assert!`"),
+];
+
 #[test]
 fn every_accepted_form_is_a_site_and_no_error() {
-    let accepted: Vec<(syn::Block, usize)> = vec![
-        (
-            parse_quote!({
-                total += x;
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                stats.sum -= x;
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                bits |= 1 << x;
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                seen.push(x);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                seen.extend([x, x]);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                index.insert(x, x * 2);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                best = best.max(x);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                worst = worst.min(x);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                let mut local = 0;
-                local += x;
-                local = 3;
-            }),
-            0,
-        ),
-        (
-            parse_quote!({
-                for y in 0..x {
-                    total += y;
-                }
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                let v = [x];
-                let n = v.len();
-                total += n;
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                let s = label.replace("a", "b");
-                out.push(s);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                if let Some(y) = f(x) {
-                    total += y;
-                }
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                match x {
-                    0 => {}
-                    y => total += y,
-                }
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                let c = |y: u64| y + 1;
-                total += c(x);
-            }),
-            1,
-        ),
-        (
-            parse_quote!({
-                loop {
-                    break;
-                }
-            }),
-            0,
-        ),
-        (
-            parse_quote!({
-                'inner: for y in 0..3 {
-                    continue 'inner;
-                }
-            }),
-            0,
-        ),
-    ];
-    for (block, updates) in accepted {
-        let text = quote::ToTokens::to_token_stream(&block).to_string();
-        let s = seen(block, Kind::Loop);
+    for (text, updates) in ACCEPTED {
+        let s = seen(block(text), Kind::Loop);
         assert!(s.errors.is_empty(), "{text}: {:?}", s.errors);
-        assert_eq!(s.updates, updates, "{text}");
+        assert_eq!(s.updates, *updates, "{text}");
     }
 }
 
@@ -198,102 +135,8 @@ fn continue_and_question_marks_are_sites_where_they_belong() {
 
 #[test]
 fn every_refused_form_is_an_error_that_names_what_to_do() {
-    let refused: Vec<(syn::Block, &str)> = vec![
-        (
-            parse_quote!({
-                break;
-            }),
-            "`break` cannot leave a parallel loop",
-        ),
-        (
-            parse_quote!({
-                return;
-            }),
-            "`return` cannot leave a parallel loop",
-        ),
-        (
-            parse_quote!({
-                for y in 0..3 {
-                    continue 'outer;
-                }
-            }),
-            "continued by label",
-        ),
-        (
-            parse_quote!({
-                total = x;
-            }),
-            "cannot assign to the outer variable `total`",
-        ),
-        (
-            parse_quote!({
-                v[0] += x;
-            }),
-            "only as a whole variable or a field",
-        ),
-        (
-            parse_quote!({
-                *r += x;
-            }),
-            "only as a whole variable or a field",
-        ),
-        (
-            parse_quote!({
-                v.sort();
-            }),
-            "cannot call `sort` on the outer variable `v`",
-        ),
-        (
-            parse_quote!({
-                v.clear();
-            }),
-            "cannot call `clear`",
-        ),
-        (
-            parse_quote!({
-                let n = v.push(x);
-            }),
-            "only as a statement of its own",
-        ),
-        (
-            parse_quote!({
-                let r = &mut v;
-            }),
-            "cannot borrow the outer variable `v` mutably",
-        ),
-        (
-            parse_quote!({
-                total += x;
-                let t = total;
-            }),
-            "cannot read `total`",
-        ),
-        (
-            parse_quote!({
-                s.a += x;
-                let t = s;
-            }),
-            "updates `s.a`, so its body cannot read `s`",
-        ),
-        (
-            parse_quote!({
-                println!("{}", f(x)?);
-            }),
-            "inside `println!`",
-        ),
-        (
-            parse_quote!({
-                assert!({
-                    total += x;
-                    true
-                });
-            }),
-            "inside `assert!`",
-        ),
-    ];
-    for (block, expected) in refused {
-        let text = quote::ToTokens::to_token_stream(&block).to_string();
-        let s = seen(block, Kind::Loop);
+    for (text, expected) in REFUSED {
+        let s = seen(block(text), Kind::Loop);
         assert!(
             s.errors.iter().any(|e| e.contains(expected)),
             "{text}: expected {expected:?}, got {:?}",

@@ -134,47 +134,14 @@ impl<W: Work> ProcessSession<W> {
             action,
             cause,
         };
-        let desync = |cause: String| Answer::Desync(codec("read the worker's answer", cause));
-        let (named, step) = match frame {
-            Ok((named, Ok(boxed))) => match boxed.downcast::<W::Output>() {
-                Ok(value) => (Some(named), Answer::Value(*value)),
-                Err(_) => (
-                    Some(named),
-                    Answer::Fail(codec(
-                        "decode the result",
-                        "a result of another type".into(),
-                    )),
-                ),
-            },
-            Ok((named, Err(DecodeError::Codec(e)))) => {
-                (Some(named), Answer::Fail(codec("decode the result", e.0)))
-            }
-            Ok((named, Err(DecodeError::Panic(caught)))) => {
-                (Some(named), Answer::Fail(panic_error(task, index, caught)))
-            }
-            Err(payload) => match wire::parse_from_worker(&payload) {
-                Ok(FromWorker::JobFailure { batch, failure }) => (
-                    Some(batch),
-                    Answer::Fail(failure_error(task, index, failure)),
-                ),
-                Ok(FromWorker::Done {
-                    id: done,
-                    count,
-                    elapsed_ns,
-                }) if count as usize == batch.answered => {
-                    (Some(done), Answer::Done(Duration::from_nanos(elapsed_ns)))
-                }
-                Ok(FromWorker::Value { body, .. }) => (
-                    None,
-                    desync(format!(
-                        "a {}-byte result outside its batch's decoder",
-                        body.len()
-                    )),
-                ),
-                Ok(other) => (None, desync(format!("unexpected {other:?} in batch {id}"))),
-                Err(e) => (None, desync(e.to_string())),
-            },
+        let error = |problem| match problem {
+            Problem::Decode(cause) => codec("decode the result", cause),
+            Problem::Panic(caught) => panic_error(task, index, caught),
+            Problem::Worker(failure) => failure_error(task, index, failure),
+            Problem::Desync(cause) => codec("read the worker's answer", cause),
         };
+        let desync = |cause: String| Answer::Desync(codec("read the worker's answer", cause));
+        let (named, step) = classify::<W::Output>(frame, id, batch.answered, error);
         let step = match named {
             Some(named) if named != id => desync(format!(
                 "an answer for batch {named} while batch {id} is the oldest"
@@ -204,6 +171,82 @@ impl<W: Work> ProcessSession<W> {
             return Some(self.finish(pos, id, Duration::ZERO));
         }
         None
+    }
+
+    /// The next event from the workers, waiting at most `left` (and no
+    /// longer than until a running job is overdue). `None` when nothing
+    /// came in time; `Err` when a job ran past the timeout, whose worker
+    /// is then killed.
+    fn next_event(&mut self, left: Option<Duration>) -> Result<Option<Event>> {
+        let received = match (self.pool.deferred.pop_front(), self.timeout) {
+            (Some(event), _) => Ok(event),
+            (None, None) => match left {
+                Some(left) => self.pool.events.recv_timeout(left),
+                None => self
+                    .pool
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            },
+            (None, Some(limit)) => match self.overdue(limit) {
+                Ok(pos) => {
+                    let running = self.running_job(&self.pool.workers[pos]);
+                    kill(self.pool.workers.swap_remove(pos));
+                    // A worker that held no batch of this run is just gone.
+                    return match running {
+                        Some((index, task)) => Err(Error::Timeout {
+                            task: task.into(),
+                            index,
+                            after: limit,
+                        }),
+                        None => Ok(None),
+                    };
+                }
+                Err(wait) => self
+                    .pool
+                    .events
+                    .recv_timeout(left.map_or(wait, |l| l.min(wait))),
+            },
+        };
+        match received {
+            Ok(event) => Ok(Some(event)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+        }
+    }
+
+    /// A worker's pipe closed: reaps it, and fails the run with the job it
+    /// was running, unless it died before starting any of its batches,
+    /// which then go to the other workers.
+    fn closed(&mut self, worker: u64, error: Option<std::io::Error>) -> Result<()> {
+        let Some(pos) = self.pool.position(worker) else {
+            return Ok(());
+        };
+        let running = self.running_job(&self.pool.workers[pos]);
+        let mut w = self.pool.workers.swap_remove(pos);
+        let mut status = exit::reap(&mut w.child, &w.watch);
+        if let Some(e) = error {
+            status = format!("{status} (its pipe failed: {e})");
+        }
+        let Some((index, task)) = running else {
+            return Ok(()); // an idle worker died: the next fill replaces it
+        };
+        // A worker that died (or was dying) before it began its first
+        // batch ran none of it: the batches go elsewhere.
+        let untouched = w.beacon.running().is_none()
+            && w.queue
+                .front()
+                .and_then(|id| self.batches.get(id))
+                .is_some_and(|b| b.answered == 0);
+        if untouched && self.resend(std::mem::take(&mut w.queue))? {
+            return Ok(());
+        }
+        Err(Error::WorkerDied {
+            task: task.into(),
+            index,
+            pid: w.pid,
+            status,
+        })
     }
 
     /// Sends the batches of a worker that died before starting any of them
@@ -327,88 +370,25 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             if left == Some(Duration::ZERO) {
                 return Ok(None);
             }
-            let event = match (self.pool.deferred.pop_front(), self.timeout) {
-                (Some(event), _) => Ok(event),
-                (None, None) => match left {
-                    Some(left) => self.pool.events.recv_timeout(left),
-                    None => self
-                        .pool
-                        .events
-                        .recv()
-                        .map_err(|_| RecvTimeoutError::Disconnected),
-                },
-                (None, Some(limit)) => match self.overdue(limit) {
-                    Ok(pos) => {
-                        let running = self.running_job(&self.pool.workers[pos]);
-                        kill(self.pool.workers.swap_remove(pos));
-                        let Some((index, task)) = running else {
-                            continue; // it held no batch of this run after all
-                        };
-                        return Err(Error::Timeout {
-                            task: task.into(),
-                            index,
-                            after: limit,
-                        });
-                    }
-                    Err(wait) => self
-                        .pool
-                        .events
-                        .recv_timeout(left.map_or(wait, |l| l.min(wait))),
-                },
-            };
-            match event {
-                Ok(Event::Frame { worker, payload }) => {
-                    if let Some(done) = self.answer(worker, Err(payload)) {
-                        self.pool.last_used = Instant::now();
-                        return Ok(Some(done));
-                    }
-                }
-                Ok(Event::Value {
+            let finished = match self.next_event(left)? {
+                None => None,
+                Some(Event::Frame { worker, payload }) => self.answer(worker, Err(payload)),
+                Some(Event::Value {
                     worker,
                     batch,
                     value,
-                }) => {
-                    if let Some(done) = self.answer(worker, Ok((batch, value))) {
-                        self.pool.last_used = Instant::now();
-                        return Ok(Some(done));
-                    }
+                }) => self.answer(worker, Ok((batch, value))),
+                Some(Event::Closed { worker, error }) => {
+                    self.closed(worker, error)?;
+                    None
                 }
-                Ok(Event::Closed { worker, error }) => {
-                    let Some(pos) = self.pool.position(worker) else {
-                        continue;
-                    };
-                    let running = self.running_job(&self.pool.workers[pos]);
-                    let mut w = self.pool.workers.swap_remove(pos);
-                    let mut status = exit::reap(&mut w.child, &w.watch);
-                    if let Some(e) = error {
-                        status = format!("{status} (its pipe failed: {e})");
-                    }
-                    let Some((index, task)) = running else {
-                        continue; // an idle worker died: the next fill replaces it
-                    };
-                    // A worker that died (or was dying) before it began its
-                    // first batch ran none of it: the batches go elsewhere.
-                    let untouched = w.beacon.running().is_none()
-                        && w.queue
-                            .front()
-                            .and_then(|id| self.batches.get(id))
-                            .is_some_and(|b| b.answered == 0);
-                    if untouched && self.resend(std::mem::take(&mut w.queue))? {
-                        continue;
-                    }
-                    return Err(Error::WorkerDied {
-                        task: task.into(),
-                        index,
-                        pid: w.pid,
-                        status,
-                    });
-                }
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+            };
+            if let Some(done) = finished {
+                self.pool.last_used = Instant::now();
+                return Ok(Some(done));
             }
         }
     }
-
     fn longest_running(&self) -> Option<LongestRunning> {
         self.pool
             .workers
@@ -435,6 +415,66 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
     }
+}
+
+/// What one frame means for batch `id`, whose `answered` jobs have
+/// answered, and the batch the frame names (`None` when it names none).
+/// `error` makes the error for the job the frame answers.
+fn classify<R: 'static>(
+    frame: Result<(u64, Decoded), Vec<u8>>,
+    id: u64,
+    answered: usize,
+    error: impl Fn(Problem) -> Error,
+) -> (Option<u64>, Answer<R>) {
+    let desync = |cause: String| Answer::Desync(error(Problem::Desync(cause)));
+    match frame {
+        Ok((named, Ok(boxed))) => match boxed.downcast::<R>() {
+            Ok(value) => (Some(named), Answer::Value(*value)),
+            Err(_) => (
+                Some(named),
+                Answer::Fail(error(Problem::Decode("a result of another type".into()))),
+            ),
+        },
+        Ok((named, Err(DecodeError::Codec(e)))) => {
+            (Some(named), Answer::Fail(error(Problem::Decode(e.0))))
+        }
+        Ok((named, Err(DecodeError::Panic(caught)))) => {
+            (Some(named), Answer::Fail(error(Problem::Panic(caught))))
+        }
+        Err(payload) => match wire::parse_from_worker(&payload) {
+            Ok(FromWorker::JobFailure { batch, failure }) => {
+                (Some(batch), Answer::Fail(error(Problem::Worker(failure))))
+            }
+            Ok(FromWorker::Done {
+                id: done,
+                count,
+                elapsed_ns,
+            }) if count as usize == answered => {
+                (Some(done), Answer::Done(Duration::from_nanos(elapsed_ns)))
+            }
+            Ok(FromWorker::Value { body, .. }) => (
+                None,
+                desync(format!(
+                    "a {}-byte result outside its batch's decoder",
+                    body.len()
+                )),
+            ),
+            Ok(other) => (None, desync(format!("unexpected {other:?} in batch {id}"))),
+            Err(e) => (None, desync(e.to_string())),
+        },
+    }
+}
+
+/// What went wrong with the job a frame answers.
+enum Problem {
+    /// The result did not decode in the parent.
+    Decode(String),
+    /// The result's `Deserialize` panicked in the parent.
+    Panic(crate::panic::Caught),
+    /// The worker reported the job's failure.
+    Worker(JobFailure),
+    /// The stream is out of step with the batches sent.
+    Desync(String),
 }
 
 fn encode_error(task: &str, index: usize, cause: String) -> Error {

@@ -116,23 +116,10 @@ fn worker_program() -> std::path::PathBuf {
     }
 }
 
-/// Starts one worker with its share of the CPUs and its beacon.
-pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result<Spawned> {
-    let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
-    let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
-    let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
-    set_nonblocking(&parent_writes).map_err(|e| Error::io("making a pipe non-blocking", e))?;
-    let token = random_token().map_err(|e| Error::io("drawing a worker token", e))?;
-    // SAFETY: getpid is async-signal-safe and called before the fork.
-    let parent = unsafe { libc::getpid() };
-    let spec = WorkerSpec {
-        read_fd: child_reads.as_raw_fd(),
-        write_fd: child_writes.as_raw_fd(),
-        beacon_fd,
-        share,
-        parent: parent as u32,
-        token,
-    };
+/// The command that re-executes this binary as a worker: its entry's
+/// arguments, its spec and thread counts in the environment, and, between
+/// fork and exec, its descriptors kept open and its death tied to ours.
+fn worker_command(entry: &EntryPoint, spec: &WorkerSpec, parent: libc::pid_t) -> Command {
     let mut command = Command::new(worker_program());
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
@@ -152,10 +139,10 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
         .stdin(Stdio::null());
     for var in THREAD_ENV_VARS {
         if std::env::var_os(var).is_none() {
-            command.env(var, share.to_string());
+            command.env(var, spec.share.to_string());
         }
     }
-    let keep = [child_reads.as_raw_fd(), child_writes.as_raw_fd(), beacon_fd];
+    let keep = [spec.read_fd, spec.write_fd, spec.beacon_fd];
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (fcntl, prctl, getppid, _exit).
     unsafe {
@@ -175,6 +162,27 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
             Ok(())
         });
     }
+    command
+}
+
+/// Starts one worker with its share of the CPUs and its beacon.
+pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result<Spawned> {
+    let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
+    let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
+    let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
+    set_nonblocking(&parent_writes).map_err(|e| Error::io("making a pipe non-blocking", e))?;
+    let token = random_token().map_err(|e| Error::io("drawing a worker token", e))?;
+    // SAFETY: getpid is async-signal-safe and called before the fork.
+    let parent = unsafe { libc::getpid() };
+    let spec = WorkerSpec {
+        read_fd: child_reads.as_raw_fd(),
+        write_fd: child_writes.as_raw_fd(),
+        beacon_fd,
+        share,
+        parent: parent as u32,
+        token,
+    };
+    let command = worker_command(entry, &spec, parent);
     let gone = || {
         Error::io(
             "spawning a worker",
