@@ -326,7 +326,7 @@ fn an_entry_past_expires_after_misses() {
     stamped(1);
     stamped(1);
     assert_eq!(stamped::stats().hits, 1);
-    std::thread::sleep(Duration::from_millis(400));
+    parjob::__private::memo::advance_clock(Duration::from_millis(400));
     stamped(1);
     assert_eq!(stamped::stats().last_miss, Some(MissReason::Expired));
     assert_eq!(stamped::stats().misses, 2);
@@ -340,15 +340,23 @@ fn kilobyte(seed: u8) -> Vec<u8> {
 #[test]
 fn the_bytes_limit_keeps_the_most_recently_used() {
     fresh("target/memo-tests/lru");
-    let pause = || std::thread::sleep(Duration::from_millis(20));
-    for seed in 1..=3 {
+    // Each entry's last use is its file's mtime: date them 30, 20 and 10
+    // seconds ago, in seed order, instead of sleeping between calls.
+    for seed in 1..=3u8 {
+        let before = outputs(&kilobyte::cache_dir().unwrap_or_default());
         kilobyte(seed);
-        pause();
+        let new: Vec<PathBuf> = outputs(&kilobyte::cache_dir().unwrap())
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert_eq!(new.len(), 1, "one new entry for seed {seed}");
+        let used = std::time::SystemTime::now() - Duration::from_secs(40 - 10 * seed as u64);
+        let file = std::fs::File::options().write(true).open(&new[0]).unwrap();
+        file.set_modified(used).unwrap();
     }
     assert!((1..=3).all(kilobyte::check_call_in_cache));
     kilobyte(1); // a hit: 1 is now the most recently used
     assert_eq!(kilobyte::stats().hits, 1);
-    pause();
     kilobyte(4); // over 4 KiB: the least recently used (2) goes
     assert!(kilobyte::check_call_in_cache(1));
     assert!(!kilobyte::check_call_in_cache(2));

@@ -2,6 +2,8 @@
 //! kind of damage, memory bounds on hostile headers, memory maps, and a
 //! full disk that must leave the previous file intact.
 
+mod common;
+
 use parjob::{
     dump, dump_with, load, load_from, load_mmap, load_unchecked, Compression, PersistError,
 };
@@ -65,10 +67,7 @@ fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("parjob-persist-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("persist", name)
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]

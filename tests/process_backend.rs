@@ -2,6 +2,9 @@
 //! reuse, faults (panic, abort, SIGKILL, codec, unknown task), cancellation,
 //! worker environment, nesting, and no orphans.
 
+mod common;
+use common::process;
+
 use parjob::__private::TaskCodecs;
 use parjob::prelude::*;
 use parjob::{Error, Task};
@@ -83,15 +86,8 @@ fn join_words(words: &[String], sep: &str) -> String {
     words.join(sep)
 }
 
-fn process(n_jobs: i32) -> Parallel {
-    Parallel::new().n_jobs(n_jobs).backend(Backend::Process)
-}
-
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("parjob-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("test", name)
 }
 
 fn is_alive(pid: u32) -> bool {

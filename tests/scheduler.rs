@@ -2,11 +2,14 @@
 //! pre_dispatch bound, batching, timeouts, cancellation on drop, verbose
 //! output, scoped configuration and bad options.
 
+mod common;
+use common::{process, threads};
+
 use parjob::prelude::*;
 use parjob::{config, Error};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[parallel(backend = "process", n_jobs = 2)]
@@ -57,14 +60,6 @@ fn slow_first_threads(x: u64) -> u64 {
 #[parallel]
 fn where_am_i(_x: u32) -> std::thread::ThreadId {
     std::thread::current().id()
-}
-
-fn process(n_jobs: i32) -> Parallel {
-    Parallel::new().n_jobs(n_jobs).backend(Backend::Process)
-}
-
-fn threads(n_jobs: i32) -> Parallel {
-    Parallel::new().n_jobs(n_jobs).backend(Backend::Thread)
 }
 
 fn is_alive(pid: u32) -> bool {
@@ -130,13 +125,16 @@ fn an_infinite_input_is_drawn_lazily() {
         });
         let first: Vec<u64> = p
             .pre_dispatch(4)
+            .batch_size(1)
             .iter(jobs)
             .take(10)
             .map(Result::unwrap)
             .collect();
         assert_eq!(first, (0..10).map(|x| 3 * x).collect::<Vec<_>>());
+        // Drawn: the 10 taken, at most 4 batches of 1 in flight, at most 4
+        // results held, and one job looked ahead.
         let n = drawn.load(Ordering::SeqCst);
-        assert!(n < 10_000, "{n} jobs drawn for 10 results");
+        assert!(n <= 10 + 4 + 4 + 1, "{n} jobs drawn for 10 results");
     }
 }
 
@@ -177,6 +175,14 @@ fn jobs_in_flight_never_exceed_pre_dispatch() {
 fn many_tiny_tasks_in_auto_batches_come_back_in_order() {
     let got = process(2).run((0..20_000).map(triple::delayed)).unwrap();
     assert_eq!(got, (0..20_000).map(|x| 3 * x).collect::<Vec<_>>());
+    // Auto-batching grows batches of tiny tasks well past one job.
+    for p in [process(2), threads(2)] {
+        let mut results = p.iter((0..20_000).map(triple::delayed));
+        let sum: u64 = results.by_ref().map(Result::unwrap).sum();
+        assert_eq!(sum, 3 * (0..20_000u64).sum::<u64>());
+        let largest = results.largest_batch();
+        assert!(largest >= 16, "auto batches never grew past {largest} jobs");
+    }
     let got = triple::map(0..20_000).unwrap();
     assert_eq!(got.len(), 20_000);
     assert!(got.iter().enumerate().all(|(i, v)| *v == 3 * i as u64));
@@ -238,10 +244,21 @@ fn a_timeout_kills_the_worker_and_the_next_task_succeeds() {
 
 #[parjob::test]
 fn a_timeout_on_threads_is_an_error_without_waiting_for_the_task() {
-    let started = Instant::now();
+    // Job 1 runs until the test releases it, which the test does only once
+    // `run` has returned: if `run` waited for the task, the job would end
+    // by its own 60 s bound instead, and say so.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let (ended, ending) = std::sync::mpsc::channel::<bool>();
     let jobs = (0..3u64).map(|i| {
+        let released = Arc::clone(&released);
+        let ended = ended.clone();
         Job::new(move || {
-            std::thread::sleep(Duration::from_millis(if i == 1 { 3_000 } else { 1 }));
+            if i == 1 {
+                let gate = released.lock().unwrap();
+                let by_test = gate.recv_timeout(Duration::from_secs(60)).is_ok();
+                let _ = ended.send(by_test);
+            }
             i
         })
     });
@@ -250,10 +267,10 @@ fn a_timeout_on_threads_is_an_error_without_waiting_for_the_task() {
         .run(jobs)
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { index: 1, .. }), "{err:?}");
+    release.send(()).unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(2_500),
-        "{:?}",
-        started.elapsed()
+        ending.recv().unwrap(),
+        "the task ended on its own bound: run waited for it"
     );
 }
 

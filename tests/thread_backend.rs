@@ -5,7 +5,7 @@ use parjob::Error;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[parallel(n_jobs = 3)]
 fn cube(x: i64) -> i64 {
@@ -149,27 +149,51 @@ fn a_panic_on_a_thread_is_an_error_with_message_and_location() {
 
 #[test]
 fn the_first_error_on_threads_stops_jobs_not_yet_started() {
+    // Jobs after item 3 wait at a gate that opens only once `run` has
+    // returned, so every job that started did so before the error ended
+    // the run; the rest must never start.
     let started = Arc::new(AtomicUsize::new(0));
-    let p = Parallel::new().n_jobs(2).backend(Backend::Thread);
-    let counter = Arc::clone(&started);
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let (woke, wakes) = std::sync::mpsc::channel::<bool>();
+    let p = Parallel::new()
+        .n_jobs(2)
+        .backend(Backend::Thread)
+        .batch_size(1);
+    let (counter, wait) = (Arc::clone(&started), Arc::clone(&gate));
     let jobs = (0..200u32).map(move |i| {
-        let counter = Arc::clone(&counter);
+        let (counter, wait, woke) = (Arc::clone(&counter), Arc::clone(&wait), woke.clone());
         Job::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
             if i == 3 {
                 panic!("stop here");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if i > 3 {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (open, opened) = &*wait;
+                let guard = open.lock().unwrap();
+                let (_open, waited) = opened
+                    .wait_timeout_while(guard, Duration::from_secs(60), |open| !*open)
+                    .unwrap();
+                let _ = woke.send(!waited.timed_out());
+            }
             i
         })
     });
-    let t = Instant::now();
     let err = p.run(jobs).unwrap_err();
     assert_eq!(err.index(), Some(3));
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    std::thread::sleep(Duration::from_millis(100));
-    let ran = started.load(Ordering::SeqCst);
-    assert!(ran < 20, "{ran} of 200 jobs started after the error");
+    let gated = started.load(Ordering::SeqCst);
+    let (open, opened) = &*gate;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+    assert!(
+        gated < 16,
+        "{gated} of 196 later jobs started before the error ended the run"
+    );
+    for _ in 0..gated {
+        assert!(
+            wakes.recv().unwrap(),
+            "a job ended on its own bound: run waited for it"
+        );
+    }
 }
 
 #[test]

@@ -7,10 +7,25 @@
 //! also adds `#[test]`.
 
 use crate::diagnostics::Errors;
-use crate::options::Opts;
+use crate::options::{named_metas, Opts};
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, ToTokens};
 use syn::ItemFn;
+
+/// `#[test]`, `#[core::prelude::v1::test]` or `#[std::prelude::v1::test]`.
+fn is_std_test(attr: &syn::Attribute) -> bool {
+    let segments: Vec<String> = attr
+        .path()
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    match segments.as_slice() {
+        [only] => only == "test",
+        [root, .., last] => (root == "core" || root == "std") && last == "test",
+        [] => false,
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -20,13 +35,24 @@ pub enum Kind {
 
 pub fn attribute(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let opts = Opts::parse(args, &mut errors);
-    if opts.n_jobs.is_some() || opts.backend.is_some() {
-        errors.push(syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[parjob::main] and #[parjob::test] take only `crate = \"...\"`; put n_jobs and backend on #[parallel] or a Parallel",
-        ));
+    // Only `crate = ".."` is an option here; every other is refused, on
+    // its own tokens.
+    let mut krate = TokenStream::new();
+    for (name, meta) in named_metas(args, &mut errors) {
+        if name == "crate" {
+            krate = meta.to_token_stream();
+        } else {
+            errors.spanned(
+                &meta,
+                format!(
+                    "#[parjob::main] and #[parjob::test] take only `crate = \"...\"`: \
+                     put `{}` on a #[parallel] function or a Parallel",
+                    meta.path().to_token_stream()
+                ),
+            );
+        }
     }
+    let opts = Opts::parse(krate, &mut errors);
     let what = match kind {
         Kind::Main => "#[parjob::main] goes on `fn main`",
         Kind::Test => "#[parjob::test] goes on a test function, in place of #[test]",
@@ -41,6 +67,16 @@ pub fn attribute(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStrea
     };
     if let Some(input) = function.sig.inputs.first() {
         errors.spanned(input, format!("{what}, which takes no arguments"));
+    }
+    if kind == Kind::Test {
+        for attr in function.attrs.iter().filter(|a| is_std_test(a)) {
+            errors.spanned(
+                attr,
+                "#[parjob::test] already makes this function a test: remove this #[test] \
+                 (with both, the test would be registered, and run, twice)",
+            );
+        }
+        function.attrs.retain(|a| !is_std_test(a));
     }
     let private = opts.private_path();
     let entry: syn::Stmt = match kind {

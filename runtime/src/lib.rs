@@ -94,6 +94,7 @@ pub mod __private {
     /// The cache behind `#[memoize]`.
     pub mod memo {
         pub use crate::compress::Compression;
+        pub use crate::memo::clock::advance as advance_clock;
         pub use crate::memo::evict::Limits;
         pub use crate::memo::{CacheStats, MemorizedResult, Site, SiteOptions};
         /// Argument hashing.

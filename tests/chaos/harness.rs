@@ -122,10 +122,7 @@ pub fn none_left(pids: &[u32]) -> Result<(), String> {
 
 /// A fresh scratch directory for one row.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("parjob-chaos-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::common::scratch("chaos", name)
 }
 
 /// Runs this binary again on one row with `env` set, under a resource

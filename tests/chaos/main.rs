@@ -8,6 +8,8 @@
 //! the runner is dropped; rows where memory is the point run in a child
 //! process under `setrlimit`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod persist_faults;
 mod process_faults;

@@ -13,6 +13,7 @@ use quote::quote;
 pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let opts = Opts::parse(args, &mut errors);
+    let option_errors = errors.count();
     let Some(mut task) = parse::TaskFn::parse(item.clone(), opts, &mut errors) else {
         let errors = errors.to_compile_errors();
         return quote!(#errors #item);
@@ -46,14 +47,19 @@ pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#errors #item);
     }
     check::check(&task, &mut errors);
-    if !errors.is_empty() {
+    if errors.count() > option_errors {
         // Emit the function unchanged, so its other uses still compile and
         // the user sees only the errors that matter.
         let errors = errors.to_compile_errors();
         let item = &task.item;
         return quote!(#errors #item);
     }
-    expand::expand(&task)
+    // Only options were wrong: expand with the options that parsed, so
+    // `f::map` and the other uses of the task still resolve and the user
+    // sees the one mistake, not a cascade (thiserror's fallback).
+    let errors = errors.to_compile_errors();
+    let expansion = expand::expand(&task);
+    quote!(#errors #expansion)
 }
 
 /// Adds the hidden option that tells `#[memoize]` the struct exists.

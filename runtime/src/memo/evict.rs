@@ -54,7 +54,7 @@ pub(crate) fn reduce_size(dir: &Path, limits: Limits) -> usize {
     collect(dir, &mut found);
     // Most recently used first: those are kept.
     found.sort_by_key(|f| std::cmp::Reverse(f.used));
-    let now = SystemTime::now();
+    let now = super::clock::now();
     let (mut kept_bytes, mut kept_items, mut removed) = (0u64, 0usize, 0usize);
     for entry in found {
         let too_old = limits

@@ -15,6 +15,7 @@
 //! makes the call compute and return its result, with one warning per
 //! function.
 
+pub(crate) mod clock;
 pub(crate) mod evict;
 pub(crate) mod key;
 mod memory;

@@ -75,7 +75,7 @@ impl CacheEntry {
         let Some(limit) = limit else {
             return false;
         };
-        let now = SystemTime::now();
+        let now = super::clock::now();
         match now.duration_since(self.created) {
             Ok(age) => age > limit,
             Err(ahead) => ahead.duration() > FUTURE_SLACK,

@@ -120,6 +120,8 @@ where
     bounded: bool,
     in_flight_batches: usize,
     in_flight_jobs: usize,
+    /// The most jobs one batch has held (a test hook for auto-batching).
+    largest_batch: usize,
     held: usize,
     ready: Ready<Output<I>>,
     error: Option<Error>,
@@ -166,6 +168,7 @@ where
             bounded,
             in_flight_batches: 0,
             in_flight_jobs: 0,
+            largest_batch: 0,
             held: 0,
             ready,
             error,
@@ -266,6 +269,7 @@ where
             }
             self.in_flight_batches += 1;
             self.in_flight_jobs += jobs;
+            self.largest_batch = self.largest_batch.max(jobs);
         }
     }
 
@@ -422,6 +426,18 @@ where
     I::Item: Work,
 {
     pub(crate) stream: Stream<I>,
+}
+
+impl<I: Iterator> Ordered<I>
+where
+    I::Item: Work,
+{
+    /// The most jobs one batch of this run has held so far. Not public
+    /// API: tests use it to see auto-batching at work.
+    #[doc(hidden)]
+    pub fn largest_batch(&self) -> usize {
+        self.stream.largest_batch
+    }
 }
 
 impl<I: Iterator> Iterator for Ordered<I>

@@ -1,0 +1,24 @@
+//! Helpers shared by the integration tests (`mod common;` in each).
+#![allow(dead_code)] // each test binary uses some of them
+
+use parjob::{Backend, Parallel};
+use std::path::PathBuf;
+
+/// A runner on `n_jobs` worker processes.
+pub fn process(n_jobs: i32) -> Parallel {
+    Parallel::new().n_jobs(n_jobs).backend(Backend::Process)
+}
+
+/// A runner on `n_jobs` threads.
+pub fn threads(n_jobs: i32) -> Parallel {
+    Parallel::new().n_jobs(n_jobs).backend(Backend::Thread)
+}
+
+/// A fresh, empty directory under the system's temporary directory, named
+/// for the suite, this process and the test.
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parjob-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,2 @@
+#[parjob::main(timeout = 5)]
+fn main() {}

@@ -1,0 +1,5 @@
+#[parjob::test]
+#[test]
+fn runs_once() {}
+
+fn main() {}
