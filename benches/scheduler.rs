@@ -50,7 +50,7 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
     let mut best = None;
     for _ in 0..runs {
         let (out, d) = time(&mut f);
-        if !best.as_ref().is_some_and(|(_, b)| d >= *b) {
+        if best.as_ref().is_none_or(|(_, b)| d < *b) {
             best = Some((out, d));
         }
     }

@@ -229,3 +229,9 @@ pub mod prelude {
 /// change in any release.
 #[doc(hidden)]
 pub use parjob_runtime::__private;
+
+/// The README's code, compiled and run as doctests, so the examples a
+/// newcomer copies stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

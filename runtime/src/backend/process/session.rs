@@ -254,7 +254,7 @@ impl<W: Work> ProcessSession<W> {
     fn resend(&mut self, queue: VecDeque<u64>) -> Result<bool> {
         if queue
             .iter()
-            .any(|id| !self.batches.get(id).is_some_and(|b| !b.resent))
+            .any(|id| self.batches.get(id).is_none_or(|b| b.resent))
         {
             return Ok(false);
         }
