@@ -9,7 +9,7 @@
 //!
 //! 0. foundations: `error` (the one [`Error`] enum), `panic` (a caught
 //!    panic's message and location), `files` (regular files only, atomic
-//!    writes), `plain` (numbers as bytes), `compress` (every codec joblib
+//!    writes), `hash` (the one stable hash, FNV-1a), `plain` (numbers as bytes), `compress` (every codec joblib
 //!    has);
 //! 1. `options` (the option table, [`Options`], [`Plan`], [`cpu_count`])
 //!    and `task` ([`Task`], [`Job`], the registry of process tasks);
@@ -41,6 +41,7 @@ mod compress;
 mod config;
 mod error;
 mod files;
+mod hash;
 mod indexed;
 mod loops;
 mod memo;

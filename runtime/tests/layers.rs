@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("panic", 0),
     ("files", 0),
+    ("hash", 0),
     ("plain", 0),
     ("compress", 0),
     ("options", 1),

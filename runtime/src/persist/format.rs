@@ -138,11 +138,7 @@ impl Header {
 /// types with the same path in different versions of a crate match although
 /// their layouts may differ (the payload's own checks still apply).
 pub fn fingerprint<T: ?Sized>() -> u64 {
-    normalized_type_name(std::any::type_name::<T>())
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    crate::hash::fnv1a(normalized_type_name(std::any::type_name::<T>()).bytes())
 }
 
 /// A type name as parsed for normalization.

@@ -56,13 +56,9 @@ pub(crate) fn registry_fingerprint() -> u64 {
         .map(|e| (e.name, (e.signature)()))
         .collect();
     items.sort_unstable();
-    // FNV-1a: stable across runs and builds, unlike std's SipHash keys.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, sig) in items {
-        for b in name.bytes().chain([0]).chain(sig.bytes()).chain([0]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    crate::hash::fnv1a(
+        items
+            .into_iter()
+            .flat_map(|(name, sig)| name.bytes().chain([0]).chain(sig.bytes()).chain([0])),
+    )
 }
