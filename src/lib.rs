@@ -207,21 +207,31 @@
 /// The `ndarray` crate parjob's `ndarray` feature builds against.
 #[cfg(feature = "ndarray")]
 pub use ndarray;
-pub use parjob_macros::{main, memoize, parallel, parallel_for, test};
+#[cfg(feature = "cache")]
+pub use parjob_macros::memoize;
+#[cfg(not(feature = "cache"))]
+pub use parjob_macros::memoize_without_cache as memoize;
+pub use parjob_macros::{main, parallel, parallel_for, test};
+#[cfg(feature = "persist")]
 pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,
     DumpTarget, Limits, Mapped, PersistError, MAX_DEPTH,
 };
+#[cfg(feature = "persist")]
+pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
-    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, CacheStats,
-    Compression, Config, ConfigGuard, Error, Job, MemorizedResult, Memory, MissReason, Options,
-    Ordered, Parallel, Plan, PreDispatch, Result, Task, Unordered,
+    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, Config, ConfigGuard,
+    Error, Job, Options, Ordered, Parallel, Plan, PreDispatch, Result, Task, Unordered,
 };
+#[cfg(feature = "cache")]
+pub use parjob_runtime::{CacheStats, MemorizedResult, Memory, MissReason};
 
 /// What most programs need: `use parjob::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "cache")]
+    pub use crate::Memory;
     pub use crate::{
-        memoize, parallel, parallel_for, Backend, BatchSize, Job, Memory, Parallel, PreDispatch,
+        memoize, parallel, parallel_for, Backend, BatchSize, Job, Parallel, PreDispatch,
     };
 }
 

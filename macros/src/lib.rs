@@ -27,6 +27,23 @@ pub fn memoize(args: TokenStream, item: TokenStream) -> TokenStream {
     memoize::attribute(args.into(), item.into()).into()
 }
 
+/// `#[memoize]` in a build of parjob without its `cache` feature: one error
+/// that says how to turn the feature on, and the function unchanged, so
+/// its callers still compile.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn memoize_without_cache(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    quote::quote! {
+        ::core::compile_error!(
+            "#[memoize] needs parjob's `cache` feature, which this build turned off \
+             (`default-features = false`): add `features = [\"cache\"]` to parjob in Cargo.toml"
+        );
+        #item
+    }
+    .into()
+}
+
 /// A parallel comprehension: `parallel_for!(options; for pat in iter { body })`.
 /// See the `parjob` crate's docs.
 #[proc_macro]

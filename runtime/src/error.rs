@@ -6,6 +6,7 @@
 //! user *which* call failed and *why* without a debugger.
 
 use std::fmt;
+#[cfg(feature = "persist")]
 use std::io;
 
 /// The result type of every fallible parjob call.
@@ -123,6 +124,7 @@ pub enum Error {
         cause: String,
     },
 
+    #[cfg(feature = "persist")]
     /// A `dump` or `load` failed (with `?` in a function returning
     /// `parjob::Result`).
     #[error(transparent)]
@@ -194,9 +196,11 @@ impl std::fmt::Display for CodecError {
 /// a load accepts, and so that a dump writes (options and boxes are not
 /// levels). A `struct Node { next: Option<Box<Node>> }` list may be 512
 /// nodes long; a tree, 512 levels deep.
+#[cfg(feature = "persist")]
 pub const MAX_DEPTH: usize = 512;
 
 /// What can go wrong in `dump` or `load`.
+#[cfg(feature = "persist")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PersistError {

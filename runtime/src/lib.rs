@@ -37,27 +37,34 @@ compile_error!(
 
 mod backend;
 mod calls;
+#[cfg(feature = "persist")]
 mod compress;
 mod config;
 mod error;
+#[cfg(feature = "persist")]
 mod files;
 mod hash;
 mod indexed;
 mod loops;
+#[cfg(feature = "cache")]
 mod memo;
 mod options;
 mod panic;
 mod parallel;
+#[cfg(feature = "persist")]
 pub mod persist;
+#[cfg(feature = "persist")]
 mod plain;
 mod schedule;
 mod task;
 mod wire;
 
 pub use backend::process::worker::{init, is_worker};
+#[cfg(feature = "persist")]
 pub use compress::Compression;
 pub use config::{config, Config, ConfigGuard};
 pub use error::{Error, Result};
+#[cfg(feature = "cache")]
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{cpu_count, effective_n_jobs, Backend, BatchSize, Options, Plan, PreDispatch};
 pub use parallel::Parallel;
@@ -93,6 +100,7 @@ pub mod __private {
     }
 
     /// The cache behind `#[memoize]`.
+    #[cfg(feature = "cache")]
     pub mod memo {
         pub use crate::compress::Compression;
         pub use crate::memo::clock::advance as advance_clock;
@@ -109,6 +117,7 @@ pub mod __private {
     }
 
     /// The dump format, for tests and fuzzing.
+    #[cfg(feature = "persist")]
     pub mod persist_format {
         pub use crate::compress::Encoder;
         pub use crate::persist::format::*;
