@@ -588,3 +588,19 @@ fn a_worker_killed_while_idle_is_replaced_without_failing_the_next_run() {
     assert!(!first.is_empty());
     assert_eq!(p.worker_pids().len(), 2);
 }
+
+#[parallel(n_jobs = 2, backend = "loky")]
+fn loky_pid(_x: u64) -> u32 {
+    std::process::id()
+}
+
+#[parjob::test]
+fn joblibs_backend_names_mean_the_same_in_the_attribute_and_the_runtime() {
+    let pids = loky_pid::map(0..4).unwrap();
+    assert!(
+        pids.iter().all(|pid| *pid != std::process::id()),
+        "{pids:?}"
+    );
+    assert_eq!("loky".parse::<Backend>().unwrap(), Backend::Process);
+    assert_eq!(" Threading ".parse::<Backend>().unwrap(), Backend::Thread);
+}

@@ -25,13 +25,7 @@ pub const KNOWN: &[&str] = &[
     "crate",
 ];
 
-/// Where jobs run, as named in an attribute.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum BackendName {
-    Sequential,
-    Thread,
-    Process,
-}
+pub use parjob_syntax::{duration_seconds, BackendName};
 
 /// `batch_size` as written.
 #[derive(Clone, Copy)]
@@ -293,16 +287,11 @@ fn parse_pre_dispatch(value: &Expr, errors: &mut Errors) -> Option<PreDispatch> 
         errors.spanned(value, usage);
         return None;
     };
-    let text: String = s.value().chars().filter(|c| !c.is_whitespace()).collect();
-    let parsed = if text == "all" {
-        Some(PreDispatch::All)
-    } else if text == "n_jobs" {
-        Some(PreDispatch::PerJob(1))
-    } else if let Some(k) = text.strip_suffix("*n_jobs") {
-        k.parse().ok().map(PreDispatch::PerJob)
-    } else {
-        text.parse().ok().map(PreDispatch::Fixed)
-    };
+    let parsed = parjob_syntax::pre_dispatch(&s.value()).map(|spec| match spec {
+        parjob_syntax::PreDispatchSpec::All => PreDispatch::All,
+        parjob_syntax::PreDispatchSpec::PerJob(k) => PreDispatch::PerJob(k),
+        parjob_syntax::PreDispatchSpec::Fixed(n) => PreDispatch::Fixed(n),
+    });
     match parsed {
         Some(PreDispatch::PerJob(0) | PreDispatch::Fixed(0)) => errors.spanned(value, zero),
         Some(p) => return Some(p),
@@ -337,24 +326,6 @@ fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
             None
         }
     }
-}
-
-/// Seconds in `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, `"1w"`.
-pub fn duration_seconds(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        "w" => 604_800.0,
-        _ => return None,
-    };
-    Some(number * scale)
 }
 
 fn parse_verbose(value: &Expr, errors: &mut Errors) -> Option<u8> {
@@ -459,12 +430,11 @@ fn parse_backend(value: &Expr, errors: &mut Errors) -> Option<(BackendName, Span
         return None;
     };
     let name = s.value();
-    let backend = match name.as_str() {
-        "thread" => BackendName::Thread,
-        "process" => BackendName::Process,
-        "sequential" => BackendName::Sequential,
-        other => {
-            let hint = match closest(other, &["thread", "process", "sequential"]) {
+    let backend = match parjob_syntax::backend(&name) {
+        Some(backend) => backend,
+        None => {
+            let other = name.as_str();
+            let hint = match closest(other, parjob_syntax::BACKENDS) {
                 Some(guess) => format!(" (did you mean \"{guess}\"?)"),
                 None => String::new(),
             };

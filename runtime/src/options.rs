@@ -11,6 +11,7 @@
 //! environment, apart from `PARJOB_MAX_CPU_COUNT` in [`cpu_count`].
 
 use crate::error::{Error, Result};
+use parjob_syntax::{BackendName, PreDispatchSpec};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,13 +49,16 @@ impl fmt::Display for Backend {
 impl FromStr for Backend {
     type Err = Error;
 
+    /// The names the attribute takes, and joblib's (`"loky"`,
+    /// `"threading"`, ...): see `parjob_syntax::backend`.
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "sequential" => Ok(Backend::Sequential),
-            "thread" | "threads" | "threading" => Ok(Backend::Thread),
-            "process" | "processes" | "loky" | "multiprocessing" => Ok(Backend::Process),
-            other => Err(Error::Config(format!(
-                "unknown backend `{other}`: expected \"thread\", \"process\" or \"sequential\""
+        match parjob_syntax::backend(s) {
+            Some(BackendName::Sequential) => Ok(Backend::Sequential),
+            Some(BackendName::Thread) => Ok(Backend::Thread),
+            Some(BackendName::Process) => Ok(Backend::Process),
+            None => Err(Error::Config(format!(
+                "unknown backend `{}`: expected \"thread\", \"process\" or \"sequential\"",
+                s.trim()
             ))),
         }
     }
@@ -93,22 +97,14 @@ impl FromStr for PreDispatch {
 
     /// `"all"`, `"8"`, or `"3*n_jobs"` (joblib's spellings).
     fn from_str(s: &str) -> Result<Self> {
-        let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        let bad = || {
-            Error::Config(format!(
+        match parjob_syntax::pre_dispatch(s) {
+            Some(PreDispatchSpec::All) => Ok(PreDispatch::All),
+            Some(PreDispatchSpec::PerJob(k)) => Ok(PreDispatch::PerJob(k)),
+            Some(PreDispatchSpec::Fixed(n)) => Ok(PreDispatch::Fixed(n)),
+            None => Err(Error::Config(format!(
                 "pre_dispatch = {s:?}: expected \"all\", a count like \"8\", or \"k*n_jobs\""
-            ))
-        };
-        if t == "all" {
-            return Ok(PreDispatch::All);
+            ))),
         }
-        if t == "n_jobs" {
-            return Ok(PreDispatch::PerJob(1));
-        }
-        if let Some(k) = t.strip_suffix("*n_jobs") {
-            return k.parse().map(PreDispatch::PerJob).map_err(|_| bad());
-        }
-        t.parse().map(PreDispatch::Fixed).map_err(|_| bad())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::diagnostics::{closest, Errors};
 use crate::options::{duration_seconds, named_metas, string};
+use parjob_syntax::size_bytes;
 use proc_macro2::TokenStream;
 use syn::{Expr, ExprLit, Ident, ItemFn, Lit, Meta};
 
@@ -215,27 +216,6 @@ fn parse_duration(value: &Expr, errors: &mut Errors) -> Option<u64> {
     }
 }
 
-/// Bytes in `"10G"`, `"500M"`, `"64KB"`, `"1.5GiB"` or `"4096"` (powers of 1024).
-fn size_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        "T" => 1024.0f64.powi(4),
-        _ => return None,
-    };
-    Some((number * scale) as u64)
-}
-
 fn parse_size(value: &Expr, errors: &mut Errors) -> Option<u64> {
     let usage = "bytes_limit takes a size: \"10G\", \"500M\", \"64K\" or a number of bytes";
     let bytes = match value {
@@ -264,18 +244,4 @@ fn parse_size(value: &Expr, errors: &mut Errors) -> Option<u64> {
 pub struct MemoFn {
     pub item: ItemFn,
     pub opts: MemoOpts,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_use_powers_of_1024() {
-        assert_eq!(size_bytes("10G"), Some(10 << 30));
-        assert_eq!(size_bytes("64KB"), Some(64 << 10));
-        assert_eq!(size_bytes("1.5GiB"), Some(3 << 29));
-        assert_eq!(size_bytes("4096"), Some(4096));
-        assert_eq!(size_bytes("10 parsecs"), None);
-    }
 }

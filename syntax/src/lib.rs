@@ -1,0 +1,151 @@
+//! The spellings of parjob's option values, parsed in one place.
+//!
+//! `#[parallel(backend = "loky")]` in an attribute, `"loky".parse::<Backend>()`
+//! in the runtime and `PARJOB_BACKEND=loky` in the environment all accept
+//! exactly what these functions accept. Each returns `None` for text it does
+//! not accept; the caller words the error, with a span in the macros and as
+//! `Error::Config` in the runtime. This crate has no dependencies.
+
+#![warn(missing_docs)]
+
+/// A backend, as named in options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendName {
+    /// `"thread"`, also `"threads"` and joblib's `"threading"`.
+    Thread,
+    /// `"process"`, also `"processes"` and joblib's `"loky"` and
+    /// `"multiprocessing"`.
+    Process,
+    /// `"sequential"`.
+    Sequential,
+}
+
+/// The canonical backend names, for error messages and suggestions.
+pub const BACKENDS: &[&str] = &["thread", "process", "sequential"];
+
+/// A backend name: case and surrounding spaces do not matter.
+pub fn backend(text: &str) -> Option<BackendName> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "thread" | "threads" | "threading" => Some(BackendName::Thread),
+        "process" | "processes" | "loky" | "multiprocessing" => Some(BackendName::Process),
+        "sequential" => Some(BackendName::Sequential),
+        _ => None,
+    }
+}
+
+/// joblib's `pre_dispatch`, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreDispatchSpec {
+    /// `"k*n_jobs"` (and `"n_jobs"` for `k = 1`).
+    PerJob(usize),
+    /// A count.
+    Fixed(usize),
+    /// `"all"`.
+    All,
+}
+
+/// `"all"`, `"8"`, `"n_jobs"` or `"3*n_jobs"`; spaces do not matter. A zero
+/// count parses (as `Fixed(0)` or `PerJob(0)`) so that the caller can say
+/// why it is refused.
+pub fn pre_dispatch(text: &str) -> Option<PreDispatchSpec> {
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    match text.as_str() {
+        "all" => Some(PreDispatchSpec::All),
+        "n_jobs" => Some(PreDispatchSpec::PerJob(1)),
+        _ => match text.strip_suffix("*n_jobs") {
+            Some(k) => k.parse().ok().map(PreDispatchSpec::PerJob),
+            None => text.parse().ok().map(PreDispatchSpec::Fixed),
+        },
+    }
+}
+
+/// Seconds in `"500ms"`, `"30s"`, `"5m"` (or `"5min"`), `"2h"`, `"7d"`,
+/// `"1w"`: a number followed by a unit.
+pub fn duration_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+/// Bytes in `"10G"`, `"500M"`, `"64KB"`, `"1.5GiB"` or `"4096"`, in powers
+/// of 1024.
+pub fn size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((number * scale) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_and_joblibs_aliases() {
+        for (text, name) in [
+            ("thread", BackendName::Thread),
+            (" Threading ", BackendName::Thread),
+            ("loky", BackendName::Process),
+            ("multiprocessing", BackendName::Process),
+            ("PROCESS", BackendName::Process),
+            ("sequential", BackendName::Sequential),
+        ] {
+            assert_eq!(backend(text), Some(name), "{text}");
+        }
+        assert_eq!(backend("gpu"), None);
+        assert_eq!(backend(""), None);
+    }
+
+    #[test]
+    fn pre_dispatch_spellings() {
+        assert_eq!(pre_dispatch("all"), Some(PreDispatchSpec::All));
+        assert_eq!(pre_dispatch("8"), Some(PreDispatchSpec::Fixed(8)));
+        assert_eq!(pre_dispatch("n_jobs"), Some(PreDispatchSpec::PerJob(1)));
+        assert_eq!(pre_dispatch("3 * n_jobs"), Some(PreDispatchSpec::PerJob(3)));
+        assert_eq!(pre_dispatch("0"), Some(PreDispatchSpec::Fixed(0)));
+        assert_eq!(pre_dispatch("lots"), None);
+        assert_eq!(pre_dispatch("x*n_jobs"), None);
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(duration_seconds("250ms"), Some(0.25));
+        assert_eq!(duration_seconds("5min"), Some(300.0));
+        assert_eq!(duration_seconds("7d"), Some(604_800.0));
+        assert_eq!(duration_seconds("30"), None);
+        assert_eq!(duration_seconds("5 parsecs"), None);
+    }
+
+    #[test]
+    fn sizes_use_powers_of_1024() {
+        assert_eq!(size_bytes("4096"), Some(4096));
+        assert_eq!(size_bytes("64KB"), Some(64 << 10));
+        assert_eq!(size_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(size_bytes("10G"), Some(10 << 30));
+        assert_eq!(size_bytes("3 parsecs"), None);
+    }
+}
