@@ -19,8 +19,26 @@ use rayon::iter::plumbing::{Producer, ProducerCallback};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
 use std::marker::PhantomData;
 
-/// The calls an `f::map` streams: each input made into a [`Call`].
-pub type CallIter<T, I> = std::iter::Map<I, fn(<T as Task>::Args) -> Call<T>>;
+/// The calls an `f::map` streams: each input made into a [`Call`]. A named
+/// iterator rather than a `Map` over a `fn` pointer, so the conversion is
+/// inlined into the scheduler's draw loop.
+pub struct CallIter<T, I> {
+    items: I,
+    task: PhantomData<fn() -> T>,
+}
+
+impl<T: Task, I: Iterator<Item = T::Args>> Iterator for CallIter<T, I> {
+    type Item = Call<T>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Call<T>> {
+        self.items.next().map(Call)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
 
 /// Calls (or jobs) with their options, not yet run.
 #[must_use = "calls do nothing until .list(), .ordered() or .unordered()"]
@@ -35,10 +53,12 @@ pub fn calls<T: Task, I: IntoIterator<Item = T::Args>>(
     options: Options,
     items: I,
 ) -> Calls<CallIter<T, I::IntoIter>> {
-    let call: fn(T::Args) -> Call<T> = Call::<T>;
     Calls {
         options,
-        work: items.into_iter().map(call),
+        work: CallIter {
+            items: items.into_iter(),
+            task: PhantomData,
+        },
     }
 }
 
@@ -133,9 +153,12 @@ impl<T: Task> ProducerCallback<T::Args> for Schedule<T> {
     type Output = Result<Vec<T::Output>>;
 
     fn callback<P: Producer<Item = T::Args>>(self, producer: P) -> Self::Output {
-        let call: fn(T::Args) -> Call<T> = Call::<T>;
+        let calls = CallIter::<T, _> {
+            items: producer.into_iter(),
+            task: PhantomData,
+        };
         self.runner
-            .stream_planned(Ok(self.plan), producer.into_iter().map(call), true, false)
+            .stream_planned(Ok(self.plan), calls, true, false)
             .collect_ordered()
     }
 }

@@ -152,11 +152,19 @@ fn read_frames(
     events: Sender<Event>,
 ) -> Option<io::Error> {
     let mut reader = BufReader::with_capacity(1 << 16, pipe);
-    let mut by_batch: HashMap<u64, ErasedDecoder> = HashMap::new();
+    // The batch being answered, and decoders that arrived for later ones.
+    let mut current: Option<(u64, ErasedDecoder)> = None;
+    let mut waiting: HashMap<u64, ErasedDecoder> = HashMap::new();
     loop {
         let incoming = wire::read_incoming(&mut reader, |batch, body| {
-            by_batch.extend(decoders.try_iter());
-            let Some(decode) = by_batch.get(&batch) else {
+            if current.as_ref().is_none_or(|(id, _)| *id != batch) {
+                waiting.extend(decoders.try_iter());
+                if let Some((id, old)) = current.take() {
+                    waiting.insert(id, old);
+                }
+                current = waiting.remove(&batch).map(|decode| (batch, decode));
+            }
+            let Some((_, decode)) = &current else {
                 return Err(DecodeError::Codec(CodecError(format!(
                     "a result for batch {batch}, which this worker was not sent"
                 ))));
@@ -174,8 +182,12 @@ fn read_frames(
             },
             Ok(Some(Incoming::Other(payload))) => {
                 if let Some(done) = wire::done_batch(&payload) {
-                    by_batch.extend(decoders.try_iter());
-                    by_batch.remove(&done);
+                    if current.as_ref().is_some_and(|(id, _)| *id == done) {
+                        current = None;
+                    } else {
+                        waiting.extend(decoders.try_iter());
+                        waiting.remove(&done);
+                    }
                 }
                 Event::Frame { worker, payload }
             }
