@@ -168,14 +168,8 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
 
 /// `impl Task`, with the codec table for a process task.
 fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
-    let Parts {
-        private,
-        name,
-        name_str,
-        output,
-        args,
-        owned,
-    } = parts;
+    let (private, name, name_str) = (&parts.private, parts.name, &parts.name_str);
+    let (output, args, owned) = (&parts.output, &parts.args, &parts.owned);
     let options = task.opts.to_runtime(private);
     let call_args =
         task.params

@@ -22,6 +22,7 @@
 //!    exit at once; busy ones are killed. If the parent dies first, the
 //!    kernel kills the workers (`PR_SET_PDEATHSIG`).
 
+mod answer;
 mod exit;
 mod lease;
 mod reader;

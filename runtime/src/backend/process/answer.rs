@@ -1,0 +1,161 @@
+//! A worker's answers, as the session reads them: each frame names the
+//! batch it answers, and is a value, a job's failure, the batch's end, or
+//! a sign that the stream is out of step.
+
+use super::reader::{DecodeError, Decoded};
+use super::session::ProcessSession;
+use crate::backend::{panic_error, Finished};
+use crate::error::Error;
+use crate::task::Work;
+use crate::wire::{self, FromWorker, JobFailure};
+use std::time::Duration;
+
+/// What one frame from a worker means for its batch.
+pub(super) enum Answer<R> {
+    Value(R),
+    Fail(Error),
+    Done(Duration),
+    Desync(Error),
+}
+
+impl<W: Work> ProcessSession<W> {
+    /// Takes one frame from a worker; returns the batch when it is complete.
+    ///
+    /// Every answer names its batch. A worker answers its batches in the
+    /// order they were sent, so the batch named must be the worker's
+    /// oldest; any other is a desynchronised stream, which ends the batch.
+    pub(super) fn answer(
+        &mut self,
+        worker: u64,
+        frame: Result<(u64, Decoded), Vec<u8>>,
+    ) -> Option<Finished<W::Output>> {
+        let pos = self.pool.position(worker)?;
+        let id = *self.pool.workers[pos].queue.front()?;
+        let batch = self.batches.get_mut(&id)?;
+        let index = batch.first + batch.answered;
+        let task = batch.task;
+        let codec = |action, cause: String| Error::Codec {
+            task: task.into(),
+            index,
+            action,
+            cause,
+        };
+        let error = |problem| match problem {
+            Problem::Decode(cause) => codec("decode the result", cause),
+            Problem::Panic(caught) => panic_error(task, index, caught),
+            Problem::Worker(failure) => failure_error(task, index, failure),
+            Problem::Desync(cause) => codec("read the worker's answer", cause),
+        };
+        let desync = |cause: String| Answer::Desync(codec("read the worker's answer", cause));
+        let (named, step) = classify::<W::Output>(frame, id, batch.answered, error);
+        let step = match named {
+            Some(named) if named != id => desync(format!(
+                "an answer for batch {named} while batch {id} is the oldest"
+            )),
+            _ => step,
+        };
+        match step {
+            Answer::Value(value) => {
+                batch.answered += 1;
+                if batch.failure.is_none() {
+                    batch.values.push(value);
+                }
+            }
+            Answer::Fail(e) => {
+                batch.answered += 1;
+                batch.failure.get_or_insert(e);
+            }
+            Answer::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
+            Answer::Desync(e) => {
+                batch.failure.get_or_insert(e);
+                return Some(self.finish(pos, id, Duration::ZERO));
+            }
+        }
+        if batch.answered > batch.len {
+            let e = codec("read the worker's answer", "more answers than jobs".into());
+            batch.failure.get_or_insert(e);
+            return Some(self.finish(pos, id, Duration::ZERO));
+        }
+        None
+    }
+}
+
+/// What one frame means for batch `id`, whose `answered` jobs have
+/// answered, and the batch the frame names (`None` when it names none).
+/// `error` makes the error for the job the frame answers.
+fn classify<R: 'static>(
+    frame: Result<(u64, Decoded), Vec<u8>>,
+    id: u64,
+    answered: usize,
+    error: impl Fn(Problem) -> Error,
+) -> (Option<u64>, Answer<R>) {
+    let desync = |cause: String| Answer::Desync(error(Problem::Desync(cause)));
+    match frame {
+        Ok((named, Ok(boxed))) => match boxed.downcast::<R>() {
+            Ok(value) => (Some(named), Answer::Value(*value)),
+            Err(_) => (
+                Some(named),
+                Answer::Fail(error(Problem::Decode("a result of another type".into()))),
+            ),
+        },
+        Ok((named, Err(DecodeError::Codec(e)))) => {
+            (Some(named), Answer::Fail(error(Problem::Decode(e.0))))
+        }
+        Ok((named, Err(DecodeError::Panic(caught)))) => {
+            (Some(named), Answer::Fail(error(Problem::Panic(caught))))
+        }
+        Err(payload) => match wire::parse_from_worker(&payload) {
+            Ok(FromWorker::JobFailure { batch, failure }) => {
+                (Some(batch), Answer::Fail(error(Problem::Worker(failure))))
+            }
+            Ok(FromWorker::Done {
+                id: done,
+                count,
+                elapsed_ns,
+            }) if count as usize == answered => {
+                (Some(done), Answer::Done(Duration::from_nanos(elapsed_ns)))
+            }
+            Ok(FromWorker::Value { body, .. }) => (
+                None,
+                desync(format!(
+                    "a {}-byte result outside its batch's decoder",
+                    body.len()
+                )),
+            ),
+            Ok(other) => (None, desync(format!("unexpected {other:?} in batch {id}"))),
+            Err(e) => (None, desync(e.to_string())),
+        },
+    }
+}
+
+/// What went wrong with the job a frame answers.
+enum Problem {
+    /// The result did not decode in the parent.
+    Decode(String),
+    /// The result's `Deserialize` panicked in the parent.
+    Panic(crate::panic::Caught),
+    /// The worker reported the job's failure.
+    Worker(JobFailure),
+    /// The stream is out of step with the batches sent.
+    Desync(String),
+}
+
+fn failure_error(task: &str, index: usize, failure: JobFailure) -> Error {
+    let codec_error = |action, cause: String| Error::Codec {
+        task: task.into(),
+        index,
+        action,
+        cause,
+    };
+    match failure {
+        JobFailure::Panic { message, location } => {
+            panic_error(task, index, crate::panic::Caught { message, location })
+        }
+        JobFailure::UnknownTask => Error::UnknownTask {
+            task: task.into(),
+            index,
+        },
+        JobFailure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
+        JobFailure::EncodeResult(e) => codec_error("encode the result in the worker", e),
+    }
+}
