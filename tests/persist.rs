@@ -474,6 +474,7 @@ fn framed(payload: &[u8], codec: u8, fingerprint_of: &[u8]) -> Vec<u8> {
             payload.len() as u64 * 4
         },
         checksum: if codec == 0 { stored_hash } else { 0 },
+        ..Header::default()
     };
     let mut file = header.encode().to_vec();
     file.extend_from_slice(payload);

@@ -44,6 +44,7 @@ fn framed<T: ?Sized>(payload: &[u8], codec: u8) -> Vec<u8> {
             payload.len() as u64 * 4
         },
         checksum: stored_hash,
+        ..Header::default()
     };
     let mut out = header.encode().to_vec();
     out.extend_from_slice(payload);

@@ -160,6 +160,7 @@ fn zstd_dump_of<T: ?Sized>(path: &Path, front: &[u8], zeros: u64) {
         fingerprint: fingerprint::<T>(),
         payload_len: front.len() as u64 + zeros,
         checksum: 0,
+        ..Header::default()
     };
     let mut file = header.encode().to_vec();
     file.extend_from_slice(&stored);
@@ -307,6 +308,7 @@ fn hostile_nesting() -> Result<(), String> {
         fingerprint: fingerprint::<Tree>(),
         payload_len: payload.len() as u64,
         checksum,
+        ..Header::default()
     };
     let mut file = header.encode().to_vec();
     file.extend_from_slice(&payload);

@@ -10,33 +10,33 @@
 //!     <key>.json          metadata: created, compute time, arguments, size
 //! ```
 //!
-//! An output file starts with a 72-byte header: the magic `PJMEMO`, the
-//! format version, the codec, the creation time, the compute time, the
-//! payload length, a sha256 over those fields and the payload, and the
-//! value's decompressed length. Every write goes to a unique temporary name
-//! (host, pid, random) in the same directory and is renamed into place,
-//! which is atomic: a reader sees the old file, the new one, or none; the
-//! leftovers of writers that died are swept (`files`). A read opens only a
-//! regular file, reads exactly the size its header records, and
-//! decompresses no more than the recorded length. A file whose header or
-//! checksum does not match is reported as corrupt, never decoded. The
+//! An output file is a container of parjob's one on-disk format, the
+//! dump's (`persist/format.rs`), of kind "cache entry": a 64-byte header
+//! that records the codec, the value's length and xxh3 checksum, and the
+//! entry's creation and compute times, then the (compressed) bincode
+//! value, then a trailer that covers the header and the stored bytes. Every
+//! write goes to a unique temporary name (host, pid, random) in the same
+//! directory and is renamed into place, which is atomic: a reader sees the
+//! old file, the new one, or none; the leftovers of writers that died are
+//! swept (`files`). A read opens only a regular file, reads exactly its
+//! size, checks the trailer before decompressing, and decompresses no more
+//! than the recorded length. A file that does not check is reported as
+//! corrupt, never decoded. The
 //! file's mtime is the entry's last use: a hit sets it, and eviction reads
 //! it.
 
 use super::key::{hex, Key};
 use super::Compression;
-use sha2::{Digest, Sha256};
+use crate::persist::container;
+use crate::persist::format::{Header, HEADER as CONTAINER_HEADER, KIND_CACHE_ENTRY, TRAILER};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const MAGIC: &[u8; 6] = b"PJMEMO";
-/// 2: the checksum covers the header's fields; the value's length is recorded.
-const VERSION: u8 = 2;
 /// A creation time further ahead than this is not trusted to give an age.
 pub(crate) const FUTURE_SLACK: Duration = Duration::from_secs(300);
 /// The size of an output file's header.
-pub const HEADER: usize = 72;
+pub const HEADER: usize = CONTAINER_HEADER;
 
 /// The directory of one function's entries.
 pub(crate) fn function_dir(root: &Path, name: &str) -> PathBuf {
@@ -94,8 +94,7 @@ pub(crate) enum Unusable {
 }
 
 /// Reads and checks an entry. Only a regular file is read (a FIFO or a
-/// device in its place is corrupt, a miss), and only as many bytes as its
-/// header records.
+/// device in its place is corrupt, a miss), and exactly its size.
 pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
     let (file, size) = match crate::files::open_regular(path) {
         Ok(opened) => opened,
@@ -105,122 +104,31 @@ pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
         }
         Err(e) => return Err(Unusable::Io(e)),
     };
-    let mut file = file.take(size);
-    let mut head = [0u8; HEADER];
-    if size < HEADER as u64 {
+    if size < (HEADER + TRAILER) as u64 {
         return Err(Unusable::Corrupt(format!(
-            "{size} bytes, shorter than the {HEADER}-byte header"
-        )));
-    }
-    file.read_exact(&mut head).map_err(Unusable::Io)?;
-    let len = u64_at(&head, 24);
-    if Some(size) != len.checked_add(HEADER as u64) {
-        return Err(Unusable::Corrupt(format!(
-            "{size} bytes where the header records {len} after it"
+            "{size} bytes, shorter than a header and a trailer"
         )));
     }
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(size as usize)
         .map_err(|_| Unusable::Corrupt(format!("{size} bytes cannot be allocated")))?;
-    bytes.extend_from_slice(&head);
-    file.read_to_end(&mut bytes).map_err(Unusable::Io)?;
+    file.take(size)
+        .read_to_end(&mut bytes)
+        .map_err(Unusable::Io)?;
     parse(&bytes).map_err(Unusable::Corrupt)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 /// Checks and decompresses an output file's bytes.
 pub fn parse(bytes: &[u8]) -> Result<CacheEntry, String> {
-    if bytes.len() < HEADER {
-        return Err(format!(
-            "{} bytes, shorter than the {HEADER}-byte header",
-            bytes.len()
-        ));
-    }
-    if &bytes[..6] != MAGIC {
-        return Err("not a parjob cache entry (bad magic)".into());
-    }
-    if bytes[6] != VERSION {
-        return Err(format!(
-            "format version {} (this parjob reads {VERSION})",
-            bytes[6]
-        ));
-    }
-    let codec = bytes[7];
-    let created = UNIX_EPOCH + Duration::from_nanos(u64_at(bytes, 8));
-    let compute = Duration::from_nanos(u64_at(bytes, 16));
-    let len = u64_at(bytes, 24);
-    let value_len = u64_at(bytes, 64);
-    let payload = &bytes[HEADER..];
-    if payload.len() as u64 != len {
-        return Err(format!(
-            "payload of {} bytes where the header says {len}",
-            payload.len()
-        ));
-    }
-    if checksum(&bytes[..32], payload)[..] != bytes[32..64] {
-        return Err("checksum mismatch".into());
-    }
-    if !Compression::known(codec) {
-        return Err(format!("unknown codec {codec}"));
-    }
-    let value = decompress(codec, payload, value_len)?;
+    let limit = crate::persist::Limits::default().max_bytes;
+    let (header, value) =
+        container::unpack(bytes, KIND_CACHE_ENTRY, limit).map_err(|e| e.to_string())?;
     Ok(CacheEntry {
-        created,
-        compute,
+        created: UNIX_EPOCH + Duration::from_nanos(header.created_ns),
+        compute: Duration::from_nanos(header.compute_ns),
         value,
     })
-}
-
-/// The sha256 of the header's fields (before the checksum) and the payload.
-fn checksum(fields: &[u8], payload: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(fields);
-    h.update(payload);
-    h.finalize().into()
-}
-
-/// Decompresses exactly `value_len` bytes, allocated fallibly.
-fn decompress(codec: u8, payload: &[u8], value_len: u64) -> Result<Vec<u8>, String> {
-    let limit = crate::persist::Limits::default().max_bytes;
-    if value_len > limit {
-        return Err(format!(
-            "a value of {value_len} bytes, over the {limit}-byte limit"
-        ));
-    }
-    // The first buffer is what the payload can plausibly expand to; past
-    // it, the buffer grows (fallibly) only as decompressed bytes arrive, so
-    // a recorded length the payload does not back allocates nothing extra.
-    let plausible = (payload.len() as u64).saturating_mul(64).max(1 << 20);
-    let first = value_len.min(plausible) as usize;
-    let mut value = Vec::new();
-    value
-        .try_reserve_exact(first)
-        .map_err(|_| format!("{first} bytes cannot be allocated"))?;
-    let mut decoder =
-        Compression::decoder(codec, payload).map_err(|e| format!("cannot decompress: {e}"))?;
-    // One byte more than recorded, to see a stream that runs long.
-    (&mut decoder)
-        .take(value_len.saturating_add(1))
-        .read_to_end(&mut value)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    if value.len() as u64 != value_len {
-        return Err(format!(
-            "decompressed to {}{} bytes where the header records {value_len}",
-            value.len(),
-            if value.len() as u64 > value_len {
-                "+"
-            } else {
-                ""
-            }
-        ));
-    }
-    Ok(value)
 }
 
 /// The bytes of an output file for `value` (bincode bytes).
@@ -229,24 +137,17 @@ pub(crate) fn encode(
     compression: Compression,
     compute: Duration,
 ) -> io::Result<Vec<u8>> {
-    let payload = compression.compress(value)?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.push(compression.tag());
-    out.extend_from_slice(&created.to_le_bytes());
-    out.extend_from_slice(&(compute.as_nanos() as u64).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    let sum = checksum(&out, &payload);
-    out.extend_from_slice(&sum);
-    out.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    debug_assert_eq!(out.len(), HEADER);
-    out.extend_from_slice(&payload);
-    Ok(out)
+    let header = Header {
+        kind: KIND_CACHE_ENTRY,
+        created_ns: created,
+        compute_ns: compute.as_nanos() as u64,
+        ..Header::default()
+    };
+    container::pack(header, compression, value)
 }
 
 /// Writes `bytes` to `path` atomically (see `files::write_atomic`): a
@@ -352,12 +253,16 @@ mod tests {
     fn a_recorded_length_the_payload_does_not_back_is_refused_cheaply() {
         // What the fuzzer found: a valid checksum over a few bytes of lz4
         // claiming a 4 GB value once reserved all 4 GB up front.
-        let mut file = encode(b"tiny", Compression::Lz4, Duration::ZERO).unwrap();
-        file[64..72].copy_from_slice(&(4u64 << 30).to_le_bytes());
-        let payload = file[HEADER..].to_vec();
-        let sum = checksum(&file[..32], &payload);
-        file[32..64].copy_from_slice(&sum);
-        let why = parse(&file).err().expect("refused");
+        use crate::persist::format::trailer;
+        let file = encode(b"tiny", Compression::Lz4, Duration::ZERO).unwrap();
+        let mut header = Header::decode(&file).unwrap();
+        header.payload_len = 4 << 30;
+        let stored = &file[HEADER..file.len() - TRAILER];
+        let mut forged = header.encode().to_vec();
+        forged.extend_from_slice(stored);
+        let stored_hash = xxhash_rust::xxh3::xxh3_64(stored);
+        forged.extend_from_slice(&trailer(&header, stored_hash).to_le_bytes());
+        let why = parse(&forged).err().expect("refused");
         assert!(why.contains("decompressed to 4 bytes"), "{why}");
     }
 

@@ -80,6 +80,7 @@ fn header_for<T: Serialize + ?Sized>(
         fingerprint: fingerprint::<T>(),
         payload_len,
         checksum,
+        ..Header::default()
     })
 }
 
@@ -160,6 +161,7 @@ fn dump_to_file<T: Serialize + ?Sized>(
         fingerprint: fingerprint::<T>(),
         payload_len,
         checksum,
+        ..Header::default()
     };
     w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
     w.flush()?;

@@ -1,18 +1,24 @@
-//! The dump file format.
+//! The file format of parjob's one container: a dump, and a cache entry.
 //!
 //! ```text
 //! offset  size  field
 //!      0     6  magic "PJDUMP"
 //!      6     2  format version (u16, little-endian)
 //!      8     1  codec (see `Compression::tag`)
-//!      9     7  zero
-//!     16     8  fingerprint of the dumped type (FNV-1a of its type name)
+//!      9     1  kind: 0 a dump, 1 a cache entry
+//!     10     6  zero
+//!     16     8  fingerprint of the stored type (FNV-1a of its type name; 0 in a cache entry)
 //!     24     8  payload length, uncompressed
 //!     32     8  xxh3-64 of the uncompressed payload
-//!     40    24  zero
+//!     40     8  a cache entry's creation time, ns since the Unix epoch (0 in a dump)
+//!     48     8  a cache entry's compute time, ns (0 in a dump)
+//!     56     8  zero
 //!     64        payload, compressed with the codec
 //!   end-8     8  trailer: xxh3-64 of the header and of the stored bytes' xxh3-64
 //! ```
+//!
+//! A dump written before cache entries shared the format has zeros where
+//! the kind and the times are, so it reads as a dump of version 1 still.
 //!
 //! Two checksums: the header's covers the payload as the value's encoding,
 //! the trailer the header and the bytes as stored, so a flipped byte
@@ -36,6 +42,8 @@ pub const MAGIC: &[u8; 6] = b"PJDUMP";
 pub const VERSION: u16 = 1;
 /// The header's size; the payload starts here.
 pub const HEADER: usize = 64;
+/// The trailer's size: the file's last bytes.
+pub const TRAILER: usize = 8;
 /// Raw arrays start at multiples of this, in the payload and the file.
 pub const ALIGN: u64 = 64;
 
@@ -52,11 +60,22 @@ pub mod mode {
 /// A length that says "unknown, streamed".
 pub const UNKNOWN_LEN: u64 = u64::MAX;
 
-/// A dump's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind byte of a dump.
+pub const KIND_DUMP: u8 = 0;
+/// The kind byte of a cache entry.
+pub const KIND_CACHE_ENTRY: u8 = 1;
+
+/// A container's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
     /// The codec's tag.
     pub codec: u8,
+    /// [`KIND_DUMP`] or [`KIND_CACHE_ENTRY`].
+    pub kind: u8,
+    /// A cache entry's creation time, ns since the Unix epoch; 0 in a dump.
+    pub created_ns: u64,
+    /// A cache entry's compute time, ns; 0 in a dump.
+    pub compute_ns: u64,
     /// The dumped type's fingerprint.
     pub fingerprint: u64,
     /// Uncompressed payload bytes.
@@ -72,9 +91,12 @@ impl Header {
         out[..6].copy_from_slice(MAGIC);
         out[6..8].copy_from_slice(&VERSION.to_le_bytes());
         out[8] = self.codec;
+        out[9] = self.kind;
         out[16..24].copy_from_slice(&self.fingerprint.to_le_bytes());
         out[24..32].copy_from_slice(&self.payload_len.to_le_bytes());
         out[32..40].copy_from_slice(&self.checksum.to_le_bytes());
+        out[40..48].copy_from_slice(&self.created_ns.to_le_bytes());
+        out[48..56].copy_from_slice(&self.compute_ns.to_le_bytes());
         out
     }
 
@@ -103,14 +125,18 @@ impl Header {
         if version == 0 {
             return Err(PersistError::Corrupt("format version 0".into()));
         }
-        if bytes[9..16]
+        if bytes[10..16]
             .iter()
-            .chain(&bytes[40..HEADER])
+            .chain(&bytes[56..HEADER])
             .any(|b| *b != 0)
         {
             return Err(PersistError::Corrupt(
                 "reserved header bytes are not zero".into(),
             ));
+        }
+        let kind = bytes[9];
+        if kind != KIND_DUMP && kind != KIND_CACHE_ENTRY {
+            return Err(PersistError::Corrupt(format!("unknown kind {kind}")));
         }
         let codec = bytes[8];
         if !crate::compress::Compression::known(codec) {
@@ -118,9 +144,12 @@ impl Header {
         }
         Ok(Header {
             codec,
+            kind,
             fingerprint: word(16),
             payload_len: word(24),
             checksum: word(32),
+            created_ns: word(40),
+            compute_ns: word(48),
         })
     }
 }
@@ -313,6 +342,31 @@ pub fn padding(pos: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_header_is_the_version_1_layout() {
+        let header = Header {
+            codec: 3,
+            fingerprint: 0x0102_0304_0506_0708,
+            payload_len: 99,
+            checksum: 0x1111_2222_3333_4444,
+            ..Header::default()
+        };
+        let bytes = header.encode();
+        // What dumps written before cache entries shared the format hold.
+        let mut v1 = [0u8; HEADER];
+        v1[..6].copy_from_slice(b"PJDUMP");
+        v1[6] = 1;
+        v1[8] = 3;
+        v1[16..24].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        v1[24..32].copy_from_slice(&99u64.to_le_bytes());
+        v1[32..40].copy_from_slice(&0x1111_2222_3333_4444u64.to_le_bytes());
+        assert_eq!(bytes, v1);
+        assert_eq!(Header::decode(&v1).unwrap(), header);
+        let mut unknown_kind = v1;
+        unknown_kind[9] = 7;
+        assert!(Header::decode(&unknown_kind).is_err());
+    }
 
     #[test]
     fn types_serde_writes_alike_share_a_fingerprint() {

@@ -2,7 +2,7 @@
 //! every size bounded by the file and by [`Limits`], every buffer whose
 //! size comes from the file allocated fallibly.
 
-use super::format::{fingerprint, mode, padding, trailer, Header, HEADER};
+use super::format::{fingerprint, mode, padding, trailer, Header, HEADER, TRAILER};
 use super::{de, Compression, Limits, PersistError};
 use crate::plain::{self, Kind, Plain};
 use serde::de::DeserializeOwned;
@@ -76,6 +76,9 @@ fn load_checked<T: DeserializeOwned, R: Read>(
     let mut head = Vec::with_capacity(HEADER);
     (&mut reader).take(HEADER as u64).read_to_end(&mut head)?;
     let header = Header::decode(&head)?;
+    if header.kind != super::format::KIND_DUMP {
+        return Err(PersistError::NotADump);
+    }
     if check_type && header.fingerprint != fingerprint::<T>() {
         return Err(PersistError::WrongType {
             expected: std::any::type_name::<T>().to_string(),
@@ -134,9 +137,6 @@ fn load_checked<T: DeserializeOwned, R: Read>(
     let value = read_payload::<T>(&mut decoder, &header, false, Some(plausible), limits)?;
     at_end(&mut decoder).map(|()| value)
 }
-
-/// The trailer's size.
-const TRAILER: usize = 8;
 
 fn at_end(r: &mut dyn Read) -> Result<(), PersistError> {
     let mut extra = [0u8; 1];

@@ -38,6 +38,7 @@
 //! checksum, and then decodes with every length bounded by the bytes left.
 //! A `Vec` of numbers at the top level is read straight into its buffer.
 
+pub(crate) mod container;
 pub(crate) mod format;
 
 mod de;
