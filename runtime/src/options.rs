@@ -132,7 +132,7 @@ macro_rules! for_each_option {
             pre_dispatch: PreDispatch, impl Into<PreDispatch>, with_pre_dispatch;
             /// The longest one task may run. On the process backend an
             /// overdue task's worker is killed and the run fails with
-            /// [`Error::Timeout`]. On threads the run fails the same way, but
+            /// [`crate::Error::Timeout`]. On threads the run fails the same way, but
             /// the thread cannot be stopped: the task runs on in the
             /// background.
             timeout: Duration, Duration, with_timeout;

@@ -2,7 +2,8 @@
 //! the disk on large numeric data, and bounded when loading a file you did
 //! not write.
 //!
-//! - [`format`](mod@format): the header and the payload encoding.
+//! - `format`: the container's header and trailer, and the payload encoding.
+//! - `container`: a whole container in memory (a cache entry).
 //! - `ser` / `de`: the payload's serde serializer and deserializer.
 //! - `dump`: writing, to a path (atomically) or a writer.
 //! - `load`: reading, checked and bounded by [`Limits`].

@@ -324,7 +324,7 @@ pub enum Incoming<V> {
         /// What the decoder made of it.
         value: V,
     },
-    /// Any other frame (kind byte first), for [`parse_from_worker`].
+    /// Any other frame (kind byte first), for `parse_from_worker`.
     Other(Vec<u8>),
 }
 
