@@ -28,6 +28,7 @@ mod lease;
 mod reader;
 mod session;
 mod spawn;
+mod watch;
 pub(crate) mod worker;
 
 pub(crate) use lease::PoolSlot;

@@ -1,0 +1,130 @@
+//! The session's watch over its workers: a job past the timeout (its
+//! worker is killed and the run fails), and a worker that dies (the run
+//! fails with the job it was running, unless it had not started any of its
+//! batches, which then go to the other workers once).
+
+use super::exit;
+use super::reader::Event;
+use super::session::ProcessSession;
+use super::{kill, send};
+use crate::error::{Error, Result};
+use crate::task::Work;
+use std::collections::VecDeque;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+impl<W: Work> ProcessSession<W> {
+    /// A worker over the time limit, or how long until one could be.
+    fn overdue(&self, limit: Duration) -> std::result::Result<usize, Duration> {
+        let mut soonest = limit;
+        for (pos, w) in self.pool.workers.iter().enumerate() {
+            if w.queue.is_empty() {
+                continue;
+            }
+            if let Some((_, ran)) = w.beacon.running() {
+                if ran >= limit {
+                    return Ok(pos);
+                }
+                soonest = soonest.min(limit - ran);
+            }
+        }
+        Err(soonest)
+    }
+
+    /// The next event from the workers, waiting at most `left` (and no
+    /// longer than until a running job is overdue). `None` when nothing
+    /// came in time; `Err` when a job ran past the timeout, whose worker
+    /// is then killed.
+    pub(super) fn next_event(&mut self, left: Option<Duration>) -> Result<Option<Event>> {
+        let received = match (self.pool.deferred.pop_front(), self.timeout) {
+            (Some(event), _) => Ok(event),
+            (None, None) => match left {
+                Some(left) => self.pool.events.recv_timeout(left),
+                None => self
+                    .pool
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            },
+            (None, Some(limit)) => match self.overdue(limit) {
+                Ok(pos) => {
+                    let running = self.running_job(&self.pool.workers[pos]);
+                    kill(self.pool.workers.swap_remove(pos));
+                    // A worker that held no batch of this run is just gone.
+                    return match running {
+                        Some((index, task)) => Err(Error::Timeout {
+                            task: task.into(),
+                            index,
+                            after: limit,
+                        }),
+                        None => Ok(None),
+                    };
+                }
+                Err(wait) => self
+                    .pool
+                    .events
+                    .recv_timeout(left.map_or(wait, |l| l.min(wait))),
+            },
+        };
+        match received {
+            Ok(event) => Ok(Some(event)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+        }
+    }
+
+    /// A worker's pipe closed: reaps it, and fails the run with the job it
+    /// was running, unless it died before starting any of its batches,
+    /// which then go to the other workers.
+    pub(super) fn closed(&mut self, worker: u64, error: Option<std::io::Error>) -> Result<()> {
+        let Some(pos) = self.pool.position(worker) else {
+            return Ok(());
+        };
+        let running = self.running_job(&self.pool.workers[pos]);
+        let mut w = self.pool.workers.swap_remove(pos);
+        let mut status = exit::reap(&mut w.child, &w.watch);
+        if let Some(e) = error {
+            status = format!("{status} (its pipe failed: {e})");
+        }
+        let Some((index, task)) = running else {
+            return Ok(()); // an idle worker died: the next fill replaces it
+        };
+        // A worker that died (or was dying) before it began its first
+        // batch ran none of it: the batches go elsewhere.
+        let untouched = w.beacon.running().is_none()
+            && w.queue
+                .front()
+                .and_then(|id| self.batches.get(id))
+                .is_some_and(|b| b.answered == 0);
+        if untouched && self.resend(std::mem::take(&mut w.queue))? {
+            return Ok(());
+        }
+        Err(Error::WorkerDied {
+            task: task.into(),
+            index,
+            pid: w.pid,
+            status,
+        })
+    }
+
+    /// Sends the batches of a worker that died before starting any of them
+    /// to the other workers, once each; false if one was sent before.
+    fn resend(&mut self, queue: VecDeque<u64>) -> Result<bool> {
+        if queue
+            .iter()
+            .any(|id| self.batches.get(id).is_none_or(|b| b.resent))
+        {
+            return Ok(false);
+        }
+        self.pool.fill()?;
+        for id in queue {
+            let pos = self
+                .least_loaded()
+                .expect("a fresh worker has room for a dead one's batches");
+            let batch = self.batches.get_mut(&id).expect("checked above");
+            batch.resent = true;
+            send(&mut self.pool.workers[pos], id, &batch.frame, batch.decode);
+        }
+        Ok(true)
+    }
+}
