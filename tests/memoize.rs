@@ -570,3 +570,60 @@ fn eviction_racing_with_readers_only_causes_misses() {
     let stats = tripled::stats();
     assert_eq!(stats.hits + stats.misses, 800);
 }
+
+#[memoize(location = "target/memo-tests/joblib-zlib", compress = 3)]
+fn zlib_cached(x: u64) -> Vec<u64> {
+    vec![x; 1000]
+}
+
+#[memoize(dir = "target/memo-tests/joblib-gzip", compress = "gzip:3")]
+fn gzip_cached(x: u64) -> Vec<u64> {
+    vec![x; 1000]
+}
+
+#[memoize(dir = "target/memo-tests/joblib-true", compress = true)]
+fn bool_cached(x: u64) -> Vec<u64> {
+    vec![x; 1000]
+}
+
+/// The codec byte of the one entry a function's cache holds.
+fn stored_codec(dir: &std::path::Path) -> u8 {
+    let entries = outputs(dir);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let bytes = std::fs::read(&entries[0]).unwrap();
+    parjob::__private::persist_format::Header::decode(&bytes)
+        .unwrap()
+        .codec
+}
+
+#[test]
+fn joblibs_location_and_compress_forms_are_accepted_and_used() {
+    use parjob::__private::persist_format::codec_tag;
+    use parjob::Compression;
+    fresh("target/memo-tests/joblib-zlib");
+    fresh("target/memo-tests/joblib-gzip");
+    fresh("target/memo-tests/joblib-true");
+    for _ in 0..2 {
+        assert_eq!(zlib_cached(4), vec![4; 1000]);
+        assert_eq!(gzip_cached(5), vec![5; 1000]);
+        assert_eq!(bool_cached(6), vec![6; 1000]);
+    }
+    assert_eq!(zlib_cached::stats().hits, 1);
+    assert_eq!(gzip_cached::stats().hits, 1);
+    assert_eq!(bool_cached::stats().hits, 1);
+    // `location` is the directory; `compress = 3` and `true` are zlib level 3.
+    let zlib = zlib_cached::cache_dir().unwrap();
+    assert!(
+        zlib.starts_with("target/memo-tests/joblib-zlib"),
+        "{zlib:?}"
+    );
+    assert_eq!(stored_codec(&zlib), codec_tag(Compression::Zlib(3)));
+    assert_eq!(
+        stored_codec(&gzip_cached::cache_dir().unwrap()),
+        codec_tag(Compression::Gzip(3))
+    );
+    assert_eq!(
+        stored_codec(&bool_cached::cache_dir().unwrap()),
+        codec_tag(Compression::Zlib(3))
+    );
+}

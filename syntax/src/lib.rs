@@ -59,6 +59,69 @@ pub fn pre_dispatch(text: &str) -> Option<PreDispatchSpec> {
     }
 }
 
+/// A compression codec and level, as joblib names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodecSpec {
+    /// `"none"`: stored as is.
+    None,
+    /// `"zlib"` (level 0 to 9).
+    Zlib(u32),
+    /// `"gzip"` (level 0 to 9).
+    Gzip(u32),
+    /// `"bz2"` (level 1 to 9).
+    Bz2(u32),
+    /// `"xz"` (level 0 to 9).
+    Xz(u32),
+    /// `"lzma"` (level 0 to 9).
+    Lzma(u32),
+    /// `"lz4"` (no level).
+    Lz4,
+    /// `"zstd"` (level 1 to 22).
+    Zstd(i32),
+}
+
+/// The codec names, for error messages and suggestions.
+pub const CODECS: &[&str] = &["none", "zlib", "gzip", "bz2", "xz", "lzma", "lz4", "zstd"];
+
+/// joblib's default level, for a codec named without one.
+pub const DEFAULT_LEVEL: u32 = 3;
+
+/// `"zstd"`, `"zstd:9"`, `"gzip:3"`, `"lz4"`, `"none"` (joblib's
+/// `("gzip", 3)` pairs, written with a colon). A level out of the codec's
+/// range, or a level on `lz4`/`none`, is `None`.
+pub fn compress(text: &str) -> Option<CodecSpec> {
+    let text = text.trim().to_ascii_lowercase();
+    let (name, level) = match text.split_once(':') {
+        Some((name, level)) => (name.trim(), Some(level.trim().parse::<i64>().ok()?)),
+        None => (text.as_str(), None),
+    };
+    let ranged = |lo: i64, hi: i64| -> Option<i64> {
+        let level = level.unwrap_or(i64::from(DEFAULT_LEVEL));
+        (lo..=hi).contains(&level).then_some(level)
+    };
+    Some(match name {
+        "none" if level.is_none() => CodecSpec::None,
+        "lz4" if level.is_none() => CodecSpec::Lz4,
+        "zlib" => CodecSpec::Zlib(ranged(0, 9)? as u32),
+        "gzip" => CodecSpec::Gzip(ranged(0, 9)? as u32),
+        "bz2" => CodecSpec::Bz2(ranged(1, 9)? as u32),
+        "xz" => CodecSpec::Xz(ranged(0, 9)? as u32),
+        "lzma" => CodecSpec::Lzma(ranged(0, 9)? as u32),
+        "zstd" => CodecSpec::Zstd(ranged(1, 22)? as i32),
+        _ => return None,
+    })
+}
+
+/// joblib's `compress` as a number: 0 stores as is, 1 to 9 is zlib at that
+/// level. `true` is zlib level 3, `false` none.
+pub fn compress_level(level: i64) -> Option<CodecSpec> {
+    match level {
+        0 => Some(CodecSpec::None),
+        1..=9 => Some(CodecSpec::Zlib(level as u32)),
+        _ => None,
+    }
+}
+
 /// Seconds in `"500ms"`, `"30s"`, `"5m"` (or `"5min"`), `"2h"`, `"7d"`,
 /// `"1w"`: a number followed by a unit.
 pub fn duration_seconds(text: &str) -> Option<f64> {
@@ -129,6 +192,24 @@ mod tests {
         assert_eq!(pre_dispatch("0"), Some(PreDispatchSpec::Fixed(0)));
         assert_eq!(pre_dispatch("lots"), None);
         assert_eq!(pre_dispatch("x*n_jobs"), None);
+    }
+
+    #[test]
+    fn compress_takes_joblibs_names_levels_and_numbers() {
+        assert_eq!(compress("zstd"), Some(CodecSpec::Zstd(3)));
+        assert_eq!(compress("zstd:19"), Some(CodecSpec::Zstd(19)));
+        assert_eq!(compress("gzip:3"), Some(CodecSpec::Gzip(3)));
+        assert_eq!(compress("ZLIB"), Some(CodecSpec::Zlib(3)));
+        assert_eq!(compress("bz2:9"), Some(CodecSpec::Bz2(9)));
+        assert_eq!(compress("lz4"), Some(CodecSpec::Lz4));
+        assert_eq!(compress("none"), Some(CodecSpec::None));
+        assert_eq!(compress("zstd:23"), None);
+        assert_eq!(compress("bz2:0"), None);
+        assert_eq!(compress("lz4:3"), None);
+        assert_eq!(compress("zstdd"), None);
+        assert_eq!(compress_level(0), Some(CodecSpec::None));
+        assert_eq!(compress_level(9), Some(CodecSpec::Zlib(9)));
+        assert_eq!(compress_level(10), None);
     }
 
     #[test]

@@ -163,6 +163,11 @@ fn site_options(func: &MemoFn, private: &TokenStream) -> TokenStream {
     let dir = some_or_none(opts.dir.as_ref().map(|d| quote!(#d)));
     let compression = match opts.compress.unwrap_or(Codec::None) {
         Codec::None => quote!(#private::memo::Compression::None),
+        Codec::Zlib(level) => quote!(#private::memo::Compression::Zlib(#level)),
+        Codec::Gzip(level) => quote!(#private::memo::Compression::Gzip(#level)),
+        Codec::Bz2(level) => quote!(#private::memo::Compression::Bz2(#level)),
+        Codec::Xz(level) => quote!(#private::memo::Compression::Xz(#level)),
+        Codec::Lzma(level) => quote!(#private::memo::Compression::Lzma(#level)),
         Codec::Lz4 => quote!(#private::memo::Compression::Lz4),
         Codec::Zstd(level) => quote!(#private::memo::Compression::Zstd(#level)),
     };

@@ -7,9 +7,11 @@ use parjob_syntax::size_bytes;
 use proc_macro2::TokenStream;
 use syn::{Expr, ExprLit, Ident, ItemFn, Lit, Meta};
 
-/// The option names `#[memoize]` accepts.
+/// The option names `#[memoize]` accepts (`location` is joblib's name for
+/// `dir`).
 const KNOWN: &[&str] = &[
     "dir",
+    "location",
     "ignore",
     "compress",
     "expires_after",
@@ -19,13 +21,7 @@ const KNOWN: &[&str] = &[
     "crate",
 ];
 
-/// How results are compressed, as written.
-#[derive(Clone, Copy)]
-pub enum Codec {
-    None,
-    Lz4,
-    Zstd(i32),
-}
+pub use parjob_syntax::CodecSpec as Codec;
 
 /// `#[memoize(..)]`'s options.
 #[derive(Default)]
@@ -71,7 +67,15 @@ impl MemoOpts {
             };
             let value = &nv.value;
             match name.as_str() {
-                "dir" => opts.dir = text(value, "dir", errors),
+                "dir" | "location" => {
+                    if opts.dir.is_some() {
+                        errors.spanned(
+                            &meta,
+                            "`dir` and `location` name the same thing (joblib's `location`): give one",
+                        );
+                    }
+                    opts.dir = text(value, &name, errors);
+                }
                 "name" => opts.name = text(value, "name", errors),
                 "ignore" => opts.ignore = parse_ignore(value, errors),
                 "compress" => opts.compress = parse_codec(value, errors),
@@ -125,7 +129,7 @@ impl MemoOpts {
 
 fn example(name: &str) -> &'static str {
     match name {
-        "dir" => "dir = \"./cache\"",
+        "dir" | "location" => "dir = \"./cache\"",
         "ignore" => "ignore = [verbose]",
         "compress" => "compress = \"zstd:3\"",
         "expires_after" => "expires_after = \"7d\"",
@@ -168,36 +172,49 @@ fn parse_ignore(value: &Expr, errors: &mut Errors) -> Vec<Ident> {
 }
 
 fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<Codec> {
-    let usage = "compress takes \"none\", \"lz4\", \"zstd\" or \"zstd:LEVEL\" (LEVEL 1 to 22), e.g. compress = \"zstd:3\"";
-    let Some(s) = string(value) else {
-        errors.spanned(value, usage);
-        return None;
+    let usage = "compress takes a codec with an optional level, \"zstd:3\", \"gzip:3\", \"lz4\", \"none\" \
+                 (zlib, gzip, xz, lzma 0 to 9; bz2 1 to 9; zstd 1 to 22), or joblib's number (0 to 9: zlib) \
+                 or bool (true: zlib level 3)";
+    let parsed = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Some(if b.value {
+            Codec::Zlib(parjob_syntax::DEFAULT_LEVEL)
+        } else {
+            Codec::None
+        }),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i
+            .base10_parse::<i64>()
+            .ok()
+            .and_then(parjob_syntax::compress_level),
+        _ => match string(value) {
+            Some(s) => parjob_syntax::compress(&s.value()),
+            None => None,
+        },
     };
-    let text = s.value();
-    let parsed = match text.as_str() {
-        "none" => Some(Codec::None),
-        "lz4" => Some(Codec::Lz4),
-        "zstd" => Some(Codec::Zstd(3)),
-        other => other
-            .strip_prefix("zstd:")
-            .and_then(|level| level.parse::<i32>().ok())
-            .filter(|level| (1..=22).contains(level))
-            .map(Codec::Zstd),
-    };
-    if parsed.is_none() {
-        let known = ["none", "lz4", "zstd"];
-        let (codec, level) = match text.split_once(':') {
-            Some((codec, level)) => (codec, format!(":{level}")),
-            None => (text.as_str(), String::new()),
-        };
-        let message = match closest(codec, &known) {
-            Some(k) if k == codec => format!("bad level in \"{text}\": {usage}"),
-            Some(k) => format!("unknown codec \"{text}\"; did you mean \"{k}{level}\"? {usage}"),
-            None => format!("unknown codec \"{text}\": {usage}"),
-        };
-        errors.spanned(value, message);
+    if parsed.is_some() {
+        return parsed;
     }
-    parsed
+    let message = match string(value).map(|s| s.value()) {
+        Some(text) => {
+            let (codec, level) = match text.split_once(':') {
+                Some((codec, level)) => (codec.to_string(), format!(":{level}")),
+                None => (text.clone(), String::new()),
+            };
+            match closest(&codec, parjob_syntax::CODECS) {
+                Some(k) if k == codec => format!("bad level in \"{text}\": {usage}"),
+                Some(k) => {
+                    format!("unknown codec \"{text}\"; did you mean \"{k}{level}\"? {usage}")
+                }
+                None => format!("unknown codec \"{text}\": {usage}"),
+            }
+        }
+        None => usage.to_string(),
+    };
+    errors.spanned(value, message);
+    None
 }
 
 fn parse_duration(value: &Expr, errors: &mut Errors) -> Option<u64> {
