@@ -226,6 +226,14 @@ pub use parjob_runtime::{
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, MemorizedResult, Memory, MissReason};
 
+/// parjob's version, as its `Cargo.toml` gives it (joblib's `__version__`).
+///
+/// ```
+/// let parts: Vec<u32> = parjob::VERSION.split('.').map(|p| p.parse().unwrap()).collect();
+/// assert_eq!(parts.len(), 3);
+/// ```
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// What most programs need: `use parjob::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "cache")]
