@@ -240,6 +240,44 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// joblib's spellings, the same the `#[memoize(compress = ..)]` attribute
+/// takes: `"zstd:3"`, `"gzip:3"`, `"lz4"`, `"none"`, a codec without a
+/// level (level 3), or a number (`"0"` none, `"1"` to `"9"` zlib).
+///
+/// ```
+/// use parjob_runtime::Compression;
+/// assert_eq!("gzip:6".parse::<Compression>().unwrap(), Compression::Gzip(6));
+/// assert_eq!("3".parse::<Compression>().unwrap(), Compression::Zlib(3));
+/// assert!("zstd:40".parse::<Compression>().is_err());
+/// ```
+impl std::str::FromStr for Compression {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        use parjob_syntax::CodecSpec;
+        let spec = match s.trim().parse::<i64>() {
+            Ok(level) => parjob_syntax::compress_level(level),
+            Err(_) => parjob_syntax::compress(s),
+        };
+        Ok(match spec {
+            Some(CodecSpec::None) => Compression::None,
+            Some(CodecSpec::Zlib(l)) => Compression::Zlib(l),
+            Some(CodecSpec::Gzip(l)) => Compression::Gzip(l),
+            Some(CodecSpec::Bz2(l)) => Compression::Bz2(l),
+            Some(CodecSpec::Xz(l)) => Compression::Xz(l),
+            Some(CodecSpec::Lzma(l)) => Compression::Lzma(l),
+            Some(CodecSpec::Lz4) => Compression::Lz4,
+            Some(CodecSpec::Zstd(l)) => Compression::Zstd(l),
+            None => {
+                return Err(crate::Error::Config(format!(
+                    "compress = {s:?}: expected a codec ({}) with an optional level, e.g. \"zstd:3\", or a number 0 to 9",
+                    parjob_syntax::CODECS.join(", ")
+                )))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

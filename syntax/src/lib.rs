@@ -59,7 +59,9 @@ pub fn pre_dispatch(text: &str) -> Option<PreDispatchSpec> {
     }
 }
 
-/// A compression codec and level, as joblib names them.
+/// A compression codec and level, as joblib names them. The runtime's
+/// `Compression` mirrors it (this crate cannot name runtime types, since
+/// the macros use it at compile time); its `FromStr` maps from this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodecSpec {
     /// `"none"`: stored as is.
