@@ -220,8 +220,9 @@ pub use parjob_runtime::persist::{
 #[cfg(feature = "persist")]
 pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
-    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BatchSize, Config, ConfigGuard,
-    Error, Job, Options, Ordered, Parallel, Plan, PreDispatch, Result, Task, Unordered,
+    config, cpu_count, effective_n_jobs, init, is_worker, Backend, BackendSource, BatchSize,
+    Config, ConfigGuard, Error, Job, Options, Ordered, Parallel, Plan, PreDispatch, Prefer,
+    Require, Result, Task, TaskRun, Unordered,
 };
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, MemorizedResult, Memory, MissReason};

@@ -388,15 +388,6 @@ fn arguments_of_the_wrong_type_fail_to_decode_with_the_item() {
     }
 }
 
-#[parjob::test]
-fn closures_on_the_process_backend_run_in_the_parent() {
-    let me = std::process::id();
-    let got = process(2)
-        .run((0..3).map(|i| Job::new(move || (i, std::process::id()))))
-        .unwrap();
-    assert_eq!(got, vec![(0, me), (1, me), (2, me)]);
-}
-
 /// Run in a child copy of this test binary by `no_worker_outlives_its_parent`:
 /// starts workers, records their pids, then waits to be killed.
 #[parjob::test]

@@ -362,7 +362,7 @@ fn zero_options_are_config_errors_from_run_and_iter() {
         threads(2).pre_dispatch(0),
         threads(2).batch_size(0),
         threads(2).timeout(Duration::ZERO),
-        threads(2).verbose(9),
+        threads(2).require_sharedmem().backend(Backend::Process),
     ];
     for p in cases {
         assert!(matches!(p.run([job()]), Err(Error::Config(_))), "{p:?}");
@@ -406,11 +406,27 @@ fn verbose_helper() {
     let slow = threads(2).verbose(2);
     slow.run((0..24u64).map(|_| Job::new(|| std::thread::sleep(Duration::from_millis(50)))))
         .unwrap();
+    // joblib's scale: verbose = 50 is parjob's level 3. The pids the
+    // workers report go to stdout, for the parent to compare.
+    let pids = process(2)
+        .verbose(50)
+        .batch_size(1)
+        .run((0..8).map(worker_pid::delayed))
+        .unwrap();
+    let pids: HashSet<u32> = pids.into_iter().collect();
+    let mut pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    pids.sort();
+    println!("PIDS {}", pids.join(" "));
+}
+
+#[parallel(backend = "process")]
+fn worker_pid(_x: u64) -> u32 {
+    std::process::id()
 }
 
 #[test]
 fn verbose_lines_are_joblib_style_and_few() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "verbose_helper",
             "--exact",
@@ -419,8 +435,12 @@ fn verbose_lines_are_joblib_style_and_few() {
             "-q",
         ])
         .env("PARJOB_TEST_VERBOSE", "1")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let me = child.id();
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let lines: Vec<&str> = stderr
@@ -428,8 +448,37 @@ fn verbose_lines_are_joblib_style_and_few() {
         .filter(|l| l.starts_with("[Parallel("))
         .collect();
     assert!(
-        lines[0].starts_with("[Parallel(n_jobs=2)]: Using the thread backend with 2 workers"),
+        lines[0].starts_with(&format!(
+            "[Parallel(n_jobs=2)]: Using the thread backend (from an explicit option) with 2 \
+             threads in this process (pid {me}) for task `closure`"
+        )),
         "{stderr}"
+    );
+    // The process run names its workers' pids: exactly those that ran it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ran: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDS "))
+        .expect("the helper prints its workers' pids")
+        .split(' ')
+        .collect();
+    let process_line = lines
+        .iter()
+        .find(|l| l.contains("Using the process backend"))
+        .expect("a line for the process run");
+    let named = process_line
+        .split("(pids ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the line names the pids");
+    let mut named: Vec<&str> = named.split(", ").collect();
+    named.sort();
+    assert_eq!(named, ran, "{process_line}");
+    assert!(
+        process_line.contains("with 2 worker processes")
+            && process_line.contains("::worker_pid`")
+            && process_line.contains("(from an explicit option)"),
+        "{process_line}"
     );
     assert!(lines[1].contains("cannot be stopped"), "{stderr}");
     assert!(

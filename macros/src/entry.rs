@@ -83,7 +83,7 @@ pub fn attribute(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStrea
         Kind::Main => syn::parse_quote!(#private::init();),
         Kind::Test => {
             let name = function.sig.ident.to_string();
-            syn::parse_quote!(#private::test_entry(::core::module_path!(), #name);)
+            syn::parse_quote!(let __parjob_test_entry = #private::test_entry(::core::module_path!(), #name);)
         }
     };
     function.block.stmts.insert(0, entry);

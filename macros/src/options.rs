@@ -10,6 +10,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Lit, Meta, Token, UnOp};
 
 /// The option names the macros accept.
@@ -21,11 +22,13 @@ pub const KNOWN: &[&str] = &[
     "timeout",
     "verbose",
     "progress",
+    "prefer",
+    "require",
     "return_as",
     "crate",
 ];
 
-pub use parjob_syntax::{duration_seconds, BackendName};
+pub use parjob_syntax::{duration_seconds, BackendName, PreferName};
 
 /// `batch_size` as written.
 #[derive(Clone, Copy)]
@@ -59,8 +62,11 @@ pub struct Opts {
     pub batch_size: Option<Batch>,
     pub pre_dispatch: Option<PreDispatch>,
     pub timeout_ns: Option<u64>,
-    pub verbose: Option<u8>,
+    pub verbose: Option<u32>,
     pub progress: Option<bool>,
+    pub prefer: Option<(PreferName, Span)>,
+    /// `require = "sharedmem"`, with its span.
+    pub require_sharedmem: Option<Span>,
     pub return_as: Option<ReturnAs>,
     pub krate: Option<syn::Path>,
 }
@@ -120,6 +126,8 @@ impl Opts {
                     }) => opts.progress = Some(b.value),
                     _ => errors.spanned(value, "progress takes `true` or `false`"),
                 },
+                "prefer" => opts.prefer = parse_prefer(value, errors),
+                "require" => opts.require_sharedmem = parse_require(value, errors),
                 "return_as" => opts.return_as = parse_return_as(value, errors),
                 "crate" => match string(value) {
                     Some(s) => match syn::parse_str::<syn::Path>(&s.value()) {
@@ -136,6 +144,7 @@ impl Opts {
                 _ => unknown(&meta, &name, errors),
             }
         }
+        opts.check_require(errors);
         opts
     }
 
@@ -149,6 +158,8 @@ impl Opts {
             timeout_ns: over.timeout_ns.or(self.timeout_ns),
             verbose: over.verbose.or(self.verbose),
             progress: over.progress.or(self.progress),
+            prefer: over.prefer.or(self.prefer),
+            require_sharedmem: over.require_sharedmem.or(self.require_sharedmem),
             return_as: over.return_as.or(self.return_as),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
@@ -187,8 +198,24 @@ impl Opts {
         }
     }
 
+    /// Whether the task can run in worker processes: `backend = "process"`,
+    /// or `prefer = "processes"`, which needs the same codecs.
     pub fn is_process(&self) -> bool {
         matches!(self.backend, Some((BackendName::Process, _)))
+            || matches!(self.prefer, Some((PreferName::Processes, _)))
+    }
+
+    /// `require = "sharedmem"` beside `backend = "process"` (joblib's
+    /// ValueError), recorded in `errors`.
+    fn check_require(&self, errors: &mut Errors) {
+        if let (Some(span), Some((BackendName::Process, _))) =
+            (self.require_sharedmem, self.backend)
+        {
+            errors.push(syn::Error::new(
+                span,
+                "require = \"sharedmem\" runs the work on threads, which contradicts backend = \"process\": drop one of the two",
+            ));
+        }
     }
 
     /// An expression building the runtime's `Options` from these.
@@ -229,6 +256,16 @@ impl Opts {
         if let Some(p) = self.progress {
             options = quote!(#options.with_progress(#p));
         }
+        if let Some((prefer, _)) = self.prefer {
+            let variant = match prefer {
+                PreferName::Threads => quote!(Threads),
+                PreferName::Processes => quote!(Processes),
+            };
+            options = quote!(#options.with_prefer(#private::Prefer::#variant));
+        }
+        if self.require_sharedmem.is_some() {
+            options = quote!(#options.with_require(#private::Require::SharedMem));
+        }
         options
     }
 }
@@ -241,6 +278,8 @@ fn example(name: &str) -> &'static str {
         "pre_dispatch" => "pre_dispatch = \"2*n_jobs\" (or a count, or \"all\")",
         "timeout" => "timeout = 30 (seconds) or timeout = \"500ms\"",
         "verbose" => "verbose = 1",
+        "prefer" => "prefer = \"processes\"",
+        "require" => "require = \"sharedmem\"",
         "progress" => "progress = true",
         "return_as" => "return_as = \"generator\"",
         _ => "crate = \"::parjob\"",
@@ -328,11 +367,42 @@ fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
     }
 }
 
-fn parse_verbose(value: &Expr, errors: &mut Errors) -> Option<u8> {
-    match positive_int(value) {
-        Some(v) if v <= 3 => Some(v as u8),
+/// joblib's scale: any non-negative integer (see `parjob_syntax::verbose_level`).
+fn parse_verbose(value: &Expr, errors: &mut Errors) -> Option<u32> {
+    match int_literal(value) {
+        Some((false, lit)) => match lit.base10_parse::<u32>() {
+            Ok(v) => return Some(v),
+            Err(_) => errors.spanned(value, "verbose is too large: joblib's scale ends at about 100"),
+        },
+        _ => errors.spanned(
+            value,
+            "verbose takes a non-negative integer on joblib's scale: 0 (silent), 1 to 10 (progress lines), above 10 (every batch)",
+        ),
+    }
+    None
+}
+
+fn parse_prefer(value: &Expr, errors: &mut Errors) -> Option<(PreferName, Span)> {
+    match string(value).and_then(|s| parjob_syntax::prefer(&s.value())) {
+        Some(prefer) => Some((prefer, value.span())),
+        None => {
+            errors.spanned(
+                value,
+                "prefer takes \"threads\" or \"processes\" (a soft hint; to force a backend, use backend = ..)",
+            );
+            None
+        }
+    }
+}
+
+fn parse_require(value: &Expr, errors: &mut Errors) -> Option<Span> {
+    match string(value) {
+        Some(s) if parjob_syntax::require_sharedmem(&s.value()) => Some(s.span()),
         _ => {
-            errors.spanned(value, "verbose takes 0 (silent) to 3 (every batch)");
+            errors.spanned(
+                value,
+                "require takes \"sharedmem\", joblib's one requirement: the work runs on threads",
+            );
             None
         }
     }

@@ -11,10 +11,10 @@
 
 use crate::error::Result;
 use crate::indexed;
-use crate::options::Options;
+use crate::options::{for_each_option, option_setters, Options};
 use crate::parallel::shared;
 use crate::schedule::{Ordered, Stream, Unordered};
-use crate::task::{Call, Task, Work};
+use crate::task::{declared, Call, Declared, FromItem, Task, Work};
 use rayon::iter::plumbing::{Producer, ProducerCallback};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
 use std::marker::PhantomData;
@@ -44,17 +44,21 @@ impl<T: Task, I: Iterator<Item = T::Args>> Iterator for CallIter<T, I> {
 #[must_use = "calls do nothing until .list(), .ordered() or .unordered()"]
 pub struct Calls<I> {
     options: Options,
+    /// The task level of the precedence rule.
+    declared: Declared,
     work: I,
 }
 
-/// Task `T` over `items` with `options` (the task's own, for `f::map`;
-/// a loop's, for a marked loop).
+/// Task `T` over `items` with explicit `options` (none for `f::map`,
+/// the per-call ones for `f::with`, a loop's for a marked loop); the
+/// task's attribute is the task level.
 pub fn calls<T: Task, I: IntoIterator<Item = T::Args>>(
     options: Options,
     items: I,
 ) -> Calls<CallIter<T, I::IntoIter>> {
     Calls {
         options,
+        declared: declared::<T>(),
         work: CallIter {
             items: items.into_iter(),
             task: PhantomData,
@@ -69,6 +73,7 @@ where
 {
     Calls {
         options,
+        declared: Declared::default(),
         work: jobs.into_iter(),
     }
 }
@@ -82,8 +87,8 @@ impl<I> Calls<I> {
         I: Iterator,
         I::Item: Work,
     {
-        let (runner, plan) = shared(self.options);
-        runner.stream_planned(plan, self.work, ordered, bounded)
+        let (runner, plan) = shared(self.options, self.declared);
+        runner.stream_planned(plan, None, self.work, ordered, bounded)
     }
 
     /// Every result in input order, or the first error
@@ -127,7 +132,7 @@ where
     I: IntoParallelIterator<Item = T::Args>,
     I::Iter: IndexedParallelIterator,
 {
-    let (runner, plan) = shared(T::options());
+    let (runner, plan) = shared(Options::new(), declared::<T>());
     let plan = plan?;
     let items = items.into_par_iter();
     match indexed::split_settings(&plan) {
@@ -158,7 +163,114 @@ impl<T: Task> ProducerCallback<T::Args> for Schedule<T> {
             task: PhantomData,
         };
         self.runner
-            .stream_planned(Ok(self.plan), calls, true, false)
+            .stream_planned(Ok(self.plan), None, calls, true, false)
             .collect_ordered()
+    }
+}
+
+/// One run of task `T` with per-call options: what `f::with(|p| ..)`
+/// hands its closure and returns. The options set here are explicit, so
+/// they win over a scoped `config()`, the task's attribute and the
+/// environment, while the attribute still gives the rest.
+///
+/// ```
+/// use parjob_runtime::{Options, TaskRun};
+/// # struct square {}
+/// # impl parjob_runtime::Task for square {
+/// #     const NAME: &'static str = "doc::square";
+/// #     type Args = (u64,);
+/// #     type Output = u64;
+/// #     fn call((x,): (u64,)) -> u64 { x * x }
+/// #     fn options() -> Options { Options::new() }
+/// # }
+/// # impl parjob_runtime::__private::FromItem<u64> for square {
+/// #     fn from_item(x: u64) -> (u64,) { (x,) }
+/// # }
+/// // What `square::with(|p| p.n_jobs(2)).map(0..4)` runs:
+/// let run = TaskRun::<square>::new().n_jobs(2);
+/// assert_eq!(run.map(0..4u64).unwrap(), vec![0, 1, 4, 9]);
+/// ```
+#[must_use = "a TaskRun does nothing until .map(..), .iter(..), .iter_unordered(..) or .repeat(..)"]
+pub struct TaskRun<T> {
+    options: Options,
+    task: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TaskRun<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRun")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl<T: Task> Default for TaskRun<T> {
+    fn default() -> Self {
+        TaskRun::new()
+    }
+}
+
+/// The calls of `T` over `items`, each item made into arguments.
+fn calls_of<T, I>(options: Options, items: I) -> Calls<CallIter<T, impl Iterator<Item = T::Args>>>
+where
+    T: FromItem<I::Item>,
+    I: IntoIterator,
+{
+    calls::<T, _>(options, items.into_iter().map(T::from_item))
+}
+
+impl<T: Task> TaskRun<T> {
+    /// No per-call option yet: the task's attribute, scoped defaults and
+    /// the environment decide.
+    pub fn new() -> Self {
+        TaskRun {
+            options: Options::new(),
+            task: PhantomData,
+        }
+    }
+
+    for_each_option!(option_setters, options);
+
+    /// What this call would run with now: these options, then scoped
+    /// defaults, the task's attribute, the environment and the defaults.
+    pub fn plan(&self) -> Result<crate::options::Plan> {
+        self.options.resolve_for(declared::<T>())
+    }
+
+    /// Runs `T` over every item and returns the results in input order
+    /// (joblib's `return_as="list"`).
+    pub fn map<I>(self, items: I) -> Result<Vec<T::Output>>
+    where
+        T: FromItem<I::Item>,
+        I: IntoIterator,
+    {
+        calls_of::<T, I>(self.options, items).list()
+    }
+
+    /// Results in input order, as they come (`return_as="generator"`).
+    pub fn iter<I>(self, items: I) -> impl Iterator<Item = Result<T::Output>>
+    where
+        T: FromItem<I::Item>,
+        I: IntoIterator,
+    {
+        calls_of::<T, I>(self.options, items).ordered()
+    }
+
+    /// Results as they complete, with their input index
+    /// (`return_as="generator_unordered"`).
+    pub fn iter_unordered<I>(self, items: I) -> impl Iterator<Item = Result<(usize, T::Output)>>
+    where
+        T: FromItem<I::Item>,
+        I: IntoIterator,
+    {
+        calls_of::<T, I>(self.options, items).unordered()
+    }
+}
+
+impl<T: Task<Args = ()>> TaskRun<T> {
+    /// Runs a task of no arguments `n` times (joblib's
+    /// `Parallel()(delayed(f)() for _ in range(n))`), results in order.
+    pub fn repeat(self, n: usize) -> Result<Vec<T::Output>> {
+        calls::<T, _>(self.options, std::iter::repeat_n((), n)).list()
     }
 }

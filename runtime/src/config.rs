@@ -1,19 +1,32 @@
 //! Where a run's options come from, and how they resolve into a [`Plan`].
 //!
-//! An option can come from four places. The most specific wins: an
-//! explicit value (a builder call or an attribute argument), then scoped
-//! defaults ([`config`], joblib's `parallel_config`), then the environment
-//! (`PARJOB_N_JOBS`, `PARJOB_BACKEND`), then the built-in default
-//! (`n_jobs = -1`, threads, auto batches, `pre_dispatch = 2 * n_jobs`).
+//! An option can come from five places. The most specific wins:
+//! 1. an explicit value: a builder call (`Parallel::new().n_jobs(4)`), a
+//!    per-call option (`f::with(|p| p.n_jobs(4))`), a marked loop's
+//!    attribute;
+//! 2. scoped defaults ([`config`], joblib's `parallel_config`);
+//! 3. the task's own attribute (`#[parallel(n_jobs = 2)]`; for
+//!    `Parallel::run`, the first job's task);
+//! 4. the environment (`PARJOB_N_JOBS`, `PARJOB_BACKEND`);
+//! 5. the built-in default (`n_jobs = -1`, threads, auto batches,
+//!    `pre_dispatch = 2 * n_jobs`).
+//!
+//! joblib's `prefer` hint picks the backend only when no level names one
+//! (and never sends work that cannot cross a process boundary to
+//! processes), and `require = "sharedmem"` turns a process backend from
+//! levels 2 to 4 into threads. Work that cannot cross (a closure, a task
+//! without `backend = "process"`) under a process backend is an error,
+//! [`Error::NotAProcessTask`]; it never runs silently in the parent.
 //! Inside a worker process the default backend is threads and the default
 //! `n_jobs` is the worker's share of the machine, so nested parallelism
 //! does not oversubscribe the CPUs.
 
 use crate::error::{Error, Result};
 use crate::options::{
-    effective_n_jobs, env_var, for_each_option, option_setters, Backend, BatchSize, Options, Plan,
-    PreDispatch,
+    effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
+    Options, Plan, PreDispatch, Prefer, Require,
 };
+use crate::task::Declared;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -26,8 +39,17 @@ impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
     /// defaults, and checks every value.
     pub fn resolve(&self) -> Result<Plan> {
-        let options = self.or(scoped());
-        let base = options.resolve_workers()?;
+        self.resolve_for(Declared::default())
+    }
+
+    /// Resolves with `task` as the task's own options (its attribute), by
+    /// the one precedence rule: these options (explicit) > scoped
+    /// [`config`] > `task` > `PARJOB_*` environment > built-in defaults.
+    pub(crate) fn resolve_for(&self, task: Declared) -> Result<Plan> {
+        let scoped = scoped();
+        let options = self.or(scoped).or(task.options);
+        let levels = [self, &scoped, &task.options];
+        let base = resolve_workers(&options, levels, task.crosses)?;
         let batch_size = match options.batch_size.unwrap_or_default() {
             BatchSize::Fixed(0) => {
                 return Err(Error::Config(
@@ -53,65 +75,105 @@ impl Options {
                     .into(),
             ));
         }
-        let verbose = options.verbose.unwrap_or(0);
-        if verbose > 3 {
-            return Err(Error::Config(format!(
-                "verbose = {verbose}: use 0 (silent) to 3 (every batch)"
-            )));
-        }
         Ok(Plan {
             batch_size,
             pre_dispatch,
             timeout: options.timeout,
-            verbose,
+            verbose: parjob_syntax::verbose_level(options.verbose.unwrap_or(0)),
             progress: options.progress.unwrap_or(false),
             ..base
         })
     }
+}
 
-    fn resolve_workers(&self) -> Result<Plan> {
-        let in_worker = crate::backend::process::worker::share_in_worker();
-        let n_jobs = match self.n_jobs {
-            Some(n) => n,
-            None => match env_var(ENV_N_JOBS) {
-                Some(v) if in_worker.is_none() => v
-                    .trim()
-                    .parse::<i32>()
-                    .map_err(|_| Error::Config(format!("{ENV_N_JOBS}={v:?} is not an integer")))?,
-                _ => match in_worker {
-                    Some(share) => share as i32,
-                    None => -1,
-                },
+/// `n_jobs` and the backend, with where the backend came from. `levels`
+/// are the explicit, scoped and task options, most specific first;
+/// `merged` is them merged.
+fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Result<Plan> {
+    let in_worker = crate::backend::process::worker::share_in_worker();
+    let n_jobs_asked = match merged.n_jobs {
+        Some(n) => n,
+        None => match env_var(ENV_N_JOBS) {
+            Some(v) if in_worker.is_none() => v
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| Error::Config(format!("{ENV_N_JOBS}={v:?} is not an integer")))?,
+            _ => match in_worker {
+                Some(share) => share as i32,
+                None => -1,
             },
-        };
-        let backend = match self.backend {
-            Some(b) => b,
-            None if in_worker.is_some() => Backend::Thread,
-            None => match env_var(ENV_BACKEND) {
-                Some(v) => v.parse::<Backend>().map_err(|_| {
+        },
+    };
+    let (backend, source) = resolve_backend(merged, levels, crosses, in_worker.is_some())?;
+    let n_jobs = effective_n_jobs(n_jobs_asked)?;
+    let (backend, backend_source) = if n_jobs == 1 {
+        (Backend::Sequential, BackendSource::OneJob)
+    } else {
+        (backend, source)
+    };
+    Ok(Plan {
+        n_jobs,
+        n_jobs_asked,
+        backend,
+        backend_source,
+        batch_size: BatchSize::Auto,
+        pre_dispatch: 2 * n_jobs,
+        timeout: None,
+        verbose: 0,
+        progress: false,
+    })
+}
+
+/// The backend by the precedence rule, then joblib's `prefer` hint (for
+/// work that can cross a process boundary), then threads;
+/// `require = "sharedmem"` turns processes into threads, except where
+/// processes were asked for explicitly, which is an error.
+fn resolve_backend(
+    merged: &Options,
+    levels: [&Options; 3],
+    crosses: bool,
+    in_worker: bool,
+) -> Result<(Backend, BackendSource)> {
+    let sources = [
+        BackendSource::Explicit,
+        BackendSource::Scoped,
+        BackendSource::Task,
+    ];
+    let named = levels
+        .iter()
+        .zip(sources)
+        .find_map(|(level, source)| level.backend.map(|b| (b, source)));
+    let (backend, source) = match named {
+        Some(named) => named,
+        // Inside a worker process, nested runs default to threads.
+        None if in_worker => (Backend::Thread, BackendSource::Default),
+        None => match env_var(ENV_BACKEND) {
+            Some(v) => (
+                v.parse::<Backend>().map_err(|_| {
                     Error::Config(format!(
                         "{ENV_BACKEND}={v:?} is not a backend: expected thread, process or sequential"
                     ))
                 })?,
-                None => Backend::Thread,
+                BackendSource::Environment,
+            ),
+            None => match merged.prefer {
+                Some(Prefer::Processes) if crosses => (Backend::Process, BackendSource::Prefer),
+                Some(_) => (Backend::Thread, BackendSource::Prefer),
+                None => (Backend::Thread, BackendSource::Default),
             },
-        };
-        let n_jobs = effective_n_jobs(n_jobs)?;
-        let backend = if n_jobs == 1 {
-            Backend::Sequential
-        } else {
-            backend
-        };
-        Ok(Plan {
-            n_jobs,
-            backend,
-            batch_size: BatchSize::Auto,
-            pre_dispatch: 2 * n_jobs,
-            timeout: None,
-            verbose: 0,
-            progress: false,
-        })
+        },
+    };
+    if merged.require != Some(Require::SharedMem) || backend != Backend::Process {
+        return Ok((backend, source));
     }
+    if source == BackendSource::Explicit {
+        return Err(Error::Config(
+            "require = \"sharedmem\" needs threads, but the process backend was asked for \
+             explicitly: drop one of the two"
+                .into(),
+        ));
+    }
+    Ok((Backend::Thread, BackendSource::RequireSharedmem))
 }
 
 thread_local! {
@@ -199,7 +261,9 @@ mod tests {
             Options::new().with_batch_size(BatchSize::Fixed(0)),
             Options::new().with_pre_dispatch(PreDispatch::Fixed(0)),
             Options::new().with_timeout(Duration::ZERO),
-            Options::new().with_verbose(4),
+            Options::new()
+                .with_backend(Backend::Process)
+                .with_require(Require::SharedMem),
         ] {
             assert!(
                 matches!(options.resolve(), Err(Error::Config(_))),

@@ -99,13 +99,33 @@ pub enum Error {
         index: usize,
     },
 
+    /// A run on the process backend met work that cannot cross a process
+    /// boundary: a closure (`Job::new`), or a task without
+    /// `backend = "process"`. It never runs silently in the parent.
+    #[error(
+        "task `{task}` (item {index}) cannot run in a worker process, but the process backend \
+         was asked for by {backend_from}: only a `#[parallel(backend = \"process\")]` task can \
+         cross a process boundary. Make it one, or run this work on threads: \
+         `.require_sharedmem()` on the builder or `config()`, or `require = \"sharedmem\"` in \
+         the attribute"
+    )]
+    NotAProcessTask {
+        /// The task's name, or `closure`.
+        task: String,
+        /// The item.
+        index: usize,
+        /// Where the process backend came from (`the scoped config()`, ...).
+        backend_from: String,
+    },
+
     /// The process backend was asked to start workers, but the program never
     /// installed the worker entry, so a re-executed child could not become a
     /// worker. Nothing was spawned.
     #[error(
         "the process backend needs a worker entry point, and none is installed: put \
          `#[parjob::main]` on `fn main` (or call `parjob::init()` as its first line); in tests, \
-         use `#[parjob::test]` instead of `#[test]`. No process was spawned"
+         use `#[parjob::test]` instead of `#[test]`, and start process runs from the test's own \
+         thread. No process was spawned"
     )]
     NoWorkerEntry,
 
@@ -130,15 +150,36 @@ pub enum Error {
     #[error(transparent)]
     Persist(#[from] PersistError),
 
-    /// Starting a worker process, or talking to it, failed at the OS level.
-    #[error("worker process I/O failed while {context}: {source}")]
+    /// An OS-level I/O failure: starting a worker process or talking to
+    /// it, or, through `From<std::io::Error>`, one from the user's own code
+    /// (`?` in a function returning `parjob::Result`).
+    #[error("I/O failed{}: {source}", while_doing(context))]
     Io {
-        /// What parjob was doing.
+        /// What parjob was doing (empty for an error converted with `?`).
         context: String,
         /// The OS error.
         #[source]
         source: std::io::Error,
     },
+}
+
+fn while_doing(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!(" while {context}")
+    }
+}
+
+impl From<std::io::Error> for Error {
+    /// An I/O error from the user's own code, so that `?` works in a
+    /// function that returns `parjob::Result`.
+    fn from(source: std::io::Error) -> Self {
+        Error::Io {
+            context: String::new(),
+            source,
+        }
+    }
 }
 
 fn at(location: &Option<String>) -> String {
@@ -164,6 +205,7 @@ impl Error {
             | Error::InputPanicked { index, .. }
             | Error::WorkerDied { index, .. }
             | Error::Codec { index, .. }
+            | Error::NotAProcessTask { index, .. }
             | Error::UnknownTask { index, .. } => Some(*index),
             _ => None,
         }
@@ -176,6 +218,7 @@ impl Error {
             | Error::Timeout { task, .. }
             | Error::WorkerDied { task, .. }
             | Error::Codec { task, .. }
+            | Error::NotAProcessTask { task, .. }
             | Error::UnknownTask { task, .. } => Some(task),
             _ => None,
         }

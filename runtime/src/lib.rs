@@ -60,13 +60,17 @@ mod task;
 mod wire;
 
 pub use backend::process::worker::{init, is_worker};
+pub use calls::TaskRun;
 #[cfg(feature = "persist")]
 pub use compress::Compression;
 pub use config::{config, Config, ConfigGuard};
 pub use error::{Error, Result};
 #[cfg(feature = "cache")]
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
-pub use options::{cpu_count, effective_n_jobs, Backend, BatchSize, Options, Plan, PreDispatch};
+pub use options::{
+    cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Options, Plan, PreDispatch,
+    Prefer, Require,
+};
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
 pub use task::{Job, Task};
@@ -75,13 +79,15 @@ pub use task::{Job, Task};
 /// call. Not public API: any of it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::backend::process::worker::test_entry;
+    pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
     pub use crate::task::{
-        assert_process_arg, assert_process_output, ArgOwned, Call, ProcessTask, SerdeFns,
-        TaskCodecs, TaskEntry, Work,
+        assert_process_arg, assert_process_output, ArgOwned, Call, Declared, FromItem,
+        IntoOwnedArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
     };
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
-    pub use crate::{init, Backend, BatchSize, Job, Options, PreDispatch, Result, Task};
+    pub use crate::{
+        init, Backend, BatchSize, Job, Options, PreDispatch, Prefer, Require, Result, Task, TaskRun,
+    };
     pub use inventory;
     pub use rayon;
 

@@ -11,7 +11,7 @@
 //! environment, apart from `PARJOB_MAX_CPU_COUNT` in [`cpu_count`].
 
 use crate::error::{Error, Result};
-use parjob_syntax::{BackendName, PreDispatchSpec};
+use parjob_syntax::{BackendName, PreDispatchSpec, PreferName};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -61,6 +61,95 @@ impl FromStr for Backend {
                 s.trim()
             ))),
         }
+    }
+}
+
+/// joblib's `prefer`: which backend to use when nothing names one.
+///
+/// A soft hint. A backend given explicitly, in a scoped `config()`, in the
+/// task's attribute or in `PARJOB_BACKEND` wins over it, and work that
+/// cannot cross a process boundary (a closure, a task without
+/// `backend = "process"`) declares threads, which wins over it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prefer {
+    /// `"threads"`: the thread backend.
+    Threads,
+    /// `"processes"`: the process backend.
+    Processes,
+}
+
+impl FromStr for Prefer {
+    type Err = Error;
+
+    /// `"threads"` or `"processes"`.
+    fn from_str(s: &str) -> Result<Self> {
+        match parjob_syntax::prefer(s) {
+            Some(PreferName::Threads) => Ok(Prefer::Threads),
+            Some(PreferName::Processes) => Ok(Prefer::Processes),
+            None => Err(Error::Config(format!(
+                "prefer = {s:?}: expected \"threads\" or \"processes\""
+            ))),
+        }
+    }
+}
+
+/// joblib's `require`: a hard constraint on the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Require {
+    /// `"sharedmem"`: the jobs must share this process's memory, so they
+    /// run on threads (or in sequence), never in worker processes.
+    SharedMem,
+}
+
+impl FromStr for Require {
+    type Err = Error;
+
+    /// `"sharedmem"`.
+    fn from_str(s: &str) -> Result<Self> {
+        if parjob_syntax::require_sharedmem(s) {
+            Ok(Require::SharedMem)
+        } else {
+            Err(Error::Config(format!(
+                "require = {s:?}: the only requirement is \"sharedmem\""
+            )))
+        }
+    }
+}
+
+/// Where a run's backend came from: what `verbose` names, and what the
+/// error for work that cannot cross a process boundary blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendSource {
+    /// A builder call or a per-call option (`.backend(..)`, `f::with`).
+    Explicit,
+    /// A scoped [`config()`](crate::config).
+    Scoped,
+    /// The task's own attribute (the first job's task, for `Parallel::run`).
+    Task,
+    /// `PARJOB_BACKEND`.
+    Environment,
+    /// joblib's `prefer` hint.
+    Prefer,
+    /// joblib's `require = "sharedmem"`, which turned processes into threads.
+    RequireSharedmem,
+    /// `n_jobs` resolved to 1, which always runs in sequence.
+    OneJob,
+    /// Nothing named a backend: threads (in a worker process, too).
+    Default,
+}
+
+impl fmt::Display for BackendSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendSource::Explicit => "an explicit option",
+            BackendSource::Scoped => "the scoped config()",
+            BackendSource::Task => "the task's attribute",
+            BackendSource::Environment => "PARJOB_BACKEND",
+            BackendSource::Prefer => "the prefer hint",
+            BackendSource::RequireSharedmem => "require_sharedmem",
+            BackendSource::OneJob => "n_jobs = 1",
+            BackendSource::Default => "the default",
+        })
     }
 }
 
@@ -122,22 +211,34 @@ macro_rules! for_each_option {
             n_jobs: i32, i32, with_n_jobs;
             /// Where jobs run: threads (the default), worker processes, or
             /// in sequence.
-            backend: Backend, Backend, with_backend;
-            /// Jobs per message to a worker: [`BatchSize::Auto`] (the
+            backend: $crate::options::Backend, $crate::options::Backend, with_backend;
+            /// Jobs per message to a worker: [`BatchSize::Auto`](crate::BatchSize::Auto) (the
             /// default) or a fixed count (`.batch_size(64)`).
-            batch_size: BatchSize, impl Into<BatchSize>, with_batch_size;
+            batch_size: $crate::options::BatchSize, impl Into<$crate::options::BatchSize>, with_batch_size;
             /// How many batches may be in flight: a count
-            /// (`.pre_dispatch(8)`), [`PreDispatch::PerJob`]`(k)` for
-            /// `k * n_jobs` (default 2), or [`PreDispatch::All`].
-            pre_dispatch: PreDispatch, impl Into<PreDispatch>, with_pre_dispatch;
+            /// (`.pre_dispatch(8)`), [`PreDispatch::PerJob`](crate::PreDispatch::PerJob)`(k)` for
+            /// `k * n_jobs` (default 2), or [`PreDispatch::All`](crate::PreDispatch::All).
+            pre_dispatch: $crate::options::PreDispatch, impl Into<$crate::options::PreDispatch>, with_pre_dispatch;
             /// The longest one task may run. On the process backend an
             /// overdue task's worker is killed and the run fails with
             /// [`crate::Error::Timeout`]. On threads the run fails the same way, but
             /// the thread cannot be stopped: the task runs on in the
             /// background.
-            timeout: Duration, Duration, with_timeout;
-            /// joblib-style progress lines on stderr: 0 (none) to 3 (most).
-            verbose: u8, u8, with_verbose;
+            timeout: ::std::time::Duration, ::std::time::Duration, with_timeout;
+            /// joblib-style progress lines on stderr, on joblib's scale: 0
+            /// is silent, 1 to 3 are parjob's levels (a line every 2 s,
+            /// 0.5 s, 0.1 s), 4 to 10 count as 2, and above 10 as 3.
+            verbose: u32, u32, with_verbose;
+            /// joblib's `prefer`: the backend to use when no level names
+            /// one (a soft hint; see [`Prefer`](crate::Prefer)).
+            prefer: $crate::options::Prefer, $crate::options::Prefer, with_prefer;
+            /// joblib's `require`: [`Require::SharedMem`](crate::Require::SharedMem) (also
+            /// `.require_sharedmem()`) says the jobs share this
+            /// process's memory, so a process backend from a scoped
+            /// `config()`, the task's attribute or `PARJOB_BACKEND` becomes
+            /// threads. With `.backend(Backend::Process)` given
+            /// explicitly, the run is a configuration error.
+            require: $crate::options::Require, $crate::options::Require, with_require;
             /// A progress bar on stderr (with the default `progress` feature).
             progress: bool, bool, with_progress;
         }
@@ -156,6 +257,12 @@ macro_rules! option_setters {
                 self
             }
         )*
+
+        /// joblib's `require = "sharedmem"`: the same as
+        /// `.require(Require::SharedMem)`.
+        pub fn require_sharedmem(self) -> Self {
+            self.require($crate::options::Require::SharedMem)
+        }
     };
 }
 pub(crate) use option_setters;
@@ -201,15 +308,20 @@ for_each_option!(options_struct);
 pub struct Plan {
     /// Number of workers, at least 1.
     pub n_jobs: usize,
+    /// `n_jobs` as asked for (`-1`, `-2`, ...), which `verbose` shows as
+    /// joblib does.
+    pub n_jobs_asked: i32,
     /// The backend. `n_jobs == 1` always resolves to `Sequential`.
     pub backend: Backend,
+    /// Where the backend came from.
+    pub backend_source: BackendSource,
     /// Jobs per batch.
     pub batch_size: BatchSize,
     /// Batches in flight at most (`usize::MAX` for "all").
     pub pre_dispatch: usize,
     /// Per-task time limit.
     pub timeout: Option<Duration>,
-    /// 0..=3.
+    /// parjob's level, 0..=3 (joblib's scale mapped down).
     pub verbose: u8,
     /// Draw a progress bar.
     pub progress: bool,

@@ -21,13 +21,14 @@ use crate::backend::process::{PoolSlot, ProcessSession};
 use crate::backend::sequential::Sequential;
 use crate::backend::thread::{ThreadSession, Threads};
 use crate::backend::Session;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::options::{
     for_each_option, option_setters, Backend, BatchSize, Options, Plan, PreDispatch,
 };
 use crate::schedule::{Ordered, Stream, Unordered};
-use crate::task::Work;
+use crate::task::{Declared, Work};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -152,18 +153,40 @@ impl Parallel {
         }
     }
 
-    fn stream<I>(&self, jobs: I, ordered: bool, bounded: bool) -> Stream<I>
+    /// A stream of `jobs`, resolved with the first job's task as the task
+    /// level of the precedence rule (a job remembers its task's options).
+    fn stream<I>(&self, mut jobs: I, ordered: bool, bounded: bool) -> Stream<I>
     where
         I: Iterator,
         I::Item: Work,
     {
-        self.stream_planned(self.options.resolve(), jobs, ordered, bounded)
+        let first = match catch_unwind(AssertUnwindSafe(|| jobs.next())) {
+            Ok(first) => first,
+            Err(payload) => {
+                let e = Error::InputPanicked {
+                    index: 0,
+                    message: crate::panic::payload_text(&*payload),
+                };
+                return Stream::new(jobs, None, Err(e), ordered, bounded).input_ended();
+            }
+        };
+        let declared = first.as_ref().map(Work::declared).unwrap_or_default();
+        let plan = self.options.resolve_for(declared);
+        let empty = first.is_none();
+        let stream = self.stream_planned(plan, first, jobs, ordered, bounded);
+        if empty {
+            stream.input_ended()
+        } else {
+            stream
+        }
     }
 
-    /// A stream of `jobs` under a plan resolved once by the caller.
+    /// A stream of `jobs` (after `first`, already drawn) under a plan
+    /// resolved once by the caller.
     pub(crate) fn stream_planned<I>(
         &self,
         plan: Result<Plan>,
+        first: Option<I::Item>,
         jobs: I,
         ordered: bool,
         bounded: bool,
@@ -176,7 +199,7 @@ impl Parallel {
             let session = self.session::<I::Item>(&plan)?;
             Ok((plan, session))
         });
-        Stream::new(jobs, start, ordered, bounded)
+        Stream::new(jobs, first, start, ordered, bounded)
     }
 
     /// This runner's thread pool, of `n_jobs` threads.
@@ -195,6 +218,7 @@ impl Parallel {
             Backend::Process => Box::new(ProcessSession::new(
                 self.home.processes.lease(plan.n_jobs),
                 plan.timeout,
+                plan.backend_source,
             )?),
         })
     }
@@ -269,10 +293,11 @@ fn shared_home(plan: &Plan) -> Arc<Home> {
     Arc::clone(homes.entry((plan.n_jobs, plan.backend)).or_default())
 }
 
-/// A runner with these options on the shared pools, and its plan. A
-/// configuration error is reported when the runner runs.
-pub(crate) fn shared(options: Options) -> (Parallel, Result<Plan>) {
-    let plan = options.resolve();
+/// A runner with these options on the shared pools, and its plan, with
+/// `declared` as the task level. A configuration error is reported when
+/// the runner runs.
+pub(crate) fn shared(options: Options, declared: Declared) -> (Parallel, Result<Plan>) {
+    let plan = options.resolve_for(declared);
     let home = match &plan {
         Ok(plan) => shared_home(plan),
         Err(_) => Arc::new(Home::default()),

@@ -33,6 +33,44 @@ pub fn backend(text: &str) -> Option<BackendName> {
     }
 }
 
+/// joblib's `prefer`: a soft hint, used only when nothing names a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PreferName {
+    /// `"threads"` (also `"thread"`).
+    Threads,
+    /// `"processes"` (also `"process"`).
+    Processes,
+}
+
+/// `"threads"` or `"processes"`; case and surrounding spaces do not matter.
+pub fn prefer(text: &str) -> Option<PreferName> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "threads" | "thread" => Some(PreferName::Threads),
+        "processes" | "process" => Some(PreferName::Processes),
+        _ => None,
+    }
+}
+
+/// joblib's `require`: its one value, `"sharedmem"`.
+pub fn require_sharedmem(text: &str) -> bool {
+    text.trim().eq_ignore_ascii_case("sharedmem")
+}
+
+/// joblib's `verbose` scale mapped to parjob's levels 0 to 3:
+/// - 0 is silent;
+/// - 1 to 3 are parjob's own levels (a line every 2 s, 0.5 s, 0.1 s);
+/// - 4 to 10, joblib's "progress at growing intervals", are level 2;
+/// - above 10, where joblib reports every batch, level 3.
+///
+/// joblib sends output to stdout above 50; parjob always writes to stderr.
+pub fn verbose_level(verbose: u32) -> u8 {
+    match verbose {
+        0..=3 => verbose as u8,
+        4..=10 => 2,
+        _ => 3,
+    }
+}
+
 /// joblib's `pre_dispatch`, as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PreDispatchSpec {
@@ -168,6 +206,19 @@ pub fn size_bytes(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefer_require_and_joblibs_verbose_scale() {
+        assert_eq!(prefer(" Processes "), Some(PreferName::Processes));
+        assert_eq!(prefer("threads"), Some(PreferName::Threads));
+        assert_eq!(prefer("loky"), None);
+        assert!(require_sharedmem("sharedmem") && !require_sharedmem("shared"));
+        let levels: Vec<u8> = [0, 1, 3, 4, 5, 10, 11, 50, 100, u32::MAX]
+            .into_iter()
+            .map(verbose_level)
+            .collect();
+        assert_eq!(levels, [0, 1, 3, 2, 2, 2, 3, 3, 3, 3]);
+    }
 
     #[test]
     fn backend_names_and_joblibs_aliases() {

@@ -84,7 +84,62 @@ fn map_shape(
     }
 }
 
-/// `delayed`, `map`, `par_map` and `options` on the same-named struct.
+/// How a caller's values become a job's arguments: per parameter, the
+/// type a caller passes (a `&T` parameter takes anything that a job can
+/// own as `T`, through a generic) and the conversion.
+struct Items {
+    /// `__ParjobA0..`, one per `&T` parameter.
+    generics: Vec<TokenStream>,
+    /// What a caller passes for each parameter.
+    types: Vec<TokenStream>,
+    /// Each argument made owned.
+    convert: Vec<TokenStream>,
+    /// One item of `f::map`: the argument, or a tuple of them.
+    item: TokenStream,
+    /// The pattern that takes an item apart.
+    pattern: TokenStream,
+}
+
+fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
+    let private = &parts.private;
+    let mut out = Items {
+        generics: Vec::new(),
+        types: Vec::new(),
+        convert: Vec::new(),
+        item: TokenStream::new(),
+        pattern: TokenStream::new(),
+    };
+    for (i, ((param, arg), owned)) in task
+        .params
+        .iter()
+        .zip(&parts.args)
+        .zip(&parts.owned)
+        .enumerate()
+    {
+        if param.by_ref {
+            let generic = format_ident!("__ParjobA{}", i);
+            out.generics
+                .push(quote!(#generic: #private::IntoOwnedArg<#owned>));
+            out.types.push(quote!(#generic));
+            out.convert
+                .push(quote!(#private::IntoOwnedArg::<#owned>::into_owned_arg(#arg)));
+        } else {
+            out.types.push(quote!(#owned));
+            out.convert.push(quote!(#arg));
+        }
+    }
+    let (types, args) = (&out.types, &parts.args);
+    // One parameter: an item is the argument; else a tuple of them.
+    (out.item, out.pattern) = if args.len() == 1 {
+        (quote!(#(#types)*), quote!(#(#args)*))
+    } else {
+        (quote!((#(#types,)*)), quote!((#(#args,)*)))
+    };
+    out
+}
+
+/// `delayed`, `map`, `with`, `par_map`, `repeat` and `options` on the
+/// same-named struct, and its `FromItem` impl.
 fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     let Parts {
         private,
@@ -94,12 +149,13 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
         args,
         owned,
     } = parts;
-    // One parameter: `map` takes an iterator of it; else of tuples.
-    let (map_item, map_pattern) = if args.len() == 1 {
-        (quote!(#(#owned)*), quote!(#(#args)*))
-    } else {
-        (quote!((#(#owned),*)), quote!((#(#args),*)))
-    };
+    let Items {
+        generics,
+        types,
+        convert,
+        item,
+        pattern,
+    } = items(task, parts);
     let (adapter, map_returns) = map_shape(task, private, output);
     let doc_par_map = format!(
         "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
@@ -110,55 +166,100 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     );
     let doc_delayed = format!(
         "One call of `{name_str}` waiting to run (joblib's `delayed({name_str})(..)`). \
-         The job owns its arguments; a `&T` parameter takes `T`'s owned form."
+         The job owns its arguments: a `&T` parameter takes a `T` (moved) or a `&T` \
+         (cloned once into the job)."
     );
     let doc_map = format!(
         "Runs `{name_str}` over every item (a tuple for several parameters), with the \
          attribute's options, on a shared pool. Returns the results in input order \
          (`return_as = \"list\"`, the default), or an iterator of them \
-         (`\"generator\"`, `\"generator_unordered\"`)."
+         (`\"generator\"`, `\"generator_unordered\"`). For a `&T` parameter an item \
+         may be a `T` or a `&T` (cloned into the job): `{name_str}::map(&xs)`."
     );
+    let doc_with = format!(
+        "`{name_str}` with per-call options: `{name_str}::with(|p| p.n_jobs(4).timeout(d)).map(items)`. \
+         They win over a scoped `config()`, the attribute and the environment; \
+         `.map`, `.iter` and `.iter_unordered` pick the shape of the results."
+    );
+    let repeat = if args.is_empty() {
+        let doc_repeat = format!(
+            "Runs `{name_str}`, which takes no arguments, `n` times (joblib's \
+             `Parallel()(delayed({name_str})() for _ in range(n))`)."
+        );
+        quote! {
+            #[doc = #doc_repeat]
+            pub fn repeat(n: usize) -> #map_returns {
+                #private::map::calls::<Self, _>(
+                    #private::Options::new(),
+                    ::core::iter::repeat_n((), n),
+                )
+                .#adapter()
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     quote! {
+        impl<#(#generics),*> #private::FromItem<#item> for #name {
+            #[inline]
+            #[allow(clippy::unused_unit)]
+            fn from_item(#pattern: #item) -> (#(#owned,)*) {
+                (#(#convert,)*)
+            }
+        }
+
         impl #name {
             #[doc = #doc_delayed]
             #[allow(clippy::too_many_arguments)]
-            pub fn delayed(#(#args: #owned),*) -> #private::Job<#output> {
-                #private::Job::call::<Self>((#(#args,)*))
+            pub fn delayed<#(#generics),*>(#(#args: #types),*) -> #private::Job<#output> {
+                #private::Job::call::<Self>((#(#convert,)*))
             }
 
             #[doc = #doc_map]
             pub fn map<__ParjobItems>(items: __ParjobItems) -> #map_returns
             where
-                __ParjobItems: ::core::iter::IntoIterator<Item = #map_item>,
+                __ParjobItems: ::core::iter::IntoIterator,
+                Self: #private::FromItem<__ParjobItems::Item>,
             {
                 #private::map::calls::<Self, _>(
-                    <Self as #private::Task>::options(),
+                    #private::Options::new(),
                     ::core::iter::Iterator::map(
                         ::core::iter::IntoIterator::into_iter(items),
-                        |#map_pattern| (#(#args,)*),
+                        <Self as #private::FromItem<__ParjobItems::Item>>::from_item,
                     ),
                 )
                 .#adapter()
             }
+
+            #[doc = #doc_with]
+            pub fn with(
+                configure: impl ::core::ops::FnOnce(#private::TaskRun<Self>) -> #private::TaskRun<Self>,
+            ) -> #private::TaskRun<Self> {
+                configure(#private::TaskRun::new())
+            }
+
+            #repeat
 
             #[doc = #doc_par_map]
             pub fn par_map<__ParjobItems>(
                 items: __ParjobItems,
             ) -> #private::Result<::std::vec::Vec<#output>>
             where
-                __ParjobItems: #private::rayon::iter::IntoParallelIterator<Item = #map_item>,
+                __ParjobItems: #private::rayon::iter::IntoParallelIterator,
                 __ParjobItems::Iter: #private::rayon::iter::IndexedParallelIterator,
+                Self: #private::FromItem<__ParjobItems::Item>,
             {
                 #private::map::indexed::<Self, _>(
                     #private::rayon::iter::ParallelIterator::map(
                         #private::rayon::iter::IntoParallelIterator::into_par_iter(items),
-                        |#map_pattern| (#(#args,)*),
+                        <Self as #private::FromItem<__ParjobItems::Item>>::from_item,
                     ),
                 )
             }
 
-            /// The options given in the attribute (unset ones come from the
-            /// environment and the defaults when a run starts).
+            /// The options given in the attribute (unset ones come from
+            /// scoped defaults, the environment and the defaults when a run
+            /// starts).
             pub fn options() -> #private::Options {
                 <Self as #private::Task>::options()
             }

@@ -75,6 +75,11 @@ pub(crate) trait Session<W: Work> {
     fn longest_running(&self) -> Option<LongestRunning> {
         None
     }
+    /// The worker processes running this session's batches, on the
+    /// process backend (empty elsewhere).
+    fn worker_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
     /// Stops whatever is in flight; called once, when the run ends early.
     fn cancel(&mut self);
     /// How long an auto-sized batch should take on this backend.

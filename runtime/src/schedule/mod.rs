@@ -133,7 +133,14 @@ impl<I: Iterator> Stream<I>
 where
     I::Item: Work,
 {
-    pub(crate) fn new(input: I, start: Start<I::Item>, ordered: bool, bounded: bool) -> Self {
+    /// A stream of `first` (already drawn, if any), then `input`.
+    pub(crate) fn new(
+        input: I,
+        first: Option<I::Item>,
+        start: Start<I::Item>,
+        ordered: bool,
+        bounded: bool,
+    ) -> Self {
         let ready = if ordered {
             Ready::Ordered(Reorder::new())
         } else {
@@ -143,8 +150,9 @@ where
             Ok((plan, session)) => (Some(plan), Some(session), None),
             Err(e) => (None, None, Some(e)),
         };
+        let pending = usize::from(first.is_some());
         let total = match input.size_hint() {
-            (lo, Some(hi)) if lo == hi => Some(hi),
+            (lo, Some(hi)) if lo == hi => Some(hi + pending),
             _ => None,
         };
         let (batcher, report) = match (&plan, &session) {
@@ -159,7 +167,7 @@ where
         };
         Stream {
             input,
-            lookahead: None,
+            lookahead: first,
             drawn: 0,
             exhausted: false,
             session,
@@ -177,10 +185,18 @@ where
         }
     }
 
+    /// Marks the input as drawn to its end (the caller saw it empty).
+    pub(crate) fn input_ended(mut self) -> Self {
+        self.exhausted = true;
+        self
+    }
+
     fn quiet() -> Plan {
         Plan {
             n_jobs: 1,
+            n_jobs_asked: 1,
             backend: crate::options::Backend::Sequential,
+            backend_source: crate::options::BackendSource::OneJob,
             batch_size: crate::options::BatchSize::Fixed(1),
             pre_dispatch: 1,
             timeout: None,
@@ -262,10 +278,14 @@ where
                 break;
             }
             let jobs = batch.items.len();
+            let task = batch.items[0].task();
             let session = self.session.as_mut().expect("checked above");
             if let Err(e) = session.submit(batch) {
                 self.fail(e);
                 break;
+            }
+            if self.drawn == jobs {
+                self.report.announce(task, &session.worker_pids());
             }
             self.in_flight_batches += 1;
             self.in_flight_jobs += jobs;

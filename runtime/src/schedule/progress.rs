@@ -25,7 +25,10 @@ pub(crate) struct Reporter {
 
 struct Active {
     verbose: u8,
-    n_jobs: usize,
+    /// `n_jobs` as asked for, shown in brackets as joblib does.
+    n_jobs: i32,
+    /// The plan, until the first line names what runs it.
+    plan: Option<Plan>,
     started: Instant,
     last_line: Option<Instant>,
     done: usize,
@@ -41,7 +44,8 @@ impl Reporter {
         }
         let active = Active {
             verbose: plan.verbose,
-            n_jobs: plan.n_jobs,
+            n_jobs: plan.n_jobs_asked,
+            plan: Some(*plan),
             started: Instant::now(),
             last_line: None,
             done: 0,
@@ -61,52 +65,26 @@ impl Reporter {
                 bar
             }),
         };
-        if active.verbose >= 1 {
-            let batching = match plan.batch_size {
-                crate::options::BatchSize::Auto => "auto".to_string(),
-                crate::options::BatchSize::Fixed(n) => n.to_string(),
-            };
-            let pre_dispatch = if plan.pre_dispatch == usize::MAX {
-                "all".to_string()
-            } else {
-                plan.pre_dispatch.to_string()
-            };
-            eprintln!(
-                "[Parallel(n_jobs={})]: Using the {} backend with {} worker{} \
-                 (batch_size={batching}, pre_dispatch={pre_dispatch})",
-                plan.n_jobs,
-                plan.backend,
-                plan.n_jobs,
-                if plan.n_jobs == 1 { "" } else { "s" }
-            );
-            if plan.backend == Backend::Process {
-                eprintln!(
-                    "[Parallel(n_jobs={})]: a batch's arguments, and each result, travel in \
-                     frames of at most {} MiB",
-                    plan.n_jobs,
-                    crate::wire::MAX_FRAME >> 20
-                );
-            }
-            if let Some(t) = plan.timeout {
-                let note = match plan.backend {
-                    Backend::Process => "an overdue task's worker is killed and replaced",
-                    Backend::Thread => {
-                        "an overdue task ends the run with an error, but its thread cannot be \
-                         stopped: the task runs on in the background and its result is dropped"
-                    }
-                    Backend::Sequential => {
-                        "a task runs in this thread and cannot be stopped: an overdue task is \
-                         reported when it returns"
-                    }
-                };
-                eprintln!(
-                    "[Parallel(n_jobs={})]: timeout {t:?} per task: {note}",
-                    plan.n_jobs
-                );
-            }
-        }
         Reporter {
             active: Some(Box::new(active)),
+        }
+    }
+
+    /// The first batch went out: says which backend runs the run, where it
+    /// came from, with how many workers (and, on processes, their pids),
+    /// for which task.
+    pub(crate) fn announce(&mut self, task: &str, pids: &[u32]) {
+        let Some(a) = self.active.as_deref_mut() else {
+            return;
+        };
+        let Some(plan) = a.plan.take() else {
+            return;
+        };
+        if a.verbose >= 1 {
+            eprintln!("{}", first_line(&plan, task, pids));
+            for line in notes(&plan) {
+                eprintln!("[Parallel(n_jobs={})]: {line}", plan.n_jobs_asked);
+            }
         }
     }
 
@@ -215,6 +193,65 @@ impl Reporter {
             );
         }
     }
+}
+
+/// `Using the process backend (from the task's attribute) with 2 worker
+/// processes (pids 41, 42) for task `m::f` (batch_size=auto, ...)`.
+fn first_line(plan: &Plan, task: &str, pids: &[u32]) -> String {
+    let batching = match plan.batch_size {
+        crate::options::BatchSize::Auto => "auto".to_string(),
+        crate::options::BatchSize::Fixed(n) => n.to_string(),
+    };
+    let pre_dispatch = if plan.pre_dispatch == usize::MAX {
+        "all".to_string()
+    } else {
+        plan.pre_dispatch.to_string()
+    };
+    let n = plan.n_jobs;
+    let s = if n == 1 { "" } else { "s" };
+    let workers = match plan.backend {
+        Backend::Process => {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            format!(
+                "{n} worker process{} (pids {})",
+                if n == 1 { "" } else { "es" },
+                pids.join(", ")
+            )
+        }
+        Backend::Thread => format!("{n} thread{s} in this process (pid {})", std::process::id()),
+        Backend::Sequential => format!("1 worker, this thread (pid {})", std::process::id()),
+    };
+    format!(
+        "[Parallel(n_jobs={})]: Using the {} backend (from {}) with {workers} for task `{task}` \
+         (batch_size={batching}, pre_dispatch={pre_dispatch})",
+        plan.n_jobs_asked, plan.backend, plan.backend_source
+    )
+}
+
+/// What the plan's frame limit and timeout mean on its backend.
+fn notes(plan: &Plan) -> Vec<String> {
+    let mut notes = Vec::new();
+    if plan.backend == Backend::Process {
+        notes.push(format!(
+            "a batch's arguments, and each result, travel in frames of at most {} MiB",
+            crate::wire::MAX_FRAME >> 20
+        ));
+    }
+    if let Some(t) = plan.timeout {
+        let note = match plan.backend {
+            Backend::Process => "an overdue task's worker is killed and replaced",
+            Backend::Thread => {
+                "an overdue task ends the run with an error, but its thread cannot be \
+                 stopped: the task runs on in the background and its result is dropped"
+            }
+            Backend::Sequential => {
+                "a task runs in this thread and cannot be stopped: an overdue task is \
+                 reported when it returns"
+            }
+        };
+        notes.push(format!("timeout {t:?} per task: {note}"));
+    }
+    notes
 }
 
 fn seconds(s: f64) -> String {

@@ -10,7 +10,10 @@
 //! of function pointers ([`TaskCodecs`]) that the wire layer fills, and the
 //! registry ([`registry()`]) maps names to entries the wire layer builds.
 
+mod args;
 mod registry;
+
+pub use args::{ArgOwned, FromItem, IntoOwnedArg};
 
 pub use registry::TaskEntry;
 pub(crate) use registry::{registry, registry_fingerprint};
@@ -90,6 +93,35 @@ pub struct Job<R> {
     task: &'static str,
     body: Box<dyn Body<R>>,
     decode: Option<Decoder<R>>,
+    declared: fn() -> Declared,
+}
+
+/// A task's own options, as a run sees them at the task level of the
+/// precedence rule, and whether its calls can cross a process boundary.
+pub(crate) fn declared<T: Task>() -> Declared {
+    Declared {
+        options: T::options(),
+        crosses: T::codecs().is_some(),
+    }
+}
+
+/// What a closure declares: no options, and it cannot cross.
+fn closure_declared() -> Declared {
+    Declared {
+        options: Options::new(),
+        crosses: false,
+    }
+}
+
+/// The task level of a run: the options of its (first) task, and whether
+/// its calls can cross a process boundary. Work that cannot cross is never
+/// sent to processes by joblib's soft `prefer` hint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Declared {
+    /// The task's attribute.
+    pub options: Options,
+    /// Whether it is a process task.
+    pub crosses: bool,
 }
 
 trait Body<R>: Send {
@@ -118,9 +150,11 @@ impl<T: Task> Body<T::Output> for Call<T> {
 }
 
 impl<R: Send + 'static> Job<R> {
-    /// A job from a closure. It runs on the thread and sequential backends;
-    /// on the process backend it runs on threads in the parent, because a
-    /// closure cannot cross a process boundary.
+    /// A job from a closure. It runs on the thread and sequential backends.
+    /// A closure cannot cross a process boundary: under a process backend
+    /// asked for explicitly or by a scoped `config()`, the run fails with
+    /// [`Error::NotAProcessTask`](crate::Error::NotAProcessTask), unless
+    /// it also says `.require_sharedmem()`, which runs it on threads.
     ///
     /// ```
     /// use parjob_runtime::{Job, Parallel};
@@ -132,6 +166,7 @@ impl<R: Send + 'static> Job<R> {
             task: "closure",
             body: Box::new(Closure(f)),
             decode: None,
+            declared: closure_declared,
         }
     }
 
@@ -142,6 +177,7 @@ impl<R: Send + 'static> Job<R> {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
             decode: T::codecs().map(|c| c.output.read),
+            declared: declared::<T>,
         }
     }
 
@@ -173,6 +209,8 @@ pub trait Work: Send + 'static {
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
     /// Decodes a worker's encoded result.
     fn decoder(&self) -> Option<Decoder<Self::Output>>;
+    /// The task's own options (the task level of the precedence rule).
+    fn declared(&self) -> Declared;
 }
 
 impl<R: Send + 'static> Work for Job<R> {
@@ -188,6 +226,9 @@ impl<R: Send + 'static> Work for Job<R> {
     }
     fn decoder(&self) -> Option<Decoder<R>> {
         self.decode
+    }
+    fn declared(&self) -> Declared {
+        (self.declared)()
     }
 }
 
@@ -208,6 +249,9 @@ impl<T: Task> Work for Call<T> {
     }
     fn decoder(&self) -> Option<Decoder<T::Output>> {
         T::codecs().map(|c| c.output.read)
+    }
+    fn declared(&self) -> Declared {
+        declared::<T>()
     }
 }
 
@@ -251,27 +295,3 @@ pub fn assert_process_arg<T: ProcessArg>() {}
 /// Compile-time check emitted by `#[parallel(backend = "process")]`.
 #[doc(hidden)]
 pub fn assert_process_output<T: ProcessOutput>() {}
-
-/// What a job stores for a `&T` parameter of a task: `T` itself for a sized
-/// `T` (the caller hands the job its own value, so no `Clone` is needed),
-/// and the owned form of the unsized path and string types.
-pub trait ArgOwned {
-    /// The owned type; `&Owned` derefs to `&Self`.
-    type Owned;
-}
-
-impl<T> ArgOwned for T {
-    type Owned = T;
-}
-
-impl ArgOwned for std::path::Path {
-    type Owned = std::path::PathBuf;
-}
-
-impl ArgOwned for std::ffi::OsStr {
-    type Owned = std::ffi::OsString;
-}
-
-impl ArgOwned for std::ffi::CStr {
-    type Owned = std::ffi::CString;
-}

@@ -11,6 +11,7 @@ use super::{send, Worker, BATCH_TARGET, DEPTH};
 use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
+use crate::options::BackendSource;
 use crate::task::{Decoder, Work};
 use crate::wire::{self, Bytes, ToWorker};
 use std::collections::{HashMap, VecDeque};
@@ -40,13 +41,21 @@ pub(super) struct InFlight<R> {
 pub(crate) struct ProcessSession<W: Work> {
     pub(super) pool: Lease,
     pub(super) batches: HashMap<u64, InFlight<W::Output>>,
-    /// Batches finished without a worker (closures, encode failures).
+    /// Batches finished without a worker (work that cannot cross, encode
+    /// failures).
     here: VecDeque<Finished<W::Output>>,
     pub(super) timeout: Option<Duration>,
+    /// Where the process backend came from, for the error about work that
+    /// cannot cross.
+    backend_from: BackendSource,
 }
 
 impl<W: Work> ProcessSession<W> {
-    pub(crate) fn new(mut pool: Lease, timeout: Option<Duration>) -> Result<Self> {
+    pub(crate) fn new(
+        mut pool: Lease,
+        timeout: Option<Duration>,
+        backend_from: BackendSource,
+    ) -> Result<Self> {
         if worker::entry().is_none() {
             return Err(Error::NoWorkerEntry);
         }
@@ -59,6 +68,7 @@ impl<W: Work> ProcessSession<W> {
             batches: HashMap::new(),
             here: VecDeque::new(),
             timeout,
+            backend_from,
         })
     }
 
@@ -113,10 +123,14 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         };
         let task = head.task();
         let Some(decode) = head.decoder() else {
-            // A closure cannot cross a process boundary: it runs here, as
-            // joblib runs `require="sharedmem"` work on threads.
-            self.here
-                .push_back(crate::backend::run_here(batch, None, || false));
+            // Work that cannot cross a process boundary never runs silently
+            // in the parent: the run fails, saying how to fix it.
+            let e = Error::NotAProcessTask {
+                task: task.to_string(),
+                index: first,
+                backend_from: self.backend_from.to_string(),
+            };
+            self.here.push_back(Finished::failed(first, jobs, e));
             return Ok(());
         };
         let mut args = Vec::with_capacity(jobs);
@@ -220,6 +234,10 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 })
             })
             .max_by_key(|l| l.running_for)
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.pool.pids()
     }
 
     fn cancel(&mut self) {

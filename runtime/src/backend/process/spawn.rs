@@ -39,7 +39,7 @@ pub(super) struct Spawned {
 
 struct SpawnRequest {
     command: Command,
-    child_fds: [OwnedFd; 2],
+    child_fds: Vec<OwnedFd>,
     reply: Sender<io::Result<Child>>,
 }
 
@@ -119,7 +119,12 @@ fn worker_program() -> std::path::PathBuf {
 /// The command that re-executes this binary as a worker: its entry's
 /// arguments, its spec and thread counts in the environment, and, between
 /// fork and exec, its descriptors kept open and its death tied to ours.
-fn worker_command(entry: &EntryPoint, spec: &WorkerSpec, parent: libc::pid_t) -> Command {
+fn worker_command(
+    entry: &EntryPoint,
+    spec: &WorkerSpec,
+    parent: libc::pid_t,
+    quiet: Option<&QuietStart>,
+) -> Command {
     let mut command = Command::new(worker_program());
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
@@ -142,15 +147,21 @@ fn worker_command(entry: &EntryPoint, spec: &WorkerSpec, parent: libc::pid_t) ->
             command.env(var, spec.share.to_string());
         }
     }
-    let keep = [spec.read_fd, spec.write_fd, spec.beacon_fd];
+    let keep = [spec.read_fd, spec.write_fd, spec.beacon_fd, spec.stdout_fd];
+    let null = quiet.map_or(-1, |q| q.null.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    // async-signal-safe calls (fcntl, dup2, prctl, getppid, _exit).
     unsafe {
         command.pre_exec(move || {
-            for fd in keep {
+            for fd in keep.into_iter().filter(|&fd| fd >= 0) {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            // A test worker's stdout is /dev/null until the worker puts
+            // the saved one back: libtest's header is not the user's.
+            if null >= 0 && libc::dup2(null, 1) < 0 {
+                return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
@@ -165,15 +176,51 @@ fn worker_command(entry: &EntryPoint, spec: &WorkerSpec, parent: libc::pid_t) ->
     command
 }
 
+/// A test worker's stdout while libtest starts: /dev/null, and the
+/// parent's stdout kept aside to be put back (both close-on-exec here).
+struct QuietStart {
+    null: OwnedFd,
+    saved: OwnedFd,
+}
+
+impl QuietStart {
+    /// Only a test worker needs one: libtest prints before the test runs.
+    fn for_entry(entry: &EntryPoint) -> Result<Option<QuietStart>> {
+        if !matches!(entry, EntryPoint::Test { .. }) {
+            return Ok(None);
+        }
+        // /dev/null is a character device: opening it never blocks.
+        let null = File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Error::io("opening /dev/null for a test worker's stdout", e))?;
+        // SAFETY: F_DUPFD_CLOEXEC on fd 1 returns a new descriptor we own.
+        let saved = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+        if saved < 0 {
+            return Err(Error::io(
+                "keeping stdout aside for a test worker",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(Some(QuietStart {
+            null: OwnedFd::from(null),
+            // SAFETY: `saved` was just returned by fcntl and is owned by nobody else.
+            saved: unsafe { OwnedFd::from_raw_fd(saved) },
+        }))
+    }
+}
+
 /// Starts one worker with its share of the CPUs and its beacon.
 pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result<Spawned> {
     let beacon_fd = beacon.fd().expect("a shared beacon has a memfd");
-    let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
-    let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a pipe", e))?;
-    set_nonblocking(&parent_writes).map_err(|e| Error::io("making a pipe non-blocking", e))?;
+    let (child_reads, parent_writes) = pipe().map_err(|e| Error::io("making a worker pipe", e))?;
+    let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a worker pipe", e))?;
+    set_nonblocking(&parent_writes)
+        .map_err(|e| Error::io("making a worker pipe non-blocking", e))?;
     let token = random_token().map_err(|e| Error::io("drawing a worker token", e))?;
     // SAFETY: getpid is async-signal-safe and called before the fork.
     let parent = unsafe { libc::getpid() };
+    let quiet = QuietStart::for_entry(entry)?;
     let spec = WorkerSpec {
         read_fd: child_reads.as_raw_fd(),
         write_fd: child_writes.as_raw_fd(),
@@ -181,8 +228,13 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
         share,
         parent: parent as u32,
         token,
+        stdout_fd: quiet.as_ref().map_or(-1, |q| q.saved.as_raw_fd()),
     };
-    let command = worker_command(entry, &spec, parent);
+    let command = worker_command(entry, &spec, parent, quiet.as_ref());
+    let mut child_fds = vec![child_reads, child_writes];
+    if let Some(quiet) = quiet {
+        child_fds.extend([quiet.null, quiet.saved]);
+    }
     let gone = || {
         Error::io(
             "spawning a worker",
@@ -196,7 +248,7 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
         .unwrap_or_else(|p| p.into_inner())
         .send(SpawnRequest {
             command,
-            child_fds: [child_reads, child_writes],
+            child_fds,
             reply,
         })
         .map_err(|_| gone())?;

@@ -31,14 +31,19 @@ pub(crate) struct WorkerSpec {
     pub parent: u32,
     /// The parent's first 16 bytes on the pipe.
     pub token: [u8; 16],
+    /// For a test worker: the parent's stdout, kept aside while libtest
+    /// starts (its `running 1 test` line goes to /dev/null) and put back
+    /// on fd 1 when the worker begins, so the tasks' output is the user's.
+    /// -1 when stdout was not moved.
+    pub stdout_fd: i32,
 }
 
 impl std::fmt::Display for WorkerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{},{},{},{},{},",
-            self.read_fd, self.write_fd, self.beacon_fd, self.share, self.parent
+            "{},{},{},{},{},{},",
+            self.read_fd, self.write_fd, self.beacon_fd, self.share, self.parent, self.stdout_fd
         )?;
         self.token.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
@@ -49,7 +54,7 @@ impl std::str::FromStr for WorkerSpec {
     fn from_str(spec: &str) -> Result<Self, String> {
         let malformed = || format!("malformed {ENV_WORKER}={spec:?}");
         let fields: Vec<&str> = spec.split(',').collect();
-        let [read_fd, write_fd, beacon_fd, share, parent, token] = fields[..] else {
+        let [read_fd, write_fd, beacon_fd, share, parent, stdout_fd, token] = fields[..] else {
             return Err(malformed());
         };
         let number = |f: &str| f.trim().parse::<i32>().map_err(|_| malformed());
@@ -67,6 +72,7 @@ impl std::str::FromStr for WorkerSpec {
             share: number(share)?.max(1) as usize,
             parent: parent.trim().parse().map_err(|_| malformed())?,
             token: bytes,
+            stdout_fd: number(stdout_fd)?,
         })
     }
 }
@@ -102,18 +108,42 @@ pub fn init() {
 }
 
 /// The worker entry for tests, called by `#[parjob::test]` with the test
-/// function's `module_path!()` and name.
+/// function's `module_path!()` and name. It holds for the test's thread
+/// until the returned guard drops, at the end of the test: a plain
+/// `#[test]` on another thread never borrows it, so whether it can use the
+/// process backend does not depend on which tests ran before it.
 #[doc(hidden)]
-pub fn test_entry(module_path: &str, fn_name: &str) {
+pub fn test_entry(module_path: &str, fn_name: &str) -> TestEntryGuard {
     // libtest names a test by its path inside the crate.
     let name = match module_path.split_once("::") {
         Some((_crate, rest)) => format!("{rest}::{fn_name}"),
         None => fn_name.to_string(),
     };
-    set_entry(EntryPoint::Test { name });
     if let Some(spec) = worker_spec() {
         serve(&spec);
     }
+    TEST_ENTRY.with(|e| *e.borrow_mut() = Some(EntryPoint::Test { name }));
+    TestEntryGuard {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Keeps a test's worker entry for its thread; see [`test_entry`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TestEntryGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for TestEntryGuard {
+    fn drop(&mut self) {
+        TEST_ENTRY.with(|e| *e.borrow_mut() = None);
+    }
+}
+
+thread_local! {
+    static TEST_ENTRY: std::cell::RefCell<Option<EntryPoint>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn set_entry(entry: EntryPoint) {
@@ -123,8 +153,13 @@ fn set_entry(entry: EntryPoint) {
     }
 }
 
+/// How to re-execute this program as a worker, from this thread: the
+/// test's entry on a `#[parjob::test]`'s thread, else the program's
+/// (`#[parjob::main]`, `parjob::init()`), else none.
 pub(crate) fn entry() -> Option<EntryPoint> {
-    ENTRY.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    TEST_ENTRY
+        .with(|e| e.borrow().clone())
+        .or_else(|| ENTRY.lock().unwrap_or_else(|p| p.into_inner()).clone())
 }
 
 /// In a worker process: its share of the CPUs. `None` in a parent.
@@ -160,6 +195,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     // the variable, nor the pipe ends (they would keep the pipes open).
     std::env::remove_var(ENV_WORKER);
     check_parent(&spec)?;
+    restore_stdout(spec.stdout_fd)?;
     // SAFETY: the parent passed these descriptors to us alone (checked
     // above: they are pipes, from our parent) and nothing else here owns them.
     let (input, output) = unsafe {
@@ -242,6 +278,27 @@ fn check_parent(spec: &WorkerSpec) -> Result<(), String> {
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
             return Err(format!("descriptor {fd} from the parent is not open"));
         }
+    }
+    Ok(())
+}
+
+/// Puts the parent's stdout back on fd 1 (a test worker's was /dev/null
+/// while libtest printed its header).
+fn restore_stdout(saved: i32) -> Result<(), String> {
+    if saved < 0 {
+        return Ok(());
+    }
+    let _ = std::io::stdout().flush();
+    // SAFETY: `saved` is the parent's stdout, passed to us alone; after
+    // dup2 fd 1 is a copy of it and `saved` is closed, owned by nobody.
+    unsafe {
+        if libc::dup2(saved, 1) < 0 {
+            return Err(format!(
+                "restoring stdout from descriptor {saved}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::close(saved);
     }
     Ok(())
 }

@@ -1,0 +1,100 @@
+//! The one precedence rule, level by level: explicit (builder or per-call)
+//! over scoped `config()`, over the task's attribute, over the `PARJOB_*`
+//! environment, over the built-in default. One test, because the
+//! environment is process-wide.
+
+use parjob::prelude::*;
+use parjob::{config, BackendSource};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[parallel(backend = "process", n_jobs = 3, timeout = 60)]
+fn pid_of(_x: u64) -> u32 {
+    std::process::id()
+}
+
+fn ran_here(pids: &[u32]) -> bool {
+    pids.iter().all(|&p| p == std::process::id())
+}
+
+fn ran_in_workers(pids: &[u32], at_most: usize) -> bool {
+    let distinct: HashSet<&u32> = pids.iter().collect();
+    !pids.is_empty() && !pids.contains(&std::process::id()) && distinct.len() <= at_most
+}
+
+#[parjob::test]
+fn each_level_wins_over_the_next() {
+    std::env::remove_var("PARJOB_N_JOBS");
+    std::env::remove_var("PARJOB_BACKEND");
+    // 5. The built-in default.
+    let plan = Parallel::new().plan().unwrap();
+    let default_backend = if parjob::cpu_count() == 1 {
+        (Backend::Sequential, BackendSource::OneJob)
+    } else {
+        (Backend::Thread, BackendSource::Default)
+    };
+    assert_eq!(plan.n_jobs, parjob::cpu_count());
+    assert_eq!((plan.backend, plan.backend_source), default_backend);
+
+    // 4. The environment wins over the default.
+    std::env::set_var("PARJOB_N_JOBS", "2");
+    std::env::set_var("PARJOB_BACKEND", "sequential");
+    let plan = Parallel::new().plan().unwrap();
+    assert_eq!(
+        (plan.n_jobs, plan.backend, plan.backend_source),
+        (2, Backend::Sequential, BackendSource::Environment)
+    );
+    assert_eq!(plan.timeout, None);
+
+    // 3. The task's attribute wins over the environment.
+    let plan = pid_of::with(|p| p).plan().unwrap();
+    assert_eq!(
+        (plan.n_jobs, plan.backend, plan.backend_source),
+        (3, Backend::Process, BackendSource::Task)
+    );
+    assert_eq!(plan.timeout, Some(Duration::from_secs(60)));
+    assert!(ran_in_workers(&pid_of::map(0..9).unwrap(), 3));
+    // ...also for its jobs in a `Parallel` that names no backend.
+    let jobs = Parallel::new().run((0..9).map(pid_of::delayed)).unwrap();
+    assert!(ran_in_workers(&jobs, 3));
+
+    // 2. A scoped config() wins over the task's attribute.
+    let scope = config()
+        .n_jobs(2)
+        .backend(Backend::Thread)
+        .timeout(Duration::from_secs(5));
+    let plan = scope.scope(|| pid_of::with(|p| p).plan().unwrap());
+    assert_eq!(
+        (plan.n_jobs, plan.backend, plan.backend_source),
+        (2, Backend::Thread, BackendSource::Scoped)
+    );
+    assert_eq!(plan.timeout, Some(Duration::from_secs(5)));
+    assert!(ran_here(&scope.scope(|| pid_of::map(0..9)).unwrap()));
+
+    // 1. Explicit options win over the scope: per call, and on a builder.
+    let plan = scope.scope(|| {
+        pid_of::with(|p| p.n_jobs(2).backend(Backend::Process))
+            .plan()
+            .unwrap()
+    });
+    assert_eq!(
+        (plan.n_jobs, plan.backend, plan.backend_source),
+        (2, Backend::Process, BackendSource::Explicit)
+    );
+    assert_eq!(
+        plan.timeout,
+        Some(Duration::from_secs(5)),
+        "unset: from the scope"
+    );
+    let per_call = scope.scope(|| pid_of::with(|p| p.backend(Backend::Process)).map(0..9));
+    assert!(ran_in_workers(&per_call.unwrap(), 2));
+    let builder = scope.scope(|| {
+        Parallel::new()
+            .backend(Backend::Process)
+            .run((0..9).map(pid_of::delayed))
+    });
+    assert!(ran_in_workers(&builder.unwrap(), 2));
+
+    std::env::remove_var("PARJOB_N_JOBS");
+    std::env::remove_var("PARJOB_BACKEND");
+}
