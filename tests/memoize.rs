@@ -488,6 +488,50 @@ fn memory_is_the_runtime_form() {
     assert_eq!(memory.stats("slow").last_miss, Some(MissReason::Evicted));
 }
 
+static PLAIN_SQUARES: AtomicUsize = AtomicUsize::new(0);
+
+fn plain_square(x: u64) -> u64 {
+    PLAIN_SQUARES.fetch_add(1, Ordering::SeqCst);
+    x * x
+}
+
+#[test]
+fn memory_caches_an_existing_fn_shelves_and_clears_the_whole_dir() {
+    let dir = fresh("target/memo-tests/memory-joblib");
+    let memory = Memory::new(&dir);
+    // joblib's `memory.cache(f)`: no wrapper closure.
+    let square = memory.cache_fn("plain_square", plain_square);
+    assert_eq!((square(7), square(7), square(8)), (49, 49, 64));
+    assert_eq!(PLAIN_SQUARES.load(Ordering::SeqCst), 2);
+    assert!(memory.check_call_in_cache("plain_square", &7u64));
+    assert!(!memory.check_call_in_cache("plain_square", &9u64));
+
+    // joblib's `call_and_shelve`: a handle, loaded on demand.
+    let shelved = memory.call_and_shelve("pairs", &(1u8, 2u8), || vec![1u8, 2]);
+    assert_eq!(shelved.get().unwrap(), vec![1, 2]);
+    let again = memory.call_and_shelve("pairs", &(1u8, 2u8), || -> Vec<u8> {
+        panic!("a shelved hit must not recompute")
+    });
+    assert_eq!(again.get().unwrap(), vec![1, 2]);
+    assert_eq!(memory.stats("pairs").hits, 1);
+
+    // A file that is not an entry survives a clear.
+    std::fs::write(dir.join("notes.txt"), "keep me").unwrap();
+    memory.clear_name("pairs");
+    assert!(!memory.check_call_in_cache("pairs", &(1u8, 2u8)));
+    assert!(memory.check_call_in_cache("plain_square", &7u64));
+    // joblib's `Memory.clear()`: every name under the directory.
+    memory.clear();
+    assert!(!memory.check_call_in_cache("plain_square", &7u64));
+    assert!(!memory.check_call_in_cache("plain_square", &8u64));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(square(7), 49);
+    assert_eq!(PLAIN_SQUARES.load(Ordering::SeqCst), 3);
+}
+
 #[memoize]
 fn from_env_dir(x: u64) -> u64 {
     x + 7

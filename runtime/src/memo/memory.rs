@@ -1,6 +1,9 @@
 //! `Memory`: the cache as a value, for code that cannot take an attribute.
 
-use super::{clear_entries, evict, store, Cache, CacheStats, Compression, Counters, Limits};
+use super::{
+    clear_entries, clear_tree, evict, store, Cache, CacheStats, Compression, Counters, Limits,
+    MemorizedResult,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -70,14 +73,8 @@ impl Memory {
         Arc::clone(all.entry(name.to_string()).or_default())
     }
 
-    /// The cached result of `compute` for `name` and `args`, or `compute`'s,
-    /// stored for next time. The runtime form cannot see `compute`'s code:
-    /// put a version in `name` when it changes.
-    pub fn cache<A, T>(&self, name: &str, args: &A, compute: impl FnOnce() -> T) -> T
-    where
-        A: Serialize + ?Sized,
-        T: Serialize + DeserializeOwned,
-    {
+    /// Runs `with` on the cache of `name`.
+    fn with_cache<R>(&self, name: &str, with: impl FnOnce(&Cache<'_>) -> R) -> R {
         let counters = self.counters(name);
         let dir = store::function_dir(&self.root, name);
         let cache = Cache {
@@ -91,7 +88,66 @@ impl Memory {
             verbose: self.verbose,
             counters: &counters,
         };
-        cache.call(cache.key(args), "", compute)
+        with(&cache)
+    }
+
+    /// The cached result of `compute` for `name` and `args`, or `compute`'s,
+    /// stored for next time. The runtime form cannot see `compute`'s code:
+    /// put a version in `name` when it changes.
+    pub fn cache<A, T>(&self, name: &str, args: &A, compute: impl FnOnce() -> T) -> T
+    where
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+    {
+        self.with_cache(name, |cache| cache.call(cache.key(args), "", compute))
+    }
+
+    /// An existing function made cached, without a wrapper (joblib's
+    /// `memory.cache(f)`): the returned closure takes `f`'s argument (a
+    /// tuple for several) and returns the cached result.
+    ///
+    /// ```
+    /// fn slow_square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let dir = std::env::temp_dir().join(format!("parjob-doc-cache-fn-{}", std::process::id()));
+    /// let memory = parjob_runtime::Memory::new(&dir);
+    /// let square = memory.cache_fn("slow_square", slow_square);
+    /// assert_eq!((square(12), square(12)), (144, 144));
+    /// assert_eq!(memory.stats("slow_square").hits, 1);
+    /// std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    pub fn cache_fn<'m, A, T>(
+        &'m self,
+        name: &'m str,
+        f: impl Fn(A) -> T + 'm,
+    ) -> impl Fn(A) -> T + 'm
+    where
+        A: Serialize,
+        T: Serialize + DeserializeOwned,
+    {
+        move |args: A| self.with_cache(name, |cache| cache.call(cache.key(&args), "", || f(args)))
+    }
+
+    /// Computes or finds the result of `name` for `args` without loading
+    /// it (joblib's `call_and_shelve`): a small handle to the stored entry,
+    /// whose [`MemorizedResult::get`] loads it when needed.
+    pub fn call_and_shelve<A, T>(
+        &self,
+        name: &str,
+        args: &A,
+        compute: impl FnOnce() -> T,
+    ) -> MemorizedResult<T>
+    where
+        A: Serialize + ?Sized,
+        T: Serialize,
+    {
+        self.with_cache(name, |cache| cache.shelve(cache.key(args), "", compute))
+    }
+
+    /// Whether a valid, unexpired entry of `name` exists for `args`.
+    pub fn check_call_in_cache<A: Serialize + ?Sized>(&self, name: &str, args: &A) -> bool {
+        self.with_cache(name, |cache| cache.contains(cache.key(args)))
     }
 
     /// Hits, misses, and why the last miss of `name` missed.
@@ -118,8 +174,16 @@ impl Memory {
         )
     }
 
-    /// Deletes every entry of `name`.
-    pub fn clear(&self, name: &str) {
+    /// Deletes every entry under this directory: every name and every
+    /// `#[memoize]` function stored here (joblib's `Memory.clear()`).
+    /// Files that are not cache entries are left alone, and links are not
+    /// followed.
+    pub fn clear(&self) {
+        clear_tree(&self.root);
+    }
+
+    /// Deletes every entry of `name` (joblib's `func.clear()`).
+    pub fn clear_name(&self, name: &str) {
         clear_entries(&store::function_dir(&self.root, name));
     }
 }

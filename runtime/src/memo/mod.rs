@@ -348,6 +348,24 @@ fn clear_entries(dir: &Path) {
     }
 }
 
+/// Deletes the entries in `root` and every directory below it. Links are
+/// not followed; the walk keeps its own stack, so a deep tree cannot
+/// exhaust the thread's.
+fn clear_tree(root: &Path) {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        clear_entries(&dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(entry.path());
+            }
+        }
+    }
+}
+
 const CODE_FILE: &str = "func_code.rs";
 const FINGERPRINT_LINE: &str = "// parjob fingerprint: ";
 
