@@ -254,3 +254,19 @@ pub use parjob_runtime::__private;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The macros' pages (`macros/doc/`), whose examples need this crate,
+/// compiled and run as this crate's doctests.
+#[cfg(doctest)]
+pub mod macro_doctests {
+    #[doc = include_str!("../macros/doc/parallel.md")]
+    pub struct Parallel;
+    #[doc = include_str!("../macros/doc/memoize.md")]
+    pub struct Memoize;
+    #[doc = include_str!("../macros/doc/parallel_for.md")]
+    pub struct ParallelFor;
+    #[doc = include_str!("../macros/doc/main.md")]
+    pub struct Main;
+    #[doc = include_str!("../macros/doc/test.md")]
+    pub struct Test;
+}

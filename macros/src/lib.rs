@@ -5,6 +5,10 @@
 //! spanned on the user's tokens, and emitted next to the user's item
 //! unchanged, so one mistake does not cascade into many. Expansions name the
 //! runtime only through `::parjob::__private` (or `crate = "..."`).
+//!
+//! Each macro's page is a file in `doc/`, with its full option table and
+//! examples. The examples are compiled and run as doctests of the `parjob`
+//! crate (they need it), not of this one.
 
 use proc_macro::TokenStream;
 
@@ -15,13 +19,13 @@ mod memoize;
 mod options;
 mod parallel;
 
-/// Makes a free function a parjob task. See the `parjob` crate's docs.
+#[cfg_attr(not(doctest), doc = include_str!("../doc/parallel.md"))]
 #[proc_macro_attribute]
 pub fn parallel(args: TokenStream, item: TokenStream) -> TokenStream {
     parallel::attribute(args.into(), item.into()).into()
 }
 
-/// Caches a free function's results on disk. See the `parjob` crate's docs.
+#[cfg_attr(not(doctest), doc = include_str!("../doc/memoize.md"))]
 #[proc_macro_attribute]
 pub fn memoize(args: TokenStream, item: TokenStream) -> TokenStream {
     memoize::attribute(args.into(), item.into()).into()
@@ -44,20 +48,19 @@ pub fn memoize_without_cache(_args: TokenStream, item: TokenStream) -> TokenStre
     .into()
 }
 
-/// A parallel comprehension: `parallel_for!(options; for pat in iter { body })`.
-/// See the `parjob` crate's docs.
+#[cfg_attr(not(doctest), doc = include_str!("../doc/parallel_for.md"))]
 #[proc_macro]
 pub fn parallel_for(input: TokenStream) -> TokenStream {
     loops::parallel_for(input.into()).into()
 }
 
-/// Installs the worker entry at the top of `main`. See the `parjob` crate's docs.
+#[cfg_attr(not(doctest), doc = include_str!("../doc/main.md"))]
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     entry::attribute(entry::Kind::Main, args.into(), item.into()).into()
 }
 
-/// A `#[test]` that can use the process backend. See the `parjob` crate's docs.
+#[cfg_attr(not(doctest), doc = include_str!("../doc/test.md"))]
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     entry::attribute(entry::Kind::Test, args.into(), item.into()).into()
