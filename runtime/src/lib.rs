@@ -101,7 +101,7 @@ pub mod __private {
     pub mod loops {
         pub use crate::loops::{
             process_task, set_min_parallel_item, shared_with_threads, Loop, LoopStep, Question,
-            FIRST_WINDOW,
+            ReturnsError, Unmarked, FIRST_WINDOW,
         };
     }
 
@@ -111,6 +111,9 @@ pub mod __private {
         pub use crate::compress::Compression;
         pub use crate::memo::clock::advance as advance_clock;
         pub use crate::memo::evict::Limits;
+        pub use crate::memo::probe::{
+            assert_memo_output, MemoOutput, MemoProbe, MemoViaNothing, MemoViaSerde,
+        };
         pub use crate::memo::{CacheStats, MemorizedResult, Site, SiteOptions};
         /// Argument hashing.
         pub mod key {

@@ -311,6 +311,29 @@ pub fn shared_with_threads<T: ?Sized + Sync>(_: &T) {}
 /// call of an ordinary function into parjob's error, on the call.
 pub fn process_task<T: ProcessTask>() {}
 
+/// The result of a call of a function that is not a task, in a process
+/// loop: never made, since such a loop does not compile.
+#[derive(Debug)]
+pub enum Unmarked {}
+
+/// What a function that hosts a process loop returns: the run's failure
+/// leaves the function through it, as `?` would.
+#[diagnostic::on_unimplemented(
+    message = "a function with a `#[parallel(backend = \"process\")]` loop must return a `Result` whose error converts from `parjob::Error`, not `{Self}`",
+    label = "this loop's run can fail (a task may panic or a worker die), and the failure returns from the function",
+    note = "make the function return `parjob::Result<..>` (or a `Result` whose error implements `From<parjob::Error>`), or use `parallel_for!`, which hands you the `Result`"
+)]
+pub trait ReturnsError: Sized {
+    /// The function's return value for a failed run.
+    fn from_run_error(error: crate::Error) -> Self;
+}
+
+impl<T, E: From<crate::Error>> ReturnsError for Result<T, E> {
+    fn from_run_error(error: crate::Error) -> Self {
+        Err(E::from(error))
+    }
+}
+
 /// `?` inside a parallel loop's body: splits a `Result` or an `Option`
 /// into its value or the residual the enclosing function re-raises with
 /// `?`, like the unstable `Try` trait.

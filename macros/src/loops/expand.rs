@@ -231,11 +231,12 @@ fn stream_adapter(opts: &Opts) -> TokenStream {
 fn remote_parts(
     for_loop: &ExprForLoop,
     remote: &Remote,
+    private: &TokenStream,
 ) -> (TokenStream, TokenStream, TokenStream) {
-    let (module, task) = lookup(&remote.callee);
+    let (module, task) = lookup(&remote.callee, private);
     let pat = &for_loop.pat;
     let iter = &for_loop.expr;
-    let args = args_tuple(remote);
+    let args = args_tuple(remote, &task, private);
     let span = remote.callee.span();
     let check = quote_spanned!(span=> __parjob_private_check::<#task>(););
     let calls = quote!(::core::iter::Iterator::map(
@@ -250,22 +251,28 @@ fn remote_parts(
 pub fn process_loop(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> TokenStream {
     let private = opts.private_path();
     let options = opts.to_runtime(&private);
-    let (prelude, task, calls) = remote_parts(for_loop, remote);
+    let (prelude, task, calls) = remote_parts(for_loop, remote, &private);
     let fold = match &remote.sink {
         Sink::Discard => quote!(let _ = __parjob_value;),
         Sink::Compound(target, op) => quote!(#target #op __parjob_value;),
         Sink::Method(target, method) => quote!(#target.#method(__parjob_value);),
         Sink::Extremum(target, method) => quote!(#target = #target.#method(__parjob_value);),
     };
+    // A failed run returns from the function, whose return type must
+    // take a `parjob::Error`: said on the loop, not on a `?` nobody wrote.
     let span = for_loop.for_token.span();
-    let question = quote_spanned!(span=> ?);
+    let fail =
+        quote_spanned!(span=> return #private::loops::ReturnsError::from_run_error(__parjob_error));
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
         // A path call, not a method call: when the callee is not a task, the
         // one error is that, not also "the method exists but its bounds ..".
         for __parjob_result in #private::map::Calls::ordered(#private::map::calls::<#task, _>(#options, #calls)) {
-            let __parjob_value = __parjob_result #question;
+            let __parjob_value = match __parjob_result {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(__parjob_error) => #fail,
+            };
             #fold
         }
     })
@@ -276,7 +283,7 @@ pub fn process_loop(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Tok
 pub fn process_for(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> TokenStream {
     let private = opts.private_path();
     let options = opts.to_runtime(&private);
-    let (prelude, task, calls) = remote_parts(for_loop, remote);
+    let (prelude, task, calls) = remote_parts(for_loop, remote, &private);
     let adapter = match opts.return_as.unwrap_or_default() {
         ReturnAs::List => quote!(list),
         ReturnAs::Generator => quote!(ordered),

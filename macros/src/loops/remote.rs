@@ -125,10 +125,11 @@ pub fn value_body(block: &syn::Block, errors: &mut Errors) -> Option<Remote> {
 }
 
 /// A module that names the callee in the type namespace: the task's struct
-/// when it has one, and otherwise a stand-in that is not a task, so the
+/// when it has one, and otherwise a stand-in, `unmarked::<name>`, so the
 /// call gets parjob's "not a process task" error instead of a missing name.
-/// Returns the module and the path to use as the task type.
-pub fn lookup(callee: &Path) -> (TokenStream, TokenStream) {
+/// The stand-in is a task of nothing that takes any item, so that error is
+/// the only one. Returns the module and the path to use as the task type.
+pub fn lookup(callee: &Path, private: &TokenStream) -> (TokenStream, TokenStream) {
     let span = callee.span();
     let last = &callee.segments.last().expect("a path has a segment").ident;
     let import = if callee.leading_colon.is_some() {
@@ -153,10 +154,24 @@ pub fn lookup(callee: &Path) -> (TokenStream, TokenStream) {
         #[allow(non_snake_case, unused_imports)]
         mod #module {
             #[allow(non_camel_case_types, dead_code)]
-            mod not_a_task {
+            mod unmarked {
                 pub struct #last;
+                impl #private::Task for #last {
+                    const NAME: &'static str = "unmarked";
+                    type Args = ();
+                    type Output = #private::loops::Unmarked;
+                    fn call(_: ()) -> #private::loops::Unmarked {
+                        ::core::unreachable!("an unmarked function is never called")
+                    }
+                    fn options() -> #private::Options {
+                        #private::Options::new()
+                    }
+                }
+                impl<I> #private::FromItem<I> for #last {
+                    fn from_item(_: I) {}
+                }
             }
-            pub(super) use self::not_a_task::*;
+            pub(super) use self::unmarked::*;
             pub(super) use #import;
         }
     };
@@ -164,9 +179,17 @@ pub fn lookup(callee: &Path) -> (TokenStream, TokenStream) {
     (tokens, task)
 }
 
-/// The expression that evaluates one item's arguments, as the task's
-/// argument tuple.
-pub fn args_tuple(remote: &Remote) -> TokenStream {
-    let args = remote.args.iter().map(ToTokens::to_token_stream);
-    quote!((#(#args,)*))
+/// The expression that evaluates one item's arguments and makes them the
+/// task's argument tuple, through the task's `FromItem`: a borrowed value
+/// for a `&T` parameter is cloned into the job, and a wrong one is the
+/// task's own "cannot take items of type" error, on the call.
+pub fn args_tuple(remote: &Remote, task: &TokenStream, private: &TokenStream) -> TokenStream {
+    let args: Vec<TokenStream> = remote.args.iter().map(ToTokens::to_token_stream).collect();
+    let item = if args.len() == 1 {
+        quote!(#(#args)*)
+    } else {
+        quote!((#(#args,)*))
+    };
+    let span = remote.callee.span();
+    quote_spanned!(span=> <#task as #private::FromItem<_>>::from_item(#item))
 }

@@ -16,7 +16,8 @@
 
 use super::parse::{Codec, MemoFn};
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 use syn::{FnArg, Pat};
 
 /// The pieces of one memoized function that its expansion repeats.
@@ -69,13 +70,39 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
         }
     };
     let methods = cache_methods(&parts, output);
+    let result_type = result_type(output);
+    // One error for a result that is not a serde type, on the type.
+    let output_check = {
+        let span = match output {
+            syn::ReturnType::Type(_, ty) => ty.span(),
+            syn::ReturnType::Default => proc_macro2::Span::call_site(),
+        };
+        let check = quote_spanned!(span=> #private::memo::assert_memo_output::<#result_type>(););
+        quote! {
+            const _: () = {
+                #[allow(dead_code)]
+                fn __parjob_memo_check() {
+                    #check
+                }
+            };
+        }
+    };
     quote! {
         #(#attrs)*
         #vis fn #name(#(#args: #types),*) #output {
+            #[allow(unused_imports)]
+            use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
             let __parjob_site = #name::__parjob_site();
             let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-            __parjob_site.call(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+            (&&#private::memo::MemoProbe::<#result_type>::NEW).cached(
+                __parjob_site,
+                __parjob_key,
+                #summary,
+                move || #name::__parjob_compute(#(#args),*),
+            )
         }
+
+        #output_check
 
         #struct_def
 
@@ -198,10 +225,7 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         summary,
         ..
     } = parts;
-    let result_type = match output {
-        syn::ReturnType::Default => quote!(()),
-        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
-    };
+    let result_type = result_type(output);
     quote! {
         /// Deletes every cached result of this function.
         pub fn clear() {
@@ -224,9 +248,16 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         /// until `get()`.
         #[allow(clippy::too_many_arguments)]
         pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
+            #[allow(unused_imports)]
+            use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
             let __parjob_site = Self::__parjob_site();
             let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-            __parjob_site.call_and_shelve(__parjob_key, #summary, move || Self::__parjob_compute(#(#args),*))
+            (&&#private::memo::MemoProbe::<#result_type>::NEW).shelved(
+                __parjob_site,
+                __parjob_key,
+                #summary,
+                move || Self::__parjob_compute(#(#args),*),
+            )
         }
 
         /// Deletes this function's least recently used results until the
@@ -248,6 +279,14 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         pub fn cache_dir() -> ::core::option::Option<::std::path::PathBuf> {
             Self::__parjob_site().dir()
         }
+    }
+}
+
+/// The declared result type, `()` when there is none.
+fn result_type(output: &syn::ReturnType) -> TokenStream {
+    match output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, ty) => ty.to_token_stream(),
     }
 }
 

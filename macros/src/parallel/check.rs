@@ -61,6 +61,7 @@ pub fn check(task: &TaskFn, errors: &mut Errors) {
 }
 
 fn check_param(ty: &Type, process: bool, errors: &mut Errors) {
+    check_send_by_name(ty, errors);
     match ty {
         Type::Reference(r) if r.mutability.is_some() => {
             let message = if process {
@@ -87,6 +88,51 @@ fn check_param(ty: &Type, process: bool, errors: &mut Errors) {
             "#[parallel] tasks cannot take `impl Trait`: each task needs one concrete signature. Name the type",
         ),
         other => check_owned_inside(other, errors),
+    }
+}
+
+/// The types that are known by name not to be `Send`, and what to use
+/// instead: a job moves its arguments to another thread (or process).
+const NOT_SEND: &[(&str, &str)] = &[
+    ("Rc", "`Arc`"),
+    ("RefCell", "`Mutex` or `RwLock`"),
+    ("Cell", "an atomic (`AtomicU64`, ...) or a `Mutex`"),
+];
+
+/// An argument of a type known not to be `Send` (an `Rc`, a `RefCell`),
+/// said on the type, instead of rustc's error on the attribute naming the
+/// thread pool's internals.
+fn check_send_by_name(ty: &Type, errors: &mut Errors) {
+    let mut finder = NotSend::default();
+    finder.visit_type(ty);
+    if let Some((path, name, instead)) = finder.first {
+        errors.spanned(
+            path,
+            format!(
+                "a #[parallel] task's argument must be `Send`, and `{name}` is not: each job moves its \
+                 arguments to a worker thread. Use {instead} instead"
+            ),
+        );
+    }
+}
+
+#[derive(Default)]
+struct NotSend {
+    first: Option<(proc_macro2::TokenStream, &'static str, &'static str)>,
+}
+
+impl<'ast> Visit<'ast> for NotSend {
+    fn visit_type_path(&mut self, p: &'ast syn::TypePath) {
+        let last = p.path.segments.last().map(|s| s.ident.to_string());
+        let hit = NOT_SEND
+            .iter()
+            .find(|(name, _)| last.as_deref() == Some(*name));
+        match (hit, &self.first) {
+            (Some(&(name, instead)), None) => {
+                self.first = Some((quote::ToTokens::to_token_stream(p), name, instead));
+            }
+            _ => syn::visit::visit_type_path(self, p),
+        }
     }
 }
 

@@ -11,6 +11,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
+    if let Ok(for_loop) = syn::parse2::<syn::ExprForLoop>(item.clone()) {
+        return loop_outside_a_task(&for_loop);
+    }
     let mut errors = Errors::default();
     let opts = Opts::parse(args, &mut errors);
     let option_errors = errors.count();
@@ -60,6 +63,21 @@ pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
     let errors = errors.to_compile_errors();
     let expansion = expand::expand(&task);
     quote!(#errors #expansion)
+}
+
+/// `#[parallel]` on a `for` loop in a function that is not marked: rustc
+/// hands the loop to this attribute (and says attributes on expressions
+/// are experimental). One error that says what to do, and the loop,
+/// unchanged, as one expression.
+fn loop_outside_a_task(for_loop: &syn::ExprForLoop) -> TokenStream {
+    let error = syn::Error::new_spanned(
+        for_loop.for_token,
+        "a `#[parallel]` loop must be inside a function marked `#[parallel]`: rustc runs \
+         attributes on a loop only there. Mark the enclosing function `#[parallel]`, or \
+         write the loop as `parallel_for!(for x in xs { .. })`, which works in any function",
+    )
+    .to_compile_error();
+    quote!({ #error; #for_loop })
 }
 
 /// Adds the hidden option that tells `#[memoize]` the struct exists.

@@ -19,6 +19,7 @@ pub(crate) mod clock;
 pub(crate) mod evict;
 pub(crate) mod key;
 mod memory;
+pub(crate) mod probe;
 mod shelf;
 pub(crate) mod store;
 

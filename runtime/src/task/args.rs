@@ -113,7 +113,7 @@ impl IntoOwnedArg<std::ffi::CString> for &std::ffi::CStr {
 #[diagnostic::on_unimplemented(
     message = "task `{Self}` cannot take items of type `{Item}`",
     label = "each item must be the task's argument (a tuple of them for several parameters)",
-    note = "a `&T` parameter takes a `T` or a `&T` (cloned into the job); `&str` takes `&str` or `String`; `&[T]` takes `Vec<T>`, `&Vec<T>`, `&[T]` or an array"
+    note = "a job owns its arguments: a by-value parameter needs an owned value (`x.clone()` for a borrowed `x`); a `&T` parameter takes a `T` or a `&T` (cloned into the job), `&str` takes `&str` or `String`, `&[T]` takes `Vec<T>`, `&Vec<T>`, `&[T]` or an array"
 )]
 pub trait FromItem<Item>: Task {
     /// The argument tuple for `item`.
