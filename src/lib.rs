@@ -225,7 +225,7 @@ pub use parjob_runtime::{
     Require, Result, Task, TaskRun, Unordered,
 };
 #[cfg(feature = "cache")]
-pub use parjob_runtime::{CacheStats, MemorizedResult, Memory, MissReason};
+pub use parjob_runtime::{CacheStats, CachedArray, MemorizedResult, Memory, MissReason};
 
 /// parjob's version, as its `Cargo.toml` gives it (joblib's `__version__`).
 ///

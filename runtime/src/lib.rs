@@ -66,6 +66,8 @@ pub use compress::Compression;
 pub use config::{config, Config, ConfigGuard};
 pub use error::{Error, Result};
 #[cfg(feature = "cache")]
+pub use memo::mapped::CachedArray;
+#[cfg(feature = "cache")]
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
     cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Options, Plan, PreDispatch,
@@ -111,6 +113,7 @@ pub mod __private {
         pub use crate::compress::Compression;
         pub use crate::memo::clock::advance as advance_clock;
         pub use crate::memo::evict::Limits;
+        pub use crate::memo::mapped::CachedArray;
         pub use crate::memo::probe::{
             assert_memo_output, MemoOutput, MemoProbe, MemoViaNothing, MemoViaSerde,
         };

@@ -1,7 +1,7 @@
 //! What a memoized function may look like, with an error for each thing it
 //! may not.
 
-use super::parse::MemoFn;
+use super::parse::{Codec, MemoFn};
 use crate::diagnostics::{closest, Errors};
 use quote::ToTokens;
 use syn::visit::Visit;
@@ -23,7 +23,33 @@ pub fn param_names(func: &MemoFn) -> Vec<String> {
         .collect()
 }
 
+/// `mmap_mode = "r"` maps an uncompressed array of numbers: the function
+/// must return `Vec<P>` of a primitive number, and not compress.
+fn check_mmap_mode(func: &MemoFn, errors: &mut Errors) {
+    let Some(span) = func.opts.mmap_mode else {
+        return;
+    };
+    if func.opts.compress.is_some_and(|c| c != Codec::None) {
+        errors.push(syn::Error::new(
+            span,
+            "mmap_mode maps the entry's file, which a codec would have compressed: drop `compress` (joblib cannot map a compressed file either)",
+        ));
+    }
+    let returns_numbers = match &func.item.sig.output {
+        ReturnType::Type(_, ty) => super::expand::vec_element(ty).is_some(),
+        ReturnType::Default => false,
+    };
+    if !returns_numbers {
+        let message = "mmap_mode = \"r\" maps a cached array of numbers: the function must return `Vec<P>` of a primitive number (`Vec<f64>`, `Vec<u8>`, ...), and callers get a `parjob::CachedArray<P>`, which derefs to `[P]`";
+        match &func.item.sig.output {
+            ReturnType::Type(_, ty) => errors.spanned(ty, message),
+            ReturnType::Default => errors.push(syn::Error::new(span, message)),
+        }
+    }
+}
+
 pub fn check(func: &MemoFn, errors: &mut Errors) {
+    check_mmap_mode(func, errors);
     let sig = &func.item.sig;
     if let Some(asyncness) = &sig.asyncness {
         errors.spanned(

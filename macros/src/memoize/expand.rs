@@ -30,6 +30,8 @@ struct Parts<'a> {
     keyed: Vec<TokenStream>,
     /// `a: A, b: B (ignored)`, for the cache's metadata.
     summary: String,
+    /// `mmap_mode = "r"`: the result comes back mapped.
+    mapped: bool,
 }
 
 pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
@@ -43,8 +45,7 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
         name,
         args,
         types,
-        keyed,
-        summary,
+        ..
     } = &parts;
     let site_options = site_options(func, private);
     let cache_name = match &func.opts.name {
@@ -71,6 +72,7 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
     };
     let methods = cache_methods(&parts, output);
     let result_type = result_type(output);
+    let (public_output, call) = wrapper_call(&parts, output, name);
     // One error for a result that is not a serde type, on the type.
     let output_check = {
         let span = match output {
@@ -89,17 +91,8 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
     };
     quote! {
         #(#attrs)*
-        #vis fn #name(#(#args: #types),*) #output {
-            #[allow(unused_imports)]
-            use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
-            let __parjob_site = #name::__parjob_site();
-            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-            (&&#private::memo::MemoProbe::<#result_type>::NEW).cached(
-                __parjob_site,
-                __parjob_key,
-                #summary,
-                move || #name::__parjob_compute(#(#args),*),
-            )
+        #vis fn #name(#(#args: #types),*) #public_output {
+            #call
         }
 
         #output_check
@@ -177,6 +170,7 @@ fn parts(func: &MemoFn) -> Parts<'_> {
         keyed,
         summary,
         private,
+        mapped: func.opts.mmap_mode.is_some(),
     }
 }
 
@@ -215,7 +209,58 @@ fn site_options(func: &MemoFn, private: &TokenStream) -> TokenStream {
     }
 }
 
+/// What the wrapper returns and how it calls: through the cache, or, with
+/// `mmap_mode = "r"`, as a mapped `CachedArray` of the `Vec`'s numbers.
+fn wrapper_call(
+    parts: &Parts<'_>,
+    output: &syn::ReturnType,
+    name: &syn::Ident,
+) -> (TokenStream, TokenStream) {
+    let Parts {
+        private,
+        args,
+        keyed,
+        summary,
+        mapped,
+        ..
+    } = parts;
+    let result_type = result_type(output);
+    let prepare = quote! {
+        let __parjob_site = #name::__parjob_site();
+        let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+    };
+    let element = match output {
+        syn::ReturnType::Type(_, ty) if *mapped => vec_element(ty),
+        _ => None,
+    };
+    match element {
+        Some(element) => (
+            quote!(-> #private::memo::CachedArray<#element>),
+            quote! {
+                #prepare
+                __parjob_site.call_mapped(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+            },
+        ),
+        None => (
+            output.to_token_stream(),
+            quote! {
+                #[allow(unused_imports)]
+                use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
+                #prepare
+                (&&#private::memo::MemoProbe::<#result_type>::NEW).cached(
+                    __parjob_site,
+                    __parjob_key,
+                    #summary,
+                    move || #name::__parjob_compute(#(#args),*),
+                )
+            },
+        ),
+    }
+}
+
 /// joblib's `MemorizedFunc` methods, on the same-named struct.
+/// `call_and_shelve` is left out for a mapped result, which is read by
+/// mapping, not by loading.
 fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
     let Parts {
         private,
@@ -226,6 +271,27 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         ..
     } = parts;
     let result_type = result_type(output);
+    let shelve = if parts.mapped {
+        TokenStream::new()
+    } else {
+        quote! {
+        /// Computes or finds the result and stores it, without loading it
+        /// until `get()`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
+            #[allow(unused_imports)]
+            use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
+            let __parjob_site = Self::__parjob_site();
+            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
+            (&&#private::memo::MemoProbe::<#result_type>::NEW).shelved(
+                __parjob_site,
+                __parjob_key,
+                #summary,
+                move || Self::__parjob_compute(#(#args),*),
+            )
+        }
+        }
+    };
     quote! {
         /// Deletes every cached result of this function.
         pub fn clear() {
@@ -244,21 +310,7 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
             __parjob_site.check_call_in_cache(__parjob_site.prepare(&(#(#keyed,)*)))
         }
 
-        /// Computes or finds the result and stores it, without loading it
-        /// until `get()`.
-        #[allow(clippy::too_many_arguments)]
-        pub fn call_and_shelve(#(#args: #types),*) -> #private::memo::MemorizedResult<#result_type> {
-            #[allow(unused_imports)]
-            use #private::memo::{MemoViaNothing as _, MemoViaSerde as _};
-            let __parjob_site = Self::__parjob_site();
-            let __parjob_key = __parjob_site.prepare(&(#(#keyed,)*));
-            (&&#private::memo::MemoProbe::<#result_type>::NEW).shelved(
-                __parjob_site,
-                __parjob_key,
-                #summary,
-                move || Self::__parjob_compute(#(#args),*),
-            )
-        }
+        #shelve
 
         /// Deletes this function's least recently used results until the
         /// given limits hold; returns how many it deleted.
@@ -290,17 +342,32 @@ fn result_type(output: &syn::ReturnType) -> TokenStream {
     }
 }
 
+/// `P` when `ty` is written `Vec<P>` with `P` a primitive number.
+pub fn vec_element(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last().filter(|_| p.qself.is_none())?;
+    let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+        return None;
+    };
+    match (last.ident == "Vec", a.args.first(), a.args.len()) {
+        (true, Some(syn::GenericArgument::Type(inner)), 1) if is_number(inner) => Some(inner),
+        _ => None,
+    }
+}
+
+const NUMBERS: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+    "f64",
+];
+
+fn is_number(t: &syn::Type) -> bool {
+    matches!(t, syn::Type::Path(p) if p.qself.is_none() && NUMBERS.iter().any(|n| p.path.is_ident(n)))
+}
+
 /// Whether `ty` is written `&[T]`, `Vec<T>` or `&Vec<T>` with `T` a
 /// primitive number.
 fn numeric_sequence(ty: &syn::Type) -> bool {
-    const NUMBERS: &[&str] = &[
-        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
-        "f32", "f64",
-    ];
-    let number = |t: &syn::Type| match t {
-        syn::Type::Path(p) => p.qself.is_none() && NUMBERS.iter().any(|n| p.path.is_ident(n)),
-        _ => false,
-    };
+    let number = is_number;
     let vec_of_number = |t: &syn::Type| match t {
         syn::Type::Path(p) if p.qself.is_none() => {
             let last = p.path.segments.last();

@@ -18,6 +18,7 @@ const KNOWN: &[&str] = &[
     "bytes_limit",
     "verbose",
     "name",
+    "mmap_mode",
     "crate",
 ];
 
@@ -33,6 +34,8 @@ pub struct MemoOpts {
     pub bytes_limit: Option<u64>,
     pub verbose: Option<u8>,
     pub name: Option<String>,
+    /// `mmap_mode = "r"`, with its span.
+    pub mmap_mode: Option<proc_macro2::Span>,
     pub krate: Option<syn::Path>,
     /// Set by `#[parallel]` above this attribute: the struct exists.
     pub with_struct: bool,
@@ -77,6 +80,17 @@ impl MemoOpts {
                     opts.dir = text(value, &name, errors);
                 }
                 "name" => opts.name = text(value, "name", errors),
+                "mmap_mode" => match string(value).map(|s| s.value()).as_deref() {
+                    Some("r") => opts.mmap_mode = Some(syn::spanned::Spanned::span(value)),
+                    Some("r+" | "w+" | "c") => errors.spanned(
+                        value,
+                        "a cached result is shared by every later call, so it is mapped read-only: use mmap_mode = \"r\" (copy with `.to_vec()` to change it)",
+                    ),
+                    _ => errors.spanned(
+                        value,
+                        "mmap_mode takes \"r\": the cached array comes back mapped read-only",
+                    ),
+                },
                 "ignore" => opts.ignore = parse_ignore(value, errors),
                 "compress" => opts.compress = parse_codec(value, errors),
                 "expires_after" => opts.expires_after_ns = parse_duration(value, errors),

@@ -18,6 +18,7 @@
 pub(crate) mod clock;
 pub(crate) mod evict;
 pub(crate) mod key;
+pub(crate) mod mapped;
 mod memory;
 pub(crate) mod probe;
 mod shelf;
@@ -237,17 +238,24 @@ impl Cache<'_> {
             std::fs::create_dir_all(self.dir)?;
             store::write_atomic(&output, &file)?;
         }
+        self.stored(key, arguments, took, file.len() as u64);
+        Ok(())
+    }
+
+    /// After an entry of `len` bytes was written: its metadata, and
+    /// eviction past `bytes_limit`.
+    fn stored(&self, key: &Key, arguments: &str, took: Duration, len: u64) {
         // The metadata is for humans; nothing reads it back but the
         // "evicted" check, so it is written in place.
-        let meta = store::metadata(self.name, arguments, took, file.len());
+        let meta = store::metadata(self.name, arguments, took, len as usize);
         let _ = store::write_atomic(&store::metadata_path(self.dir, key), meta.as_bytes());
         if let Some(limit) = self.bytes_limit {
             // Amortized: scan once a tenth of the limit has been written.
             let pending = self
                 .counters
                 .unflushed_bytes
-                .fetch_add(file.len() as u64, Ordering::Relaxed)
-                + file.len() as u64;
+                .fetch_add(len, Ordering::Relaxed)
+                + len;
             if pending >= (limit / 10).max(1) {
                 self.counters.unflushed_bytes.store(0, Ordering::Relaxed);
                 evict::reduce_size(
@@ -259,7 +267,6 @@ impl Cache<'_> {
                 );
             }
         }
-        Ok(())
     }
 
     /// A full call: the cached value, or the computed and stored one.

@@ -72,14 +72,20 @@ impl CacheEntry {
     /// [`FUTURE_SLACK`] ahead (a clock set wrong, or a forged date) has no
     /// age it can be trusted for, so under a limit it counts as expired.
     pub fn is_expired(&self, limit: Option<Duration>) -> bool {
-        let Some(limit) = limit else {
-            return false;
-        };
-        let now = super::clock::now();
-        match now.duration_since(self.created) {
-            Ok(age) => age > limit,
-            Err(ahead) => ahead.duration() > FUTURE_SLACK,
-        }
+        expired(self.created, limit)
+    }
+}
+
+/// Whether an entry created at `created` is older than `limit`; see
+/// [`CacheEntry::is_expired`].
+pub(crate) fn expired(created: SystemTime, limit: Option<Duration>) -> bool {
+    let Some(limit) = limit else {
+        return false;
+    };
+    let now = super::clock::now();
+    match now.duration_since(created) {
+        Ok(age) => age > limit,
+        Err(ahead) => ahead.duration() > FUTURE_SLACK,
     }
 }
 

@@ -152,6 +152,16 @@ fn dump_to_file<T: Serialize + ?Sized>(
     file: &mut fs::File,
     compression: Compression,
 ) -> Result<(), PersistError> {
+    dump_to_file_as(value, file, compression, Header::default())
+}
+
+/// [`dump_to_file`] with the header's kind and times from `template`.
+fn dump_to_file_as<T: Serialize + ?Sized>(
+    value: &T,
+    file: &mut fs::File,
+    compression: Compression,
+    template: Header,
+) -> Result<(), PersistError> {
     use std::io::{Seek, SeekFrom};
     let mut w = BufWriter::with_capacity(1 << 20, &mut *file);
     w.write_all(&[0u8; HEADER])?;
@@ -161,7 +171,7 @@ fn dump_to_file<T: Serialize + ?Sized>(
         fingerprint: fingerprint::<T>(),
         payload_len,
         checksum,
-        ..Header::default()
+        ..template
     };
     w.write_all(&trailer(&header, stored_hash).to_le_bytes())?;
     w.flush()?;
@@ -169,6 +179,27 @@ fn dump_to_file<T: Serialize + ?Sized>(
     file.seek(SeekFrom::Start(0))?;
     file.write_all(&header.encode())?;
     Ok(())
+}
+
+/// Writes `value` as a cache entry in dump encoding, uncompressed, with
+/// its type's fingerprint, so that `map_entry` can map a numeric array in
+/// it: a `#[memoize(mmap_mode = "r")]` result. Atomic, and a link at
+/// `path` is replaced, never followed, as for every cache write.
+pub(crate) fn write_mappable_entry<T: Serialize + ?Sized>(
+    value: &T,
+    path: &Path,
+    created_ns: u64,
+    compute_ns: u64,
+) -> Result<(), PersistError> {
+    let template = Header {
+        kind: super::format::KIND_CACHE_ENTRY,
+        created_ns,
+        compute_ns,
+        ..Header::default()
+    };
+    crate::files::write_atomic(path, crate::files::Links::Replace, |file| {
+        dump_to_file_as(value, file, Compression::None, template)
+    })
 }
 
 /// Dumps to a path through a temporary file renamed into place (see

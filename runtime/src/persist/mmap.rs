@@ -102,8 +102,49 @@ impl<P: Plain> std::fmt::Debug for Mapped<P> {
 /// # std::fs::remove_file(path).unwrap();
 /// ```
 pub unsafe fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, PersistError> {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { map_checked(path.as_ref()) }.map(|(mapped, _)| mapped)
+}
+
+/// Maps a cache entry written by `write_mappable_entry`, checks its trailer
+/// and payload checksum over the mapping (which pages it in from the page
+/// cache but copies nothing), and returns it with its header: a flipped or
+/// truncated byte is an error, never numbers.
+///
+/// # Safety
+///
+/// As [`load_mmap`]. The cache replaces an entry by renaming a new file
+/// over it, and removes it by unlinking, neither of which changes a
+/// mapped file; only a process writing into the file in place could.
+pub(crate) unsafe fn map_entry<P: Plain>(path: &Path) -> Result<(Mapped<P>, Header), PersistError> {
+    // SAFETY: as above.
+    let (mapped, header) = unsafe { map_checked::<P>(path) }?;
+    if header.kind != super::format::KIND_CACHE_ENTRY {
+        return Err(PersistError::Corrupt("not a cache entry".into()));
+    }
+    // SAFETY: `map`/`map_len` are the live mapping's, checked above to
+    // hold the header, the payload and the trailer.
+    let bytes = unsafe { std::slice::from_raw_parts(mapped.map.cast::<u8>(), mapped.map_len) };
+    let stored_end = bytes.len() - 8;
+    let stored = &bytes[HEADER..stored_end];
+    let stored_hash = xxhash_rust::xxh3::xxh3_64(stored);
+    let end = u64::from_le_bytes(bytes[stored_end..].try_into().expect("8 bytes"));
+    if super::format::trailer(&header, stored_hash) != end || stored_hash != header.checksum {
+        return Err(PersistError::Corrupt(
+            "the mapped entry does not match its checksums".into(),
+        ));
+    }
+    Ok((mapped, header))
+}
+
+/// The checks of [`load_mmap`], returning the header too.
+///
+/// # Safety
+///
+/// As [`load_mmap`].
+unsafe fn map_checked<P: Plain>(path: &Path) -> Result<(Mapped<P>, Header), PersistError> {
     use std::os::unix::io::AsRawFd;
-    let (file, size) = crate::files::open_regular(path.as_ref())?;
+    let (file, size) = crate::files::open_regular(path)?;
     let size =
         usize::try_from(size).map_err(|_| PersistError::Corrupt("file too large to map".into()))?;
     if size < HEADER {
@@ -179,5 +220,5 @@ pub unsafe fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, P
     }
     mapped.offset = offset;
     mapped.len = len as usize;
-    Ok(mapped)
+    Ok((mapped, header))
 }

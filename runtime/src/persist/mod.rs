@@ -50,8 +50,10 @@ mod ser;
 
 pub use crate::compress::Compression;
 pub use crate::error::{PersistError, MAX_DEPTH};
+pub(crate) use dump::write_mappable_entry;
 pub use dump::{dump, dump_with, DumpTarget};
 pub use load::{load, load_from, load_from_with, load_unchecked, load_with};
+pub(crate) use mmap::map_entry;
 pub use mmap::{load_mmap, Mapped};
 
 impl From<ser::WriteError> for PersistError {
