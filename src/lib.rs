@@ -255,6 +255,12 @@ pub use parjob_runtime::__private;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// `docs/from-joblib.md`: joblib and multiprocessing idioms side by side
+/// with parjob's, every Rust snippet compiled and run.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/from-joblib.md")]
+pub struct FromJoblibDoctests;
+
 /// The macros' pages (`macros/doc/`), whose examples need this crate,
 /// compiled and run as this crate's doctests.
 #[cfg(doctest)]
