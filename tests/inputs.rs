@@ -72,3 +72,43 @@ fn a_task_of_no_arguments_repeats() {
     assert_eq!(ones, [1, 1, 1]);
     assert!(seed::repeat(0).unwrap().is_empty());
 }
+
+static CLONES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts its clones.
+struct Counted(Vec<u64>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(self.0.clone())
+    }
+}
+
+#[parallel(n_jobs = 2)]
+fn weight(item: &Counted, row: &[u64]) -> u64 {
+    item.0.iter().sum::<u64>() + row.iter().sum::<u64>()
+}
+
+#[parjob::test]
+fn par_map_on_threads_borrows_instead_of_cloning() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let items: Vec<Counted> = (0..50).map(|i| Counted(vec![i; 4])).collect();
+    let rows: Vec<Vec<u64>> = (0..50).map(|i| vec![i, 1]).collect();
+    let expected: Vec<u64> = (0..50).map(|i| 4 * i + i + 1).collect();
+    let pairs = || items.iter().zip(rows.iter()).collect::<Vec<_>>();
+    CLONES.store(0, SeqCst);
+    assert_eq!(weight::par_map(pairs()).unwrap(), expected);
+    assert_eq!(CLONES.load(SeqCst), 0, "the split path borrows");
+    // `map` streams owned jobs through the scheduler: one clone per item.
+    assert_eq!(weight::map(pairs()).unwrap(), expected);
+    assert_eq!(CLONES.load(SeqCst), 50);
+    // So does `par_map` when the plan needs the scheduler (a timeout).
+    CLONES.store(0, SeqCst);
+    let timed = parjob::config()
+        .timeout(std::time::Duration::from_secs(60))
+        .scope(|| weight::par_map(pairs()))
+        .unwrap();
+    assert_eq!(timed, expected);
+    assert_eq!(CLONES.load(SeqCst), 50);
+}

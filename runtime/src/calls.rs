@@ -14,9 +14,9 @@ use crate::indexed;
 use crate::options::{for_each_option, option_setters, Options};
 use crate::parallel::shared;
 use crate::schedule::{Ordered, Stream, Unordered};
-use crate::task::{declared, Call, Declared, FromItem, Task, Work};
+use crate::task::{declared, Call, CallItem, Declared, FromItem, Task, Work};
 use rayon::iter::plumbing::{Producer, ProducerCallback};
-use rayon::iter::{IndexedParallelIterator, IntoParallelIterator};
+use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use std::marker::PhantomData;
 
 /// The calls an `f::map` streams: each input made into a [`Call`]. A named
@@ -126,20 +126,26 @@ impl<I> Calls<I> {
 }
 
 /// `f::par_map`: an indexed input, split across threads as rayon splits it
-/// (see `indexed.rs`) when the plan allows, else scheduled as `f::map`.
-pub fn indexed<T: Task, I>(items: I) -> Result<Vec<T::Output>>
+/// (see `indexed.rs`) when the plan allows, with `&T` parameters borrowed
+/// from the items; else each item made an owned job and scheduled as
+/// `f::map`.
+pub fn indexed<T, I>(items: I) -> Result<Vec<T::Output>>
 where
-    I: IntoParallelIterator<Item = T::Args>,
+    T: FromItem<I::Item> + CallItem<I::Item>,
+    I: IntoParallelIterator,
     I::Iter: IndexedParallelIterator,
 {
     let (runner, plan) = shared(Options::new(), declared::<T>());
     let plan = plan?;
     let items = items.into_par_iter();
     match indexed::split_settings(&plan) {
-        Some(min_len) => {
-            indexed::split_on_threads::<T, _>(&runner.threads(plan.n_jobs)?, items, min_len)
-        }
-        None => items.with_producer(Schedule::<T> {
+        Some(min_len) => indexed::split_on_threads::<T, _>(
+            &runner.threads(plan.n_jobs)?,
+            items,
+            min_len,
+            T::call_item,
+        ),
+        None => items.map(T::from_item).with_producer(Schedule::<T> {
             runner,
             plan,
             task: PhantomData,

@@ -9,6 +9,11 @@
 //! That is what makes tasks of a few nanoseconds cost what they cost in
 //! rayon itself.
 //!
+//! On the split path a task's `&T` parameters borrow from the items
+//! ([`crate::task::CallItem`]): `f::par_map(&rows)` clones no row, since
+//! every call ends before `par_map` returns. The scheduler's path makes
+//! each item an owned job, as `f::map` does.
+//!
 //! The split path is used when the run resolves to the thread backend
 //! without a timeout, `verbose` or a progress bar, which need the
 //! scheduler's batches to observe. Every other plan (sequential, process,
@@ -76,14 +81,18 @@ impl Drop for Tracker<'_> {
     }
 }
 
+/// Runs `call` on every item of `items` across `threads`, results in
+/// input order. `call` may borrow from the items: rayon's scope ends
+/// before this returns.
 pub(crate) fn split_on_threads<T, I>(
     threads: &crate::backend::thread::Threads,
     items: I,
     min_len: usize,
+    call: impl Fn(I::Item) -> T::Output + Sync,
 ) -> Result<Vec<T::Output>>
 where
     T: Task,
-    I: IndexedParallelIterator<Item = T::Args>,
+    I: IndexedParallelIterator,
 {
     crate::panic::install_hook();
     let failure: FirstFailure = Mutex::new(None);
@@ -98,8 +107,7 @@ where
                         next: 0,
                         in_task: false,
                     },
-                    |tracker, (index, args)| match catch_unwind(AssertUnwindSafe(|| T::call(args)))
-                    {
+                    |tracker, (index, item)| match catch_unwind(AssertUnwindSafe(|| call(item))) {
                         Ok(value) => {
                             tracker.next = index + 1;
                             value

@@ -83,7 +83,7 @@ pub use task::{Job, Task};
 pub mod __private {
     pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
     pub use crate::task::{
-        assert_process_arg, assert_process_output, ArgOwned, Call, Declared, FromItem,
+        assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Declared, FromItem,
         IntoOwnedArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
     };
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};

@@ -98,6 +98,30 @@ struct Items {
     item: TokenStream,
     /// The pattern that takes an item apart.
     pattern: TokenStream,
+    /// Per parameter, for `CallItem`: bounds that let a `&T` parameter
+    /// borrow from its item, and the arguments that borrow.
+    borrow_generics: Vec<TokenStream>,
+    borrowed: Vec<TokenStream>,
+}
+
+/// How a `&T` parameter borrows from an item: through `AsRef` for the
+/// unsized referents (`str`, slices, paths; so `String`, `&Vec<T>`,
+/// `PathBuf` all work), through `Borrow` for a sized `T` (`T` or `&T`).
+fn borrow_bound(param_ty: &syn::Type) -> (TokenStream, bool) {
+    let syn::Type::Reference(r) = param_ty else {
+        unreachable!("only reference parameters borrow")
+    };
+    let referent = &*r.elem;
+    let unsized_name = matches!(referent, syn::Type::Slice(_))
+        || matches!(referent, syn::Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| {
+            ["str", "Path", "OsStr", "CStr"].iter().any(|n| s.ident == n)
+        }));
+    if unsized_name {
+        (quote!(::core::convert::AsRef<#referent>), true)
+    } else {
+        (quote!(::core::borrow::Borrow<#referent>), false)
+    }
 }
 
 fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
@@ -108,6 +132,8 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
         convert: Vec::new(),
         item: TokenStream::new(),
         pattern: TokenStream::new(),
+        borrow_generics: Vec::new(),
+        borrowed: Vec::new(),
     };
     for (i, ((param, arg), owned)) in task
         .params
@@ -123,9 +149,17 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
             out.types.push(quote!(#generic));
             out.convert
                 .push(quote!(#private::IntoOwnedArg::<#owned>::into_owned_arg(#arg)));
+            let (bound, as_ref) = borrow_bound(&param.ty);
+            out.borrow_generics.push(quote!(#generic: #bound));
+            out.borrowed.push(if as_ref {
+                quote!(::core::convert::AsRef::as_ref(&#arg))
+            } else {
+                quote!(::core::borrow::Borrow::borrow(&#arg))
+            });
         } else {
             out.types.push(quote!(#owned));
             out.convert.push(quote!(#arg));
+            out.borrowed.push(quote!(#arg));
         }
     }
     let (types, args) = (&out.types, &parts.args);
@@ -155,14 +189,18 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
         convert,
         item,
         pattern,
+        borrow_generics,
+        borrowed,
     } = items(task, parts);
     let (adapter, map_returns) = map_shape(task, private, output);
     let doc_par_map = format!(
         "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
          or any rayon indexed parallel iterator (`v.par_iter().copied()`). Returns the \
          results in input order. On threads it splits the input across the pool as rayon \
-         does, so tasks of nanoseconds cost what they cost in rayon; with a timeout, \
-         `verbose`, a progress bar, or another backend it runs exactly as `map`."
+         does, so tasks of nanoseconds cost what they cost in rayon, and a `&T` parameter \
+         borrows from its item: `{name_str}::par_map(&rows)` copies no row. With a timeout, \
+         `verbose`, a progress bar, or another backend it runs exactly as `map`, each item \
+         cloned into its job."
     );
     let doc_delayed = format!(
         "One call of `{name_str}` waiting to run (joblib's `delayed({name_str})(..)`). \
@@ -208,6 +246,13 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
             }
         }
 
+        impl<#(#borrow_generics),*> #private::CallItem<#item> for #name {
+            #[inline]
+            fn call_item(#pattern: #item) -> #output {
+                #name(#(#borrowed),*)
+            }
+        }
+
         impl #name {
             #[doc = #doc_delayed]
             #[allow(clippy::too_many_arguments)]
@@ -247,14 +292,10 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
             where
                 __ParjobItems: #private::rayon::iter::IntoParallelIterator,
                 __ParjobItems::Iter: #private::rayon::iter::IndexedParallelIterator,
-                Self: #private::FromItem<__ParjobItems::Item>,
+                Self: #private::FromItem<__ParjobItems::Item>
+                    + #private::CallItem<__ParjobItems::Item>,
             {
-                #private::map::indexed::<Self, _>(
-                    #private::rayon::iter::ParallelIterator::map(
-                        #private::rayon::iter::IntoParallelIterator::into_par_iter(items),
-                        <Self as #private::FromItem<__ParjobItems::Item>>::from_item,
-                    ),
-                )
+                #private::map::indexed::<Self, _>(items)
             }
 
             /// The options given in the attribute (unset ones come from

@@ -119,3 +119,14 @@ pub trait FromItem<Item>: Task {
     /// The argument tuple for `item`.
     fn from_item(item: Item) -> Self::Args;
 }
+
+/// One item of `f::par_map` passed straight to task `Self`'s function,
+/// borrowing what its `&T` parameters need from the item instead of
+/// cloning it: `#[parallel]` implements it for each task. The indexed path
+/// on threads calls it, where rayon's scope proves that the borrow
+/// outlives every call.
+pub trait CallItem<Item>: Task {
+    /// Calls the function with `item`'s arguments, borrowed where the
+    /// parameter is a reference.
+    fn call_item(item: Item) -> Self::Output;
+}

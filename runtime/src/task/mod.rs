@@ -13,7 +13,7 @@
 mod args;
 mod registry;
 
-pub use args::{ArgOwned, FromItem, IntoOwnedArg};
+pub use args::{ArgOwned, CallItem, FromItem, IntoOwnedArg};
 
 pub use registry::TaskEntry;
 pub(crate) use registry::{registry, registry_fingerprint};
