@@ -45,6 +45,12 @@ fn each_level_wins_over_the_next() {
         (2, Backend::Sequential, BackendSource::Environment)
     );
     assert_eq!(plan.timeout, None);
+    // joblib's backend names work in the environment too.
+    for (name, backend) in [("loky", Backend::Process), ("threading", Backend::Thread)] {
+        std::env::set_var("PARJOB_BACKEND", name);
+        assert_eq!(Parallel::new().plan().unwrap().backend, backend, "{name}");
+    }
+    std::env::set_var("PARJOB_BACKEND", "sequential");
 
     // 3. The task's attribute wins over the environment.
     let plan = pid_of::with(|p| p).plan().unwrap();

@@ -58,7 +58,7 @@ impl Reporter {
                 };
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "[parjob] {bar:40} {pos}/{len} jobs | {elapsed} elapsed | ~{eta} left",
+                        "[parjob] {msg} {bar:40} {pos}/{len} jobs | {elapsed} elapsed | ~{eta} left",
                     )
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
@@ -80,6 +80,10 @@ impl Reporter {
         let Some(plan) = a.plan.take() else {
             return;
         };
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &a.bar {
+            bar.set_message(bar_label(&plan, task));
+        }
         if a.verbose >= 1 {
             eprintln!("{}", first_line(&plan, task, pids));
             for line in notes(&plan) {
@@ -228,6 +232,20 @@ fn first_line(plan: &Plan, task: &str, pids: &[u32]) -> String {
     )
 }
 
+/// The progress bar's label: the task, and the backend and workers that
+/// run it (`m::f on 2 worker processes`).
+#[cfg(feature = "progress")]
+fn bar_label(plan: &Plan, task: &str) -> String {
+    let n = plan.n_jobs;
+    let s = if n == 1 { "" } else { "s" };
+    let workers = match plan.backend {
+        Backend::Process => format!("{n} worker process{}", if n == 1 { "" } else { "es" }),
+        Backend::Thread => format!("{n} thread{s}"),
+        Backend::Sequential => "this thread".to_string(),
+    };
+    format!("{task} on {workers}")
+}
+
 /// What the plan's frame limit and timeout mean on its backend.
 fn notes(plan: &Plan) -> Vec<String> {
     let mut notes = Vec::new();
@@ -259,5 +277,40 @@ fn seconds(s: f64) -> String {
         format!("{s:.1}s")
     } else {
         format!("{:.1}min", s / 60.0)
+    }
+}
+
+#[cfg(all(test, feature = "progress"))]
+mod tests {
+    use super::*;
+    use crate::options::{BackendSource, BatchSize};
+
+    #[test]
+    fn the_bar_names_the_task_backend_and_workers_once_the_run_starts() {
+        let plan = Plan {
+            n_jobs: 2,
+            n_jobs_asked: -1,
+            backend: Backend::Process,
+            backend_source: BackendSource::Task,
+            batch_size: BatchSize::Auto,
+            pre_dispatch: 4,
+            timeout: None,
+            verbose: 0,
+            progress: true,
+        };
+        let mut reporter = Reporter::new(&plan, Some(10));
+        reporter.announce("app::fit", &[41, 42]);
+        let active = reporter.active.as_deref().expect("a bar was asked for");
+        let bar = active.bar.as_ref().expect("the progress feature is on");
+        assert_eq!(bar.message(), "app::fit on 2 worker processes");
+        let threads = Plan {
+            backend: Backend::Thread,
+            ..plan
+        };
+        assert_eq!(bar_label(&threads, "m::g"), "m::g on 2 threads");
+        assert!(first_line(&plan, "app::fit", &[41, 42]).contains(
+            "[Parallel(n_jobs=-1)]: Using the process backend (from the task's attribute) with 2 \
+             worker processes (pids 41, 42) for task `app::fit`"
+        ));
     }
 }
