@@ -71,24 +71,8 @@ pub fn expand(func: &MemoFn, source: &str, with_struct: bool) -> TokenStream {
         }
     };
     let methods = cache_methods(&parts, output);
-    let result_type = result_type(output);
     let (public_output, call) = wrapper_call(&parts, output, name);
-    // One error for a result that is not a serde type, on the type.
-    let output_check = {
-        let span = match output {
-            syn::ReturnType::Type(_, ty) => ty.span(),
-            syn::ReturnType::Default => proc_macro2::Span::call_site(),
-        };
-        let check = quote_spanned!(span=> #private::memo::assert_memo_output::<#result_type>(););
-        quote! {
-            const _: () = {
-                #[allow(dead_code)]
-                fn __parjob_memo_check() {
-                    #check
-                }
-            };
-        }
-    };
+    let output_check = output_check(output, private);
     quote! {
         #(#attrs)*
         #vis fn #name(#(#args: #types),*) #public_output {
@@ -331,6 +315,24 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         pub fn cache_dir() -> ::core::option::Option<::std::path::PathBuf> {
             Self::__parjob_site().dir()
         }
+    }
+}
+
+/// One error for a result that is not a serde type, on the type.
+fn output_check(output: &syn::ReturnType, private: &TokenStream) -> TokenStream {
+    let result_type = result_type(output);
+    let span = match output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => proc_macro2::Span::call_site(),
+    };
+    let check = quote_spanned!(span=> #private::memo::assert_memo_output::<#result_type>(););
+    quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            fn __parjob_memo_check() {
+                #check
+            }
+        };
     }
 }
 

@@ -80,17 +80,7 @@ impl MemoOpts {
                     opts.dir = text(value, &name, errors);
                 }
                 "name" => opts.name = text(value, "name", errors),
-                "mmap_mode" => match string(value).map(|s| s.value()).as_deref() {
-                    Some("r") => opts.mmap_mode = Some(syn::spanned::Spanned::span(value)),
-                    Some("r+" | "w+" | "c") => errors.spanned(
-                        value,
-                        "a cached result is shared by every later call, so it is mapped read-only: use mmap_mode = \"r\" (copy with `.to_vec()` to change it)",
-                    ),
-                    _ => errors.spanned(
-                        value,
-                        "mmap_mode takes \"r\": the cached array comes back mapped read-only",
-                    ),
-                },
+                "mmap_mode" => opts.mmap_mode = parse_mmap_mode(value, errors),
                 "ignore" => opts.ignore = parse_ignore(value, errors),
                 "compress" => opts.compress = parse_codec(value, errors),
                 "expires_after" => opts.expires_after_ns = parse_duration(value, errors),
@@ -139,6 +129,22 @@ impl MemoOpts {
             None => quote::quote!(::parjob::__private),
         }
     }
+}
+
+/// joblib's `mmap_mode`: only `"r"`, since a cached result is shared.
+fn parse_mmap_mode(value: &Expr, errors: &mut Errors) -> Option<proc_macro2::Span> {
+    match string(value).map(|s| s.value()).as_deref() {
+        Some("r") => return Some(syn::spanned::Spanned::span(value)),
+        Some("r+" | "w+" | "c") => errors.spanned(
+            value,
+            "a cached result is shared by every later call, so it is mapped read-only: use mmap_mode = \"r\" (copy with `.to_vec()` to change it)",
+        ),
+        _ => errors.spanned(
+            value,
+            "mmap_mode takes \"r\": the cached array comes back mapped read-only",
+        ),
+    }
+    None
 }
 
 fn example(name: &str) -> &'static str {

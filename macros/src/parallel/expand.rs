@@ -172,71 +172,70 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
     out
 }
 
-/// `delayed`, `map`, `with`, `par_map`, `repeat` and `options` on the
-/// same-named struct, and its `FromItem` impl.
-fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
-    let Parts {
-        private,
-        name,
-        name_str,
-        output,
-        args,
-        owned,
-    } = parts;
-    let Items {
-        generics,
-        types,
-        convert,
-        item,
-        pattern,
-        borrow_generics,
-        borrowed,
-    } = items(task, parts);
-    let (adapter, map_returns) = map_shape(task, private, output);
-    let doc_par_map = format!(
-        "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
+/// The doc comments of a task's methods.
+struct Docs {
+    par_map: String,
+    delayed: String,
+    map: String,
+    with: String,
+}
+
+impl Docs {
+    fn new(name_str: &str) -> Docs {
+        let par_map = format!(
+            "Runs `{name_str}` over an input of known length and positions: a range, a `Vec`, \
          or any rayon indexed parallel iterator (`v.par_iter().copied()`). Returns the \
          results in input order. On threads it splits the input across the pool as rayon \
          does, so tasks of nanoseconds cost what they cost in rayon, and a `&T` parameter \
          borrows from its item: `{name_str}::par_map(&rows)` copies no row. With a timeout, \
          `verbose`, a progress bar, or another backend it runs exactly as `map`, each item \
          cloned into its job."
-    );
-    let doc_delayed = format!(
-        "One call of `{name_str}` waiting to run (joblib's `delayed({name_str})(..)`). \
+        );
+        let delayed = format!(
+            "One call of `{name_str}` waiting to run (joblib's `delayed({name_str})(..)`). \
          The job owns its arguments: a `&T` parameter takes a `T` (moved) or a `&T` \
          (cloned once into the job)."
-    );
-    let doc_map = format!(
-        "Runs `{name_str}` over every item (a tuple for several parameters), with the \
+        );
+        let map = format!(
+            "Runs `{name_str}` over every item (a tuple for several parameters), with the \
          attribute's options, on a shared pool. Returns the results in input order \
          (`return_as = \"list\"`, the default), or an iterator of them \
          (`\"generator\"`, `\"generator_unordered\"`). For a `&T` parameter an item \
          may be a `T` or a `&T` (cloned into the job): `{name_str}::map(&xs)`."
-    );
-    let doc_with = format!(
+        );
+        let with = format!(
         "`{name_str}` with per-call options: `{name_str}::with(|p| p.n_jobs(4).timeout(d)).map(items)`. \
          They win over a scoped `config()`, the attribute and the environment; \
          `.map`, `.iter` and `.iter_unordered` pick the shape of the results."
     );
-    let repeat = if args.is_empty() {
-        let doc_repeat = format!(
-            "Runs `{name_str}`, which takes no arguments, `n` times (joblib's \
-             `Parallel()(delayed({name_str})() for _ in range(n))`)."
-        );
-        quote! {
-            #[doc = #doc_repeat]
-            pub fn repeat(n: usize) -> #map_returns {
-                #private::map::calls::<Self, _>(
-                    #private::Options::new(),
-                    ::core::iter::repeat_n((), n),
-                )
-                .#adapter()
-            }
+        Docs {
+            par_map,
+            delayed,
+            map,
+            with,
         }
-    } else {
-        TokenStream::new()
-    };
+    }
+}
+
+/// `FromItem` (an item made the owned argument tuple) and `CallItem` (the
+/// function called with an item, borrowing what `&T` parameters need).
+fn item_impls(parts: &Parts<'_>, items: &Items) -> TokenStream {
+    let Parts {
+        private,
+        name,
+        output,
+        owned,
+        ..
+    } = parts;
+    let Items {
+        generics,
+        convert,
+        item,
+        pattern,
+        borrow_generics,
+        borrowed,
+        ..
+    } = items;
     quote! {
         impl<#(#generics),*> #private::FromItem<#item> for #name {
             #[inline]
@@ -252,6 +251,67 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
                 #name(#(#borrowed),*)
             }
         }
+    }
+}
+
+/// `f::repeat(n)`, for a task of no arguments.
+fn repeat_method(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
+    let Parts {
+        private,
+        name_str,
+        output,
+        args,
+        ..
+    } = parts;
+    let (adapter, map_returns) = map_shape(task, private, output);
+    if !args.is_empty() {
+        return TokenStream::new();
+    }
+    let doc_repeat = format!(
+        "Runs `{name_str}`, which takes no arguments, `n` times (joblib's \
+         `Parallel()(delayed({name_str})() for _ in range(n))`)."
+    );
+    quote! {
+        #[doc = #doc_repeat]
+        pub fn repeat(n: usize) -> #map_returns {
+            #private::map::calls::<Self, _>(
+                #private::Options::new(),
+                ::core::iter::repeat_n((), n),
+            )
+            .#adapter()
+        }
+    }
+}
+
+/// `delayed`, `map`, `with`, `par_map`, `repeat` and `options` on the
+/// same-named struct, and its `FromItem` impl.
+fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
+    let Parts {
+        private,
+        name,
+        name_str,
+        output,
+        args,
+        ..
+    } = parts;
+    let items = items(task, parts);
+    let item_impls = item_impls(parts, &items);
+    let Items {
+        generics,
+        types,
+        convert,
+        ..
+    } = items;
+    let (adapter, map_returns) = map_shape(task, private, output);
+    let Docs {
+        par_map: doc_par_map,
+        delayed: doc_delayed,
+        map: doc_map,
+        with: doc_with,
+    } = Docs::new(name_str);
+    let repeat = repeat_method(task, parts);
+    quote! {
+        #item_impls
 
         impl #name {
             #[doc = #doc_delayed]
