@@ -308,6 +308,21 @@ mod tests {
             ..plan
         };
         assert_eq!(bar_label(&threads, "m::g"), "m::g on 2 threads");
+        // n_jobs = -2 on 2 CPUs: one worker, in sequence, and the line says so.
+        let one = Plan {
+            n_jobs: 1,
+            n_jobs_asked: -2,
+            backend: Backend::Sequential,
+            backend_source: BackendSource::OneJob,
+            ..plan
+        };
+        let line = first_line(&one, "m::g", &[]);
+        assert!(
+            line.starts_with(
+                "[Parallel(n_jobs=-2)]: Using the sequential backend (from n_jobs = 1) with 1 worker, this thread"
+            ),
+            "{line}"
+        );
         assert!(first_line(&plan, "app::fit", &[41, 42]).contains(
             "[Parallel(n_jobs=-1)]: Using the process backend (from the task's attribute) with 2 \
              worker processes (pids 41, 42) for task `app::fit`"
