@@ -198,6 +198,12 @@ impl Opts {
         }
     }
 
+    /// Whether `backend = "process"` is given: what makes a marked loop or
+    /// `parallel_for!` a process loop (the soft `prefer` hint does not).
+    pub fn backend_is_process(&self) -> bool {
+        matches!(self.backend, Some((BackendName::Process, _)))
+    }
+
     /// Whether the task can run in worker processes: `backend = "process"`,
     /// or `prefer = "processes"`, which needs the same codecs.
     pub fn is_process(&self) -> bool {

@@ -71,7 +71,7 @@ fn marked_loop(marked: &mut ParallelLoop, errors: &mut Errors) -> Option<TokenSt
         );
     }
     let private = marked.opts.private_path();
-    if marked.own.is_process() {
+    if marked.own.backend_is_process() {
         let remote = remote::loop_body(&marked.for_loop.body, errors)?;
         return Some(expand::process_loop(
             &marked.for_loop,
@@ -81,7 +81,7 @@ fn marked_loop(marked: &mut ParallelLoop, errors: &mut Errors) -> Option<TokenSt
     }
     // A process backend inherited from the function does not apply: the
     // function already runs in a worker, and its loops run on its threads.
-    if marked.opts.is_process() {
+    if marked.opts.backend_is_process() {
         marked.opts.backend = None;
     }
     only_threads_options(&marked.own, &marked.attr, errors);
