@@ -344,6 +344,18 @@ fn streaming_parallel_for_yields_in_order_or_as_completed() {
         unordered,
         (0..50).map(|i| (i, i as u64 * 2)).collect::<Vec<_>>()
     );
+    // Under a scoped process backend the bodies, which borrow, still run
+    // on threads here, as a marked loop's do.
+    let pids: Vec<u32> = parjob::config()
+        .backend(Backend::Process)
+        .scope(|| {
+            parallel_for!(n_jobs = 2, return_as = "generator"; for _x in 0..4u64 {
+                std::process::id()
+            })
+            .collect::<parjob::Result<_>>()
+        })
+        .unwrap();
+    assert_eq!(pids, [std::process::id(); 4]);
 }
 
 #[parallel(n_jobs = 2, backend = "process")]

@@ -66,13 +66,16 @@ pub fn calls<T: Task, I: IntoIterator<Item = T::Args>>(
     }
 }
 
-/// Jobs (closures, for `parallel_for!` on threads) with `options`.
+/// Jobs (closures, for `parallel_for!` on threads) with `options`. Their
+/// bodies borrow the caller's data, so, as marked loops do, they require
+/// shared memory: a process backend from a scope or the environment runs
+/// them on threads.
 pub fn jobs<I: IntoIterator>(options: Options, jobs: I) -> Calls<I::IntoIter>
 where
     I::Item: Work,
 {
     Calls {
-        options,
+        options: options.with_require(crate::options::Require::SharedMem),
         declared: Declared::default(),
         work: jobs.into_iter(),
     }
