@@ -395,9 +395,6 @@ fn a_panicking_input_iterator_on_threads_is_an_error() {
 #[parjob::test]
 #[ignore = "helper: started by verbose_lines_are_joblib_style_and_few"]
 fn verbose_helper() {
-    if std::env::var_os("PARJOB_TEST_VERBOSE").is_none() {
-        return;
-    }
     let p = threads(2).verbose(2).timeout(Duration::from_secs(60));
     let got = p
         .run((0..50_000u64).map(|x| Job::new(move || x * 2)))
@@ -434,7 +431,6 @@ fn verbose_lines_are_joblib_style_and_few() {
             "--nocapture",
             "-q",
         ])
-        .env("PARJOB_TEST_VERBOSE", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -561,9 +557,6 @@ fn pre_dispatch_all_runs_everything_correctly() {
 #[parjob::test]
 #[ignore = "helper: started by a_quiet_run_names_the_job_running_longest"]
 fn still_running_helper() {
-    if std::env::var_os("PARJOB_TEST_STILL_RUNNING").is_none() {
-        return;
-    }
     // verbose = 3 reports after 2 s without a finished batch; item 3 takes 3 s.
     let p = Parallel::new()
         .n_jobs(2)
@@ -586,7 +579,6 @@ fn a_quiet_run_names_the_job_running_longest() {
             "--nocapture",
             "-q",
         ])
-        .env("PARJOB_TEST_STILL_RUNNING", "1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
