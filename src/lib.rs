@@ -217,12 +217,15 @@ pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,
     DumpTarget, Limits, Mapped, PersistError, MAX_DEPTH,
 };
+/// Shared memory for big arrays: [`shm::SharedSlice`], and how slices of
+/// numbers over `max_nbytes` reach worker processes without copies.
+pub use parjob_runtime::shm;
 #[cfg(feature = "persist")]
 pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BackendSource, BatchSize,
-    Config, ConfigGuard, Error, Job, Options, Ordered, Parallel, Plan, PreDispatch, Prefer,
-    Require, Result, Task, TaskRun, Unordered,
+    Config, ConfigGuard, Error, Job, MaxNbytes, Options, Ordered, Parallel, Plan, PreDispatch,
+    Prefer, Require, Result, Task, TaskRun, Unordered,
 };
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, CachedArray, MemorizedResult, Memory, MissReason};

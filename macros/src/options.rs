@@ -25,6 +25,7 @@ pub const KNOWN: &[&str] = &[
     "prefer",
     "require",
     "return_as",
+    "max_nbytes",
     "crate",
 ];
 
@@ -68,6 +69,8 @@ pub struct Opts {
     /// `require = "sharedmem"`, with its span.
     pub require_sharedmem: Option<Span>,
     pub return_as: Option<ReturnAs>,
+    /// `max_nbytes`: a size, or `Some(None)` for `"none"`.
+    pub max_nbytes: Option<Option<u64>>,
     pub krate: Option<syn::Path>,
 }
 
@@ -129,6 +132,7 @@ impl Opts {
                 "prefer" => opts.prefer = parse_prefer(value, errors),
                 "require" => opts.require_sharedmem = parse_require(value, errors),
                 "return_as" => opts.return_as = parse_return_as(value, errors),
+                "max_nbytes" => opts.max_nbytes = parse_max_nbytes(value, errors),
                 "crate" => match string(value) {
                     Some(s) => match syn::parse_str::<syn::Path>(&s.value()) {
                         Ok(path) => opts.krate = Some(path),
@@ -161,6 +165,7 @@ impl Opts {
             prefer: over.prefer.or(self.prefer),
             require_sharedmem: over.require_sharedmem.or(self.require_sharedmem),
             return_as: over.return_as.or(self.return_as),
+            max_nbytes: over.max_nbytes.or(self.max_nbytes),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -272,6 +277,13 @@ impl Opts {
         if self.require_sharedmem.is_some() {
             options = quote!(#options.with_require(#private::Require::SharedMem));
         }
+        if let Some(max) = self.max_nbytes {
+            let max = match max {
+                Some(n) => quote!(#private::MaxNbytes::Bytes(#n)),
+                None => quote!(#private::MaxNbytes::Off),
+            };
+            options = quote!(#options.with_max_nbytes(#max));
+        }
         options
     }
 }
@@ -288,6 +300,7 @@ fn example(name: &str) -> &'static str {
         "require" => "require = \"sharedmem\"",
         "progress" => "progress = true",
         "return_as" => "return_as = \"generator\"",
+        "max_nbytes" => "max_nbytes = \"1M\" (or a byte count, or \"none\")",
         _ => "crate = \"::parjob\"",
     }
 }
@@ -371,6 +384,23 @@ fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
             None
         }
     }
+}
+
+/// joblib's `max_nbytes`: a byte count, a size string (`"1M"`), or
+/// `"none"` (joblib's `None`).
+fn parse_max_nbytes(value: &Expr, errors: &mut Errors) -> Option<Option<u64>> {
+    let parsed = match (int_literal(value), string(value)) {
+        (Some((false, lit)), _) => lit.base10_parse::<u64>().ok().map(Some),
+        (_, Some(s)) => parjob_syntax::max_nbytes(&s.value()),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.spanned(
+            value,
+            "max_nbytes takes a size: a byte count (1048576), a string like \"1M\" or \"500K\", or \"none\" to turn shared memory off",
+        );
+    }
+    parsed
 }
 
 /// joblib's scale: any non-negative integer (see `parjob_syntax::verbose_level`).

@@ -7,7 +7,8 @@
 //! 2. scoped defaults ([`config`], joblib's `parallel_config`);
 //! 3. the task's own attribute (`#[parallel(n_jobs = 2)]`; for
 //!    `Parallel::run`, the first job's task);
-//! 4. the environment (`PARJOB_N_JOBS`, `PARJOB_BACKEND`);
+//! 4. the environment (`PARJOB_N_JOBS`, `PARJOB_BACKEND`,
+//!    `PARJOB_MAX_NBYTES`);
 //! 5. the built-in default (`n_jobs = -1`, threads, auto batches,
 //!    `pre_dispatch = 2 * n_jobs`).
 //!
@@ -24,7 +25,7 @@
 use crate::error::{Error, Result};
 use crate::options::{
     effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
-    Options, Plan, PreDispatch, Prefer, Require,
+    MaxNbytes, Options, Plan, PreDispatch, Prefer, Require,
 };
 use crate::task::Declared;
 use std::cell::RefCell;
@@ -34,6 +35,8 @@ use std::time::Duration;
 pub(crate) const ENV_N_JOBS: &str = "PARJOB_N_JOBS";
 /// Environment variable giving the default backend.
 pub(crate) const ENV_BACKEND: &str = "PARJOB_BACKEND";
+/// Environment variable giving the default `max_nbytes`.
+pub(crate) const ENV_MAX_NBYTES: &str = "PARJOB_MAX_NBYTES";
 
 impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
@@ -75,10 +78,22 @@ impl Options {
                     .into(),
             ));
         }
+        let max_nbytes = match options.max_nbytes {
+            Some(m) => m,
+            None => match env_var(ENV_MAX_NBYTES) {
+                Some(text) => text.parse::<MaxNbytes>().map_err(|_| {
+                    Error::Config(format!(
+                        "{ENV_MAX_NBYTES}={text:?}: expected a size like \"1M\", or \"none\""
+                    ))
+                })?,
+                None => MaxNbytes::default(),
+            },
+        };
         Ok(Plan {
             batch_size,
             pre_dispatch,
             timeout: options.timeout,
+            max_nbytes: max_nbytes.limit(),
             verbose: parjob_syntax::verbose_level(options.verbose.unwrap_or(0)),
             progress: options.progress.unwrap_or(false),
             ..base
@@ -121,6 +136,7 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         timeout: None,
         verbose: 0,
         progress: false,
+        max_nbytes: MaxNbytes::default().limit(),
     })
 }
 

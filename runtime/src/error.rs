@@ -161,6 +161,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A shared-memory segment could not be made for
+    /// [`SharedSlice`](crate::shm::SharedSlice) (memory or the cgroup's
+    /// limit is exhausted, or `memfd_create` is refused). The message
+    /// names where the memory was to come from and what to change.
+    #[error("{0}")]
+    SharedMemory(String),
 }
 
 fn while_doing(context: &str) -> String {

@@ -10,7 +10,7 @@
 //! 0. foundations: `error` (the one [`Error`] enum), `panic` (a caught
 //!    panic's message and location), `files` (regular files only, atomic
 //!    writes), `hash` (the one stable hash, FNV-1a), `plain` (numbers as bytes), `compress` (every codec joblib
-//!    has);
+//!    has), [`shm`] (sealed shared memory and its passing to workers);
 //! 1. `options` (the option table, [`Options`], [`Plan`], [`cpu_count`])
 //!    and `task` ([`Task`], [`Job`], the registry of process tasks);
 //! 2. `wire`: the codec (the one place that names bincode), frames and
@@ -56,6 +56,7 @@ pub mod persist;
 #[cfg(feature = "persist")]
 mod plain;
 mod schedule;
+pub mod shm;
 mod task;
 mod wire;
 
@@ -70,8 +71,8 @@ pub use memo::mapped::CachedArray;
 #[cfg(feature = "cache")]
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
-    cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Options, Plan, PreDispatch,
-    Prefer, Require,
+    cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, MaxNbytes, Options, Plan,
+    PreDispatch, Prefer, Require,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
@@ -82,13 +83,15 @@ pub use task::{Job, Task};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
+    pub use crate::shm::{results_received, segments_created, worker_holds, SliceArg};
     pub use crate::task::{
         assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Declared, FromItem,
-        IntoOwnedArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
+        IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
     };
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
-        init, Backend, BatchSize, Job, Options, PreDispatch, Prefer, Require, Result, Task, TaskRun,
+        init, Backend, BatchSize, Job, MaxNbytes, Options, PreDispatch, Prefer, Require, Result,
+        Task, TaskRun,
     };
     pub use inventory;
     pub use rayon;

@@ -26,6 +26,7 @@ use crate::options::{
     for_each_option, option_setters, Backend, BatchSize, Options, Plan, PreDispatch,
 };
 use crate::schedule::{Ordered, Stream, Unordered};
+use crate::shm::Sharing;
 use crate::task::{Declared, Work};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -160,7 +161,14 @@ impl Parallel {
         I: Iterator,
         I::Item: Work,
     {
-        let first = match catch_unwind(AssertUnwindSafe(|| jobs.next())) {
+        // The first job is drawn before the plan exists (its task is part
+        // of the plan), under this runner's own threshold.
+        let provisional = self.options.resolve().ok().and_then(|p| p.max_nbytes);
+        let sharing = Sharing::new(provisional);
+        let entered = sharing.enter();
+        let first = catch_unwind(AssertUnwindSafe(|| jobs.next()));
+        drop(entered);
+        let first = match first {
             Ok(first) => first,
             Err(payload) => {
                 let e = Error::InputPanicked {
@@ -173,7 +181,9 @@ impl Parallel {
         let declared = first.as_ref().map(Work::declared).unwrap_or_default();
         let plan = self.options.resolve_for(declared);
         let empty = first.is_none();
-        let stream = self.stream_planned(plan, first, jobs, ordered, bounded);
+        let stream = self
+            .stream_planned(plan, first, jobs, ordered, bounded)
+            .sharing_from(sharing);
         if empty {
             stream.input_ended()
         } else {
@@ -219,6 +229,7 @@ impl Parallel {
                 self.home.processes.lease(plan.n_jobs),
                 plan.timeout,
                 plan.backend_source,
+                plan.max_nbytes,
             )?),
         })
     }

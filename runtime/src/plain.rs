@@ -146,6 +146,39 @@ pub(crate) fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
         .or_else(|| check::<I, isize>(iter))
 }
 
+/// The kind of `T` when it is a primitive number (a runtime check on its
+/// type, for code generic over any element type), else `None`.
+pub(crate) fn kind_of<T: ?Sized>() -> Option<Kind> {
+    fn is<T: ?Sized, P: Plain>() -> Option<Kind> {
+        (typeid::of::<T>() == TypeId::of::<P>()).then_some(P::KIND)
+    }
+    is::<T, f64>()
+        .or_else(is::<T, f32>)
+        .or_else(is::<T, u8>)
+        .or_else(is::<T, i8>)
+        .or_else(is::<T, u16>)
+        .or_else(is::<T, i16>)
+        .or_else(is::<T, u32>)
+        .or_else(is::<T, i32>)
+        .or_else(is::<T, u64>)
+        .or_else(is::<T, i64>)
+        .or_else(is::<T, u128>)
+        .or_else(is::<T, i128>)
+        .or_else(is::<T, usize>)
+        .or_else(is::<T, isize>)
+}
+
+/// The bytes of a slice whose element type [`kind_of`] found to be a
+/// primitive number.
+pub(crate) fn bytes_of<T>(values: &[T]) -> Option<&[u8]> {
+    kind_of::<T>()?;
+    // SAFETY: `T` is one of the primitive numbers (checked just above on
+    // its `TypeId`): no padding, every byte initialized.
+    Some(unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    })
+}
+
 /// Whether `T` is `Vec<P>`; `TypeId` needs `'static`, which `Vec<P>` is.
 pub(crate) fn is_vec_of<T: ?Sized, P: Plain>() -> bool {
     typeid::of::<T>() == TypeId::of::<Vec<P>>()
@@ -172,6 +205,11 @@ mod tests {
             "a Vec by value is not a reference"
         );
         assert!(is_vec_of::<Vec<f64>, f64>());
+        assert_eq!(kind_of::<f64>(), Some(Kind::F64));
+        assert_eq!(kind_of::<usize>(), Some(Kind::U64));
+        assert_eq!(kind_of::<String>(), None);
+        assert_eq!(bytes_of(&[1u16, 2]).map(<[u8]>::len), Some(4));
+        assert!(bytes_of(&["x"]).is_none());
         assert!(!is_vec_of::<Vec<f32>, f64>());
     }
 }

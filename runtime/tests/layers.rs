@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("hash", 0),
     ("plain", 0),
     ("compress", 0),
+    ("shm", 0),
     ("options", 1),
     ("task", 1),
     ("wire", 2),

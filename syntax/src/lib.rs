@@ -181,6 +181,20 @@ pub fn duration_seconds(text: &str) -> Option<f64> {
     Some(number * scale)
 }
 
+/// joblib's `max_nbytes`: a size (`"1M"`, `"500K"`, `"4096"`), or
+/// `"none"`/`"None"`/`"off"` for `Some(None)`, which turns the automatic
+/// shared-memory path off.
+pub fn max_nbytes(text: &str) -> Option<Option<u64>> {
+    let trimmed = text.trim();
+    if ["none", "off"]
+        .iter()
+        .any(|n| trimmed.eq_ignore_ascii_case(n))
+    {
+        return Some(None);
+    }
+    size_bytes(trimmed).map(Some)
+}
+
 /// Bytes in `"10G"`, `"500M"`, `"64KB"`, `"1.5GiB"` or `"4096"`, in powers
 /// of 1024.
 pub fn size_bytes(text: &str) -> Option<u64> {
@@ -206,6 +220,15 @@ pub fn size_bytes(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_nbytes_takes_sizes_and_none() {
+        assert_eq!(max_nbytes("1M"), Some(Some(1 << 20)));
+        assert_eq!(max_nbytes(" 4096 "), Some(Some(4096)));
+        assert_eq!(max_nbytes("None"), Some(None));
+        assert_eq!(max_nbytes("off"), Some(None));
+        assert_eq!(max_nbytes("lots"), None);
+    }
 
     #[test]
     fn prefer_require_and_joblibs_verbose_scale() {

@@ -421,12 +421,12 @@ fn forged_worker_variable() -> Result<(), String> {
     let me = std::process::id();
     let token = "00112233445566778899aabbccddeeff";
     // Right parent, pipes, wrong token: refused before the hello.
-    let stderr = forged(format!("0,1,2,1,{me},-1,{token}"))?;
+    let stderr = forged(format!("0,1,2,1,{me},-1,0,{token}"))?;
     if !stderr.contains("token") {
         return Err(format!("no word of the token: {stderr}"));
     }
     // Another parent's pid: refused before anything is read.
-    let stderr = forged(format!("0,1,2,1,1,-1,{token}"))?;
+    let stderr = forged(format!("0,1,2,1,1,-1,0,{token}"))?;
     if !stderr.contains("not started by a parjob parent") {
         return Err(format!("no word of the parent: {stderr}"));
     }

@@ -2,7 +2,7 @@
 //! `delayed`, `map` and `options`, its `Task` impl, and for process tasks
 //! the registration and the serde checks, each spanned on the user's type.
 
-use super::parse::TaskFn;
+use super::parse::{OwnedSlice, TaskFn};
 use crate::options::ReturnAs;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -42,7 +42,7 @@ pub fn expand(task: &TaskFn) -> TokenStream {
     let methods = methods(task, &parts);
     let task_impl = task_impl(task, &parts);
     let registration = if task.opts.is_process() {
-        registration(task, &parts.private, &parts.owned, &parts.output)
+        registration(task, &parts.private, &parts.output)
     } else {
         TokenStream::new()
     };
@@ -144,11 +144,18 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
     {
         if param.by_ref {
             let generic = format_ident!("__ParjobA{}", i);
-            out.generics
-                .push(quote!(#generic: #private::IntoOwnedArg<#owned>));
+            if let Some(elem) = &param.ref_slice {
+                out.generics
+                    .push(quote!(#generic: #private::IntoSliceArg<#elem>));
+                out.convert
+                    .push(quote!(#private::IntoSliceArg::<#elem>::into_slice_arg(#arg)));
+            } else {
+                out.generics
+                    .push(quote!(#generic: #private::IntoOwnedArg<#owned>));
+                out.convert
+                    .push(quote!(#private::IntoOwnedArg::<#owned>::into_owned_arg(#arg)));
+            }
             out.types.push(quote!(#generic));
-            out.convert
-                .push(quote!(#private::IntoOwnedArg::<#owned>::into_owned_arg(#arg)));
             let (bound, as_ref) = borrow_bound(&param.ty);
             out.borrow_generics.push(quote!(#generic: #bound));
             out.borrowed.push(if as_ref {
@@ -157,8 +164,15 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
                 quote!(::core::borrow::Borrow::borrow(&#arg))
             });
         } else {
-            out.types.push(quote!(#owned));
-            out.convert.push(quote!(#arg));
+            let written = &param.ty;
+            out.types.push(quote!(#written));
+            out.convert.push(match param.by_value_slice {
+                None => quote!(#arg),
+                Some(OwnedSlice::Vec) => quote!(#private::SliceArg::Owned(#arg)),
+                Some(OwnedSlice::Boxed) => {
+                    quote!(#private::SliceArg::Owned(::std::vec::Vec::from(#arg)))
+                }
+            });
             out.borrowed.push(quote!(#arg));
         }
     }
@@ -373,11 +387,16 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     let (private, name, name_str) = (&parts.private, parts.name, &parts.name_str);
     let (output, args, owned) = (&parts.output, &parts.args, &parts.owned);
     let options = task.opts.to_runtime(private);
-    let call_args =
-        task.params
-            .iter()
-            .zip(args)
-            .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
+    let call_args = task.params.iter().zip(args).map(|(p, a)| {
+        if p.by_ref {
+            return quote!(&#a);
+        }
+        match p.by_value_slice {
+            None => quote!(#a),
+            Some(OwnedSlice::Vec) => quote!(#a.into_vec()),
+            Some(OwnedSlice::Boxed) => quote!(#a.into_vec().into_boxed_slice()),
+        }
+    });
     let codecs = if task.opts.is_process() {
         quote! {
             fn codecs() -> ::core::option::Option<#private::TaskCodecs<(#(#owned,)*), #output>> {
@@ -414,16 +433,11 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
 
 /// The `inventory` registration of a process task, and one serde check per
 /// type, spanned on that type so the compiler points at it.
-fn registration(
-    task: &TaskFn,
-    private: &TokenStream,
-    owned: &[&syn::Type],
-    output: &syn::Type,
-) -> TokenStream {
+fn registration(task: &TaskFn, private: &TokenStream, output: &syn::Type) -> TokenStream {
     let name = &task.item.sig.ident;
-    let arg_checks = task.params.iter().zip(owned).map(|(p, owned)| {
-        let span = p.ty.span();
-        quote_spanned!(span=> #private::assert_process_arg::<#owned>();)
+    let arg_checks = task.params.iter().map(|p| {
+        let (span, wire) = (p.ty.span(), &p.wire);
+        quote_spanned!(span=> #private::assert_process_arg::<#wire>();)
     });
     let output_span = match &task.item.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),

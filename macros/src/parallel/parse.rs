@@ -23,6 +23,24 @@ pub struct Param {
     pub owned: Type,
     /// The parameter is a shared reference, so the call passes `&owned`.
     pub by_ref: bool,
+    /// A by-value `Vec<T>` or `Box<[T]>`, stored as a `SliceArg<T>` so a
+    /// slice of numbers over `max_nbytes` reaches a worker through shared
+    /// memory; `None` for a parameter stored as written.
+    pub by_value_slice: Option<OwnedSlice>,
+    /// For a `&[T]` parameter, `T`.
+    pub ref_slice: Option<Type>,
+    /// The type whose serde impls a process task needs: the parameter's
+    /// own (`Vec<T>` for `&[T]`), not the runtime's wrapper of it.
+    pub wire: Type,
+}
+
+/// An owned slice parameter, by how it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OwnedSlice {
+    /// `Vec<T>`.
+    Vec,
+    /// `Box<[T]>`.
+    Boxed,
 }
 
 impl TaskFn {
@@ -75,27 +93,79 @@ impl Param {
                     Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => {
                         syn::parse_quote!(::std::string::String)
                     }
+                    // A copy, or a view of shared memory when the slice
+                    // is of numbers over `max_nbytes`.
                     Type::Slice(s) => {
                         let elem = &s.elem;
-                        syn::parse_quote!(::std::vec::Vec<#elem>)
+                        syn::parse_quote!(#private::SliceArg<#elem>)
                     }
                     // `T` itself for a sized `T` (no `Clone` needed: the
                     // caller gives the job its own), the owned form of
                     // `Path`, `OsStr` and `CStr` otherwise.
                     _ => syn::parse_quote!(<#inner as #private::ArgOwned>::Owned),
                 };
+                let wire = match inner {
+                    Type::Slice(s) => {
+                        let elem = &s.elem;
+                        syn::parse_quote!(::std::vec::Vec<#elem>)
+                    }
+                    _ => owned.clone(),
+                };
+                let ref_slice = match inner {
+                    Type::Slice(s) => Some((*s.elem).clone()),
+                    _ => None,
+                };
                 Param {
                     ty: ty.clone(),
                     owned,
                     by_ref: true,
+                    by_value_slice: None,
+                    ref_slice,
+                    wire,
                 }
             }
-            _ => Param {
-                ty: ty.clone(),
-                owned: ty,
-                by_ref: false,
+            _ => match owned_slice(&ty) {
+                Some((kind, elem)) => Param {
+                    owned: syn::parse_quote!(#private::SliceArg<#elem>),
+                    ty: ty.clone(),
+                    by_ref: false,
+                    by_value_slice: Some(kind),
+                    ref_slice: None,
+                    wire: ty,
+                },
+                None => Param {
+                    ty: ty.clone(),
+                    owned: ty.clone(),
+                    by_ref: false,
+                    by_value_slice: None,
+                    ref_slice: None,
+                    wire: ty,
+                },
             },
         }
+    }
+}
+
+/// `Vec<T>` or `Box<[T]>` as written (a type alias is not seen through),
+/// with `T`.
+fn owned_slice(ty: &Type) -> Option<(OwnedSlice, Type)> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let [syn::GenericArgument::Type(arg)] = args.args.iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    if last.ident == "Vec" {
+        return Some((OwnedSlice::Vec, arg.clone()));
+    }
+    match arg {
+        Type::Slice(s) if last.ident == "Box" => Some((OwnedSlice::Boxed, (*s.elem).clone())),
+        _ => None,
     }
 }
 

@@ -26,10 +26,12 @@ pub(crate) use batch::Batcher;
 use crate::backend::{Batch, Session};
 use crate::error::{Error, Result};
 use crate::options::Plan;
+use crate::shm::Sharing;
 use crate::task::Work;
 use progress::Reporter;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 /// Task names are `&'static str`s from one place each: compare the
 /// pointers first, and the text only when they differ.
@@ -127,6 +129,8 @@ where
     error: Option<Error>,
     done: bool,
     report: Reporter,
+    /// This run's shared memory, entered while jobs are drawn and sent.
+    sharing: Arc<Sharing>,
 }
 
 impl<I: Iterator> Stream<I>
@@ -181,8 +185,18 @@ where
             ready,
             error,
             done: false,
+            sharing: Sharing::new(plan.as_ref().and_then(|p| p.max_nbytes)),
             report,
         }
+    }
+
+    /// Makes `sharing`, which the caller entered to draw the first job,
+    /// this run's, with the plan's threshold: one buffer stays one segment
+    /// from the first job on.
+    pub(crate) fn sharing_from(mut self, sharing: Arc<Sharing>) -> Self {
+        sharing.set_max_nbytes(self.plan.as_ref().and_then(|p| p.max_nbytes));
+        self.sharing = sharing;
+        self
     }
 
     /// Marks the input as drawn to its end (the caller saw it empty).
@@ -202,6 +216,7 @@ where
             timeout: None,
             verbose: 0,
             progress: false,
+            max_nbytes: None,
         }
     }
 
@@ -266,6 +281,7 @@ where
     }
 
     fn dispatch(&mut self) {
+        let _sharing = self.sharing.enter();
         while self.error.is_none()
             && !self.done
             && self.in_flight_batches < self.pre_dispatch()

@@ -297,6 +297,7 @@ mod tests {
             timeout: None,
             verbose: 0,
             progress: true,
+            max_nbytes: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

@@ -10,6 +10,7 @@
 //! parameters) into the task's argument tuple.
 
 use super::Task;
+use crate::shm::{SharedSlice, SliceArg};
 
 /// What a job stores for a `&T` parameter of a task: `T` itself for a sized
 /// `T` (the caller hands the job its own value, so no `Clone` is needed),
@@ -107,13 +108,87 @@ impl IntoOwnedArg<std::ffi::CString> for &std::ffi::CStr {
     }
 }
 
+/// A value a job can own for a task's `&[T]` parameter: a moved `Vec`,
+/// boxed slice or array is the job's own; a borrow becomes the run's
+/// shared segment when it is a slice of numbers over `max_nbytes`, else a
+/// copy; a [`SharedSlice`] is shared by reference.
+#[diagnostic::on_unimplemented(
+    message = "a `&[{T}]` parameter cannot take `{Self}`",
+    label = "pass a `Vec<{T}>`, `&Vec<{T}>`, `&[{T}]`, an array of `{T}` or a `SharedSlice<{T}>`",
+    note = "a job owns its arguments, because it may run on another thread or in a worker process"
+)]
+pub trait IntoSliceArg<T> {
+    /// What the job stores.
+    fn into_slice_arg(self) -> SliceArg<T>;
+}
+
+impl<T> IntoSliceArg<T> for SliceArg<T> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        self
+    }
+}
+
+impl<T> IntoSliceArg<T> for Vec<T> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::Owned(self)
+    }
+}
+
+impl<T> IntoSliceArg<T> for Box<[T]> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::Owned(self.into_vec())
+    }
+}
+
+impl<T, const N: usize> IntoSliceArg<T> for [T; N] {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::Owned(Vec::from(self))
+    }
+}
+
+impl<T: Clone> IntoSliceArg<T> for &[T] {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::borrowed(self)
+    }
+}
+
+impl<T: Clone> IntoSliceArg<T> for &&[T] {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::borrowed(self)
+    }
+}
+
+impl<T: Clone> IntoSliceArg<T> for &Vec<T> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::borrowed(self)
+    }
+}
+
+impl<T: Clone, const N: usize> IntoSliceArg<T> for &[T; N] {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::borrowed(self)
+    }
+}
+
+impl<T> IntoSliceArg<T> for SharedSlice<T> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::Shared(self)
+    }
+}
+
+impl<T> IntoSliceArg<T> for &SharedSlice<T> {
+    fn into_slice_arg(self) -> SliceArg<T> {
+        SliceArg::Shared(self.clone())
+    }
+}
+
 /// One item of `f::map` made into task `Self`'s argument tuple:
 /// `#[parallel]` implements it for each task. An item is the argument for
 /// a task of one parameter, a tuple of them for several, and `()` for none.
 #[diagnostic::on_unimplemented(
     message = "task `{Self}` cannot take items of type `{Item}`",
     label = "each item must be the task's argument (a tuple of them for several parameters)",
-    note = "a job owns its arguments: a by-value parameter needs an owned value (`x.clone()` for a borrowed `x`); a `&T` parameter takes a `T` or a `&T` (cloned into the job), `&str` takes `&str` or `String`, `&[T]` takes `Vec<T>`, `&Vec<T>`, `&[T]` or an array"
+    note = "a job owns its arguments: a by-value parameter needs an owned value (`x.clone()` for a borrowed `x`); a `&T` parameter takes a `T` or a `&T` (cloned into the job), `&str` takes `&str` or `String`, `&[T]` takes `Vec<T>`, `&Vec<T>`, `&[T]`, an array or a `SharedSlice<T>`"
 )]
 pub trait FromItem<Item>: Task {
     /// The argument tuple for `item`.

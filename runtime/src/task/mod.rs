@@ -13,7 +13,7 @@
 mod args;
 mod registry;
 
-pub use args::{ArgOwned, CallItem, FromItem, IntoOwnedArg};
+pub use args::{ArgOwned, CallItem, FromItem, IntoOwnedArg, IntoSliceArg};
 
 pub use registry::TaskEntry;
 pub(crate) use registry::{registry, registry_fingerprint};
@@ -35,7 +35,8 @@ pub trait Task: 'static {
     /// The stable name: `module_path!()::fn_name`.
     const NAME: &'static str;
     /// The owned argument tuple (references in the signature become owned
-    /// values here: `&[T]` becomes `Vec<T>`, `&str` becomes `String`).
+    /// values here: `&[T]` becomes a `SliceArg<T>`, a copy or a view of
+    /// shared memory; `&str` becomes `String`).
     type Args: Send + 'static;
     /// What the function returns.
     type Output: Send + 'static;

@@ -6,7 +6,9 @@
 //! little-endian `u64` length followed by that many bytes. A length above
 //! [`MAX_FRAME`] is refused before anything is allocated.
 //!
-//! Parent to worker, one frame per batch: [`ToWorker::Run`].
+//! Parent to worker, one frame per batch: [`ToWorker::Run`], and at the
+//! end of a run that passed shared memory, [`ToWorker::Forget`]. The
+//! segments themselves travel on a socket beside the pipes (`crate::shm`).
 //!
 //! Worker to parent, each frame starts with a kind byte:
 //! - `Hello`: the handshake, first;
@@ -21,6 +23,7 @@
 //! buffered writer.
 
 pub(crate) mod codec;
+mod plain_result;
 mod task_codecs;
 
 pub use task_codecs::{Probe, ViaNothing, ViaSerde};
@@ -30,7 +33,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 /// `b"PJOB"`, the first field of every hello.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
@@ -87,6 +90,14 @@ pub enum ToWorker {
         seq: u64,
         /// One encoded argument tuple per job.
         args: Vec<Bytes>,
+        /// The run's `max_nbytes`: a result of numbers over it returns
+        /// through shared memory.
+        max_nbytes: Option<u64>,
+    },
+    /// The parent's run is over: drop these shared-memory segments.
+    Forget {
+        /// The segments' ids.
+        segments: Vec<u64>,
     },
 }
 
@@ -518,6 +529,7 @@ mod tests {
             task: "m::f".into(),
             seq: 100,
             args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
+            max_nbytes: Some(1 << 20),
         };
         let wire = encode_frame(&msg).unwrap();
         let mut r = &wire[..];
@@ -527,7 +539,11 @@ mod tests {
             task,
             seq,
             args,
-        } = back;
+            ..
+        } = back
+        else {
+            panic!("not a run");
+        };
         assert_eq!((id, task.as_str(), seq), (9, "m::f", 100));
         assert_eq!(args, vec![Bytes(vec![1, 2, 3]), Bytes(vec![])]);
         assert!(read_frame(&mut r).unwrap().is_none());
@@ -548,6 +564,7 @@ mod tests {
             task: "t".into(),
             seq: 0,
             args: vec![Bytes(vec![0; 100])],
+            max_nbytes: None,
         })
         .unwrap();
         let torn = &frame[..frame.len() - 10];

@@ -6,6 +6,7 @@
 //! this module fills them with the codec and the frame writers.
 
 use super::codec::{self, CodecError};
+use super::plain_result;
 use super::{write_failure, write_value, JobFailure};
 use crate::panic::{self, Caught};
 use crate::task::{ProcessTask, SerdeFns, TaskCodecs, TaskEntry};
@@ -13,8 +14,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 impl<A, R> TaskCodecs<A, R>
 where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
 {
     /// The serde codecs for the argument tuple and the output.
     pub fn serde() -> Self {
@@ -25,14 +26,20 @@ where
     }
 }
 
-impl<T: Serialize + DeserializeOwned> SerdeFns<T> {
-    /// Encoding and decoding through [`crate::wire::codec`].
+impl<T: Serialize + DeserializeOwned + 'static> SerdeFns<T> {
+    /// Encoding and decoding through [`crate::wire::codec`]; a result that
+    /// is a `Vec` of numbers is written raw, or through shared memory over
+    /// `max_nbytes` (`plain_result`).
     pub fn serde() -> Self {
+        let (write, read) = plain_result::fns::<T>().unwrap_or((
+            |w, batch, v| write_value(w, batch, v),
+            codec::decode_from_reader::<T>,
+        ));
         SerdeFns {
             encode: |v| codec::encode(v),
-            write: |w, batch, v| write_value(w, batch, v),
+            write,
             decode: codec::decode::<T>,
-            read: codec::decode_from_reader::<T>,
+            read,
         }
     }
 }
@@ -86,7 +93,7 @@ pub trait ViaSerde<T> {
     fn serde_fns(&self) -> SerdeFns<T>;
 }
 
-impl<T: Serialize + DeserializeOwned> ViaSerde<T> for &Probe<T> {
+impl<T: Serialize + DeserializeOwned + 'static> ViaSerde<T> for &Probe<T> {
     fn serde_fns(&self) -> SerdeFns<T> {
         SerdeFns::serde()
     }

@@ -38,12 +38,13 @@ pub(crate) use session::ProcessSession;
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
+use crate::shm::Segment;
 use crate::task::Decoder;
 use crate::wire::{self, FromWorker, Hello};
 use exit::ExitWatch;
 use reader::{ErasedDecoder, Event};
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::process::Child;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -81,6 +82,8 @@ struct Worker {
     ready: bool,
     /// Batch ids sent and not yet answered, oldest first.
     queue: VecDeque<u64>,
+    /// The shared-memory segments passed to it in this run, by id.
+    segments: HashSet<u64>,
 }
 
 /// A pool of worker processes, kept between runs.
@@ -143,14 +146,39 @@ impl Processes {
         let pid = child.id();
         let watch = Arc::new(ExitWatch::new(pid));
         let (decoders, decoders_rx) = mpsc::channel();
-        let threads =
-            writer::FrameWriter::start(pid, spawned.to_child, spawned.token, watch.clone())
-                .and_then(|frames| {
-                    let events = self.events_tx.clone();
-                    let from_child = spawned.from_child;
-                    reader::start_reader(id, pid, from_child, watch.clone(), decoders_rx, events)
-                        .map(|()| frames)
-                });
+        let reader_socket = spawned
+            .segments
+            .try_clone()
+            .map_err(|e| Error::io("sharing a worker's shared-memory socket", e));
+        let reader_socket = match reader_socket {
+            Ok(socket) => socket,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let threads = writer::FrameWriter::start(
+            pid,
+            spawned.to_child,
+            spawned.segments,
+            spawned.token,
+            watch.clone(),
+        )
+        .and_then(|frames| {
+            let events = self.events_tx.clone();
+            let from_child = spawned.from_child;
+            reader::start_reader(
+                id,
+                pid,
+                from_child,
+                reader_socket,
+                watch.clone(),
+                decoders_rx,
+                events,
+            )
+            .map(|()| frames)
+        });
         let frames = match threads {
             Ok(frames) => frames,
             Err(e) => {
@@ -169,6 +197,7 @@ impl Processes {
             beacon,
             ready: false,
             queue: VecDeque::new(),
+            segments: HashSet::new(),
         });
         Ok(())
     }
@@ -281,9 +310,21 @@ impl Drop for Processes {
 }
 
 /// Sends batch `id` to worker `w`: its decoder to the reader thread first,
-/// then the frame, written now or queued for the writer thread. Neither
-/// blocks.
-fn send<R: Send + 'static>(w: &mut Worker, id: u64, frame: &Arc<Vec<u8>>, decode: Decoder<R>) {
+/// then the shared-memory segments it needs that the worker lacks, then
+/// the frame, each written now or queued for the writer thread. Nothing
+/// here blocks.
+fn send<R: Send + 'static>(
+    w: &mut Worker,
+    id: u64,
+    frame: &Arc<Vec<u8>>,
+    decode: Decoder<R>,
+    segments: &[Arc<Segment>],
+) {
+    for segment in segments {
+        if w.segments.insert(segment.id()) {
+            w.frames.send_segment(segment);
+        }
+    }
     let erased: ErasedDecoder =
         Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
     // The reader must hold the decoder before the first answer comes.

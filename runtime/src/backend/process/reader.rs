@@ -17,7 +17,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,7 @@ pub(super) fn start_reader(
     worker: u64,
     pid: u32,
     pipe: File,
+    segments: OwnedFd,
     watch: Arc<ExitWatch>,
     decoders: Receiver<(u64, ErasedDecoder)>,
     events: Sender<Event>,
@@ -101,6 +102,8 @@ pub(super) fn start_reader(
     std::thread::Builder::new()
         .name(format!("parjob-reader-{pid}"))
         .spawn(move || {
+            // Results over max_nbytes arrive as segments on this socket.
+            crate::shm::reader_socket(segments);
             let mut report = ClosedReport {
                 worker,
                 events: events.clone(),

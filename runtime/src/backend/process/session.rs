@@ -12,6 +12,7 @@ use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
+use crate::shm::{self, Segment};
 use crate::task::{Decoder, Work};
 use crate::wire::{self, Bytes, ToWorker};
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +36,8 @@ pub(super) struct InFlight<R> {
     pub(super) frame: Arc<Vec<u8>>,
     /// Whether it was sent again already (a batch is re-sent once).
     pub(super) resent: bool,
+    /// The shared-memory segments its arguments reference.
+    pub(super) segments: Vec<Arc<Segment>>,
 }
 
 /// One run's use of a process pool.
@@ -48,6 +51,8 @@ pub(crate) struct ProcessSession<W: Work> {
     /// Where the process backend came from, for the error about work that
     /// cannot cross.
     backend_from: BackendSource,
+    /// The run's `max_nbytes`, which the workers apply to results.
+    max_nbytes: Option<u64>,
 }
 
 impl<W: Work> ProcessSession<W> {
@@ -55,6 +60,7 @@ impl<W: Work> ProcessSession<W> {
         mut pool: Lease,
         timeout: Option<Duration>,
         backend_from: BackendSource,
+        max_nbytes: Option<u64>,
     ) -> Result<Self> {
         if worker::entry().is_none() {
             return Err(Error::NoWorkerEntry);
@@ -69,6 +75,7 @@ impl<W: Work> ProcessSession<W> {
             here: VecDeque::new(),
             timeout,
             backend_from,
+            max_nbytes,
         })
     }
 
@@ -133,21 +140,15 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             self.here.push_back(Finished::failed(first, jobs, e));
             return Ok(());
         };
-        let mut args = Vec::with_capacity(jobs);
-        for (k, work) in batch.items.iter().enumerate() {
-            match work.encode_args() {
-                Some(Ok(bytes)) => args.push(Bytes(bytes)),
-                other => {
-                    let cause = match other {
-                        Some(Err(e)) => e.0,
-                        _ => "this job cannot be sent to a worker process".into(),
-                    };
-                    let e = encode_error(task, first + k, cause);
-                    self.here.push_back(Finished::failed(first, jobs, e));
-                    return Ok(());
-                }
+        let (encoded, segments) = shm::collecting(|| encode_all(&batch.items));
+        let args = match encoded {
+            Ok(args) => args,
+            Err((k, cause)) => {
+                let e = encode_error(task, first + k, cause);
+                self.here.push_back(Finished::failed(first, jobs, e));
+                return Ok(());
             }
-        }
+        };
         drop(batch);
         self.pool.fill()?;
         let id = self.pool.fresh_id();
@@ -156,10 +157,9 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             task: task.to_string(),
             seq: first as u64,
             args,
+            max_nbytes: self.max_nbytes,
         };
-        let len = match &msg {
-            ToWorker::Run { args, .. } => args.len(),
-        };
+        let len = jobs;
         let frame = match wire::encode_frame(&msg) {
             Ok(frame) => Arc::new(frame),
             Err(e) => {
@@ -172,7 +172,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         let pos = self
             .least_loaded()
             .expect("has_room said a worker has room");
-        send(&mut self.pool.workers[pos], id, &frame, decode);
+        send(&mut self.pool.workers[pos], id, &frame, decode, &segments);
         self.batches.insert(
             id,
             InFlight {
@@ -185,6 +185,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 failure: None,
                 frame,
                 resent: false,
+                segments,
             },
         );
         Ok(())
@@ -248,6 +249,37 @@ impl<W: Work> Session<W> for ProcessSession<W> {
 
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
+    }
+}
+
+/// Each job's arguments encoded for a worker, or the position of the
+/// first that cannot be, with why.
+fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
+    let mut args = Vec::with_capacity(items.len());
+    for (k, work) in items.iter().enumerate() {
+        match work.encode_args() {
+            Some(Ok(bytes)) => args.push(Bytes(bytes)),
+            Some(Err(e)) => return Err((k, e.0)),
+            None => return Err((k, "this job cannot be sent to a worker process".into())),
+        }
+    }
+    Ok(args)
+}
+
+impl<W: Work> Drop for ProcessSession<W> {
+    /// The run is over: each worker drops the segments it was passed (the
+    /// frame is queued, never blocking), so an idle pool holds no shared
+    /// memory.
+    fn drop(&mut self) {
+        for w in &mut self.pool.workers {
+            if w.segments.is_empty() {
+                continue;
+            }
+            let segments: Vec<u64> = w.segments.drain().collect();
+            if let Ok(frame) = wire::encode_frame(&ToWorker::Forget { segments }) {
+                w.frames.send(Arc::new(frame));
+            }
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub(super) struct Spawned {
     pub to_child: File,
     /// The parent's read end of the worker's output.
     pub from_child: File,
+    /// The parent's end of the worker's segment socket.
+    pub segments: OwnedFd,
     /// The token to write first on `to_child`.
     pub token: [u8; 16],
 }
@@ -147,7 +149,13 @@ fn worker_command(
             command.env(var, spec.share.to_string());
         }
     }
-    let keep = [spec.read_fd, spec.write_fd, spec.beacon_fd, spec.stdout_fd];
+    let keep = [
+        spec.read_fd,
+        spec.write_fd,
+        spec.beacon_fd,
+        spec.stdout_fd,
+        spec.segments_fd,
+    ];
     let null = quiet.map_or(-1, |q| q.null.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (fcntl, dup2, prctl, getppid, _exit).
@@ -217,6 +225,8 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
     let (parent_reads, child_writes) = pipe().map_err(|e| Error::io("making a worker pipe", e))?;
     set_nonblocking(&parent_writes)
         .map_err(|e| Error::io("making a worker pipe non-blocking", e))?;
+    let (parent_segments, child_segments) = crate::shm::socket_pair()
+        .map_err(|e| Error::io("making a worker's shared-memory socket", e))?;
     let token = random_token().map_err(|e| Error::io("drawing a worker token", e))?;
     // SAFETY: getpid is async-signal-safe and called before the fork.
     let parent = unsafe { libc::getpid() };
@@ -229,9 +239,10 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
         parent: parent as u32,
         token,
         stdout_fd: quiet.as_ref().map_or(-1, |q| q.saved.as_raw_fd()),
+        segments_fd: child_segments.as_raw_fd(),
     };
     let command = worker_command(entry, &spec, parent, quiet.as_ref());
-    let mut child_fds = vec![child_reads, child_writes];
+    let mut child_fds = vec![child_reads, child_writes, child_segments];
     if let Some(quiet) = quiet {
         child_fds.extend([quiet.null, quiet.saved]);
     }
@@ -260,6 +271,7 @@ pub(super) fn spawn(entry: &EntryPoint, share: usize, beacon: &Beacon) -> Result
         child,
         to_child: File::from(parent_writes),
         from_child: File::from(parent_reads),
+        segments: parent_segments,
         token,
     })
 }

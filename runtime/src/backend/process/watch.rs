@@ -123,7 +123,13 @@ impl<W: Work> ProcessSession<W> {
                 .expect("a fresh worker has room for a dead one's batches");
             let batch = self.batches.get_mut(&id).expect("checked above");
             batch.resent = true;
-            send(&mut self.pool.workers[pos], id, &batch.frame, batch.decode);
+            send(
+                &mut self.pool.workers[pos],
+                id,
+                &batch.frame,
+                batch.decode,
+                &batch.segments,
+            );
         }
         Ok(true)
     }

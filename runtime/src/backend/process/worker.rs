@@ -36,14 +36,22 @@ pub(crate) struct WorkerSpec {
     /// on fd 1 when the worker begins, so the tasks' output is the user's.
     /// -1 when stdout was not moved.
     pub stdout_fd: i32,
+    /// The worker's end of the socket shared-memory segments arrive on.
+    pub segments_fd: i32,
 }
 
 impl std::fmt::Display for WorkerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{},{},{},{},{},{},",
-            self.read_fd, self.write_fd, self.beacon_fd, self.share, self.parent, self.stdout_fd
+            "{},{},{},{},{},{},{},",
+            self.read_fd,
+            self.write_fd,
+            self.beacon_fd,
+            self.share,
+            self.parent,
+            self.stdout_fd,
+            self.segments_fd
         )?;
         self.token.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
@@ -54,7 +62,9 @@ impl std::str::FromStr for WorkerSpec {
     fn from_str(spec: &str) -> Result<Self, String> {
         let malformed = || format!("malformed {ENV_WORKER}={spec:?}");
         let fields: Vec<&str> = spec.split(',').collect();
-        let [read_fd, write_fd, beacon_fd, share, parent, stdout_fd, token] = fields[..] else {
+        let [read_fd, write_fd, beacon_fd, share, parent, stdout_fd, segments_fd, token] =
+            fields[..]
+        else {
             return Err(malformed());
         };
         let number = |f: &str| f.trim().parse::<i32>().map_err(|_| malformed());
@@ -73,6 +83,7 @@ impl std::str::FromStr for WorkerSpec {
             parent: parent.trim().parse().map_err(|_| malformed())?,
             token: bytes,
             stdout_fd: number(stdout_fd)?,
+            segments_fd: number(segments_fd)?,
         })
     }
 }
@@ -214,6 +225,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                     not started by a parjob parent"
             .into());
     }
+    adopt_segment_socket(spec.segments_fd)?;
     // SAFETY: the parent opened this fd for us and named it in
     // PARJOB_WORKER (checked to be our parent's, with its token, above);
     // nothing in the worker closes it.
@@ -226,12 +238,22 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     output.flush().map_err(io)?;
     let tasks = registry();
     while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
-        let ToWorker::Run {
-            id,
-            task,
-            seq,
-            args,
-        } = wire::decode_message(&frame).map_err(io)?;
+        let (id, task, seq, args) = match wire::decode_message(&frame).map_err(io)? {
+            ToWorker::Run {
+                id,
+                task,
+                seq,
+                args,
+                max_nbytes,
+            } => {
+                crate::shm::set_result_threshold(max_nbytes);
+                (id, task, seq, args)
+            }
+            ToWorker::Forget { segments } => {
+                crate::shm::worker_forget(&segments);
+                continue;
+            }
+        };
         drop(frame);
         let started = crate::backend::beacon::now_ns();
         let entry = tasks.get(task.as_str());
@@ -279,6 +301,25 @@ fn check_parent(spec: &WorkerSpec) -> Result<(), String> {
             return Err(format!("descriptor {fd} from the parent is not open"));
         }
     }
+    Ok(())
+}
+
+/// Takes the socket the parent passes shared-memory segments on, which
+/// must be a socket (the token already proved the parent is ours).
+fn adopt_segment_socket(fd: i32) -> Result<(), String> {
+    // SAFETY: a zeroed stat is a valid out-parameter for fstat.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `stat` and touches nothing else.
+    let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
+    if !ok || stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(format!("descriptor {fd} from {ENV_WORKER} is not a socket"));
+    }
+    // SAFETY: the parent passed this descriptor to us alone and named it
+    // in PARJOB_WORKER; from here the shared-memory table owns it.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain fcntl on a descriptor this process owns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    crate::shm::worker_socket(socket);
     Ok(())
 }
 

@@ -7,18 +7,30 @@
 //! arguments fills the 64 KiB pipe) is queued for the worker's writer
 //! thread, which waits for room or for the worker's exit. Frames keep their
 //! order: while anything is queued, new frames queue behind it.
+//!
+//! Shared-memory segments go the same way, on the worker's segment socket
+//! (`SCM_RIGHTS`), in the same queue, so a segment is always passed before
+//! the batch that needs it.
 
 use super::exit::{ExitWatch, Ready};
+use crate::shm::{self, Segment};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Frames waiting for the writer thread, each with how much of it is written.
+/// What goes to a worker: a frame on its pipe, or a segment on its socket.
+enum Outgoing {
+    Frame(Arc<Vec<u8>>),
+    Segment(Arc<Segment>),
+}
+
+/// What is waiting for the writer thread, each frame with how much of it
+/// is written.
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<(Arc<Vec<u8>>, usize)>,
+    frames: VecDeque<(Outgoing, usize)>,
     /// The session dropped its writer: finish the queue, then close.
     closed: bool,
     /// The pipe failed (the worker is gone): drop everything.
@@ -27,6 +39,8 @@ struct Queue {
 
 struct Shared {
     pipe: File,
+    /// The worker's segment socket.
+    socket: OwnedFd,
     queue: Mutex<Queue>,
     ready: Condvar,
     watch: Arc<ExitWatch>,
@@ -39,15 +53,17 @@ pub(super) struct FrameWriter {
 
 impl FrameWriter {
     /// Starts the writer thread for `pipe` (which must be non-blocking) and
-    /// sends `token` first.
+    /// the segment `socket`, and sends `token` first.
     pub(super) fn start(
         pid: u32,
         pipe: File,
+        socket: OwnedFd,
         token: [u8; 16],
         watch: Arc<ExitWatch>,
     ) -> io::Result<FrameWriter> {
         let shared = Arc::new(Shared {
             pipe,
+            socket,
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             watch,
@@ -85,7 +101,29 @@ impl FrameWriter {
                 }
             }
         }
-        q.frames.push_back((frame, written));
+        q.frames.push_back((Outgoing::Frame(frame), written));
+        self.shared.ready.notify_one();
+    }
+
+    /// Passes `segment` to the worker now if its socket has room, else
+    /// queues it; never blocks.
+    pub(super) fn send_segment(&self, segment: &Arc<Segment>) {
+        let mut q = self.shared.lock();
+        if q.broken {
+            return;
+        }
+        if q.frames.is_empty() {
+            match self.shared.pass(segment) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    q.broken = true;
+                    return;
+                }
+            }
+        }
+        q.frames
+            .push_back((Outgoing::Segment(Arc::clone(segment)), 0));
         self.shared.ready.notify_one();
     }
 }
@@ -101,6 +139,23 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// One non-blocking attempt to pass a segment.
+    fn pass(&self, segment: &Segment) -> io::Result<()> {
+        let len = segment.bytes().len() as u64;
+        shm::send_segment(self.socket.as_fd(), segment.id(), len, segment.fd())
+    }
+
+    /// Waits until `fd` is ready for `events`, or the worker exits: false
+    /// when it exited (or polling failed), and the queue is then broken.
+    fn wait_room(&self, fd: i32) -> bool {
+        let room = self.watch.wait_for(fd, libc::POLLOUT);
+        if matches!(room, Ok(Ready::Fd)) {
+            return true;
+        }
+        self.lock().broken = true;
+        false
+    }
 }
 
 /// The writer thread: writes the queue's front frame, waiting for room or
@@ -109,37 +164,62 @@ impl Shared {
 /// without holding the lock.
 fn write_queued(shared: &Shared) {
     loop {
-        let (frame, mut written) = {
+        let (next, written) = {
             let mut q = shared.lock();
             loop {
                 if q.broken || (q.closed && q.frames.is_empty()) {
                     return;
                 }
-                if let Some((frame, written)) = q.frames.front() {
-                    break (Arc::clone(frame), *written);
+                if let Some((next, written)) = q.frames.front() {
+                    let next = match next {
+                        Outgoing::Frame(f) => Outgoing::Frame(Arc::clone(f)),
+                        Outgoing::Segment(s) => Outgoing::Segment(Arc::clone(s)),
+                    };
+                    break (next, *written);
                 }
                 q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        while written < frame.len() {
-            match (&shared.pipe).write(&frame[written..]) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let room = shared
-                        .watch
-                        .wait_for(shared.pipe.as_raw_fd(), libc::POLLOUT);
-                    if !matches!(room, Ok(Ready::Fd)) {
-                        shared.lock().broken = true;
-                        return;
-                    }
-                }
-                Err(_) => {
-                    shared.lock().broken = true;
-                    return;
-                }
-            }
+        let sent = match next {
+            Outgoing::Frame(frame) => write_frame(shared, &frame, written),
+            Outgoing::Segment(segment) => pass_segment(shared, &segment),
+        };
+        if !sent {
+            shared.lock().broken = true;
+            return;
         }
         shared.lock().frames.pop_front();
+    }
+}
+
+/// Writes the rest of `frame`, waiting for room; false when the worker is gone.
+fn write_frame(shared: &Shared, frame: &[u8], mut written: usize) -> bool {
+    while written < frame.len() {
+        match (&shared.pipe).write(&frame[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !shared.wait_room(shared.pipe.as_raw_fd()) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Passes `segment`, waiting for room; false when the worker is gone.
+fn pass_segment(shared: &Shared, segment: &Segment) -> bool {
+    loop {
+        match shared.pass(segment) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !shared.wait_room(shared.socket.as_raw_fd()) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
     }
 }

@@ -1,0 +1,40 @@
+//! Shared memory: big arrays reach worker processes without copies.
+//!
+//! joblib memmaps a numpy array over `max_nbytes` into a file in
+//! `/dev/shm` that every worker opens. parjob keeps the idea and drops the
+//! file: a slice of numbers over `max_nbytes` (1 MiB by default) is copied
+//! once into a sealed `memfd` ([`segment`]), whose descriptor is passed to
+//! each worker over a socket with `SCM_RIGHTS` ([`fdpass`]); the worker
+//! maps it read-only and the task borrows a `&[T]` into the mapping.
+//!
+//! - A run keeps one segment per buffer ([`share`]): one array borrowed by
+//!   a thousand jobs is copied once.
+//! - Nothing can leak. A segment has no name, so the kernel frees it when
+//!   the last process holding it exits, even by SIGKILL. There is no
+//!   resource-tracker process and nothing to sweep.
+//! - Nothing fills `/dev/shm`: a memfd is bounded by memory and the
+//!   cgroup's limit, which are checked before a segment is made.
+//! - Nothing is read-only by surprise: a task's `&[T]` parameter is
+//!   read-only anyway, and an owned parameter (`Vec<T>`) gets its own copy.
+//!
+//! [`SharedSlice`] is the explicit form, for data shared on purpose.
+
+mod fdpass;
+mod segment;
+mod share;
+mod slice;
+
+#[doc(hidden)]
+pub use segment::segments_created;
+#[doc(hidden)]
+pub use share::{results_received, worker_holds};
+pub use slice::SharedSlice;
+#[doc(hidden)]
+pub use slice::SliceArg;
+
+pub(crate) use fdpass::{send_segment, socket_pair};
+pub(crate) use segment::Segment;
+pub(crate) use share::{
+    collecting, reader_socket, receive_result, result_threshold, set_result_threshold,
+    worker_forget, worker_pass_result, worker_socket, Sharing,
+};

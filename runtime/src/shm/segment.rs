@@ -1,0 +1,299 @@
+//! A sealed `memfd`: the backing store of shared memory.
+//!
+//! A segment is made by `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`,
+//! sized, filled with `pwrite`, then sealed against shrinking, growing,
+//! writing and further seals, and only then mapped, read-only. It has no
+//! name in any filesystem, so the kernel frees it when its last descriptor
+//! and its last mapping close, however their holders ended: a SIGKILL of
+//! every process leaves nothing behind, and nothing is ever written to
+//! `/dev/shm`. Its size is bounded by memory and the cgroup's limit, not
+//! by the size of `/dev/shm` (Docker's 64 MB default does not apply).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every seal: no shrinking, growing or writing, and no change of seals.
+pub(crate) const SEALS: i32 =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// How many segments this process has created (a test hook: one buffer
+/// passed to many jobs must make one segment).
+pub fn segments_created() -> u64 {
+    CREATED.load(Ordering::Relaxed)
+}
+
+/// A sealed `memfd` and its read-only mapping.
+pub(crate) struct Segment {
+    id: u64,
+    file: File,
+    /// The mapping, or a dangling pointer for an empty segment.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only here and sealed against writes
+// everywhere (`F_SEAL_WRITE` refuses every writable shared mapping and
+// every `write`), so its bytes never change: any thread may read them.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only hands out `&[u8]` of immutable memory.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// A new segment holding a copy of `bytes`. The error names where the
+    /// memory was to come from, and the knob that avoids it.
+    pub(crate) fn create(bytes: &[u8]) -> Result<Segment, String> {
+        check_capacity(bytes.len())?;
+        // SAFETY: memfd_create with a static NUL-terminated name; the
+        // descriptor it returns is ours alone.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"parjob-shm".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "shared memory: memfd_create failed: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let filled = file
+            .set_len(bytes.len() as u64)
+            .and_then(|()| file.write_all_at(bytes, 0));
+        if let Err(e) = filled {
+            // Dropping `file` frees what was written: the segment has no name.
+            return Err(format!(
+                "shared memory: writing a {} segment failed ({e}); it was freed. \
+                 Free memory or raise the memory limit, or set max_nbytes = None \
+                 to send arguments inline",
+                human(bytes.len())
+            ));
+        }
+        // SAFETY: fcntl on our own descriptor.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+            return Err(format!(
+                "shared memory: sealing the segment failed: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let segment = Segment::map(id, file, bytes.len())
+            .map_err(|e| format!("shared memory: mapping the segment failed: {e}"))?;
+        CREATED.fetch_add(1, Ordering::Relaxed);
+        Ok(segment)
+    }
+
+    /// A segment another process created and passed to us, which must be
+    /// a sealed memfd of exactly `len` bytes: anything else is refused,
+    /// because the soundness of reading it as `&[T]` rests on the seals.
+    pub(crate) fn adopt(id: u64, fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        let file = File::from(fd);
+        // SAFETY: fcntl on a descriptor we own.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & SEALS != SEALS {
+            return Err(io::Error::other(format!(
+                "segment {id} is not a sealed memfd (seals {seals:#x})"
+            )));
+        }
+        let size = file.metadata()?.len();
+        if size != len as u64 {
+            return Err(io::Error::other(format!(
+                "segment {id} holds {size} bytes, {len} were announced"
+            )));
+        }
+        Segment::map(id, file, len)
+    }
+
+    fn map(id: u64, file: File, len: usize) -> io::Result<Segment> {
+        let ptr = if len == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: a fresh read-only shared mapping of `len` bytes of a
+            // file we hold, which is sealed so it can never shrink under it.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer")
+        };
+        Ok(Segment { id, file, ptr, len })
+    }
+
+    /// The segment's id, unique in the process that created it.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The segment's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes (or is dangling with
+        // `len == 0`) for as long as `self` lives, and the seals keep them
+        // from changing (see the `Sync` impl).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The memfd, to pass to a worker.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly the mapping `map` made; no borrow
+            // of it outlives `self`.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+/// Refuses a segment larger than the memory this process can still use:
+/// the kernel's `MemAvailable` and the cgroup's `memory.max` less its
+/// `memory.current`. Only procfs and cgroupfs are read: neither blocks.
+fn check_capacity(len: usize) -> Result<(), String> {
+    let Some((available, source)) = available_memory() else {
+        return Ok(());
+    };
+    if len as u64 <= available {
+        return Ok(());
+    }
+    Err(format!(
+        "shared memory: a {} segment does not fit in the {} of memory left ({source}); \
+         nothing was allocated. Free memory or raise the limit, or set \
+         max_nbytes = None to send arguments inline",
+        human(len),
+        human(available as usize)
+    ))
+}
+
+/// The memory left to this process, and where the figure came from.
+pub(crate) fn available_memory() -> Option<(u64, &'static str)> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let host = meminfo.as_deref().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    let cgroup = cgroup_room();
+    match (host, cgroup) {
+        (Some(h), Some(c)) if c < h => Some((c, "the cgroup's memory.max")),
+        (Some(h), _) => Some((h, "MemAvailable in /proc/meminfo")),
+        (None, Some(c)) => Some((c, "the cgroup's memory.max")),
+        (None, None) => None,
+    }
+}
+
+/// `memory.max - memory.current` of this process's cgroup (v2), when it
+/// has a limit.
+fn cgroup_room() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?;
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// A size for messages: `80.0 MB`.
+pub(crate) fn human(bytes: usize) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_holds_its_bytes_and_is_sealed() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let seg = Segment::create(&data).unwrap();
+        assert_eq!(seg.bytes(), &data[..]);
+        // SAFETY: fcntl on a descriptor the segment owns.
+        let seals = unsafe { libc::fcntl(seg.file.as_raw_fd(), libc::F_GET_SEALS) };
+        assert_eq!(seals & SEALS, SEALS);
+        let again = seg.fd().try_clone_to_owned().unwrap();
+        let adopted = Segment::adopt(seg.id(), again, data.len()).unwrap();
+        assert_eq!(adopted.bytes(), &data[..]);
+    }
+
+    #[test]
+    fn a_writable_mapping_of_a_sealed_segment_is_refused() {
+        let seg = Segment::create(&[1u8; 4096]).unwrap();
+        // SAFETY: asking for a writable shared mapping, which must fail;
+        // if it did not, it is unmapped at once.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                seg.file.as_raw_fd(),
+                0,
+            )
+        };
+        let err = io::Error::last_os_error();
+        assert_eq!(
+            ptr,
+            libc::MAP_FAILED,
+            "a sealed segment was mapped writable"
+        );
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        assert!(seg.file.write_at(&[2], 0).is_err());
+        assert!(seg.file.set_len(1).is_err());
+    }
+
+    #[test]
+    fn an_unsealed_or_misdescribed_descriptor_is_refused() {
+        let plain = File::from(
+            // SAFETY: a fresh memfd, owned by the File at once.
+            unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC)) },
+        );
+        plain.set_len(8).unwrap();
+        assert!(Segment::adopt(1, plain.into(), 8).is_err());
+        let seg = Segment::create(&[0u8; 8]).unwrap();
+        let again = seg.fd().try_clone_to_owned().unwrap();
+        assert!(Segment::adopt(seg.id(), again, 16).is_err());
+    }
+
+    #[test]
+    fn a_segment_larger_than_memory_is_refused_before_allocating() {
+        let (available, _) = available_memory().expect("this machine reports its memory");
+        let err = check_capacity(available as usize + (1 << 30)).unwrap_err();
+        assert!(
+            err.contains("max_nbytes") && err.contains("memory"),
+            "{err}"
+        );
+        assert_eq!(human(80_000_000), "80.0 MB");
+    }
+}

@@ -1,0 +1,342 @@
+//! Which segments a run shares, and which segments a worker holds.
+//!
+//! **In the parent.** A run (one scheduler stream) owns a [`Sharing`]: its
+//! `max_nbytes` and a registry of the segments it made, keyed by the
+//! address and length of the buffer they copy. The stream enters it while
+//! it draws jobs and hands them to the backend, so a borrowed slice over
+//! the threshold becomes one segment however many jobs borrow it (joblib's
+//! per-array registry). Only borrowed buffers are keyed by address: a
+//! borrow lasts as long as the stream's input, so the address cannot be
+//! reused for other data while the registry lives. An owned `Vec` gets a
+//! segment of its own.
+//!
+//! While a job's arguments are encoded for a worker, [`collecting`]
+//! records the segments they reference, so the backend can pass their
+//! descriptors before the batch that needs them.
+//!
+//! **In a worker.** The segments received from the parent are kept by id
+//! until the parent says to forget them, at the end of its run.
+
+use super::fdpass;
+use super::segment::Segment;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One run's shared memory: its threshold and its segments.
+pub(crate) struct Sharing {
+    /// Arguments larger than this many bytes go to shared memory;
+    /// `u64::MAX` turns the automatic path off.
+    max_nbytes: AtomicU64,
+    by_buffer: Mutex<HashMap<(usize, usize), Arc<Segment>>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Sharing>>> = const { RefCell::new(None) };
+    static COLLECTED: RefCell<Option<Vec<Arc<Segment>>>> = const { RefCell::new(None) };
+}
+
+impl Sharing {
+    /// A run's sharing, with its `max_nbytes`.
+    pub(crate) fn new(max_nbytes: Option<u64>) -> Arc<Sharing> {
+        Arc::new(Sharing {
+            max_nbytes: AtomicU64::new(max_nbytes.unwrap_or(u64::MAX)),
+            by_buffer: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sets the threshold, once the run's plan is known (a job drawn
+    /// before it, to learn the task, was drawn under the caller's options).
+    pub(crate) fn set_max_nbytes(&self, max_nbytes: Option<u64>) {
+        self.max_nbytes
+            .store(max_nbytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Makes this the current thread's sharing until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> Entered {
+        let previous = CURRENT.with(|c| c.replace(Some(Arc::clone(self))));
+        Entered { previous }
+    }
+
+    /// How many segments this run made (a test hook).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_buffer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// Restores the previous sharing when dropped.
+pub(crate) struct Entered {
+    previous: Option<Arc<Sharing>>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+fn over_threshold(sharing: &Sharing, bytes: &[u8]) -> bool {
+    let max = sharing.max_nbytes.load(Ordering::Relaxed);
+    max != u64::MAX && !bytes.is_empty() && bytes.len() as u64 > max
+}
+
+/// The current run's segment for a borrowed buffer over its `max_nbytes`:
+/// made on first use, then the same for every job. `None` when no run is
+/// current, the buffer is small, or the segment could not be made (the
+/// caller then copies the buffer, as without shared memory).
+pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Arc<Segment>> {
+    let sharing = CURRENT.with(|c| c.borrow().clone())?;
+    if !over_threshold(&sharing, bytes) {
+        return None;
+    }
+    let key = (bytes.as_ptr() as usize, bytes.len());
+    let mut registry = sharing.by_buffer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(seg) = registry.get(&key) {
+        return Some(Arc::clone(seg));
+    }
+    let seg = Arc::new(Segment::create(bytes).ok()?);
+    registry.insert(key, Arc::clone(&seg));
+    Some(seg)
+}
+
+/// A segment for an owned buffer over the current run's `max_nbytes`,
+/// while arguments are encoded for a worker: `None` to encode it inline.
+pub(crate) fn share_owned(bytes: &[u8]) -> Option<Result<Arc<Segment>, String>> {
+    if !is_collecting() {
+        return None;
+    }
+    let sharing = CURRENT.with(|c| c.borrow().clone())?;
+    if !over_threshold(&sharing, bytes) {
+        return None;
+    }
+    Some(Segment::create(bytes).map(Arc::new))
+}
+
+fn is_collecting() -> bool {
+    COLLECTED.with(|c| c.borrow().is_some())
+}
+
+/// Records that the value being encoded references `segment`. False when
+/// nothing is being encoded for a worker: the caller encodes inline.
+pub(crate) fn note_sent(segment: &Arc<Segment>) -> bool {
+    COLLECTED.with(|c| match c.borrow_mut().as_mut() {
+        Some(list) => {
+            if !list.iter().any(|s| s.id() == segment.id()) {
+                list.push(Arc::clone(segment));
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs `encode` (which encodes values for a worker), returning what it
+/// returned and the segments the values reference.
+pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<Segment>>) {
+    struct Restore(Option<Vec<Arc<Segment>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            COLLECTED.with(|c| *c.borrow_mut() = outer);
+        }
+    }
+    let outer = COLLECTED.with(|c| c.replace(Some(Vec::new())));
+    let restore = Restore(outer);
+    let value = encode();
+    let segments = COLLECTED
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default();
+    drop(restore);
+    (value, segments)
+}
+
+/// A worker's segments and the socket they arrive on.
+struct Held {
+    socket: OwnedFd,
+    by_id: HashMap<u64, Arc<Segment>>,
+}
+
+static HELD: Mutex<Option<Held>> = Mutex::new(None);
+
+fn held() -> std::sync::MutexGuard<'static, Option<Held>> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// In a worker: the socket the parent passes segments on.
+pub(crate) fn worker_socket(socket: OwnedFd) {
+    *held() = Some(Held {
+        socket,
+        by_id: HashMap::new(),
+    });
+}
+
+/// In a worker: segment `id`, received now if it has not been yet. The
+/// parent passes a batch's segments before the batch, so this waits only
+/// for a message already sent.
+pub(crate) fn worker_segment(id: u64) -> Result<Arc<Segment>, String> {
+    let mut guard = held();
+    let held = guard
+        .as_mut()
+        .ok_or("a shared-memory argument outside a worker process")?;
+    loop {
+        if let Some(seg) = held.by_id.get(&id) {
+            return Ok(Arc::clone(seg));
+        }
+        let (got, len, fd) = fdpass::recv_segment(held.socket.as_fd())
+            .map_err(|e| format!("receiving shared memory from the parent: {e}"))?
+            .ok_or("the parent closed its shared-memory socket")?;
+        let len = usize::try_from(len).map_err(|_| "a segment larger than memory")?;
+        let seg = Segment::adopt(got, fd, len)
+            .map_err(|e| format!("mapping shared memory from the parent: {e}"))?;
+        held.by_id.insert(got, Arc::new(seg));
+    }
+}
+
+/// In a worker: drops the segments the parent's run is done with.
+pub(crate) fn worker_forget(ids: &[u64]) {
+    if let Some(held) = held().as_mut() {
+        for id in ids {
+            held.by_id.remove(id);
+        }
+    }
+}
+
+/// In a worker: the `max_nbytes` of the batch being run, for its results
+/// (`u64::MAX` when the automatic path is off).
+static RESULT_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// In a worker: sets the threshold over which a result returns through
+/// shared memory, from the batch's run.
+pub(crate) fn set_result_threshold(max_nbytes: Option<u64>) {
+    RESULT_THRESHOLD.store(max_nbytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// In a worker: the threshold over which a result returns through shared
+/// memory.
+pub(crate) fn result_threshold() -> u64 {
+    RESULT_THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// In a worker: passes a result's segment to the parent, before the
+/// frame that names it. It waits for room: the parent's reader takes the
+/// descriptor when it reads the frame.
+pub(crate) fn worker_pass_result(segment: &Segment) -> std::io::Result<()> {
+    let guard = held();
+    let held = guard
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("not a worker process"))?;
+    let len = segment.bytes().len() as u64;
+    loop {
+        match fdpass::send_segment(held.socket.as_fd(), segment.id(), len, segment.fd()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pollfd = libc::pollfd {
+                    fd: held.socket.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one valid pollfd; an error or hangup
+                // shows in the next send.
+                unsafe { libc::poll(&mut pollfd, 1, -1) };
+            }
+            other => return other,
+        }
+    }
+}
+
+thread_local! {
+    /// In the parent's reader thread of one worker: that worker's socket.
+    static READER_SOCKET: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
+}
+
+/// In the parent: makes `socket` the one this (reader) thread receives
+/// result segments on.
+pub(crate) fn reader_socket(socket: OwnedFd) {
+    READER_SOCKET.with(|s| *s.borrow_mut() = Some(socket));
+}
+
+/// In the parent's reader thread: the segment a worker passed for the
+/// result frame being read, which names it `id` of `len` bytes. The worker
+/// passed it before the frame, so it is waiting on the socket.
+pub(crate) fn receive_result(id: u64, len: u64) -> Result<Segment, String> {
+    READER_SOCKET.with(|s| {
+        let socket = s.borrow();
+        let socket = socket
+            .as_ref()
+            .ok_or("a shared-memory result outside a worker's reader")?;
+        let (got, got_len, fd) = fdpass::recv_segment(socket.as_fd())
+            .map_err(|e| format!("receiving a result's shared memory: {e}"))?
+            .ok_or("the worker closed its shared-memory socket")?;
+        if (got, got_len) != (id, len) {
+            return Err(format!(
+                "the worker passed segment {got} of {got_len} bytes for segment {id} of {len}"
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| "a segment larger than memory")?;
+        let segment = Segment::adopt(id, fd, len)
+            .map_err(|e| format!("mapping a result's shared memory: {e}"))?;
+        RESULTS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+        Ok(segment)
+    })
+}
+
+static RESULTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// In the parent: how many results have come back through shared memory
+/// (a test hook).
+pub fn results_received() -> u64 {
+    RESULTS_RECEIVED.load(Ordering::Relaxed)
+}
+
+/// In a worker: how many segments it holds (for its tests).
+pub fn worker_holds() -> usize {
+    held().as_ref().map_or(0, |h| h.by_id.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_borrowed_buffer_is_one_segment_per_run() {
+        let data = vec![7u8; 4096];
+        assert!(share_borrowed(&data).is_none(), "no run is current");
+        let run = Sharing::new(Some(1024));
+        let _entered = run.enter();
+        let a = share_borrowed(&data).unwrap();
+        let b = share_borrowed(&data).unwrap();
+        assert_eq!(a.id(), b.id());
+        assert_eq!(run.len(), 1);
+        assert!(
+            share_borrowed(&data[..1000]).is_none(),
+            "under the threshold"
+        );
+        assert_ne!(share_borrowed(&data[..2000]).unwrap().id(), a.id());
+    }
+
+    #[test]
+    fn none_disables_the_automatic_path_and_owned_buffers_need_an_encoding() {
+        let data = vec![1u8; 1 << 20];
+        let off = Sharing::new(None);
+        let entered = off.enter();
+        assert!(share_borrowed(&data).is_none());
+        drop(entered);
+        let on = Sharing::new(Some(0));
+        let _entered = on.enter();
+        assert!(share_owned(&data).is_none(), "not encoding for a worker");
+        let (seg, noted) = collecting(|| {
+            let seg = share_owned(&data).unwrap().unwrap();
+            assert!(note_sent(&seg) && note_sent(&seg));
+            seg
+        });
+        assert_eq!(noted.len(), 1);
+        assert_eq!(noted[0].id(), seg.id());
+        assert!(!note_sent(&seg), "the collection ended");
+    }
+}

@@ -1,0 +1,205 @@
+//! Shared memory on the process backend, with real workers and real
+//! memfds: a big slice of numbers reaches the workers as one sealed
+//! segment, mapped (not copied) into each, and nothing is left behind.
+
+use parjob::prelude::*;
+use parjob::shm::SharedSlice;
+use std::sync::{Mutex, MutexGuard};
+
+/// The segment counter is per process: tests that make segments take
+/// turns, so each counts only its own.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The address ranges of this process's mappings of parjob segments.
+fn segment_mappings() -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| l.contains("memfd:parjob-shm"))
+        .filter_map(|l| {
+            let (start, end) = l.split_whitespace().next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some((start, end))
+        })
+        .collect()
+}
+
+/// Whether `data` lies in a parjob segment mapped into this process.
+fn in_segment(data: &[f64]) -> bool {
+    let at = data.as_ptr() as usize;
+    segment_mappings()
+        .iter()
+        .any(|&(start, end)| start <= at && at + std::mem::size_of_val(data) <= end)
+}
+
+/// The sum of `data`, the worker's pid, and whether the worker reads it
+/// straight from a mapped segment.
+#[parallel(backend = "process", n_jobs = 2)]
+fn sum_where(data: &[f64], k: u64) -> (f64, u32, bool) {
+    (
+        data.iter().sum::<f64>() + k as f64,
+        std::process::id(),
+        in_segment(data),
+    )
+}
+
+#[parjob::test]
+fn an_8mb_slice_is_summed_from_a_mapping_in_the_worker() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..1_000_000).map(|i| i as f64).collect();
+    let expected: f64 = data.iter().sum();
+    let got = sum_where::map((0..4u64).map(|k| (&data, k))).unwrap();
+    for (k, &(sum, pid, mapped)) in got.iter().enumerate() {
+        assert_eq!(sum, expected + k as f64);
+        assert_ne!(pid, std::process::id(), "ran in a worker");
+        assert!(mapped, "job {k} read a copy, not the segment");
+    }
+}
+
+#[parjob::test]
+fn thresholds_follow_max_nbytes_and_none_turns_the_path_off() {
+    let _turn = one_at_a_time();
+    let shared = |n: usize, off: bool| {
+        let data = vec![1.0f64; n];
+        let run = sum_where::with(|p| if off { p.max_nbytes(None) } else { p });
+        let got = run.map([(&data, 0u64)]).unwrap();
+        assert_eq!(got[0].0, n as f64, "the sum of {n} ones");
+        got[0].2
+    };
+    // 800 bytes, 80 KB, 8 MB against the default of 1 MiB.
+    assert!(!shared(100, false));
+    assert!(!shared(10_000, false));
+    assert!(shared(1_000_000, false));
+    assert!(!shared(1_000_000, true), "max_nbytes = None still shared");
+}
+
+#[parjob::test]
+fn one_buffer_passed_to_a_hundred_jobs_is_one_segment() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..500_000).map(|i| (i % 7) as f64).collect();
+    let expected: f64 = data.iter().sum();
+    let before = parjob::__private::segments_created();
+    let got = sum_where::map((0..100u64).map(|k| (&data, k))).unwrap();
+    let made = parjob::__private::segments_created() - before;
+    assert_eq!(made, 1, "segments made for one buffer");
+    assert!(got.iter().all(|r| r.2));
+    for (k, r) in got.iter().enumerate() {
+        assert_eq!(r.0, expected + k as f64);
+    }
+}
+
+#[parjob::test]
+fn delayed_jobs_share_one_segment_from_the_first_job_on() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..300_000).map(f64::from).collect();
+    let expected: f64 = data.iter().sum();
+    let before = parjob::__private::segments_created();
+    let got = Parallel::new()
+        .run((0..20u64).map(|k| sum_where::delayed(&data, k)))
+        .unwrap();
+    assert_eq!(parjob::__private::segments_created() - before, 1);
+    for (k, r) in got.iter().enumerate() {
+        assert_eq!(r.0, expected + k as f64);
+        assert!(r.2, "job {k} read a copy");
+    }
+}
+
+/// The sum of an explicitly shared slice, and whether it is mapped here.
+#[parallel(backend = "process", n_jobs = 2)]
+fn sum_shared(data: SharedSlice<f64>) -> (f64, bool) {
+    (data.iter().sum(), in_segment(&data))
+}
+
+#[parjob::test]
+fn a_shared_slice_and_its_subslices_cross_as_views() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..10_000).map(f64::from).collect();
+    let shared = SharedSlice::new(&data).unwrap();
+    let chunks: Vec<SharedSlice<f64>> = (0..10)
+        .map(|c| shared.slice(c * 1000..(c + 1) * 1000))
+        .collect();
+    // Small, but shared on purpose: max_nbytes does not apply.
+    let got = sum_shared::map(chunks).unwrap();
+    for (c, &(sum, mapped)) in got.iter().enumerate() {
+        let want: f64 = data[c * 1000..(c + 1) * 1000].iter().sum();
+        assert_eq!(sum, want);
+        assert!(mapped, "chunk {c} was copied");
+    }
+}
+
+#[parjob::test]
+fn slices_of_other_types_and_small_slices_still_arrive_whole() {
+    let _turn = one_at_a_time();
+    #[parallel(backend = "process", n_jobs = 2)]
+    fn joined(words: &[String], numbers: &[u16]) -> String {
+        let total: u32 = numbers.iter().map(|&n| u32::from(n)).sum();
+        format!("{}:{total}", words.join(","))
+    }
+    let words = vec!["a".to_string(), "b".to_string()];
+    let got = joined::map([(&words, &[1u16, 2, 3][..])]).unwrap();
+    assert_eq!(got, ["a,b:6"]);
+}
+
+/// `n` numbers from `k` up.
+#[parallel(backend = "process", n_jobs = 2)]
+fn ramp(n: usize, k: u64) -> Vec<f64> {
+    (0..n).map(|i| i as f64 + k as f64).collect()
+}
+
+fn is_ramp(values: &[f64], n: usize, k: u64) -> bool {
+    values.len() == n
+        && values
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == i as f64 + k as f64)
+}
+
+#[parjob::test]
+fn numeric_results_over_max_nbytes_come_back_through_shared_memory() {
+    let _turn = one_at_a_time();
+    let received = parjob::__private::results_received;
+    let before = received();
+    // Four results of 16 MB each.
+    let got = ramp::map((0..4u64).map(|k| (2_000_000usize, k))).unwrap();
+    assert_eq!(received() - before, 4);
+    for (k, values) in got.iter().enumerate() {
+        assert!(is_ramp(values, 2_000_000, k as u64), "result {k}");
+    }
+    // Small results, and big ones with the path off, come inline.
+    let before = received();
+    let small = ramp::map([(100usize, 3u64)]).unwrap();
+    assert!(is_ramp(&small[0], 100, 3));
+    let inline = ramp::with(|p| p.max_nbytes(None))
+        .map([(2_000_000usize, 5u64)])
+        .unwrap();
+    assert!(is_ramp(&inline[0], 2_000_000, 5));
+    assert_eq!(received() - before, 0);
+}
+
+/// A by-value `Vec`: the worker gets its own copy, which it may change.
+/// (A `Box<[T]>` parameter is what is tested, not good style.)
+#[allow(clippy::boxed_local)]
+#[parallel(backend = "process", n_jobs = 2)]
+fn doubled_sum(mut data: Vec<f64>, boxed: Box<[u32]>) -> (f64, u64) {
+    data.iter_mut().for_each(|x| *x *= 2.0);
+    (data.iter().sum(), boxed.iter().map(|&b| u64::from(b)).sum())
+}
+
+#[parjob::test]
+fn owned_vectors_cross_through_shared_memory_and_stay_writable() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..300_000).map(f64::from).collect();
+    let boxed: Box<[u32]> = (0..300_000u32).collect();
+    let want = (
+        data.iter().sum::<f64>() * 2.0,
+        boxed.iter().map(|&b| u64::from(b)).sum::<u64>(),
+    );
+    let before = parjob::__private::segments_created();
+    let got = doubled_sum::map([(data.clone(), boxed.clone()), (data, boxed)]).unwrap();
+    assert_eq!(got, [want, want]);
+    // Each owned buffer is a segment of its own: two jobs of two.
+    assert_eq!(parjob::__private::segments_created() - before, 4);
+}
