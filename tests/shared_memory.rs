@@ -203,3 +203,76 @@ fn owned_vectors_cross_through_shared_memory_and_stay_writable() {
     // Each owned buffer is a segment of its own: two jobs of two.
     assert_eq!(parjob::__private::segments_created() - before, 4);
 }
+
+/// Writes `chunk.start() + i` squared into each number of its chunk.
+#[parallel(backend = "process", n_jobs = 2)]
+fn fill_squares(mut chunk: parjob::shm::ChunkMut<u64>) -> (usize, usize, u32) {
+    let start = chunk.start();
+    for (i, x) in chunk.iter_mut().enumerate() {
+        let n = (start + i) as u64;
+        *x = n * n;
+    }
+    (start, chunk.len(), std::process::id())
+}
+
+#[parjob::test]
+fn chunks_written_by_workers_are_all_seen_and_never_overlap() {
+    let _turn = one_at_a_time();
+    let mut out = parjob::shm::SharedSliceMut::<u64>::zeroed(100_003).unwrap();
+    let chunks = out.chunks(1_000).unwrap();
+    assert!(out.chunks(10).is_err(), "lent twice");
+    assert!(out.as_slice().is_err(), "read while lent");
+    let got = fill_squares::map(chunks).unwrap();
+    // The chunks cover the buffer exactly once, in order.
+    let mut next = 0;
+    for &(start, len, pid) in &got {
+        assert_eq!(start, next, "a gap or an overlap at {start}");
+        assert_ne!(pid, std::process::id(), "written in a worker");
+        next = start + len;
+    }
+    assert_eq!(next, 100_003);
+    let values = out.as_slice().unwrap();
+    assert!(values
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == (i as u64) * (i as u64)));
+    // On threads the chunks are written in this process's own mapping.
+    out.as_mut_slice().unwrap().fill(0);
+    let on_threads = fill_squares::with(|p| p.backend(Backend::Thread));
+    on_threads.map(out.chunks(7_000).unwrap()).unwrap();
+    let values = out.as_slice().unwrap();
+    assert!(values
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == (i as u64) * (i as u64)));
+}
+
+#[parjob::test]
+fn a_chunk_cannot_be_encoded_outside_a_worker_run() {
+    let _turn = one_at_a_time();
+    let mut out = parjob::shm::SharedSliceMut::<f32>::zeroed(10).unwrap();
+    let chunk = out.chunks(10).unwrap().pop().unwrap();
+    let err = parjob::__private::wire::encode(&chunk).unwrap_err();
+    assert!(err.0.contains("only go to a worker process"), "{}", err.0);
+}
+
+/// A by-value `Vec` is the task's own copy: changing it changes nothing
+/// for the caller or for the other jobs (joblib's `mmap_mode="c"`).
+#[parallel(backend = "process", n_jobs = 2)]
+fn bump_first(mut data: Vec<f64>, k: u64) -> (f64, f64) {
+    let before = data[0];
+    data[0] += k as f64;
+    (before, data[0])
+}
+
+#[parjob::test]
+fn writes_to_an_owned_argument_stay_private() {
+    let _turn = one_at_a_time();
+    let data = vec![1.0f64; 400_000];
+    let got = bump_first::map((1..=6u64).map(|k| (data.clone(), k))).unwrap();
+    for (k, &(before, after)) in got.iter().enumerate() {
+        assert_eq!(before, 1.0, "job {k} saw another job's write");
+        assert_eq!(after, 1.0 + (k + 1) as f64);
+    }
+    assert_eq!(data[0], 1.0);
+}

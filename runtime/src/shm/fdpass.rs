@@ -1,6 +1,6 @@
 //! Passing segments between processes: a `SOCK_SEQPACKET` socket pair,
-//! one message per segment, its id and length in the body and its memfd
-//! as `SCM_RIGHTS` ancillary data. The worker channel's frames stay on
+//! one message per segment, its id, length and kind (writable or not) in
+//! the body and its memfd as `SCM_RIGHTS` ancillary data. The worker channel's frames stay on
 //! their pipes; this socket carries descriptors only.
 
 use std::io;
@@ -28,17 +28,30 @@ pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Room for the control message of one descriptor.
 const CONTROL: usize = 64;
 
-/// Sends segment `id` of `len` bytes with its descriptor, without blocking:
-/// `WouldBlock` when the socket is full.
+/// What a segment message says besides its descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Announce {
+    /// The segment's id in the process that made it.
+    pub(crate) id: u64,
+    /// Its length in bytes.
+    pub(crate) len: u64,
+    /// An output buffer (writable), not a sealed input.
+    pub(crate) writable: bool,
+}
+
+const BODY: usize = 17;
+
+/// Sends a segment with its descriptor, without blocking: `WouldBlock`
+/// when the socket is full.
 pub(crate) fn send_segment(
     sock: BorrowedFd<'_>,
-    id: u64,
-    len: u64,
+    announce: Announce,
     fd: BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let mut body = [0u8; 16];
-    body[..8].copy_from_slice(&id.to_le_bytes());
-    body[8..].copy_from_slice(&len.to_le_bytes());
+    let mut body = [0u8; BODY];
+    body[..8].copy_from_slice(&announce.id.to_le_bytes());
+    body[8..16].copy_from_slice(&announce.len.to_le_bytes());
+    body[16] = u8::from(announce.writable);
     let mut iov = libc::iovec {
         iov_base: body.as_mut_ptr().cast(),
         iov_len: body.len(),
@@ -75,10 +88,11 @@ pub(crate) fn send_segment(
     }
 }
 
-/// Receives one segment: its id, its length and its descriptor (close-on-exec).
-/// Blocks until one comes; `Ok(None)` when the other end closed.
-pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(u64, u64, OwnedFd)>> {
-    let mut body = [0u8; 16];
+/// Receives one segment: what it was announced as, and its descriptor
+/// (close-on-exec). Blocks until one comes; `Ok(None)` when the other end
+/// closed.
+pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(Announce, OwnedFd)>> {
+    let mut body = [0u8; BODY];
     let mut iov = libc::iovec {
         iov_base: body.as_mut_ptr().cast(),
         iov_len: body.len(),
@@ -134,9 +148,12 @@ pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(u64, u64,
                 "a segment message without its descriptor",
             )
         })?;
-        let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-        let len = u64::from_le_bytes(body[8..].try_into().expect("8 bytes"));
-        Ok(Some((id, len, fd)))
+        let announce = Announce {
+            id: u64::from_le_bytes(body[..8].try_into().expect("8 bytes")),
+            len: u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")),
+            writable: body[16] != 0,
+        };
+        Ok(Some((announce, fd)))
     }
 }
 
@@ -149,9 +166,14 @@ mod tests {
     fn a_descriptor_crosses_the_socket_with_its_header() {
         let (a, b) = socket_pair().unwrap();
         let file = std::fs::File::open("/proc/self/exe").unwrap();
-        send_segment(a.as_fd(), 7, 1234, file.as_fd()).unwrap();
-        let (id, len, fd) = recv_segment(b.as_fd()).unwrap().unwrap();
-        assert_eq!((id, len), (7, 1234));
+        let sent = Announce {
+            id: 7,
+            len: 1234,
+            writable: true,
+        };
+        send_segment(a.as_fd(), sent, file.as_fd()).unwrap();
+        let (announce, fd) = recv_segment(b.as_fd()).unwrap().unwrap();
+        assert_eq!(announce, sent);
         let theirs = std::fs::File::from(fd).metadata().unwrap();
         let ours = file.metadata().unwrap();
         use std::os::unix::fs::MetadataExt;

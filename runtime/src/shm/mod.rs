@@ -17,12 +17,15 @@
 //! - Nothing is read-only by surprise: a task's `&[T]` parameter is
 //!   read-only anyway, and an owned parameter (`Vec<T>`) gets its own copy.
 //!
-//! [`SharedSlice`] is the explicit form, for data shared on purpose.
+//! [`SharedSlice`] is the explicit form, for data shared on purpose, and
+//! [`SharedSliceMut`] an output buffer whose disjoint [`ChunkMut`]s jobs
+//! write in place (joblib's `mmap_mode="r+"` pattern).
 
 mod fdpass;
 mod segment;
 mod share;
 mod slice;
+mod slice_mut;
 
 #[doc(hidden)]
 pub use segment::segments_created;
@@ -31,10 +34,11 @@ pub use share::{results_received, worker_holds};
 pub use slice::SharedSlice;
 #[doc(hidden)]
 pub use slice::SliceArg;
+pub use slice_mut::{ChunkMut, SharedSliceMut};
 
 pub(crate) use fdpass::{send_segment, socket_pair};
 pub(crate) use segment::Segment;
 pub(crate) use share::{
     collecting, reader_socket, receive_result, result_threshold, set_result_threshold,
-    worker_forget, worker_pass_result, worker_socket, Sharing,
+    worker_forget, worker_pass_result, worker_socket, Collected, Sharing,
 };

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Every seal: no shrinking, growing or writing, and no change of seals.
 pub(crate) const SEALS: i32 =
     libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+/// The seals of an output buffer (`SharedSliceMut`): its size is fixed, so
+/// no mapping of it can fault, but its bytes can be written.
+pub(crate) const SIZE_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static CREATED: AtomicU64 = AtomicU64::new(0);
@@ -29,79 +32,75 @@ pub fn segments_created() -> u64 {
     CREATED.load(Ordering::Relaxed)
 }
 
-/// A sealed `memfd` and its read-only mapping.
+/// A sealed `memfd` and its mapping: read-only and sealed against writes
+/// (shared inputs), or writable with a fixed size (output buffers).
 pub(crate) struct Segment {
     id: u64,
     file: File,
     /// The mapping, or a dangling pointer for an empty segment.
     ptr: NonNull<u8>,
     len: usize,
+    writable: bool,
 }
 
-// SAFETY: the mapping is read-only here and sealed against writes
-// everywhere (`F_SEAL_WRITE` refuses every writable shared mapping and
-// every `write`), so its bytes never change: any thread may read them.
+// SAFETY: a read-only segment is sealed against writes everywhere
+// (`F_SEAL_WRITE` refuses every writable shared mapping and every
+// `write`), so its bytes never change and any thread may read them. A
+// writable segment hands out only a raw pointer; `SharedSliceMut` makes
+// its chunks disjoint before anyone writes through it.
 unsafe impl Send for Segment {}
-// SAFETY: as above; `&Segment` only hands out `&[u8]` of immutable memory.
+// SAFETY: as above; `&Segment` hands out `&[u8]` only of a read-only one.
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// A new segment holding a copy of `bytes`. The error names where the
-    /// memory was to come from, and the knob that avoids it.
+    /// A new segment holding a copy of `bytes`, sealed against every
+    /// change. The error names where the memory was to come from, and the
+    /// knob that avoids it.
     pub(crate) fn create(bytes: &[u8]) -> Result<Segment, String> {
-        check_capacity(bytes.len())?;
-        // SAFETY: memfd_create with a static NUL-terminated name; the
-        // descriptor it returns is ours alone.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"parjob-shm".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(format!(
-                "shared memory: memfd_create failed: {}",
-                io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let filled = file
-            .set_len(bytes.len() as u64)
-            .and_then(|()| file.write_all_at(bytes, 0));
-        if let Err(e) = filled {
+        let file = new_memfd(bytes.len())?;
+        if let Err(e) = file.write_all_at(bytes, 0) {
             // Dropping `file` frees what was written: the segment has no name.
-            return Err(format!(
-                "shared memory: writing a {} segment failed ({e}); it was freed. \
-                 Free memory or raise the memory limit, or set max_nbytes = None \
-                 to send arguments inline",
-                human(bytes.len())
-            ));
+            return Err(no_room(bytes.len(), &e));
         }
+        Segment::sealed(file, bytes.len(), SEALS, false)
+    }
+
+    /// A new zeroed segment of `len` bytes that stays writable, with its
+    /// size sealed (an output buffer).
+    pub(crate) fn create_writable(len: usize) -> Result<Segment, String> {
+        let file = new_memfd(len)?;
+        Segment::sealed(file, len, SIZE_SEALS, true)
+    }
+
+    fn sealed(file: File, len: usize, seals: i32, writable: bool) -> Result<Segment, String> {
         // SAFETY: fcntl on our own descriptor.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(format!(
                 "shared memory: sealing the segment failed: {}",
                 io::Error::last_os_error()
             ));
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let segment = Segment::map(id, file, bytes.len())
+        let segment = Segment::map(id, file, len, writable)
             .map_err(|e| format!("shared memory: mapping the segment failed: {e}"))?;
         CREATED.fetch_add(1, Ordering::Relaxed);
         Ok(segment)
     }
 
     /// A segment another process created and passed to us, which must be
-    /// a sealed memfd of exactly `len` bytes: anything else is refused,
-    /// because the soundness of reading it as `&[T]` rests on the seals.
-    pub(crate) fn adopt(id: u64, fd: OwnedFd, len: usize) -> io::Result<Segment> {
+    /// a memfd of exactly `len` bytes with the seals its kind promises:
+    /// anything else is refused, because the soundness of reading it as
+    /// `&[T]` rests on the seals.
+    pub(crate) fn adopt(id: u64, fd: OwnedFd, len: usize, writable: bool) -> io::Result<Segment> {
         let file = File::from(fd);
         // SAFETY: fcntl on a descriptor we own.
         let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0 || seals & SEALS != SEALS {
+        let want = if writable { SIZE_SEALS } else { SEALS };
+        let sealed = seals >= 0 && seals & want == want;
+        let write_sealed = seals & libc::F_SEAL_WRITE != 0;
+        if !sealed || write_sealed == writable {
             return Err(io::Error::other(format!(
-                "segment {id} is not a sealed memfd (seals {seals:#x})"
+                "segment {id} is not a sealed memfd of its kind (seals {seals:#x})"
             )));
         }
         let size = file.metadata()?.len();
@@ -110,20 +109,25 @@ impl Segment {
                 "segment {id} holds {size} bytes, {len} were announced"
             )));
         }
-        Segment::map(id, file, len)
+        Segment::map(id, file, len, writable)
     }
 
-    fn map(id: u64, file: File, len: usize) -> io::Result<Segment> {
+    fn map(id: u64, file: File, len: usize, writable: bool) -> io::Result<Segment> {
+        let protection = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         let ptr = if len == 0 {
             NonNull::dangling()
         } else {
-            // SAFETY: a fresh read-only shared mapping of `len` bytes of a
-            // file we hold, which is sealed so it can never shrink under it.
+            // SAFETY: a fresh shared mapping of `len` bytes of a file we
+            // hold, which is sealed so it can never shrink under it.
             let ptr = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
                     len,
-                    libc::PROT_READ,
+                    protection,
                     libc::MAP_SHARED,
                     file.as_raw_fd(),
                     0,
@@ -134,7 +138,13 @@ impl Segment {
             }
             NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer")
         };
-        Ok(Segment { id, file, ptr, len })
+        Ok(Segment {
+            id,
+            file,
+            ptr,
+            len,
+            writable,
+        })
     }
 
     /// The segment's id, unique in the process that created it.
@@ -142,17 +152,40 @@ impl Segment {
         self.id
     }
 
-    /// The segment's bytes.
+    /// The bytes of a read-only segment.
+    ///
+    /// # Panics
+    /// On a writable segment, whose bytes others may be writing.
     pub(crate) fn bytes(&self) -> &[u8] {
+        assert!(!self.writable, "the bytes of a writable segment");
         // SAFETY: `ptr` maps `len` readable bytes (or is dangling with
         // `len == 0`) for as long as `self` lives, and the seals keep them
         // from changing (see the `Sync` impl).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The start of a writable segment's mapping, and its length.
+    pub(crate) fn raw(&self) -> (*mut u8, usize) {
+        (self.ptr.as_ptr(), self.len)
+    }
+
+    /// Whether this is an output buffer.
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// The memfd, to pass to a worker.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+
+    /// What a message passing this segment says of it.
+    pub(crate) fn announce(&self) -> super::fdpass::Announce {
+        super::fdpass::Announce {
+            id: self.id,
+            len: self.len as u64,
+            writable: self.writable,
+        }
     }
 }
 
@@ -164,6 +197,38 @@ impl Drop for Segment {
             unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         }
     }
+}
+
+/// A new, empty memfd of `len` bytes (zeroed), after the capacity check.
+fn new_memfd(len: usize) -> Result<File, String> {
+    check_capacity(len)?;
+    // SAFETY: memfd_create with a static NUL-terminated name; the
+    // descriptor it returns is ours alone.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"parjob-shm".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "shared memory: memfd_create failed: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(len as u64).map_err(|e| no_room(len, &e))?;
+    Ok(file)
+}
+
+fn no_room(len: usize, e: &io::Error) -> String {
+    format!(
+        "shared memory: writing a {} segment failed ({e}); it was freed. \
+         Free memory or raise the memory limit, or set max_nbytes = None \
+         to send arguments inline",
+        human(len)
+    )
 }
 
 /// Refuses a segment larger than the memory this process can still use:
@@ -243,8 +308,10 @@ mod tests {
         let seals = unsafe { libc::fcntl(seg.file.as_raw_fd(), libc::F_GET_SEALS) };
         assert_eq!(seals & SEALS, SEALS);
         let again = seg.fd().try_clone_to_owned().unwrap();
-        let adopted = Segment::adopt(seg.id(), again, data.len()).unwrap();
+        let adopted = Segment::adopt(seg.id(), again, data.len(), false).unwrap();
         assert_eq!(adopted.bytes(), &data[..]);
+        let again = seg.fd().try_clone_to_owned().unwrap();
+        assert!(Segment::adopt(seg.id(), again, data.len(), true).is_err());
     }
 
     #[test]
@@ -280,10 +347,19 @@ mod tests {
             unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC)) },
         );
         plain.set_len(8).unwrap();
-        assert!(Segment::adopt(1, plain.into(), 8).is_err());
+        assert!(Segment::adopt(1, plain.into(), 8, false).is_err());
         let seg = Segment::create(&[0u8; 8]).unwrap();
         let again = seg.fd().try_clone_to_owned().unwrap();
-        assert!(Segment::adopt(seg.id(), again, 16).is_err());
+        assert!(Segment::adopt(seg.id(), again, 16, false).is_err());
+        // An output buffer is writable, and its size is sealed.
+        let out = Segment::create_writable(4096).unwrap();
+        assert!(out.file.set_len(8192).is_err());
+        let again = out.fd().try_clone_to_owned().unwrap();
+        let theirs = Segment::adopt(out.id(), again, 4096, true).unwrap();
+        // SAFETY: one byte of a 4096-byte writable mapping, no other user.
+        unsafe { *theirs.raw().0.add(7) = 42 };
+        // SAFETY: as above, read back through the other mapping.
+        assert_eq!(unsafe { *out.raw().0.add(7) }, 42);
     }
 
     #[test]

@@ -33,9 +33,22 @@ pub(crate) struct Sharing {
     by_buffer: Mutex<HashMap<(usize, usize), Arc<Segment>>>,
 }
 
+/// The mark a [`SharedSliceMut`](super::SharedSliceMut) counts to know
+/// whether its chunks are all back.
+pub(crate) struct Lent;
+
+/// What the values encoded for a worker reference: the segments to pass,
+/// and the lent chunks to hold until the batch is answered (so the buffer
+/// is not readable while a worker may still write it).
+#[derive(Default)]
+pub(crate) struct Collected {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    pub(crate) lent: Vec<Arc<Lent>>,
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<Arc<Sharing>>> = const { RefCell::new(None) };
-    static COLLECTED: RefCell<Option<Vec<Arc<Segment>>>> = const { RefCell::new(None) };
+    static COLLECTED: RefCell<Option<Collected>> = const { RefCell::new(None) };
 }
 
 impl Sharing {
@@ -127,9 +140,9 @@ fn is_collecting() -> bool {
 /// nothing is being encoded for a worker: the caller encodes inline.
 pub(crate) fn note_sent(segment: &Arc<Segment>) -> bool {
     COLLECTED.with(|c| match c.borrow_mut().as_mut() {
-        Some(list) => {
-            if !list.iter().any(|s| s.id() == segment.id()) {
-                list.push(Arc::clone(segment));
+        Some(collected) => {
+            if !collected.segments.iter().any(|s| s.id() == segment.id()) {
+                collected.segments.push(Arc::clone(segment));
             }
             true
         }
@@ -137,24 +150,38 @@ pub(crate) fn note_sent(segment: &Arc<Segment>) -> bool {
     })
 }
 
+/// Records that the value being encoded is a chunk lent from `segment`,
+/// held until its batch is answered. False outside an encoding for a worker.
+pub(crate) fn note_lent(segment: &Arc<Segment>, lent: &Arc<Lent>) -> bool {
+    if !note_sent(segment) {
+        return false;
+    }
+    COLLECTED.with(|c| {
+        if let Some(collected) = c.borrow_mut().as_mut() {
+            collected.lent.push(Arc::clone(lent));
+        }
+    });
+    true
+}
+
 /// Runs `encode` (which encodes values for a worker), returning what it
-/// returned and the segments the values reference.
-pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<Arc<Segment>>) {
-    struct Restore(Option<Vec<Arc<Segment>>>);
+/// returned and what the values reference.
+pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Collected) {
+    struct Restore(Option<Collected>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let outer = self.0.take();
             COLLECTED.with(|c| *c.borrow_mut() = outer);
         }
     }
-    let outer = COLLECTED.with(|c| c.replace(Some(Vec::new())));
+    let outer = COLLECTED.with(|c| c.replace(Some(Collected::default())));
     let restore = Restore(outer);
     let value = encode();
-    let segments = COLLECTED
+    let collected = COLLECTED
         .with(|c| c.borrow_mut().take())
         .unwrap_or_default();
     drop(restore);
-    (value, segments)
+    (value, collected)
 }
 
 /// A worker's segments and the socket they arrive on.
@@ -189,14 +216,19 @@ pub(crate) fn worker_segment(id: u64) -> Result<Arc<Segment>, String> {
         if let Some(seg) = held.by_id.get(&id) {
             return Ok(Arc::clone(seg));
         }
-        let (got, len, fd) = fdpass::recv_segment(held.socket.as_fd())
+        let (announce, fd) = fdpass::recv_segment(held.socket.as_fd())
             .map_err(|e| format!("receiving shared memory from the parent: {e}"))?
             .ok_or("the parent closed its shared-memory socket")?;
-        let len = usize::try_from(len).map_err(|_| "a segment larger than memory")?;
-        let seg = Segment::adopt(got, fd, len)
+        let seg = adopt(announce, fd)
             .map_err(|e| format!("mapping shared memory from the parent: {e}"))?;
-        held.by_id.insert(got, Arc::new(seg));
+        held.by_id.insert(announce.id, Arc::new(seg));
     }
+}
+
+fn adopt(announce: fdpass::Announce, fd: OwnedFd) -> std::io::Result<Segment> {
+    let len = usize::try_from(announce.len)
+        .map_err(|_| std::io::Error::other("a segment larger than memory"))?;
+    Segment::adopt(announce.id, fd, len, announce.writable)
 }
 
 /// In a worker: drops the segments the parent's run is done with.
@@ -232,9 +264,8 @@ pub(crate) fn worker_pass_result(segment: &Segment) -> std::io::Result<()> {
     let held = guard
         .as_ref()
         .ok_or_else(|| std::io::Error::other("not a worker process"))?;
-    let len = segment.bytes().len() as u64;
     loop {
-        match fdpass::send_segment(held.socket.as_fd(), segment.id(), len, segment.fd()) {
+        match fdpass::send_segment(held.socket.as_fd(), segment.announce(), segment.fd()) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut pollfd = libc::pollfd {
                     fd: held.socket.as_raw_fd(),
@@ -270,17 +301,16 @@ pub(crate) fn receive_result(id: u64, len: u64) -> Result<Segment, String> {
         let socket = socket
             .as_ref()
             .ok_or("a shared-memory result outside a worker's reader")?;
-        let (got, got_len, fd) = fdpass::recv_segment(socket.as_fd())
+        let (announce, fd) = fdpass::recv_segment(socket.as_fd())
             .map_err(|e| format!("receiving a result's shared memory: {e}"))?
             .ok_or("the worker closed its shared-memory socket")?;
-        if (got, got_len) != (id, len) {
+        if (announce.id, announce.len, announce.writable) != (id, len, false) {
             return Err(format!(
-                "the worker passed segment {got} of {got_len} bytes for segment {id} of {len}"
+                "the worker passed {announce:?} for segment {id} of {len} bytes"
             ));
         }
-        let len = usize::try_from(len).map_err(|_| "a segment larger than memory")?;
-        let segment = Segment::adopt(id, fd, len)
-            .map_err(|e| format!("mapping a result's shared memory: {e}"))?;
+        let segment =
+            adopt(announce, fd).map_err(|e| format!("mapping a result's shared memory: {e}"))?;
         RESULTS_RECEIVED.fetch_add(1, Ordering::Relaxed);
         Ok(segment)
     })
@@ -335,8 +365,8 @@ mod tests {
             assert!(note_sent(&seg) && note_sent(&seg));
             seg
         });
-        assert_eq!(noted.len(), 1);
-        assert_eq!(noted[0].id(), seg.id());
+        assert_eq!(noted.segments.len(), 1);
+        assert_eq!(noted.segments[0].id(), seg.id());
         assert!(!note_sent(&seg), "the collection ended");
     }
 }

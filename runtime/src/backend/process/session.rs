@@ -12,7 +12,7 @@ use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
-use crate::shm::{self, Segment};
+use crate::shm::{self, Collected};
 use crate::task::{Decoder, Work};
 use crate::wire::{self, Bytes, ToWorker};
 use std::collections::{HashMap, VecDeque};
@@ -36,8 +36,9 @@ pub(super) struct InFlight<R> {
     pub(super) frame: Arc<Vec<u8>>,
     /// Whether it was sent again already (a batch is re-sent once).
     pub(super) resent: bool,
-    /// The shared-memory segments its arguments reference.
-    pub(super) segments: Vec<Arc<Segment>>,
+    /// The shared-memory segments its arguments reference, and the output
+    /// chunks they lend, held until the batch is answered.
+    pub(super) shared: Collected,
 }
 
 /// One run's use of a process pool.
@@ -140,7 +141,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             self.here.push_back(Finished::failed(first, jobs, e));
             return Ok(());
         };
-        let (encoded, segments) = shm::collecting(|| encode_all(&batch.items));
+        let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
         let args = match encoded {
             Ok(args) => args,
             Err((k, cause)) => {
@@ -172,7 +173,13 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         let pos = self
             .least_loaded()
             .expect("has_room said a worker has room");
-        send(&mut self.pool.workers[pos], id, &frame, decode, &segments);
+        send(
+            &mut self.pool.workers[pos],
+            id,
+            &frame,
+            decode,
+            &shared.segments,
+        );
         self.batches.insert(
             id,
             InFlight {
@@ -185,7 +192,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 failure: None,
                 frame,
                 resent: false,
-                segments,
+                shared,
             },
         );
         Ok(())

@@ -128,7 +128,7 @@ impl<W: Work> ProcessSession<W> {
                 id,
                 &batch.frame,
                 batch.decode,
-                &batch.segments,
+                &batch.shared.segments,
             );
         }
         Ok(true)

@@ -142,8 +142,7 @@ impl Shared {
 
     /// One non-blocking attempt to pass a segment.
     fn pass(&self, segment: &Segment) -> io::Result<()> {
-        let len = segment.bytes().len() as u64;
-        shm::send_segment(self.socket.as_fd(), segment.id(), len, segment.fd())
+        shm::send_segment(self.socket.as_fd(), segment.announce(), segment.fd())
     }
 
     /// Waits until `fd` is ready for `events`, or the worker exits: false
