@@ -70,7 +70,7 @@ def best(runs, fn):
 def main():
     data = (np.arange(10_000_000) % 1000).astype(np.float64)
     with Parallel(n_jobs=2) as parallel:
-        parallel(delayed(slice_mean)(data[:8], 0) for _ in range(2))
+        parallel(delayed(slice_mean)(data[:TASKS * 8], 0) for _ in range(2))
         empty = tree_rss()
         _, peak = peak_while(lambda: parallel(delayed(slice_mean)(data, k) for k in range(TASKS)))
         shm = best(3, lambda: parallel(delayed(slice_mean)(data, k) for k in range(TASKS)))

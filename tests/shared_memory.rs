@@ -276,3 +276,29 @@ fn writes_to_an_owned_argument_stay_private() {
     }
     assert_eq!(data[0], 1.0);
 }
+
+/// Whether this process maps a file of `folder` (an unnamed one shows as
+/// `<folder>/#<inode> (deleted)`), and the sum of `data`.
+#[parallel(backend = "process", n_jobs = 2)]
+fn sum_in_folder(data: &[f64], folder: String) -> (f64, bool) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps
+        .lines()
+        .any(|l| l.contains(&folder) && l.contains("(deleted)"));
+    (data.iter().sum(), mapped)
+}
+
+#[parjob::test]
+fn a_temp_folder_backs_segments_with_unnamed_files() {
+    let _turn = one_at_a_time();
+    let folder = std::env::temp_dir().join(format!("parjob-shm-folder-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let name = folder.to_string_lossy().into_owned();
+    let data = vec![0.5f64; 1 << 20];
+    let run = sum_in_folder::with(|p| p.temp_folder(folder.as_path()));
+    let got = run.map([(&data, name.clone()), (&data, name)]).unwrap();
+    assert!(got.iter().all(|&(sum, mapped)| sum == 524_288.0 && mapped));
+    let left: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert!(left.is_empty(), "files left: {left:?}");
+    std::fs::remove_dir(&folder).unwrap();
+}

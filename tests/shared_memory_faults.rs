@@ -3,7 +3,10 @@
 //! appears in `/dev/shm`, and `Shmem` in `/proc/meminfo` returns to its
 //! baseline once the processes are gone.
 //!
-//! Each case runs a helper (a child copy of this test binary) whose two
+//! `PARJOB_TEMP_FOLDER` on a 1 MB tmpfs gives a clear error, no hang, and
+//! no file left (a root-only test, which `.ci/run` runs).
+//!
+//! Each kill case runs a helper (a child copy of this test binary) whose two
 //! workers hold a 128 MB segment in a task that never ends; the test kills
 //! processes with SIGKILL and measures.
 
@@ -43,9 +46,12 @@ fn dev_shm() -> BTreeSet<String> {
 /// segment until its process is killed.
 #[parallel(backend = "process", n_jobs = 2, batch_size = 1)]
 fn hold(data: &[f64], k: u64) -> f64 {
+    // A memfd, or an unnamed file of the temp folder when one is set.
+    let mark = std::env::var("PARJOB_TEMP_FOLDER").unwrap_or_else(|_| "memfd:parjob-shm".into());
     let mapped = std::fs::read_to_string("/proc/self/maps")
         .unwrap()
-        .contains("memfd:parjob-shm");
+        .lines()
+        .any(|l| l.contains(&mark) && l.contains("(deleted)"));
     println!("HOLD {} {mapped} {}", std::process::id(), data[k as usize]);
     std::io::stdout().flush().unwrap();
     loop {
@@ -57,6 +63,10 @@ fn hold(data: &[f64], k: u64) -> f64 {
 #[parjob::test]
 #[ignore = "helper: started by the kill tests of shared_memory_faults.rs"]
 fn holding_helper() {
+    assert!(
+        std::env::var_os("PARJOB_SHM_HELPER").is_some(),
+        "holding_helper is started by the kill tests, which read its output"
+    );
     let data: Vec<f64> = (0..NUMBERS).map(|i| i as f64).collect();
     let run = hold::map((0..2u64).map(|k| (&data, k)));
     println!(
@@ -70,7 +80,16 @@ fn holding_helper() {
 }
 
 fn start_helper() -> (Child, BufReader<ChildStdout>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    start_helper_in(None)
+}
+
+/// The helper, with `PARJOB_TEMP_FOLDER` set to `folder` when given.
+fn start_helper_in(folder: Option<&std::path::Path>) -> (Child, BufReader<ChildStdout>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(folder) = folder {
+        command.env("PARJOB_TEMP_FOLDER", folder);
+    }
+    let mut child = command
         .args([
             "holding_helper",
             "--exact",
@@ -78,6 +97,7 @@ fn start_helper() -> (Child, BufReader<ChildStdout>) {
             "--nocapture",
             "-q",
         ])
+        .env("PARJOB_SHM_HELPER", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -200,4 +220,101 @@ fn killing_the_parent_mid_run_frees_the_segment() {
         wait_gone(pid);
     }
     assert_nothing_left(baseline, &shm_before);
+}
+
+#[test]
+fn killing_the_parent_leaves_nothing_in_the_temp_folder() {
+    let _turn = one_at_a_time();
+    let folder = std::env::temp_dir().join(format!("parjob-shm-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let (mut child, mut out) = start_helper_in(Some(&folder));
+    let workers = holders(&mut out);
+    kill(child.id() as i32);
+    child.wait().unwrap();
+    for &pid in &workers {
+        wait_gone(pid);
+    }
+    let left: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert!(left.is_empty(), "left in the temp folder: {left:?}");
+    std::fs::remove_dir(&folder).unwrap();
+}
+
+/// A tmpfs of `size`, mounted for a test (needs root), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("parjob-shm-tmpfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The sum of `data`.
+#[parallel(backend = "process", n_jobs = 2)]
+fn total(data: &[f64]) -> f64 {
+    data.iter().sum()
+}
+
+/// Started by `temp_folder_on_a_full_tmpfs_is_a_clear_error`, with
+/// `PARJOB_TEMP_FOLDER` set: prints the run's error.
+#[parjob::test]
+#[ignore = "helper: started by temp_folder_on_a_full_tmpfs_is_a_clear_error"]
+fn temp_folder_helper() {
+    let folder = std::env::var("PARJOB_TEMP_FOLDER").expect("started with PARJOB_TEMP_FOLDER");
+    let small = vec![1.0f64; 1_000];
+    assert_eq!(
+        total::map([&small]).unwrap(),
+        [1000.0],
+        "small arguments go inline"
+    );
+    let big = vec![1.0f64; 1 << 20]; // 8 MB
+    let err = total::map([&big]).unwrap_err().to_string();
+    println!("ERROR {err}");
+    assert!(err.contains(&folder), "the error does not name {folder}");
+}
+
+#[test]
+#[ignore = "mounts a 1 MB tmpfs, which needs root; .ci/run runs it with --ignored"]
+fn temp_folder_on_a_full_tmpfs_is_a_clear_error() {
+    let tmpfs = Tmpfs::mount("1m");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "temp_folder_helper",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "-q",
+        ])
+        .env("PARJOB_TEMP_FOLDER", &tmpfs.0)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ERROR "))
+        .unwrap();
+    for word in ["does not fit", "temp_folder", "max_nbytes"] {
+        assert!(error.contains(word), "no `{word}` in: {error}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmpfs.0).unwrap().collect();
+    assert!(left.is_empty(), "files left in the tmpfs: {left:?}");
 }

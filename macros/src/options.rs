@@ -1,6 +1,7 @@
 //! The options every parjob macro shares: `n_jobs`, `backend`,
 //! `batch_size`, `pre_dispatch`, `timeout`, `verbose`, `progress`,
-//! `return_as` and `crate`.
+//! `prefer`, `require`, `return_as`, `max_nbytes`, `temp_folder` and
+//! `crate`.
 //!
 //! They are parsed from `name = value` pairs and checked here, so every
 //! macro gives the same error, with a suggestion, for the same mistake.
@@ -26,6 +27,7 @@ pub const KNOWN: &[&str] = &[
     "require",
     "return_as",
     "max_nbytes",
+    "temp_folder",
     "crate",
 ];
 
@@ -71,6 +73,8 @@ pub struct Opts {
     pub return_as: Option<ReturnAs>,
     /// `max_nbytes`: a size, or `Some(None)` for `"none"`.
     pub max_nbytes: Option<Option<u64>>,
+    /// `temp_folder`: a folder path.
+    pub temp_folder: Option<String>,
     pub krate: Option<syn::Path>,
 }
 
@@ -133,6 +137,13 @@ impl Opts {
                 "require" => opts.require_sharedmem = parse_require(value, errors),
                 "return_as" => opts.return_as = parse_return_as(value, errors),
                 "max_nbytes" => opts.max_nbytes = parse_max_nbytes(value, errors),
+                "temp_folder" => match string(value) {
+                    Some(s) if !s.value().is_empty() => opts.temp_folder = Some(s.value()),
+                    _ => errors.spanned(
+                        value,
+                        "temp_folder takes a folder in a string, e.g. temp_folder = \"/mnt/scratch\"",
+                    ),
+                },
                 "crate" => match string(value) {
                     Some(s) => match syn::parse_str::<syn::Path>(&s.value()) {
                         Ok(path) => opts.krate = Some(path),
@@ -166,6 +177,10 @@ impl Opts {
             require_sharedmem: over.require_sharedmem.or(self.require_sharedmem),
             return_as: over.return_as.or(self.return_as),
             max_nbytes: over.max_nbytes.or(self.max_nbytes),
+            temp_folder: over
+                .temp_folder
+                .clone()
+                .or_else(|| self.temp_folder.clone()),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -284,6 +299,9 @@ impl Opts {
             };
             options = quote!(#options.with_max_nbytes(#max));
         }
+        if let Some(folder) = &self.temp_folder {
+            options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));
+        }
         options
     }
 }
@@ -301,6 +319,7 @@ fn example(name: &str) -> &'static str {
         "progress" => "progress = true",
         "return_as" => "return_as = \"generator\"",
         "max_nbytes" => "max_nbytes = \"1M\" (or a byte count, or \"none\")",
+        "temp_folder" => "temp_folder = \"/mnt/scratch\"",
         _ => "crate = \"::parjob\"",
     }
 }

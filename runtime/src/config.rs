@@ -8,7 +8,7 @@
 //! 3. the task's own attribute (`#[parallel(n_jobs = 2)]`; for
 //!    `Parallel::run`, the first job's task);
 //! 4. the environment (`PARJOB_N_JOBS`, `PARJOB_BACKEND`,
-//!    `PARJOB_MAX_NBYTES`);
+//!    `PARJOB_MAX_NBYTES`, `PARJOB_TEMP_FOLDER`);
 //! 5. the built-in default (`n_jobs = -1`, threads, auto batches,
 //!    `pre_dispatch = 2 * n_jobs`).
 //!
@@ -25,7 +25,7 @@
 use crate::error::{Error, Result};
 use crate::options::{
     effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
-    MaxNbytes, Options, Plan, PreDispatch, Prefer, Require,
+    MaxNbytes, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
 };
 use crate::task::Declared;
 use std::cell::RefCell;
@@ -37,6 +37,8 @@ pub(crate) const ENV_N_JOBS: &str = "PARJOB_N_JOBS";
 pub(crate) const ENV_BACKEND: &str = "PARJOB_BACKEND";
 /// Environment variable giving the default `max_nbytes`.
 pub(crate) const ENV_MAX_NBYTES: &str = "PARJOB_MAX_NBYTES";
+/// Environment variable giving the default `temp_folder`.
+pub(crate) const ENV_TEMP_FOLDER: &str = "PARJOB_TEMP_FOLDER";
 
 impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
@@ -94,6 +96,9 @@ impl Options {
             pre_dispatch,
             timeout: options.timeout,
             max_nbytes: max_nbytes.limit(),
+            temp_folder: options
+                .temp_folder
+                .or_else(|| env_var(ENV_TEMP_FOLDER).map(TempFolder::new)),
             verbose: parjob_syntax::verbose_level(options.verbose.unwrap_or(0)),
             progress: options.progress.unwrap_or(false),
             ..base
@@ -137,6 +142,7 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         verbose: 0,
         progress: false,
         max_nbytes: MaxNbytes::default().limit(),
+        temp_folder: None,
     })
 }
 

@@ -72,7 +72,7 @@ pub use memo::mapped::CachedArray;
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
     cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, MaxNbytes, Options, Plan,
-    PreDispatch, Prefer, Require,
+    PreDispatch, Prefer, Require, TempFolder,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
@@ -91,7 +91,7 @@ pub mod __private {
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
         init, Backend, BatchSize, Job, MaxNbytes, Options, PreDispatch, Prefer, Require, Result,
-        Task, TaskRun,
+        Task, TaskRun, TempFolder,
     };
     pub use inventory;
     pub use rayon;

@@ -262,6 +262,61 @@ impl FromStr for MaxNbytes {
     }
 }
 
+/// joblib's `temp_folder`: where shared memory is backed by files instead
+/// of a `memfd` (see [`crate::shm`]). A small copyable handle to an
+/// interned path, so [`Options`] stay `Copy`.
+///
+/// ```
+/// use parjob_runtime::TempFolder;
+/// let a = TempFolder::new("/mnt/scratch");
+/// assert_eq!(a, TempFolder::from("/mnt/scratch"));
+/// assert_eq!(a.path(), std::path::Path::new("/mnt/scratch"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TempFolder(u32);
+
+static TEMP_FOLDERS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+impl TempFolder {
+    /// The handle of `path` (the same path gives the same handle).
+    pub fn new(path: impl AsRef<std::path::Path>) -> Self {
+        let path = path.as_ref();
+        let mut folders = TEMP_FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match folders.iter().position(|f| f == path) {
+            Some(i) => i,
+            None => {
+                folders.push(path.to_path_buf());
+                folders.len() - 1
+            }
+        };
+        TempFolder(index as u32)
+    }
+
+    /// The folder.
+    pub fn path(self) -> std::path::PathBuf {
+        let folders = TEMP_FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
+        folders[self.0 as usize].clone()
+    }
+}
+
+impl From<&str> for TempFolder {
+    fn from(path: &str) -> Self {
+        TempFolder::new(path)
+    }
+}
+
+impl From<&std::path::Path> for TempFolder {
+    fn from(path: &std::path::Path) -> Self {
+        TempFolder::new(path)
+    }
+}
+
+impl From<std::path::PathBuf> for TempFolder {
+    fn from(path: std::path::PathBuf) -> Self {
+        TempFolder::new(path)
+    }
+}
+
 /// The option table. Each row is: doc, name, stored type, the setter's
 /// argument type, and the name of the `const` setter on [`Options`].
 ///
@@ -310,6 +365,10 @@ macro_rules! for_each_option {
             /// bytes (default 1 MiB) reaches process workers through
             /// shared memory; `None` (or [`MaxNbytes::Off`](crate::MaxNbytes::Off)) sends everything inline.
             max_nbytes: $crate::options::MaxNbytes, impl Into<$crate::options::MaxNbytes>, with_max_nbytes;
+            /// joblib's `temp_folder`: back shared memory with unnamed
+            /// files in this folder (a disk, when memory is short) instead
+            /// of a `memfd`. Default: `PARJOB_TEMP_FOLDER`, else a `memfd`.
+            temp_folder: $crate::options::TempFolder, impl Into<$crate::options::TempFolder>, with_temp_folder;
         }
     };
 }
@@ -397,6 +456,8 @@ pub struct Plan {
     /// Slices of numbers over this many bytes go to shared memory; `None`
     /// when the automatic path is off.
     pub max_nbytes: Option<u64>,
+    /// Where shared memory is backed by files; `None` for a `memfd`.
+    pub temp_folder: Option<TempFolder>,
 }
 
 /// Environment variable capping [`cpu_count`].

@@ -163,8 +163,11 @@ impl Parallel {
     {
         // The first job is drawn before the plan exists (its task is part
         // of the plan), under this runner's own threshold.
-        let provisional = self.options.resolve().ok().and_then(|p| p.max_nbytes);
-        let sharing = Sharing::new(provisional);
+        let provisional = self.options.resolve().ok();
+        let sharing = Sharing::new(
+            provisional.and_then(|p| p.max_nbytes),
+            provisional.and_then(|p| p.temp_folder).map(|f| f.path()),
+        );
         let entered = sharing.enter();
         let first = catch_unwind(AssertUnwindSafe(|| jobs.next()));
         drop(entered);

@@ -185,7 +185,10 @@ where
             ready,
             error,
             done: false,
-            sharing: Sharing::new(plan.as_ref().and_then(|p| p.max_nbytes)),
+            sharing: Sharing::new(
+                plan.as_ref().and_then(|p| p.max_nbytes),
+                plan.as_ref().and_then(|p| p.temp_folder).map(|f| f.path()),
+            ),
             report,
         }
     }
@@ -194,7 +197,11 @@ where
     /// this run's, with the plan's threshold: one buffer stays one segment
     /// from the first job on.
     pub(crate) fn sharing_from(mut self, sharing: Arc<Sharing>) -> Self {
-        sharing.set_max_nbytes(self.plan.as_ref().and_then(|p| p.max_nbytes));
+        let plan = self.plan.as_ref();
+        sharing.set_plan(
+            plan.and_then(|p| p.max_nbytes),
+            plan.and_then(|p| p.temp_folder).map(|f| f.path()),
+        );
         self.sharing = sharing;
         self
     }
@@ -217,6 +224,7 @@ where
             verbose: 0,
             progress: false,
             max_nbytes: None,
+            temp_folder: None,
         }
     }
 

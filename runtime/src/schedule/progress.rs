@@ -298,6 +298,7 @@ mod tests {
             verbose: 0,
             progress: true,
             max_nbytes: None,
+            temp_folder: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

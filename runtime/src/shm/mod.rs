@@ -21,6 +21,7 @@
 //! [`SharedSliceMut`] an output buffer whose disjoint [`ChunkMut`]s jobs
 //! write in place (joblib's `mmap_mode="r+"` pattern).
 
+mod backing;
 mod fdpass;
 mod segment;
 mod share;

@@ -9,9 +9,10 @@
 //! `/dev/shm`. Its size is bounded by memory and the cgroup's limit, not
 //! by the size of `/dev/shm` (Docker's 64 MB default does not apply).
 
+use super::backing::{self, Place};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,32 +54,56 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// A new segment holding a copy of `bytes`, sealed against every
-    /// change. The error names where the memory was to come from, and the
-    /// knob that avoids it.
+    /// A new segment in a memfd holding a copy of `bytes`, sealed against
+    /// every change. The error names where the memory was to come from,
+    /// and the knob that avoids it.
     pub(crate) fn create(bytes: &[u8]) -> Result<Segment, String> {
-        let file = new_memfd(bytes.len())?;
+        Segment::create_in(bytes, &Place::Memfd)
+    }
+
+    /// A new segment at `place` holding a copy of `bytes`: a memfd sealed
+    /// against every change, or an unnamed file left open read-only only.
+    pub(crate) fn create_in(bytes: &[u8], place: &Place) -> Result<Segment, String> {
+        let (file, sealable) = backing::new_file(bytes.len(), place)?;
         if let Err(e) = file.write_all_at(bytes, 0) {
             // Dropping `file` frees what was written: the segment has no name.
-            return Err(no_room(bytes.len(), &e));
+            return Err(format!(
+                "shared memory: writing a {} segment failed ({e}); it was freed. \
+                 Free memory or room in temp_folder, or set max_nbytes = None \
+                 to send arguments inline",
+                human(bytes.len())
+            ));
         }
-        Segment::sealed(file, bytes.len(), SEALS, false)
+        let file = if sealable {
+            file
+        } else {
+            backing::reopen_read_only(&file)
+                .map_err(|e| format!("shared memory: reopening a segment read-only: {e}"))?
+        };
+        Segment::finish(file, bytes.len(), sealable.then_some(SEALS), false)
     }
 
     /// A new zeroed segment of `len` bytes that stays writable, with its
     /// size sealed (an output buffer).
     pub(crate) fn create_writable(len: usize) -> Result<Segment, String> {
-        let file = new_memfd(len)?;
-        Segment::sealed(file, len, SIZE_SEALS, true)
+        let (file, sealable) = backing::new_file(len, &Place::Memfd)?;
+        Segment::finish(file, len, sealable.then_some(SIZE_SEALS), true)
     }
 
-    fn sealed(file: File, len: usize, seals: i32, writable: bool) -> Result<Segment, String> {
+    fn finish(
+        file: File,
+        len: usize,
+        seals: Option<i32>,
+        writable: bool,
+    ) -> Result<Segment, String> {
         // SAFETY: fcntl on our own descriptor.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(format!(
-                "shared memory: sealing the segment failed: {}",
-                io::Error::last_os_error()
-            ));
+        if let Some(seals) = seals {
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+                return Err(format!(
+                    "shared memory: sealing the segment failed: {}",
+                    io::Error::last_os_error()
+                ));
+            }
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let segment = Segment::map(id, file, len, writable)
@@ -93,14 +118,9 @@ impl Segment {
     /// `&[T]` rests on the seals.
     pub(crate) fn adopt(id: u64, fd: OwnedFd, len: usize, writable: bool) -> io::Result<Segment> {
         let file = File::from(fd);
-        // SAFETY: fcntl on a descriptor we own.
-        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-        let want = if writable { SIZE_SEALS } else { SEALS };
-        let sealed = seals >= 0 && seals & want == want;
-        let write_sealed = seals & libc::F_SEAL_WRITE != 0;
-        if !sealed || write_sealed == writable {
+        if !kept_as_promised(&file, writable)? {
             return Err(io::Error::other(format!(
-                "segment {id} is not a sealed memfd of its kind (seals {seals:#x})"
+                "segment {id} is neither a sealed memfd nor an unnamed file of its kind"
             )));
         }
         let size = file.metadata()?.len();
@@ -199,42 +219,28 @@ impl Drop for Segment {
     }
 }
 
-/// A new, empty memfd of `len` bytes (zeroed), after the capacity check.
-fn new_memfd(len: usize) -> Result<File, String> {
-    check_capacity(len)?;
-    // SAFETY: memfd_create with a static NUL-terminated name; the
-    // descriptor it returns is ours alone.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"parjob-shm".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "shared memory: memfd_create failed: {}",
-            io::Error::last_os_error()
-        ));
+/// Whether `file` is what a segment of its kind must be: a memfd with the
+/// seals of its kind, or (the file fallback) an unnamed regular file that
+/// this descriptor can write only if the segment is writable.
+fn kept_as_promised(file: &File, writable: bool) -> io::Result<bool> {
+    // SAFETY: fcntl on a descriptor we own.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    let want = if writable { SIZE_SEALS } else { SEALS };
+    if seals >= 0 && seals & want == want {
+        return Ok((seals & libc::F_SEAL_WRITE != 0) != writable);
     }
-    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.set_len(len as u64).map_err(|e| no_room(len, &e))?;
-    Ok(file)
-}
-
-fn no_room(len: usize, e: &io::Error) -> String {
-    format!(
-        "shared memory: writing a {} segment failed ({e}); it was freed. \
-         Free memory or raise the memory limit, or set max_nbytes = None \
-         to send arguments inline",
-        human(len)
-    )
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    let can_write = flags >= 0 && flags & libc::O_ACCMODE != libc::O_RDONLY;
+    Ok(meta.is_file() && meta.nlink() == 0 && can_write == writable)
 }
 
 /// Refuses a segment larger than the memory this process can still use:
 /// the kernel's `MemAvailable` and the cgroup's `memory.max` less its
 /// `memory.current`. Only procfs and cgroupfs are read: neither blocks.
-fn check_capacity(len: usize) -> Result<(), String> {
+pub(crate) fn check_capacity(len: usize) -> Result<(), String> {
     let Some((available, source)) = available_memory() else {
         return Ok(());
     };
@@ -298,6 +304,7 @@ pub(crate) fn human(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     #[test]
     fn a_segment_holds_its_bytes_and_is_sealed() {

@@ -17,11 +17,13 @@
 //! **In a worker.** The segments received from the parent are kept by id
 //! until the parent says to forget them, at the end of its run.
 
+use super::backing::Place;
 use super::fdpass;
 use super::segment::Segment;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +32,8 @@ pub(crate) struct Sharing {
     /// Arguments larger than this many bytes go to shared memory;
     /// `u64::MAX` turns the automatic path off.
     max_nbytes: AtomicU64,
+    /// Where its segments are made: a memfd, or the run's `temp_folder`.
+    place: Mutex<Place>,
     by_buffer: Mutex<HashMap<(usize, usize), Arc<Segment>>>,
 }
 
@@ -52,19 +56,27 @@ thread_local! {
 }
 
 impl Sharing {
-    /// A run's sharing, with its `max_nbytes`.
-    pub(crate) fn new(max_nbytes: Option<u64>) -> Arc<Sharing> {
+    /// A run's sharing, with its `max_nbytes` and `temp_folder`.
+    pub(crate) fn new(max_nbytes: Option<u64>, temp_folder: Option<PathBuf>) -> Arc<Sharing> {
         Arc::new(Sharing {
             max_nbytes: AtomicU64::new(max_nbytes.unwrap_or(u64::MAX)),
+            place: Mutex::new(Place::for_folder(temp_folder)),
             by_buffer: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Sets the threshold, once the run's plan is known (a job drawn
-    /// before it, to learn the task, was drawn under the caller's options).
-    pub(crate) fn set_max_nbytes(&self, max_nbytes: Option<u64>) {
+    /// Sets the threshold and the folder once the run's plan is known (a
+    /// job drawn before it, to learn the task, was drawn under the
+    /// caller's options).
+    pub(crate) fn set_plan(&self, max_nbytes: Option<u64>, temp_folder: Option<PathBuf>) {
         self.max_nbytes
             .store(max_nbytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+        *lock(&self.place) = Place::for_folder(temp_folder);
+    }
+
+    fn create(&self, bytes: &[u8]) -> Result<Segment, String> {
+        let place = lock(&self.place).clone();
+        Segment::create_in(bytes, &place)
     }
 
     /// Makes this the current thread's sharing until the guard drops.
@@ -110,11 +122,11 @@ pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Arc<Segment>> {
         return None;
     }
     let key = (bytes.as_ptr() as usize, bytes.len());
-    let mut registry = sharing.by_buffer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut registry = lock(&sharing.by_buffer);
     if let Some(seg) = registry.get(&key) {
         return Some(Arc::clone(seg));
     }
-    let seg = Arc::new(Segment::create(bytes).ok()?);
+    let seg = Arc::new(sharing.create(bytes).ok()?);
     registry.insert(key, Arc::clone(&seg));
     Some(seg)
 }
@@ -129,7 +141,11 @@ pub(crate) fn share_owned(bytes: &[u8]) -> Option<Result<Arc<Segment>, String>> 
     if !over_threshold(&sharing, bytes) {
         return None;
     }
-    Some(Segment::create(bytes).map(Arc::new))
+    Some(sharing.create(bytes).map(Arc::new))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_collecting() -> bool {
@@ -337,7 +353,7 @@ mod tests {
     fn one_borrowed_buffer_is_one_segment_per_run() {
         let data = vec![7u8; 4096];
         assert!(share_borrowed(&data).is_none(), "no run is current");
-        let run = Sharing::new(Some(1024));
+        let run = Sharing::new(Some(1024), None);
         let _entered = run.enter();
         let a = share_borrowed(&data).unwrap();
         let b = share_borrowed(&data).unwrap();
@@ -353,11 +369,11 @@ mod tests {
     #[test]
     fn none_disables_the_automatic_path_and_owned_buffers_need_an_encoding() {
         let data = vec![1u8; 1 << 20];
-        let off = Sharing::new(None);
+        let off = Sharing::new(None, None);
         let entered = off.enter();
         assert!(share_borrowed(&data).is_none());
         drop(entered);
-        let on = Sharing::new(Some(0));
+        let on = Sharing::new(Some(0), None);
         let _entered = on.enter();
         assert!(share_owned(&data).is_none(), "not encoding for a worker");
         let (seg, noted) = collecting(|| {
