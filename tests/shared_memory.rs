@@ -302,3 +302,36 @@ fn a_temp_folder_backs_segments_with_unnamed_files() {
     assert!(left.is_empty(), "files left: {left:?}");
     std::fs::remove_dir(&folder).unwrap();
 }
+
+/// `SharedArray` (the `ndarray` feature): `.ci/run` runs these with
+/// `--features ndarray`.
+#[cfg(feature = "ndarray")]
+mod arrays {
+    use super::{in_segment, one_at_a_time};
+    use parjob::ndarray::{Array2, Ix2};
+    use parjob::prelude::*;
+    use parjob::shm::SharedArray;
+
+    /// The sum of column `j`, and whether the array is read in place.
+    #[parallel(backend = "process", n_jobs = 2)]
+    fn column_sum(a: SharedArray<f64, Ix2>, j: usize) -> (f64, bool) {
+        let view = a.view();
+        let mapped = in_segment(view.as_slice().expect("standard layout"));
+        (view.column(j).sum(), mapped)
+    }
+
+    #[parjob::test]
+    fn a_shared_array_reaches_workers_as_a_view() {
+        let _turn = one_at_a_time();
+        let a = Array2::from_shape_fn((500, 40), |(i, j)| (i * 40 + j) as f64);
+        let shared = SharedArray::new(&a).unwrap();
+        let got = column_sum::map((0..40).map(|j| (shared.clone(), j))).unwrap();
+        for (j, &(sum, mapped)) in got.iter().enumerate() {
+            assert_eq!(sum, a.column(j).sum());
+            assert!(mapped, "column {j} was read from a copy");
+        }
+        // A transposed (non-standard) array is copied in row-major order.
+        let t = SharedArray::new(&a.t()).unwrap();
+        assert_eq!(t.view(), a.t());
+    }
+}

@@ -137,6 +137,7 @@ impl Opts {
                 "require" => opts.require_sharedmem = parse_require(value, errors),
                 "return_as" => opts.return_as = parse_return_as(value, errors),
                 "max_nbytes" => opts.max_nbytes = parse_max_nbytes(value, errors),
+                "mmap_mode" => errors.spanned(&meta, MMAP_MODE),
                 "temp_folder" => match string(value) {
                     Some(s) if !s.value().is_empty() => opts.temp_folder = Some(s.value()),
                     _ => errors.spanned(
@@ -404,6 +405,11 @@ fn parse_timeout(value: &Expr, errors: &mut Errors) -> Option<u64> {
         }
     }
 }
+
+/// Why `mmap_mode` is not an option of a run.
+const MMAP_MODE: &str = "parjob takes joblib's mmap_mode from each parameter's type, not from an option: \
+     `&[T]` is a read-only view of shared memory (\"r\"), a by-value `Vec<T>` is the task's own copy to change (\"c\"), \
+     and `parjob::shm::SharedSliceMut` lends chunks that jobs write in place (\"r+\"). Remove mmap_mode";
 
 /// joblib's `max_nbytes`: a byte count, a size string (`"1M"`), or
 /// `"none"` (joblib's `None`).

@@ -17,10 +17,13 @@
 //! - Nothing is read-only by surprise: a task's `&[T]` parameter is
 //!   read-only anyway, and an owned parameter (`Vec<T>`) gets its own copy.
 //!
-//! [`SharedSlice`] is the explicit form, for data shared on purpose, and
+//! [`SharedSlice`] is the explicit form, for data shared on purpose
+//! (`SharedArray` for `ndarray` arrays, with the `ndarray` feature), and
 //! [`SharedSliceMut`] an output buffer whose disjoint [`ChunkMut`]s jobs
 //! write in place (joblib's `mmap_mode="r+"` pattern).
 
+#[cfg(feature = "ndarray")]
+mod array;
 mod backing;
 mod fdpass;
 mod segment;
@@ -28,6 +31,8 @@ mod share;
 mod slice;
 mod slice_mut;
 
+#[cfg(feature = "ndarray")]
+pub use array::SharedArray;
 #[doc(hidden)]
 pub use segment::segments_created;
 #[doc(hidden)]

@@ -1,0 +1,10 @@
+use parjob::prelude::*;
+
+#[parallel(backend = "process", max_nbytes = "lots")]
+fn mean(data: &[f64]) -> f64 {
+    data.iter().sum::<f64>() / data.len() as f64
+}
+
+fn main() {
+    let _ = mean::map([vec![1.0]]);
+}
