@@ -107,6 +107,42 @@ fn delayed_jobs_share_one_segment_from_the_first_job_on() {
     }
 }
 
+/// A marked process loop over one big slice.
+#[parallel(n_jobs = 2)]
+fn loop_sums(data: &[f64]) -> parjob::Result<Vec<(f64, u32, bool)>> {
+    let mut out = Vec::new();
+    #[parallel(backend = "process")]
+    for k in 0..6u64 {
+        out.push(sum_where(data, k));
+    }
+    Ok(out)
+}
+
+#[parjob::test]
+fn marked_loops_and_parallel_for_share_big_slices_too() {
+    let _turn = one_at_a_time();
+    let data: Vec<f64> = (0..400_000).map(f64::from).collect();
+    let expected: f64 = data.iter().sum();
+    let check = |got: &[(f64, u32, bool)]| {
+        assert_eq!(got.len(), 6);
+        for (k, &(sum, pid, mapped)) in got.iter().enumerate() {
+            assert_eq!(sum, expected + k as f64);
+            assert_ne!(pid, std::process::id());
+            assert!(mapped, "iteration {k} read a copy");
+        }
+    };
+    let before = parjob::__private::segments_created();
+    check(&loop_sums(&data).unwrap());
+    assert_eq!(parjob::__private::segments_created() - before, 1);
+    let before = parjob::__private::segments_created();
+    let got = parallel_for!(n_jobs = 2, backend = "process"; for k in 0..6u64 {
+        sum_where(&data, k)
+    })
+    .unwrap();
+    check(&got);
+    assert_eq!(parjob::__private::segments_created() - before, 1);
+}
+
 /// The sum of an explicitly shared slice, and whether it is mapped here.
 #[parallel(backend = "process", n_jobs = 2)]
 fn sum_shared(data: SharedSlice<f64>) -> (f64, bool) {
@@ -333,5 +369,50 @@ mod arrays {
         // A transposed (non-standard) array is copied in row-major order.
         let t = SharedArray::new(&a.t()).unwrap();
         assert_eq!(t.view(), a.t());
+    }
+}
+
+/// `data` times `by`: a numeric result the size of the argument.
+#[parallel(backend = "process", n_jobs = 2)]
+fn scaled(data: &[f64], by: f64) -> Vec<f64> {
+    data.iter().map(|x| x * by).collect()
+}
+
+/// Sums of a borrowed and an owned slice of `u16`.
+#[parallel(backend = "process", n_jobs = 2)]
+fn sums(data: &[u16], owned: Vec<u16>) -> (u64, u64) {
+    let sum = |v: &[u16]| v.iter().map(|&x| u64::from(x)).sum::<u64>();
+    (sum(data), sum(&owned))
+}
+
+#[parjob::test]
+fn around_max_nbytes_results_equal_the_sequential_functions() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let _turn = one_at_a_time();
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    });
+    let cases = (0usize..1200, 0u64..6000, any::<u64>());
+    runner
+        .run(&cases, |(n, max, seed)| {
+            let data: Vec<f64> = (0..n).map(|i| (seed ^ i as u64) as f64).collect();
+            let small: Vec<u16> = (0..n).map(|i| (seed as usize + i) as u16).collect();
+            let run = scaled::with(|p| p.max_nbytes(max));
+            let got = run.map([(&data, 1.5), (&data, -2.0)]).unwrap();
+            prop_assert_eq!(&got[0], &scaled(&data, 1.5));
+            prop_assert_eq!(&got[1], &scaled(&data, -2.0));
+            let got = sums::with(|p| p.max_nbytes(max))
+                .map([(&small, small.clone())])
+                .unwrap();
+            prop_assert_eq!(got[0], sums(&small, small.clone()));
+            Ok(())
+        })
+        .unwrap();
+    // The default threshold, one number either side of 1 MiB.
+    for n in [131_071usize, 131_072, 131_073] {
+        let data: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        assert_eq!(scaled::map([(&data, 3.0)]).unwrap()[0], scaled(&data, 3.0));
     }
 }
