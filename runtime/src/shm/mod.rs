@@ -3,11 +3,11 @@
 //! joblib memmaps a numpy array over `max_nbytes` into a file in
 //! `/dev/shm` that every worker opens. parjob keeps the idea and drops the
 //! file: a slice of numbers over `max_nbytes` (1 MiB by default) is copied
-//! once into a sealed `memfd` ([`segment`]), whose descriptor is passed to
-//! each worker over a socket with `SCM_RIGHTS` ([`fdpass`]); the worker
+//! once into a sealed `memfd` (`segment`), whose descriptor is passed to
+//! each worker over a socket with `SCM_RIGHTS` (`fdpass`); the worker
 //! maps it read-only and the task borrows a `&[T]` into the mapping.
 //!
-//! - A run keeps one segment per buffer ([`share`]): one array borrowed by
+//! - A run keeps one segment per buffer (`share`): one array borrowed by
 //!   a thousand jobs is copied once.
 //! - Nothing can leak. A segment has no name, so the kernel frees it when
 //!   the last process holding it exits, even by SIGKILL. There is no
