@@ -19,9 +19,11 @@
 //! `cargo bench --bench scheduler`. Streaming 16 MB results is measured by
 //! `cargo run --release --example streaming_memory`.
 
+#[path = "support/memory.rs"]
+mod memory;
+
+use memory::{peak_rss, tree_rss};
 use parjob::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NUMBERS: usize = 10_000_000; // 80 MB of f64
@@ -56,52 +58,6 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
     best.expect("runs > 0")
 }
 
-/// Resident memory of this process and every descendant, in bytes.
-fn tree_rss() -> u64 {
-    fn rss(pid: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    }
-    let mut total = 0;
-    let mut stack = vec![std::process::id().to_string()];
-    while let Some(pid) = stack.pop() {
-        total += rss(&pid);
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            stack.extend(text.split_whitespace().map(str::to_string));
-        }
-    }
-    total
-}
-
-/// The peak of `tree_rss` while `f` runs.
-fn peak_rss<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let peak = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(tree_rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-    let out = f();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().expect("the sampler does not panic");
-    (out, peak.load(Ordering::Relaxed))
-}
-
 fn means(data: &[f64]) -> Vec<f64> {
     let chunk = data.len() / TASKS;
     (0..TASKS)
@@ -124,7 +80,9 @@ fn main() -> parjob::Result<()> {
     // 3 first, on a fresh pool: the empty pool's memory, then the run's peak.
     let _ = pick::map([(&[1.0f64][..], 0usize)])?;
     let empty_pool = tree_rss();
-    let (got, peak) = peak_rss(|| slice_mean::map((0..TASKS).map(|k| (&data, k))));
+    let (got, peak) = peak_rss(Duration::from_millis(2), || {
+        slice_mean::map((0..TASKS).map(|k| (&data, k)))
+    });
     assert_eq!(got?, expected);
     let array = (NUMBERS * 8) as u64;
     let over = peak.saturating_sub(empty_pool);

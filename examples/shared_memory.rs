@@ -78,8 +78,11 @@ fn main() -> parjob::Result<()> {
     let in_place = seconds(t);
     let t = Instant::now();
     let mut copy = vec![0.0; NUMBERS];
-    let parts = compute::with(|p| p.max_nbytes(None))
-        .map((0..NUMBERS).step_by(chunk).map(|s| (s, chunk.min(NUMBERS - s))))?;
+    let parts = compute::with(|p| p.max_nbytes(None)).map(
+        (0..NUMBERS)
+            .step_by(chunk)
+            .map(|s| (s, chunk.min(NUMBERS - s))),
+    )?;
     for (k, part) in parts.iter().enumerate() {
         copy[k * chunk..k * chunk + part.len()].copy_from_slice(part);
     }

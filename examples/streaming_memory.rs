@@ -9,9 +9,11 @@
 //! Each scenario runs in a fresh copy of this program, so one scenario's
 //! peak cannot hide in another's.
 
+#[path = "../benches/support/memory.rs"]
+mod memory;
+
+use memory::peak_rss;
 use parjob::prelude::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TASKS: u64 = 150;
@@ -33,56 +35,14 @@ fn sleep_for(i: u64, slow: bool) -> f64 {
     }
 }
 
-/// Resident memory of this process and every descendant, in bytes.
-fn tree_rss() -> u64 {
-    fn rss(pid: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-                line.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
-            .unwrap_or(0)
-            * 1024
-    }
-    fn children(pid: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(text.split_whitespace().map(str::to_string));
-            }
-        }
-        out
-    }
-    let mut total = 0;
-    let mut stack = vec![std::process::id().to_string()];
-    while let Some(pid) = stack.pop() {
-        total += rss(&pid);
-        stack.extend(children(&pid));
-    }
-    total
-}
-
 fn add(acc: &mut [f64], x: &[f64]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;
     }
 }
 
-/// Runs one scenario here and prints `peak_mb elapsed_s checksum`.
-fn scenario(name: &str) -> parjob::Result<()> {
-    let peak = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(tree_rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+/// The 150 arrays summed as scenario `name` consumes them, and the time.
+fn sum_all(name: &str) -> parjob::Result<(Vec<f64>, f64)> {
     let slow = name.ends_with("slow");
     let p = Parallel::new().n_jobs(2).backend(Backend::Process);
     let jobs = (0..TASKS).map(|i| make_array::delayed(i, sleep_for(i, slow)));
@@ -106,17 +66,17 @@ fn scenario(name: &str) -> parjob::Result<()> {
         }
         other => panic!("unknown scenario {other}"),
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    Ok((acc, started.elapsed().as_secs_f64()))
+}
+
+/// Runs one scenario here and prints `peak_mb elapsed_s checksum`.
+fn scenario(name: &str) -> parjob::Result<()> {
+    let (summed, peak) = peak_rss(Duration::from_millis(5), || sum_all(name));
+    let (acc, elapsed) = summed?;
     // Every element is the sum 0 + 1 + ... + 149.
     let expected = (TASKS * (TASKS - 1) / 2) as f64;
     assert!(acc.iter().all(|&v| v == expected), "wrong sum");
-    println!(
-        "{} {elapsed:.2} {}",
-        peak.load(Ordering::Relaxed) / (1 << 20),
-        acc[0]
-    );
+    println!("{} {elapsed:.2} {}", peak / (1 << 20), acc[0]);
     Ok(())
 }
 

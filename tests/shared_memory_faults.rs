@@ -10,6 +10,7 @@
 //! workers hold a 128 MB segment in a task that never ends; the test kills
 //! processes with SIGKILL and measures.
 
+mod common;
 use parjob::prelude::*;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -77,10 +78,6 @@ fn holding_helper() {
     std::io::stdout().flush().unwrap();
     // Stay alive, the run over, until the test closes stdin.
     let _ = std::io::stdin().read_line(&mut String::new());
-}
-
-fn start_helper() -> (Child, BufReader<ChildStdout>) {
-    start_helper_in(None)
 }
 
 /// The helper, with `PARJOB_TEMP_FOLDER` set to `folder` when given.
@@ -175,51 +172,69 @@ fn assert_nothing_left(baseline_kb: u64, shm_before: &BTreeSet<String>) {
     assert!(new.is_empty(), "new entries in /dev/shm: {new:?}");
 }
 
+/// A helper whose two workers hold the segment, with the baseline taken
+/// before it started.
+struct Holding {
+    baseline_kb: u64,
+    shm_before: BTreeSet<String>,
+    child: Child,
+    out: BufReader<ChildStdout>,
+    workers: Vec<i32>,
+}
+
+fn holding(folder: Option<&std::path::Path>) -> Holding {
+    let (baseline_kb, shm_before) = (shmem_kb(), dev_shm());
+    let (child, mut out) = start_helper_in(folder);
+    let workers = holders(&mut out);
+    if folder.is_none() {
+        assert!(
+            shmem_kb() >= baseline_kb + SEGMENT_KB - SLACK_KB,
+            "the segment does not show in Shmem"
+        );
+    }
+    Holding {
+        baseline_kb,
+        shm_before,
+        child,
+        out,
+        workers,
+    }
+}
+
+impl Holding {
+    /// SIGKILL of the parent, then the wait for its workers to die with it
+    /// (PR_SET_PDEATHSIG).
+    fn kill_parent(&mut self) {
+        kill(self.child.id() as i32);
+        self.child.wait().unwrap();
+        self.workers.iter().for_each(|&pid| wait_gone(pid));
+    }
+}
+
 #[test]
 fn killing_the_workers_mid_run_frees_the_segment() {
     let _turn = one_at_a_time();
-    let (baseline, shm_before) = (shmem_kb(), dev_shm());
-    let (mut child, mut out) = start_helper();
-    let workers = holders(&mut out);
-    assert!(
-        shmem_kb() >= baseline + SEGMENT_KB - SLACK_KB,
-        "the segment does not show in Shmem"
-    );
-    for &pid in &workers {
-        kill(pid);
-    }
-    let run = next_line(&mut out, "RUN");
+    let mut h = holding(None);
+    h.workers.iter().for_each(|&pid| kill(pid));
+    let run = next_line(&mut h.out, "RUN");
     assert!(
         run.contains("died"),
         "the run did not fail by the deaths: {run}"
     );
-    next_line(&mut out, "DONE");
-    for &pid in &workers {
-        wait_gone(pid);
-    }
+    next_line(&mut h.out, "DONE");
+    h.workers.iter().for_each(|&pid| wait_gone(pid));
     // The parent lives on, its run over: it holds nothing either.
-    assert_nothing_left(baseline, &shm_before);
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
+    assert_nothing_left(h.baseline_kb, &h.shm_before);
+    drop(h.child.stdin.take());
+    assert!(h.child.wait().unwrap().success());
 }
 
 #[test]
 fn killing_the_parent_mid_run_frees_the_segment() {
     let _turn = one_at_a_time();
-    let (baseline, shm_before) = (shmem_kb(), dev_shm());
-    let (mut child, mut out) = start_helper();
-    let workers = holders(&mut out);
-    assert!(
-        shmem_kb() >= baseline + SEGMENT_KB - SLACK_KB,
-        "the segment does not show in Shmem"
-    );
-    kill(child.id() as i32);
-    child.wait().unwrap();
-    // The workers die with their parent (PR_SET_PDEATHSIG).
-    for &pid in &workers {
-        wait_gone(pid);
-    }
-    assert_nothing_left(baseline, &shm_before);
+    let mut h = holding(None);
+    h.kill_parent();
+    assert_nothing_left(h.baseline_kb, &h.shm_before);
 }
 
 #[test]
@@ -227,13 +242,7 @@ fn killing_the_parent_leaves_nothing_in_the_temp_folder() {
     let _turn = one_at_a_time();
     let folder = std::env::temp_dir().join(format!("parjob-shm-kill-{}", std::process::id()));
     std::fs::create_dir_all(&folder).unwrap();
-    let (mut child, mut out) = start_helper_in(Some(&folder));
-    let workers = holders(&mut out);
-    kill(child.id() as i32);
-    child.wait().unwrap();
-    for &pid in &workers {
-        wait_gone(pid);
-    }
+    holding(Some(&folder)).kill_parent();
     let left: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
     assert!(left.is_empty(), "left in the temp folder: {left:?}");
     std::fs::remove_dir(&folder).unwrap();
@@ -291,22 +300,9 @@ fn temp_folder_helper() {
 #[ignore = "mounts a 1 MB tmpfs, which needs root; .ci/run runs it with --ignored"]
 fn temp_folder_on_a_full_tmpfs_is_a_clear_error() {
     let tmpfs = Tmpfs::mount("1m");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "temp_folder_helper",
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "-q",
-        ])
-        .env("PARJOB_TEMP_FOLDER", &tmpfs.0)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_helper(
+        "temp_folder_helper",
+        &[("PARJOB_TEMP_FOLDER", tmpfs.0.as_os_str())],
     );
     let error = stdout
         .lines()

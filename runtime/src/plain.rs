@@ -146,11 +146,12 @@ pub(crate) fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
         .or_else(|| check::<I, isize>(iter))
 }
 
-/// The kind of `T` when it is a primitive number (a runtime check on its
-/// type, for code generic over any element type), else `None`.
-pub(crate) fn kind_of<T: ?Sized>() -> Option<Kind> {
-    fn is<T: ?Sized, P: Plain>() -> Option<Kind> {
-        (typeid::of::<T>() == TypeId::of::<P>()).then_some(P::KIND)
+/// The kind of `T` when it is a primitive number (a check on its type,
+/// for code generic over any element type, which the compiler folds),
+/// else `None`.
+pub(crate) fn kind_of<T: 'static>() -> Option<Kind> {
+    fn is<T: 'static, P: Plain>() -> Option<Kind> {
+        (TypeId::of::<T>() == TypeId::of::<P>()).then_some(P::KIND)
     }
     is::<T, f64>()
         .or_else(is::<T, f32>)
@@ -170,7 +171,7 @@ pub(crate) fn kind_of<T: ?Sized>() -> Option<Kind> {
 
 /// The bytes of a slice whose element type [`kind_of`] found to be a
 /// primitive number.
-pub(crate) fn bytes_of<T>(values: &[T]) -> Option<&[u8]> {
+pub(crate) fn bytes_of<T: 'static>(values: &[T]) -> Option<&[u8]> {
     kind_of::<T>()?;
     // SAFETY: `T` is one of the primitive numbers (checked just above on
     // its `TypeId`): no padding, every byte initialized.

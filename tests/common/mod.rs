@@ -22,3 +22,21 @@ pub fn scratch(suite: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs the ignored helper test `name` in a child copy of this test binary
+/// with `env` added, and returns its stdout; a helper that fails fails the
+/// caller, with the helper's output.
+pub fn run_helper(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--include-ignored", "--nocapture", "-q"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helper {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -41,6 +41,25 @@ pub(crate) struct Announce {
 
 const BODY: usize = 17;
 
+fn iovec(body: &mut [u8; BODY]) -> libc::iovec {
+    libc::iovec {
+        iov_base: body.as_mut_ptr().cast(),
+        iov_len: body.len(),
+    }
+}
+
+/// A message of one buffer, with room for control data: the caller keeps
+/// `iov` and `control` alive while the message is used.
+fn header(iov: &mut libc::iovec, control: &mut [u64; CONTROL / 8]) -> libc::msghdr {
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control) as _;
+    msg
+}
+
 /// Sends a segment with its descriptor, without blocking: `WouldBlock`
 /// when the socket is full.
 pub(crate) fn send_segment(
@@ -52,19 +71,12 @@ pub(crate) fn send_segment(
     body[..8].copy_from_slice(&announce.id.to_le_bytes());
     body[8..16].copy_from_slice(&announce.len.to_le_bytes());
     body[16] = u8::from(announce.writable);
-    let mut iov = libc::iovec {
-        iov_base: body.as_mut_ptr().cast(),
-        iov_len: body.len(),
-    };
+    let mut iov = iovec(&mut body);
     let mut control = [0u64; CONTROL / 8];
-    // SAFETY: a zeroed msghdr is valid; its pointers are set to live
-    // buffers below, and the CMSG macros stay inside `control`, whose
-    // size covers CMSG_SPACE of one descriptor.
+    // SAFETY: `header` points the message at live buffers; the CMSG macros
+    // stay inside `control`, whose size covers CMSG_SPACE of one descriptor.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
+        let mut msg = header(&mut iov, &mut control);
         msg.msg_controllen = libc::CMSG_SPACE(4) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -93,20 +105,13 @@ pub(crate) fn send_segment(
 /// closed.
 pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(Announce, OwnedFd)>> {
     let mut body = [0u8; BODY];
-    let mut iov = libc::iovec {
-        iov_base: body.as_mut_ptr().cast(),
-        iov_len: body.len(),
-    };
+    let mut iov = iovec(&mut body);
     let mut control = [0u64; CONTROL / 8];
     // SAFETY: as in `send_segment`; the kernel writes at most
     // `msg_controllen` bytes of control data, and a descriptor it passed
     // is ours alone (MSG_CMSG_CLOEXEC sets close-on-exec).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let mut msg = header(&mut iov, &mut control);
         let got = loop {
             let got = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
             if got >= 0 {

@@ -45,6 +45,6 @@ pub use slice_mut::{ChunkMut, SharedSliceMut};
 pub(crate) use fdpass::{send_segment, socket_pair};
 pub(crate) use segment::Segment;
 pub(crate) use share::{
-    collecting, reader_socket, receive_result, result_threshold, set_result_threshold,
+    collecting, reader_socket, receive_result_into, result_threshold, set_result_threshold,
     worker_forget, worker_pass_result, worker_socket, Collected, Sharing,
 };

@@ -12,6 +12,7 @@
 use super::backing::{self, Place};
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
@@ -130,6 +131,43 @@ impl Segment {
             )));
         }
         Segment::map(id, file, len, writable)
+    }
+
+    /// Reads a read-only segment another process passed, checked as
+    /// [`Segment::adopt`] checks it, into `out` (its whole length, not yet
+    /// initialized), without mapping it.
+    pub(crate) fn read_passed(fd: OwnedFd, out: &mut [MaybeUninit<u8>]) -> io::Result<()> {
+        let file = File::from(fd);
+        if !kept_as_promised(&file, false)? || file.metadata()?.len() != out.len() as u64 {
+            return Err(io::Error::other(
+                "not a sealed segment of the announced length",
+            ));
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let rest = &mut out[done..];
+            // SAFETY: pread writes at most `rest.len()` bytes into `rest`,
+            // which is ours to write; uninitialized bytes may be written.
+            let got = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    done as libc::off_t,
+                )
+            };
+            match got {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn map(id: u64, file: File, len: usize, writable: bool) -> io::Result<Segment> {

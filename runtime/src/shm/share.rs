@@ -117,10 +117,12 @@ fn over_threshold(sharing: &Sharing, bytes: &[u8]) -> bool {
 /// current, the buffer is small, or the segment could not be made (the
 /// caller then copies the buffer, as without shared memory).
 pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Arc<Segment>> {
-    let sharing = CURRENT.with(|c| c.borrow().clone())?;
-    if !over_threshold(&sharing, bytes) {
-        return None;
-    }
+    // The common case, a small slice, decided without touching the Arc.
+    let sharing = CURRENT.with(|c| {
+        let current = c.borrow();
+        let sharing = current.as_ref()?;
+        over_threshold(sharing, bytes).then(|| Arc::clone(sharing))
+    })?;
     let key = (bytes.as_ptr() as usize, bytes.len());
     let mut registry = lock(&sharing.by_buffer);
     if let Some(seg) = registry.get(&key) {
@@ -308,10 +310,15 @@ pub(crate) fn reader_socket(socket: OwnedFd) {
     READER_SOCKET.with(|s| *s.borrow_mut() = Some(socket));
 }
 
-/// In the parent's reader thread: the segment a worker passed for the
-/// result frame being read, which names it `id` of `len` bytes. The worker
-/// passed it before the frame, so it is waiting on the socket.
-pub(crate) fn receive_result(id: u64, len: u64) -> Result<Segment, String> {
+/// In the parent's reader thread: reads the segment a worker passed for
+/// the result frame being read, which names it `id`, into `out` (its
+/// length; every byte is written on success). The worker passed it before the frame, so it is waiting on
+/// the socket. It is read, not mapped, so the copy is the only memory the
+/// result takes here.
+pub(crate) fn receive_result_into(
+    id: u64,
+    out: &mut [std::mem::MaybeUninit<u8>],
+) -> Result<(), String> {
     READER_SOCKET.with(|s| {
         let socket = s.borrow();
         let socket = socket
@@ -320,15 +327,16 @@ pub(crate) fn receive_result(id: u64, len: u64) -> Result<Segment, String> {
         let (announce, fd) = fdpass::recv_segment(socket.as_fd())
             .map_err(|e| format!("receiving a result's shared memory: {e}"))?
             .ok_or("the worker closed its shared-memory socket")?;
+        let len = out.len() as u64;
         if (announce.id, announce.len, announce.writable) != (id, len, false) {
             return Err(format!(
                 "the worker passed {announce:?} for segment {id} of {len} bytes"
             ));
         }
-        let segment =
-            adopt(announce, fd).map_err(|e| format!("mapping a result's shared memory: {e}"))?;
+        Segment::read_passed(fd, out)
+            .map_err(|e| format!("reading a result's shared memory: {e}"))?;
         RESULTS_RECEIVED.fetch_add(1, Ordering::Relaxed);
-        Ok(segment)
+        Ok(())
     })
 }
 

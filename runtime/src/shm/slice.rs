@@ -81,7 +81,7 @@ impl<T: Plain> SharedSlice<T> {
     }
 }
 
-impl<T> SharedSlice<T> {
+impl<T: 'static> SharedSlice<T> {
     fn whole(segment: Arc<Segment>, len: usize) -> Self {
         SharedSlice {
             segment,
@@ -171,7 +171,7 @@ pub enum SliceArg<T> {
     Shared(SharedSlice<T>),
 }
 
-impl<T: Clone> SliceArg<T> {
+impl<T: Clone + 'static> SliceArg<T> {
     /// A borrowed slice made what a job owns: the current run's segment
     /// when it is a slice of numbers over the run's `max_nbytes` (one
     /// segment however many jobs borrow it), else a copy.
@@ -246,7 +246,7 @@ impl Serialize for RawOut<'_> {
     }
 }
 
-fn serialize_shared<T, S: Serializer>(
+fn serialize_shared<T: 'static, S: Serializer>(
     view: &SharedSlice<T>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -261,13 +261,13 @@ fn serialize_shared<T, S: Serializer>(
     }
 }
 
-impl<T: Serialize> Serialize for SharedSlice<T> {
+impl<T: Serialize + 'static> Serialize for SharedSlice<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         serialize_shared(self, s)
     }
 }
 
-impl<T: Serialize> Serialize for SliceArg<T> {
+impl<T: Serialize + 'static> Serialize for SliceArg<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let values = match self {
             SliceArg::Shared(view) => return serialize_shared(view, s),
@@ -319,7 +319,7 @@ enum WireIn<T> {
 }
 
 /// How many numbers of type `T` the raw `bytes` hold.
-fn whole_numbers<T>(bytes: &[u8]) -> Result<usize, String> {
+fn whole_numbers<T: 'static>(bytes: &[u8]) -> Result<usize, String> {
     plain::kind_of::<T>().ok_or("raw bytes for a slice that is not of numbers")?;
     let size = std::mem::size_of::<T>();
     if bytes.len() % size != 0 {
@@ -332,7 +332,7 @@ fn whole_numbers<T>(bytes: &[u8]) -> Result<usize, String> {
 }
 
 /// Raw bytes made numbers, with one copy into a fallibly allocated `Vec`.
-fn numbers_from_bytes<T>(bytes: &[u8]) -> Result<Vec<T>, String> {
+fn numbers_from_bytes<T: 'static>(bytes: &[u8]) -> Result<Vec<T>, String> {
     let count = whole_numbers::<T>(bytes)?;
     let mut values: Vec<T> = Vec::new();
     values
@@ -352,12 +352,17 @@ fn numbers_from_bytes<T>(bytes: &[u8]) -> Result<Vec<T>, String> {
     Ok(values)
 }
 
-fn shared_view<T>(id: u64, offset: u64, len: u64, kind: u8) -> Result<SharedSlice<T>, String> {
+fn shared_view<T: 'static>(
+    id: u64,
+    offset: u64,
+    len: u64,
+    kind: u8,
+) -> Result<SharedSlice<T>, String> {
     let segment = share::worker_segment(id)?;
     SharedSlice::view(segment, offset, len, kind)
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for SliceArg<T> {
+impl<'de, T: Deserialize<'de> + 'static> Deserialize<'de> for SliceArg<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(match WireIn::<T>::deserialize(d)? {
             WireIn::Elements(values) => SliceArg::Owned(values),
@@ -371,7 +376,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for SliceArg<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for SharedSlice<T> {
+impl<'de, T: Deserialize<'de> + 'static> Deserialize<'de> for SharedSlice<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match WireIn::<T>::deserialize(d)? {
             WireIn::Shared((id, offset, len, kind)) => {

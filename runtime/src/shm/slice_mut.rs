@@ -161,7 +161,7 @@ impl<T: std::fmt::Debug> std::fmt::Debug for ChunkMut<T> {
     }
 }
 
-impl<T> Serialize for ChunkMut<T> {
+impl<T: 'static> Serialize for ChunkMut<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let kind = plain::kind_of::<T>().expect("a chunk holds numbers") as u8;
         let lent = self
@@ -185,7 +185,7 @@ impl<T> Serialize for ChunkMut<T> {
     }
 }
 
-impl<'de, T> Deserialize<'de> for ChunkMut<T> {
+impl<'de, T: 'static> Deserialize<'de> for ChunkMut<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (id, offset, start, len, kind) = <(u64, u64, u64, u64, u8)>::deserialize(d)?;
         let chunk = (|| -> std::result::Result<ChunkMut<T>, String> {

@@ -146,25 +146,25 @@ impl<T, const N: usize> IntoSliceArg<T> for [T; N] {
     }
 }
 
-impl<T: Clone> IntoSliceArg<T> for &[T] {
+impl<T: Clone + 'static> IntoSliceArg<T> for &[T] {
     fn into_slice_arg(self) -> SliceArg<T> {
         SliceArg::borrowed(self)
     }
 }
 
-impl<T: Clone> IntoSliceArg<T> for &&[T] {
+impl<T: Clone + 'static> IntoSliceArg<T> for &&[T] {
     fn into_slice_arg(self) -> SliceArg<T> {
         SliceArg::borrowed(self)
     }
 }
 
-impl<T: Clone> IntoSliceArg<T> for &Vec<T> {
+impl<T: Clone + 'static> IntoSliceArg<T> for &Vec<T> {
     fn into_slice_arg(self) -> SliceArg<T> {
         SliceArg::borrowed(self)
     }
 }
 
-impl<T: Clone, const N: usize> IntoSliceArg<T> for &[T; N] {
+impl<T: Clone + 'static, const N: usize> IntoSliceArg<T> for &[T; N] {
     fn into_slice_arg(self) -> SliceArg<T> {
         SliceArg::borrowed(self)
     }

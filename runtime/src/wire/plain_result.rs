@@ -3,14 +3,16 @@
 //! Such a result's value frame holds a tag, then either the raw bytes
 //! (`INLINE`, at or under `max_nbytes`) or the id and length of a sealed
 //! segment the worker made and passed on its socket just before the frame
-//! (`SEGMENT`, over `max_nbytes`). The parent's reader thread copies the
-//! numbers out once, into a `Vec` allocated fallibly, and drops the
-//! segment, which the kernel then frees.
+//! (`SEGMENT`, over `max_nbytes`). The parent's reader thread reads the
+//! numbers once, into a `Vec` allocated fallibly (reading, not mapping, so
+//! the `Vec` is the only memory the result takes in the parent), and
+//! closes the segment, which the kernel then frees.
 
 use super::codec::{CodecError, DECODE_LIMIT};
 use super::{write_failure, JobFailure, KIND_VALUE, MAX_FRAME, VALUE_HEAD};
 use crate::plain::{self, Plain};
 use crate::shm::{self, Segment};
+use std::any::TypeId;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 
@@ -26,7 +28,10 @@ pub(super) type Fns<T> = (
 /// The raw writer and reader when `T` is `Vec<P>` for a primitive number `P`.
 pub(super) fn fns<T: 'static>() -> Option<Fns<T>> {
     fn of<T: 'static, P: Plain>() -> Option<Fns<T>> {
-        plain::is_vec_of::<T, P>().then_some((write_vec::<T, P>, read_vec::<T, P>))
+        // `TypeId::of` of two 'static types: the compiler folds the
+        // comparison, so a task's codec table costs nothing per call.
+        (TypeId::of::<T>() == TypeId::of::<Vec<P>>())
+            .then_some((write_vec::<T, P>, read_vec::<T, P>))
     }
     if cfg!(target_endian = "big") {
         return None;
@@ -48,7 +53,7 @@ pub(super) fn fns<T: 'static>() -> Option<Fns<T>> {
 }
 
 fn write_vec<T: 'static, P: Plain>(w: &mut dyn Write, batch: u64, value: &T) -> io::Result<()> {
-    debug_assert!(plain::is_vec_of::<T, P>());
+    debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<Vec<P>>());
     // SAFETY: `fns` hands out this writer only when `T` is `Vec<P>`.
     let values: &Vec<P> = unsafe { &*(value as *const T).cast::<Vec<P>>() };
     let bytes = plain::as_bytes(values);
@@ -97,23 +102,54 @@ fn short(e: io::Error) -> CodecError {
     CodecError(format!("a numeric result cut short: {e}"))
 }
 
-/// A `Vec` of `count` zeroed numbers, allocated fallibly.
-fn zeroed<P: Plain>(count: u64) -> Result<Vec<P>, CodecError> {
+/// An empty `Vec` with room for exactly `count` numbers, allocated fallibly.
+fn room_for<P: Plain>(count: u64) -> Result<Vec<P>, CodecError> {
     let bytes = count.saturating_mul(std::mem::size_of::<P>() as u64);
     if bytes > DECODE_LIMIT as u64 * 64 {
         return Err(CodecError(format!("a numeric result claims {bytes} bytes")));
     }
-    let count = count as usize;
     let mut values: Vec<P> = Vec::new();
     values
-        .try_reserve_exact(count)
+        .try_reserve_exact(count as usize)
         .map_err(|_| CodecError(format!("out of memory for a result of {bytes} bytes")))?;
-    // SAFETY: the room for `count` numbers was reserved above; all-zero
-    // bytes are a valid primitive number.
+    Ok(values)
+}
+
+/// A `Vec` of `count` zeroed numbers, allocated fallibly.
+fn zeroed<P: Plain>(count: u64) -> Result<Vec<P>, CodecError> {
+    let mut values = room_for::<P>(count)?;
+    // SAFETY: the room for `count` numbers was reserved; all-zero bytes
+    // are a valid primitive number.
     unsafe {
-        std::ptr::write_bytes(values.as_mut_ptr(), 0, count);
-        values.set_len(count);
+        std::ptr::write_bytes(values.as_mut_ptr(), 0, count as usize);
+        values.set_len(count as usize);
     }
+    Ok(values)
+}
+
+/// The numbers of segment `id`, `len` bytes, read straight into a new `Vec`.
+fn from_segment<P: Plain>(id: u64, len: u64) -> Result<Vec<P>, CodecError> {
+    let size = std::mem::size_of::<P>() as u64;
+    if len % size != 0 {
+        return Err(CodecError(format!(
+            "a {len}-byte segment of {size}-byte numbers"
+        )));
+    }
+    let count = (len / size) as usize;
+    let mut values = room_for::<P>(len / size)?;
+    let spare = &mut values.spare_capacity_mut()[..count];
+    // SAFETY: the spare room of `count` numbers seen as its bytes, still
+    // uninitialized; `MaybeUninit<u8>` has no validity requirement.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            spare.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+            len as usize,
+        )
+    };
+    shm::receive_result_into(id, bytes).map_err(CodecError)?;
+    // SAFETY: every byte of the `count` numbers was written just above,
+    // and any bytes are a valid primitive number.
+    unsafe { values.set_len(count) };
     Ok(values)
 }
 
@@ -136,20 +172,11 @@ fn read_vec<T: 'static, P: Plain>(r: &mut dyn Read) -> Result<T, CodecError> {
         SEGMENT => {
             let id = read_u64(r)?;
             let len = read_u64(r)?;
-            let segment = shm::receive_result(id, len).map_err(CodecError)?;
-            let size = std::mem::size_of::<P>() as u64;
-            if len % size != 0 {
-                return Err(CodecError(format!(
-                    "a {len}-byte segment of {size}-byte numbers"
-                )));
-            }
-            let mut values = zeroed::<P>(len / size)?;
-            plain::as_bytes_mut(&mut values).copy_from_slice(segment.bytes());
-            values
+            from_segment::<P>(id, len)?
         }
         other => return Err(CodecError(format!("unknown numeric result form {other}"))),
     };
-    debug_assert!(plain::is_vec_of::<T, P>());
+    debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<Vec<P>>());
     let values = ManuallyDrop::new(values);
     // SAFETY: `fns` hands out this reader only when `T` is `Vec<P>`; the
     // vector is moved out exactly once (the original is never dropped).
