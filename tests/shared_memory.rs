@@ -344,7 +344,7 @@ fn a_temp_folder_backs_segments_with_unnamed_files() {
 #[cfg(feature = "ndarray")]
 mod arrays {
     use super::{in_segment, one_at_a_time};
-    use parjob::ndarray::{Array2, Ix2};
+    use parjob::ndarray::{Array1, Array2, ArrayView2, Ix2};
     use parjob::prelude::*;
     use parjob::shm::SharedArray;
 
@@ -369,6 +369,42 @@ mod arrays {
         // A transposed (non-standard) array is copied in row-major order.
         let t = SharedArray::new(&a.t()).unwrap();
         assert_eq!(t.view(), a.t());
+    }
+
+    /// The sum of column `j` of a view, and whether it is read in place.
+    #[parallel(backend = "process", n_jobs = 2)]
+    fn view_column(a: ArrayView2<f64>, j: usize) -> (f64, bool) {
+        let mapped = in_segment(a.as_slice().expect("standard layout"));
+        (a.column(j).sum(), mapped)
+    }
+
+    /// An owned array is the task's own copy, to change.
+    #[parallel(backend = "process", n_jobs = 2)]
+    fn doubled_total(mut a: Array2<f64>, by_ref: &Array1<f32>) -> (f64, f32) {
+        a *= 2.0;
+        (a.sum(), by_ref.sum())
+    }
+
+    #[parjob::test]
+    fn ndarray_parameters_take_the_shared_path() {
+        let _turn = one_at_a_time();
+        // 400 x 400 f64 is 1.28 MB, over the default max_nbytes.
+        let a = Array2::from_shape_fn((400, 400), |(i, j)| (i + j) as f64);
+        let before = parjob::__private::segments_created();
+        let got = view_column::map((0..20).map(|j| (&a, j))).unwrap();
+        assert_eq!(parjob::__private::segments_created() - before, 1);
+        for (j, &(sum, mapped)) in got.iter().enumerate() {
+            assert_eq!(sum, a.column(j).sum());
+            assert!(mapped, "column {j} was read from a copy");
+        }
+        // Views and shared arrays are items too; a small array goes inline.
+        let shared = SharedArray::new(&a).unwrap();
+        let got = view_column::map([(a.view(), 3), (shared.view(), 4)]).unwrap();
+        assert_eq!((got[0].0, got[1].0), (a.column(3).sum(), a.column(4).sum()));
+        let small = Array1::from_vec(vec![1.5f32; 10]);
+        let got = doubled_total::map([(a.clone(), &small), (a.t().to_owned(), &small)]).unwrap();
+        assert_eq!(got, [(a.sum() * 2.0, 15.0), (a.sum() * 2.0, 15.0)]);
+        assert_eq!(a[[1, 2]], 3.0, "the caller's array is unchanged");
     }
 }
 

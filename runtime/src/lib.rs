@@ -84,6 +84,12 @@ pub use task::{Job, Task};
 pub mod __private {
     pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
     pub use crate::shm::{results_received, segments_created, worker_holds, SliceArg};
+    /// `ndarray` parameters of tasks (the `ndarray` feature).
+    #[cfg(feature = "ndarray")]
+    pub mod ndarray_arg {
+        pub use crate::shm::{ArrayArg, IntoArrayArg};
+        pub use ndarray::{Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
+    }
     pub use crate::task::{
         assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Declared, FromItem,
         IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,

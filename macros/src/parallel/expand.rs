@@ -2,7 +2,7 @@
 //! `delayed`, `map` and `options`, its `Task` impl, and for process tasks
 //! the registration and the serde checks, each spanned on the user's type.
 
-use super::parse::{OwnedSlice, TaskFn};
+use super::parse::{NdKind, OwnedSlice, TaskFn};
 use crate::options::ReturnAs;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -142,7 +142,23 @@ fn items(task: &TaskFn, parts: &Parts<'_>) -> Items {
         .zip(&parts.owned)
         .enumerate()
     {
-        if param.by_ref {
+        if let Some(nd) = &param.nd {
+            let generic = format_ident!("__ParjobA{}", i);
+            let (elem, dim) = (&nd.elem, &nd.dim);
+            let into = quote!(#private::ndarray_arg::IntoArrayArg::<#elem, #dim>::into_array_arg);
+            out.generics
+                .push(quote!(#generic: #private::ndarray_arg::IntoArrayArg<#elem, #dim>));
+            out.borrow_generics
+                .push(quote!(#generic: #private::ndarray_arg::IntoArrayArg<#elem, #dim>));
+            out.types.push(quote!(#generic));
+            out.convert.push(quote!(#into(#arg)));
+            // The temporary lives to the end of the call's statement.
+            out.borrowed.push(match nd.kind {
+                NdKind::View => quote!(#into(#arg).view()),
+                NdKind::Owned => quote!(#into(#arg).into_owned()),
+                NdKind::RefOwned => quote!(&#into(#arg).into_owned()),
+            });
+        } else if param.by_ref {
             let generic = format_ident!("__ParjobA{}", i);
             if let Some(elem) = &param.ref_slice {
                 out.generics
@@ -388,6 +404,12 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     let (output, args, owned) = (&parts.output, &parts.args, &parts.owned);
     let options = task.opts.to_runtime(private);
     let call_args = task.params.iter().zip(args).map(|(p, a)| {
+        match p.nd.as_ref().map(|nd| nd.kind) {
+            Some(NdKind::View) => return quote!(#a.view()),
+            Some(NdKind::Owned) => return quote!(#a.into_owned()),
+            Some(NdKind::RefOwned) => return quote!(&#a.into_owned()),
+            None => {}
+        }
         if p.by_ref {
             return quote!(&#a);
         }

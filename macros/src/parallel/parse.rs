@@ -29,9 +29,30 @@ pub struct Param {
     pub by_value_slice: Option<OwnedSlice>,
     /// For a `&[T]` parameter, `T`.
     pub ref_slice: Option<Type>,
+    /// An `ndarray` parameter (with the `ndarray` feature).
+    pub nd: Option<NdParam>,
     /// The type whose serde impls a process task needs: the parameter's
     /// own (`Vec<T>` for `&[T]`), not the runtime's wrapper of it.
     pub wire: Type,
+}
+
+/// An `ndarray` parameter: how the function takes it, and its element and
+/// dimension types.
+pub struct NdParam {
+    pub kind: NdKind,
+    pub elem: Type,
+    pub dim: TokenStream,
+}
+
+/// How a function takes an `ndarray` parameter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NdKind {
+    /// `Array2<A>`: made owned in the worker (one copy).
+    Owned,
+    /// `&Array2<A>`: the same, borrowed by the call.
+    RefOwned,
+    /// `ArrayView2<A>`: a view of the job's data, no copy.
+    View,
 }
 
 /// An owned slice parameter, by how it is written.
@@ -86,6 +107,18 @@ impl TaskFn {
 
 impl Param {
     fn new(ty: Type, private: &TokenStream) -> Param {
+        if let Some(nd) = nd_param(&ty, private) {
+            let (elem, dim) = (&nd.elem, &nd.dim);
+            return Param {
+                owned: syn::parse_quote!(#private::ndarray_arg::ArrayArg<#elem, #dim>),
+                wire: syn::parse_quote!(::std::vec::Vec<#elem>),
+                by_ref: false,
+                by_value_slice: None,
+                ref_slice: None,
+                nd: Some(nd),
+                ty,
+            };
+        }
         match &ty {
             Type::Reference(r) if r.mutability.is_none() => {
                 let inner = &*r.elem;
@@ -121,6 +154,7 @@ impl Param {
                     by_ref: true,
                     by_value_slice: None,
                     ref_slice,
+                    nd: None,
                     wire,
                 }
             }
@@ -131,6 +165,7 @@ impl Param {
                     by_ref: false,
                     by_value_slice: Some(kind),
                     ref_slice: None,
+                    nd: None,
                     wire: ty,
                 },
                 None => Param {
@@ -139,11 +174,62 @@ impl Param {
                     by_ref: false,
                     by_value_slice: None,
                     ref_slice: None,
+                    nd: None,
                     wire: ty,
                 },
             },
         }
     }
+}
+
+/// An `ndarray` array or view type as written (`Array2<f64>`,
+/// `&ArrayD<f32>`, `ArrayView<'_, u8, Ix3>`), when the `ndarray` feature is
+/// on; a type alias of one is not seen through.
+fn nd_param(ty: &Type, private: &TokenStream) -> Option<NdParam> {
+    if !cfg!(feature = "ndarray") {
+        return None;
+    }
+    let (ty, by_ref) = match ty {
+        Type::Reference(r) if r.mutability.is_none() => (&*r.elem, true),
+        other => (other, false),
+    };
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    let name = last.ident.to_string();
+    let (view, rest) = match name.strip_prefix("ArrayView") {
+        Some(rest) => (true, rest),
+        None => (false, name.strip_prefix("Array")?),
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let types: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let fixed = |dim: &str| -> TokenStream {
+        let dim = quote::format_ident!("{}", dim);
+        quote::quote!(#private::ndarray_arg::#dim)
+    };
+    let (elem, dim) = match (rest, types.as_slice()) {
+        ("", [elem, dim]) => ((*elem).clone(), quote::quote!(#dim)),
+        ("D", [elem]) => ((*elem).clone(), fixed("IxDyn")),
+        (n, [elem]) if n.len() == 1 && ("0"..="6").contains(&n) => {
+            ((*elem).clone(), fixed(&format!("Ix{n}")))
+        }
+        _ => return None,
+    };
+    let kind = match (view, by_ref) {
+        (true, false) => NdKind::View,
+        (false, false) => NdKind::Owned,
+        (false, true) => NdKind::RefOwned,
+        (true, true) => return None,
+    };
+    Some(NdParam { kind, elem, dim })
 }
 
 /// `Vec<T>` or `Box<[T]>` as written (a type alias is not seen through),

@@ -33,6 +33,9 @@ mod slice_mut;
 
 #[cfg(feature = "ndarray")]
 pub use array::SharedArray;
+#[cfg(feature = "ndarray")]
+#[doc(hidden)]
+pub use array::{ArrayArg, IntoArrayArg};
 #[doc(hidden)]
 pub use segment::segments_created;
 #[doc(hidden)]
