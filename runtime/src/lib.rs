@@ -53,7 +53,6 @@ mod panic;
 mod parallel;
 #[cfg(feature = "persist")]
 pub mod persist;
-#[cfg(feature = "persist")]
 mod plain;
 mod schedule;
 pub mod shm;
