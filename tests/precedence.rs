@@ -1,7 +1,7 @@
 //! The one precedence rule, level by level: explicit (builder or per-call)
 //! over scoped `config()`, over the task's attribute, over the `PARJOB_*`
-//! environment, over the built-in default. One test, because the
-//! environment is process-wide.
+//! environment, over the built-in default. The tests take turns, because
+//! the environment is process-wide.
 
 use parjob::prelude::*;
 use parjob::{config, BackendSource};
@@ -11,6 +11,12 @@ use std::time::Duration;
 #[parallel(backend = "process", n_jobs = 3, timeout = 60)]
 fn pid_of(_x: u64) -> u32 {
     std::process::id()
+}
+
+/// The environment is process-wide: one test at a time changes it.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ran_here(pids: &[u32]) -> bool {
@@ -24,6 +30,7 @@ fn ran_in_workers(pids: &[u32], at_most: usize) -> bool {
 
 #[parjob::test]
 fn each_level_wins_over_the_next() {
+    let _turn = one_at_a_time();
     std::env::remove_var("PARJOB_N_JOBS");
     std::env::remove_var("PARJOB_BACKEND");
     // 5. The built-in default.
@@ -103,4 +110,48 @@ fn each_level_wins_over_the_next() {
 
     std::env::remove_var("PARJOB_N_JOBS");
     std::env::remove_var("PARJOB_BACKEND");
+}
+
+/// A task whose attribute turns shared memory off and names a folder.
+#[parallel(
+    backend = "process",
+    max_nbytes = "none",
+    temp_folder = "/from/the/task"
+)]
+fn inline_only(x: u64) -> u64 {
+    x
+}
+
+/// `max_nbytes` and `temp_folder` follow the same rule. Their variables
+/// are read by no other test here.
+#[parjob::test]
+fn max_nbytes_and_temp_folder_follow_the_same_rule() {
+    use parjob::{MaxNbytes, TempFolder};
+    let _turn = one_at_a_time();
+    std::env::remove_var("PARJOB_MAX_NBYTES");
+    std::env::remove_var("PARJOB_TEMP_FOLDER");
+    let plan = Parallel::new().plan().unwrap();
+    assert_eq!((plan.max_nbytes, plan.temp_folder), (Some(1 << 20), None));
+    std::env::set_var("PARJOB_MAX_NBYTES", "4K");
+    std::env::set_var("PARJOB_TEMP_FOLDER", "/from/the/env");
+    let plan = Parallel::new().plan().unwrap();
+    assert_eq!(plan.max_nbytes, Some(4096));
+    assert_eq!(plan.temp_folder, Some(TempFolder::new("/from/the/env")));
+    // The task's attribute wins over the environment.
+    let plan = inline_only::with(|p| p).plan().unwrap();
+    assert_eq!(plan.max_nbytes, None);
+    assert_eq!(plan.temp_folder, Some(TempFolder::new("/from/the/task")));
+    // A scoped config() wins over the attribute, and f::with over both.
+    let scope = config().max_nbytes(8192u64).temp_folder("/from/the/scope");
+    let plan = scope.scope(|| inline_only::with(|p| p).plan()).unwrap();
+    assert_eq!(plan.max_nbytes, Some(8192));
+    assert_eq!(plan.temp_folder, Some(TempFolder::new("/from/the/scope")));
+    let explicit = scope.scope(|| inline_only::with(|p| p.max_nbytes(MaxNbytes::Bytes(16))).plan());
+    assert_eq!(explicit.unwrap().max_nbytes, Some(16));
+    // A bad value in the environment is an error that names it.
+    std::env::set_var("PARJOB_MAX_NBYTES", "lots");
+    let err = Parallel::new().plan().unwrap_err().to_string();
+    assert!(err.contains("PARJOB_MAX_NBYTES"), "{err}");
+    std::env::remove_var("PARJOB_MAX_NBYTES");
+    std::env::remove_var("PARJOB_TEMP_FOLDER");
 }
