@@ -147,6 +147,29 @@ pub(crate) fn plain_slice<I>(iter: &I) -> Option<(Kind, &[u8])> {
         .or_else(|| check::<I, isize>(iter))
 }
 
+/// A byte string as serde reads it: one buffer, never element by element
+/// (raw numbers in a shared-memory argument, encoded values on the wire).
+pub(crate) struct ByteString(pub(crate) Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for ByteString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteString, E> {
+                Ok(ByteString(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteString, E> {
+                Ok(ByteString(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
 /// The kind of `T` when it is a primitive number (a check on its type,
 /// for code generic over any element type, which the compiler folds),
 /// else `None`.

@@ -11,7 +11,7 @@
 use super::segment::Segment;
 use super::share;
 use crate::error::{Error, Result};
-use crate::plain::{self, Plain};
+use crate::plain::{self, ByteString, Plain};
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -287,34 +287,12 @@ impl<T: Serialize + 'static> Serialize for SliceArg<T> {
     }
 }
 
-/// A byte string, decoded without going element by element.
-struct RawIn(Vec<u8>);
-
-impl<'de> Deserialize<'de> for RawIn {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = RawIn;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<RawIn, E> {
-                Ok(RawIn(v.to_vec()))
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> std::result::Result<RawIn, E> {
-                Ok(RawIn(v))
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
-    }
-}
-
 /// The three forms, as they are read.
 #[derive(Deserialize)]
 #[serde(rename = "Slice")]
 enum WireIn<T> {
     Elements(Vec<T>),
-    Raw(RawIn),
+    Raw(ByteString),
     Shared((u64, u64, u64, u8)),
 }
 
@@ -366,7 +344,7 @@ impl<'de, T: Deserialize<'de> + 'static> Deserialize<'de> for SliceArg<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(match WireIn::<T>::deserialize(d)? {
             WireIn::Elements(values) => SliceArg::Owned(values),
-            WireIn::Raw(RawIn(bytes)) => {
+            WireIn::Raw(ByteString(bytes)) => {
                 SliceArg::Owned(numbers_from_bytes(&bytes).map_err(D::Error::custom)?)
             }
             WireIn::Shared((id, offset, len, kind)) => {
@@ -382,7 +360,7 @@ impl<'de, T: Deserialize<'de> + 'static> Deserialize<'de> for SharedSlice<T> {
             WireIn::Shared((id, offset, len, kind)) => {
                 shared_view(id, offset, len, kind).map_err(D::Error::custom)
             }
-            WireIn::Raw(RawIn(bytes)) => {
+            WireIn::Raw(ByteString(bytes)) => {
                 let count = whole_numbers::<T>(&bytes).map_err(D::Error::custom)?;
                 let segment = Segment::create(&bytes).map_err(D::Error::custom)?;
                 Ok(SharedSlice::whole(Arc::new(segment), count))
