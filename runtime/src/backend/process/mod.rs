@@ -146,38 +146,27 @@ impl Processes {
         let pid = child.id();
         let watch = Arc::new(ExitWatch::new(pid));
         let (decoders, decoders_rx) = mpsc::channel();
-        let reader_socket = spawned
-            .segments
-            .try_clone()
-            .map_err(|e| Error::io("sharing a worker's shared-memory socket", e));
-        let reader_socket = match reader_socket {
-            Ok(socket) => socket,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        let threads = writer::FrameWriter::start(
-            pid,
-            spawned.to_child,
-            spawned.segments,
-            spawned.token,
-            watch.clone(),
-        )
-        .and_then(|frames| {
+        // The writer passes segments on the socket; the reader takes the
+        // segments of results from a second descriptor of it.
+        let threads = spawned.segments.try_clone().and_then(|reader_socket| {
+            let frames = writer::FrameWriter::start(
+                pid,
+                spawned.to_child,
+                spawned.segments,
+                spawned.token,
+                watch.clone(),
+            )?;
             let events = self.events_tx.clone();
-            let from_child = spawned.from_child;
             reader::start_reader(
                 id,
                 pid,
-                from_child,
+                spawned.from_child,
                 reader_socket,
                 watch.clone(),
                 decoders_rx,
                 events,
-            )
-            .map(|()| frames)
+            )?;
+            Ok(frames)
         });
         let frames = match threads {
             Ok(frames) => frames,

@@ -160,12 +160,11 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             args,
             max_nbytes: self.max_nbytes,
         };
-        let len = jobs;
         let frame = match wire::encode_frame(&msg) {
             Ok(frame) => Arc::new(frame),
             Err(e) => {
                 let e = encode_error(task, first, e.0);
-                self.here.push_back(Finished::failed(first, len, e));
+                self.here.push_back(Finished::failed(first, jobs, e));
                 return Ok(());
             }
         };
@@ -184,11 +183,11 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             id,
             InFlight {
                 first,
-                len,
+                len: jobs,
                 task,
                 decode,
                 answered: 0,
-                values: Vec::with_capacity(len),
+                values: Vec::with_capacity(jobs),
                 failure: None,
                 frame,
                 resent: false,
