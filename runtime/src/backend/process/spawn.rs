@@ -1,7 +1,8 @@
-//! Starting a worker: pipes, the environment, `fork`+`exec` of this same
-//! binary, and the token that ties the worker to this parent.
+//! Starting a worker: pipes, the shared-memory socket, the environment,
+//! `fork`+`exec` of this same binary, and the token that ties the worker
+//! to this parent.
 //!
-//! The child's three descriptors are made inheritable in the forked child
+//! The child's own descriptors are made inheritable in the forked child
 //! only, so no other process ever holds them. The child is
 //! `/proc/self/exe`, never a path that a rebuild could replace. It is
 //! started from one long-lived spawner thread, because `PR_SET_PDEATHSIG`
