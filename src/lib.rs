@@ -217,9 +217,16 @@ pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,
     DumpTarget, Limits, Mapped, PersistError, MAX_DEPTH,
 };
+/// Lists and maps shared by threads and worker processes (Python's
+/// `Manager().list()` and `.dict()`).
+pub use parjob_runtime::shared;
 /// Shared memory for big arrays: [`shm::SharedSlice`], and how slices of
 /// numbers over `max_nbytes` reach worker processes without copies.
 pub use parjob_runtime::shm;
+/// Cross-process locks, semaphores, events, barriers, values, queues and
+/// pipes: Python's `multiprocessing` primitives, shared with worker
+/// processes by passing them as task arguments.
+pub use parjob_runtime::sync;
 #[cfg(feature = "persist")]
 pub use parjob_runtime::Compression;
 pub use parjob_runtime::{

@@ -168,6 +168,17 @@ pub enum Error {
     /// names where the memory was to come from and what to change.
     #[error("{0}")]
     SharedMemory(String),
+
+    /// A [`sync`](crate::sync) primitive was misused (a bounded semaphore
+    /// released too often, a broken barrier, an item too large for its
+    /// queue), or an item did not encode or decode.
+    #[error("{0}")]
+    Sync(String),
+
+    /// A [`Queue`](crate::sync::Queue) or pipe end was closed: nothing more
+    /// can be put in it, and nothing is left to get.
+    #[error("the {0} is closed")]
+    Closed(&'static str),
 }
 
 fn while_doing(context: &str) -> String {

@@ -14,7 +14,9 @@
 //! 1. `options` (the option table, [`Options`], [`Plan`], [`cpu_count`])
 //!    and `task` ([`Task`], [`Job`], the registry of process tasks);
 //! 2. `wire`: the codec (the one place that names bincode), frames and
-//!    messages on the worker pipes;
+//!    messages on the worker pipes; [`sync`]: cross-process locks,
+//!    semaphores, events, barriers, values, queues and pipes (and the
+//!    [`shared`] collections), in shared memory;
 //! 3. `backend`: sequential, thread (rayon) and process sessions behind
 //!    one trait, the beacon that says which job a worker runs, and the
 //!    worker process's own loop;
@@ -56,6 +58,15 @@ pub mod persist;
 mod plain;
 mod schedule;
 pub mod shm;
+pub mod sync;
+
+/// Collections that threads and worker processes share:
+/// `multiprocessing.Manager().list()` and `.dict()`, with no manager
+/// process. See [`sync`] for how handles reach workers.
+pub mod shared {
+    pub use crate::sync::collections::{List, Map};
+    pub use crate::sync::log::DEFAULT_LOG_BYTES;
+}
 mod task;
 mod wire;
 

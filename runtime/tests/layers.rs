@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("options", 1),
     ("task", 1),
     ("wire", 2),
+    ("sync", 2),
     ("backend", 3),
     ("backend::beacon", 3),
     ("backend::sequential", 3),

@@ -48,6 +48,7 @@ pub use slice_mut::{ChunkMut, SharedSliceMut};
 pub(crate) use fdpass::{send_segment, socket_pair};
 pub(crate) use segment::Segment;
 pub(crate) use share::{
-    collecting, reader_socket, receive_result_into, result_threshold, set_result_threshold,
-    worker_forget, worker_pass_result, worker_socket, Collected, Sharing,
+    collecting, note_sent, reader_socket, receive_result_into, result_threshold,
+    set_result_threshold, worker_forget, worker_pass_result, worker_segment, worker_socket,
+    Collected, Sharing,
 };

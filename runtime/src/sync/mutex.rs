@@ -1,0 +1,290 @@
+//! Process-shared, robust pthread mutexes and condition variables, placed
+//! in shared memory.
+//!
+//! A robust mutex is what makes a dead holder harmless: glibc lists every
+//! robust mutex a thread holds in the thread's robust list, and when the
+//! thread dies (a SIGKILL included) the kernel marks each one
+//! owner-dead and wakes a waiter, whose lock then returns `EOWNERDEAD`.
+//! The primitive decides what that means: a `Lock` is marked poisoned, a
+//! queue repairs its bookkeeping.
+
+use std::cell::UnsafeCell;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A `pthread_mutex_t` in shared memory.
+#[repr(C)]
+pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+/// A `pthread_cond_t` in shared memory.
+#[repr(C)]
+pub(crate) struct RawCond(UnsafeCell<libc::pthread_cond_t>);
+
+// SAFETY: a process-shared pthread object is made to be used from any
+// thread of any process that maps it; every access goes through pthread
+// calls.
+unsafe impl Sync for RawMutex {}
+// SAFETY: as above.
+unsafe impl Sync for RawCond {}
+
+/// How a lock attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// The mutex is ours.
+    Yes,
+    /// The mutex is ours, and its previous holder died holding it: what
+    /// it guards may be half-written. It has been made consistent again.
+    OwnerDied,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// A lock call that could not fail but did, or a relock by its holder.
+fn unexpected(call: &str, code: i32) -> ! {
+    if code == libc::EDEADLK {
+        panic!("this thread already holds this lock: it would wait for itself forever (use an RLock to relock)");
+    }
+    panic!("{call} failed: {}", std::io::Error::from_raw_os_error(code))
+}
+
+impl RawMutex {
+    /// Initialises the mutex at `at`: process-shared and robust;
+    /// recursive, or error-checking (a relock by the holder panics
+    /// instead of deadlocking).
+    ///
+    /// # Safety
+    /// `at` must point to writable memory for a `RawMutex` that nothing
+    /// uses yet.
+    pub(crate) unsafe fn init(at: *mut RawMutex, recursive: bool) {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        let kind = if recursive {
+            libc::PTHREAD_MUTEX_RECURSIVE
+        } else {
+            libc::PTHREAD_MUTEX_ERRORCHECK
+        };
+        // SAFETY: the attribute calls act on `attr`, initialised first;
+        // `at` is writable per the contract. These calls fail only on
+        // invalid arguments, which these are not.
+        unsafe {
+            libc::pthread_mutexattr_init(attr.as_mut_ptr());
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), kind);
+            libc::pthread_mutex_init((*at).0.get(), attr.as_ptr());
+            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+        }
+    }
+
+    /// Locks, waiting until `deadline` (`None`: for ever).
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Locked {
+        // SAFETY: the mutex was initialised by `init` before the memory
+        // was shared.
+        let code = match deadline {
+            None => unsafe { libc::pthread_mutex_lock(self.0.get()) },
+            Some(deadline) => {
+                let when = realtime(deadline);
+                // SAFETY: as above, with a valid timespec.
+                match unsafe { libc::pthread_mutex_timedlock(self.0.get(), &when) } {
+                    // This thread holds it: it would not come in time.
+                    libc::EDEADLK => libc::ETIMEDOUT,
+                    code => code,
+                }
+            }
+        };
+        self.outcome("pthread_mutex_lock", code)
+    }
+
+    /// Locks if no one holds it.
+    pub(crate) fn try_lock(&self) -> Locked {
+        // SAFETY: as in `lock`.
+        let code = unsafe { libc::pthread_mutex_trylock(self.0.get()) };
+        // Held by another thread, or by this one.
+        if code == libc::EBUSY || code == libc::EDEADLK {
+            return Locked::TimedOut;
+        }
+        self.outcome("pthread_mutex_trylock", code)
+    }
+
+    fn outcome(&self, call: &str, code: i32) -> Locked {
+        match code {
+            0 => Locked::Yes,
+            libc::ETIMEDOUT => Locked::TimedOut,
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the mutex in the owner-dead state.
+                unsafe { libc::pthread_mutex_consistent(self.0.get()) };
+                Locked::OwnerDied
+            }
+            other => unexpected(call, other),
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    /// The calling thread must hold the mutex.
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: per the contract.
+        unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+    }
+}
+
+impl RawCond {
+    /// Initialises the condition variable at `at`: process-shared, timed
+    /// on the monotonic clock.
+    ///
+    /// # Safety
+    /// `at` must point to writable memory for a `RawCond` that nothing
+    /// uses yet.
+    pub(crate) unsafe fn init(at: *mut RawCond) {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_condattr_t>::uninit();
+        // SAFETY: as in `RawMutex::init`.
+        unsafe {
+            libc::pthread_condattr_init(attr.as_mut_ptr());
+            libc::pthread_condattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_condattr_setclock(attr.as_mut_ptr(), libc::CLOCK_MONOTONIC);
+            libc::pthread_cond_init((*at).0.get(), attr.as_ptr());
+            libc::pthread_condattr_destroy(attr.as_mut_ptr());
+        }
+    }
+
+    /// Waits for a notification, releasing `mutex` meanwhile, until
+    /// `deadline`. It returns holding `mutex` again, and says how: a
+    /// holder that died meanwhile shows as [`Locked::OwnerDied`].
+    ///
+    /// # Safety
+    /// The calling thread must hold `mutex`, and every waiter on this
+    /// condition must use the same mutex.
+    pub(crate) unsafe fn wait(&self, mutex: &RawMutex, deadline: Option<Instant>) -> Locked {
+        let code = match deadline {
+            // SAFETY: per the contract.
+            None => unsafe { libc::pthread_cond_wait(self.0.get(), mutex.0.get()) },
+            Some(deadline) => {
+                let when = monotonic(deadline);
+                // SAFETY: per the contract, with a valid timespec.
+                unsafe { libc::pthread_cond_timedwait(self.0.get(), mutex.0.get(), &when) }
+            }
+        };
+        mutex.outcome("pthread_cond_wait", code)
+    }
+
+    /// Wakes one waiter.
+    pub(crate) fn notify_one(&self) {
+        // SAFETY: an initialised condition variable.
+        unsafe { libc::pthread_cond_signal(self.0.get()) };
+    }
+
+    /// Wakes every waiter.
+    pub(crate) fn notify_all(&self) {
+        // SAFETY: an initialised condition variable.
+        unsafe { libc::pthread_cond_broadcast(self.0.get()) };
+    }
+}
+
+/// `deadline` on the realtime clock, which `pthread_mutex_timedlock` uses.
+fn realtime(deadline: Instant) -> libc::timespec {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        + left;
+    timespec(at)
+}
+
+/// `deadline` on the monotonic clock.
+fn monotonic(deadline: Instant) -> libc::timespec {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+    timespec(now + left)
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// A deadline `timeout` from now; `None` when it overflows (for ever).
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// A robust mutex with a poison flag, as `std::sync::Mutex` keeps one:
+/// the flag is set when a holder dies holding it (in any process) or
+/// panics holding it, and stays set until cleared.
+#[repr(C)]
+pub(crate) struct PoisonMutex {
+    poisoned: std::sync::atomic::AtomicU32,
+    mutex: RawMutex,
+}
+
+impl PoisonMutex {
+    /// Initialises the mutex at `at`.
+    ///
+    /// # Safety
+    /// As [`RawMutex::init`].
+    pub(crate) unsafe fn init(at: *mut PoisonMutex, recursive: bool) {
+        // SAFETY: per the contract; the flag starts zeroed (unpoisoned).
+        unsafe { RawMutex::init(std::ptr::addr_of_mut!((*at).mutex), recursive) }
+    }
+
+    /// Locks until `deadline`: `None` when it passed, else whether the
+    /// mutex is poisoned (now, or from before).
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Option<bool> {
+        self.after(self.mutex.lock(deadline))
+    }
+
+    /// Locks if free: as [`Self::lock`].
+    pub(crate) fn try_lock(&self) -> Option<bool> {
+        self.after(self.mutex.try_lock())
+    }
+
+    fn after(&self, locked: Locked) -> Option<bool> {
+        use std::sync::atomic::Ordering;
+        match locked {
+            Locked::TimedOut => None,
+            Locked::OwnerDied => {
+                self.poisoned.store(1, Ordering::Release);
+                Some(true)
+            }
+            Locked::Yes => Some(self.poisoned.load(Ordering::Acquire) != 0),
+        }
+    }
+
+    /// Unlocks, poisoning the mutex if this thread is panicking.
+    ///
+    /// # Safety
+    /// The calling thread must hold the mutex.
+    pub(crate) unsafe fn unlock(&self) {
+        if std::thread::panicking() {
+            self.poisoned.store(1, std::sync::atomic::Ordering::Release);
+        }
+        // SAFETY: per the contract.
+        unsafe { self.mutex.unlock() }
+    }
+
+    /// Whether a holder died or panicked holding it.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(std::sync::atomic::Ordering::Acquire) != 0
+    }
+
+    /// Clears the poison flag.
+    pub(crate) fn clear_poison(&self) {
+        self.poisoned.store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The raw mutex, for a condition variable's wait.
+    pub(crate) fn raw(&self) -> &RawMutex {
+        &self.mutex
+    }
+
+    /// Records the outcome of a wait that re-locked the mutex.
+    pub(crate) fn relocked(&self, locked: Locked) -> Option<bool> {
+        self.after(locked)
+    }
+}

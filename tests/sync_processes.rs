@@ -1,0 +1,233 @@
+//! The `sync` primitives and `shared` collections across real worker
+//! processes: each handle is a task argument, so the workers and the
+//! parent use the same shared memory.
+
+use parjob::prelude::*;
+use parjob::shared::List;
+use parjob::sync::{Barrier, Connection, Event, Lock, Pipe, Queue, Semaphore, Value};
+use parjob::Error;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Long enough for any wait here to end normally; a wait that runs out
+/// fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Appends `n` entries under `lock`, each recording the list's length it
+/// saw: with mutual exclusion, every entry's length is its own index.
+#[parallel(backend = "process", n_jobs = 5, batch_size = 1)]
+fn append_under_lock(lock: Lock, list: List<(u32, u64)>, n: u32) -> u32 {
+    for _ in 0..n {
+        let _held = lock.lock().unwrap();
+        let seen = list.len() as u64;
+        list.push(&(std::process::id(), seen)).unwrap();
+    }
+    std::process::id()
+}
+
+#[parjob::test]
+fn five_processes_append_5000_entries_under_a_lock() {
+    let lock = Lock::new().unwrap();
+    let list = List::new().unwrap();
+    let jobs = (0..5).map(|_| (lock.clone(), list.clone(), 1000));
+    let pids: HashSet<u32> = append_under_lock::map(jobs).unwrap().into_iter().collect();
+    assert_eq!(pids.len(), 5, "five worker processes");
+    assert!(!pids.contains(&std::process::id()));
+    let entries = list.to_vec().unwrap();
+    assert_eq!(entries.len(), 5000);
+    for (i, (pid, seen)) in entries.iter().enumerate() {
+        assert_eq!(*seen, i as u64, "entry {i} was appended outside the lock");
+        assert!(pids.contains(pid));
+    }
+}
+
+/// Increments both counters `n` times once all parties are in: `racy`
+/// with a separate read and write (the lost-update race), `locked` under
+/// the value's own lock.
+#[parallel(backend = "process", n_jobs = 5, batch_size = 1)]
+fn count(start: Barrier, racy: Value<u64>, locked: Value<u64>, n: u32) {
+    start.wait_timeout(PATIENCE).unwrap();
+    for _ in 0..n {
+        let seen = racy.get();
+        // A little work between the read and the write, as real code has.
+        std::hint::black_box((0..200).fold(seen, |a, b| a ^ b));
+        racy.set(seen + 1);
+        locked.update(|v| *v += 1);
+    }
+}
+
+#[parjob::test]
+fn a_value_loses_updates_without_its_lock_and_none_with_it() {
+    let mut lost_somewhere = false;
+    for _round in 0..5 {
+        let start = Barrier::new(5).unwrap();
+        let racy = Value::new(0u64).unwrap();
+        let locked = Value::new(0u64).unwrap();
+        let jobs = (0..5).map(|_| (start.clone(), racy.clone(), locked.clone(), 2000));
+        count::map(jobs).unwrap();
+        assert_eq!(locked.get(), 10_000, "an update under the lock was lost");
+        assert!(racy.get() <= 10_000);
+        lost_somewhere |= racy.get() < 10_000;
+        if lost_somewhere {
+            break;
+        }
+    }
+    assert!(
+        lost_somewhere,
+        "five processes racing on get/set never lost an update in 5 rounds"
+    );
+}
+
+/// Holds a permit while doing some work, and records how many held one.
+#[parallel(backend = "process", n_jobs = 4, batch_size = 1)]
+fn hold_permit(permits: Semaphore, holders: Value<u32>, most: Value<u32>) {
+    for _ in 0..50 {
+        let _permit = permits.acquire_timeout(PATIENCE).expect("a permit");
+        let now = holders.update(|h| {
+            *h += 1;
+            *h
+        });
+        most.update(|m| *m = (*m).max(now));
+        std::hint::black_box((0..20_000u64).sum::<u64>());
+        holders.update(|h| *h -= 1);
+    }
+}
+
+#[parjob::test]
+fn a_semaphore_of_2_admits_at_most_2_holders() {
+    let permits = Semaphore::new(2).unwrap();
+    let holders = Value::new(0u32).unwrap();
+    let most = Value::new(0u32).unwrap();
+    let jobs = (0..4).map(|_| (permits.clone(), holders.clone(), most.clone()));
+    hold_permit::map(jobs).unwrap();
+    assert!((1..=2).contains(&most.get()), "{} held at once", most.get());
+    assert_eq!(holders.get(), 0);
+    assert_eq!(permits.available(), 2, "every permit came back");
+}
+
+/// Arrives, waits for every party, and reports the arrivals it then sees.
+#[parallel(backend = "process", n_jobs = 3, batch_size = 1)]
+fn meet(barrier: Barrier, arrived: Value<u32>) -> (bool, u32) {
+    arrived.update(|a| *a += 1);
+    let leader = barrier.wait_timeout(PATIENCE).unwrap();
+    (leader, arrived.get())
+}
+
+#[parjob::test]
+fn a_barrier_holds_3_processes_until_all_arrive() {
+    let barrier = Barrier::new(3).unwrap();
+    let arrived = Value::new(0u32).unwrap();
+    let got = meet::map((0..3).map(|_| (barrier.clone(), arrived.clone()))).unwrap();
+    assert!(got.iter().all(|&(_, seen)| seen == 3), "{got:?}");
+    assert_eq!(got.iter().filter(|&&(leader, _)| leader).count(), 1);
+}
+
+/// Takes the lock and dies holding it, after saying so.
+#[parallel(backend = "process", n_jobs = 2)]
+fn die_holding(lock: Lock, holding: Event) {
+    let guard = lock.lock().unwrap();
+    holding.set();
+    std::mem::forget(guard);
+    // SAFETY: kill(2) on this process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+/// Whether the lock is poisoned, as a worker sees it.
+#[parallel(backend = "process", n_jobs = 2)]
+fn poisoned_here(lock: Lock) -> bool {
+    match lock.lock_timeout(PATIENCE) {
+        Ok(_) => false,
+        Err(std::sync::TryLockError::Poisoned(_)) => true,
+        Err(std::sync::TryLockError::WouldBlock) => panic!("the dead holder's lock never came"),
+    }
+}
+
+#[parjob::test]
+fn a_worker_killed_holding_a_lock_poisons_it_instead_of_hanging() {
+    let lock = Lock::new().unwrap();
+    let holding = Event::new().unwrap();
+    let died = die_holding::map([(lock.clone(), holding.clone())]).unwrap_err();
+    assert!(matches!(died, Error::WorkerDied { .. }), "{died}");
+    assert!(holding.is_set(), "the worker took the lock before it died");
+    assert!(poisoned_here::map([lock.clone()]).unwrap()[0]);
+    let here = lock.lock();
+    assert!(here.is_err(), "the parent sees the poison too");
+    drop(here);
+    lock.clear_poison();
+    assert!(lock.lock().is_ok());
+}
+
+/// Puts `range` on the queue; the last producer to finish closes it.
+#[parallel(backend = "process", n_jobs = 4, batch_size = 1)]
+fn produce_or_consume(queue: Queue<u64>, range: Option<(u64, u64)>, done: Value<u32>) -> Vec<u64> {
+    match range {
+        Some((from, to)) => {
+            for i in from..to {
+                queue.put(&i).unwrap();
+            }
+            if done.update(|d| {
+                *d += 1;
+                *d
+            }) == 2
+            {
+                queue.close();
+            }
+            Vec::new()
+        }
+        None => queue.iter().map(Result::unwrap).collect(),
+    }
+}
+
+#[parjob::test]
+fn two_producers_and_two_consumers_deliver_each_item_once() {
+    // A small queue, so producers wait for the consumers.
+    let queue = Queue::with_capacity(64, 4096).unwrap();
+    let done = Value::new(0u32).unwrap();
+    let roles = [Some((0, 5000)), None, Some((5000, 10_000)), None];
+    let jobs = roles.map(|r| (queue.clone(), r, done.clone()));
+    let got = produce_or_consume::map(jobs).unwrap();
+    let mut all: Vec<u64> = got.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..10_000).collect::<Vec<_>>());
+    assert!(queue.is_closed() && queue.is_empty());
+}
+
+/// Answers each number with its square, until the parent closes its end.
+#[parallel(backend = "process", n_jobs = 2)]
+fn squares(end: Connection<u64>) -> u32 {
+    let mut answered = 0;
+    while let Ok(x) = end.recv() {
+        end.send(&(x * x)).unwrap();
+        answered += 1;
+    }
+    end.close();
+    answered
+}
+
+#[parjob::test]
+fn a_pipe_carries_values_both_ways_to_a_worker() {
+    let (here, there) = Pipe::new::<u64>().unwrap();
+    for x in 1..=100 {
+        here.send(&x).unwrap();
+    }
+    here.close();
+    assert_eq!(squares::map([there]).unwrap(), [100]);
+    let back: Vec<u64> = std::iter::from_fn(|| here.recv().ok()).collect();
+    assert_eq!(back, (1..=100u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[parallel(n_jobs = 2)]
+fn bump_on_threads(counter: Value<u64>) {
+    counter.update(|c| *c += 1);
+}
+
+#[test]
+fn handles_work_on_threads_and_refuse_to_be_stored() {
+    let counter = Value::new(0u64).unwrap();
+    bump_on_threads::map((0..100).map(|_| counter.clone())).unwrap();
+    assert_eq!(counter.get(), 100);
+    let dir = std::env::temp_dir().join(format!("parjob-sync-{}", std::process::id()));
+    let err = parjob::dump(&counter, &dir).unwrap_err().to_string();
+    assert!(err.contains("task argument"), "{err}");
+    assert!(!dir.exists(), "nothing was written");
+}
