@@ -11,6 +11,9 @@
 use std::cell::UnsafeCell;
 use std::time::{Duration, Instant, SystemTime};
 
+/// How many times `lock` tries a held mutex before it sleeps.
+const SPINS: u32 = 64;
+
 /// A `pthread_mutex_t` in shared memory.
 #[repr(C)]
 pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
@@ -74,8 +77,16 @@ impl RawMutex {
         }
     }
 
-    /// Locks, waiting until `deadline` (`None`: for ever).
+    /// Locks, waiting until `deadline` (`None`: for ever). A held mutex
+    /// is retried a few times before sleeping, since the holders of these
+    /// locks keep them for well under a microsecond.
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Locked {
+        for _ in 0..SPINS {
+            match self.try_lock() {
+                Locked::TimedOut => std::hint::spin_loop(),
+                done => return done,
+            }
+        }
         // SAFETY: the mutex was initialised by `init` before the memory
         // was shared.
         let code = match deadline {

@@ -1,0 +1,88 @@
+//! The multiprocessing toolbox, measured in one run.
+//!
+//! `cargo bench --bench pool`
+//!
+//! 1. `Queue` throughput: 1 producer (this process) to 1 consumer (a
+//!    worker process), 64-byte items (`[u64; 8]`) (target: at least 1M items/s). The
+//!    CPython figure for `multiprocessing.Queue` on the same machine is
+//!    measured by `python3 benches/mp_queue.py`.
+//! 2. An uncontended `Lock` acquire and release, and the same across two
+//!    processes that take turns on it (target: <= 100 ns uncontended).
+//!
+//! Each figure is the best of 5 runs.
+
+use parjob::prelude::*;
+use parjob::sync::{Lock, Queue};
+use std::time::{Duration, Instant};
+
+const ITEMS: u64 = 1_000_000;
+const LOCKS: u64 = 10_000_000;
+
+/// Takes `n` items from `queue` and returns the sum of their first bytes.
+#[parallel(backend = "process", n_jobs = 2)]
+fn consume(queue: Queue<[u64; 8]>, n: u64) -> u64 {
+    (0..n).map(|_| queue.get().unwrap()[0] >> 40).sum()
+}
+
+/// Takes and releases `lock` `n` times.
+#[parallel(backend = "process", n_jobs = 2)]
+fn take_turns(lock: Lock, n: u64) {
+    for _ in 0..n {
+        drop(std::hint::black_box(lock.lock().unwrap()));
+    }
+}
+
+fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..runs).map(|_| f()).min().expect("runs > 0")
+}
+
+fn queue_throughput() -> f64 {
+    // Start the worker first, so its start-up is not timed.
+    consume::map([(Queue::new(1).unwrap(), 0)]).unwrap();
+    let elapsed = best(5, || {
+        let queue = Queue::<[u64; 8]>::new(4096).unwrap();
+        let consumer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || consume::map([(queue, ITEMS)]).unwrap()[0])
+        };
+        let t = Instant::now();
+        let item = [1u64 << 40; 8];
+        for _ in 0..ITEMS {
+            queue.put(&item).unwrap();
+        }
+        assert_eq!(consumer.join().unwrap(), ITEMS);
+        t.elapsed()
+    });
+    ITEMS as f64 / elapsed.as_secs_f64()
+}
+
+fn lock_costs() -> (f64, f64) {
+    let lock = Lock::new().unwrap();
+    let here = best(5, || {
+        let t = Instant::now();
+        for _ in 0..LOCKS {
+            drop(std::hint::black_box(lock.lock().unwrap()));
+        }
+        t.elapsed()
+    });
+    let per_lock = here.as_nanos() as f64 / LOCKS as f64;
+    let n = LOCKS / 10;
+    let across = best(5, || {
+        let t = Instant::now();
+        take_turns::map([(lock.clone(), n), (lock.clone(), n)]).unwrap();
+        t.elapsed()
+    });
+    (per_lock, across.as_nanos() as f64 / (2 * n) as f64)
+}
+
+#[parjob::main]
+fn main() {
+    let per_second = queue_throughput();
+    println!(
+        "queue, 1 producer -> 1 consumer process, 64-byte items: {:.2}M items/s (target >= 1M)",
+        per_second / 1e6
+    );
+    let (uncontended, contended) = lock_costs();
+    println!("Lock acquire+release, uncontended: {uncontended:.1} ns (target <= 100 ns)");
+    println!("Lock acquire+release, 2 processes taking turns: {contended:.1} ns");
+}
