@@ -17,7 +17,9 @@
 //!   gives the length first, so the worker never holds an encoded copy of a
 //!   large result, and the parent decodes it from the frame it read;
 //! - `Failure`: one job's failure, with its batch's id;
-//! - `Done`: the end of a batch, with its job count and compute time.
+//! - `Done`: the end of a batch, with its job count and compute time;
+//! - `Log`: a `tracing` event of the worker ([`LogRecord`]), at any time
+//!   between frames; the parent's reader re-emits it and forwards nothing.
 //!
 //! Small results still go out in one write per batch, through the worker's
 //! buffered writer.
@@ -33,7 +35,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 /// `b"PJOB"`, the first field of every hello.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
@@ -43,6 +45,7 @@ const KIND_HELLO: u8 = 0;
 const KIND_VALUE: u8 = 1;
 const KIND_FAILURE: u8 = 2;
 const KIND_DONE: u8 = 3;
+const KIND_LOG: u8 = 4;
 /// A value frame's bytes before the value: its kind and its batch.
 const VALUE_HEAD: u64 = 1 + 8;
 
@@ -136,6 +139,17 @@ pub(crate) enum FromWorker<'a> {
     },
 }
 
+/// A `tracing` event of a worker, forwarded to the parent's subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogRecord {
+    /// 0 = error, 1 = warn, 2 = info, 3 = debug, 4 = trace.
+    pub level: u8,
+    /// The event's target in the worker (its module path by default).
+    pub target: String,
+    /// The message and the other fields, formatted.
+    pub message: String,
+}
+
 /// What a worker says when it starts, so a mismatch is found at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Hello {
@@ -220,6 +234,20 @@ pub(crate) fn write_hello(w: &mut dyn Write, hello: &Hello) -> io::Result<()> {
 /// Writes the failure of one job of batch `batch`.
 pub(crate) fn write_failure(w: &mut dyn Write, batch: u64, failure: &JobFailure) -> io::Result<()> {
     write_kind(w, KIND_FAILURE, &(batch, failure))
+}
+
+/// Writes a forwarded `tracing` event.
+pub(crate) fn write_log(w: &mut dyn Write, record: &LogRecord) -> io::Result<()> {
+    write_kind(w, KIND_LOG, record)
+}
+
+/// The `tracing` event a worker frame's payload carries, if it is a log
+/// frame.
+pub(crate) fn log_record(payload: &[u8]) -> Option<LogRecord> {
+    match payload.split_first() {
+        Some((&KIND_LOG, body)) => codec::decode(body).ok(),
+        _ => None,
+    }
 }
 
 /// Writes the end of a batch.

@@ -21,10 +21,14 @@
 //!    the busy workers. Dropping the pool closes the pipes, so idle workers
 //!    exit at once; busy ones are killed. If the parent dies first, the
 //!    kernel kills the workers (`PR_SET_PDEATHSIG`).
+//!
+//! A worker's `tracing` events travel as frames on its output pipe and are
+//! re-emitted by its reader thread (`log`).
 
 mod answer;
 mod exit;
 mod lease;
+mod log;
 mod reader;
 mod session;
 mod spawn;

@@ -5,7 +5,7 @@
 //! It decodes results straight from the pipe with the decoder of the batch
 //! each names, and forwards every other frame. A decoder that panics
 //! (a `Deserialize` impl that panics) is caught and reported as that job's
-//! panic. When the pipe ends, the worker exits (even while a descendant
+//! panic. A worker's `tracing` events are re-emitted here (`log`). When the pipe ends, the worker exits (even while a descendant
 //! holds the pipe open), or the thread itself fails, the reader reports
 //! [`Event::Closed`]: its end is never silent.
 
@@ -111,7 +111,7 @@ pub(super) fn start_reader(
                 error: None,
             };
             let reader = ExitAwareReader { pipe, watch };
-            report.error = read_frames(worker, reader, decoders, events);
+            report.error = read_frames(worker, pid, reader, decoders, events);
         })?;
     Ok(())
 }
@@ -150,6 +150,7 @@ impl Drop for ClosedReport {
 /// on the order in which decoders were queued.
 fn read_frames(
     worker: u64,
+    pid: u32,
     pipe: impl Read,
     decoders: Receiver<(u64, ErasedDecoder)>,
     events: Sender<Event>,
@@ -184,6 +185,10 @@ fn read_frames(
                 value,
             },
             Ok(Some(Incoming::Other(payload))) => {
+                if let Some(record) = wire::log_record(&payload) {
+                    super::log::emit(pid, &record);
+                    continue;
+                }
                 if let Some(done) = wire::done_batch(&payload) {
                     if current.as_ref().is_some_and(|(id, _)| *id == done) {
                         current = None;
@@ -228,7 +233,7 @@ mod tests {
         decoders_tx.send((2, decoder::<String>())).unwrap();
         decoders_tx.send((1, decoder::<u32>())).unwrap();
         let (events_tx, events) = mpsc::channel();
-        assert!(read_frames(5, &pipe[..], decoders, events_tx).is_none());
+        assert!(read_frames(5, 0, &pipe[..], decoders, events_tx).is_none());
         let values: Vec<(u64, Result<String, String>)> = events
             .try_iter()
             .filter_map(|e| match e {

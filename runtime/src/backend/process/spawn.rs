@@ -144,6 +144,7 @@ fn worker_command(
     }
     command
         .env(ENV_WORKER, spec.to_string())
+        .env(super::log::ENV_LOG_LEVEL, super::log::level_for_workers())
         .stdin(Stdio::null());
     for var in THREAD_ENV_VARS {
         if std::env::var_os(var).is_none() {

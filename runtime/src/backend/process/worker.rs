@@ -8,11 +8,12 @@
 //! same call only records that an entry exists, which is what allows the
 //! process backend to spawn at all (docs/decisions.md).
 
+use super::log;
 use crate::backend::beacon::Beacon;
 use crate::task::registry;
 use crate::wire::{self, Hello, JobFailure, ToWorker};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock};
 
@@ -216,7 +217,9 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         )
     };
     let mut input = BufReader::new(input);
-    let mut output = BufWriter::new(output);
+    // The pipe lives as long as the worker, which never returns from
+    // `serve`; the forwarding subscriber writes to it too.
+    let output: &'static log::Output = Box::leak(Box::new(log::Output::new(output)));
     let io = |e: std::io::Error| format!("pipe to the parent: {e}");
     let mut token = [0u8; 16];
     input.read_exact(&mut token).map_err(io)?;
@@ -234,8 +237,11 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     // SAFETY: the mapping holds its own reference to the memfd.
     unsafe { libc::close(spec.beacon_fd) };
 
-    wire::write_hello(&mut output, &hello()).map_err(io)?;
-    output.flush().map_err(io)?;
+    let mut hello_frame = output.frame();
+    wire::write_hello(&mut hello_frame, &hello()).map_err(io)?;
+    hello_frame.flush().map_err(io)?;
+    drop(hello_frame);
+    log::install(output);
     let tasks = registry();
     while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
         let (id, task, seq, args) = match wire::decode_message(&frame).map_err(io)? {
@@ -260,16 +266,19 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         let count = args.len() as u64;
         for (k, arg) in args.into_iter().enumerate() {
             beacon.start(seq + k as u64);
+            // The frame's writer takes the pipe's lock only when the
+            // task has returned and its answer is written.
             let written = match entry {
-                Some(entry) => entry.invoke(id, &arg.0, &mut output),
-                None => wire::write_failure(&mut output, id, &JobFailure::UnknownTask),
+                Some(entry) => entry.invoke(id, &arg.0, &mut output.frame()),
+                None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
             };
             answered(written)?;
         }
         beacon.idle();
         let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
-        answered(wire::write_done(&mut output, id, count, elapsed_ns))?;
-        answered(output.flush())?;
+        let mut done = output.frame();
+        answered(wire::write_done(&mut done, id, count, elapsed_ns))?;
+        answered(done.flush())?;
     }
     Ok(())
 }
