@@ -217,6 +217,11 @@ pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,
     DumpTarget, Limits, Mapped, PersistError, MAX_DEPTH,
 };
+/// `multiprocessing.Pool`: [`pool::Pool`], with `map`, `starmap`, `imap`,
+/// `apply_async` and callbacks, on worker processes that a dead worker
+/// does not hang.
+pub use parjob_runtime::pool;
+pub use parjob_runtime::pool::Pool;
 /// Lists and maps shared by threads and worker processes (Python's
 /// `Manager().list()` and `.dict()`).
 pub use parjob_runtime::shared;

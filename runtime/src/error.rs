@@ -179,6 +179,12 @@ pub enum Error {
     /// can be put in it, and nothing is left to get.
     #[error("the {0} is closed")]
     Closed(&'static str),
+
+    /// A [`Pool`](crate::pool::Pool) could not run the work: it is closed,
+    /// was terminated or is broken, its initializer failed, or a wait ran
+    /// out of time. The message says which.
+    #[error("{0}")]
+    Pool(String),
 }
 
 fn while_doing(context: &str) -> String {
@@ -208,6 +214,22 @@ fn at(location: &Option<String>) -> String {
 }
 
 impl Error {
+    /// The same error with its item index moved by `map` (a pool's batch
+    /// index to the item's place in its own submission).
+    pub(crate) fn reindex(mut self, map: impl FnOnce(usize) -> usize) -> Self {
+        match &mut self {
+            Error::Panic { index, .. }
+            | Error::WorkerDied { index, .. }
+            | Error::Timeout { index, .. }
+            | Error::InputPanicked { index, .. }
+            | Error::Codec { index, .. }
+            | Error::UnknownTask { index, .. }
+            | Error::NotAProcessTask { index, .. } => *index = map(*index),
+            _ => {}
+        }
+        self
+    }
+
     pub(crate) fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Error::Io {
             context: context.to_string(),

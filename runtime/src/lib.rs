@@ -56,6 +56,7 @@ mod parallel;
 #[cfg(feature = "persist")]
 pub mod persist;
 mod plain;
+pub mod pool;
 mod schedule;
 pub mod shm;
 pub mod sync;

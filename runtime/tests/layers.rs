@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("loops", 5),
     ("memo", 5),
     ("persist", 5),
+    ("pool", 5),
 ];
 
 fn layer(module: &str) -> u8 {

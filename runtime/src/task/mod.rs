@@ -94,7 +94,31 @@ pub struct Job<R> {
     task: &'static str,
     body: Box<dyn Body<R>>,
     decode: Option<Decoder<R>>,
+    /// The decoder of the result boxed as `Any`, for [`Job::erase`].
+    decode_any: Option<Decoder<AnyOutput>>,
     declared: fn() -> Declared,
+}
+
+/// A result with its type erased, as a pool that runs jobs of many result
+/// types carries them.
+pub(crate) type AnyOutput = Box<dyn std::any::Any + Send>;
+
+/// Decodes task `T`'s result and boxes it.
+fn decode_any<T: Task>(r: &mut dyn std::io::Read) -> Result<AnyOutput, CodecError> {
+    let codecs = T::codecs().ok_or_else(|| CodecError("not a process task".into()))?;
+    (codecs.output.read)(r).map(|v| Box::new(v) as AnyOutput)
+}
+
+/// A job's body with its result boxed as `Any`.
+struct Erased<R>(Box<dyn Body<R>>);
+
+impl<R: Send + 'static> Body<AnyOutput> for Erased<R> {
+    fn run(self: Box<Self>) -> AnyOutput {
+        Box::new(self.0.run())
+    }
+    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
+        self.0.encode_args()
+    }
 }
 
 /// A task's own options, as a run sees them at the task level of the
@@ -167,6 +191,7 @@ impl<R: Send + 'static> Job<R> {
             task: "closure",
             body: Box::new(Closure(f)),
             decode: None,
+            decode_any: None,
             declared: closure_declared,
         }
     }
@@ -178,7 +203,20 @@ impl<R: Send + 'static> Job<R> {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
             decode: T::codecs().map(|c| c.output.read),
+            decode_any: T::codecs().map(|_| decode_any::<T> as Decoder<AnyOutput>),
             declared: declared::<T>,
+        }
+    }
+
+    /// The same job with its result boxed as `Any`, so jobs of several
+    /// result types can share one session.
+    pub(crate) fn erase(self) -> Job<AnyOutput> {
+        Job {
+            task: self.task,
+            body: Box::new(Erased(self.body)),
+            decode: self.decode_any,
+            decode_any: self.decode_any,
+            declared: self.declared,
         }
     }
 

@@ -7,7 +7,8 @@
 //! [`MAX_FRAME`] is refused before anything is allocated.
 //!
 //! Parent to worker, one frame per batch: [`ToWorker::Run`], and at the
-//! end of a run that passed shared memory, [`ToWorker::Forget`]. The
+//! end of a run that passed shared memory, [`ToWorker::Forget`]. A pool
+//! with an initializer sends [`ToWorker::Init`] first, once per worker. The
 //! segments themselves travel on a socket beside the pipes (`crate::shm`).
 //!
 //! Worker to parent, each frame starts with a kind byte:
@@ -83,6 +84,15 @@ pub enum ToWorker {
         /// The run's `max_nbytes`: a result of numbers over it returns
         /// through shared memory.
         max_nbytes: Option<u64>,
+    },
+    /// Run a pool's initializer once, before any batch. The answer is a
+    /// `Done` of batch 0, or the `JobFailure` of batch 0 that says why it
+    /// failed.
+    Init {
+        /// The registered task name.
+        task: String,
+        /// Its encoded argument tuple.
+        args: Bytes,
     },
     /// The parent's run is over: drop these shared-memory segments.
     Forget {

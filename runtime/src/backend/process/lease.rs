@@ -33,6 +33,15 @@ impl PoolSlot {
         }
     }
 
+    /// A lease of a new pool used by `rules` (a `parjob::Pool`'s, which
+    /// holds it for its whole life).
+    pub(crate) fn lease_new(&self, n_jobs: usize, rules: super::PoolRules) -> Lease {
+        Lease {
+            pool: Some(Processes::with_rules(n_jobs, rules)),
+            home: self.clone(),
+        }
+    }
+
     /// The pids of the workers at home (none while a run has them).
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.lock()

@@ -36,6 +36,7 @@ mod watch;
 pub(crate) mod worker;
 
 pub(crate) use lease::PoolSlot;
+pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
 pub(crate) use session::ProcessSession;
@@ -73,6 +74,51 @@ pub(crate) const THREAD_ENV_VARS: [&str; 5] = [
     "POLARS_MAX_THREADS",
 ];
 
+/// How a long-lived pool (`parjob::Pool`) uses its workers, where a run
+/// of `Parallel` uses the defaults.
+#[derive(Clone, Default)]
+pub(crate) struct PoolRules {
+    /// A dead worker fails only the batch it was running, and is replaced;
+    /// by default it ends the run.
+    pub(crate) isolate_deaths: bool,
+    /// Batches queued on a worker at once (0: [`DEPTH`]).
+    pub(crate) depth: usize,
+    /// A worker retires after this many batches (`max_tasks_per_child`).
+    pub(crate) max_batches: Option<usize>,
+    /// A worker retires once it has run this many jobs.
+    pub(crate) max_items: Option<usize>,
+    /// Runs once in each new worker, before any batch.
+    pub(crate) init: Option<Arc<Initializer>>,
+    /// A worker drops the shared memory it was passed whenever it has no
+    /// batch left, instead of at the end of a run (a pool has no end).
+    pub(crate) forget_when_idle: bool,
+}
+
+/// A pool's initializer: a registered task and its encoded arguments.
+pub(crate) struct Initializer {
+    pub(crate) task: &'static str,
+    pub(crate) args: Vec<u8>,
+}
+
+impl PoolRules {
+    fn depth(&self) -> usize {
+        if self.depth == 0 {
+            DEPTH
+        } else {
+            self.depth
+        }
+    }
+}
+
+/// Where a new worker is in its start: it says hello, then runs the
+/// pool's initializer, then serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Hello,
+    Init,
+    Ready,
+}
+
 struct Worker {
     id: u64,
     pid: u32,
@@ -83,9 +129,12 @@ struct Worker {
     /// The decoders of the batches sent, by batch, for the reader thread.
     decoders: Sender<(u64, ErasedDecoder)>,
     beacon: Beacon,
-    ready: bool,
+    stage: Stage,
     /// Batch ids sent and not yet answered, oldest first.
     queue: VecDeque<u64>,
+    /// Batches and jobs it has answered, for a pool's retirement limits.
+    batches_done: usize,
+    items_done: usize,
     /// The shared-memory segments passed to it in this run, by id.
     segments: HashSet<u64>,
 }
@@ -100,6 +149,7 @@ pub(crate) struct Processes {
     deferred: VecDeque<Event>,
     next_id: u64,
     pub(crate) last_used: Instant,
+    pub(crate) rules: PoolRules,
 }
 
 impl Processes {
@@ -114,7 +164,15 @@ impl Processes {
             deferred: VecDeque::new(),
             next_id: 0,
             last_used: Instant::now(),
+            rules: PoolRules::default(),
         }
+    }
+
+    /// A pool of `n_jobs` workers used by `rules`.
+    pub(crate) fn with_rules(n_jobs: usize, rules: PoolRules) -> Self {
+        let mut pool = Processes::new(n_jobs);
+        pool.rules = rules;
+        pool
     }
 
     pub(crate) fn n_jobs(&self) -> usize {
@@ -188,8 +246,10 @@ impl Processes {
             frames,
             decoders,
             beacon,
-            ready: false,
+            stage: Stage::Hello,
             queue: VecDeque::new(),
+            batches_done: 0,
+            items_done: 0,
             segments: HashSet::new(),
         });
         Ok(())
@@ -209,7 +269,12 @@ impl Processes {
             self.start(&entry, share)?;
         }
         let deadline = Instant::now() + HELLO_TIMEOUT;
-        while let Some(waiting) = self.workers.iter().find(|w| !w.ready).map(|w| w.pid) {
+        while let Some(waiting) = self
+            .workers
+            .iter()
+            .find(|w| w.stage != Stage::Ready)
+            .map(|w| w.pid)
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             let event = match self.events.recv_timeout(left) {
                 Ok(event) => event,
@@ -224,7 +289,10 @@ impl Processes {
             };
             match self.position(event.worker()) {
                 // A new worker's event: handled here.
-                Some(pos) if !self.workers[pos].ready => self.hello(pos, event)?,
+                Some(pos) if self.workers[pos].stage == Stage::Hello => self.hello(pos, event)?,
+                Some(pos) if self.workers[pos].stage == Stage::Init => {
+                    self.initialized(pos, event)?
+                }
                 // A running worker's: kept, in order, for the session.
                 Some(_) => self.deferred.push_back(event),
                 None => {}
@@ -250,13 +318,121 @@ impl Processes {
         };
         match why {
             None => {
-                self.workers[pos].ready = true;
+                let w = &mut self.workers[pos];
+                w.stage = match &self.rules.init {
+                    None => Stage::Ready,
+                    Some(init) => {
+                        let msg = wire::ToWorker::Init {
+                            task: init.task.to_string(),
+                            args: wire::Bytes(init.args.clone()),
+                        };
+                        let frame = wire::encode_frame(&msg).map_err(|e| {
+                            Error::Handshake(format!("encoding the initializer: {e}"))
+                        })?;
+                        w.frames.send(Arc::new(frame));
+                        Stage::Init
+                    }
+                };
                 Ok(())
             }
             Some(why) => {
                 self.kill_all();
                 Err(Error::Handshake(why))
             }
+        }
+    }
+
+    /// Takes a new worker's answer to the pool's initializer: `Done` makes
+    /// it ready; a failure or its death is the error of the submission
+    /// that started it, and it is killed (no worker is retried for ever).
+    fn initialized(&mut self, pos: usize, event: Event) -> Result<()> {
+        let task = self.rules.init.as_ref().map_or("", |i| i.task);
+        let pid = self.workers[pos].pid;
+        let why = match event {
+            Event::Frame { payload, .. } => match wire::parse_from_worker(&payload) {
+                Ok(FromWorker::Done { id: 0, .. }) => None,
+                Ok(FromWorker::JobFailure { failure, .. }) => {
+                    Some(answer::failure_error(task, 0, failure).to_string())
+                }
+                Ok(other) => Some(format!("expected the initializer's end, got {other:?}")),
+                Err(e) => Some(format!("unreadable answer: {e}")),
+            },
+            Event::Value { .. } => Some("a result before the initializer's end".into()),
+            Event::Closed { .. } => {
+                let w = &mut self.workers[pos];
+                Some(format!("the worker {}", exit::reap(&mut w.child, &w.watch)))
+            }
+        };
+        match why {
+            None => {
+                self.workers[pos].stage = Stage::Ready;
+                Ok(())
+            }
+            Some(why) => {
+                kill(self.workers.swap_remove(pos));
+                Err(Error::Handshake(format!(
+                    "the pool's initializer `{task}` failed in worker {pid}: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Retires worker `pos` when it reached a limit of the pool's rules and
+    /// holds nothing: its pipe is closed, so it exits, and a thread reaps
+    /// it. The next fill starts its replacement.
+    fn retire_if_spent(&mut self, pos: usize) {
+        let w = &self.workers[pos];
+        let spent = self.rules.max_batches.is_some_and(|k| w.batches_done >= k)
+            || self.rules.max_items.is_some_and(|k| w.items_done >= k);
+        if !spent || !w.queue.is_empty() {
+            return;
+        }
+        let w = self.workers.swap_remove(pos);
+        let _ = std::thread::Builder::new()
+            .name(format!("parjob-retire-{}", w.pid))
+            .spawn(move || {
+                let Worker {
+                    mut child,
+                    watch,
+                    frames,
+                    ..
+                } = w;
+                drop(frames);
+                watch.wait_exit(Duration::from_secs(5));
+                let _ = child.kill();
+                let _ = child.wait();
+            });
+    }
+
+    /// Whether worker `pos` may take another batch under the pool's rules.
+    fn may_take(&self, w: &Worker) -> bool {
+        let queued = w.queue.len();
+        w.stage == Stage::Ready
+            && queued < self.rules.depth()
+            && self
+                .rules
+                .max_batches
+                .is_none_or(|k| w.batches_done + queued < k)
+            && self
+                .rules
+                .max_items
+                .is_none_or(|k| queued == 0 && w.items_done < k)
+    }
+
+    /// Stops every worker: SIGTERM, then SIGKILL for any still alive after
+    /// `grace`. Returns once all are reaped.
+    pub(crate) fn terminate(&mut self, grace: Duration) {
+        let mut workers: Vec<Worker> = self.workers.drain(..).collect();
+        for w in &workers {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(w.pid as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        for w in &mut workers {
+            w.watch
+                .wait_exit(deadline.saturating_duration_since(Instant::now()));
+            let _ = w.child.kill();
+            let _ = w.child.wait();
         }
     }
 

@@ -7,7 +7,7 @@
 
 use super::lease::Lease;
 use super::reader::Event;
-use super::{send, Worker, BATCH_TARGET, DEPTH};
+use super::{send, Worker, BATCH_TARGET};
 use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ impl<W: Work> ProcessSession<W> {
             .workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.queue.len() < DEPTH)
+            .filter(|(_, w)| self.pool.may_take(w))
             .min_by_key(|(_, w)| w.queue.len())
             .map(|(i, _)| i)
     }
@@ -104,10 +104,23 @@ impl<W: Work> ProcessSession<W> {
         Some((index, batch.task))
     }
 
+    /// Reports a batch that ended without its worker's answer.
+    pub(super) fn finished_here(&mut self, done: Finished<W::Output>) {
+        self.here.push_back(done);
+    }
+
     /// Ends batch `id`, the oldest on worker `pos`.
     pub(super) fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
-        self.pool.workers[pos].queue.pop_front();
         let batch = self.batches.remove(&id).expect("the batch was looked up");
+        let forget = self.pool.rules.forget_when_idle;
+        let w = &mut self.pool.workers[pos];
+        w.queue.pop_front();
+        w.batches_done += 1;
+        w.items_done += batch.len;
+        if forget && w.queue.is_empty() {
+            forget_segments(w);
+        }
+        self.pool.retire_if_spent(pos);
         Finished {
             first: batch.first,
             jobs: batch.len,
@@ -217,7 +230,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 }) => self.answer(worker, Ok((batch, value))),
                 Some(Event::Closed { worker, error }) => {
                     self.closed(worker, error)?;
-                    None
+                    self.here.pop_front()
                 }
             };
             if let Some(done) = finished {
@@ -278,14 +291,30 @@ impl<W: Work> Drop for ProcessSession<W> {
     /// memory.
     fn drop(&mut self) {
         for w in &mut self.pool.workers {
-            if w.segments.is_empty() {
-                continue;
-            }
-            let segments: Vec<u64> = w.segments.drain().collect();
-            if let Ok(frame) = wire::encode_frame(&ToWorker::Forget { segments }) {
-                w.frames.send(Arc::new(frame));
-            }
+            forget_segments(w);
         }
+    }
+}
+
+/// Tells worker `w` to drop the segments it was passed (the frame is
+/// queued, never blocking).
+fn forget_segments(w: &mut Worker) {
+    if w.segments.is_empty() {
+        return;
+    }
+    let segments: Vec<u64> = w.segments.drain().collect();
+    if let Ok(frame) = wire::encode_frame(&ToWorker::Forget { segments }) {
+        w.frames.send(Arc::new(frame));
+    }
+}
+
+impl<W: Work> ProcessSession<W> {
+    /// Stops every worker (SIGTERM, then SIGKILL after `grace`); what was
+    /// in flight is dropped.
+    pub(crate) fn terminate(&mut self, grace: Duration) {
+        self.pool.terminate(grace);
+        self.batches.clear();
+        self.here.clear();
     }
 }
 

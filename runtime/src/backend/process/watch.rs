@@ -1,12 +1,15 @@
 //! The session's watch over its workers: a job past the timeout (its
 //! worker is killed and the run fails), and a worker that dies (the run
 //! fails with the job it was running, unless it had not started any of its
-//! batches, which then go to the other workers once).
+//! batches, which then go to the other workers once). Under a pool's
+//! rules a death fails only the batches the worker held, and the pool
+//! goes on.
 
 use super::exit;
 use super::reader::Event;
 use super::session::ProcessSession;
 use super::{kill, send};
+use crate::backend::Finished;
 use crate::error::{Error, Result};
 use crate::task::Work;
 use std::collections::VecDeque;
@@ -99,12 +102,36 @@ impl<W: Work> ProcessSession<W> {
         if untouched && self.resend(std::mem::take(&mut w.queue))? {
             return Ok(());
         }
-        Err(Error::WorkerDied {
+        let died = Error::WorkerDied {
             task: task.into(),
             index,
             pid: w.pid,
             status,
-        })
+        };
+        if !self.pool.rules.isolate_deaths {
+            return Err(died);
+        }
+        // A pool's worker death is the error of the batches it held alone.
+        let mut died = Some(died);
+        for id in std::mem::take(&mut w.queue) {
+            let Some(batch) = self.batches.remove(&id) else {
+                continue;
+            };
+            let failure = died.take().unwrap_or_else(|| Error::WorkerDied {
+                task: batch.task.into(),
+                index: batch.first + batch.answered,
+                pid: w.pid,
+                status: "died before it could run this batch".into(),
+            });
+            self.finished_here(Finished {
+                first: batch.first,
+                jobs: batch.len,
+                failure: Some(batch.failure.unwrap_or(failure)),
+                values: batch.values,
+                elapsed: Duration::ZERO,
+            });
+        }
+        Ok(())
     }
 
     /// Sends the batches of a worker that died before starting any of them

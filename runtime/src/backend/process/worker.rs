@@ -174,6 +174,13 @@ pub(crate) fn entry() -> Option<EntryPoint> {
         .or_else(|| ENTRY.lock().unwrap_or_else(|p| p.into_inner()).clone())
 }
 
+/// Makes `entry` this thread's worker entry, for as long as the thread
+/// lives: a pool's manager thread takes the entry of the thread that
+/// built the pool (a test's entry is per thread).
+pub(crate) fn adopt_entry(entry: EntryPoint) {
+    TEST_ENTRY.with(|e| *e.borrow_mut() = Some(entry));
+}
+
 /// In a worker process: its share of the CPUs. `None` in a parent.
 pub(crate) fn share_in_worker() -> Option<usize> {
     WORKER_SHARE.get().copied()
@@ -259,6 +266,10 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                 crate::shm::worker_forget(&segments);
                 continue;
             }
+            ToWorker::Init { task, args } => {
+                answered(initialize(tasks, &task, &args.0, output))?;
+                continue;
+            }
         };
         drop(frame);
         let started = crate::backend::beacon::now_ns();
@@ -281,6 +292,34 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         answered(done.flush())?;
     }
     Ok(())
+}
+
+/// Runs a pool's initializer, answering `Done` of batch 0, or its failure.
+/// Its result is dropped, and never goes through shared memory (a result
+/// segment would wait on the socket for a frame that is not sent).
+fn initialize(
+    tasks: &std::collections::HashMap<&'static str, &'static crate::task::TaskEntry>,
+    task: &str,
+    args: &[u8],
+    output: &log::Output,
+) -> std::io::Result<()> {
+    crate::shm::set_result_threshold(None);
+    let mut answer = Vec::new();
+    match tasks.get(task) {
+        Some(entry) => entry.invoke(0, args, &mut answer)?,
+        None => wire::write_failure(&mut answer, 0, &JobFailure::UnknownTask)?,
+    }
+    let failed = matches!(
+        answer.get(8..).map(wire::parse_from_worker),
+        Some(Ok(wire::FromWorker::JobFailure { .. }))
+    );
+    let mut out = output.frame();
+    if failed {
+        out.write_all(&answer)?;
+    } else {
+        wire::write_done(&mut out, 0, 1, 0)?;
+    }
+    out.flush()
 }
 
 /// Checks that the descriptors in the spec are pipes and that the process

@@ -1,0 +1,163 @@
+//! [`PoolBuilder`]: a pool's settings, and the backend session they make.
+
+use super::manager::{Engine, PoolJob};
+use super::{Chunksize, Pool};
+use crate::backend::process::{worker_entry, Initializer, PoolRules, PoolSlot, ProcessSession};
+use crate::backend::thread::{ThreadSession, Threads};
+use crate::error::{Error, Result};
+use crate::options::{Backend, BackendSource};
+use crate::task::ProcessTask;
+use std::sync::Arc;
+
+/// What a pool does when a worker dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWorkerDeath {
+    /// Fail the chunk it was running, start a new worker, go on.
+    #[default]
+    Replace,
+    /// Fail everything pending and every later submission:
+    /// concurrent.futures' `BrokenProcessPool`.
+    Break,
+}
+
+/// Settings for a [`Pool`]: [`Pool::builder`].
+#[derive(Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    backend: Option<Backend>,
+    initializer: Option<(&'static str, Result<Vec<u8>>)>,
+    max_tasks_per_child: Option<usize>,
+    max_items_per_child: Option<usize>,
+    pub(super) on_worker_death: OnWorkerDeath,
+    pub(super) terminate_on_drop: bool,
+    pub(super) chunksize: Chunksize,
+}
+
+impl PoolBuilder {
+    /// How many workers (default: [`cpu_count`](crate::cpu_count)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Worker processes (the default) or threads.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Runs `T` with `args` once in each new worker process before its
+    /// first chunk (`initializer=`, `initargs=`). A failing initializer
+    /// fails the submission that started the worker, and the worker is
+    /// not retried in a loop.
+    pub fn initializer<T: ProcessTask>(mut self, args: T::Args) -> Self {
+        let codecs = T::codecs().expect("a process task has codecs");
+        let encoded = (codecs.args.encode)(&args).map_err(|e| Error::Codec {
+            task: T::NAME.into(),
+            index: 0,
+            action: "encode the initializer's arguments",
+            cause: e.0,
+        });
+        self.initializer = Some((T::NAME, encoded));
+        self
+    }
+
+    /// Retires a worker after `k` chunks (`maxtasksperchild`: CPython
+    /// counts chunks too).
+    pub fn max_tasks_per_child(mut self, k: usize) -> Self {
+        self.max_tasks_per_child = Some(k.max(1));
+        self
+    }
+
+    /// Retires a worker once it has run `k` items.
+    pub fn max_items_per_child(mut self, k: usize) -> Self {
+        self.max_items_per_child = Some(k.max(1));
+        self
+    }
+
+    /// What a worker's death does ([`OnWorkerDeath::Replace`] by default).
+    pub fn on_worker_death(mut self, policy: OnWorkerDeath) -> Self {
+        self.on_worker_death = policy;
+        self
+    }
+
+    /// Whether dropping the pool terminates it (true) or closes it and
+    /// waits for its work (false, the default, as concurrent.futures'
+    /// `with` block does).
+    pub fn terminate_on_drop(mut self, terminate: bool) -> Self {
+        self.terminate_on_drop = terminate;
+        self
+    }
+
+    /// The chunk size `map` and `starmap` use (default: CPython's formula).
+    pub fn chunksize(mut self, chunksize: impl Into<Chunksize>) -> Self {
+        self.chunksize = chunksize.into();
+        self
+    }
+
+    /// Starts the pool (its worker processes start with its first work).
+    ///
+    /// # Errors
+    /// `Error::Config` for 0 processes, the sequential backend, or
+    /// process-only settings on threads; `Error::NoWorkerEntry` without
+    /// `#[parjob::main]`; an initializer whose arguments do not encode.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::options::cpu_count);
+        if processes == 0 {
+            return Err(Error::Config("a Pool of 0 processes".into()));
+        }
+        let backend = self.backend.unwrap_or(Backend::Process);
+        let mut entry = None;
+        let engine = match backend {
+            Backend::Process => {
+                // The manager thread re-executes this program with the
+                // entry of the thread that builds the pool.
+                entry = Some(worker_entry().ok_or(Error::NoWorkerEntry)?);
+                Engine::Process(self.process_session(processes)?)
+            }
+            Backend::Thread => {
+                if self.initializer.is_some()
+                    || self.max_tasks_per_child.is_some()
+                    || self.max_items_per_child.is_some()
+                {
+                    return Err(Error::Config(
+                        "initializer, max_tasks_per_child and max_items_per_child need the \
+                         process backend: a thread pool's workers share one process"
+                            .into(),
+                    ));
+                }
+                Engine::Thread(ThreadSession::new(Threads::new(processes)?, None, false))
+            }
+            Backend::Sequential => {
+                return Err(Error::Config(
+                    "a Pool runs on processes or threads; for a loop in this thread, \
+                     use Parallel with n_jobs = 1"
+                        .into(),
+                ))
+            }
+        };
+        Ok(Pool::start(engine, entry, processes, &self))
+    }
+
+    fn process_session(&self, processes: usize) -> Result<ProcessSession<PoolJob>> {
+        let init = match &self.initializer {
+            None => None,
+            Some((task, Ok(args))) => Some(Arc::new(Initializer {
+                task,
+                args: args.clone(),
+            })),
+            Some((_, Err(e))) => return Err(Error::Config(e.to_string())),
+        };
+        let rules = PoolRules {
+            isolate_deaths: true,
+            depth: 1,
+            max_batches: self.max_tasks_per_child,
+            max_items: self.max_items_per_child,
+            init,
+            forget_when_idle: true,
+        };
+        let lease = PoolSlot::default().lease_new(processes, rules);
+        ProcessSession::new(lease, None, BackendSource::Explicit, None)
+    }
+}
+

@@ -1,0 +1,118 @@
+//! [`Calls`]: a pool's map-like calls with a chunk size (and an `imap`
+//! buffer size) of their own.
+
+use super::imap::{self, Imap};
+use super::{both, AsyncResult, Chunksize, MapTask, Pool, StarTask};
+use crate::error::{Error, Result};
+use crate::task::Job;
+
+/// A pool's calls with a chunk size of their own: [`Pool::chunksize`].
+#[derive(Debug, Clone, Copy)]
+pub struct Calls<'p> {
+    pub(super) pool: &'p Pool,
+    pub(super) chunksize: Chunksize,
+    pub(super) buffersize: Option<usize>,
+}
+
+impl<'p> Calls<'p> {
+    /// For `imap`: at most `n` items are drawn and not yet consumed
+    /// (default: 2 chunks a worker).
+    pub fn buffersize(mut self, n: usize) -> Self {
+        self.buffersize = Some(n.max(1));
+        self
+    }
+
+    fn collect_all<R: Send + 'static>(self, jobs: Vec<Job<R>>) -> AsyncResult<Vec<R>> {
+        let size = self.pool.chunk_len(self.chunksize, jobs.len());
+        self.pool.collect(jobs, size, std::convert::identity, None)
+    }
+
+    /// [`Pool::map`] with this chunk size.
+    pub fn map<A, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>> {
+        self.map_async(task, items).get()
+    }
+
+    /// [`Pool::map_async`] with this chunk size.
+    pub fn map_async<A, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> AsyncResult<Vec<R>> {
+        self.collect_all(items.into_iter().map(|a| task.job(a)).collect())
+    }
+
+    /// [`Pool::map_async`] with this chunk size, and callbacks run on the
+    /// pool's callback thread (see [`Pool::apply_async_with`]).
+    pub fn map_async_with<A, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R>,
+        items: impl IntoIterator<Item = A>,
+        on_success: impl FnOnce(&Vec<R>) + Send + 'static,
+        on_error: impl FnOnce(&Error) + Send + 'static,
+    ) -> AsyncResult<Vec<R>> {
+        let jobs: Vec<Job<R>> = items.into_iter().map(|a| task.job(a)).collect();
+        let size = self.pool.chunk_len(self.chunksize, jobs.len());
+        let callback = both(on_success, on_error);
+        self.pool
+            .collect(jobs, size, std::convert::identity, Some(callback))
+    }
+
+    /// [`Pool::starmap`] with this chunk size.
+    pub fn starmap<Args, R: Send + 'static>(
+        self,
+        task: impl StarTask<Args, R>,
+        items: impl IntoIterator<Item = Args>,
+    ) -> Result<Vec<R>> {
+        self.starmap_async(task, items).get()
+    }
+
+    /// [`Pool::starmap_async`] with this chunk size.
+    pub fn starmap_async<Args, R: Send + 'static>(
+        self,
+        task: impl StarTask<Args, R>,
+        items: impl IntoIterator<Item = Args>,
+    ) -> AsyncResult<Vec<R>> {
+        self.collect_all(items.into_iter().map(|a| task.job(a)).collect())
+    }
+
+    /// [`Pool::imap`] with this chunk size.
+    pub fn imap<A: 'p, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R> + 'p,
+        items: impl IntoIterator<Item = A> + 'p,
+    ) -> Imap<'p, R> {
+        Imap::new(self.pool, self.imap_parts(task, items), true)
+    }
+
+    /// [`Pool::imap_unordered`] with this chunk size.
+    pub fn imap_unordered<A: 'p, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R> + 'p,
+        items: impl IntoIterator<Item = A> + 'p,
+    ) -> Imap<'p, R> {
+        Imap::new(self.pool, self.imap_parts(task, items), false)
+    }
+
+    fn imap_parts<A: 'p, R: Send + 'static>(
+        self,
+        task: impl MapTask<A, R> + 'p,
+        items: impl IntoIterator<Item = A> + 'p,
+    ) -> imap::Parts<'p> {
+        let chunk = match self.chunksize {
+            Chunksize::Fixed(n) => n.max(1),
+            Chunksize::Default | Chunksize::Auto => 1,
+        };
+        imap::Parts {
+            jobs: Box::new(items.into_iter().map(move |a| task.job(a).erase())),
+            chunk,
+            buffer: self
+                .buffersize
+                .unwrap_or(2 * self.pool.processes * chunk)
+                .max(chunk),
+        }
+    }
+}

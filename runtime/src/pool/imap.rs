@@ -1,0 +1,199 @@
+//! [`Imap`]: the results of a pool's `imap` and `imap_unordered`, drawn
+//! from the input as they are consumed.
+//!
+//! The iterator submits chunks from the caller's thread as it goes: at
+//! most `buffersize` items are drawn and not yet yielded, so a slow
+//! consumer holds the producer back (Python 3.14's `buffersize`), and an
+//! endless input is fine. In order, early results wait in a map keyed by
+//! their index; a failed chunk's later items (never run) are errors too,
+//! so the order never waits for what will not come.
+
+use super::manager::PoolJob;
+use super::sink::{unbox, ChunkDone, Stream};
+use super::Pool;
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// What `Calls::imap` hands the iterator.
+pub(crate) struct Parts<'p> {
+    pub(crate) jobs: Box<dyn Iterator<Item = PoolJob> + 'p>,
+    /// Items a chunk.
+    pub(crate) chunk: usize,
+    /// Items drawn and not yet yielded, at most.
+    pub(crate) buffer: usize,
+}
+
+/// The results of [`Pool::imap`] (in input order) or
+/// [`Pool::imap_unordered`] (in completion order), as they come.
+pub struct Imap<'p, R> {
+    pool: &'p Pool,
+    parts: Parts<'p>,
+    ordered: bool,
+    tx: Sender<ChunkDone>,
+    rx: Receiver<ChunkDone>,
+    /// Items drawn from the input so far.
+    drawn: usize,
+    /// Items yielded so far.
+    yielded: usize,
+    /// Each chunk in flight: its length, by its first item's index.
+    chunks: HashMap<usize, usize>,
+    /// Results that arrived and wait for their turn.
+    early: BTreeMap<usize, Result<R>>,
+    ready: VecDeque<Result<R>>,
+    exhausted: bool,
+}
+
+impl<'p, R: Send + 'static> Imap<'p, R> {
+    pub(crate) fn new(pool: &'p Pool, parts: Parts<'p>, ordered: bool) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Imap {
+            pool,
+            parts,
+            ordered,
+            tx,
+            rx,
+            drawn: 0,
+            yielded: 0,
+            chunks: HashMap::new(),
+            early: BTreeMap::new(),
+            ready: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// Draws and submits chunks while the buffer has room.
+    fn top_up(&mut self) {
+        while !self.exhausted && self.drawn - self.yielded + self.parts.chunk <= self.parts.buffer {
+            let jobs: Vec<PoolJob> = self.parts.jobs.by_ref().take(self.parts.chunk).collect();
+            if jobs.len() < self.parts.chunk {
+                self.exhausted = true;
+            }
+            if jobs.is_empty() {
+                return;
+            }
+            let base = self.drawn;
+            self.drawn += jobs.len();
+            let chunks = super::chunks::cut(jobs, self.parts.chunk);
+            let offsets: Vec<usize> = chunks.iter().map(|(o, _)| base + o).collect();
+            for (offset, chunk) in &chunks {
+                self.chunks.insert(base + offset, chunk.len());
+            }
+            let sink = Stream {
+                base,
+                tx: self.tx.clone(),
+            };
+            if !self.pool.send(chunks, Box::new(sink)) {
+                for offset in offsets {
+                    self.take_chunk(ChunkDone {
+                        offset,
+                        values: Vec::new(),
+                        failure: Some(super::closed()),
+                    });
+                }
+                self.exhausted = true;
+            }
+        }
+    }
+
+    /// Files a finished chunk's results by index.
+    fn take_chunk(&mut self, done: ChunkDone) {
+        let Some(len) = self.chunks.remove(&done.offset) else {
+            return;
+        };
+        let mut index = done.offset;
+        let answered = done.values.len();
+        for value in done.values {
+            self.file(index, unbox(value));
+            index += 1;
+        }
+        if let Some(failure) = done.failure {
+            self.file(index, Err(failure));
+            for skipped in index + 1..done.offset + len {
+                self.file(
+                    skipped,
+                    Err(Error::Pool(format!(
+                        "item {skipped} was not run: item {index} of its chunk failed first"
+                    ))),
+                );
+            }
+        } else if answered < len {
+            for missing in index..done.offset + len {
+                self.file(
+                    missing,
+                    Err(Error::Pool(format!("item {missing} got no result"))),
+                );
+            }
+        }
+    }
+
+    fn file(&mut self, index: usize, result: Result<R>) {
+        if self.ordered {
+            self.early.insert(index, result);
+            while let Some(next) = self.early.remove(&(self.yielded + self.ready.len())) {
+                self.ready.push_back(next);
+            }
+        } else {
+            self.ready.push_back(result);
+        }
+    }
+
+    /// The next result, waiting at most `timeout` for it: `None` at the
+    /// end, and `Some(Err(Error::Pool(..)))` when the time ran out (the
+    /// iterator goes on; the next call waits again).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Instant::now().checked_add(timeout))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        loop {
+            if let Some(next) = self.ready.pop_front() {
+                self.yielded += 1;
+                return Some(next);
+            }
+            self.top_up();
+            if self.ready.is_empty() && self.chunks.is_empty() && self.exhausted {
+                return None;
+            }
+            if !self.ready.is_empty() {
+                continue;
+            }
+            let received = match deadline {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now())),
+            };
+            match received {
+                Ok(done) => self.take_chunk(done),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Some(Err(Error::Pool(format!(
+                        "no result came within the timeout ({} of {} drawn items yielded)",
+                        self.yielded, self.drawn
+                    ))))
+                }
+                // The iterator holds a sender: this cannot happen.
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static> Iterator for Imap<'_, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
+    }
+}
+
+impl<R> std::fmt::Debug for Imap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.ordered)
+            .field("drawn", &self.drawn)
+            .field("yielded", &self.yielded)
+            .finish_non_exhaustive()
+    }
+}

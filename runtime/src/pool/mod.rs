@@ -1,0 +1,374 @@
+//! [`Pool`]: Python's `multiprocessing.Pool`, on parjob's worker processes
+//! (or threads), without its hang on a dead worker.
+//!
+//! A pool owns its workers for its whole life. Its handle sends
+//! submissions to a manager thread (`manager`), which cuts nothing itself:
+//! each submission arrives as chunks (`chunks`: CPython's `chunksize`
+//! formula by default), and each chunk is one batch of the process or
+//! thread backend. The process backend runs under a pool's rules:
+//!
+//! - a worker that dies (SIGKILL, abort, the OOM killer) fails only the
+//!   chunk it was running, with [`Error::WorkerDied`] naming the task, the
+//!   pid and the signal, and the next chunk starts a replacement; with
+//!   [`OnWorkerDeath::Break`], the pool breaks instead, as
+//!   concurrent.futures' `BrokenProcessPool`;
+//! - a worker holds one chunk at a time, so a death touches no queued work;
+//! - `max_tasks_per_child` retires a worker after that many chunks, and
+//!   the initializer runs once in each new worker before its first chunk.
+//!
+//! Results come back to an [`AsyncResult`] (`result`) or an [`Imap`]
+//! iterator (`imap`); callbacks run on one thread of their own, in
+//! completion order.
+
+mod builder;
+mod calls;
+mod chunks;
+mod imap;
+mod manager;
+mod result;
+mod sink;
+mod tasks;
+
+pub use builder::{OnWorkerDeath, PoolBuilder};
+pub use calls::Calls;
+pub use chunks::{cpython_chunksize, Chunksize};
+pub use imap::Imap;
+pub use result::AsyncResult;
+pub use tasks::{IntoJob, MapTask, StarTask};
+
+use crate::backend::process::adopt_entry;
+use crate::backend::process::worker::EntryPoint;
+use crate::error::{Error, Result};
+use crate::task::Job;
+use manager::{Command, Engine, Manager, PoolJob};
+use result::{OnDone, Slot};
+use sink::{Callback, Collect};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long `terminate` lets workers exit after SIGTERM before SIGKILL.
+const TERMINATE_GRACE: Duration = Duration::from_millis(500);
+
+/// A pool of worker processes (or threads) that runs `#[parallel]`
+/// functions: `multiprocessing.Pool` and concurrent.futures'
+/// `ProcessPoolExecutor`, in Rust's terms.
+///
+/// ```no_run
+/// use parjob::prelude::*;
+/// use parjob::pool::Pool;
+///
+/// #[parallel(backend = "process")]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[parallel(backend = "process")]
+/// fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+///
+/// #[parjob::main]
+/// fn main() -> parjob::Result<()> {
+///     let pool = Pool::new(4)?;
+///     assert_eq!(pool.map(square::delayed, 0..10)?[3], 9);
+///     assert_eq!(pool.starmap(add::delayed, [(1, 2), (3, 4)])?, [3, 7]);
+///     let later = pool.apply_async(square::delayed(12));
+///     assert_eq!(later.get()?, 144);
+///     for x in pool.imap(square::delayed, 0..5) {
+///         println!("{}", x?);
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct Pool {
+    commands: Mutex<Option<Sender<Command>>>,
+    manager: Mutex<Option<JoinHandle<()>>>,
+    callbacks: Mutex<Option<Sender<Callback>>>,
+    callback_thread: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+    chunksize: Chunksize,
+    terminate_on_drop: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pool {
+    /// A pool of `processes` worker processes, with the defaults.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A pool's settings, to [`PoolBuilder::build`].
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    pub(super) fn start(
+        engine: Engine,
+        entry: Option<EntryPoint>,
+        processes: usize,
+        settings: &PoolBuilder,
+    ) -> Pool {
+        let (commands, rx) = mpsc::channel();
+        let manager = Manager::new(engine, rx, settings.on_worker_death);
+        let manager = std::thread::Builder::new()
+            .name("parjob-pool".into())
+            .spawn(move || {
+                if let Some(entry) = entry {
+                    adopt_entry(entry);
+                }
+                manager.run()
+            })
+            .expect("the pool's manager thread starts");
+        let (callbacks, callback_rx) = mpsc::channel::<Callback>();
+        let callback_thread = std::thread::Builder::new()
+            .name("parjob-pool-callbacks".into())
+            .spawn(move || callback_rx.into_iter().for_each(|c| c()))
+            .expect("the pool's callback thread starts");
+        Pool {
+            commands: Mutex::new(Some(commands)),
+            manager: Mutex::new(Some(manager)),
+            callbacks: Mutex::new(Some(callbacks)),
+            callback_thread: Mutex::new(Some(callback_thread)),
+            processes,
+            chunksize: settings.chunksize,
+            terminate_on_drop: settings.terminate_on_drop,
+        }
+    }
+
+    /// How many workers it runs.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// Sends chunks to the manager; false when the pool is closed.
+    pub(super) fn send(&self, chunks: Vec<(usize, Vec<PoolJob>)>, sink: Box<dyn sink::Sink>) -> bool {
+        match lock(&self.commands).as_ref() {
+            Some(tx) => tx.send(Command::Submit { chunks, sink }).is_ok(),
+            None => false,
+        }
+    }
+
+    fn callback_sender(&self) -> Option<Sender<Callback>> {
+        lock(&self.callbacks).clone()
+    }
+
+    /// Submits `jobs` cut into chunks of `size`, collected by `finish`.
+    pub(super) fn collect<R: Send + 'static, T: Send + 'static>(
+        &self,
+        jobs: Vec<Job<R>>,
+        size: usize,
+        finish: fn(Vec<R>) -> T,
+        callback: Option<OnDone<T>>,
+    ) -> AsyncResult<T> {
+        let slot = Slot::new();
+        let tx = callback.map(|callback| {
+            slot.on_done(callback);
+            self.callback_sender()
+        });
+        let len = jobs.len();
+        let erased: Vec<PoolJob> = jobs.into_iter().map(Job::erase).collect();
+        let sink = Collect::new(len, finish, Arc::clone(&slot), tx.flatten());
+        if !self.send(chunks::cut(erased, size), Box::new(sink)) {
+            slot.set(Err(closed()));
+        }
+        AsyncResult::new(slot)
+    }
+
+    pub(super) fn chunk_len(&self, chunksize: Chunksize, len: usize) -> usize {
+        match chunksize {
+            Chunksize::Default => cpython_chunksize(len, self.processes),
+            Chunksize::Fixed(n) => n,
+            // Four chunks a worker, as CPython's formula aims, but never
+            // one item a chunk for many tiny items.
+            Chunksize::Auto => cpython_chunksize(len, self.processes).max(1),
+        }
+    }
+
+    /// Runs `job` in a worker and waits for its result (`apply`).
+    pub fn apply<R: Send + 'static>(&self, job: impl IntoJob<R>) -> Result<R> {
+        self.apply_async(job).get()
+    }
+
+    /// Runs `job` in a worker; its result comes to the [`AsyncResult`]
+    /// (`apply_async`). Its failure is its own: no other submission fails
+    /// with it.
+    pub fn apply_async<R: Send + 'static>(&self, job: impl IntoJob<R>) -> AsyncResult<R> {
+        self.collect(vec![job.into_job()], 1, first, None)
+    }
+
+    /// As [`Pool::apply_async`], running `on_success` with the value or
+    /// `on_error` with the error on the pool's callback thread once the job
+    /// ends (`callback=`, `error_callback=`). The result is ready after its
+    /// callback ran. A callback that panics is logged, and the pool goes on.
+    pub fn apply_async_with<R: Send + 'static>(
+        &self,
+        job: impl IntoJob<R>,
+        on_success: impl FnOnce(&R) + Send + 'static,
+        on_error: impl FnOnce(&Error) + Send + 'static,
+    ) -> AsyncResult<R> {
+        let callback = both(on_success, on_error);
+        self.collect(vec![job.into_job()], 1, first, Some(callback))
+    }
+
+    /// Calls `task` with each item in the workers and returns the results
+    /// in order (`map`). The items are cut into chunks of the pool's
+    /// chunk size (CPython's formula by default). The first error, in
+    /// completion order, fails it, once every chunk has ended.
+    pub fn map<A, R: Send + 'static>(
+        &self,
+        task: impl MapTask<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>> {
+        self.map_async(task, items).get()
+    }
+
+    /// As [`Pool::map`], with the result to come (`map_async`).
+    pub fn map_async<A, R: Send + 'static>(
+        &self,
+        task: impl MapTask<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> AsyncResult<Vec<R>> {
+        self.chunksize(self.chunksize).map_async(task, items)
+    }
+
+    /// Calls `task` with each tuple spread into its arguments (`starmap`).
+    pub fn starmap<Args, R: Send + 'static>(
+        &self,
+        task: impl StarTask<Args, R>,
+        items: impl IntoIterator<Item = Args>,
+    ) -> Result<Vec<R>> {
+        self.starmap_async(task, items).get()
+    }
+
+    /// As [`Pool::starmap`], with the result to come (`starmap_async`).
+    pub fn starmap_async<Args, R: Send + 'static>(
+        &self,
+        task: impl StarTask<Args, R>,
+        items: impl IntoIterator<Item = Args>,
+    ) -> AsyncResult<Vec<R>> {
+        self.chunksize(self.chunksize).starmap_async(task, items)
+    }
+
+    /// The results of `task` on each item, in order, as they come
+    /// (`imap`): items are drawn as results are consumed (one a chunk by
+    /// default), at most [`Calls::buffersize`] ahead.
+    pub fn imap<'p, A: 'p, R: Send + 'static>(
+        &'p self,
+        task: impl MapTask<A, R> + 'p,
+        items: impl IntoIterator<Item = A> + 'p,
+    ) -> Imap<'p, R> {
+        self.chunksize(1).imap(task, items)
+    }
+
+    /// As [`Pool::imap`], in completion order (`imap_unordered`).
+    pub fn imap_unordered<'p, A: 'p, R: Send + 'static>(
+        &'p self,
+        task: impl MapTask<A, R> + 'p,
+        items: impl IntoIterator<Item = A> + 'p,
+    ) -> Imap<'p, R> {
+        self.chunksize(1).imap_unordered(task, items)
+    }
+
+    /// These calls with `chunksize` items a chunk (and, for `imap`, a
+    /// `buffersize`).
+    pub fn chunksize(&self, chunksize: impl Into<Chunksize>) -> Calls<'_> {
+        Calls {
+            pool: self,
+            chunksize: chunksize.into(),
+            buffersize: None,
+        }
+    }
+
+    /// Refuses new work; what was submitted still runs (`close`).
+    pub fn close(&self) {
+        lock(&self.commands).take();
+    }
+
+    /// Waits for every submission to end and the workers to exit, after
+    /// [`Pool::close`] or [`Pool::terminate`] (`join`).
+    ///
+    /// # Errors
+    /// `Error::Pool` when the pool is still open: a join would wait for
+    /// ever for work that may still come.
+    pub fn join(&self) -> Result<()> {
+        if lock(&self.commands).is_some() {
+            return Err(Error::Pool(
+                "join() on an open pool: call close() or terminate() first".into(),
+            ));
+        }
+        if let Some(manager) = lock(&self.manager).take() {
+            let _ = manager.join();
+        }
+        lock(&self.callbacks).take();
+        if let Some(thread) = lock(&self.callback_thread).take() {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+
+    /// Stops the workers now: SIGTERM, then SIGKILL for any still alive
+    /// half a second later. Everything pending fails with `Error::Pool`.
+    pub fn terminate(&self) {
+        let (done, ack) = mpsc::channel();
+        let sent = lock(&self.commands).take().is_some_and(|tx| {
+            tx.send(Command::Terminate {
+                grace: TERMINATE_GRACE,
+                done,
+            })
+            .is_ok()
+        });
+        if sent {
+            let _ = ack.recv();
+        }
+        let _ = self.join();
+    }
+}
+
+impl Drop for Pool {
+    /// Closes the pool and waits for its work, or terminates it with
+    /// `terminate_on_drop(true)`.
+    fn drop(&mut self) {
+        if self.terminate_on_drop {
+            self.terminate();
+        } else {
+            self.close();
+            let _ = self.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One callback of a result: `on_success` with the value, or `on_error`.
+pub(super) fn both<T: 'static>(
+    on_success: impl FnOnce(&T) + Send + 'static,
+    on_error: impl FnOnce(&Error) + Send + 'static,
+) -> OnDone<T> {
+    Box::new(move |result: &Result<T>| match result {
+        Ok(value) => on_success(value),
+        Err(e) => on_error(e),
+    })
+}
+
+fn first<R>(mut values: Vec<R>) -> R {
+    values.pop().expect("one job, one value")
+}
+
+pub(super) fn closed() -> Error {
+    Error::Pool("the pool is closed: it takes no new work".into())
+}
+

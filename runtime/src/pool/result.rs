@@ -1,0 +1,205 @@
+//! [`AsyncResult`]: the handle of a pool submission's result
+//! (`multiprocessing.pool.AsyncResult`), and the slot the pool fills.
+
+use crate::error::{Error, Result};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A callback run with a submission's result once it is set.
+pub(crate) type OnDone<T> = Box<dyn FnOnce(&Result<T>) + Send>;
+
+/// Where a submission's result lands.
+pub(crate) struct Slot<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+struct State<T> {
+    value: Option<Result<T>>,
+    /// Whether the value was set (it stays set after `get` takes it).
+    done: bool,
+    /// Whether it ended in an error.
+    failed: bool,
+    /// Async waiters.
+    wakers: Vec<Waker>,
+    /// Callbacks to run once done, on the pool's callback thread.
+    on_done: Vec<OnDone<T>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            state: Mutex::new(State {
+                value: None,
+                done: false,
+                failed: false,
+                wakers: Vec::new(),
+                on_done: Vec::new(),
+            }),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the result, after running the callbacks registered so far
+    /// (so `ready` turns true only once they ran, as in CPython), and
+    /// wakes every waiter. A callback that panics is logged.
+    pub(crate) fn set(&self, value: Result<T>) {
+        let callbacks = std::mem::take(&mut self.lock().on_done);
+        for callback in callbacks {
+            run_logged(|| callback(&value));
+        }
+        let mut state = self.lock();
+        // A callback added while the others ran: run it now.
+        for callback in std::mem::take(&mut state.on_done) {
+            run_logged(|| callback(&value));
+        }
+        state.failed = value.is_err();
+        state.value = Some(value);
+        state.done = true;
+        for waker in state.wakers.drain(..) {
+            waker.wake();
+        }
+        drop(state);
+        self.ready.notify_all();
+    }
+
+    /// Registers `callback` to run when the result is set, or runs it now
+    /// when it is set already.
+    pub(crate) fn on_done(&self, callback: OnDone<T>) {
+        let mut state = self.lock();
+        if !state.done {
+            state.on_done.push(callback);
+            return;
+        }
+        if let Some(value) = &state.value {
+            run_logged(|| callback(value));
+        }
+    }
+
+    /// Waits until set or until `deadline`; true when set.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.lock();
+        while !state.done {
+            match deadline {
+                None => state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    state = self
+                        .ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    fn take(&self) -> Result<T> {
+        self.lock()
+            .value
+            .take()
+            .unwrap_or_else(|| Err(Error::Pool("the result was taken already".into())))
+    }
+}
+
+/// Runs a user callback, logging a panic instead of spreading it: a
+/// callback's bug must not take down the pool.
+pub(crate) fn run_logged(callback: impl FnOnce()) {
+    if let Err(caught) = crate::panic::catch(std::panic::AssertUnwindSafe(callback)) {
+        tracing::error!(
+            target: "parjob::pool",
+            location = caught.location.as_deref().unwrap_or("unknown"),
+            "a pool callback panicked: {}",
+            caught.message
+        );
+    }
+}
+
+/// A result that a pool is computing: `multiprocessing.pool.AsyncResult`.
+/// `get` waits for it; `ready` and `successful` ask without waiting. It
+/// is also a `std::future::Future`, for async code.
+#[must_use = "the result is lost unless someone gets it"]
+pub struct AsyncResult<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> Self {
+        AsyncResult { slot }
+    }
+
+    /// Waits for the result and returns it: the value, or the error of the
+    /// task (a panic, a worker's death, ...).
+    pub fn get(self) -> Result<T> {
+        self.slot.wait_until(None);
+        self.slot.take()
+    }
+
+    /// As [`AsyncResult::get`], waiting at most `timeout`; when it runs
+    /// out, the handle comes back as `Err`, to wait again.
+    pub fn get_timeout(self, timeout: Duration) -> std::result::Result<Result<T>, Self> {
+        if self.slot.wait_until(Instant::now().checked_add(timeout)) {
+            Ok(self.slot.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Waits until the result is ready.
+    pub fn wait(&self) {
+        self.slot.wait_until(None);
+    }
+
+    /// Waits at most `timeout`; true when the result is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Whether the result is ready.
+    pub fn ready(&self) -> bool {
+        self.slot.lock().done
+    }
+
+    /// Whether it succeeded: `None` until it is ready.
+    pub fn successful(&self) -> Option<bool> {
+        let state = self.slot.lock();
+        state.done.then_some(!state.failed)
+    }
+}
+
+impl<T> Future for AsyncResult<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let mut state = self.slot.lock();
+        if state.done {
+            let value = state.value.take();
+            return Poll::Ready(
+                value.unwrap_or_else(|| Err(Error::Pool("the result was taken already".into()))),
+            );
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}

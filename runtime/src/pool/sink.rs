@@ -1,0 +1,130 @@
+//! Where a pool's finished chunks go: [`Sink`], the manager's view of a
+//! submission, and its two kinds, a list collected into one result
+//! ([`Collect`], behind `map`, `apply` and their async forms) and a stream
+//! of chunks for `imap` ([`Stream`]).
+
+use super::result::Slot;
+use crate::error::{Error, Result};
+use crate::task::AnyOutput;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// A job that the callback thread runs.
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
+
+/// A submission as the manager thread sees it.
+pub(crate) trait Sink: Send {
+    /// The chunk at `offset` ended: its first values, in order, and the
+    /// failure of the job after them, if one failed.
+    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>);
+    /// Every chunk has ended.
+    fn end(self: Box<Self>);
+}
+
+/// Unboxes a result of the type its task returns.
+pub(crate) fn unbox<R: 'static>(value: AnyOutput) -> Result<R> {
+    value
+        .downcast::<R>()
+        .map(|v| *v)
+        .map_err(|_| Error::Pool("a result of another type than its task's".into()))
+}
+
+/// Collects a submission's values into one result: the first error in
+/// completion order, or `finish` of the values in input order.
+pub(crate) struct Collect<R, T> {
+    values: Vec<Option<R>>,
+    error: Option<Error>,
+    finish: fn(Vec<R>) -> T,
+    slot: Arc<Slot<T>>,
+    /// Set when the submission has callbacks: the result is set on the
+    /// callback thread, which runs them.
+    callbacks: Option<Sender<Callback>>,
+}
+
+impl<R, T> Collect<R, T> {
+    pub(crate) fn new(
+        len: usize,
+        finish: fn(Vec<R>) -> T,
+        slot: Arc<Slot<T>>,
+        callbacks: Option<Sender<Callback>>,
+    ) -> Self {
+        Collect {
+            values: std::iter::repeat_with(|| None).take(len).collect(),
+            error: None,
+            finish,
+            slot,
+            callbacks,
+        }
+    }
+}
+
+impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
+    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
+        for (k, value) in values.into_iter().enumerate() {
+            match unbox(value) {
+                Ok(v) => self.values[offset + k] = Some(v),
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn end(self: Box<Self>) {
+        let Collect {
+            values,
+            error,
+            finish,
+            slot,
+            callbacks,
+        } = *self;
+        let result = match error {
+            Some(e) => Err(e),
+            None => values
+                .into_iter()
+                .collect::<Option<Vec<R>>>()
+                .map(finish)
+                .ok_or_else(|| Error::Pool("a chunk ended without all its values".into())),
+        };
+        match callbacks {
+            Some(tx) => {
+                let set = move || slot.set(result);
+                if let Err(unsent) = tx.send(Box::new(set)) {
+                    // The callback thread is gone (the pool is ending):
+                    // run them here rather than lose the result.
+                    (unsent.0)();
+                }
+            }
+            None => slot.set(result),
+        }
+    }
+}
+
+/// One chunk's results, for an `imap` iterator.
+pub(crate) struct ChunkDone {
+    pub(crate) offset: usize,
+    pub(crate) values: Vec<AnyOutput>,
+    pub(crate) failure: Option<Error>,
+}
+
+/// Sends each finished chunk to an `imap` iterator.
+pub(crate) struct Stream {
+    pub(crate) base: usize,
+    pub(crate) tx: Sender<ChunkDone>,
+}
+
+impl Sink for Stream {
+    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
+        // An iterator dropped early no longer listens: fine.
+        let _ = self.tx.send(ChunkDone {
+            offset: self.base + offset,
+            values,
+            failure,
+        });
+    }
+
+    fn end(self: Box<Self>) {}
+}
