@@ -433,5 +433,23 @@ fn a_thread_pool_runs_the_same_tasks() {
         .max_tasks_per_child(1)
         .build()
         .is_err());
-    let _ = Chunksize::Auto;
+}
+
+#[parjob::test]
+fn auto_chunks_give_the_same_results_and_errors() {
+    let pool = Pool::new(2).unwrap();
+    let auto = pool.chunksize(Chunksize::Auto);
+    let want: Vec<u64> = (0..20_000u64).map(|x| x * x).collect();
+    assert_eq!(auto.map(square::delayed, 0..20_000).unwrap(), want);
+    assert_eq!(
+        auto.map(square::delayed, Vec::new()).unwrap(),
+        Vec::<u64>::new()
+    );
+    match auto
+        .map(|x| fails_on::delayed(x, 5000), 0..20_000)
+        .unwrap_err()
+    {
+        Error::Panic { index, .. } => assert_eq!(index, 5000),
+        other => panic!("{other}"),
+    }
 }

@@ -160,4 +160,3 @@ impl PoolBuilder {
         ProcessSession::new(lease, None, BackendSource::Explicit, None)
     }
 }
-

@@ -23,8 +23,8 @@ impl<'p> Calls<'p> {
     }
 
     fn collect_all<R: Send + 'static>(self, jobs: Vec<Job<R>>) -> AsyncResult<Vec<R>> {
-        let size = self.pool.chunk_len(self.chunksize, jobs.len());
-        self.pool.collect(jobs, size, std::convert::identity, None)
+        self.pool
+            .collect(jobs, self.chunksize, std::convert::identity, None)
     }
 
     /// [`Pool::map`] with this chunk size.
@@ -55,10 +55,9 @@ impl<'p> Calls<'p> {
         on_error: impl FnOnce(&Error) + Send + 'static,
     ) -> AsyncResult<Vec<R>> {
         let jobs: Vec<Job<R>> = items.into_iter().map(|a| task.job(a)).collect();
-        let size = self.pool.chunk_len(self.chunksize, jobs.len());
         let callback = both(on_success, on_error);
         self.pool
-            .collect(jobs, size, std::convert::identity, Some(callback))
+            .collect(jobs, self.chunksize, std::convert::identity, Some(callback))
     }
 
     /// [`Pool::starmap`] with this chunk size.

@@ -13,8 +13,10 @@ pub enum Chunksize {
     Default,
     /// This many items a chunk (0 is taken as 1).
     Fixed(usize),
-    /// parjob's auto-batching: chunks sized from how long items take, as
-    /// `Parallel` sizes its batches.
+    /// parjob's auto-batching, for `map` and `starmap`: the first chunk is
+    /// one item, and later chunks are sized from how long items took, to
+    /// last about 4 ms on processes (as `Parallel` sizes its batches).
+    /// `imap` takes it as 1.
     Auto,
 }
 

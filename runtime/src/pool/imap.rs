@@ -84,7 +84,10 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
                 base,
                 tx: self.tx.clone(),
             };
-            if !self.pool.send(chunks, Box::new(sink)) {
+            if !self
+                .pool
+                .send(super::manager::Chunks::Cut(chunks), Box::new(sink))
+            {
                 for offset in offsets {
                     self.take_chunk(ChunkDone {
                         offset,

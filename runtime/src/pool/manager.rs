@@ -13,6 +13,8 @@ use crate::backend::process::ProcessSession;
 use crate::backend::thread::ThreadSession;
 use crate::backend::{Batch, Finished, Session};
 use crate::error::Error;
+use crate::options::BatchSize;
+use crate::schedule::batch::Batcher;
 use crate::task::{AnyOutput, Job};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -49,28 +51,49 @@ impl Engine {
     }
 }
 
+/// A submission's work: cut into chunks (`(offset, jobs)`) already, or
+/// to be cut as it goes, by how long its chunks take (`Chunksize::Auto`).
+pub(crate) enum Chunks {
+    Cut(Vec<(usize, Vec<PoolJob>)>),
+    Auto(Vec<PoolJob>),
+}
+
 /// What a pool's handle asks of its manager.
 pub(crate) enum Command {
-    /// Run these chunks (`(offset, jobs)`), reporting to the sink.
-    Submit {
-        chunks: Vec<(usize, Vec<PoolJob>)>,
-        sink: Box<dyn Sink>,
-    },
+    /// Run these jobs, reporting each chunk to the sink.
+    Submit { chunks: Chunks, sink: Box<dyn Sink> },
     /// Stop the workers now; acknowledge when done.
     Terminate { grace: Duration, done: Sender<()> },
 }
 
 struct Submission {
     sink: Box<dyn Sink>,
+    /// Chunks cut and not yet ended.
     chunks_left: usize,
+    /// Jobs of an auto-sized submission that are not cut yet.
+    uncut: Option<Uncut>,
+}
+
+/// The rest of an auto-sized submission, cut one chunk at a time.
+struct Uncut {
+    jobs: VecDeque<PoolJob>,
+    offset: usize,
+    batcher: Batcher,
+}
+
+/// A queued piece of work: a chunk, or the next chunk of an auto-sized
+/// submission.
+enum Queued {
+    Chunk(u64, usize, Vec<PoolJob>),
+    Auto(u64),
 }
 
 pub(crate) struct Manager {
     engine: Engine,
     commands: Receiver<Command>,
     on_death: OnWorkerDeath,
-    /// Chunks not yet sent: submission, offset, jobs.
-    queue: VecDeque<(u64, usize, Vec<PoolJob>)>,
+    /// Work not yet sent.
+    queue: VecDeque<Queued>,
     submissions: HashMap<u64, Submission>,
     /// Chunks in flight by the batch index they were sent at.
     in_flight: HashMap<usize, (u64, usize)>,
@@ -78,6 +101,8 @@ pub(crate) struct Manager {
     next_index: usize,
     /// Why the pool broke (`OnWorkerDeath::Break`), once it did.
     broken: Option<String>,
+    /// How many workers, for auto-sizing.
+    workers: usize,
 }
 
 impl Manager {
@@ -85,6 +110,7 @@ impl Manager {
         engine: Engine,
         commands: Receiver<Command>,
         on_death: OnWorkerDeath,
+        workers: usize,
     ) -> Self {
         Manager {
             engine,
@@ -96,6 +122,7 @@ impl Manager {
             next_submission: 0,
             next_index: 0,
             broken: None,
+            workers,
         }
     }
 
@@ -146,32 +173,72 @@ impl Manager {
         }
     }
 
-    fn submit(&mut self, chunks: Vec<(usize, Vec<PoolJob>)>, sink: Box<dyn Sink>) {
-        if chunks.is_empty() {
+    fn submit(&mut self, chunks: Chunks, sink: Box<dyn Sink>) {
+        let id = self.next_submission;
+        self.next_submission += 1;
+        let (cut, uncut) = match chunks {
+            Chunks::Cut(cut) => (cut, None),
+            Chunks::Auto(jobs) if jobs.is_empty() => (Vec::new(), None),
+            Chunks::Auto(jobs) => {
+                let session = self.engine.session();
+                let uncut = Uncut {
+                    jobs: jobs.into(),
+                    offset: 0,
+                    batcher: Batcher::new(BatchSize::Auto, session.batch_target(), self.workers),
+                };
+                self.queue.push_back(Queued::Auto(id));
+                (Vec::new(), Some(uncut))
+            }
+        };
+        if cut.is_empty() && uncut.is_none() {
             sink.end();
             return;
         }
-        let id = self.next_submission;
-        self.next_submission += 1;
-        self.submissions.insert(
-            id,
-            Submission {
-                sink,
-                chunks_left: chunks.len(),
-            },
-        );
-        for (offset, jobs) in chunks {
-            self.queue.push_back((id, offset, jobs));
+        let chunks_left = cut.len();
+        for (offset, jobs) in cut {
+            self.queue.push_back(Queued::Chunk(id, offset, jobs));
         }
+        let submission = Submission {
+            sink,
+            chunks_left,
+            uncut,
+        };
+        self.submissions.insert(id, submission);
         if let Some(why) = self.broken.clone() {
             self.fail_queued(&why);
+        }
+    }
+
+    /// The next chunk to send: a queued one, or the next cut of an
+    /// auto-sized submission (which goes back in the queue while jobs
+    /// remain).
+    fn next_chunk(&mut self) -> Option<(u64, usize, Vec<PoolJob>)> {
+        match self.queue.pop_front()? {
+            Queued::Chunk(id, offset, jobs) => Some((id, offset, jobs)),
+            Queued::Auto(id) => {
+                let submission = self.submissions.get_mut(&id)?;
+                let uncut = submission.uncut.as_mut()?;
+                let size = uncut.batcher.next_size(Some(uncut.jobs.len()));
+                let jobs: Vec<PoolJob> = uncut.jobs.drain(..size.min(uncut.jobs.len())).collect();
+                let offset = uncut.offset;
+                uncut.offset += jobs.len();
+                submission.chunks_left += 1;
+                if uncut.jobs.is_empty() {
+                    submission.uncut = None;
+                } else {
+                    self.queue.push_back(Queued::Auto(id));
+                }
+                Some((id, offset, jobs))
+            }
         }
     }
 
     /// Sends queued chunks while the backend has room.
     fn dispatch(&mut self) {
         while !self.queue.is_empty() && self.engine.session().has_room() {
-            let (id, offset, jobs) = self.queue.pop_front().expect("not empty");
+            let Some((id, offset, jobs)) = self.next_chunk() else {
+                continue;
+            };
             let first = self.next_index;
             self.next_index += jobs.len();
             self.in_flight.insert(first, (id, offset));
@@ -198,7 +265,7 @@ impl Manager {
         };
         submission.sink.chunk(offset, values, failure);
         submission.chunks_left -= 1;
-        if submission.chunks_left == 0 {
+        if submission.chunks_left == 0 && submission.uncut.is_none() {
             let done = self.submissions.remove(&id).expect("looked up");
             done.sink.end();
         }
@@ -211,6 +278,15 @@ impl Manager {
             }) => Some(format!("worker {pid} running `{task}` {status}")),
             _ => None,
         };
+        // An auto-sized submission learns how long its jobs take.
+        if let Some(uncut) = self
+            .in_flight
+            .get(&done.first)
+            .and_then(|(id, _)| self.submissions.get_mut(id))
+            .and_then(|s| s.uncut.as_mut())
+        {
+            uncut.batcher.record(done.jobs, done.elapsed);
+        }
         self.deliver(done.first, done.values, done.failure);
         if let (Some(why), OnWorkerDeath::Break) = (died, self.on_death) {
             let why = format!("the pool is broken: {why}; it runs nothing more");
@@ -232,7 +308,20 @@ impl Manager {
     }
 
     fn fail_queued(&mut self, why: &str) {
-        for (id, offset, _) in std::mem::take(&mut self.queue) {
+        for queued in std::mem::take(&mut self.queue) {
+            let (id, offset) = match queued {
+                Queued::Chunk(id, offset, _) => (id, offset),
+                Queued::Auto(id) => {
+                    // What is not cut yet fails as one chunk.
+                    let Some(uncut) = self.submissions.get_mut(&id).and_then(|s| {
+                        s.chunks_left += 1;
+                        s.uncut.take()
+                    }) else {
+                        continue;
+                    };
+                    (id, uncut.offset)
+                }
+            };
             self.chunk_of(id, offset, Vec::new(), Some(Error::Pool(why.to_string())));
         }
     }

@@ -40,7 +40,7 @@ use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
 use crate::error::{Error, Result};
 use crate::task::Job;
-use manager::{Command, Engine, Manager, PoolJob};
+use manager::{Chunks, Command, Engine, Manager, PoolJob};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
 use std::sync::mpsc::{self, Sender};
@@ -117,7 +117,7 @@ impl Pool {
         settings: &PoolBuilder,
     ) -> Pool {
         let (commands, rx) = mpsc::channel();
-        let manager = Manager::new(engine, rx, settings.on_worker_death);
+        let manager = Manager::new(engine, rx, settings.on_worker_death, processes);
         let manager = std::thread::Builder::new()
             .name("parjob-pool".into())
             .spawn(move || {
@@ -149,7 +149,7 @@ impl Pool {
     }
 
     /// Sends chunks to the manager; false when the pool is closed.
-    pub(super) fn send(&self, chunks: Vec<(usize, Vec<PoolJob>)>, sink: Box<dyn sink::Sink>) -> bool {
+    pub(super) fn send(&self, chunks: Chunks, sink: Box<dyn sink::Sink>) -> bool {
         match lock(&self.commands).as_ref() {
             Some(tx) => tx.send(Command::Submit { chunks, sink }).is_ok(),
             None => false,
@@ -164,7 +164,7 @@ impl Pool {
     pub(super) fn collect<R: Send + 'static, T: Send + 'static>(
         &self,
         jobs: Vec<Job<R>>,
-        size: usize,
+        chunksize: Chunksize,
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
     ) -> AsyncResult<T> {
@@ -176,20 +176,17 @@ impl Pool {
         let len = jobs.len();
         let erased: Vec<PoolJob> = jobs.into_iter().map(Job::erase).collect();
         let sink = Collect::new(len, finish, Arc::clone(&slot), tx.flatten());
-        if !self.send(chunks::cut(erased, size), Box::new(sink)) {
+        let chunks = match chunksize {
+            Chunksize::Auto => Chunks::Auto(erased),
+            Chunksize::Default => {
+                Chunks::Cut(chunks::cut(erased, cpython_chunksize(len, self.processes)))
+            }
+            Chunksize::Fixed(n) => Chunks::Cut(chunks::cut(erased, n)),
+        };
+        if !self.send(chunks, Box::new(sink)) {
             slot.set(Err(closed()));
         }
         AsyncResult::new(slot)
-    }
-
-    pub(super) fn chunk_len(&self, chunksize: Chunksize, len: usize) -> usize {
-        match chunksize {
-            Chunksize::Default => cpython_chunksize(len, self.processes),
-            Chunksize::Fixed(n) => n,
-            // Four chunks a worker, as CPython's formula aims, but never
-            // one item a chunk for many tiny items.
-            Chunksize::Auto => cpython_chunksize(len, self.processes).max(1),
-        }
     }
 
     /// Runs `job` in a worker and waits for its result (`apply`).
@@ -201,7 +198,7 @@ impl Pool {
     /// (`apply_async`). Its failure is its own: no other submission fails
     /// with it.
     pub fn apply_async<R: Send + 'static>(&self, job: impl IntoJob<R>) -> AsyncResult<R> {
-        self.collect(vec![job.into_job()], 1, first, None)
+        self.collect(vec![job.into_job()], Chunksize::Fixed(1), first, None)
     }
 
     /// As [`Pool::apply_async`], running `on_success` with the value or
@@ -215,7 +212,12 @@ impl Pool {
         on_error: impl FnOnce(&Error) + Send + 'static,
     ) -> AsyncResult<R> {
         let callback = both(on_success, on_error);
-        self.collect(vec![job.into_job()], 1, first, Some(callback))
+        self.collect(
+            vec![job.into_job()],
+            Chunksize::Fixed(1),
+            first,
+            Some(callback),
+        )
     }
 
     /// Calls `task` with each item in the workers and returns the results
@@ -371,4 +373,3 @@ fn first<R>(mut values: Vec<R>) -> R {
 pub(super) fn closed() -> Error {
     Error::Pool("the pool is closed: it takes no new work".into())
 }
-

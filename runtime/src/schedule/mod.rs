@@ -18,7 +18,7 @@
 //! nothing. Dropping a stream early cancels the session: workers holding
 //! jobs are killed, and jobs on threads that have not started are skipped.
 
-mod batch;
+pub(crate) mod batch;
 mod progress;
 
 pub(crate) use batch::Batcher;
