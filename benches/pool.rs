@@ -2,21 +2,57 @@
 //!
 //! `cargo bench --bench pool`
 //!
-//! 1. `Queue` throughput: 1 producer (this process) to 1 consumer (a
-//!    worker process), 64-byte items (`[u64; 8]`) (target: at least 1M items/s). The
-//!    CPython figure for `multiprocessing.Queue` on the same machine is
-//!    measured by `python3 benches/mp_queue.py`.
-//! 2. An uncontended `Lock` acquire and release, and the same across two
+//! 1. `Pool::map` of 100,000 tiny tasks on 2 workers, default chunksize:
+//!    the cost per task (target: 10x lower than CPython's `Pool.map`).
+//! 2. `apply_async(..).get()` one at a time: the round trip.
+//! 3. `Queue` throughput: 1 producer (this process) to 1 consumer (a
+//!    worker process), 64-byte items (`[u64; 8]`) (target: at least 1M
+//!    items/s).
+//! 4. An uncontended `Lock` acquire and release, and the same across two
 //!    processes that take turns on it (target: <= 100 ns uncontended).
+//!
+//! CPython's figures for the same cases on the same machine come from
+//! `python3 benches/mp_pool.py`.
 //!
 //! Each figure is the best of 5 runs.
 
 use parjob::prelude::*;
 use parjob::sync::{Lock, Queue};
+use parjob::Pool;
 use std::time::{Duration, Instant};
 
+const TINY: u64 = 100_000;
+const ROUND_TRIPS: u64 = 2_000;
 const ITEMS: u64 = 1_000_000;
 const LOCKS: u64 = 10_000_000;
+
+#[parallel(backend = "process")]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Per task of a tiny map, and the apply_async round trip, in us.
+fn pool_costs() -> (f64, f64) {
+    let pool = Pool::new(2).unwrap();
+    pool.map(square::delayed, 0..100).unwrap(); // workers up
+    let map = best(5, || {
+        let t = Instant::now();
+        let out = pool.map(square::delayed, 0..TINY).unwrap();
+        assert_eq!(out[TINY as usize - 1], (TINY - 1) * (TINY - 1));
+        t.elapsed()
+    });
+    let trip = best(5, || {
+        let t = Instant::now();
+        for x in 0..ROUND_TRIPS {
+            assert_eq!(pool.apply_async(square::delayed(x)).get().unwrap(), x * x);
+        }
+        t.elapsed()
+    });
+    (
+        map.as_secs_f64() * 1e6 / TINY as f64,
+        trip.as_secs_f64() * 1e6 / ROUND_TRIPS as f64,
+    )
+}
 
 /// Takes `n` items from `queue` and returns the sum of their first bytes.
 #[parallel(backend = "process", n_jobs = 2)]
@@ -77,6 +113,9 @@ fn lock_costs() -> (f64, f64) {
 
 #[parjob::main]
 fn main() {
+    let (per_task, trip) = pool_costs();
+    println!("Pool(2)::map, 100,000 tiny tasks, default chunksize: {per_task:.3} us/task");
+    println!("Pool(2)::apply_async round trip, one at a time: {trip:.1} us");
     let per_second = queue_throughput();
     println!(
         "queue, 1 producer -> 1 consumer process, 64-byte items: {:.2}M items/s (target >= 1M)",

@@ -100,13 +100,13 @@ impl<'p> Calls<'p> {
         self,
         task: impl MapTask<A, R> + 'p,
         items: impl IntoIterator<Item = A> + 'p,
-    ) -> imap::Parts<'p> {
+    ) -> imap::Parts<'p, R> {
         let chunk = match self.chunksize {
             Chunksize::Fixed(n) => n.max(1),
             Chunksize::Default | Chunksize::Auto => 1,
         };
         imap::Parts {
-            jobs: Box::new(items.into_iter().map(move |a| task.job(a).erase())),
+            jobs: Box::new(items.into_iter().map(move |a| task.job(a))),
             chunk,
             buffer: self
                 .buffersize

@@ -2,7 +2,9 @@
 //! fixed sizes, and cutting where the task changes (a chunk is a batch,
 //! which holds jobs of one task).
 
-use crate::task::{AnyOutput, Job};
+use super::manager::PoolJob;
+use crate::task::{chunk, Job};
+use std::collections::VecDeque;
 
 /// How many items a pool sends to a worker at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,20 +45,49 @@ pub fn cpython_chunksize(len: usize, processes: usize) -> usize {
     chunk + usize::from(extra != 0)
 }
 
-/// Cuts `jobs` into chunks of at most `size` (at least 1) jobs, cutting
-/// also wherever the task changes. Each chunk is `(offset, jobs)`.
-pub(crate) fn cut(jobs: Vec<Job<AnyOutput>>, size: usize) -> Vec<(usize, Vec<Job<AnyOutput>>)> {
-    let size = size.max(1);
-    let mut chunks: Vec<(usize, Vec<Job<AnyOutput>>)> = Vec::new();
-    for (i, job) in jobs.into_iter().enumerate() {
-        match chunks.last_mut() {
-            Some((_, chunk)) if chunk.len() < size && chunk[0].task() == job.task() => {
-                chunk.push(job);
-            }
-            _ => chunks.push((i, vec![job])),
+/// A submission's jobs, cut into chunk jobs as the manager sends them.
+pub(crate) trait Source: Send {
+    /// The next chunk of at most `size` (at least 1) jobs, cut also where
+    /// the task changes: its offset in the submission, its length, and
+    /// the one job that runs it.
+    fn next(&mut self, size: usize) -> Option<(usize, usize, PoolJob)>;
+    /// Jobs not cut yet.
+    fn remaining(&self) -> usize;
+}
+
+/// The jobs of a submission, in order.
+pub(crate) struct Jobs<R> {
+    jobs: VecDeque<Job<R>>,
+    offset: usize,
+}
+
+impl<R> Jobs<R> {
+    pub(crate) fn new(jobs: Vec<Job<R>>) -> Self {
+        Jobs {
+            jobs: jobs.into(),
+            offset: 0,
         }
     }
-    chunks
+}
+
+impl<R: Send + 'static> Source for Jobs<R> {
+    fn next(&mut self, size: usize) -> Option<(usize, usize, PoolJob)> {
+        let task = self.jobs.front()?.task();
+        let same = self
+            .jobs
+            .iter()
+            .take(size.max(1))
+            .take_while(|j| std::ptr::eq(j.task(), task) || j.task() == task)
+            .count();
+        let jobs: Vec<Job<R>> = self.jobs.drain(..same).collect();
+        let offset = self.offset;
+        self.offset += same;
+        Some((offset, same, chunk::chunk(jobs)))
+    }
+
+    fn remaining(&self) -> usize {
+        self.jobs.len()
+    }
 }
 
 #[cfg(test)]
@@ -98,10 +129,36 @@ mod tests {
     }
 
     #[test]
-    fn chunks_cut_at_size_and_at_task_changes() {
-        let jobs: Vec<Job<AnyOutput>> = (0..7).map(|i| Job::new(move || i).erase()).collect();
-        let chunks = cut(jobs, 3);
-        let shape: Vec<(usize, usize)> = chunks.iter().map(|(o, c)| (*o, c.len())).collect();
-        assert_eq!(shape, [(0, 3), (3, 3), (6, 1)]);
+    fn chunks_cut_at_size_and_where_the_task_changes() {
+        struct Other;
+        impl crate::task::Task for Other {
+            const NAME: &'static str = "other";
+            type Args = ();
+            type Output = i32;
+            fn call((): ()) -> i32 {
+                -1
+            }
+            fn options() -> crate::options::Options {
+                crate::options::Options::new()
+            }
+        }
+        let mut jobs: Vec<Job<i32>> = (0..7).map(|i| Job::new(move || i)).collect();
+        jobs.insert(5, Job::call::<Other>(()));
+        let mut source = Jobs::new(jobs);
+        let mut shape = Vec::new();
+        while let Some((offset, len, job)) = source.next(3) {
+            let out = crate::task::Work::run(job);
+            let out = out.downcast::<chunk::ChunkOut<i32>>().unwrap();
+            assert!(out.failure.is_none());
+            shape.push((offset, len, out.values));
+        }
+        let want = [
+            (0, 3, vec![0, 1, 2]),
+            (3, 2, vec![3, 4]),
+            (5, 1, vec![-1]),
+            (6, 2, vec![5, 6]),
+        ];
+        assert_eq!(shape, want);
+        assert_eq!(source.remaining(), 0);
     }
 }

@@ -8,17 +8,19 @@
 //! their index; a failed chunk's later items (never run) are errors too,
 //! so the order never waits for what will not come.
 
-use super::manager::PoolJob;
+use super::chunks::Jobs;
+use super::manager::Sizing;
 use super::sink::{unbox, ChunkDone, Stream};
 use super::Pool;
 use crate::error::{Error, Result};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::task::Job;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 /// What `Calls::imap` hands the iterator.
-pub(crate) struct Parts<'p> {
-    pub(crate) jobs: Box<dyn Iterator<Item = PoolJob> + 'p>,
+pub(crate) struct Parts<'p, R> {
+    pub(crate) jobs: Box<dyn Iterator<Item = Job<R>> + 'p>,
     /// Items a chunk.
     pub(crate) chunk: usize,
     /// Items drawn and not yet yielded, at most.
@@ -29,7 +31,7 @@ pub(crate) struct Parts<'p> {
 /// [`Pool::imap_unordered`] (in completion order), as they come.
 pub struct Imap<'p, R> {
     pool: &'p Pool,
-    parts: Parts<'p>,
+    parts: Parts<'p, R>,
     ordered: bool,
     tx: Sender<ChunkDone>,
     rx: Receiver<ChunkDone>,
@@ -37,8 +39,8 @@ pub struct Imap<'p, R> {
     drawn: usize,
     /// Items yielded so far.
     yielded: usize,
-    /// Each chunk in flight: its length, by its first item's index.
-    chunks: HashMap<usize, usize>,
+    /// Items sent whose chunk has not ended.
+    running: usize,
     /// Results that arrived and wait for their turn.
     early: BTreeMap<usize, Result<R>>,
     ready: VecDeque<Result<R>>,
@@ -46,7 +48,7 @@ pub struct Imap<'p, R> {
 }
 
 impl<'p, R: Send + 'static> Imap<'p, R> {
-    pub(crate) fn new(pool: &'p Pool, parts: Parts<'p>, ordered: bool) -> Self {
+    pub(crate) fn new(pool: &'p Pool, parts: Parts<'p, R>, ordered: bool) -> Self {
         let (tx, rx) = mpsc::channel();
         Imap {
             pool,
@@ -56,7 +58,7 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
             rx,
             drawn: 0,
             yielded: 0,
-            chunks: HashMap::new(),
+            running: 0,
             early: BTreeMap::new(),
             ready: VecDeque::new(),
             exhausted: false,
@@ -66,67 +68,59 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
     /// Draws and submits chunks while the buffer has room.
     fn top_up(&mut self) {
         while !self.exhausted && self.drawn - self.yielded + self.parts.chunk <= self.parts.buffer {
-            let jobs: Vec<PoolJob> = self.parts.jobs.by_ref().take(self.parts.chunk).collect();
+            let jobs: Vec<Job<R>> = self.parts.jobs.by_ref().take(self.parts.chunk).collect();
             if jobs.len() < self.parts.chunk {
                 self.exhausted = true;
             }
             if jobs.is_empty() {
                 return;
             }
-            let base = self.drawn;
-            self.drawn += jobs.len();
-            let chunks = super::chunks::cut(jobs, self.parts.chunk);
-            let offsets: Vec<usize> = chunks.iter().map(|(o, _)| base + o).collect();
-            for (offset, chunk) in &chunks {
-                self.chunks.insert(base + offset, chunk.len());
-            }
+            let (base, len) = (self.drawn, jobs.len());
+            self.drawn += len;
+            self.running += len;
             let sink = Stream {
                 base,
                 tx: self.tx.clone(),
             };
+            let source = Box::new(Jobs::new(jobs));
             if !self
                 .pool
-                .send(super::manager::Chunks::Cut(chunks), Box::new(sink))
+                .send(source, Sizing::Fixed(self.parts.chunk), Box::new(sink))
             {
-                for offset in offsets {
-                    self.take_chunk(ChunkDone {
-                        offset,
-                        values: Vec::new(),
-                        failure: Some(super::closed()),
-                    });
-                }
+                self.take_chunk(ChunkDone {
+                    offset: base,
+                    len,
+                    out: None,
+                    failure: Some(super::closed()),
+                });
                 self.exhausted = true;
             }
         }
     }
 
-    /// Files a finished chunk's results by index.
+    /// Files a finished chunk's results by index: its values, the failure
+    /// that stopped it, and an error for each item it never ran.
     fn take_chunk(&mut self, done: ChunkDone) {
-        let Some(len) = self.chunks.remove(&done.offset) else {
-            return;
-        };
+        self.running -= done.len;
+        let end = done.offset + done.len;
         let mut index = done.offset;
-        let answered = done.values.len();
-        for value in done.values {
-            self.file(index, unbox(value));
-            index += 1;
-        }
-        if let Some(failure) = done.failure {
-            self.file(index, Err(failure));
-            for skipped in index + 1..done.offset + len {
-                self.file(
-                    skipped,
-                    Err(Error::Pool(format!(
-                        "item {skipped} was not run: item {index} of its chunk failed first"
-                    ))),
-                );
+        let mut failure = done.failure;
+        if let Some(out) = done.out {
+            let chunk = unbox::<R>(out, done.offset);
+            for value in chunk.values {
+                self.file(index, Ok(value));
+                index += 1;
             }
-        } else if answered < len {
-            for missing in index..done.offset + len {
-                self.file(
-                    missing,
-                    Err(Error::Pool(format!("item {missing} got no result"))),
-                );
+            failure = failure.or(chunk.failure);
+        }
+        if index < end {
+            let failure =
+                failure.unwrap_or_else(|| Error::Pool(format!("item {index} got no result")));
+            self.file(index, Err(failure));
+            for skipped in index + 1..end {
+                let why =
+                    format!("item {skipped} was not run: item {index} of its chunk failed first");
+                self.file(skipped, Err(Error::Pool(why)));
             }
         }
     }
@@ -156,7 +150,7 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
                 return Some(next);
             }
             self.top_up();
-            if self.ready.is_empty() && self.chunks.is_empty() && self.exhausted {
+            if self.ready.is_empty() && self.running == 0 && self.exhausted {
                 return None;
             }
             if !self.ready.is_empty() {

@@ -1,12 +1,14 @@
 //! A pool's manager thread: it owns the backend session, takes
-//! submissions from the pool's handle, sends their chunks to workers as
-//! room appears, and hands each finished chunk to its submission.
+//! submissions from the pool's handle, cuts each into chunks as room
+//! appears (one job of the session per chunk), and hands each finished
+//! chunk to its submission.
 //!
 //! It never waits on anything but the session and its command channel:
 //! callbacks run on their own thread, and a result is handed over with a
 //! channel send or a condition variable, so a slow consumer never stalls
 //! the workers.
 
+use super::chunks::Source;
 use super::sink::Sink;
 use super::OnWorkerDeath;
 use crate::backend::process::ProcessSession;
@@ -24,7 +26,8 @@ use std::time::Duration;
 /// submissions again while work is in flight.
 const POLL: Duration = Duration::from_millis(2);
 
-/// The work a pool runs.
+/// The work a pool runs: one job a chunk, whose output is the chunk's
+/// `ChunkOut`.
 pub(crate) type PoolJob = Job<AnyOutput>;
 
 /// The backend behind a pool.
@@ -51,52 +54,61 @@ impl Engine {
     }
 }
 
-/// A submission's work: cut into chunks (`(offset, jobs)`) already, or
-/// to be cut as it goes, by how long its chunks take (`Chunksize::Auto`).
-pub(crate) enum Chunks {
-    Cut(Vec<(usize, Vec<PoolJob>)>),
-    Auto(Vec<PoolJob>),
+/// How a submission's chunks are sized.
+pub(crate) enum Sizing {
+    /// This many jobs a chunk.
+    Fixed(usize),
+    /// From how long the last chunks took (`Chunksize::Auto`).
+    Auto,
 }
 
 /// What a pool's handle asks of its manager.
 pub(crate) enum Command {
     /// Run these jobs, reporting each chunk to the sink.
-    Submit { chunks: Chunks, sink: Box<dyn Sink> },
+    Submit {
+        source: Box<dyn Source>,
+        sizing: Sizing,
+        sink: Box<dyn Sink>,
+    },
     /// Stop the workers now; acknowledge when done.
     Terminate { grace: Duration, done: Sender<()> },
 }
 
 struct Submission {
+    source: Box<dyn Source>,
+    /// `None`: fixed-size chunks of `size`.
+    batcher: Option<Batcher>,
+    size: usize,
     sink: Box<dyn Sink>,
-    /// Chunks cut and not yet ended.
-    chunks_left: usize,
-    /// Jobs of an auto-sized submission that are not cut yet.
-    uncut: Option<Uncut>,
+    /// Chunks sent and not yet ended.
+    in_flight: usize,
 }
 
-/// The rest of an auto-sized submission, cut one chunk at a time.
-struct Uncut {
-    jobs: VecDeque<PoolJob>,
+impl Submission {
+    fn next_size(&self) -> usize {
+        match &self.batcher {
+            Some(b) => b.next_size(Some(self.source.remaining())),
+            None => self.size,
+        }
+    }
+}
+
+/// A chunk on its way: its submission, offset and length.
+struct Sent {
+    submission: u64,
     offset: usize,
-    batcher: Batcher,
-}
-
-/// A queued piece of work: a chunk, or the next chunk of an auto-sized
-/// submission.
-enum Queued {
-    Chunk(u64, usize, Vec<PoolJob>),
-    Auto(u64),
+    len: usize,
 }
 
 pub(crate) struct Manager {
     engine: Engine,
     commands: Receiver<Command>,
     on_death: OnWorkerDeath,
-    /// Work not yet sent.
-    queue: VecDeque<Queued>,
+    /// Submissions with jobs not cut yet, in turn.
+    queue: VecDeque<u64>,
     submissions: HashMap<u64, Submission>,
-    /// Chunks in flight by the batch index they were sent at.
-    in_flight: HashMap<usize, (u64, usize)>,
+    /// Chunks in flight, by the index they were sent at.
+    in_flight: HashMap<usize, Sent>,
     next_submission: u64,
     next_index: usize,
     /// Why the pool broke (`OnWorkerDeath::Break`), once it did.
@@ -153,7 +165,11 @@ impl Manager {
             }
             for command in commands {
                 match command {
-                    Command::Submit { chunks, sink } => self.submit(chunks, sink),
+                    Command::Submit {
+                        source,
+                        sizing,
+                        sink,
+                    } => self.submit(source, sizing, sink),
                     Command::Terminate { grace, done } => {
                         self.engine.terminate(grace);
                         self.fail_everything("the pool was terminated");
@@ -173,121 +189,113 @@ impl Manager {
         }
     }
 
-    fn submit(&mut self, chunks: Chunks, sink: Box<dyn Sink>) {
-        let id = self.next_submission;
-        self.next_submission += 1;
-        let (cut, uncut) = match chunks {
-            Chunks::Cut(cut) => (cut, None),
-            Chunks::Auto(jobs) if jobs.is_empty() => (Vec::new(), None),
-            Chunks::Auto(jobs) => {
-                let session = self.engine.session();
-                let uncut = Uncut {
-                    jobs: jobs.into(),
-                    offset: 0,
-                    batcher: Batcher::new(BatchSize::Auto, session.batch_target(), self.workers),
-                };
-                self.queue.push_back(Queued::Auto(id));
-                (Vec::new(), Some(uncut))
-            }
-        };
-        if cut.is_empty() && uncut.is_none() {
+    fn submit(&mut self, source: Box<dyn Source>, sizing: Sizing, sink: Box<dyn Sink>) {
+        if source.remaining() == 0 {
             sink.end();
             return;
         }
-        let chunks_left = cut.len();
-        for (offset, jobs) in cut {
-            self.queue.push_back(Queued::Chunk(id, offset, jobs));
+        if let Some(why) = &self.broken {
+            let mut sink = sink;
+            let len = source.remaining();
+            sink.chunk(0, len, None, Some(Error::Pool(why.clone())));
+            sink.end();
+            return;
         }
-        let submission = Submission {
-            sink,
-            chunks_left,
-            uncut,
-        };
-        self.submissions.insert(id, submission);
-        if let Some(why) = self.broken.clone() {
-            self.fail_queued(&why);
-        }
-    }
-
-    /// The next chunk to send: a queued one, or the next cut of an
-    /// auto-sized submission (which goes back in the queue while jobs
-    /// remain).
-    fn next_chunk(&mut self) -> Option<(u64, usize, Vec<PoolJob>)> {
-        match self.queue.pop_front()? {
-            Queued::Chunk(id, offset, jobs) => Some((id, offset, jobs)),
-            Queued::Auto(id) => {
-                let submission = self.submissions.get_mut(&id)?;
-                let uncut = submission.uncut.as_mut()?;
-                let size = uncut.batcher.next_size(Some(uncut.jobs.len()));
-                let jobs: Vec<PoolJob> = uncut.jobs.drain(..size.min(uncut.jobs.len())).collect();
-                let offset = uncut.offset;
-                uncut.offset += jobs.len();
-                submission.chunks_left += 1;
-                if uncut.jobs.is_empty() {
-                    submission.uncut = None;
-                } else {
-                    self.queue.push_back(Queued::Auto(id));
-                }
-                Some((id, offset, jobs))
+        let (batcher, size) = match sizing {
+            Sizing::Fixed(n) => (None, n.max(1)),
+            Sizing::Auto => {
+                let target = self.engine.session().batch_target();
+                (Some(Batcher::new(BatchSize::Auto, target, self.workers)), 1)
             }
-        }
+        };
+        let id = self.next_submission;
+        self.next_submission += 1;
+        self.submissions.insert(
+            id,
+            Submission {
+                source,
+                batcher,
+                size,
+                sink,
+                in_flight: 0,
+            },
+        );
+        self.queue.push_back(id);
     }
 
-    /// Sends queued chunks while the backend has room.
+    /// Cuts and sends chunks while the backend has room, taking the
+    /// submissions in turn.
     fn dispatch(&mut self) {
-        while !self.queue.is_empty() && self.engine.session().has_room() {
-            let Some((id, offset, jobs)) = self.next_chunk() else {
+        while self.engine.session().has_room() {
+            let Some(id) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(submission) = self.submissions.get_mut(&id) else {
                 continue;
             };
+            let size = submission.next_size();
+            let Some((offset, len, job)) = submission.source.next(size) else {
+                continue;
+            };
+            submission.in_flight += 1;
+            if submission.source.remaining() > 0 {
+                self.queue.push_back(id);
+            }
             let first = self.next_index;
-            self.next_index += jobs.len();
-            self.in_flight.insert(first, (id, offset));
-            if let Err(e) = self.engine.session().submit(Batch { first, items: jobs }) {
-                self.deliver(first, Vec::new(), Some(e));
+            self.next_index += 1;
+            let sent = Sent {
+                submission: id,
+                offset,
+                len,
+            };
+            self.in_flight.insert(first, sent);
+            let batch = Batch {
+                first,
+                items: vec![job],
+            };
+            if let Err(e) = self.engine.session().submit(batch) {
+                self.deliver(first, None, Some(e));
             }
         }
     }
 
     /// Hands a finished chunk to its submission; ends the submission with
     /// its last chunk.
-    fn deliver(&mut self, first: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
-        let Some((id, offset)) = self.in_flight.remove(&first) else {
+    fn deliver(&mut self, first: usize, out: Option<AnyOutput>, failure: Option<Error>) {
+        let Some(sent) = self.in_flight.remove(&first) else {
             return;
         };
-        // Errors name the item's place in its own submission.
-        let failure = failure.map(|e| e.reindex(|i| i.saturating_sub(first) + offset));
-        self.chunk_of(id, offset, values, failure);
-    }
-
-    fn chunk_of(&mut self, id: u64, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
-        let Some(submission) = self.submissions.get_mut(&id) else {
+        let Some(submission) = self.submissions.get_mut(&sent.submission) else {
             return;
         };
-        submission.sink.chunk(offset, values, failure);
-        submission.chunks_left -= 1;
-        if submission.chunks_left == 0 && submission.uncut.is_none() {
-            let done = self.submissions.remove(&id).expect("looked up");
+        // A failure of the chunk as a whole names its first item.
+        let failure = failure.map(|e| e.reindex(|_| sent.offset));
+        submission.sink.chunk(sent.offset, sent.len, out, failure);
+        submission.in_flight -= 1;
+        if submission.in_flight == 0 && submission.source.remaining() == 0 {
+            let done = self
+                .submissions
+                .remove(&sent.submission)
+                .expect("looked up");
             done.sink.end();
         }
     }
 
-    fn finished(&mut self, done: Finished<AnyOutput>) {
+    fn finished(&mut self, mut done: Finished<AnyOutput>) {
         let died = match &done.failure {
             Some(Error::WorkerDied {
                 pid, status, task, ..
             }) => Some(format!("worker {pid} running `{task}` {status}")),
             _ => None,
         };
-        // An auto-sized submission learns how long its jobs take.
-        if let Some(uncut) = self
-            .in_flight
-            .get(&done.first)
-            .and_then(|(id, _)| self.submissions.get_mut(id))
-            .and_then(|s| s.uncut.as_mut())
-        {
-            uncut.batcher.record(done.jobs, done.elapsed);
+        // An auto-sized submission learns how long its items take.
+        if let Some(sent) = self.in_flight.get(&done.first) {
+            let submission = self.submissions.get_mut(&sent.submission);
+            if let Some(batcher) = submission.and_then(|s| s.batcher.as_mut()) {
+                batcher.record(sent.len, done.elapsed);
+            }
         }
-        self.deliver(done.first, done.values, done.failure);
+        self.deliver(done.first, done.values.pop(), done.failure);
         if let (Some(why), OnWorkerDeath::Break) = (died, self.on_death) {
             let why = format!("the pool is broken: {why}; it runs nothing more");
             self.engine.session().cancel();
@@ -303,34 +311,24 @@ impl Manager {
         let chunks: Vec<usize> = self.in_flight.keys().copied().collect();
         for index in chunks {
             let e = first.take().unwrap_or_else(|| Error::Pool(why.clone()));
-            self.deliver(index, Vec::new(), Some(e));
+            self.deliver(index, None, Some(e));
         }
     }
 
-    fn fail_queued(&mut self, why: &str) {
-        for queued in std::mem::take(&mut self.queue) {
-            let (id, offset) = match queued {
-                Queued::Chunk(id, offset, _) => (id, offset),
-                Queued::Auto(id) => {
-                    // What is not cut yet fails as one chunk.
-                    let Some(uncut) = self.submissions.get_mut(&id).and_then(|s| {
-                        s.chunks_left += 1;
-                        s.uncut.take()
-                    }) else {
-                        continue;
-                    };
-                    (id, uncut.offset)
-                }
-            };
-            self.chunk_of(id, offset, Vec::new(), Some(Error::Pool(why.to_string())));
-        }
-    }
-
+    /// Fails every chunk in flight, and what is not cut yet as one chunk
+    /// of each submission.
     fn fail_everything(&mut self, why: &str) {
         let chunks: Vec<usize> = self.in_flight.keys().copied().collect();
         for index in chunks {
-            self.deliver(index, Vec::new(), Some(Error::Pool(why.to_string())));
+            self.deliver(index, None, Some(Error::Pool(why.to_string())));
         }
-        self.fail_queued(why);
+        self.queue.clear();
+        for (_, mut submission) in self.submissions.drain() {
+            while let Some((offset, len, _)) = submission.source.next(usize::MAX) {
+                let e = Error::Pool(why.to_string());
+                submission.sink.chunk(offset, len, None, Some(e));
+            }
+            submission.sink.end();
+        }
     }
 }

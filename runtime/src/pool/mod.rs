@@ -40,7 +40,8 @@ use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
 use crate::error::{Error, Result};
 use crate::task::Job;
-use manager::{Chunks, Command, Engine, Manager, PoolJob};
+use chunks::Jobs;
+use manager::{Command, Engine, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
 use std::sync::mpsc::{self, Sender};
@@ -55,32 +56,24 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 /// functions: `multiprocessing.Pool` and concurrent.futures'
 /// `ProcessPoolExecutor`, in Rust's terms.
 ///
-/// ```no_run
-/// use parjob::prelude::*;
-/// use parjob::pool::Pool;
+/// Its tasks are `#[parallel(backend = "process")]` functions, passed as
+/// `f::delayed` (see the README: `pool.map(square::delayed, 0..10)`).
+/// On the thread backend, jobs may also be closures:
 ///
-/// #[parallel(backend = "process")]
-/// fn square(x: u64) -> u64 {
-///     x * x
-/// }
+/// ```
+/// use parjob_runtime::pool::Pool;
+/// use parjob_runtime::{Backend, Job};
 ///
-/// #[parallel(backend = "process")]
-/// fn add(a: u64, b: u64) -> u64 {
-///     a + b
-/// }
-///
-/// #[parjob::main]
-/// fn main() -> parjob::Result<()> {
-///     let pool = Pool::new(4)?;
-///     assert_eq!(pool.map(square::delayed, 0..10)?[3], 9);
-///     assert_eq!(pool.starmap(add::delayed, [(1, 2), (3, 4)])?, [3, 7]);
-///     let later = pool.apply_async(square::delayed(12));
-///     assert_eq!(later.get()?, 144);
-///     for x in pool.imap(square::delayed, 0..5) {
-///         println!("{}", x?);
-///     }
-///     Ok(())
-/// }
+/// let pool = Pool::builder().processes(2).backend(Backend::Thread).build()?;
+/// let squares = pool.map(|x: u64| Job::new(move || x * x), 0..10)?;
+/// assert_eq!(squares[3], 9);
+/// let later = pool.apply_async(Job::new(|| 6 * 7));
+/// assert_eq!(later.get()?, 42);
+/// let firsts: Vec<u64> = pool
+///     .imap(|x: u64| Job::new(move || x + 1), 0..3)
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(firsts, [1, 2, 3]);
+/// # Ok::<(), parjob_runtime::Error>(())
 /// ```
 pub struct Pool {
     commands: Mutex<Option<Sender<Command>>>,
@@ -149,9 +142,20 @@ impl Pool {
     }
 
     /// Sends chunks to the manager; false when the pool is closed.
-    pub(super) fn send(&self, chunks: Chunks, sink: Box<dyn sink::Sink>) -> bool {
+    pub(super) fn send(
+        &self,
+        source: Box<dyn chunks::Source>,
+        sizing: Sizing,
+        sink: Box<dyn sink::Sink>,
+    ) -> bool {
         match lock(&self.commands).as_ref() {
-            Some(tx) => tx.send(Command::Submit { chunks, sink }).is_ok(),
+            Some(tx) => tx
+                .send(Command::Submit {
+                    source,
+                    sizing,
+                    sink,
+                })
+                .is_ok(),
             None => false,
         }
     }
@@ -174,16 +178,13 @@ impl Pool {
             self.callback_sender()
         });
         let len = jobs.len();
-        let erased: Vec<PoolJob> = jobs.into_iter().map(Job::erase).collect();
         let sink = Collect::new(len, finish, Arc::clone(&slot), tx.flatten());
-        let chunks = match chunksize {
-            Chunksize::Auto => Chunks::Auto(erased),
-            Chunksize::Default => {
-                Chunks::Cut(chunks::cut(erased, cpython_chunksize(len, self.processes)))
-            }
-            Chunksize::Fixed(n) => Chunks::Cut(chunks::cut(erased, n)),
+        let sizing = match chunksize {
+            Chunksize::Auto => Sizing::Auto,
+            Chunksize::Default => Sizing::Fixed(cpython_chunksize(len, self.processes)),
+            Chunksize::Fixed(n) => Sizing::Fixed(n),
         };
-        if !self.send(chunks, Box::new(sink)) {
+        if !self.send(Box::new(Jobs::new(jobs)), sizing, Box::new(sink)) {
             slot.set(Err(closed()));
         }
         AsyncResult::new(slot)

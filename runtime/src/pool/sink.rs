@@ -4,7 +4,8 @@
 //! of chunks for `imap` ([`Stream`]).
 
 use super::result::Slot;
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::task::chunk::ChunkOut;
 use crate::task::AnyOutput;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -14,19 +15,26 @@ pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
 /// A submission as the manager thread sees it.
 pub(crate) trait Sink: Send {
-    /// The chunk at `offset` ended: its first values, in order, and the
-    /// failure of the job after them, if one failed.
-    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>);
+    /// The chunk of `len` items at `offset` ended: its output (a boxed `ChunkOut` of the
+    /// submission's result type), or the failure that ended it as a whole.
+    fn chunk(&mut self, offset: usize, len: usize, out: Option<AnyOutput>, failure: Option<Error>);
     /// Every chunk has ended.
     fn end(self: Box<Self>);
 }
 
-/// Unboxes a result of the type its task returns.
-pub(crate) fn unbox<R: 'static>(value: AnyOutput) -> Result<R> {
-    value
-        .downcast::<R>()
-        .map(|v| *v)
-        .map_err(|_| Error::Pool("a result of another type than its task's".into()))
+/// Unboxes a chunk's output, with its failure's index moved to the
+/// submission's (`offset` + its index in the chunk).
+pub(crate) fn unbox<R: 'static>(out: AnyOutput, offset: usize) -> ChunkOut<R> {
+    match out.downcast::<ChunkOut<R>>() {
+        Ok(chunk) => ChunkOut {
+            values: chunk.values,
+            failure: chunk.failure.map(|e| e.reindex(|i| offset + i)),
+        },
+        Err(_) => ChunkOut {
+            values: Vec::new(),
+            failure: Some(Error::Pool("a chunk of another result type".into())),
+        },
+    }
 }
 
 /// Collects a submission's values into one result: the first error in
@@ -59,13 +67,22 @@ impl<R, T> Collect<R, T> {
 }
 
 impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
-    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
-        for (k, value) in values.into_iter().enumerate() {
-            match unbox(value) {
-                Ok(v) => self.values[offset + k] = Some(v),
-                Err(e) => {
-                    self.error.get_or_insert(e);
+    fn chunk(
+        &mut self,
+        offset: usize,
+        _len: usize,
+        out: Option<AnyOutput>,
+        failure: Option<Error>,
+    ) {
+        if let Some(out) = out {
+            let chunk = unbox::<R>(out, offset);
+            for (k, value) in chunk.values.into_iter().enumerate() {
+                if let Some(slot) = self.values.get_mut(offset + k) {
+                    *slot = Some(value);
                 }
+            }
+            if let Some(e) = chunk.failure {
+                self.error.get_or_insert(e);
             }
         }
         if let Some(e) = failure {
@@ -103,10 +120,11 @@ impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
     }
 }
 
-/// One chunk's results, for an `imap` iterator.
+/// One chunk's output, for an `imap` iterator.
 pub(crate) struct ChunkDone {
     pub(crate) offset: usize,
-    pub(crate) values: Vec<AnyOutput>,
+    pub(crate) len: usize,
+    pub(crate) out: Option<AnyOutput>,
     pub(crate) failure: Option<Error>,
 }
 
@@ -117,12 +135,13 @@ pub(crate) struct Stream {
 }
 
 impl Sink for Stream {
-    fn chunk(&mut self, offset: usize, values: Vec<AnyOutput>, failure: Option<Error>) {
+    fn chunk(&mut self, offset: usize, len: usize, out: Option<AnyOutput>, failure: Option<Error>) {
         // An iterator dropped early no longer listens: fine.
         let _ = self.tx.send(ChunkDone {
             offset: self.base + offset,
-            values,
-            failure,
+            len,
+            out,
+            failure: failure.map(|e| e.reindex(|i| self.base + i)),
         });
     }
 

@@ -11,6 +11,7 @@
 //! registry ([`registry()`]) maps names to entries the wire layer builds.
 
 mod args;
+pub(crate) mod chunk;
 mod registry;
 
 pub use args::{ArgOwned, CallItem, FromItem, IntoOwnedArg, IntoSliceArg};
@@ -84,6 +85,10 @@ pub struct SerdeFns<T> {
     pub decode: fn(&[u8]) -> Result<T, CodecError>,
     /// Decodes a value from a reader (a result frame, straight from the pipe).
     pub read: fn(&mut dyn std::io::Read) -> Result<T, CodecError>,
+    /// Appends a value's encoding to a buffer (the items of a pool's chunk).
+    pub append: fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
+    /// Decodes a value from the front of a buffer, moving past it.
+    pub take: fn(&mut &[u8]) -> Result<T, CodecError>,
 }
 
 /// One call waiting to run: joblib's `delayed(f)(args)`.
@@ -94,32 +99,22 @@ pub struct Job<R> {
     task: &'static str,
     body: Box<dyn Body<R>>,
     decode: Option<Decoder<R>>,
-    /// The decoder of the result boxed as `Any`, for [`Job::erase`].
-    decode_any: Option<Decoder<AnyOutput>>,
+    /// Makes one chunk job of many jobs of this task (`chunk.rs`).
+    chunker: Option<Chunker<R>>,
+    /// Whether this is a chunk: its arguments are many calls' (a worker
+    /// answers it with one frame).
+    chunked: bool,
+    /// How many calls it makes.
+    items: usize,
     declared: fn() -> Declared,
 }
+
+/// Makes one chunk job of many jobs of one task.
+type Chunker<R> = fn(Vec<Job<R>>) -> Job<AnyOutput>;
 
 /// A result with its type erased, as a pool that runs jobs of many result
 /// types carries them.
 pub(crate) type AnyOutput = Box<dyn std::any::Any + Send>;
-
-/// Decodes task `T`'s result and boxes it.
-fn decode_any<T: Task>(r: &mut dyn std::io::Read) -> Result<AnyOutput, CodecError> {
-    let codecs = T::codecs().ok_or_else(|| CodecError("not a process task".into()))?;
-    (codecs.output.read)(r).map(|v| Box::new(v) as AnyOutput)
-}
-
-/// A job's body with its result boxed as `Any`.
-struct Erased<R>(Box<dyn Body<R>>);
-
-impl<R: Send + 'static> Body<AnyOutput> for Erased<R> {
-    fn run(self: Box<Self>) -> AnyOutput {
-        Box::new(self.0.run())
-    }
-    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
-        self.0.encode_args()
-    }
-}
 
 /// A task's own options, as a run sees them at the task level of the
 /// precedence rule, and whether its calls can cross a process boundary.
@@ -149,19 +144,29 @@ pub struct Declared {
     pub crosses: bool,
 }
 
-trait Body<R>: Send {
+trait Body<R>: Send + 'static {
     fn run(self: Box<Self>) -> R;
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
+    /// The body itself, to see which call it is.
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The body itself, to take a call's arguments out (`chunk.rs`).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
 }
 
 struct Closure<F>(F);
 
-impl<R, F: FnOnce() -> R + Send> Body<R> for Closure<F> {
+impl<R, F: FnOnce() -> R + Send + 'static> Body<R> for Closure<F> {
     fn run(self: Box<Self>) -> R {
         (self.0)()
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         None
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 
@@ -171,6 +176,12 @@ impl<T: Task> Body<T::Output> for Call<T> {
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         Work::encode_args(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 
@@ -191,7 +202,9 @@ impl<R: Send + 'static> Job<R> {
             task: "closure",
             body: Box::new(Closure(f)),
             decode: None,
-            decode_any: None,
+            chunker: None,
+            chunked: false,
+            items: 1,
             declared: closure_declared,
         }
     }
@@ -203,20 +216,10 @@ impl<R: Send + 'static> Job<R> {
             task: T::NAME,
             body: Box::new(Call::<T>(args)),
             decode: T::codecs().map(|c| c.output.read),
-            decode_any: T::codecs().map(|_| decode_any::<T> as Decoder<AnyOutput>),
+            chunker: Some(chunk::chunker_of::<T>()),
+            chunked: false,
+            items: 1,
             declared: declared::<T>,
-        }
-    }
-
-    /// The same job with its result boxed as `Any`, so jobs of several
-    /// result types can share one session.
-    pub(crate) fn erase(self) -> Job<AnyOutput> {
-        Job {
-            task: self.task,
-            body: Box::new(Erased(self.body)),
-            decode: self.decode_any,
-            decode_any: self.decode_any,
-            declared: self.declared,
         }
     }
 
@@ -250,6 +253,14 @@ pub trait Work: Send + 'static {
     fn decoder(&self) -> Option<Decoder<Self::Output>>;
     /// The task's own options (the task level of the precedence rule).
     fn declared(&self) -> Declared;
+    /// Whether it is a pool's chunk, whose arguments are many calls'.
+    fn chunked(&self) -> bool {
+        false
+    }
+    /// How many calls it makes.
+    fn items(&self) -> usize {
+        1
+    }
 }
 
 impl<R: Send + 'static> Work for Job<R> {
@@ -268,6 +279,12 @@ impl<R: Send + 'static> Work for Job<R> {
     }
     fn declared(&self) -> Declared {
         (self.declared)()
+    }
+    fn chunked(&self) -> bool {
+        self.chunked
+    }
+    fn items(&self) -> usize {
+        self.items
     }
 }
 

@@ -19,6 +19,9 @@ pub(crate) type Invoke = fn(u64, &[u8], &mut dyn std::io::Write) -> std::io::Res
 pub struct TaskEntry {
     pub(crate) name: &'static str,
     pub(crate) invoke: Invoke,
+    /// Runs a pool's chunk: many calls' arguments in one buffer, answered
+    /// by one value frame (`chunk.rs`).
+    pub(crate) invoke_chunk: Invoke,
     pub(crate) signature: fn() -> &'static str,
 }
 
@@ -34,6 +37,17 @@ impl TaskEntry {
         out: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
         (self.invoke)(batch, args, out)
+    }
+
+    /// Runs a chunk of calls and writes their values (and the failure that
+    /// stopped it) as one frame of batch `batch`.
+    pub(crate) fn invoke_chunk(
+        &self,
+        batch: u64,
+        args: &[u8],
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        (self.invoke_chunk)(batch, args, out)
     }
 }
 

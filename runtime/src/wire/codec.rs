@@ -40,6 +40,25 @@ pub(crate) fn encode_to_writer<T: Serialize + ?Sized>(
         .map_err(|e| CodecError(e.to_string()))
 }
 
+/// Appends `value`'s encoding to `out` (no buffer of its own).
+pub(crate) fn encode_append<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decodes one `T` from the front of `bytes` and moves `bytes` past it,
+/// with the same size limit.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &mut &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError(e.to_string()))?;
+    *bytes = &bytes[used..];
+    Ok(value)
+}
+
 struct Count(usize);
 
 impl std::io::Write for Count {

@@ -84,6 +84,9 @@ pub enum ToWorker {
         /// The run's `max_nbytes`: a result of numbers over it returns
         /// through shared memory.
         max_nbytes: Option<u64>,
+        /// A pool's chunk: `args` holds one entry, every call's arguments
+        /// in one buffer, answered by one value frame.
+        chunked: bool,
     },
     /// Run a pool's initializer once, before any batch. The answer is a
     /// `Done` of batch 0, or the `JobFailure` of batch 0 that says why it
@@ -307,6 +310,20 @@ pub(crate) fn write_value<T: Serialize + ?Sized>(
         )));
     }
     Ok(())
+}
+
+/// Writes one value frame of batch `batch` whose body is `body`, already
+/// encoded (a chunk's answer); one over the frame limit is a failure.
+pub(crate) fn write_raw_value(w: &mut dyn Write, batch: u64, body: &[u8]) -> io::Result<()> {
+    let len = body.len() as u64;
+    if len + VALUE_HEAD > MAX_FRAME {
+        let why = format!("a chunk's results are {len} bytes, over the {MAX_FRAME}-byte frame limit: use a smaller chunksize");
+        return write_failure(w, batch, &JobFailure::EncodeResult(why));
+    }
+    w.write_all(&(len + VALUE_HEAD).to_le_bytes())?;
+    w.write_all(&[KIND_VALUE])?;
+    w.write_all(&batch.to_le_bytes())?;
+    w.write_all(body)
 }
 
 /// The batch a worker frame's payload ends, if it is a `Done` frame.
@@ -555,6 +572,7 @@ mod tests {
             seq: 100,
             args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
             max_nbytes: Some(1 << 20),
+            chunked: false,
         };
         let wire = encode_frame(&msg).unwrap();
         let mut r = &wire[..];
@@ -590,6 +608,7 @@ mod tests {
             seq: 0,
             args: vec![Bytes(vec![0; 100])],
             max_nbytes: None,
+            chunked: false,
         })
         .unwrap();
         let torn = &frame[..frame.len() - 10];

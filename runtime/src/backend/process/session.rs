@@ -39,6 +39,8 @@ pub(super) struct InFlight<R> {
     /// The shared-memory segments its arguments reference, and the output
     /// chunks they lend, held until the batch is answered.
     pub(super) shared: Collected,
+    /// How many calls it makes (a pool's chunk is one job of many calls).
+    pub(super) items: usize,
 }
 
 /// One run's use of a process pool.
@@ -116,7 +118,7 @@ impl<W: Work> ProcessSession<W> {
         let w = &mut self.pool.workers[pos];
         w.queue.pop_front();
         w.batches_done += 1;
-        w.items_done += batch.len;
+        w.items_done += batch.items;
         if forget && w.queue.is_empty() {
             forget_segments(w);
         }
@@ -143,6 +145,8 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             return Ok(());
         };
         let task = head.task();
+        let chunked = head.chunked();
+        let items = batch.items.iter().map(Work::items).sum();
         let Some(decode) = head.decoder() else {
             // Work that cannot cross a process boundary never runs silently
             // in the parent: the run fails, saying how to fix it.
@@ -172,6 +176,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             seq: first as u64,
             args,
             max_nbytes: self.max_nbytes,
+            chunked,
         };
         let frame = match wire::encode_frame(&msg) {
             Ok(frame) => Arc::new(frame),
@@ -205,6 +210,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 frame,
                 resent: false,
                 shared,
+                items,
             },
         );
         Ok(())

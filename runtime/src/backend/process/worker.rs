@@ -251,16 +251,17 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     log::install(output);
     let tasks = registry();
     while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
-        let (id, task, seq, args) = match wire::decode_message(&frame).map_err(io)? {
+        let (id, task, seq, args, chunked) = match wire::decode_message(&frame).map_err(io)? {
             ToWorker::Run {
                 id,
                 task,
                 seq,
                 args,
                 max_nbytes,
+                chunked,
             } => {
                 crate::shm::set_result_threshold(max_nbytes);
-                (id, task, seq, args)
+                (id, task, seq, args, chunked)
             }
             ToWorker::Forget { segments } => {
                 crate::shm::worker_forget(&segments);
@@ -280,6 +281,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
             // The frame's writer takes the pipe's lock only when the
             // task has returned and its answer is written.
             let written = match entry {
+                Some(entry) if chunked => entry.invoke_chunk(id, &arg.0, &mut output.frame()),
                 Some(entry) => entry.invoke(id, &arg.0, &mut output.frame()),
                 None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
             };

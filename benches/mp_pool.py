@@ -2,13 +2,17 @@
 
 python3 benches/mp_queue.py
 
-1. multiprocessing.Queue, 1 producer (this process) -> 1 consumer
+1. Pool(2).map of 100,000 tiny tasks, default chunksize: per task.
+2. Pool(2).apply_async(...).get() one at a time: the round trip.
+3. multiprocessing.Queue, 1 producer (this process) -> 1 consumer
    process, 64-byte items (bytes objects), best of 3.
-2. multiprocessing.Lock acquire+release, uncontended, best of 3.
+4. multiprocessing.Lock acquire+release, uncontended, best of 3.
 """
 import multiprocessing as mp
 import time
 
+TINY = 100_000
+ROUND_TRIPS = 2_000
 ITEMS = 200_000
 LOCKS = 1_000_000
 
@@ -18,6 +22,28 @@ def consume(q, n, out):
     for _ in range(n):
         total += q.get()[0]
     out.put(total)
+
+
+def square(x):
+    return x * x
+
+
+def pool_costs():
+    with mp.Pool(2) as pool:
+        pool.map(square, range(100))  # workers up
+        best_map = best_trip = None
+        for _ in range(3):
+            t = time.perf_counter()
+            out = pool.map(square, range(TINY))
+            d = time.perf_counter() - t
+            assert out[-1] == (TINY - 1) ** 2
+            best_map = d if best_map is None else min(best_map, d)
+            t = time.perf_counter()
+            for x in range(ROUND_TRIPS):
+                assert pool.apply_async(square, (x,)).get() == x * x
+            d = time.perf_counter() - t
+            best_trip = d if best_trip is None else min(best_trip, d)
+    return best_map / TINY * 1e6, best_trip / ROUND_TRIPS * 1e6
 
 
 def queue_rate():
@@ -51,5 +77,8 @@ def lock_cost():
 
 
 if __name__ == "__main__":
+    per_task, trip = pool_costs()
+    print(f"Pool(2).map, 100,000 tiny tasks, default chunksize: {per_task:.3f} us/task")
+    print(f"Pool(2).apply_async round trip, one at a time: {trip:.1f} us")
     print(f"multiprocessing.Queue, 1 -> 1 process, 64-byte items: {queue_rate() / 1e6:.3f}M items/s")
     print(f"multiprocessing.Lock acquire+release, uncontended: {lock_cost():.1f} ns")
