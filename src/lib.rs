@@ -221,7 +221,7 @@ pub use parjob_runtime::persist::{
 /// `apply_async` and callbacks, on worker processes that a dead worker
 /// does not hang.
 pub use parjob_runtime::pool;
-pub use parjob_runtime::pool::Pool;
+pub use parjob_runtime::pool::{Executor, Pool, Process};
 /// Lists and maps shared by threads and worker processes (Python's
 /// `Manager().list()` and `.dict()`).
 pub use parjob_runtime::shared;

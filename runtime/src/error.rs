@@ -185,6 +185,12 @@ pub enum Error {
     /// out of time. The message says which.
     #[error("{0}")]
     Pool(String),
+
+    /// The submission was cancelled before it started
+    /// ([`Future::cancel`](crate::pool::Future::cancel), or a shutdown
+    /// that cancels pending work).
+    #[error("cancelled before it started")]
+    Cancelled,
 }
 
 fn while_doing(context: &str) -> String {

@@ -83,9 +83,10 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
                 tx: self.tx.clone(),
             };
             let source = Box::new(Jobs::new(jobs));
-            if !self
+            if self
                 .pool
                 .send(source, Sizing::Fixed(self.parts.chunk), Box::new(sink))
+                .is_none()
             {
                 self.take_chunk(ChunkDone {
                     offset: base,

@@ -66,10 +66,21 @@ pub(crate) enum Sizing {
 pub(crate) enum Command {
     /// Run these jobs, reporting each chunk to the sink.
     Submit {
+        /// Its ticket, for [`Command::Cancel`].
+        id: u64,
         source: Box<dyn Source>,
         sizing: Sizing,
         sink: Box<dyn Sink>,
     },
+    /// Drop submission `id` if none of it has been sent yet; the reply
+    /// says whether it was (its result is then `Error::Cancelled`).
+    Cancel { id: u64, reply: Sender<bool> },
+    /// Drop every submission none of which has been sent yet.
+    CancelPending,
+    /// Take no more submissions; end once what was submitted has run.
+    /// (Futures keep senders for `Cancel`, so the channel's end cannot
+    /// say it.)
+    Close,
     /// Stop the workers now; acknowledge when done.
     Terminate { grace: Duration, done: Sender<()> },
 }
@@ -82,6 +93,8 @@ struct Submission {
     sink: Box<dyn Sink>,
     /// Chunks sent and not yet ended.
     in_flight: usize,
+    /// Chunks sent so far.
+    sent: usize,
 }
 
 impl Submission {
@@ -109,7 +122,6 @@ pub(crate) struct Manager {
     submissions: HashMap<u64, Submission>,
     /// Chunks in flight, by the index they were sent at.
     in_flight: HashMap<usize, Sent>,
-    next_submission: u64,
     next_index: usize,
     /// Why the pool broke (`OnWorkerDeath::Break`), once it did.
     broken: Option<String>,
@@ -131,7 +143,6 @@ impl Manager {
             queue: VecDeque::new(),
             submissions: HashMap::new(),
             in_flight: HashMap::new(),
-            next_submission: 0,
             next_index: 0,
             broken: None,
             workers,
@@ -166,10 +177,21 @@ impl Manager {
             for command in commands {
                 match command {
                     Command::Submit {
+                        id,
                         source,
                         sizing,
                         sink,
-                    } => self.submit(source, sizing, sink),
+                    } => self.submit(id, source, sizing, sink),
+                    Command::Cancel { id, reply } => {
+                        let _ = reply.send(self.cancel(id));
+                    }
+                    Command::Close => open = false,
+                    Command::CancelPending => {
+                        let ids: Vec<u64> = self.submissions.keys().copied().collect();
+                        for id in ids {
+                            self.cancel(id);
+                        }
+                    }
                     Command::Terminate { grace, done } => {
                         self.engine.terminate(grace);
                         self.fail_everything("the pool was terminated");
@@ -189,7 +211,21 @@ impl Manager {
         }
     }
 
-    fn submit(&mut self, source: Box<dyn Source>, sizing: Sizing, sink: Box<dyn Sink>) {
+    /// Drops submission `id` if nothing of it was sent: true when it was.
+    fn cancel(&mut self, id: u64) -> bool {
+        let unsent = self.submissions.get(&id).is_some_and(|s| s.sent == 0);
+        if !unsent {
+            return false;
+        }
+        let mut submission = self.submissions.remove(&id).expect("looked up");
+        self.queue.retain(|&q| q != id);
+        let len = submission.source.remaining();
+        submission.sink.chunk(0, len, None, Some(Error::Cancelled));
+        submission.sink.end();
+        true
+    }
+
+    fn submit(&mut self, id: u64, source: Box<dyn Source>, sizing: Sizing, sink: Box<dyn Sink>) {
         if source.remaining() == 0 {
             sink.end();
             return;
@@ -208,8 +244,6 @@ impl Manager {
                 (Some(Batcher::new(BatchSize::Auto, target, self.workers)), 1)
             }
         };
-        let id = self.next_submission;
-        self.next_submission += 1;
         self.submissions.insert(
             id,
             Submission {
@@ -218,6 +252,7 @@ impl Manager {
                 size,
                 sink,
                 in_flight: 0,
+                sent: 0,
             },
         );
         self.queue.push_back(id);
@@ -238,6 +273,7 @@ impl Manager {
                 continue;
             };
             submission.in_flight += 1;
+            submission.sent += 1;
             if submission.source.remaining() > 0 {
                 self.queue.push_back(id);
             }

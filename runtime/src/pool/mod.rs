@@ -23,8 +23,10 @@
 mod builder;
 mod calls;
 mod chunks;
+mod executor;
 mod imap;
 mod manager;
+mod process;
 mod result;
 mod sink;
 mod tasks;
@@ -32,7 +34,9 @@ mod tasks;
 pub use builder::{OnWorkerDeath, PoolBuilder};
 pub use calls::Calls;
 pub use chunks::{cpython_chunksize, Chunksize};
+pub use executor::{as_completed, wait, Executor, Future, ReturnWhen, Timed};
 pub use imap::Imap;
+pub use process::Process;
 pub use result::AsyncResult;
 pub use tasks::{IntoJob, MapTask, StarTask};
 
@@ -44,6 +48,7 @@ use chunks::Jobs;
 use manager::{Command, Engine, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -76,13 +81,17 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 /// # Ok::<(), parjob_runtime::Error>(())
 /// ```
 pub struct Pool {
+    /// Submissions; `None` once the pool is closed.
     commands: Mutex<Option<Sender<Command>>>,
+    /// Cancels, close and terminate, which work after close too.
+    control: Sender<Command>,
     manager: Mutex<Option<JoinHandle<()>>>,
     callbacks: Mutex<Option<Sender<Callback>>>,
     callback_thread: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
     chunksize: Chunksize,
     terminate_on_drop: bool,
+    next_ticket: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +135,7 @@ impl Pool {
             .spawn(move || callback_rx.into_iter().for_each(|c| c()))
             .expect("the pool's callback thread starts");
         Pool {
+            control: commands.clone(),
             commands: Mutex::new(Some(commands)),
             manager: Mutex::new(Some(manager)),
             callbacks: Mutex::new(Some(callbacks)),
@@ -133,6 +143,7 @@ impl Pool {
             processes,
             chunksize: settings.chunksize,
             terminate_on_drop: settings.terminate_on_drop,
+            next_ticket: AtomicU64::new(0),
         }
     }
 
@@ -142,22 +153,33 @@ impl Pool {
     }
 
     /// Sends chunks to the manager; false when the pool is closed.
+    /// Sends a submission to the manager: its ticket, or `None` when the
+    /// pool is closed.
     pub(super) fn send(
         &self,
         source: Box<dyn chunks::Source>,
         sizing: Sizing,
         sink: Box<dyn sink::Sink>,
-    ) -> bool {
-        match lock(&self.commands).as_ref() {
-            Some(tx) => tx
-                .send(Command::Submit {
-                    source,
-                    sizing,
-                    sink,
-                })
-                .is_ok(),
-            None => false,
-        }
+    ) -> Option<u64> {
+        let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Submit {
+            id,
+            source,
+            sizing,
+            sink,
+        };
+        let sent = lock(&self.commands).as_ref()?.send(command).is_ok();
+        sent.then_some(id)
+    }
+
+    /// A sender of control commands (cancels) to the manager.
+    pub(super) fn command_sender(&self) -> Option<Sender<Command>> {
+        Some(self.control.clone())
+    }
+
+    /// Sends a control command to the manager; false once it has ended.
+    pub(super) fn command(&self, command: Command) -> bool {
+        self.control.send(command).is_ok()
     }
 
     fn callback_sender(&self) -> Option<Sender<Callback>> {
@@ -172,6 +194,19 @@ impl Pool {
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
     ) -> AsyncResult<T> {
+        self.submit_jobs(jobs, chunksize, finish, callback).0
+    }
+
+    /// Submits `jobs` cut by `chunksize`, collected by `finish`; with a
+    /// callback, the result is set on the callback thread, which runs it
+    /// (and any added later). Returns the result and its ticket.
+    pub(super) fn submit_jobs<R: Send + 'static, T: Send + 'static>(
+        &self,
+        jobs: Vec<Job<R>>,
+        chunksize: Chunksize,
+        finish: fn(Vec<R>) -> T,
+        callback: Option<OnDone<T>>,
+    ) -> (AsyncResult<T>, Option<u64>) {
         let slot = Slot::new();
         let tx = callback.map(|callback| {
             slot.on_done(callback);
@@ -184,10 +219,11 @@ impl Pool {
             Chunksize::Default => Sizing::Fixed(cpython_chunksize(len, self.processes)),
             Chunksize::Fixed(n) => Sizing::Fixed(n),
         };
-        if !self.send(Box::new(Jobs::new(jobs)), sizing, Box::new(sink)) {
+        let ticket = self.send(Box::new(Jobs::new(jobs)), sizing, Box::new(sink));
+        if ticket.is_none() {
             slot.set(Err(closed()));
         }
-        AsyncResult::new(slot)
+        (AsyncResult::new(slot), ticket)
     }
 
     /// Runs `job` in a worker and waits for its result (`apply`).
@@ -292,7 +328,9 @@ impl Pool {
 
     /// Refuses new work; what was submitted still runs (`close`).
     pub fn close(&self) {
-        lock(&self.commands).take();
+        if lock(&self.commands).take().is_some() {
+            let _ = self.control.send(Command::Close);
+        }
     }
 
     /// Waits for every submission to end and the workers to exit, after
@@ -321,14 +359,13 @@ impl Pool {
     /// half a second later. Everything pending fails with `Error::Pool`.
     pub fn terminate(&self) {
         let (done, ack) = mpsc::channel();
-        let sent = lock(&self.commands).take().is_some_and(|tx| {
-            tx.send(Command::Terminate {
-                grace: TERMINATE_GRACE,
-                done,
-            })
-            .is_ok()
-        });
-        if sent {
+        lock(&self.commands).take();
+        let terminate = Command::Terminate {
+            grace: TERMINATE_GRACE,
+            done,
+        };
+        // A manager that has ended already drops the command.
+        if self.control.send(terminate).is_ok() {
             let _ = ack.recv();
         }
         let _ = self.join();

@@ -105,6 +105,11 @@ impl<T> Slot<T> {
         true
     }
 
+    /// Whether it ended as cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        matches!(self.lock().value, Some(Err(Error::Cancelled)))
+    }
+
     fn take(&self) -> Result<T> {
         self.lock()
             .value
@@ -137,6 +142,11 @@ pub struct AsyncResult<T> {
 impl<T> AsyncResult<T> {
     pub(crate) fn new(slot: Arc<Slot<T>>) -> Self {
         AsyncResult { slot }
+    }
+
+    /// The slot it reads.
+    pub(crate) fn slot(&self) -> &Arc<Slot<T>> {
+        &self.slot
     }
 
     /// Waits for the result and returns it: the value, or the error of the

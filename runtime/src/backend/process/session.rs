@@ -315,6 +315,34 @@ fn forget_segments(w: &mut Worker) {
 }
 
 impl<W: Work> ProcessSession<W> {
+    /// Whether worker `pid` of this session has exited (it may not be
+    /// reaped yet).
+    pub(crate) fn has_exited(&self, pid: u32) -> bool {
+        self.pool
+            .workers
+            .iter()
+            .find(|w| w.pid == pid)
+            .is_none_or(|w| w.watch.has_exited())
+    }
+
+    /// Closes worker `pid`'s pipe so it exits, waits up to `grace` (then
+    /// kills it), reaps it, and says how it ended.
+    pub(crate) fn close_worker(&mut self, pid: u32, grace: Duration) -> Option<String> {
+        let pos = self.pool.workers.iter().position(|w| w.pid == pid)?;
+        let w = self.pool.workers.swap_remove(pos);
+        let super::Worker {
+            mut child,
+            watch,
+            frames,
+            ..
+        } = w;
+        drop(frames);
+        if !watch.wait_exit(grace) {
+            let _ = child.kill();
+        }
+        Some(super::exit::reap(&mut child, &watch))
+    }
+
     /// Stops every worker (SIGTERM, then SIGKILL after `grace`); what was
     /// in flight is dropped.
     pub(crate) fn terminate(&mut self, grace: Duration) {

@@ -251,7 +251,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     log::install(output);
     let tasks = registry();
     while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
-        let (id, task, seq, args, chunked) = match wire::decode_message(&frame).map_err(io)? {
+        match wire::decode_message(&frame).map_err(io)? {
             ToWorker::Run {
                 id,
                 task,
@@ -260,40 +260,65 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                 max_nbytes,
                 chunked,
             } => {
+                drop(frame);
                 crate::shm::set_result_threshold(max_nbytes);
-                (id, task, seq, args, chunked)
+                let batch = Batch {
+                    id,
+                    seq,
+                    args,
+                    chunked,
+                };
+                run_batch(tasks.get(task.as_str()).copied(), batch, &beacon, output)?;
             }
-            ToWorker::Forget { segments } => {
-                crate::shm::worker_forget(&segments);
-                continue;
-            }
+            ToWorker::Forget { segments } => crate::shm::worker_forget(&segments),
             ToWorker::Init { task, args } => {
                 answered(initialize(tasks, &task, &args.0, output))?;
-                continue;
             }
-        };
-        drop(frame);
-        let started = crate::backend::beacon::now_ns();
-        let entry = tasks.get(task.as_str());
-        let count = args.len() as u64;
-        for (k, arg) in args.into_iter().enumerate() {
-            beacon.start(seq + k as u64);
-            // The frame's writer takes the pipe's lock only when the
-            // task has returned and its answer is written.
-            let written = match entry {
-                Some(entry) if chunked => entry.invoke_chunk(id, &arg.0, &mut output.frame()),
-                Some(entry) => entry.invoke(id, &arg.0, &mut output.frame()),
-                None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
-            };
-            answered(written)?;
         }
-        beacon.idle();
-        let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
-        let mut done = output.frame();
-        answered(wire::write_done(&mut done, id, count, elapsed_ns))?;
-        answered(done.flush())?;
     }
     Ok(())
+}
+
+/// One batch as the serve loop takes it.
+struct Batch {
+    id: u64,
+    seq: u64,
+    args: Vec<wire::Bytes>,
+    chunked: bool,
+}
+
+/// Runs a batch of `entry`'s task (or answers that it is unknown), one
+/// answer frame per job, then `Done`.
+fn run_batch(
+    entry: Option<&'static crate::task::TaskEntry>,
+    batch: Batch,
+    beacon: &Beacon,
+    output: &log::Output,
+) -> Result<(), String> {
+    let Batch {
+        id,
+        seq,
+        args,
+        chunked,
+    } = batch;
+    let started = crate::backend::beacon::now_ns();
+    let count = args.len() as u64;
+    for (k, arg) in args.into_iter().enumerate() {
+        beacon.start(seq + k as u64);
+        // The frame's writer takes the pipe's lock only when the task has
+        // returned and its answer is written.
+        let written = match entry {
+            Some(entry) if chunked => entry.invoke_chunk(id, &arg.0, &mut output.frame()),
+            Some(entry) => entry.invoke(id, &arg.0, &mut output.frame()),
+            None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
+        };
+        answered(written)?;
+    }
+    beacon.idle();
+    let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
+    let mut done = output.frame();
+    answered(wire::write_done(&mut done, id, count, elapsed_ns))?;
+    answered(done.flush())
 }
 
 /// Runs a pool's initializer, answering `Done` of batch 0, or its failure.
