@@ -74,7 +74,7 @@ pub struct RLock {
     region: Region<RLockHeader>,
 }
 
-/// Proof that a [`Lock`], [`RLock`] or [`Condition`] is held; dropping it
+/// Proof that a [`Lock`], [`RLock`] or [`Condition`](super::Condition) is held; dropping it
 /// releases the lock. It stays on the thread that took it.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard<'a> {
