@@ -453,3 +453,101 @@ fn auto_chunks_give_the_same_results_and_errors() {
         other => panic!("{other}"),
     }
 }
+
+#[parjob::test]
+fn a_thread_pool_scope_lets_jobs_borrow() {
+    let pool = Pool::builder()
+        .processes(2)
+        .backend(Backend::Thread)
+        .build()
+        .unwrap();
+    let data: Vec<u64> = (0..1000).collect();
+    let offset = 7u64; // borrowed by the closures below
+    let (sums, one) = pool
+        .scope(|s| {
+            let sums = s.map(
+                |chunk: &[u64]| chunk.iter().sum::<u64>() + offset,
+                data.chunks(100),
+            );
+            let one = s.apply_async(|| data.len());
+            (sums, one.get())
+        })
+        .unwrap();
+    let want: Vec<u64> = data
+        .chunks(100)
+        .map(|c| c.iter().sum::<u64>() + offset)
+        .collect();
+    assert_eq!(sums.unwrap(), want);
+    assert_eq!(one.unwrap(), 1000);
+    let failed = pool
+        .scope(|s| s.map(|x: &u64| assert!(*x != 500, "item {x}"), &data))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(failed, Error::Panic { index: 500, .. }),
+        "{failed}"
+    );
+    let processes = Pool::new(1).unwrap();
+    assert!(processes.scope(|_| ()).is_err(), "processes cannot borrow");
+}
+
+#[parjob::test]
+fn a_slow_callback_never_stalls_the_workers() {
+    let pool = Pool::new(2).unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let slow = pool.apply_async_with(square::delayed(2), move |_| held.recv().unwrap(), |_| ());
+    // The callback thread is stuck in the callback; work goes on.
+    assert_eq!(pool.map(square::delayed, 0..100).unwrap()[10], 100);
+    assert!(!slow.ready(), "ready only once its callback ran");
+    release.send(()).unwrap();
+    assert_eq!(slow.get().unwrap(), 4);
+}
+
+#[parjob::test]
+fn terminate_on_drop_stops_running_tasks() {
+    let pool = Pool::builder()
+        .processes(1)
+        .terminate_on_drop(true)
+        .build()
+        .unwrap();
+    let started = Semaphore::new(0).unwrap();
+    let pids = List::new().unwrap();
+    let sleeping = pool.apply_async(sleep_long::delayed(started.clone(), pids.clone()));
+    started
+        .acquire_timeout(PATIENCE)
+        .expect("the task started")
+        .forget();
+    let t = Instant::now();
+    drop(pool);
+    assert!(t.elapsed() < PATIENCE / 2, "the drop waited for the task");
+    assert!(sleeping
+        .get()
+        .unwrap_err()
+        .to_string()
+        .contains("terminated"));
+    assert!(!alive(pids.to_vec().unwrap()[0]));
+}
+
+#[parjob::test]
+fn async_forms_with_callbacks_report_once() {
+    let pool = Pool::new(2).unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (ok, err) = (calls.clone(), calls.clone());
+    let r = pool.chunksize(3).map_async_with(
+        |x| fails_on::delayed(x, 4),
+        0..10,
+        move |_| ok.lock().unwrap().push("success"),
+        move |_| err.lock().unwrap().push("error"),
+    );
+    assert!(r.get().is_err());
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["error"],
+        "one report for the whole map"
+    );
+    let sums = pool
+        .starmap_async(add::delayed, (0..5).map(|x| (x, x)))
+        .get()
+        .unwrap();
+    assert_eq!(sums, [0, 2, 4, 6, 8]);
+}

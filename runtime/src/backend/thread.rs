@@ -65,6 +65,13 @@ impl Threads {
     pub(crate) fn n_jobs(&self) -> usize {
         self.n_jobs
     }
+
+    /// Runs `f` on this thread with a rayon scope of this pool: what it
+    /// spawns runs on the pool's threads and may borrow from outside, and
+    /// this returns once all of it has ended.
+    pub(crate) fn in_place_scope<'s, R>(&self, f: impl FnOnce(&rayon::Scope<'s>) -> R) -> R {
+        self.pool.in_place_scope(f)
+    }
 }
 
 struct Done<R> {

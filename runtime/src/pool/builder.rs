@@ -108,6 +108,7 @@ impl PoolBuilder {
         }
         let backend = self.backend.unwrap_or(Backend::Process);
         let mut entry = None;
+        let mut threads = None;
         let engine = match backend {
             Backend::Process => {
                 // The manager thread re-executes this program with the
@@ -126,7 +127,9 @@ impl PoolBuilder {
                             .into(),
                     ));
                 }
-                Engine::Thread(ThreadSession::new(Threads::new(processes)?, None, false))
+                let pool_threads = Threads::new(processes)?;
+                threads = Some(pool_threads.clone());
+                Engine::Thread(ThreadSession::new(pool_threads, None, false))
             }
             Backend::Sequential => {
                 return Err(Error::Config(
@@ -136,7 +139,7 @@ impl PoolBuilder {
                 ))
             }
         };
-        Ok(Pool::start(engine, entry, processes, &self))
+        Ok(Pool::start(engine, threads, entry, processes, &self))
     }
 
     fn process_session(&self, processes: usize) -> Result<ProcessSession<PoolJob>> {

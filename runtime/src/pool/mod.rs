@@ -28,6 +28,7 @@ mod imap;
 mod manager;
 mod process;
 mod result;
+mod scope;
 mod sink;
 mod tasks;
 
@@ -38,10 +39,12 @@ pub use executor::{as_completed, wait, Executor, Future, ReturnWhen, Timed};
 pub use imap::Imap;
 pub use process::Process;
 pub use result::AsyncResult;
+pub use scope::Scope;
 pub use tasks::{IntoJob, MapTask, StarTask};
 
 use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
+use crate::backend::thread::Threads;
 use crate::error::{Error, Result};
 use crate::task::Job;
 use chunks::Jobs;
@@ -92,6 +95,8 @@ pub struct Pool {
     chunksize: Chunksize,
     terminate_on_drop: bool,
     next_ticket: AtomicU64,
+    /// A thread pool's threads, for [`Pool::scope`].
+    threads: Option<Threads>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +119,7 @@ impl Pool {
 
     pub(super) fn start(
         engine: Engine,
+        threads: Option<Threads>,
         entry: Option<EntryPoint>,
         processes: usize,
         settings: &PoolBuilder,
@@ -144,6 +150,7 @@ impl Pool {
             chunksize: settings.chunksize,
             terminate_on_drop: settings.terminate_on_drop,
             next_ticket: AtomicU64::new(0),
+            threads,
         }
     }
 
@@ -324,6 +331,35 @@ impl Pool {
             chunksize: chunksize.into(),
             buffersize: None,
         }
+    }
+
+    /// Runs `f` with a [`Scope`] on this thread pool's threads: jobs
+    /// given to it may borrow from the caller (the items of a slice, a
+    /// local buffer), since all of them have ended when `scope` returns.
+    ///
+    /// ```
+    /// use parjob_runtime::pool::Pool;
+    /// use parjob_runtime::Backend;
+    ///
+    /// let pool = Pool::builder().processes(2).backend(Backend::Thread).build()?;
+    /// let rows: Vec<Vec<f64>> = vec![vec![1.0, 2.0], vec![3.0, 5.0]];
+    /// let means = pool.scope(|s| s.map(|row: &Vec<f64>| row.iter().sum::<f64>() / 2.0, &rows))??;
+    /// assert_eq!(means, [1.5, 4.0]);
+    /// # Ok::<(), parjob_runtime::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Config` on a process pool: a worker process cannot borrow
+    /// from this one.
+    pub fn scope<'s, T>(&self, f: impl for<'r> FnOnce(&Scope<'s, 'r>) -> T) -> Result<T> {
+        let threads = self.threads.as_ref().ok_or_else(|| {
+            Error::Config(
+                "Pool::scope needs the thread backend: a worker process cannot borrow from \
+                 this one (build the pool with .backend(Backend::Thread))"
+                    .into(),
+            )
+        })?;
+        Ok(threads.in_place_scope(|rayon| f(&Scope::new(rayon, self.processes))))
     }
 
     /// Refuses new work; what was submitted still runs (`close`).
