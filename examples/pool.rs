@@ -75,11 +75,11 @@ fn increment(start: Barrier, racy: Value<u64>, locked: Value<u64>) {
 }
 
 fn map_and_callbacks(pool: &Pool) -> parjob::Result<()> {
-    let squares = pool.map(square::delayed, 0..10)?;
+    let squares = pool.map(square::task, 0..10)?;
     println!("map: {squares:?}");
-    let powers = pool.starmap(power::delayed, [(2, 10), (3, 3)])?;
+    let powers = pool.starmap(power::task, [(2, 10), (3, 3)])?;
     println!("starmap: {powers:?}");
-    let chunked = pool.chunksize(100).map(square::delayed, 0..10_000)?;
+    let chunked = pool.chunksize(100).map(square::task, 0..10_000)?;
     println!(
         "map, chunksize 100: {} results, last {}",
         chunked.len(),
@@ -107,10 +107,7 @@ fn map_and_callbacks(pool: &Pool) -> parjob::Result<()> {
         Err(e) => println!("a worker that aborts fails its task only: {e}"),
         Ok(v) => println!("unexpected: {v}"),
     }
-    println!(
-        "and the pool goes on: {:?}",
-        pool.map(square::delayed, 0..3)?
-    );
+    println!("and the pool goes on: {:?}", pool.map(square::task, 0..3)?);
     Ok(())
 }
 
@@ -118,7 +115,7 @@ fn shared_state(pool: &Pool) -> parjob::Result<()> {
     let lock = Lock::new()?;
     let items = List::new()?;
     pool.starmap(
-        append_items::delayed,
+        append_items::task,
         (0..5).map(|w| (lock.clone(), items.clone(), w)),
     )?;
     println!("lock + list: {} entries from 5 processes", items.len());
@@ -127,7 +124,7 @@ fn shared_state(pool: &Pool) -> parjob::Result<()> {
     let (inside, most) = (Value::new(0u32)?, Value::new(0u32)?);
     let log = Queue::new(64)?;
     let jobs = (0..6).map(|id| (slots.clone(), inside.clone(), most.clone(), log.clone(), id));
-    pool.chunksize(1).starmap(limited::delayed, jobs)?;
+    pool.chunksize(1).starmap(limited::task, jobs)?;
     while let Some(line) = log.try_get()? {
         println!("  log: {line}");
     }
@@ -136,7 +133,7 @@ fn shared_state(pool: &Pool) -> parjob::Result<()> {
     let start = Barrier::new(4)?;
     let (racy, locked) = (Value::new(0u64)?, Value::new(0u64)?);
     let jobs = (0..4).map(|_| (start.clone(), racy.clone(), locked.clone()));
-    pool.chunksize(1).starmap(increment::delayed, jobs)?;
+    pool.chunksize(1).starmap(increment::task, jobs)?;
     println!(
         "4 x 10,000 increments: {} with get/set (updates lost), {} under the lock",
         racy.get(),

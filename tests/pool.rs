@@ -551,3 +551,41 @@ fn async_forms_with_callbacks_report_once() {
         .unwrap();
     assert_eq!(sums, [0, 2, 4, 6, 8]);
 }
+
+/// A task for threads only (no `backend = "process"`).
+#[parallel]
+fn on_threads_only(x: u64) -> u64 {
+    x + 1
+}
+
+#[parjob::test]
+fn f_task_maps_items_straight_into_argument_tuples() {
+    let pool = Pool::new(2).unwrap();
+    let want: Vec<u64> = (0..5000u64).map(|x| x * x).collect();
+    assert_eq!(pool.map(square::task, 0..5000).unwrap(), want);
+    assert_eq!(
+        pool.chunksize(Chunksize::Auto)
+            .map(square::task, 0..5000)
+            .unwrap(),
+        want
+    );
+    assert_eq!(pool.starmap(add::task, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+    let ordered: Vec<u64> = pool.imap(square::task, 0..50).map(Result::unwrap).collect();
+    assert_eq!(ordered, want[..50]);
+    match pool
+        .chunksize(7)
+        .starmap(fails_on::task, (0..100).map(|x| (x, 61)))
+        .unwrap_err()
+    {
+        Error::Panic { index, .. } => assert_eq!(index, 61),
+        other => panic!("{other}"),
+    }
+    let e = pool.map(on_threads_only::task, 0..3).unwrap_err();
+    assert!(matches!(e, Error::NotAProcessTask { .. }), "{e}");
+    let threads = Pool::builder()
+        .processes(2)
+        .backend(Backend::Thread)
+        .build()
+        .unwrap();
+    assert_eq!(threads.map(on_threads_only::task, 0..3).unwrap(), [1, 2, 3]);
+}

@@ -101,6 +101,7 @@ pub mod __private {
         pub use crate::shm::{ArrayArg, IntoArrayArg};
         pub use ndarray::{Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
     }
+    pub use crate::pool::TaskRef;
     pub use crate::task::{
         assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Declared, FromItem,
         IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,

@@ -344,6 +344,12 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
         #item_impls
 
         impl #name {
+            /// This task, for a `Pool`'s map-like calls:
+            /// `pool.map(f::task, items)` makes each item the task's
+            /// arguments directly, with no `Job` allocated for each.
+            #[allow(non_upper_case_globals)]
+            pub const task: #private::TaskRef<Self> = #private::TaskRef::new();
+
             #[doc = #doc_delayed]
             #[allow(clippy::too_many_arguments)]
             pub fn delayed<#(#generics),*>(#(#args: #types),*) -> #private::Job<#output> {

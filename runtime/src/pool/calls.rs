@@ -2,9 +2,8 @@
 //! buffer size) of their own.
 
 use super::imap::{self, Imap};
-use super::{both, AsyncResult, Chunksize, MapTask, Pool, StarTask};
+use super::{both, AsyncResult, Chunksize, MapTask, Pool, Prepared, StarTask};
 use crate::error::{Error, Result};
-use crate::task::Job;
 
 /// A pool's calls with a chunk size of their own: [`Pool::chunksize`].
 #[derive(Debug, Clone, Copy)]
@@ -22,9 +21,9 @@ impl<'p> Calls<'p> {
         self
     }
 
-    fn collect_all<R: Send + 'static>(self, jobs: Vec<Job<R>>) -> AsyncResult<Vec<R>> {
+    fn collect_all<R: Send + 'static>(self, work: Prepared<R>) -> AsyncResult<Vec<R>> {
         self.pool
-            .collect(jobs, self.chunksize, std::convert::identity, None)
+            .collect(work, self.chunksize, std::convert::identity, None)
     }
 
     /// [`Pool::map`] with this chunk size.
@@ -42,7 +41,7 @@ impl<'p> Calls<'p> {
         task: impl MapTask<A, R>,
         items: impl IntoIterator<Item = A>,
     ) -> AsyncResult<Vec<R>> {
-        self.collect_all(items.into_iter().map(|a| task.job(a)).collect())
+        self.collect_all(task.prepare(items.into_iter().collect()))
     }
 
     /// [`Pool::map_async`] with this chunk size, and callbacks run on the
@@ -54,10 +53,10 @@ impl<'p> Calls<'p> {
         on_success: impl FnOnce(&Vec<R>) + Send + 'static,
         on_error: impl FnOnce(&Error) + Send + 'static,
     ) -> AsyncResult<Vec<R>> {
-        let jobs: Vec<Job<R>> = items.into_iter().map(|a| task.job(a)).collect();
+        let work = task.prepare(items.into_iter().collect());
         let callback = both(on_success, on_error);
         self.pool
-            .collect(jobs, self.chunksize, std::convert::identity, Some(callback))
+            .collect(work, self.chunksize, std::convert::identity, Some(callback))
     }
 
     /// [`Pool::starmap`] with this chunk size.
@@ -75,7 +74,7 @@ impl<'p> Calls<'p> {
         task: impl StarTask<Args, R>,
         items: impl IntoIterator<Item = Args>,
     ) -> AsyncResult<Vec<R>> {
-        self.collect_all(items.into_iter().map(|a| task.job(a)).collect())
+        self.collect_all(StarTask::prepare(&task, items.into_iter().collect()))
     }
 
     /// [`Pool::imap`] with this chunk size.

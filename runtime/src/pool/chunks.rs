@@ -3,8 +3,9 @@
 //! which holds jobs of one task).
 
 use super::manager::PoolJob;
-use crate::task::{chunk, Job};
+use crate::task::{chunk, Job, Task};
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 
 /// How many items a pool sends to a worker at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +54,61 @@ pub(crate) trait Source: Send {
     fn next(&mut self, size: usize) -> Option<(usize, usize, PoolJob)>;
     /// Jobs not cut yet.
     fn remaining(&self) -> usize;
+}
+
+/// What a map-like call submits: its items made into jobs, or (for a
+/// task named by `f::task`) straight into its argument tuples.
+#[doc(hidden)]
+pub struct Prepared<R> {
+    pub(crate) source: Box<dyn Source>,
+    pub(crate) len: usize,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: Send + 'static> Prepared<R> {
+    /// Jobs, each boxed.
+    pub(crate) fn jobs(jobs: Vec<Job<R>>) -> Self {
+        Prepared {
+            len: jobs.len(),
+            source: Box::new(Jobs::new(jobs)),
+            result: PhantomData,
+        }
+    }
+
+    /// Argument tuples of task `T`, with no job each.
+    pub(crate) fn calls<T: Task<Output = R>>(args: Vec<T::Args>) -> Self {
+        Prepared {
+            len: args.len(),
+            source: Box::new(Calls::<T> {
+                args: args.into(),
+                offset: 0,
+            }),
+            result: PhantomData,
+        }
+    }
+}
+
+/// The argument tuples of a submission of task `T`, in order.
+struct Calls<T: Task> {
+    args: VecDeque<T::Args>,
+    offset: usize,
+}
+
+impl<T: Task> Source for Calls<T> {
+    fn next(&mut self, size: usize) -> Option<(usize, usize, PoolJob)> {
+        if self.args.is_empty() {
+            return None;
+        }
+        let len = size.clamp(1, self.args.len());
+        let args: Vec<T::Args> = self.args.drain(..len).collect();
+        let offset = self.offset;
+        self.offset += len;
+        Some((offset, len, chunk::calls::<T>(args)))
+    }
+
+    fn remaining(&self) -> usize {
+        self.args.len()
+    }
 }
 
 /// The jobs of a submission, in order.

@@ -82,9 +82,12 @@ impl Executor {
     /// done callbacks run on the pool's callback thread.
     pub fn submit<R: Send + 'static>(&self, job: impl IntoJob<R>) -> Future<R> {
         let noop: OnDone<R> = Box::new(|_| ());
-        let (result, ticket) =
-            self.pool
-                .submit_jobs(vec![job.into_job()], Chunksize::Fixed(1), first, Some(noop));
+        let (result, ticket) = self.pool.submit(
+            super::one(job),
+            Chunksize::Fixed(1),
+            super::first,
+            Some(noop),
+        );
         Future {
             result,
             ticket,
@@ -143,10 +146,6 @@ impl Executor {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
-}
-
-fn first<R>(mut values: Vec<R>) -> R {
-    values.pop().expect("one job, one value")
 }
 
 impl<R> Future<R> {

@@ -34,20 +34,18 @@ mod tasks;
 
 pub use builder::{OnWorkerDeath, PoolBuilder};
 pub use calls::Calls;
-pub use chunks::{cpython_chunksize, Chunksize};
+pub use chunks::{cpython_chunksize, Chunksize, Prepared};
 pub use executor::{as_completed, wait, Executor, Future, ReturnWhen, Timed};
 pub use imap::Imap;
 pub use process::Process;
 pub use result::AsyncResult;
 pub use scope::Scope;
-pub use tasks::{IntoJob, MapTask, StarTask};
+pub use tasks::{IntoJob, MapTask, StarTask, TaskRef};
 
 use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
 use crate::backend::thread::Threads;
 use crate::error::{Error, Result};
-use crate::task::Job;
-use chunks::Jobs;
 use manager::{Command, Engine, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
@@ -193,23 +191,23 @@ impl Pool {
         lock(&self.callbacks).clone()
     }
 
-    /// Submits `jobs` cut into chunks of `size`, collected by `finish`.
+    /// Submits `work` cut by `chunksize`, collected by `finish`.
     pub(super) fn collect<R: Send + 'static, T: Send + 'static>(
         &self,
-        jobs: Vec<Job<R>>,
+        work: Prepared<R>,
         chunksize: Chunksize,
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
     ) -> AsyncResult<T> {
-        self.submit_jobs(jobs, chunksize, finish, callback).0
+        self.submit(work, chunksize, finish, callback).0
     }
 
-    /// Submits `jobs` cut by `chunksize`, collected by `finish`; with a
+    /// Submits `work` cut by `chunksize`, collected by `finish`; with a
     /// callback, the result is set on the callback thread, which runs it
     /// (and any added later). Returns the result and its ticket.
-    pub(super) fn submit_jobs<R: Send + 'static, T: Send + 'static>(
+    pub(super) fn submit<R: Send + 'static, T: Send + 'static>(
         &self,
-        jobs: Vec<Job<R>>,
+        work: Prepared<R>,
         chunksize: Chunksize,
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
@@ -219,14 +217,14 @@ impl Pool {
             slot.on_done(callback);
             self.callback_sender()
         });
-        let len = jobs.len();
+        let len = work.len;
         let sink = Collect::new(len, finish, Arc::clone(&slot), tx.flatten());
         let sizing = match chunksize {
             Chunksize::Auto => Sizing::Auto,
             Chunksize::Default => Sizing::Fixed(cpython_chunksize(len, self.processes)),
             Chunksize::Fixed(n) => Sizing::Fixed(n),
         };
-        let ticket = self.send(Box::new(Jobs::new(jobs)), sizing, Box::new(sink));
+        let ticket = self.send(work.source, sizing, Box::new(sink));
         if ticket.is_none() {
             slot.set(Err(closed()));
         }
@@ -242,7 +240,7 @@ impl Pool {
     /// (`apply_async`). Its failure is its own: no other submission fails
     /// with it.
     pub fn apply_async<R: Send + 'static>(&self, job: impl IntoJob<R>) -> AsyncResult<R> {
-        self.collect(vec![job.into_job()], Chunksize::Fixed(1), first, None)
+        self.collect(one(job), Chunksize::Fixed(1), first, None)
     }
 
     /// As [`Pool::apply_async`], running `on_success` with the value or
@@ -256,12 +254,7 @@ impl Pool {
         on_error: impl FnOnce(&Error) + Send + 'static,
     ) -> AsyncResult<R> {
         let callback = both(on_success, on_error);
-        self.collect(
-            vec![job.into_job()],
-            Chunksize::Fixed(1),
-            first,
-            Some(callback),
-        )
+        self.collect(one(job), Chunksize::Fixed(1), first, Some(callback))
     }
 
     /// Calls `task` with each item in the workers and returns the results
@@ -440,7 +433,12 @@ pub(super) fn both<T: 'static>(
     })
 }
 
-fn first<R>(mut values: Vec<R>) -> R {
+/// One job, ready to submit.
+pub(super) fn one<R: Send + 'static>(job: impl IntoJob<R>) -> Prepared<R> {
+    Prepared::jobs(vec![job.into_job()])
+}
+
+pub(super) fn first<R>(mut values: Vec<R>) -> R {
     values.pop().expect("one job, one value")
 }
 

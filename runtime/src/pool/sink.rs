@@ -7,6 +7,7 @@ use super::result::Slot;
 use crate::error::Error;
 use crate::task::chunk::ChunkOut;
 use crate::task::AnyOutput;
+use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -40,7 +41,10 @@ pub(crate) fn unbox<R: 'static>(out: AnyOutput, offset: usize) -> ChunkOut<R> {
 /// Collects a submission's values into one result: the first error in
 /// completion order, or `finish` of the values in input order.
 pub(crate) struct Collect<R, T> {
-    values: Vec<Option<R>>,
+    /// Each chunk's values, by offset.
+    chunks: BTreeMap<usize, Vec<R>>,
+    /// How many values the submission has.
+    len: usize,
     error: Option<Error>,
     finish: fn(Vec<R>) -> T,
     slot: Arc<Slot<T>>,
@@ -57,7 +61,8 @@ impl<R, T> Collect<R, T> {
         callbacks: Option<Sender<Callback>>,
     ) -> Self {
         Collect {
-            values: std::iter::repeat_with(|| None).take(len).collect(),
+            chunks: BTreeMap::new(),
+            len,
             error: None,
             finish,
             slot,
@@ -76,13 +81,11 @@ impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
     ) {
         if let Some(out) = out {
             let chunk = unbox::<R>(out, offset);
-            for (k, value) in chunk.values.into_iter().enumerate() {
-                if let Some(slot) = self.values.get_mut(offset + k) {
-                    *slot = Some(value);
-                }
-            }
             if let Some(e) = chunk.failure {
                 self.error.get_or_insert(e);
+            }
+            if self.error.is_none() {
+                self.chunks.insert(offset, chunk.values);
             }
         }
         if let Some(e) = failure {
@@ -92,7 +95,8 @@ impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
 
     fn end(self: Box<Self>) {
         let Collect {
-            values,
+            chunks,
+            len,
             error,
             finish,
             slot,
@@ -100,11 +104,7 @@ impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
         } = *self;
         let result = match error {
             Some(e) => Err(e),
-            None => values
-                .into_iter()
-                .collect::<Option<Vec<R>>>()
-                .map(finish)
-                .ok_or_else(|| Error::Pool("a chunk ended without all its values".into())),
+            None => in_order(chunks, len).map(finish),
         };
         match callbacks {
             Some(tx) => {
@@ -118,6 +118,25 @@ impl<R: Send + 'static, T: Send + 'static> Sink for Collect<R, T> {
             None => slot.set(result),
         }
     }
+}
+
+/// The chunks' values joined in order, which must be `len` in all, with
+/// no gap.
+fn in_order<R>(chunks: BTreeMap<usize, Vec<R>>, len: usize) -> Result<Vec<R>, Error> {
+    let mut values = Vec::with_capacity(len);
+    for (offset, chunk) in chunks {
+        if offset != values.len() {
+            break;
+        }
+        values.extend(chunk);
+    }
+    if values.len() != len {
+        return Err(Error::Pool(format!(
+            "the chunks ended with {} of {len} values",
+            values.len()
+        )));
+    }
+    Ok(values)
 }
 
 /// One chunk's output, for an `imap` iterator.

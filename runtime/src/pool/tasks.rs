@@ -2,7 +2,9 @@
 //! (for `map`, `starmap` and `imap`), or a [`Job`] (for `apply`). A
 //! closure is refused at compile time, with a message that says why.
 
-use crate::task::Job;
+use super::chunks::Prepared;
+use crate::task::{FromItem, Job};
+use std::marker::PhantomData;
 
 /// A job for `apply` and `apply_async`: `f::delayed(args..)`.
 #[diagnostic::on_unimplemented(
@@ -22,17 +24,27 @@ impl<R> IntoJob<R> for Job<R> {
     }
 }
 
-/// A task for `map` and `imap`: `f::delayed` of a one-argument
-/// `#[parallel]` function, called with each item.
+/// A task for `map` and `imap`: `f::task` of a `#[parallel]` function
+/// (each item becomes its arguments), or any `Fn(A) -> Job<R>`, such as
+/// `f::delayed` of a one-argument one.
 #[diagnostic::on_unimplemented(
-    message = "a Pool maps `#[parallel]` functions: pass `f::delayed`, not `{Self}`",
-    label = "not the `delayed` of a `#[parallel]` function",
+    message = "a Pool maps `#[parallel]` functions: pass `f::task`, not `{Self}`",
+    label = "not a `#[parallel]` task",
     note = "a closure cannot cross a process boundary: a worker finds a task by its name. \
-            Mark the function `#[parallel(backend = \"process\")]` and pass `f::delayed`"
+            Mark the function `#[parallel(backend = \"process\")]` and pass `f::task`"
 )]
 pub trait MapTask<A, R> {
     /// The job for one item.
     fn job(&self, item: A) -> Job<R>;
+
+    /// The items, ready to submit.
+    #[doc(hidden)]
+    fn prepare(&self, items: Vec<A>) -> Prepared<R>
+    where
+        R: Send + 'static,
+    {
+        Prepared::jobs(items.into_iter().map(|a| self.job(a)).collect())
+    }
 }
 
 #[diagnostic::do_not_recommend]
@@ -42,18 +54,28 @@ impl<A, R, F: Fn(A) -> Job<R>> MapTask<A, R> for F {
     }
 }
 
-/// A task for `starmap`: `f::delayed` of a `#[parallel]` function of up
-/// to 8 arguments, called with each tuple spread into its arguments.
+/// A task for `starmap`: `f::task` of a `#[parallel]` function, or
+/// `f::delayed` of one of up to 8 arguments, called with each tuple spread
+/// into its arguments.
 #[diagnostic::on_unimplemented(
-    message = "a Pool's starmap takes `f::delayed` of a `#[parallel]` function whose arguments \
+    message = "a Pool's starmap takes `f::task` of a `#[parallel]` function whose arguments \
                are the tuple's fields, not `{Self}`",
-    label = "not the `delayed` of a `#[parallel]` function taking `{Args}`",
+    label = "not a `#[parallel]` task taking `{Args}`",
     note = "a closure cannot cross a process boundary: a worker finds a task by its name. \
-            Mark the function `#[parallel(backend = \"process\")]` and pass `f::delayed`"
+            Mark the function `#[parallel(backend = \"process\")]` and pass `f::task`"
 )]
 pub trait StarTask<Args, R> {
     /// The job for one tuple of arguments.
     fn job(&self, args: Args) -> Job<R>;
+
+    /// The tuples, ready to submit.
+    #[doc(hidden)]
+    fn prepare(&self, items: Vec<Args>) -> Prepared<R>
+    where
+        R: Send + 'static,
+    {
+        Prepared::jobs(items.into_iter().map(|a| self.job(a)).collect())
+    }
 }
 
 macro_rules! star_task {
@@ -76,3 +98,57 @@ star_task!(A, B, C, D, E);
 star_task!(A, B, C, D, E, F2);
 star_task!(A, B, C, D, E, F2, G);
 star_task!(A, B, C, D, E, F2, G, H);
+
+/// A `#[parallel]` task itself, for a pool's map-like calls: `f::task`.
+/// `pool.map(f::task, items)` turns each item straight into the task's
+/// argument tuple (as `f::map` does), with no job allocated for each, which
+/// is what makes tiny tasks cheap. `pool.map(f::delayed, items)` does the
+/// same work through one `Job` an item.
+pub struct TaskRef<T>(PhantomData<fn() -> T>);
+
+impl<T> TaskRef<T> {
+    /// The reference to task `T` (what `f::task` is).
+    pub const fn new() -> Self {
+        TaskRef(PhantomData)
+    }
+}
+
+impl<T> Clone for TaskRef<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for TaskRef<T> {}
+
+impl<T> Default for TaskRef<T> {
+    fn default() -> Self {
+        TaskRef::new()
+    }
+}
+
+impl<T> std::fmt::Debug for TaskRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<T>())
+    }
+}
+
+impl<A, T: FromItem<A>> MapTask<A, T::Output> for TaskRef<T> {
+    fn job(&self, item: A) -> Job<T::Output> {
+        Job::call::<T>(T::from_item(item))
+    }
+
+    fn prepare(&self, items: Vec<A>) -> Prepared<T::Output> {
+        Prepared::calls::<T>(items.into_iter().map(T::from_item).collect())
+    }
+}
+
+impl<Args, T: FromItem<Args>> StarTask<Args, T::Output> for TaskRef<T> {
+    fn job(&self, args: Args) -> Job<T::Output> {
+        Job::call::<T>(T::from_item(args))
+    }
+
+    fn prepare(&self, items: Vec<Args>) -> Prepared<T::Output> {
+        Prepared::calls::<T>(items.into_iter().map(T::from_item).collect())
+    }
+}

@@ -1,11 +1,12 @@
 //! A pool's chunk: consecutive calls of one task, run as one job.
 //!
 //! In a worker, a chunk is one `Run` frame holding every call's arguments
-//! in one buffer, and one result frame holding every value, so a tiny task
-//! costs its encoding and nothing per call besides (no frame, no channel
-//! message, no allocation of its own). A chunk stops at the first call
-//! that panics; its answer is the values before it and that failure,
-//! written as a [`ChunkFailure`] after them.
+//! as one encoded sequence, and one result frame holding every value as
+//! another, so a tiny task costs its share of two encodings and nothing
+//! per call besides (no frame, no channel message, no allocation of its
+//! own). A chunk stops at the first call that panics; its answer is the
+//! values before it and that failure, written as a [`ChunkFailure`] after
+//! them.
 
 use super::{declared, AnyOutput, Body, Call, Decoder, Job, Task};
 use crate::error::{CodecError, Error};
@@ -26,7 +27,6 @@ pub(crate) enum ChunkFailure {
         message: String,
         location: Option<String>,
     },
-    DecodeArgs(String),
     EncodeResult(String),
 }
 
@@ -35,7 +35,6 @@ impl ChunkFailure {
     pub(crate) fn append(&self, index: u64, out: &mut Vec<u8>) {
         let (kind, message, location) = match self {
             ChunkFailure::Panic { message, location } => (1u8, message, location.as_deref()),
-            ChunkFailure::DecodeArgs(m) => (2, m, None),
             ChunkFailure::EncodeResult(m) => (3, m, None),
         };
         out.push(kind);
@@ -133,12 +132,8 @@ impl<T: Task> Body<AnyOutput> for Calls<T> {
 
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         let codecs = T::codecs()?;
-        let mut out = (self.0.len() as u64).to_le_bytes().to_vec();
-        let encoded = self
-            .0
-            .iter()
-            .try_for_each(|a| (codecs.args.append)(a, &mut out));
-        Some(encoded.map(|()| out))
+        let mut out = Vec::new();
+        Some((codecs.args.append_seq)(&self.0, &mut out).map(|()| out))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -150,34 +145,32 @@ impl<T: Task> Body<AnyOutput> for Calls<T> {
     }
 }
 
-/// Reads a worker's answer to a chunk of task `T`: the count, the values,
-/// then the failure, if any.
+/// Reads a worker's answer to a chunk of task `T`: the values, then the
+/// failure, if any.
 fn read_chunk<T: Task>(r: &mut dyn std::io::Read) -> Result<AnyOutput, CodecError> {
     let codecs = T::codecs().ok_or_else(|| CodecError("not a process task".into()))?;
     let mut body = Vec::new();
     r.read_to_end(&mut body)
         .map_err(|e| CodecError(format!("reading a chunk's answer: {e}")))?;
     let mut rest = body.as_slice();
-    let n = take_u64(&mut rest)?;
-    let mut values = Vec::new();
-    values
-        .try_reserve(n.min(1 << 20) as usize)
-        .map_err(|_| CodecError(format!("no memory for {n} results")))?;
-    for _ in 0..n {
-        values.push((codecs.output.take)(&mut rest)?);
-    }
+    let values = (codecs.output.take_seq)(&mut rest)?;
     let failure = ChunkFailure::parse(rest, T::NAME)?;
     Ok(Box::new(ChunkOut { values, failure }))
 }
 
 /// The chunk of `jobs`, all calls of task `T` (checked by [`chunk`]).
 fn chunk_of<T: Task>(jobs: Vec<Job<T::Output>>) -> Job<AnyOutput> {
-    let items = jobs.len();
     let args = jobs
         .into_iter()
         .filter_map(|job| job.body.into_any().downcast::<Call<T>>().ok())
         .map(|call| call.0)
         .collect();
+    calls::<T>(args)
+}
+
+/// The chunk job of task `T` called with each of `args`.
+pub(crate) fn calls<T: Task>(args: Vec<T::Args>) -> Job<AnyOutput> {
+    let items = args.len();
     Job {
         task: T::NAME,
         body: Box::new(Calls::<T>(args)),

@@ -85,10 +85,12 @@ pub struct SerdeFns<T> {
     pub decode: fn(&[u8]) -> Result<T, CodecError>,
     /// Decodes a value from a reader (a result frame, straight from the pipe).
     pub read: fn(&mut dyn std::io::Read) -> Result<T, CodecError>,
-    /// Appends a value's encoding to a buffer (the items of a pool's chunk).
-    pub append: fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
-    /// Decodes a value from the front of a buffer, moving past it.
-    pub take: fn(&mut &[u8]) -> Result<T, CodecError>,
+    /// Appends the encoding of a sequence of values to a buffer (a pool's
+    /// chunk: every call's arguments, or every value, in one pass).
+    pub append_seq: fn(&[T], &mut Vec<u8>) -> Result<(), CodecError>,
+    /// Decodes a sequence of values from the front of a buffer, moving
+    /// past it.
+    pub take_seq: fn(&mut &[u8]) -> Result<Vec<T>, CodecError>,
 }
 
 /// One call waiting to run: joblib's `delayed(f)(args)`.

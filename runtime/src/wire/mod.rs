@@ -27,6 +27,7 @@
 
 pub(crate) mod codec;
 mod plain_result;
+mod seq;
 mod task_codecs;
 
 pub use task_codecs::{Probe, ViaNothing, ViaSerde};

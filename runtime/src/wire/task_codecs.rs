@@ -9,7 +9,7 @@ use super::codec::{self, CodecError};
 use super::plain_result;
 use super::{write_failure, write_value, JobFailure};
 use crate::panic::{self, Caught};
-use crate::task::chunk::{self, ChunkFailure};
+use crate::task::chunk::ChunkFailure;
 use crate::task::{ProcessTask, SerdeFns, TaskCodecs, TaskEntry};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -41,8 +41,8 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeFns<T> {
             write,
             decode: codec::decode::<T>,
             read,
-            append: |v, out| codec::encode_append(v, out),
-            take: codec::decode_prefix::<T>,
+            append_seq: super::seq::append::<T>,
+            take_seq: super::seq::take::<T>,
         }
     }
 }
@@ -77,9 +77,9 @@ fn invoke<T: ProcessTask>(
     }
 }
 
-/// Runs a chunk of task `T` in a worker: the calls whose arguments follow
-/// a count in `args`, in order, until one fails. The answer is one value
-/// frame: the count of values, the values, then the failure, if any.
+/// Runs a chunk of task `T` in a worker: the calls whose arguments are
+/// the sequence in `args`, in order, until one panics. The answer is one
+/// value frame: the sequence of values, then the failure, if any.
 fn invoke_chunk<T: ProcessTask>(
     batch: u64,
     args: &[u8],
@@ -87,50 +87,34 @@ fn invoke_chunk<T: ProcessTask>(
 ) -> std::io::Result<()> {
     let codecs = T::codecs().expect("a process task has codecs");
     let mut rest = args;
-    let n = match chunk::take_u64(&mut rest) {
-        Ok(n) => n,
+    let calls = match (codecs.args.take_seq)(&mut rest) {
+        Ok(calls) => calls,
         Err(e) => return write_failure(out, batch, &JobFailure::DecodeArgs(e.0)),
     };
-    let mut body = 0u64.to_le_bytes().to_vec();
-    let mut done = 0u64;
-    let mut failure = None;
-    let outcome = panic::catch(|| {
-        while done < n {
-            let a = match (codecs.args.take)(&mut rest) {
-                Ok(a) => a,
-                Err(e) => return failure = Some(ChunkFailure::DecodeArgs(e.0)),
-            };
-            let value = T::call(a);
-            let mark = body.len();
-            if let Err(e) = (codecs.output.append)(&value, &mut body) {
-                body.truncate(mark);
-                return failure = Some(ChunkFailure::EncodeResult(e.0));
-            }
-            done += 1;
-        }
+    let mut values = Vec::with_capacity(calls.len());
+    let called = panic::catch(|| calls.into_iter().for_each(|a| values.push(T::call(a))));
+    let mut failure = called.err().map(|Caught { message, location }| {
+        (values.len(), ChunkFailure::Panic { message, location })
     });
-    if let Err(Caught { message, location }) = outcome {
-        // A panic in a result's `Serialize` may have left part of it.
-        body.truncate(8 + values_len(&body, done, codecs.output.take));
-        failure = Some(ChunkFailure::Panic { message, location });
+    let mut body = Vec::new();
+    let encoded = panic::catch(|| (codecs.output.append_seq)(&values, &mut body));
+    let unencoded = match encoded {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(ChunkFailure::EncodeResult(e.0)),
+        Err(Caught { message, .. }) => Some(ChunkFailure::EncodeResult(format!(
+            "a result's Serialize panicked: {message}"
+        ))),
+    };
+    if let Some(why) = unencoded {
+        // No value is sent: the chunk fails at its first call.
+        body.clear();
+        (codecs.output.append_seq)(&[], &mut body).map_err(|e| std::io::Error::other(e.0))?;
+        failure = Some((0, why));
     }
-    body[..8].copy_from_slice(&done.to_le_bytes());
-    if let Some(failure) = failure {
-        failure.append(done, &mut body);
+    if let Some((index, failure)) = failure {
+        failure.append(index as u64, &mut body);
     }
     super::write_raw_value(out, batch, &body)
-}
-
-/// How many bytes the first `count` values take after a chunk answer's
-/// count.
-fn values_len<R>(body: &[u8], count: u64, take: fn(&mut &[u8]) -> Result<R, CodecError>) -> usize {
-    let mut rest = &body[8..];
-    for _ in 0..count {
-        if take(&mut rest).is_err() {
-            break;
-        }
-    }
-    body.len() - 8 - rest.len()
 }
 
 /// Picks [`SerdeFns`] for a concrete type at compile time (autoref
@@ -179,8 +163,8 @@ impl<T> ViaNothing<T> for Probe<T> {
             },
             decode: |_| Err(CodecError("not a serde type".into())),
             read: |_| Err(CodecError("not a serde type".into())),
-            append: |_, _| Err(CodecError("not a serde type".into())),
-            take: |_| Err(CodecError("not a serde type".into())),
+            append_seq: |_, _| Err(CodecError("not a serde type".into())),
+            take_seq: |_| Err(CodecError("not a serde type".into())),
         }
     }
 }
