@@ -10,21 +10,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Duration;
 
+/// The header of both lock types: a magic word and a robust mutex.
 #[repr(C)]
-pub(crate) struct LockHeader {
+pub(crate) struct MutexHeader {
     magic: AtomicU64,
     mutex: PoisonMutex,
 }
+
+/// The header of a [`Lock`].
+#[repr(transparent)]
+pub(crate) struct LockHeader(MutexHeader);
+/// The header of an [`RLock`].
+#[repr(transparent)]
+pub(crate) struct RLockHeader(MutexHeader);
 
 impl Header for LockHeader {
     const MAGIC: u64 = magic(b"lk");
     const NAME: &'static str = "a Lock";
-}
-
-#[repr(C)]
-pub(crate) struct RLockHeader {
-    magic: AtomicU64,
-    mutex: PoisonMutex,
 }
 
 impl Header for RLockHeader {
@@ -149,6 +151,7 @@ macro_rules! lock_methods {
                 // the mutex in the fresh zeroed header.
                 let region = unsafe {
                     Region::create(0, |h: *mut $header| {
+                        let h = h.cast::<MutexHeader>();
                         PoisonMutex::init(std::ptr::addr_of_mut!((*h).mutex), $recursive);
                         (*h).magic.store($header::MAGIC, Ordering::Release);
                     })
@@ -157,7 +160,7 @@ macro_rules! lock_methods {
             }
 
             fn mutex(&self) -> &PoisonMutex {
-                &self.region.header().mutex
+                &self.region.header().0.mutex
             }
 
             /// Takes the lock, waiting as long as it takes. `Err` when it
