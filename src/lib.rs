@@ -212,6 +212,9 @@ pub use parjob_macros::memoize;
 #[cfg(not(feature = "cache"))]
 pub use parjob_macros::memoize_without_cache as memoize;
 pub use parjob_macros::{main, parallel, parallel_for, test};
+/// The MPI backend's view of this process (the `mpi` feature).
+#[cfg(feature = "mpi")]
+pub use parjob_runtime::mpi;
 #[cfg(feature = "persist")]
 pub use parjob_runtime::persist::{
     dump, dump_with, load, load_from, load_from_with, load_mmap, load_unchecked, load_with,

@@ -222,14 +222,16 @@ impl Opts {
     /// Whether `backend = "process"` is given: what makes a marked loop or
     /// `parallel_for!` a process loop (the soft `prefer` hint does not).
     pub fn backend_is_process(&self) -> bool {
-        matches!(self.backend, Some((BackendName::Process, _)))
+        matches!(
+            self.backend,
+            Some((BackendName::Process | BackendName::Mpi, _))
+        )
     }
 
     /// Whether the task can run in worker processes: `backend = "process"`,
     /// or `prefer = "processes"`, which needs the same codecs.
     pub fn is_process(&self) -> bool {
-        matches!(self.backend, Some((BackendName::Process, _)))
-            || matches!(self.prefer, Some((PreferName::Processes, _)))
+        self.backend_is_process() || matches!(self.prefer, Some((PreferName::Processes, _)))
     }
 
     /// `require = "sharedmem"` beside `backend = "process"` (joblib's
@@ -256,6 +258,7 @@ impl Opts {
                 BackendName::Sequential => quote!(Sequential),
                 BackendName::Thread => quote!(Thread),
                 BackendName::Process => quote!(Process),
+                BackendName::Mpi => quote!(Mpi),
             };
             options = quote!(#options.with_backend(#private::Backend::#variant));
         }
@@ -556,7 +559,7 @@ fn parse_backend(value: &Expr, errors: &mut Errors) -> Option<(BackendName, Span
     let Some(s) = string(value) else {
         errors.spanned(
             value,
-            "backend takes a string: \"thread\", \"process\" or \"sequential\"",
+            "backend takes a string: \"thread\", \"process\", \"sequential\" or \"mpi\"",
         );
         return None;
     };

@@ -125,8 +125,20 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         },
     };
     let (backend, source) = resolve_backend(merged, levels, crosses, in_worker.is_some())?;
-    let n_jobs = effective_n_jobs(n_jobs_asked)?;
-    let (backend, backend_source) = if n_jobs == 1 {
+    let (backend, source) = if in_mpi_rank() && backend.is_remote() {
+        // Inside a rank, nested runs use the rank's CPUs, never processes.
+        (Backend::Thread, BackendSource::MpiRank)
+    } else {
+        (backend, source)
+    };
+    let n_jobs = if backend.is_mpi() {
+        mpi_n_jobs(n_jobs_asked, backend)?
+    } else {
+        effective_n_jobs(n_jobs_asked)?
+    };
+    // One job runs in sequence, except on MPI, where the one job of
+    // `n_jobs = -1` on a job with one worker rank still goes to it.
+    let (backend, backend_source) = if n_jobs == 1 && (!backend.is_mpi() || n_jobs_asked == 1) {
         (Backend::Sequential, BackendSource::OneJob)
     } else {
         (backend, source)
@@ -144,6 +156,40 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         max_nbytes: MaxNbytes::default().limit(),
         temp_folder: None,
     })
+}
+
+fn in_mpi_rank() -> bool {
+    crate::backend::process::worker::in_mpi_rank()
+}
+
+/// `n_jobs` on MPI: counted in worker ranks, not CPUs. `-1` is every
+/// worker rank, `-2` all but one, and a positive count takes at most that
+/// many.
+fn mpi_n_jobs(asked: i32, backend: Backend) -> Result<usize> {
+    if asked == 0 {
+        return effective_n_jobs(0);
+    }
+    let ranks = match backend {
+        Backend::MpiSpawn { workers } => workers,
+        _ => mpi_worker_ranks(),
+    };
+    Ok(if asked < 0 {
+        (ranks as i64 + 1 + asked as i64).max(1) as usize
+    } else if ranks > 0 {
+        (asked as usize).min(ranks)
+    } else {
+        asked as usize
+    })
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_worker_ranks() -> usize {
+    crate::backend::mpi::worker_ranks()
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_worker_ranks() -> usize {
+    0
 }
 
 /// The backend by the precedence rule, then joblib's `prefer` hint (for
@@ -173,7 +219,7 @@ fn resolve_backend(
             Some(v) => (
                 v.parse::<Backend>().map_err(|_| {
                     Error::Config(format!(
-                        "{ENV_BACKEND}={v:?} is not a backend: expected thread, process or sequential"
+                        "{ENV_BACKEND}={v:?} is not a backend: expected thread, process, sequential or mpi"
                     ))
                 })?,
                 BackendSource::Environment,

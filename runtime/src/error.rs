@@ -129,6 +129,11 @@ pub enum Error {
     )]
     NoWorkerEntry,
 
+    /// The MPI backend could not run: the program was not started by an
+    /// MPI launcher, the `mpi` feature is off, or every rank is busy.
+    #[error("MPI: {0}")]
+    Mpi(String),
+
     /// A worker started, but its handshake did not match this process
     /// (another protocol version or another task registry), or it never came.
     #[error("worker handshake failed: {0}")]

@@ -72,6 +72,14 @@ mod task;
 mod wire;
 
 pub use backend::process::worker::{init, is_worker};
+
+/// The MPI backend's view of this process (parjob's `mpi` feature): see
+/// `Backend::Mpi` and the README's "More than one machine".
+#[cfg(feature = "mpi")]
+pub mod mpi {
+    pub use crate::backend::mpi::info::*;
+    pub use crate::backend::mpi::{launched, SPAWN_FLAG};
+}
 pub use calls::TaskRun;
 #[cfg(feature = "persist")]
 pub use compress::Compression;

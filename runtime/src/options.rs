@@ -27,6 +27,17 @@ pub enum Backend {
     /// Re-executed worker processes that find tasks by name. For isolation:
     /// crashing FFI, `panic = "abort"`, leaks, global state.
     Process,
+    /// The worker ranks of an MPI job started by `mpirun -n N` or `srun`
+    /// (parjob's `mpi` feature): rank 0 runs `main` and schedules, the
+    /// other ranks run the jobs. `n_jobs = -1` is every worker rank.
+    Mpi,
+    /// Worker ranks that a program started alone spawns for itself with
+    /// `MPI_Comm_spawn` (parjob's `mpi` feature), kept for the rest of the
+    /// program.
+    MpiSpawn {
+        /// How many worker ranks to spawn, once.
+        workers: usize,
+    },
 }
 
 impl Backend {
@@ -36,7 +47,23 @@ impl Backend {
             Backend::Sequential => "sequential",
             Backend::Thread => "thread",
             Backend::Process => "process",
+            Backend::Mpi => "mpi",
+            Backend::MpiSpawn { .. } => "mpi-spawn",
         }
+    }
+
+    /// Whether jobs leave this process (processes or MPI ranks), so they
+    /// must be registered tasks with serde types.
+    pub fn is_remote(self) -> bool {
+        matches!(
+            self,
+            Backend::Process | Backend::Mpi | Backend::MpiSpawn { .. }
+        )
+    }
+
+    /// Whether this is one of the MPI backends.
+    pub fn is_mpi(self) -> bool {
+        matches!(self, Backend::Mpi | Backend::MpiSpawn { .. })
     }
 }
 
@@ -56,8 +83,9 @@ impl FromStr for Backend {
             Some(BackendName::Sequential) => Ok(Backend::Sequential),
             Some(BackendName::Thread) => Ok(Backend::Thread),
             Some(BackendName::Process) => Ok(Backend::Process),
+            Some(BackendName::Mpi) => Ok(Backend::Mpi),
             None => Err(Error::Config(format!(
-                "unknown backend `{}`: expected \"thread\", \"process\" or \"sequential\"",
+                "unknown backend `{}`: expected \"thread\", \"process\", \"sequential\" or \"mpi\"",
                 s.trim()
             ))),
         }
@@ -136,6 +164,8 @@ pub enum BackendSource {
     OneJob,
     /// Nothing named a backend: threads (in a worker process, too).
     Default,
+    /// A run inside an MPI worker rank, which always uses threads.
+    MpiRank,
 }
 
 impl fmt::Display for BackendSource {
@@ -149,6 +179,7 @@ impl fmt::Display for BackendSource {
             BackendSource::RequireSharedmem => "require_sharedmem",
             BackendSource::OneJob => "n_jobs = 1",
             BackendSource::Default => "the default",
+            BackendSource::MpiRank => "an MPI worker rank",
         })
     }
 }

@@ -234,6 +234,7 @@ impl Parallel {
                 plan.backend_source,
                 plan.max_nbytes,
             )?),
+            Backend::Mpi | Backend::MpiSpawn { .. } => mpi_session(plan)?,
         })
     }
 
@@ -248,6 +249,32 @@ impl Parallel {
         self.home.processes.clear();
         *self.home.threads.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// A session on MPI worker ranks (spawning them first for `MpiSpawn`).
+#[cfg(feature = "mpi")]
+fn mpi_session<W: Work>(plan: &Plan) -> Result<Box<dyn Session<W>>> {
+    use crate::backend::mpi;
+    if let Backend::MpiSpawn { workers } = plan.backend {
+        mpi::spawn_workers(workers)?;
+    }
+    Ok(Box::new(mpi::MpiSession::new(
+        plan.n_jobs,
+        plan.timeout,
+        plan.backend_source,
+        plan.verbose > 0,
+    )?))
+}
+
+/// Without the `mpi` feature, naming an MPI backend says how to get it.
+#[cfg(not(feature = "mpi"))]
+fn mpi_session<W: Work>(_: &Plan) -> Result<Box<dyn Session<W>>> {
+    Err(Error::Config(
+        "backend \"mpi\" needs parjob's `mpi` feature: `parjob = { version = \"0.1\", \
+         features = [\"mpi\"] }` in Cargo.toml, or `cargo run --features mpi`, with an MPI \
+         library installed (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
+            .into(),
+    ))
 }
 
 impl From<usize> for BatchSize {

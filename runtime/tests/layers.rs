@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("backend::sequential", 3),
     ("backend::thread", 3),
     ("backend::process", 3),
+    ("backend::mpi", 3),
     ("schedule", 4),
     ("config", 5),
     ("parallel", 5),

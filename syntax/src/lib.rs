@@ -18,10 +18,12 @@ pub enum BackendName {
     Process,
     /// `"sequential"`.
     Sequential,
+    /// `"mpi"`: the worker ranks of an MPI job (parjob's `mpi` feature).
+    Mpi,
 }
 
 /// The canonical backend names, for error messages and suggestions.
-pub const BACKENDS: &[&str] = &["thread", "process", "sequential"];
+pub const BACKENDS: &[&str] = &["thread", "process", "sequential", "mpi"];
 
 /// A backend name: case and surrounding spaces do not matter.
 pub fn backend(text: &str) -> Option<BackendName> {
@@ -29,6 +31,7 @@ pub fn backend(text: &str) -> Option<BackendName> {
         "thread" | "threads" | "threading" => Some(BackendName::Thread),
         "process" | "processes" | "loky" | "multiprocessing" => Some(BackendName::Process),
         "sequential" => Some(BackendName::Sequential),
+        "mpi" => Some(BackendName::Mpi),
         _ => None,
     }
 }

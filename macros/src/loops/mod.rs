@@ -14,7 +14,7 @@ mod remote;
 mod rewrite;
 
 use crate::diagnostics::Errors;
-use crate::options::{BackendName, Opts, ReturnAs};
+use crate::options::{Opts, ReturnAs};
 use analyse::Kind;
 use parse::{ParallelFor, ParallelLoop};
 use proc_macro2::TokenStream;
@@ -131,7 +131,7 @@ fn expand_for(pf: &ParallelFor, errors: &mut Errors) -> Option<TokenStream> {
     if let Some(label) = &pf.for_loop.label {
         errors.spanned(label, "a `parallel_for!` loop cannot have a label");
     }
-    if matches!(opts.backend, Some((BackendName::Process, _))) {
+    if opts.backend_is_process() {
         let remote = remote::value_body(&pf.for_loop.body, errors)?;
         return Some(expand::process_for(&pf.for_loop, &remote, opts));
     }

@@ -142,6 +142,12 @@ impl Beacon {
         self.words().seq.store(IDLE, Ordering::Release);
     }
 
+    /// The running job's sequence number, if one runs: one atomic load,
+    /// safe in a signal handler.
+    pub(crate) fn running_seq(&self) -> Option<u64> {
+        Some(self.words().seq.load(Ordering::Acquire)).filter(|&s| s != IDLE)
+    }
+
     /// The running job and how long it has run, if one runs.
     pub(crate) fn running(&self) -> Option<(u64, Duration)> {
         let w = self.words();

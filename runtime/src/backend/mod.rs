@@ -13,6 +13,8 @@ use crate::task::Work;
 use std::time::Duration;
 
 pub(crate) mod beacon;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;

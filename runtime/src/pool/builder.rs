@@ -110,6 +110,13 @@ impl PoolBuilder {
         let mut entry = None;
         let mut threads = None;
         let engine = match backend {
+            Backend::Mpi | Backend::MpiSpawn { .. } => {
+                return Err(Error::Config(
+                    "a Pool runs on processes or threads; for MPI ranks use Parallel or a \
+                     task's map with backend \"mpi\""
+                        .into(),
+                ))
+            }
             Backend::Process => {
                 // The manager thread re-executes this program with the
                 // entry of the thread that builds the pool.

@@ -224,6 +224,7 @@ fn first_line(plan: &Plan, task: &str, pids: &[u32]) -> String {
         }
         Backend::Thread => format!("{n} thread{s} in this process (pid {})", std::process::id()),
         Backend::Sequential => format!("1 worker, this thread (pid {})", std::process::id()),
+        Backend::Mpi | Backend::MpiSpawn { .. } => format!("{n} MPI worker rank{s}"),
     };
     format!(
         "[Parallel(n_jobs={})]: Using the {} backend (from {}) with {workers} for task `{task}` \
@@ -242,6 +243,7 @@ fn bar_label(plan: &Plan, task: &str) -> String {
         Backend::Process => format!("{n} worker process{}", if n == 1 { "" } else { "es" }),
         Backend::Thread => format!("{n} thread{s}"),
         Backend::Sequential => "this thread".to_string(),
+        Backend::Mpi | Backend::MpiSpawn { .. } => format!("{n} MPI rank{s}"),
     };
     format!("{task} on {workers}")
 }
@@ -249,7 +251,7 @@ fn bar_label(plan: &Plan, task: &str) -> String {
 /// What the plan's frame limit and timeout mean on its backend.
 fn notes(plan: &Plan) -> Vec<String> {
     let mut notes = Vec::new();
-    if plan.backend == Backend::Process {
+    if plan.backend.is_remote() {
         notes.push(format!(
             "a batch's arguments, and each result, travel in frames of at most {} MiB",
             crate::wire::MAX_FRAME >> 20
@@ -265,6 +267,10 @@ fn notes(plan: &Plan) -> Vec<String> {
             Backend::Sequential => {
                 "a task runs in this thread and cannot be stopped: an overdue task is \
                  reported when it returns"
+            }
+            Backend::Mpi | Backend::MpiSpawn { .. } => {
+                "an overdue task ends the run with an error; MPI cannot stop one rank, so \
+                 its rank finishes the task and is used again after"
             }
         };
         notes.push(format!("timeout {t:?} per task: {note}"));

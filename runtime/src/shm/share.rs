@@ -204,7 +204,8 @@ pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Collected) {
 
 /// A worker's segments and the socket they arrive on.
 struct Held {
-    socket: OwnedFd,
+    /// `None` on an MPI worker rank, whose MPI thread adopts segments.
+    socket: Option<OwnedFd>,
     by_id: HashMap<u64, Arc<Segment>>,
 }
 
@@ -217,9 +218,21 @@ fn held() -> std::sync::MutexGuard<'static, Option<Held>> {
 /// In a worker: the socket the parent passes segments on.
 pub(crate) fn worker_socket(socket: OwnedFd) {
     *held() = Some(Held {
-        socket,
+        socket: Some(socket),
         by_id: HashMap::new(),
     });
+}
+
+/// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
+/// the jobs that name it.
+pub(crate) fn worker_adopted(id: u64, segment: Segment) {
+    held()
+        .get_or_insert_with(|| Held {
+            socket: None,
+            by_id: HashMap::new(),
+        })
+        .by_id
+        .insert(id, Arc::new(segment));
 }
 
 /// In a worker: segment `id`, received now if it has not been yet. The
@@ -234,7 +247,10 @@ pub(crate) fn worker_segment(id: u64) -> Result<Arc<Segment>, String> {
         if let Some(seg) = held.by_id.get(&id) {
             return Ok(Arc::clone(seg));
         }
-        let (announce, fd) = fdpass::recv_segment(held.socket.as_fd())
+        let socket = held.socket.as_ref().ok_or_else(|| {
+            format!("shared-memory argument {id} never reached this MPI rank (see its log)")
+        })?;
+        let (announce, fd) = fdpass::recv_segment(socket.as_fd())
             .map_err(|e| format!("receiving shared memory from the parent: {e}"))?
             .ok_or("the parent closed its shared-memory socket")?;
         let seg = adopt(announce, fd)
@@ -283,10 +299,14 @@ pub(crate) fn worker_pass_result(segment: &Segment) -> std::io::Result<()> {
         .as_ref()
         .ok_or_else(|| std::io::Error::other("not a worker process"))?;
     loop {
-        match fdpass::send_segment(held.socket.as_fd(), segment.announce(), segment.fd()) {
+        let socket = held
+            .socket
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no shared-memory socket on an MPI rank"))?;
+        match fdpass::send_segment(socket.as_fd(), segment.announce(), segment.fd()) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut pollfd = libc::pollfd {
-                    fd: held.socket.as_raw_fd(),
+                    fd: socket.as_raw_fd(),
                     events: libc::POLLOUT,
                     revents: 0,
                 };

@@ -140,7 +140,7 @@ enum Problem {
     Desync(String),
 }
 
-pub(super) fn failure_error(task: &str, index: usize, failure: JobFailure) -> Error {
+pub(crate) fn failure_error(task: &str, index: usize, failure: JobFailure) -> Error {
     let codec_error = |action, cause: String| Error::Codec {
         task: task.into(),
         index,

@@ -97,11 +97,13 @@ impl Drop for FrameOut<'_> {
     }
 }
 
-/// In a worker: installs [`Forward`] when the parent keeps any events.
-pub(crate) fn install(output: &'static Output) {
+/// In a worker: installs [`Forward`] when the parent keeps any events
+/// (`PARJOB_WORKER_LOG`, else `default`: an MPI rank cannot be told).
+pub(crate) fn install(output: &'static Output, default: Option<LevelFilter>) {
     let max = std::env::var(ENV_LOG_LEVEL)
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
+        .or(default)
         .unwrap_or(LevelFilter::OFF);
     std::env::remove_var(ENV_LOG_LEVEL);
     if max != LevelFilter::OFF {

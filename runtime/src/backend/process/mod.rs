@@ -28,7 +28,7 @@
 mod answer;
 mod exit;
 mod lease;
-mod log;
+pub(crate) mod log;
 mod reader;
 mod session;
 mod spawn;
@@ -39,7 +39,8 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
-pub(crate) use session::ProcessSession;
+pub(crate) use answer::failure_error as answer_error;
+pub(crate) use session::{encode_all, encode_error, ProcessSession};
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};

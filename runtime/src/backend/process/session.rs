@@ -279,7 +279,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
 
 /// Each job's arguments encoded for a worker, or the position of the
 /// first that cannot be, with why.
-fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
+pub(crate) fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
     let mut args = Vec::with_capacity(items.len());
     for (k, work) in items.iter().enumerate() {
         match work.encode_args() {
@@ -352,7 +352,7 @@ impl<W: Work> ProcessSession<W> {
     }
 }
 
-fn encode_error(task: &str, index: usize, cause: String) -> Error {
+pub(crate) fn encode_error(task: &str, index: usize, cause: String) -> Error {
     Error::Codec {
         task: task.into(),
         index,

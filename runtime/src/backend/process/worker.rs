@@ -15,6 +15,7 @@ use crate::wire::{self, Hello, JobFailure, ToWorker};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Set in a worker's environment:
@@ -117,6 +118,8 @@ pub fn init() {
     if let Some(spec) = worker_spec() {
         serve(&spec);
     }
+    #[cfg(feature = "mpi")]
+    crate::backend::mpi::enter_if_launched();
 }
 
 /// The worker entry for tests, called by `#[parjob::test]` with the test
@@ -248,9 +251,21 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
     wire::write_hello(&mut hello_frame, &hello()).map_err(io)?;
     hello_frame.flush().map_err(io)?;
     drop(hello_frame);
-    log::install(output);
+    log::install(output, None);
+    serve_frames(&mut input, output, &beacon)
+}
+
+/// The serve loop: runs each batch read from `input` and answers on
+/// `output`, until `input` ends. A worker process reads its pipe from the
+/// parent; an MPI worker rank reads a pipe its MPI thread fills.
+pub(crate) fn serve_frames(
+    input: &mut impl Read,
+    output: &log::Output,
+    beacon: &Beacon,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("pipe to the parent: {e}");
     let tasks = registry();
-    while let Some(frame) = wire::read_frame(&mut input).map_err(io)? {
+    while let Some(frame) = wire::read_frame(input).map_err(io)? {
         match wire::decode_message(&frame).map_err(io)? {
             ToWorker::Run {
                 id,
@@ -268,7 +283,7 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
                     args,
                     chunked,
                 };
-                run_batch(tasks.get(task.as_str()).copied(), batch, &beacon, output)?;
+                run_batch(tasks.get(task.as_str()).copied(), batch, beacon, output)?;
             }
             ToWorker::Forget { segments } => crate::shm::worker_forget(&segments),
             ToWorker::Init { task, args } => {
@@ -277,6 +292,29 @@ fn serve_until_eof(spec: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Batches with ids up to this one skip their remaining jobs: an MPI
+/// driver cancelled them (a rank cannot be killed alone).
+static CANCELLED_UP_TO: AtomicU64 = AtomicU64::new(0);
+
+/// Makes batches up to `id` skip the jobs they have not started.
+pub(crate) fn cancel_up_to(id: u64) {
+    CANCELLED_UP_TO.fetch_max(id, Ordering::Relaxed);
+}
+
+/// Marks this process as an MPI worker rank that may use `cpus` CPUs:
+/// nested runs go to threads, never to processes.
+pub(crate) fn become_mpi_rank(cpus: usize) {
+    let _ = WORKER_SHARE.set(cpus.max(1));
+    IN_MPI_RANK.store(true, Ordering::Relaxed);
+}
+
+static IN_MPI_RANK: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is an MPI worker rank.
+pub(crate) fn in_mpi_rank() -> bool {
+    IN_MPI_RANK.load(Ordering::Relaxed)
 }
 
 /// One batch as the serve loop takes it.
@@ -302,8 +340,12 @@ fn run_batch(
         chunked,
     } = batch;
     let started = crate::backend::beacon::now_ns();
-    let count = args.len() as u64;
+    let mut count = 0;
     for (k, arg) in args.into_iter().enumerate() {
+        if id <= CANCELLED_UP_TO.load(Ordering::Relaxed) {
+            break;
+        }
+        count += 1;
         beacon.start(seq + k as u64);
         // The frame's writer takes the pipe's lock only when the task has
         // returned and its answer is written.
@@ -317,7 +359,7 @@ fn run_batch(
     beacon.idle();
     let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
     let mut done = output.frame();
-    answered(wire::write_done(&mut done, id, count, elapsed_ns))?;
+    answered(wire::write_done(&mut done, id, count as u64, elapsed_ns))?;
     answered(done.flush())
 }
 
@@ -435,7 +477,7 @@ fn answered(written: std::io::Result<()>) -> Result<(), String> {
 /// This worker's hello. `PARJOB_TEST_FINGERPRINT_SALT=<n>` changes its
 /// fingerprint, to test what a parent does with a worker from another
 /// build (a fault injection for tests; nothing sets it otherwise).
-fn hello() -> Hello {
+pub(crate) fn hello() -> Hello {
     let salt = std::env::var("PARJOB_TEST_FINGERPRINT_SALT")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -1,0 +1,181 @@
+//! The MPI backend: the ranks of an MPI job as worker processes.
+//!
+//! # Two ways to get ranks
+//! - **Static** (`mpirun -n N prog`, `srun -n N prog`): every rank runs the
+//!   same binary. At `#[parjob::main]`, rank 0 returns to `main` as the
+//!   driver and every other rank serves jobs until rank 0 says stop. This
+//!   is mpi4py.futures' static mode.
+//! - **Spawned** (`Backend::MpiSpawn`): a program started alone calls
+//!   `MPI_Comm_spawn` on its own executable with [`SPAWN_FLAG`]; the
+//!   children find their parent communicator and serve.
+//!
+//! # One thread talks MPI
+//! MPI is initialised with `MPI_THREAD_FUNNELED` on a thread of its own
+//! (`parjob-mpi`), which makes every MPI call of the process, all of them
+//! nonblocking (`link`), with a backoff when idle. On rank 0 the sessions
+//! hand it messages through a channel and get the ranks' answers back
+//! through another (`driver`). On a worker rank it bridges MPI to the
+//! process backend's serve loop, which runs on the main thread over a
+//! pair of pipes (`rank`): a worker rank runs tasks exactly as a worker
+//! process does, from the same frames.
+//!
+//! # Messages
+//! Tags: [`TAG_HELLO`] (worker to driver, once: protocol, registry
+//! fingerprint, host), [`TAG_TASK`] (a `ToWorker` frame), [`TAG_RESULT`]
+//! (one or more answer frames), [`TAG_CANCEL`] (skip the rest of batches
+//! up to an id), [`TAG_STOP`] (serve no more), and [`TAG_SEGMENT`] (a large
+//! argument, once per rank and run: from the driver's memfd on its own
+//! node, else its bytes, checked by hash).
+//!
+//! # A dead rank
+//! A rank that dies ends the MPI job: that is MPI's model, and `mpirun`
+//! kills the other ranks. The dying rank and the driver each print what
+//! they know before they go (`signals`).
+
+mod driver;
+mod link;
+mod rank;
+mod session;
+mod signals;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use driver::{spawn_workers, worker_ranks};
+pub(crate) use session::MpiSession;
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A worker's hello.
+pub(crate) const TAG_HELLO: i32 = 101;
+/// Driver to worker: one `ToWorker` frame.
+pub(crate) const TAG_TASK: i32 = 102;
+/// Worker to driver: answer frames, whole.
+pub(crate) const TAG_RESULT: i32 = 103;
+/// Driver to worker: skip the rest of every batch up to this id.
+pub(crate) const TAG_CANCEL: i32 = 104;
+/// Driver to worker: serve no more.
+pub(crate) const TAG_STOP: i32 = 105;
+/// Driver to worker: a large argument's header, then its bytes in parts.
+pub(crate) const TAG_SEGMENT: i32 = 106;
+/// The parts of a segment's bytes, right after its header.
+pub(crate) const TAG_SEGMENT_PART: i32 = 107;
+
+/// The argument that makes a spawned copy of this program a worker.
+pub const SPAWN_FLAG: &str = "--parjob-mpi-worker";
+
+/// Auto-batching aims for batches this long on MPI ranks. Each batch is
+/// two messages through the single driver thread; at 0.2 s per batch a
+/// driver feeding 2,048 ranks (64 nodes x 32) handles about 20,000
+/// messages a second, a small share of what one thread sustains
+/// (docs/benchmarks.md), and the last batch of a run costs at most 0.2 s
+/// of imbalance.
+pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(200);
+
+/// The bytes rank 0 keeps in flight at once: sends past this wait their
+/// turn, so broadcasting to many ranks never holds many copies.
+pub(crate) const IN_FLIGHT_CAP: usize = 256 << 20;
+
+/// How long the driver waits for every rank's hello.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a worker rank tells the driver first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RankHello {
+    /// The same hello a worker process sends: protocol and fingerprint.
+    pub(crate) hello: crate::wire::Hello,
+    /// The rank's host name.
+    pub(crate) host: String,
+    /// The kernel and pid namespace it runs in: ranks that share it with
+    /// the driver can open the driver's memfds.
+    pub(crate) node: String,
+    /// CPUs the rank may use.
+    pub(crate) cpus: usize,
+}
+
+/// A large argument on its way to a rank.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SegmentHeader {
+    /// The driver's id of the segment, which the task frames name.
+    pub(crate) id: u64,
+    /// Its length in bytes.
+    pub(crate) len: u64,
+    /// xxh3-128 of its bytes, checked on arrival.
+    pub(crate) hash: u128,
+    /// On the driver's node: the driver's pid and the memfd's descriptor,
+    /// opened through `/proc` instead of sending the bytes.
+    pub(crate) local: Option<(u32, i32)>,
+}
+
+/// Whether this process was started by an MPI launcher (`mpirun`,
+/// `mpiexec`, `srun` with PMI) or spawned by a parjob driver.
+pub fn launched() -> bool {
+    const VARS: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"];
+    spawned() || VARS.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+fn spawned() -> bool {
+    std::env::args_os().skip(1).any(|a| a == SPAWN_FLAG)
+}
+
+/// The node this process runs on, as far as sharing memfds goes: the
+/// kernel's boot id and the pid namespace.
+fn node_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pidns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("{}/{pidns}", boot.trim())
+}
+
+/// This host's name, as MPI reports it.
+fn host_name() -> String {
+    mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
+}
+
+/// The CPUs this rank may use: `SLURM_CPUS_PER_TASK` when Slurm set it,
+/// else what the scheduler affinity and the cgroup quota allow.
+pub(crate) fn rank_cpus() -> usize {
+    let slurm = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    slurm.map_or(available, |s| s.min(available))
+}
+
+/// Called by `init()`: under an MPI launcher, starts MPI; a worker rank
+/// then serves and exits here, and rank 0 returns as the driver.
+pub(crate) fn enter_if_launched() {
+    if launched() {
+        match driver::start() {
+            Ok(driver::Role::Driver) => {}
+            Ok(driver::Role::Worker(bridge)) => rank::serve(bridge),
+            Err(e) => {
+                eprintln!("parjob: starting MPI failed: {e}");
+                std::process::exit(70);
+            }
+        }
+    }
+}
+
+/// Information about this process's place in an MPI job.
+pub(crate) mod info {
+    /// This process's rank in `MPI_COMM_WORLD` (or among the spawned
+    /// workers), `None` outside MPI.
+    pub fn rank() -> Option<usize> {
+        super::rank::this_rank()
+    }
+
+    /// How many large arguments this worker rank has received: one per
+    /// argument and run, however many jobs use it.
+    pub fn segments_received() -> u64 {
+        super::rank::segments_received()
+    }
+
+    /// The number of MPI messages and bytes rank 0 has sent to its
+    /// workers so far.
+    pub fn driver_sent() -> (u64, u64) {
+        super::driver::sent()
+    }
+}

@@ -1,0 +1,343 @@
+//! A worker rank: the process backend's serve loop, fed by MPI.
+//!
+//! The main thread runs the serve loop of a worker process
+//! (`worker::serve_frames`) over two pipes. The MPI thread (the
+//! [`Shuttle`]) writes each task frame from rank 0 into the first pipe,
+//! and sends whatever answer frames appear on the second back to rank 0,
+//! whole frames per message. Large arguments arrive before the tasks that
+//! name them and are adopted as shared-memory segments under the driver's
+//! ids. On `TAG_STOP` the rank skips what is left, says goodbye, finalises
+//! MPI and exits: the rest of `main` never runs here.
+
+use super::link::{self, Address, Backoff, Body, Link};
+use super::{RankHello, SegmentHeader, IN_FLIGHT_CAP};
+use super::{TAG_CANCEL, TAG_HELLO, TAG_RESULT, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_STOP, TAG_TASK};
+use crate::backend::beacon::Beacon;
+use crate::backend::process::worker;
+use crate::shm::Segment;
+use crate::wire::{self, codec};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+static RANK: AtomicUsize = AtomicUsize::new(usize::MAX);
+static SEGMENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// This worker rank's rank, `None` elsewhere.
+pub(crate) fn this_rank() -> Option<usize> {
+    match RANK.load(Ordering::Relaxed) {
+        usize::MAX => None,
+        r => Some(r),
+    }
+}
+
+/// Large arguments this rank has received.
+pub(crate) fn segments_received() -> u64 {
+    SEGMENTS_RECEIVED.load(Ordering::Relaxed)
+}
+
+/// The serve loop's ends of the pipes, before the role is known.
+pub(crate) struct BridgeEnd {
+    tasks: File,
+    answers: File,
+}
+
+/// What the main thread of a worker rank serves with.
+pub(crate) struct Bridge {
+    tasks: File,
+    answers: File,
+    rank: usize,
+    _mpi: std::thread::JoinHandle<()>,
+}
+
+impl BridgeEnd {
+    pub(crate) fn into_bridge(self, mpi: std::thread::JoinHandle<()>, rank: usize) -> Bridge {
+        Bridge {
+            tasks: self.tasks,
+            answers: self.answers,
+            rank,
+            _mpi: mpi,
+        }
+    }
+}
+
+/// The MPI thread's ends of the pipes (nonblocking).
+pub(crate) struct Shuttle {
+    tasks: File,
+    answers: File,
+}
+
+/// Two pipes: tasks (MPI thread to serve loop) and answers (back).
+pub(crate) fn pipes() -> io::Result<(BridgeEnd, Shuttle)> {
+    let pipe = || -> io::Result<(File, File)> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and owned by nobody else.
+        Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+    };
+    let (tasks_read, tasks_write) = pipe()?;
+    let (answers_read, answers_write) = pipe()?;
+    for f in [&tasks_write, &answers_read] {
+        // SAFETY: fcntl on descriptors owned here.
+        unsafe {
+            let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    Ok((
+        BridgeEnd {
+            tasks: tasks_read,
+            answers: answers_write,
+        },
+        Shuttle {
+            tasks: tasks_write,
+            answers: answers_read,
+        },
+    ))
+}
+
+/// The main thread of a worker rank: serves until the MPI thread ends
+/// the process.
+pub(crate) fn serve(bridge: Bridge) -> ! {
+    RANK.store(bridge.rank, Ordering::Relaxed);
+    worker::become_mpi_rank(super::rank_cpus());
+    super::signals::rank_installed(bridge.rank);
+    let output: &'static crate::backend::process::log::Output = Box::leak(Box::new(
+        crate::backend::process::log::Output::new(bridge.answers),
+    ));
+    crate::backend::process::log::install(output, Some(tracing::level_filters::LevelFilter::INFO));
+    let beacon: &'static Beacon = Box::leak(Box::new(Beacon::in_process()));
+    super::signals::watch_beacon(beacon);
+    let mut input = BufReader::new(bridge.tasks);
+    if let Err(e) = worker::serve_frames(&mut input, output, beacon) {
+        eprintln!("parjob: MPI rank {}: {e}", bridge.rank);
+        let _ = io::stdout().flush();
+        std::process::exit(3);
+    }
+    // The task pipe closed: the MPI thread is finishing and will exit.
+    loop {
+        std::thread::park();
+    }
+}
+
+impl Shuttle {
+    /// The MPI thread of a worker rank: hello, then carry frames both ways
+    /// until rank 0 says stop.
+    pub(crate) fn run(mut self, comm: mpi::ffi::MPI_Comm, rank: usize) {
+        let driver = Address { comm, rank: 0 };
+        let mut link = Link::new(IN_FLIGHT_CAP);
+        let hello = RankHello {
+            hello: worker::hello(),
+            host: super::host_name(),
+            node: super::node_id(),
+            cpus: super::rank_cpus(),
+        };
+        match codec::encode(&hello) {
+            Ok(bytes) => link.send(driver, TAG_HELLO, Body::Bytes(bytes)),
+            Err(e) => eprintln!("parjob: MPI rank {rank}: encoding its hello: {}", e.0),
+        }
+        let mut tasks: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut written = 0;
+        let mut answers = Vec::new();
+        let mut backoff = Backoff::new(Duration::from_millis(1));
+        loop {
+            let mut moved = false;
+            while let Some(probed) = link::probe(comm, Some(0)) {
+                moved = true;
+                match probed.tag {
+                    TAG_TASK => match probed.receive(wire::MAX_FRAME as usize + 8) {
+                        Ok(frame) => tasks.push_back(frame),
+                        Err(e) => eprintln!("parjob: MPI rank {rank}: {e}"),
+                    },
+                    TAG_SEGMENT => receive_segment(comm, probed, rank),
+                    TAG_CANCEL => {
+                        let mut id = [0u8; 8];
+                        if probed.len == 8 {
+                            probed.receive_into(&mut id);
+                            worker::cancel_up_to(u64::from_le_bytes(id));
+                        } else {
+                            let _ = probed.receive(64);
+                        }
+                    }
+                    TAG_STOP => {
+                        let _ = probed.receive(64);
+                        return goodbye(&mut link, driver);
+                    }
+                    _ => {
+                        let _ = probed.receive(1 << 20);
+                    }
+                }
+            }
+            moved |= feed(&mut self.tasks, &mut tasks, &mut written);
+            moved |= collect(&mut self.answers, &mut answers, |frames| {
+                link.send(driver, TAG_RESULT, Body::Bytes(frames))
+            });
+            moved |= link.progress();
+            if moved {
+                backoff.reset();
+            } else {
+                wait_readable(&self.answers, backoff.next());
+            }
+        }
+    }
+}
+
+/// Skips what is left, says goodbye (after which this rank sends
+/// nothing), and waits for its sends to complete.
+fn goodbye(link: &mut Link, driver: Address) {
+    worker::cancel_up_to(u64::MAX);
+    link.send(driver, TAG_STOP, Body::Bytes(Vec::new()));
+    while !link.is_idle() {
+        if !link.progress() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+/// Writes queued task frames into the serve loop's pipe, as far as it
+/// takes them now.
+fn feed(pipe: &mut File, tasks: &mut VecDeque<Vec<u8>>, written: &mut usize) -> bool {
+    let mut moved = false;
+    while let Some(frame) = tasks.front() {
+        match pipe.write(&frame[*written..]) {
+            Ok(n) => {
+                moved = true;
+                *written += n;
+                if *written == frame.len() {
+                    tasks.pop_front();
+                    *written = 0;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    moved
+}
+
+/// Reads what the serve loop wrote and hands every whole frame on, in
+/// one message.
+fn collect(pipe: &mut File, buffer: &mut Vec<u8>, mut send: impl FnMut(Vec<u8>)) -> bool {
+    let mut moved = false;
+    let mut chunk = [0u8; 1 << 16];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                moved = true;
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let whole = whole_frames(buffer);
+    if whole > 0 {
+        let rest = buffer.split_off(whole);
+        send(std::mem::replace(buffer, rest));
+    }
+    moved
+}
+
+/// The length of the whole frames at the start of `bytes`.
+pub(super) fn whole_frames(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(len) = bytes.get(at..at + 8) {
+        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+        if bytes.len() - at - 8 < len {
+            break;
+        }
+        at += 8 + len;
+    }
+    at
+}
+
+fn wait_readable(pipe: &File, wait: Duration) {
+    if wait.is_zero() {
+        std::thread::yield_now();
+        return;
+    }
+    let mut pollfd = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd.
+    unsafe { libc::poll(&mut pollfd, 1, wait.as_millis().max(1) as i32) };
+}
+
+/// Takes a large argument: from the driver's memfd when it is on this
+/// node, else its bytes, straight into a new sealed segment, checked by
+/// hash. A failure is printed; the jobs that name it then fail saying so.
+fn receive_segment(comm: mpi::ffi::MPI_Comm, probed: link::Probed, rank: usize) {
+    let header = match probed
+        .receive(4096)
+        .and_then(|b| codec::decode::<SegmentHeader>(&b).map_err(|e| e.0))
+    {
+        Ok(h) => h,
+        Err(e) => return eprintln!("parjob: MPI rank {rank}: a bad segment header: {e}"),
+    };
+    let segment = match header.local {
+        Some((pid, fd)) => open_local(&header, pid, fd),
+        None => receive_bytes(comm, &header),
+    };
+    match segment {
+        Ok(segment) => {
+            SEGMENTS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+            crate::shm::worker_adopted(header.id, segment);
+        }
+        Err(e) => eprintln!(
+            "parjob: MPI rank {rank}: large argument {} ({} bytes): {e}",
+            header.id, header.len
+        ),
+    }
+}
+
+fn open_local(header: &SegmentHeader, pid: u32, fd: i32) -> Result<Segment, String> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let file = File::open(&path).map_err(|e| {
+        format!(
+            "opening the driver's {path}: {e} (set {}=1 to send the bytes instead)",
+            super::driver::NO_NODE_SHARING
+        )
+    })?;
+    let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;
+    Segment::adopt(header.id, OwnedFd::from(file), len, false).map_err(|e| e.to_string())
+}
+
+fn receive_bytes(comm: mpi::ffi::MPI_Comm, header: &SegmentHeader) -> Result<Segment, String> {
+    let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;
+    crate::shm::check_capacity(len)?;
+    let mut failure = None;
+    let segment = Segment::create_filled(header.id, len, |out| {
+        let mut at = 0;
+        while at < out.len() {
+            let Some(part) = link::probe(comm, Some(0)) else {
+                std::thread::yield_now();
+                continue;
+            };
+            if part.tag != TAG_SEGMENT_PART || part.len > out.len() - at {
+                failure = Some(format!("expected its bytes, got tag {}", part.tag));
+                let _ = part.receive(0);
+                return;
+            }
+            let n = part.len;
+            part.receive_into(&mut out[at..at + n]);
+            at += n;
+        }
+    })?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(segment.bytes());
+    if hash != header.hash {
+        return Err("its bytes do not match their hash".into());
+    }
+    Ok(segment)
+}

@@ -1,0 +1,475 @@
+//! One run on leased MPI ranks, as a [`Session`]: the scheduler above it
+//! is the same one that drives threads and processes, so ordering,
+//! `pre_dispatch`, batching, progress and timeouts work unchanged.
+//!
+//! A batch is the process backend's `Run` frame, sent as one message; the
+//! rank answers with the same frames a worker process writes. Large
+//! arguments (over `max_nbytes`) are sent to each rank once per run,
+//! before the first batch that names them. Results always come back in the
+//! answer message. A timeout cannot kill a rank: the run fails, the rank
+//! is told to skip the rest of its batches, and it is leased again once it
+//! has finished the job it was in.
+
+use super::driver::{self, Command, Incoming, Lease};
+use super::link::{Body, MAX_MESSAGE};
+use super::{SegmentHeader, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_TASK};
+use crate::backend::process::{answer_error, encode_all, encode_error, log};
+use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
+use crate::error::{Error, Result};
+use crate::options::BackendSource;
+use crate::shm::{self, Collected, Segment};
+use crate::task::{Decoder, Work};
+use crate::wire::{self, codec::CodecError, FromWorker, Incoming as Frame, ToWorker};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Batches queued on one rank: one running, one on its way.
+const DEPTH: usize = 2;
+
+/// Batch ids, unique for the process: a rank told to skip batches up to
+/// an id skips only older runs' batches and this one's.
+static NEXT_BATCH: AtomicU64 = AtomicU64::new(1);
+
+/// A leased rank.
+struct Slot {
+    peer: usize,
+    label: String,
+    pid: u32,
+    same_node: bool,
+    /// Batch ids sent and not yet done, oldest first.
+    queue: VecDeque<u64>,
+    /// When the oldest batch began running (as far as the driver knows).
+    front_since: Instant,
+    /// Segments this rank has been sent in this run.
+    segments: HashSet<u64>,
+}
+
+struct InFlight<R> {
+    first: usize,
+    len: usize,
+    task: &'static str,
+    decode: Decoder<R>,
+    answered: usize,
+    values: Vec<R>,
+    failure: Option<Error>,
+    slot: usize,
+    /// The segments its arguments name, held until it is answered.
+    _shared: Collected,
+}
+
+/// One run's use of the worker ranks.
+pub(crate) struct MpiSession<W: Work> {
+    lease: Lease,
+    slots: Vec<Slot>,
+    batches: HashMap<u64, InFlight<W::Output>>,
+    here: VecDeque<Finished<W::Output>>,
+    timeout: Option<Duration>,
+    backend_from: BackendSource,
+    /// xxh3 of each segment sent, computed once.
+    hashes: HashMap<u64, u128>,
+}
+
+impl<W: Work> MpiSession<W> {
+    /// Leases up to `n_jobs` idle ranks, and says which when `verbose`.
+    pub(crate) fn new(
+        n_jobs: usize,
+        timeout: Option<Duration>,
+        backend_from: BackendSource,
+        verbose: bool,
+    ) -> Result<Self> {
+        let lease = driver::lease(n_jobs)?;
+        let now = Instant::now();
+        let slots: Vec<Slot> = lease
+            .peers
+            .iter()
+            .map(|p| Slot {
+                peer: p.index,
+                label: p.label.clone(),
+                pid: p.pid,
+                same_node: p.same_node,
+                queue: VecDeque::new(),
+                front_since: now,
+                segments: HashSet::new(),
+            })
+            .collect();
+        if verbose {
+            let ranks: Vec<&str> = slots.iter().map(|s| s.label.as_str()).collect();
+            eprintln!(
+                "[parjob] MPI: {} worker ranks: {}",
+                ranks.len(),
+                ranks.join(", ")
+            );
+        }
+        Ok(MpiSession {
+            lease,
+            slots,
+            batches: HashMap::new(),
+            here: VecDeque::new(),
+            timeout,
+            backend_from,
+            hashes: HashMap::new(),
+        })
+    }
+
+    fn least_loaded(&self) -> Option<usize> {
+        (0..self.slots.len())
+            .filter(|&k| self.slots[k].queue.len() < DEPTH)
+            .min_by_key(|&k| self.slots[k].queue.len())
+    }
+
+    /// Sends `segment` to slot `k`'s rank, unless it has it already.
+    fn send_segment(&mut self, k: usize, segment: &Arc<Segment>) -> Result<()> {
+        let slot = &mut self.slots[k];
+        if !slot.segments.insert(segment.id()) {
+            return Ok(());
+        }
+        let local = slot.same_node.then(|| {
+            use std::os::fd::AsRawFd;
+            (std::process::id(), segment.fd().as_raw_fd())
+        });
+        let hash = *self
+            .hashes
+            .entry(segment.id())
+            .or_insert_with(|| xxhash_rust::xxh3::xxh3_128(segment.bytes()));
+        let header = SegmentHeader {
+            id: segment.id(),
+            len: segment.bytes().len() as u64,
+            hash,
+            local,
+        };
+        let peer = slot.peer;
+        let header = crate::wire::codec::encode(&header).map_err(|e| Error::Mpi(e.0))?;
+        send(peer, TAG_SEGMENT, Body::Bytes(header), false)?;
+        if local.is_none() {
+            let len = segment.bytes().len();
+            for start in (0..len).step_by(MAX_MESSAGE) {
+                let range = start..(start + MAX_MESSAGE).min(len);
+                send(
+                    peer,
+                    TAG_SEGMENT_PART,
+                    Body::Segment(segment.clone(), range),
+                    false,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message of answer frames from a rank.
+    fn absorb(&mut self, incoming: Incoming) -> Result<()> {
+        let Some(k) = self.slots.iter().position(|s| s.peer == incoming.peer) else {
+            return Ok(());
+        };
+        let mut bytes = &incoming.payload[..];
+        loop {
+            let batches = &self.batches;
+            let frame = wire::read_incoming(&mut bytes, |batch, r| {
+                let Some(b) = batches.get(&batch) else {
+                    return Err(Problem::Stale);
+                };
+                match crate::panic::catch(|| (b.decode)(r)) {
+                    Ok(v) => v.map_err(Problem::Codec),
+                    Err(caught) => Err(Problem::Panic(caught)),
+                }
+            });
+            match frame {
+                Ok(None) => return Ok(()),
+                Ok(Some(Frame::Value { batch, value })) => self.value(batch, value),
+                Ok(Some(Frame::Other(payload))) => self.other(k, &payload),
+                Err(e) => {
+                    return Err(Error::Mpi(format!(
+                        "a garbled answer from {}: {e}",
+                        self.slots[k].label
+                    )))
+                }
+            }
+        }
+    }
+
+    fn value(&mut self, batch: u64, value: std::result::Result<W::Output, Problem>) {
+        let Some(b) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        let index = b.first + b.answered;
+        b.answered += 1;
+        let label = &self.slots[b.slot].label;
+        let error = match value {
+            Ok(v) => {
+                if b.failure.is_none() {
+                    b.values.push(v);
+                }
+                return;
+            }
+            Err(Problem::Stale) => return,
+            Err(Problem::Codec(e)) => Error::Codec {
+                task: b.task.into(),
+                index,
+                action: "decode the result",
+                cause: e.0,
+            },
+            Err(Problem::Panic(caught)) => panic_error(b.task, index, caught),
+        };
+        b.failure.get_or_insert(on_rank(error, label));
+    }
+
+    fn other(&mut self, k: usize, payload: &[u8]) {
+        if let Some(record) = wire::log_record(payload) {
+            return log::emit(self.slots[k].pid, &record);
+        }
+        match wire::parse_from_worker(payload) {
+            Ok(FromWorker::JobFailure { batch, failure }) => {
+                if let Some(b) = self.batches.get_mut(&batch) {
+                    let index = b.first + b.answered;
+                    b.answered += 1;
+                    let e = answer_error(b.task, index, failure);
+                    b.failure.get_or_insert(on_rank(e, &self.slots[k].label));
+                }
+            }
+            Ok(FromWorker::Done { id, elapsed_ns, .. }) => {
+                let slot = &mut self.slots[k];
+                slot.queue.retain(|&b| b != id);
+                slot.front_since = Instant::now();
+                if let Some(b) = self.batches.remove(&id) {
+                    self.here.push_back(Finished {
+                        first: b.first,
+                        jobs: b.len,
+                        values: b.values,
+                        failure: b.failure,
+                        elapsed: Duration::from_nanos(elapsed_ns),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The batch that has been running longest, and since when.
+    fn oldest(&self) -> Option<(&Slot, &InFlight<W::Output>)> {
+        self.slots
+            .iter()
+            .filter_map(|s| Some((s, self.batches.get(s.queue.front()?)?)))
+            .min_by_key(|(s, _)| s.front_since)
+    }
+
+    fn timed_out(&self, timeout: Duration) -> Option<Error> {
+        let (slot, batch) = self.oldest()?;
+        (slot.front_since.elapsed() >= timeout).then(|| Error::Timeout {
+            task: batch.task.into(),
+            index: batch.first + batch.answered,
+            after: timeout,
+        })
+    }
+}
+
+/// Why a result frame did not give a value.
+enum Problem {
+    Stale,
+    Codec(CodecError),
+    Panic(crate::panic::Caught),
+}
+
+impl From<CodecError> for Problem {
+    fn from(e: CodecError) -> Self {
+        Problem::Codec(e)
+    }
+}
+
+/// Adds the rank and host to the error of a job that ran there.
+pub(super) fn on_rank(error: Error, label: &str) -> Error {
+    match error {
+        Error::Panic {
+            task,
+            index,
+            message,
+            location,
+        } => Error::Panic {
+            task,
+            index,
+            message: format!("{message} (on MPI {label})"),
+            location,
+        },
+        Error::Codec {
+            task,
+            index,
+            action,
+            cause,
+        } => Error::Codec {
+            task,
+            index,
+            action,
+            cause: format!("{cause} (on MPI {label})"),
+        },
+        other => other,
+    }
+}
+
+fn send(peer: usize, tag: i32, body: Body, batch: bool) -> Result<()> {
+    driver::command(Command::Send {
+        peer,
+        tag,
+        body,
+        batch,
+    })
+}
+
+impl<W: Work> Session<W> for MpiSession<W> {
+    fn has_room(&self) -> bool {
+        self.least_loaded().is_some()
+    }
+
+    fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        let first = batch.first;
+        let jobs = batch.items.len();
+        let Some(head) = batch.items.first() else {
+            return Ok(());
+        };
+        let task = head.task();
+        let chunked = head.chunked();
+        let Some(decode) = head.decoder() else {
+            let e = Error::NotAProcessTask {
+                task: task.to_string(),
+                index: first,
+                backend_from: self.backend_from.to_string(),
+            };
+            self.here.push_back(Finished::failed(first, jobs, e));
+            return Ok(());
+        };
+        let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
+        let args = match encoded {
+            Ok(args) => args,
+            Err((k, cause)) => {
+                let e = encode_error(task, first + k, cause);
+                self.here.push_back(Finished::failed(first, jobs, e));
+                return Ok(());
+            }
+        };
+        drop(batch);
+        let id = NEXT_BATCH.fetch_add(1, Ordering::Relaxed);
+        let msg = ToWorker::Run {
+            id,
+            task: task.to_string(),
+            seq: first as u64,
+            args,
+            // Results come back in the answer message, never as segments.
+            max_nbytes: None,
+            chunked,
+        };
+        let frame = match wire::encode_frame(&msg) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let e = encode_error(task, first, e.0);
+                self.here.push_back(Finished::failed(first, jobs, e));
+                return Ok(());
+            }
+        };
+        drop(msg);
+        let k = self.least_loaded().expect("has_room said a rank has room");
+        for segment in &shared.segments {
+            self.send_segment(k, segment)?;
+        }
+        let slot = &mut self.slots[k];
+        if slot.queue.is_empty() {
+            slot.front_since = Instant::now();
+        }
+        slot.queue.push_back(id);
+        send(slot.peer, TAG_TASK, Body::Bytes(frame), true)?;
+        self.batches.insert(
+            id,
+            InFlight {
+                first,
+                len: jobs,
+                task,
+                decode,
+                answered: 0,
+                values: Vec::with_capacity(jobs),
+                failure: None,
+                slot: k,
+                _shared: shared,
+            },
+        );
+        Ok(())
+    }
+
+    fn wait(&mut self, patience: Option<Duration>) -> Result<Option<Finished<W::Output>>> {
+        let deadline = patience.map(|p| Instant::now() + p);
+        loop {
+            if let Some(done) = self.here.pop_front() {
+                return Ok(Some(done));
+            }
+            if let Some(e) = self.timeout.and_then(|t| self.timed_out(t)) {
+                return Err(e);
+            }
+            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if wait == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            if let (Some(t), Some((slot, _))) = (self.timeout, self.oldest()) {
+                let left = t.saturating_sub(slot.front_since.elapsed());
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+            let received = match wait {
+                Some(w) => self.lease.incoming.recv_timeout(w),
+                None => self
+                    .lease
+                    .incoming
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(incoming) => self.absorb(incoming)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Mpi("the MPI thread has stopped".into()))
+                }
+            }
+        }
+    }
+
+    fn longest_running(&self) -> Option<LongestRunning> {
+        let (slot, batch) = self.oldest()?;
+        Some(LongestRunning {
+            task: batch.task,
+            index: batch.first + batch.answered,
+            running_for: slot.front_since.elapsed(),
+            pid: None,
+        })
+    }
+
+    fn cancel(&mut self) {
+        let last = NEXT_BATCH.load(Ordering::Relaxed);
+        for slot in &self.slots {
+            if !slot.queue.is_empty() {
+                let _ = send(
+                    slot.peer,
+                    TAG_CANCEL,
+                    Body::Bytes(last.to_le_bytes().to_vec()),
+                    false,
+                );
+            }
+        }
+        self.batches.clear();
+        self.here.clear();
+    }
+
+    fn batch_target(&self) -> Duration {
+        BATCH_TARGET
+    }
+}
+
+impl<W: Work> Drop for MpiSession<W> {
+    /// Each rank drops the segments it was sent in this run.
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if slot.segments.is_empty() {
+                continue;
+            }
+            let segments: Vec<u64> = slot.segments.drain().collect();
+            if let Ok(frame) = wire::encode_frame(&ToWorker::Forget { segments }) {
+                let _ = send(slot.peer, TAG_TASK, Body::Bytes(frame), false);
+            }
+        }
+    }
+}

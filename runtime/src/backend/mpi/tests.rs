@@ -1,0 +1,67 @@
+//! Unit tests of the MPI backend's pieces that need no MPI job; the
+//! backend itself is tested under `mpirun` by `tests/mpi`.
+
+use super::link::Backoff;
+use super::rank::whole_frames;
+use crate::wire;
+use std::time::Duration;
+
+#[test]
+fn a_result_message_counts_the_batches_it_ends() {
+    let mut bytes = Vec::new();
+    wire::write_value(&mut bytes, 7, &1u32).unwrap();
+    wire::write_done(&mut bytes, 7, 1, 10).unwrap();
+    wire::write_value(&mut bytes, 8, &2u32).unwrap();
+    wire::write_done(&mut bytes, 8, 1, 10).unwrap();
+    assert_eq!(super::driver::count_done(&bytes), 2);
+    // A torn tail counts only what is whole.
+    assert_eq!(super::driver::count_done(&bytes[..bytes.len() - 3]), 1);
+}
+
+#[test]
+fn only_whole_frames_leave_a_rank() {
+    let mut bytes = Vec::new();
+    wire::write_value(&mut bytes, 1, &"first".to_string()).unwrap();
+    let one = bytes.len();
+    wire::write_done(&mut bytes, 1, 1, 0).unwrap();
+    assert_eq!(whole_frames(&bytes), bytes.len());
+    assert_eq!(whole_frames(&bytes[..bytes.len() - 1]), one);
+    assert_eq!(whole_frames(&bytes[..5]), 0);
+    assert_eq!(whole_frames(&[]), 0);
+}
+
+#[test]
+fn backoff_polls_at_once_then_sleeps_up_to_its_maximum() {
+    let mut b = Backoff::new(Duration::from_millis(1));
+    let waits: Vec<Duration> = (0..40).map(|_| b.next()).collect();
+    assert!(waits[..15].iter().all(|w| w.is_zero()));
+    assert!(waits[16] > Duration::ZERO);
+    assert_eq!(*waits.last().unwrap(), Duration::from_millis(1));
+    assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+    b.reset();
+    assert!(b.next().is_zero());
+}
+
+#[test]
+fn a_rank_error_names_the_rank() {
+    let e = super::session::on_rank(
+        crate::Error::Panic {
+            task: "t".into(),
+            index: 3,
+            message: "boom".into(),
+            location: None,
+        },
+        "rank 2 on node7 (pid 9)",
+    );
+    assert!(
+        e.to_string()
+            .contains("boom (on MPI rank 2 on node7 (pid 9))"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rank_cpus_follow_slurm_when_it_asks_for_fewer() {
+    let all = std::thread::available_parallelism().unwrap().get();
+    assert!(super::rank_cpus() >= 1 && super::rank_cpus() <= all);
+}

@@ -1,0 +1,212 @@
+//! The MPI backend under a real `mpirun` (OpenMPI), with 3 ranks: rank 0
+//! drives, ranks 1 and 2 serve.
+//!
+//! This binary is both the runner and the MPI program. Run by `cargo test
+//! --features mpi --test mpi`, it launches itself once per case, with
+//! `PARJOB_MPI_SCENARIO` naming what rank 0 runs (`scenarios.rs`), and
+//! checks the exit status and the output. It needs the `mpi` feature,
+//! which needs OpenMPI to build, so wherever it builds `mpirun` exists.
+
+mod scenarios;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How a case is launched, and what it must print.
+struct Case {
+    name: &'static str,
+    /// Arguments before the program: `mpirun ...`, or none to run alone.
+    launch: fn(&str) -> Command,
+    env: &'static [(&'static str, &'static str)],
+    /// Whether rank 0 ends with status 0.
+    succeeds: bool,
+    /// Text that must appear in stdout or stderr.
+    expect: &'static [&'static str],
+}
+
+fn mpirun(n: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-n",
+        &n.to_string(),
+    ]);
+    c
+}
+
+fn three(exe: &str) -> Command {
+    let mut c = mpirun(3);
+    c.arg(exe);
+    c
+}
+
+fn alone(exe: &str) -> Command {
+    Command::new(exe)
+}
+
+/// Ranks 0 and 1 from this build, rank 2 with another registry.
+fn mismatched(exe: &str) -> Command {
+    let mut c = mpirun(2);
+    c.args([
+        exe,
+        ":",
+        "-n",
+        "1",
+        "-x",
+        "PARJOB_TEST_FINGERPRINT_SALT=7",
+        exe,
+    ]);
+    c
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "results",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK results", "RANKS {1, 2}"],
+    },
+    Case {
+        name: "streams",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK streams", "Done 200 tasks", "finished"],
+    },
+    Case {
+        name: "panic",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK panic", "on MPI rank 2 on"],
+    },
+    Case {
+        name: "abort",
+        launch: three,
+        env: &[],
+        succeeds: false,
+        expect: &["MPI rank 2 on", "died of SIGABRT", "ends the whole MPI job"],
+    },
+    Case {
+        name: "mismatch",
+        launch: mismatched,
+        env: &[],
+        succeeds: true,
+        expect: &["OK mismatch", "worker handshake failed"],
+    },
+    Case {
+        name: "spawn",
+        launch: alone,
+        env: &[("OMPI_MCA_rmaps_base_oversubscribe", "1")],
+        succeeds: true,
+        expect: &["OK spawn"],
+    },
+    Case {
+        name: "alone",
+        launch: alone,
+        env: &[],
+        succeeds: true,
+        expect: &["OK alone"],
+    },
+    Case {
+        name: "broadcast",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+    },
+    Case {
+        name: "broadcast",
+        launch: three,
+        env: &[("PARJOB_MPI_NO_NODE_SHARING", "1")],
+        succeeds: true,
+        expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+    },
+    Case {
+        name: "nested",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK nested"],
+    },
+];
+
+/// Runs `command`, or gives up after `limit` (killing it).
+fn run_within(mut command: Command, limit: Duration) -> Result<Output, String> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().map_err(|e| format!("starting: {e}"))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(|e| e.to_string()),
+        Err(_) => {
+            // SAFETY: signalling a child of ours by pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            Err(format!("still running after {limit:?}: a hang"))
+        }
+    }
+}
+
+fn check(case: &Case, exe: &str) -> Result<(), String> {
+    let mut command = (case.launch)(exe);
+    command.env("PARJOB_MPI_SCENARIO", case.name);
+    for (k, v) in case.env {
+        command.env(k, v);
+    }
+    let out = run_within(command, Duration::from_secs(120))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() != case.succeeds {
+        return Err(format!("exit status {}:\n{text}", out.status));
+    }
+    for needle in case.expect {
+        if !text.contains(needle) {
+            return Err(format!("no {needle:?} in the output:\n{text}"));
+        }
+    }
+    Ok(())
+}
+
+#[parjob::main]
+fn main() {
+    if let Ok(name) = std::env::var("PARJOB_MPI_SCENARIO") {
+        scenarios::run(&name);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = 0;
+    for case in CASES {
+        if !filter.is_empty() && !filter.iter().any(|f| case.name.contains(f.as_str())) {
+            continue;
+        }
+        let env: Vec<String> = case.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match check(case, &exe) {
+            Ok(()) => println!("test mpi::{} {} ... ok", case.name, env.join(" ")),
+            Err(why) => {
+                failed += 1;
+                println!(
+                    "test mpi::{} {} ... FAILED\n{why}",
+                    case.name,
+                    env.join(" ")
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} MPI case(s) failed");
+        std::process::exit(1);
+    }
+}

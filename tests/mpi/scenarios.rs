@@ -1,0 +1,256 @@
+//! What each case runs as an MPI program. Rank 0 runs the scenario named
+//! in `PARJOB_MPI_SCENARIO` and prints `OK <name>` when every check
+//! holds; the other ranks never get here (they serve at
+//! `#[parjob::main]`). A failed check panics, which ends rank 0 with a
+//! non-zero status that the runner reports.
+
+use parjob::prelude::*;
+use parjob::{Backend, Error, Parallel};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The square of `x`, the rank that computed it and that rank's pid.
+#[parallel(backend = "mpi")]
+pub fn square(x: u64) -> (u64, usize, u32) {
+    (x * x, parjob::mpi::rank().unwrap_or(0), std::process::id())
+}
+
+/// Panics on rank 2, from item 4 on.
+#[parallel(backend = "mpi")]
+pub fn fragile(x: u64) -> u64 {
+    if x >= 4 && parjob::mpi::rank() == Some(2) {
+        panic!("item {x} refused");
+    }
+    x
+}
+
+/// Aborts the whole rank on rank 2.
+#[parallel(backend = "mpi")]
+pub fn aborting(x: u64) -> u64 {
+    if parjob::mpi::rank() == Some(2) {
+        std::process::abort();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    x
+}
+
+/// The mean of slice `k` of 95, the rank, and how many large arguments
+/// that rank has received so far.
+#[parallel(backend = "mpi")]
+pub fn slice_mean(data: &[f64], k: usize) -> (f64, usize, u64) {
+    let chunk = data.len() / 95;
+    let slice = &data[k * chunk..(k + 1) * chunk];
+    let mean = slice.iter().sum::<f64>() / slice.len() as f64;
+    (
+        mean,
+        parjob::mpi::rank().unwrap_or(0),
+        parjob::mpi::segments_received(),
+    )
+}
+
+/// The backend and `n_jobs` a nested run gets inside a rank, asked with
+/// `asked` (`"default"` or an explicit backend name).
+#[parallel(backend = "mpi")]
+pub fn nested_plan(asked: String) -> (String, usize, String) {
+    let mut p = Parallel::new();
+    if asked != "default" {
+        p = p.backend(asked.parse::<Backend>().unwrap());
+    }
+    let plan = p.plan().unwrap();
+    (
+        plan.backend.to_string(),
+        plan.n_jobs,
+        plan.backend_source.to_string(),
+    )
+}
+
+fn ok(name: &str) {
+    println!("OK {name}");
+}
+
+pub fn run(name: &str) {
+    match name {
+        "results" => results(),
+        "streams" => streams(),
+        "panic" => panic_on_rank_2(),
+        "abort" => abort_on_rank_2(),
+        "mismatch" => mismatch(),
+        "spawn" => spawn(),
+        "alone" => alone(),
+        "broadcast" => broadcast(),
+        "nested" => nested(),
+        other => panic!("no scenario {other}"),
+    }
+    ok(name);
+}
+
+fn results() {
+    let out = square::map(0..300u64).unwrap();
+    let values: Vec<u64> = out.iter().map(|r| r.0).collect();
+    let expected: Vec<u64> = (0..300u64).map(|x| x * x).collect();
+    assert_eq!(values, expected);
+    let ranks: BTreeSet<usize> = out.iter().map(|r| r.1).collect();
+    assert!(!ranks.contains(&0), "rank 0 ran jobs: {ranks:?}");
+    assert!(ranks.iter().all(|r| [1, 2].contains(r)), "{ranks:?}");
+    println!("RANKS {ranks:?}");
+}
+
+fn streams() {
+    // Ordered: the order of the input, lazily.
+    let ordered: Vec<u64> = Parallel::new()
+        .backend(Backend::Mpi)
+        .iter((0..100u64).map(square::delayed))
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(ordered, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    // Unordered: every result once; the input is drawn at most
+    // `pre_dispatch` jobs ahead of what was consumed.
+    let drawn = Arc::new(AtomicUsize::new(0));
+    let counter = drawn.clone();
+    let jobs = (0..200u64).map(move |x| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        square::delayed(x)
+    });
+    let mut seen = Vec::new();
+    let mut worst = 0;
+    for r in Parallel::new()
+        .backend(Backend::Mpi)
+        .batch_size(1)
+        .pre_dispatch(3)
+        .verbose(10)
+        .iter_unordered(jobs)
+    {
+        let (_index, (square, _, _)) = r.unwrap();
+        seen.push(square);
+        worst = worst.max(drawn.load(Ordering::SeqCst) - seen.len());
+    }
+    assert!(worst <= 3, "drew {worst} jobs ahead with pre_dispatch = 3");
+    seen.sort_unstable();
+    assert_eq!(seen, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+fn panic_on_rank_2() {
+    let err = Parallel::new()
+        .backend(Backend::Mpi)
+        .batch_size(1)
+        .run((0..50u64).map(fragile::delayed))
+        .unwrap_err();
+    match &err {
+        Error::Panic { message, index, .. } => {
+            assert!(message.contains("refused"), "{err}");
+            assert!(message.contains("on MPI rank 2 on "), "{err}");
+            assert!(*index >= 4, "{err}");
+        }
+        other => panic!("expected a panic, got {other}"),
+    }
+    println!("ERROR {err}");
+    // The ranks serve the next run.
+    assert_eq!(square::map(0..10u64).unwrap().len(), 10);
+}
+
+fn abort_on_rank_2() {
+    let _ = Parallel::new()
+        .backend(Backend::Mpi)
+        .batch_size(1)
+        .run((0..1000u64).map(aborting::delayed));
+    panic!("the run returned although rank 2 aborted");
+}
+
+fn mismatch() {
+    let err = square::map(0..10u64).unwrap_err();
+    assert!(matches!(err, Error::Handshake(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("rank 2 on "), "{text}");
+    assert!(text.contains("another task registry"), "{text}");
+    println!("ERROR {err}");
+}
+
+fn spawn() {
+    assert!(parjob::mpi::launched() || parjob::mpi::rank().is_none());
+    let out = Parallel::new()
+        .backend(Backend::MpiSpawn { workers: 2 })
+        .run((0..40u64).map(square::delayed))
+        .unwrap();
+    let values: Vec<u64> = out.iter().map(|r| r.0).collect();
+    assert_eq!(values, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+    let pids: BTreeSet<u32> = out.iter().map(|r| r.2).collect();
+    assert!(!pids.contains(&std::process::id()), "the driver ran jobs");
+    println!("PIDS {pids:?}");
+    // A second run reuses the spawned ranks.
+    let again = Parallel::new()
+        .backend(Backend::MpiSpawn { workers: 2 })
+        .run((0..10u64).map(square::delayed))
+        .unwrap();
+    let later: BTreeSet<u32> = again.iter().map(|r| r.2).collect();
+    assert!(later.is_subset(&pids), "{later:?} vs {pids:?}");
+}
+
+fn alone() {
+    assert!(!parjob::mpi::launched());
+    // The same task on the process backend, unchanged.
+    let out = Parallel::new()
+        .backend(Backend::Process)
+        .n_jobs(2)
+        .run((0..20u64).map(square::delayed))
+        .unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.0).sum::<u64>(),
+        (0..20u64).map(|x| x * x).sum()
+    );
+    assert!(out.iter().all(|r| r.2 != std::process::id()));
+    // Asking for MPI outside a launcher says how to start one.
+    let err = square::map(0..3u64).unwrap_err();
+    assert!(err.to_string().contains("mpirun -n"), "{err}");
+}
+
+fn broadcast() {
+    let data: Vec<f64> = (0..10_000_000).map(|i| (i % 1000) as f64).collect();
+    let before = parjob::mpi::driver_sent().1;
+    let out = slice_mean::map((0..95).map(|k| (&data, k))).unwrap();
+    let sent = parjob::mpi::driver_sent().1 - before;
+    let chunk = data.len() / 95;
+    for (k, (mean, _, _)) in out.iter().enumerate() {
+        let slice = &data[k * chunk..(k + 1) * chunk];
+        let expected = slice.iter().sum::<f64>() / slice.len() as f64;
+        assert!(
+            (mean - expected).abs() < 1e-9,
+            "slice {k}: {mean} vs {expected}"
+        );
+    }
+    // Each rank received the 80 MB argument once, however many slices it ran.
+    let mut by_rank: BTreeMap<usize, u64> = BTreeMap::new();
+    for (_, rank, received) in &out {
+        let r = by_rank.entry(*rank).or_default();
+        *r = (*r).max(*received);
+    }
+    assert!(by_rank.values().all(|&n| n == 1), "{by_rank:?}");
+    println!("RECEIVED {by_rank:?} SENT_BYTES {sent}");
+    let copies = if std::env::var_os("PARJOB_MPI_NO_NODE_SHARING").is_some() {
+        by_rank.len() as u64
+    } else {
+        0
+    };
+    let payload = 80_000_000 * copies;
+    assert!(
+        sent >= payload && sent < payload + 8_000_000,
+        "sent {sent} bytes for {copies} copies of 80 MB"
+    );
+}
+
+fn nested() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for asked in ["default", "process", "mpi"] {
+        let plans = nested_plan::map([asked.to_string()]).unwrap();
+        let (backend, n_jobs, source) = &plans[0];
+        assert_eq!(
+            backend,
+            if cpus > 1 { "thread" } else { "sequential" },
+            "{asked}"
+        );
+        assert!(*n_jobs <= cpus, "{asked}: {n_jobs} jobs on {cpus} CPUs");
+        if asked != "default" && cpus > 1 {
+            assert_eq!(source, "an MPI worker rank", "{asked}");
+        }
+    }
+}
