@@ -240,7 +240,7 @@ pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BackendSource, BatchSize,
     Config, ConfigGuard, Error, Job, MaxNbytes, Options, Ordered, Parallel, Plan, PreDispatch,
-    Prefer, Require, Result, Task, TaskRun, TempFolder, Unordered,
+    Prefer, Require, Result, Shard, Task, TaskRun, TempFolder, Unordered,
 };
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, CachedArray, MemorizedResult, Memory, MissReason};

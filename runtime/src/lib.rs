@@ -58,6 +58,7 @@ pub mod persist;
 mod plain;
 pub mod pool;
 mod schedule;
+mod shard;
 pub mod shm;
 pub mod sync;
 
@@ -95,6 +96,7 @@ pub use options::{
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
+pub use shard::Shard;
 pub use task::{Job, Task};
 
 /// What the macros' expansions, parjob's own tests and its fuzz targets

@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("memo", 5),
     ("persist", 5),
     ("pool", 5),
+    ("shard", 5),
 ];
 
 fn layer(module: &str) -> u8 {
