@@ -45,7 +45,8 @@ pub fn closest<'a>(typo: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(typo, c), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1) + 1)
+        // Short names ("mpi") take one edit: two would match anything.
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1) + usize::from(c.len() > 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

@@ -574,7 +574,7 @@ fn parse_backend(value: &Expr, errors: &mut Errors) -> Option<(BackendName, Span
             };
             errors.spanned(
                 value,
-                format!("unknown backend \"{other}\"{hint}: valid backends are \"thread\" (the default), \"process\" and \"sequential\""),
+                format!("unknown backend \"{other}\"{hint}: valid backends are \"thread\" (the default), \"process\", \"sequential\" and \"mpi\" (the `mpi` feature)"),
             );
             return None;
         }

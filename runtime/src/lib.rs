@@ -72,7 +72,8 @@ pub mod shared {
 mod task;
 mod wire;
 
-pub use backend::process::worker::{init, is_worker};
+pub use backend::init;
+pub use backend::process::worker::is_worker;
 
 /// The MPI backend's view of this process (parjob's `mpi` feature): see
 /// `Backend::Mpi` and the README's "More than one machine".

@@ -142,6 +142,7 @@ impl Beacon {
         self.words().seq.store(IDLE, Ordering::Release);
     }
 
+    #[cfg(feature = "mpi")]
     /// The running job's sequence number, if one runs: one atomic load,
     /// safe in a signal handler.
     pub(crate) fn running_seq(&self) -> Option<u64> {

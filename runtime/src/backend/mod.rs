@@ -19,6 +19,23 @@ pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;
 
+/// The worker entry for binaries. Call it first in `main`; `#[parjob::main]`
+/// does this for you.
+///
+/// In a process started by the process backend, or in an MPI worker rank,
+/// it serves tasks and exits, never returning. Anywhere else it returns at once, after recording that
+/// this program can be re-executed as a worker.
+///
+/// ```
+/// parjob_runtime::init();
+/// // ... the rest of `main`, which may now use the process backend
+/// ```
+pub fn init() {
+    process::worker::init_entry();
+    #[cfg(feature = "mpi")]
+    mpi::enter_if_launched();
+}
+
 /// A batch: consecutive jobs of one task, the first at input index `first`.
 pub(crate) struct Batch<W> {
     pub first: usize,

@@ -223,6 +223,7 @@ pub(crate) fn worker_socket(socket: OwnedFd) {
     });
 }
 
+#[cfg(feature = "mpi")]
 /// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
 /// the jobs that name it.
 pub(crate) fn worker_adopted(id: u64, segment: Segment) {

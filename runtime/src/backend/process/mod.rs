@@ -39,8 +39,11 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
+#[cfg(feature = "mpi")]
 pub(crate) use answer::failure_error as answer_error;
-pub(crate) use session::{encode_all, encode_error, ProcessSession};
+pub(crate) use session::ProcessSession;
+#[cfg(feature = "mpi")]
+pub(crate) use session::{encode_all, encode_error};
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};

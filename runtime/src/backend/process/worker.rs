@@ -102,24 +102,13 @@ pub(crate) enum EntryPoint {
 static ENTRY: Mutex<Option<EntryPoint>> = Mutex::new(None);
 static WORKER_SHARE: OnceLock<usize> = OnceLock::new();
 
-/// The worker entry for binaries. Call it first in `main`; `#[parjob::main]`
-/// does this for you.
-///
-/// In a process started by the process backend it serves tasks and exits,
-/// never returning. Anywhere else it returns at once, after recording that
-/// this program can be re-executed as a worker.
-///
-/// ```
-/// parjob_runtime::init();
-/// // ... the rest of `main`, which may now use the process backend
-/// ```
-pub fn init() {
+/// The process backend's part of [`crate::init`]: records the entry, and
+/// in a worker process serves and never returns.
+pub(crate) fn init_entry() {
     set_entry(EntryPoint::Main);
     if let Some(spec) = worker_spec() {
         serve(&spec);
     }
-    #[cfg(feature = "mpi")]
-    crate::backend::mpi::enter_if_launched();
 }
 
 /// The worker entry for tests, called by `#[parjob::test]` with the test
@@ -298,11 +287,13 @@ pub(crate) fn serve_frames(
 /// driver cancelled them (a rank cannot be killed alone).
 static CANCELLED_UP_TO: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(feature = "mpi")]
 /// Makes batches up to `id` skip the jobs they have not started.
 pub(crate) fn cancel_up_to(id: u64) {
     CANCELLED_UP_TO.fetch_max(id, Ordering::Relaxed);
 }
 
+#[cfg(feature = "mpi")]
 /// Marks this process as an MPI worker rank that may use `cpus` CPUs:
 /// nested runs go to threads, never to processes.
 pub(crate) fn become_mpi_rank(cpus: usize) {
