@@ -11,7 +11,7 @@
 
 use super::link::{self, Address, Backoff, Body, Link};
 use super::{rank, RankHello};
-use super::{HELLO_TIMEOUT, IN_FLIGHT_CAP, SPAWN_FLAG};
+use super::{IN_FLIGHT_CAP, SPAWN_FLAG};
 use super::{TAG_HELLO, TAG_RESULT, TAG_STOP};
 use crate::error::{Error, Result};
 use crate::wire::{self, codec, Hello};
@@ -83,14 +83,14 @@ pub(crate) struct Table {
     pub(crate) broken: Option<String>,
 }
 
-struct Driver {
+pub(super) struct Driver {
     commands: Mutex<Sender<Command>>,
     table: Mutex<Table>,
-    changed: Condvar,
+    pub(super) changed: Condvar,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-static DRIVER: OnceLock<Driver> = OnceLock::new();
+pub(super) static DRIVER: OnceLock<Driver> = OnceLock::new();
 static STARTED: Mutex<bool> = Mutex::new(false);
 static MESSAGES_SENT: AtomicU64 = AtomicU64::new(0);
 static BYTES_SENT: AtomicU64 = AtomicU64::new(0);
@@ -207,7 +207,7 @@ fn new_peer(label: String) -> Peer {
 }
 
 impl Driver {
-    fn lock_table(&self) -> MutexGuard<'_, Table> {
+    pub(super) fn lock_table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -481,7 +481,7 @@ pub(crate) fn command(command: Command) -> Result<()> {
         .map_err(|_| Error::Mpi("the MPI thread has stopped".into()))
 }
 
-fn not_started() -> Error {
+pub(super) fn not_started() -> Error {
     if super::launched() {
         Error::Mpi(
             "this program runs under an MPI launcher, but parjob's MPI entry did not run: put \
@@ -536,120 +536,4 @@ pub(crate) fn spawn_workers(workers: usize) -> Result<()> {
         .recv()
         .map_err(|_| Error::Mpi("the MPI thread has stopped".into()))?
         .map_err(Error::Mpi)
-}
-
-/// A session's hold on some idle worker ranks.
-pub(crate) struct Lease {
-    pub(crate) peers: Vec<Leased>,
-    pub(crate) incoming: Receiver<Incoming>,
-}
-
-/// A leased rank, as the session needs it.
-pub(crate) struct Leased {
-    pub(crate) index: usize,
-    pub(crate) label: String,
-    pub(crate) pid: u32,
-    pub(crate) same_node: bool,
-}
-
-/// Leases up to `n` idle, greeted worker ranks: waits for every rank's
-/// hello (a mismatch is a handshake error naming the rank), then for at
-/// least one rank to finish what an earlier run left on it.
-pub(crate) fn lease(n: usize) -> Result<Lease> {
-    let driver = DRIVER.get().ok_or_else(not_started)?;
-    let mut table = driver.lock_table();
-    let deadline = Instant::now() + HELLO_TIMEOUT;
-    loop {
-        if let Some(broken) = &table.broken {
-            return Err(Error::Mpi(broken.clone()));
-        }
-        let refused: Vec<String> = table
-            .peers
-            .iter()
-            .filter_map(|p| match &p.state {
-                PeerState::Refused(why) => Some(why.clone()),
-                _ => None,
-            })
-            .collect();
-        if !refused.is_empty() {
-            return Err(Error::Handshake(refused.join("; ")));
-        }
-        let waiting = table.peers.iter().any(|p| p.state == PeerState::Waiting);
-        let idle: Vec<usize> = (0..table.peers.len())
-            .filter(|&k| {
-                let p = &table.peers[k];
-                p.state == PeerState::Ready && p.lease.is_none() && p.in_flight == 0
-            })
-            .take(n)
-            .collect();
-        if table.peers.is_empty() {
-            return Err(Error::Mpi(
-                "this MPI job has no worker ranks: start it with more than one rank \
-                 (`mpirun -n 3 prog`)"
-                    .into(),
-            ));
-        }
-        if !waiting && !idle.is_empty() {
-            let (tx, incoming) = mpsc::channel();
-            let peers = idle
-                .iter()
-                .map(|&k| {
-                    let p = &mut table.peers[k];
-                    p.lease = Some(tx.clone());
-                    Leased {
-                        index: k,
-                        label: p.label.clone(),
-                        pid: p.pid,
-                        same_node: p.same_node,
-                    }
-                })
-                .collect();
-            return Ok(Lease { peers, incoming });
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(busy_error(&table, waiting));
-        }
-        table = driver
-            .changed
-            .wait_timeout(table, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-}
-
-fn busy_error(table: &Table, waiting: bool) -> Error {
-    let which = |pick: &dyn Fn(&Peer) -> bool| {
-        table
-            .peers
-            .iter()
-            .filter(|p| pick(p))
-            .map(|p| p.label.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if waiting {
-        Error::Handshake(format!(
-            "no hello within {HELLO_TIMEOUT:?} from {}",
-            which(&|p| p.state == PeerState::Waiting)
-        ))
-    } else {
-        Error::Mpi(format!(
-            "every worker rank is busy: {} still run an earlier run's tasks (MPI cannot stop \
-             one rank; a task that never returns holds its rank)",
-            which(&|p| p.in_flight > 0 || p.lease.is_some())
-        ))
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(driver) = DRIVER.get() {
-            let mut table = driver.lock_table();
-            for p in &self.peers {
-                table.peers[p.index].lease = None;
-            }
-            driver.changed.notify_all();
-        }
-    }
 }

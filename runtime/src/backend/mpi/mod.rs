@@ -33,6 +33,7 @@
 //! they know before they go (`signals`).
 
 mod driver;
+mod lease;
 mod link;
 mod rank;
 mod session;

@@ -10,7 +10,8 @@
 //! is told to skip the rest of its batches, and it is leased again once it
 //! has finished the job it was in.
 
-use super::driver::{self, Command, Incoming, Lease};
+use super::driver::{self, Command, Incoming};
+use super::lease::{lease, Lease};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_TASK};
 use crate::backend::process::{answer_error, encode_all, encode_error, log};
@@ -80,7 +81,7 @@ impl<W: Work> MpiSession<W> {
         backend_from: BackendSource,
         verbose: bool,
     ) -> Result<Self> {
-        let lease = driver::lease(n_jobs)?;
+        let lease = lease(n_jobs)?;
         let now = Instant::now();
         let slots: Vec<Slot> = lease
             .peers
@@ -232,7 +233,16 @@ impl<W: Work> MpiSession<W> {
                 let slot = &mut self.slots[k];
                 slot.queue.retain(|&b| b != id);
                 slot.front_since = Instant::now();
-                if let Some(b) = self.batches.remove(&id) {
+                if let Some(mut b) = self.batches.remove(&id) {
+                    if b.failure.is_none() && b.values.len() < b.len {
+                        // Never a silent loss: a batch answered short fails.
+                        b.failure = Some(Error::Mpi(format!(
+                            "{} ended batch {id} after {} of its {} jobs",
+                            slot.label,
+                            b.values.len(),
+                            b.len
+                        )));
+                    }
                     self.here.push_back(Finished {
                         first: b.first,
                         jobs: b.len,
@@ -439,7 +449,8 @@ impl<W: Work> Session<W> for MpiSession<W> {
     }
 
     fn cancel(&mut self) {
-        let last = NEXT_BATCH.load(Ordering::Relaxed);
+        // The last id handed out: the next run's batches stay untouched.
+        let last = NEXT_BATCH.load(Ordering::Relaxed) - 1;
         for slot in &self.slots {
             if !slot.queue.is_empty() {
                 let _ = send(
