@@ -14,11 +14,11 @@ use super::driver::{self, Command, Incoming};
 use super::lease::{lease, Lease};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_TASK};
-use crate::backend::process::{answer_error, encode_all, encode_error, log};
+use crate::backend::process::{answer_error, encode_batch, log, Encoded, Prepared};
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
-use crate::shm::{self, Collected, Segment};
+use crate::shm::{Collected, Segment};
 use crate::task::{Decoder, Work};
 use crate::wire::{self, codec::CodecError, FromWorker, Incoming as Frame, ToWorker};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -331,51 +331,31 @@ impl<W: Work> Session<W> for MpiSession<W> {
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
-        let first = batch.first;
-        let jobs = batch.items.len();
-        let Some(head) = batch.items.first() else {
-            return Ok(());
-        };
-        let task = head.task();
-        let chunked = head.chunked();
-        let Some(decode) = head.decoder() else {
-            let e = Error::NotAProcessTask {
-                task: task.to_string(),
-                index: first,
-                backend_from: self.backend_from.to_string(),
-            };
-            self.here.push_back(Finished::failed(first, jobs, e));
-            return Ok(());
-        };
-        let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
-        let args = match encoded {
-            Ok(args) => args,
-            Err((k, cause)) => {
-                let e = encode_error(task, first + k, cause);
-                self.here.push_back(Finished::failed(first, jobs, e));
+        let mut encoded = match encode_batch(batch, self.backend_from) {
+            Prepared::Empty => return Ok(()),
+            Prepared::Failed(failed) => {
+                self.here.push_back(failed);
                 return Ok(());
             }
+            Prepared::Ready(encoded) => encoded,
         };
-        drop(batch);
         let id = NEXT_BATCH.fetch_add(1, Ordering::Relaxed);
-        let msg = ToWorker::Run {
-            id,
-            task: task.to_string(),
-            seq: first as u64,
-            args,
-            // Results come back in the answer message, never as segments.
-            max_nbytes: None,
-            chunked,
-        };
-        let frame = match wire::encode_frame(&msg) {
+        // Results come back in the answer message, never as segments.
+        let frame = match encoded.run_frame(id, None) {
             Ok(frame) => frame,
             Err(e) => {
-                let e = encode_error(task, first, e.0);
-                self.here.push_back(Finished::failed(first, jobs, e));
+                self.here.push_back(encoded.failed(e));
                 return Ok(());
             }
         };
-        drop(msg);
+        let Encoded {
+            first,
+            jobs,
+            task,
+            decode,
+            shared,
+            ..
+        } = encoded;
         let k = self.least_loaded().expect("has_room said a rank has room");
         for segment in &shared.segments {
             self.send_segment(k, segment)?;

@@ -43,7 +43,7 @@ mod writer;
 pub(crate) use answer::failure_error as answer_error;
 pub(crate) use session::ProcessSession;
 #[cfg(feature = "mpi")]
-pub(crate) use session::{encode_all, encode_error};
+pub(crate) use session::{encode_batch, Encoded, Prepared};
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};

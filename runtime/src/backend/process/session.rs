@@ -139,54 +139,32 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
-        let first = batch.first;
-        let jobs = batch.items.len();
-        let Some(head) = batch.items.first() else {
-            return Ok(());
-        };
-        let task = head.task();
-        let chunked = head.chunked();
-        let items = batch.items.iter().map(Work::items).sum();
-        let Some(decode) = head.decoder() else {
-            // Work that cannot cross a process boundary never runs silently
-            // in the parent: the run fails, saying how to fix it.
-            let e = Error::NotAProcessTask {
-                task: task.to_string(),
-                index: first,
-                backend_from: self.backend_from.to_string(),
-            };
-            self.here.push_back(Finished::failed(first, jobs, e));
-            return Ok(());
-        };
-        let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
-        let args = match encoded {
-            Ok(args) => args,
-            Err((k, cause)) => {
-                let e = encode_error(task, first + k, cause);
-                self.here.push_back(Finished::failed(first, jobs, e));
+        let mut encoded = match encode_batch(batch, self.backend_from) {
+            Prepared::Empty => return Ok(()),
+            Prepared::Failed(failed) => {
+                self.here.push_back(failed);
                 return Ok(());
             }
+            Prepared::Ready(encoded) => encoded,
         };
-        drop(batch);
         self.pool.fill()?;
         let id = self.pool.fresh_id();
-        let msg = ToWorker::Run {
-            id,
-            task: task.to_string(),
-            seq: first as u64,
-            args,
-            max_nbytes: self.max_nbytes,
-            chunked,
-        };
-        let frame = match wire::encode_frame(&msg) {
+        let frame = match encoded.run_frame(id, self.max_nbytes) {
             Ok(frame) => Arc::new(frame),
             Err(e) => {
-                let e = encode_error(task, first, e.0);
-                self.here.push_back(Finished::failed(first, jobs, e));
+                self.here.push_back(encoded.failed(e));
                 return Ok(());
             }
         };
-        drop(msg);
+        let Encoded {
+            first,
+            jobs,
+            items,
+            task,
+            decode,
+            shared,
+            ..
+        } = encoded;
         let pos = self
             .least_loaded()
             .expect("has_room said a worker has room");
@@ -277,9 +255,97 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     }
 }
 
+/// A batch encoded for a worker process or an MPI rank.
+pub(crate) struct Encoded<R> {
+    pub(crate) first: usize,
+    pub(crate) jobs: usize,
+    /// Calls it makes (a pool's chunk is one job of many calls).
+    pub(crate) items: usize,
+    pub(crate) task: &'static str,
+    pub(crate) chunked: bool,
+    pub(crate) decode: Decoder<R>,
+    args: Vec<Bytes>,
+    /// The segments its arguments reference.
+    pub(crate) shared: Collected,
+}
+
+impl<R> Encoded<R> {
+    /// The batch's `Run` frame as batch `id`, or the batch's failure when
+    /// it cannot be encoded.
+    pub(crate) fn run_frame(&mut self, id: u64, max_nbytes: Option<u64>) -> Result<Vec<u8>> {
+        let msg = ToWorker::Run {
+            id,
+            task: self.task.to_string(),
+            seq: self.first as u64,
+            args: std::mem::take(&mut self.args),
+            max_nbytes,
+            chunked: self.chunked,
+        };
+        wire::encode_frame(&msg).map_err(|e| encode_error(self.task, self.first, e.0))
+    }
+
+    /// The batch, failed with `error` before it ran.
+    pub(crate) fn failed(&self, error: Error) -> Finished<R> {
+        Finished::failed(self.first, self.jobs, error)
+    }
+}
+
+/// A batch made ready for a worker, or why it cannot go.
+pub(crate) enum Prepared<R> {
+    /// No jobs.
+    Empty,
+    /// The batch's failure: work that cannot cross, or arguments that do
+    /// not encode.
+    Failed(Finished<R>),
+    Ready(Encoded<R>),
+}
+
+/// Encodes a batch's arguments for a worker. Work that cannot cross a
+/// process boundary never runs silently in the parent: the batch fails
+/// with an error that says how to fix it.
+pub(crate) fn encode_batch<W: Work>(
+    batch: Batch<W>,
+    backend_from: BackendSource,
+) -> Prepared<W::Output> {
+    let first = batch.first;
+    let jobs = batch.items.len();
+    let Some(head) = batch.items.first() else {
+        return Prepared::Empty;
+    };
+    let task = head.task();
+    let chunked = head.chunked();
+    let items = batch.items.iter().map(Work::items).sum();
+    let Some(decode) = head.decoder() else {
+        let e = Error::NotAProcessTask {
+            task: task.to_string(),
+            index: first,
+            backend_from: backend_from.to_string(),
+        };
+        return Prepared::Failed(Finished::failed(first, jobs, e));
+    };
+    let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
+    match encoded {
+        Ok(args) => Prepared::Ready(Encoded {
+            first,
+            jobs,
+            items,
+            task,
+            chunked,
+            decode,
+            args,
+            shared,
+        }),
+        Err((k, cause)) => Prepared::Failed(Finished::failed(
+            first,
+            jobs,
+            encode_error(task, first + k, cause),
+        )),
+    }
+}
+
 /// Each job's arguments encoded for a worker, or the position of the
 /// first that cannot be, with why.
-pub(crate) fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
+fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
     let mut args = Vec::with_capacity(items.len());
     for (k, work) in items.iter().enumerate() {
         match work.encode_args() {
@@ -352,7 +418,7 @@ impl<W: Work> ProcessSession<W> {
     }
 }
 
-pub(crate) fn encode_error(task: &str, index: usize, cause: String) -> Error {
+fn encode_error(task: &str, index: usize, cause: String) -> Error {
     Error::Codec {
         task: task.into(),
         index,
