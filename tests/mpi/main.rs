@@ -46,6 +46,13 @@ fn alone(exe: &str) -> Command {
     Command::new(exe)
 }
 
+/// Rank 0 alone, ranks 1 and 2 together on a pretend second node.
+fn two_nodes(exe: &str) -> Command {
+    let mut c = mpirun(1);
+    c.args([exe, ":", "-n", "2", "-x", "PARJOB_TEST_NODE=elsewhere", exe]);
+    c
+}
+
 /// Ranks 0 and 1 from this build, rank 2 with another registry.
 fn mismatched(exe: &str) -> Command {
     let mut c = mpirun(2);
@@ -111,17 +118,30 @@ const CASES: &[Case] = &[
         succeeds: true,
         expect: &["OK alone"],
     },
+    // On rank 0's node: both ranks map rank 0's memfd, no bytes sent.
     Case {
         name: "broadcast",
         launch: three,
-        env: &[],
+        env: &[("PARJOB_MPI_EXPECT_COPIES", "0")],
         succeeds: true,
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
     },
+    // Sharing off: each rank receives the bytes.
     Case {
         name: "broadcast",
         launch: three,
-        env: &[("PARJOB_MPI_NO_NODE_SHARING", "1")],
+        env: &[
+            ("PARJOB_MPI_NO_NODE_SHARING", "1"),
+            ("PARJOB_MPI_EXPECT_COPIES", "2"),
+        ],
+        succeeds: true,
+        expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+    },
+    // Another node: one rank receives the bytes, the other its memfd.
+    Case {
+        name: "broadcast",
+        launch: two_nodes,
+        env: &[("PARJOB_MPI_EXPECT_COPIES", "1")],
         succeeds: true,
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
     },

@@ -226,11 +226,12 @@ fn broadcast() {
     }
     assert!(by_rank.values().all(|&n| n == 1), "{by_rank:?}");
     println!("RECEIVED {by_rank:?} SENT_BYTES {sent}");
-    let copies = if std::env::var_os("PARJOB_MPI_NO_NODE_SHARING").is_some() {
-        by_rank.len() as u64
-    } else {
-        0
-    };
+    // How many copies of the bytes rank 0 should have sent: the runner
+    // says, from where it put the ranks.
+    let copies: u64 = std::env::var("PARJOB_MPI_EXPECT_COPIES")
+        .unwrap()
+        .parse()
+        .unwrap();
     let payload = 80_000_000 * copies;
     assert!(
         sent >= payload && sent < payload + 8_000_000,

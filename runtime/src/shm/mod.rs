@@ -49,10 +49,10 @@ pub(crate) use fdpass::{send_segment, socket_pair};
 #[cfg(feature = "mpi")]
 pub(crate) use segment::check_capacity;
 pub(crate) use segment::Segment;
-#[cfg(feature = "mpi")]
-pub(crate) use share::worker_adopted;
 pub(crate) use share::{
     collecting, note_sent, reader_socket, receive_result_into, result_threshold,
     set_result_threshold, worker_forget, worker_pass_result, worker_segment, worker_socket,
     Collected, Sharing,
 };
+#[cfg(feature = "mpi")]
+pub(crate) use share::{worker_adopted, worker_by_mpi, worker_held};

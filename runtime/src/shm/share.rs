@@ -210,6 +210,11 @@ struct Held {
 }
 
 static HELD: Mutex<Option<Held>> = Mutex::new(None);
+/// Signalled when an MPI rank's MPI thread adopts a segment.
+static ADOPTED: std::sync::Condvar = std::sync::Condvar::new();
+/// How long a job on an MPI rank waits for a segment its MPI thread has
+/// not adopted yet (it may come from another rank of its node).
+const ADOPT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn held() -> std::sync::MutexGuard<'static, Option<Held>> {
     HELD.lock().unwrap_or_else(|p| p.into_inner())
@@ -224,8 +229,19 @@ pub(crate) fn worker_socket(socket: OwnedFd) {
 }
 
 #[cfg(feature = "mpi")]
+/// On an MPI worker rank: its segments arrive by MPI, adopted by its MPI
+/// thread ([`worker_adopted`]), not on a socket.
+#[cfg(feature = "mpi")]
+pub(crate) fn worker_by_mpi() {
+    held().get_or_insert_with(|| Held {
+        socket: None,
+        by_id: HashMap::new(),
+    });
+}
+
 /// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
 /// the jobs that name it.
+#[cfg(feature = "mpi")]
 pub(crate) fn worker_adopted(id: u64, segment: Segment) {
     held()
         .get_or_insert_with(|| Held {
@@ -234,6 +250,14 @@ pub(crate) fn worker_adopted(id: u64, segment: Segment) {
         })
         .by_id
         .insert(id, Arc::new(segment));
+    ADOPTED.notify_all();
+}
+
+/// On an MPI worker rank: segment `id`, if it holds it (to share it with
+/// the other ranks of its node).
+#[cfg(feature = "mpi")]
+pub(crate) fn worker_held(id: u64) -> Option<Arc<Segment>> {
+    held().as_ref()?.by_id.get(&id).cloned()
 }
 
 /// In a worker: segment `id`, received now if it has not been yet. The
@@ -241,16 +265,29 @@ pub(crate) fn worker_adopted(id: u64, segment: Segment) {
 /// for a message already sent.
 pub(crate) fn worker_segment(id: u64) -> Result<Arc<Segment>, String> {
     let mut guard = held();
-    let held = guard
-        .as_mut()
-        .ok_or("a shared-memory argument outside a worker process")?;
+    let waiting_since = std::time::Instant::now();
     loop {
+        let held = guard
+            .as_mut()
+            .ok_or("a shared-memory argument outside a worker process")?;
         if let Some(seg) = held.by_id.get(&id) {
             return Ok(Arc::clone(seg));
         }
-        let socket = held.socket.as_ref().ok_or_else(|| {
-            format!("shared-memory argument {id} never reached this MPI rank (see its log)")
-        })?;
+        let Some(socket) = held.socket.as_ref() else {
+            // An MPI rank: its MPI thread adopts the segment.
+            let left = ADOPT_WAIT.saturating_sub(waiting_since.elapsed());
+            if left.is_zero() {
+                return Err(format!(
+                    "shared-memory argument {id} did not reach this MPI rank within \
+                     {ADOPT_WAIT:?} (see the rank's stderr)"
+                ));
+            }
+            guard = ADOPTED
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            continue;
+        };
         let (announce, fd) = fdpass::recv_segment(socket.as_fd())
             .map_err(|e| format!("receiving shared memory from the parent: {e}"))?
             .ok_or("the parent closed its shared-memory socket")?;

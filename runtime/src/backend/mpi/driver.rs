@@ -73,6 +73,13 @@ pub(crate) struct Peer {
     pub(crate) same_node: bool,
     /// Its pid on its host.
     pub(crate) pid: u32,
+    /// Its node (boot id and pid namespace), from its hello.
+    pub(crate) node: String,
+    /// Which communicator of workers it is in (0: the world's ranks; k:
+    /// the k-th spawn) and its rank there: ranks pass segments on to the
+    /// ranks of their own group.
+    pub(crate) group: usize,
+    pub(crate) rank: i32,
     bye: bool,
 }
 
@@ -155,8 +162,8 @@ fn mpi_thread(role: Sender<RoleReport>, shuttle: rank::Shuttle) {
     if world.rank() != 0 || parent.is_some() {
         let _ = role.send(Ok(Some(rank)));
         match &parent {
-            Some(parent) => shuttle.run(parent.as_raw(), rank),
-            None => shuttle.run(world.as_raw(), rank),
+            Some(parent) => shuttle.run(parent.as_raw(), Some(world.as_raw()), rank),
+            None => shuttle.run(world.as_raw(), None, rank),
         }
         drop(parent);
         // Rank 0 said stop: finalise, and end the process here (the main
@@ -168,7 +175,7 @@ fn mpi_thread(role: Sender<RoleReport>, shuttle: rank::Shuttle) {
         drop(shuttle);
         let (commands_tx, commands) = mpsc::channel();
         let peers = (1..world.size())
-            .map(|r| new_peer(format!("rank {r}")))
+            .map(|r| new_peer(format!("rank {r}"), 0, r))
             .collect();
         let driver = Driver {
             commands: Mutex::new(commands_tx),
@@ -194,9 +201,12 @@ fn mpi_thread(role: Sender<RoleReport>, shuttle: rank::Shuttle) {
     drop(universe);
 }
 
-fn new_peer(label: String) -> Peer {
+fn new_peer(label: String, group: usize, rank: i32) -> Peer {
     Peer {
         label,
+        node: String::new(),
+        group,
+        rank,
         state: PeerState::Waiting,
         in_flight: 0,
         lease: None,
@@ -320,7 +330,10 @@ impl<'w> DriverThread<'w> {
         {
             let mut table = driver.lock_table();
             for r in 0..workers {
-                table.peers.push(new_peer(format!("spawned rank {r}")));
+                let group = self.spawned.len() + 1;
+                table
+                    .peers
+                    .push(new_peer(format!("spawned rank {r}"), group, r as i32));
                 self.addresses.push(Address {
                     comm: raw,
                     rank: r as i32,
@@ -419,6 +432,7 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
         Ok(hello) => {
             p.label = format!("{} on {} (pid {})", p.label, hello.host, hello.hello.pid);
             p.pid = hello.hello.pid;
+            p.node = hello.node.clone();
             p.same_node = hello.node == node && std::env::var_os(NO_NODE_SHARING).is_none();
             p.state = match hello.hello.check(&Hello::current()) {
                 Ok(()) => PeerState::Ready,

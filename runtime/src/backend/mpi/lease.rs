@@ -20,6 +20,9 @@ pub(crate) struct Leased {
     pub(crate) label: String,
     pub(crate) pid: u32,
     pub(crate) same_node: bool,
+    pub(crate) node: String,
+    pub(crate) group: usize,
+    pub(crate) rank: i32,
 }
 
 /// Leases up to `n` idle, greeted worker ranks: waits for every rank's
@@ -71,6 +74,9 @@ pub(crate) fn lease(n: usize) -> Result<Lease> {
                         label: p.label.clone(),
                         pid: p.pid,
                         same_node: p.same_node,
+                        node: p.node.clone(),
+                        group: p.group,
+                        rank: p.rank,
                     }
                 })
                 .collect();

@@ -23,9 +23,11 @@
 //! Tags: [`TAG_HELLO`] (worker to driver, once: protocol, registry
 //! fingerprint, host), [`TAG_TASK`] (a `ToWorker` frame), [`TAG_RESULT`]
 //! (one or more answer frames), [`TAG_CANCEL`] (skip the rest of batches
-//! up to an id), [`TAG_STOP`] (serve no more), and [`TAG_SEGMENT`] (a large
-//! argument, once per rank and run: from the driver's memfd on its own
-//! node, else its bytes, checked by hash).
+//! up to an id), [`TAG_STOP`] (serve no more), [`TAG_SEGMENT`] (a large
+//! argument, once per rank and run) and [`TAG_SHARE`]. A rank on the
+//! driver's node opens the driver's memfd; on any other node the first
+//! rank to need the argument receives its bytes (checked by hash), and
+//! the driver asks it to pass its memfd to the node's other ranks.
 //!
 //! # A dead rank
 //! A rank that dies ends the MPI job: that is MPI's model, and `mpirun`
@@ -61,6 +63,9 @@ pub(crate) const TAG_STOP: i32 = 105;
 pub(crate) const TAG_SEGMENT: i32 = 106;
 /// The parts of a segment's bytes, right after its header.
 pub(crate) const TAG_SEGMENT_PART: i32 = 107;
+/// Driver to worker: pass segment `id`, which you hold, to rank `to` of
+/// your node ([`Share`]).
+pub(crate) const TAG_SHARE: i32 = 108;
 
 /// The argument that makes a spawned copy of this program a worker.
 pub const SPAWN_FLAG: &str = "--parjob-mpi-worker";
@@ -108,6 +113,14 @@ pub(crate) struct SegmentHeader {
     pub(crate) local: Option<(u32, i32)>,
 }
 
+/// Driver to the rank of a node that holds a segment: give the rank `to`
+/// (in the workers' communicator) your memfd of segment `id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Share {
+    pub(crate) id: u64,
+    pub(crate) to: i32,
+}
+
 /// Whether this process was started by an MPI launcher (`mpirun`,
 /// `mpiexec`, `srun` with PMI) or spawned by a parjob driver.
 pub fn launched() -> bool {
@@ -120,8 +133,14 @@ fn spawned() -> bool {
 }
 
 /// The node this process runs on, as far as sharing memfds goes: the
-/// kernel's boot id and the pid namespace.
+/// kernel's boot id and the pid namespace (finer than
+/// `MPI_Comm_split_type(SHARED)`, which also groups containers whose
+/// `/proc` cannot see each other). `PARJOB_TEST_NODE` replaces it, so the
+/// tests can put ranks of one machine on pretend nodes.
 fn node_id() -> String {
+    if let Ok(node) = std::env::var("PARJOB_TEST_NODE") {
+        return node;
+    }
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let pidns = std::fs::read_link("/proc/self/ns/pid")
         .map(|p| p.display().to_string())

@@ -10,8 +10,9 @@
 //! MPI and exits: the rest of `main` never runs here.
 
 use super::link::{self, Address, Backoff, Body, Link};
-use super::{RankHello, SegmentHeader, IN_FLIGHT_CAP};
-use super::{TAG_CANCEL, TAG_HELLO, TAG_RESULT, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_STOP, TAG_TASK};
+use super::{RankHello, SegmentHeader, Share, IN_FLIGHT_CAP};
+use super::{TAG_CANCEL, TAG_HELLO, TAG_RESULT, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_SHARE};
+use super::{TAG_STOP, TAG_TASK};
 use crate::backend::beacon::Beacon;
 use crate::backend::process::worker;
 use crate::shm::Segment;
@@ -107,6 +108,7 @@ pub(crate) fn pipes() -> io::Result<(BridgeEnd, Shuttle)> {
 pub(crate) fn serve(bridge: Bridge) -> ! {
     RANK.store(bridge.rank, Ordering::Relaxed);
     worker::become_mpi_rank(super::rank_cpus());
+    crate::shm::worker_by_mpi();
     super::signals::rank_installed(bridge.rank);
     let output: &'static crate::backend::process::log::Output = Box::leak(Box::new(
         crate::backend::process::log::Output::new(bridge.answers),
@@ -128,8 +130,10 @@ pub(crate) fn serve(bridge: Bridge) -> ! {
 
 impl Shuttle {
     /// The MPI thread of a worker rank: hello, then carry frames both ways
-    /// until rank 0 says stop.
-    pub(crate) fn run(mut self, comm: mpi::ffi::MPI_Comm, rank: usize) {
+    /// until rank 0 says stop. `comm` reaches the driver (its rank 0);
+    /// `peers`, when it is another communicator (spawned ranks), reaches
+    /// the other workers.
+    pub(crate) fn run(mut self, comm: Comm, peers: Option<Comm>, rank: usize) {
         let driver = Address { comm, rank: 0 };
         let mut link = Link::new(IN_FLIGHT_CAP);
         let hello = RankHello {
@@ -142,39 +146,32 @@ impl Shuttle {
             Ok(bytes) => link.send(driver, TAG_HELLO, Body::Bytes(bytes)),
             Err(e) => eprintln!("parjob: MPI rank {rank}: encoding its hello: {}", e.0),
         }
-        let mut tasks: VecDeque<Vec<u8>> = VecDeque::new();
+        // Where messages come from: the driver, and the node's other ranks.
+        let sources: Vec<(Comm, Option<i32>)> = match peers {
+            Some(peers) => vec![(comm, Some(0)), (peers, None)],
+            None => vec![(comm, None)],
+        };
+        let mut state = Ranked {
+            rank,
+            peers: peers.unwrap_or(comm),
+            tasks: VecDeque::new(),
+            stopping: false,
+        };
         let mut written = 0;
         let mut answers = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(1));
         loop {
             let mut moved = false;
-            while let Some(probed) = link::probe(comm, Some(0)) {
-                moved = true;
-                match probed.tag {
-                    TAG_TASK => match probed.receive(wire::MAX_FRAME as usize + 8) {
-                        Ok(frame) => tasks.push_back(frame),
-                        Err(e) => eprintln!("parjob: MPI rank {rank}: {e}"),
-                    },
-                    TAG_SEGMENT => receive_segment(comm, probed, rank),
-                    TAG_CANCEL => {
-                        let mut id = [0u8; 8];
-                        if probed.len == 8 {
-                            probed.receive_into(&mut id);
-                            worker::cancel_up_to(u64::from_le_bytes(id));
-                        } else {
-                            let _ = probed.receive(64);
-                        }
-                    }
-                    TAG_STOP => {
-                        let _ = probed.receive(64);
-                        return goodbye(&mut link, driver);
-                    }
-                    _ => {
-                        let _ = probed.receive(1 << 20);
-                    }
+            for &(c, source) in &sources {
+                while let Some(probed) = link::probe(c, source) {
+                    moved = true;
+                    state.message(c, probed, &mut link);
                 }
             }
-            moved |= feed(&mut self.tasks, &mut tasks, &mut written);
+            if state.stopping {
+                return goodbye(&mut link, driver);
+            }
+            moved |= feed(&mut self.tasks, &mut state.tasks, &mut written);
             moved |= collect(&mut self.answers, &mut answers, |frames| {
                 link.send(driver, TAG_RESULT, Body::Bytes(frames))
             });
@@ -184,6 +181,80 @@ impl Shuttle {
             } else {
                 wait_readable(&self.answers, backoff.next());
             }
+        }
+    }
+}
+
+type Comm = mpi::ffi::MPI_Comm;
+
+/// A worker rank's MPI thread, between messages.
+struct Ranked {
+    rank: usize,
+    /// The communicator of the workers, for passing segments on.
+    peers: Comm,
+    /// Task frames not yet written to the serve loop.
+    tasks: VecDeque<Vec<u8>>,
+    stopping: bool,
+}
+
+impl Ranked {
+    fn message(&mut self, comm: Comm, probed: link::Probed, link: &mut Link) {
+        let rank = self.rank;
+        match probed.tag {
+            TAG_TASK => match probed.receive(wire::MAX_FRAME as usize + 8) {
+                Ok(frame) => self.tasks.push_back(frame),
+                Err(e) => eprintln!("parjob: MPI rank {rank}: {e}"),
+            },
+            TAG_SEGMENT => receive_segment(comm, probed, rank),
+            TAG_SHARE => match probed
+                .receive(4096)
+                .and_then(|b| codec::decode::<Share>(&b).map_err(|e| e.0))
+            {
+                Ok(share) => self.share(share, link),
+                Err(e) => eprintln!("parjob: MPI rank {rank}: a bad share request: {e}"),
+            },
+            TAG_CANCEL => {
+                let mut id = [0u8; 8];
+                if probed.len == 8 {
+                    probed.receive_into(&mut id);
+                    worker::cancel_up_to(u64::from_le_bytes(id));
+                } else {
+                    let _ = probed.receive(64);
+                }
+            }
+            TAG_STOP => {
+                let _ = probed.receive(64);
+                self.stopping = true;
+            }
+            _ => {
+                let _ = probed.receive(1 << 20);
+            }
+        }
+    }
+
+    /// Passes segment `share.id` to rank `share.to` of this node: its
+    /// memfd's place under `/proc`, which that rank opens.
+    fn share(&self, share: Share, link: &mut Link) {
+        let Some(segment) = crate::shm::worker_held(share.id) else {
+            return eprintln!(
+                "parjob: MPI rank {}: asked to share large argument {}, which it does not hold",
+                self.rank, share.id
+            );
+        };
+        let header = SegmentHeader {
+            id: share.id,
+            len: segment.bytes().len() as u64,
+            hash: 0,
+            local: Some((std::process::id(), segment.fd().as_raw_fd())),
+        };
+        if let Ok(bytes) = codec::encode(&header) {
+            let to = Address {
+                comm: self.peers,
+                rank: share.to,
+            };
+            // The segment stays held here until the driver's `Forget`, which
+            // comes after the run that uses it.
+            link.send(to, TAG_SEGMENT, Body::Bytes(bytes));
         }
     }
 }
@@ -275,7 +346,8 @@ fn wait_readable(pipe: &File, wait: Duration) {
 /// Takes a large argument: from the driver's memfd when it is on this
 /// node, else its bytes, straight into a new sealed segment, checked by
 /// hash. A failure is printed; the jobs that name it then fail saying so.
-fn receive_segment(comm: mpi::ffi::MPI_Comm, probed: link::Probed, rank: usize) {
+fn receive_segment(comm: Comm, probed: link::Probed, rank: usize) {
+    let source = probed.source;
     let header = match probed
         .receive(4096)
         .and_then(|b| codec::decode::<SegmentHeader>(&b).map_err(|e| e.0))
@@ -285,7 +357,7 @@ fn receive_segment(comm: mpi::ffi::MPI_Comm, probed: link::Probed, rank: usize) 
     };
     let segment = match header.local {
         Some((pid, fd)) => open_local(&header, pid, fd),
-        None => receive_bytes(comm, &header),
+        None => receive_bytes(comm, source, &header),
     };
     match segment {
         Ok(segment) => {
@@ -311,14 +383,14 @@ fn open_local(header: &SegmentHeader, pid: u32, fd: i32) -> Result<Segment, Stri
     Segment::adopt(header.id, OwnedFd::from(file), len, false).map_err(|e| e.to_string())
 }
 
-fn receive_bytes(comm: mpi::ffi::MPI_Comm, header: &SegmentHeader) -> Result<Segment, String> {
+fn receive_bytes(comm: Comm, source: i32, header: &SegmentHeader) -> Result<Segment, String> {
     let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;
     crate::shm::check_capacity(len)?;
     let mut failure = None;
     let segment = Segment::create_filled(header.id, len, |out| {
         let mut at = 0;
         while at < out.len() {
-            let Some(part) = link::probe(comm, Some(0)) else {
+            let Some(part) = link::probe(comm, Some(source)) else {
                 std::thread::yield_now();
                 continue;
             };

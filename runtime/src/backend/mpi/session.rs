@@ -13,7 +13,8 @@
 use super::driver::{self, Command, Incoming};
 use super::lease::{lease, Lease};
 use super::link::{Body, MAX_MESSAGE};
-use super::{SegmentHeader, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_TASK};
+use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
+use super::{TAG_SHARE, TAG_TASK};
 use crate::backend::process::{answer_error, encode_batch, log, Encoded, Prepared};
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
@@ -40,6 +41,9 @@ struct Slot {
     label: String,
     pid: u32,
     same_node: bool,
+    node: String,
+    group: usize,
+    rank: i32,
     /// Batch ids sent and not yet done, oldest first.
     queue: VecDeque<u64>,
     /// When the oldest batch began running (as far as the driver knows).
@@ -71,6 +75,10 @@ pub(crate) struct MpiSession<W: Work> {
     backend_from: BackendSource,
     /// xxh3 of each segment sent, computed once.
     hashes: HashMap<u64, u128>,
+    /// The slot that received each segment's bytes first, by node and
+    /// group: the others of its node get its memfd from it.
+    holders: HashMap<(u64, String, usize), usize>,
+    node_sharing: bool,
 }
 
 impl<W: Work> MpiSession<W> {
@@ -91,6 +99,9 @@ impl<W: Work> MpiSession<W> {
                 label: p.label.clone(),
                 pid: p.pid,
                 same_node: p.same_node,
+                node: p.node.clone(),
+                group: p.group,
+                rank: p.rank,
                 queue: VecDeque::new(),
                 front_since: now,
                 segments: HashSet::new(),
@@ -112,6 +123,8 @@ impl<W: Work> MpiSession<W> {
             timeout,
             backend_from,
             hashes: HashMap::new(),
+            holders: HashMap::new(),
+            node_sharing: std::env::var_os(driver::NO_NODE_SHARING).is_none(),
         })
     }
 
@@ -121,11 +134,29 @@ impl<W: Work> MpiSession<W> {
             .min_by_key(|&k| self.slots[k].queue.len())
     }
 
-    /// Sends `segment` to slot `k`'s rank, unless it has it already.
+    /// Sends `segment` to slot `k`'s rank, unless it has it already: on
+    /// the driver's node, as the driver's memfd; on a node where a rank
+    /// has it, from that rank; else as bytes.
     fn send_segment(&mut self, k: usize, segment: &Arc<Segment>) -> Result<()> {
-        let slot = &mut self.slots[k];
-        if !slot.segments.insert(segment.id()) {
+        if !self.slots[k].segments.insert(segment.id()) {
             return Ok(());
+        }
+        let slot = &self.slots[k];
+        let key = (segment.id(), slot.node.clone(), slot.group);
+        if self.node_sharing && !slot.same_node {
+            if let Some(&holder) = self.holders.get(&key) {
+                let share = Share {
+                    id: segment.id(),
+                    to: slot.rank,
+                };
+                let bytes = crate::wire::codec::encode(&share).map_err(|e| Error::Mpi(e.0))?;
+                return send(
+                    self.slots[holder].peer,
+                    TAG_SHARE,
+                    Body::Bytes(bytes),
+                    false,
+                );
+            }
         }
         let local = slot.same_node.then(|| {
             use std::os::fd::AsRawFd;
@@ -148,13 +179,10 @@ impl<W: Work> MpiSession<W> {
             let len = segment.bytes().len();
             for start in (0..len).step_by(MAX_MESSAGE) {
                 let range = start..(start + MAX_MESSAGE).min(len);
-                send(
-                    peer,
-                    TAG_SEGMENT_PART,
-                    Body::Segment(segment.clone(), range),
-                    false,
-                )?;
+                let part = Body::Segment(segment.clone(), range);
+                send(peer, TAG_SEGMENT_PART, part, false)?;
             }
+            self.holders.insert(key, k);
         }
         Ok(())
     }
