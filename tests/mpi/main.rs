@@ -23,6 +23,8 @@ struct Case {
     succeeds: bool,
     /// Text that must appear in stdout or stderr.
     expect: &'static [&'static str],
+    /// Needs a running Slurm (`.ci/slurm-up`, then `PARJOB_TEST_SLURM=1`).
+    slurm: bool,
 }
 
 fn mpirun(n: usize) -> Command {
@@ -39,6 +41,13 @@ fn mpirun(n: usize) -> Command {
 fn three(exe: &str) -> Command {
     let mut c = mpirun(3);
     c.arg(exe);
+    c
+}
+
+/// Slurm's launcher, 3 tasks on one node (`-O`: more tasks than CPUs).
+fn srun(exe: &str) -> Command {
+    let mut c = Command::new("srun");
+    c.args(["--mpi=pmix", "-O", "-n", "3", exe]);
     c
 }
 
@@ -69,12 +78,22 @@ fn mismatched(exe: &str) -> Command {
 }
 
 const CASES: &[Case] = &[
+    // Under Slurm's srun with PMIx: the same binary, the same scenario.
+    Case {
+        name: "results",
+        launch: srun,
+        env: &[],
+        succeeds: true,
+        expect: &["OK results", "RANKS {1, 2}"],
+        slurm: true,
+    },
     Case {
         name: "results",
         launch: three,
         env: &[],
         succeeds: true,
         expect: &["OK results", "RANKS {1, 2}"],
+        slurm: false,
     },
     Case {
         name: "streams",
@@ -82,6 +101,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK streams", "Done 200 tasks", "finished"],
+        slurm: false,
     },
     Case {
         name: "panic",
@@ -89,6 +109,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK panic", "on MPI rank 2 on"],
+        slurm: false,
     },
     Case {
         name: "abort",
@@ -96,6 +117,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: false,
         expect: &["MPI rank 2 on", "died of SIGABRT", "ends the whole MPI job"],
+        slurm: false,
     },
     Case {
         name: "mismatch",
@@ -103,6 +125,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK mismatch", "worker handshake failed"],
+        slurm: false,
     },
     Case {
         name: "spawn",
@@ -110,6 +133,7 @@ const CASES: &[Case] = &[
         env: &[("OMPI_MCA_rmaps_base_oversubscribe", "1")],
         succeeds: true,
         expect: &["OK spawn"],
+        slurm: false,
     },
     Case {
         name: "alone",
@@ -117,6 +141,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK alone"],
+        slurm: false,
     },
     // On rank 0's node: both ranks map rank 0's memfd, no bytes sent.
     Case {
@@ -125,6 +150,7 @@ const CASES: &[Case] = &[
         env: &[("PARJOB_MPI_EXPECT_COPIES", "0")],
         succeeds: true,
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+        slurm: false,
     },
     // Sharing off: each rank receives the bytes.
     Case {
@@ -136,6 +162,7 @@ const CASES: &[Case] = &[
         ],
         succeeds: true,
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+        slurm: false,
     },
     // Another node: one rank receives the bytes, the other its memfd.
     Case {
@@ -144,6 +171,7 @@ const CASES: &[Case] = &[
         env: &[("PARJOB_MPI_EXPECT_COPIES", "1")],
         succeeds: true,
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
+        slurm: false,
     },
     Case {
         name: "nested",
@@ -151,6 +179,7 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK nested"],
+        slurm: false,
     },
 ];
 
@@ -213,15 +242,19 @@ fn main() {
             continue;
         }
         let env: Vec<String> = case.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let label = format!("{}{}", case.name, if case.slurm { " (srun)" } else { "" });
+        if case.slurm && std::env::var_os("PARJOB_TEST_SLURM").is_none() {
+            println!(
+                "test mpi::{label} ... ignored, needs a running Slurm: run .ci/slurm-up, \
+                 then set PARJOB_TEST_SLURM=1"
+            );
+            continue;
+        }
         match check(case, &exe) {
-            Ok(()) => println!("test mpi::{} {} ... ok", case.name, env.join(" ")),
+            Ok(()) => println!("test mpi::{label} {} ... ok", env.join(" ")),
             Err(why) => {
                 failed += 1;
-                println!(
-                    "test mpi::{} {} ... FAILED\n{why}",
-                    case.name,
-                    env.join(" ")
-                );
+                println!("test mpi::{label} {} ... FAILED\n{why}", env.join(" "));
             }
         }
     }
