@@ -100,7 +100,12 @@ const CASES: &[Case] = &[
         launch: three,
         env: &[],
         succeeds: true,
-        expect: &["OK streams", "Done 200 tasks", "finished"],
+        expect: &[
+            "OK streams",
+            "MPI: 2 worker ranks: rank 1 on",
+            "Done 200 tasks",
+            "finished",
+        ],
         slurm: false,
     },
     Case {
@@ -179,6 +184,23 @@ const CASES: &[Case] = &[
         env: &[],
         succeeds: true,
         expect: &["OK nested"],
+        slurm: false,
+    },
+    Case {
+        name: "timeout",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK timeout", "ran over its timeout"],
+        slurm: false,
+    },
+    // Rank 0's main panics: the job ends, with its status, and no rank hangs.
+    Case {
+        name: "driver_panics",
+        launch: three,
+        env: &[],
+        succeeds: false,
+        expect: &["the driver gives up"],
         slurm: false,
     },
 ];

@@ -35,6 +35,13 @@ pub fn aborting(x: u64) -> u64 {
     x
 }
 
+/// Sleeps `millis` milliseconds, then returns them.
+#[parallel(backend = "mpi")]
+pub fn nap(millis: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(millis));
+    millis
+}
+
 /// The mean of slice `k` of 95, the rank, and how many large arguments
 /// that rank has received so far.
 #[parallel(backend = "mpi")]
@@ -80,6 +87,11 @@ pub fn run(name: &str) {
         "alone" => alone(),
         "broadcast" => broadcast(),
         "nested" => nested(),
+        "timeout" => timeout(),
+        "driver_panics" => {
+            assert_eq!(square::map(0..4u64).unwrap().len(), 4);
+            panic!("the driver gives up");
+        }
         other => panic!("no scenario {other}"),
     }
     ok(name);
@@ -254,4 +266,27 @@ fn nested() {
             assert_eq!(source, "an MPI worker rank", "{asked}");
         }
     }
+}
+
+fn timeout() {
+    let started = std::time::Instant::now();
+    let err = Parallel::new()
+        .backend(Backend::Mpi)
+        .timeout(std::time::Duration::from_millis(500))
+        .batch_size(1)
+        .run([3000u64, 1, 1, 1].into_iter().map(nap::delayed))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { index: 0, .. }), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "the timeout took {:?}",
+        started.elapsed()
+    );
+    println!("ERROR {err}");
+    // The rank that ran the long nap finishes it and serves again.
+    let out = Parallel::new()
+        .backend(Backend::Mpi)
+        .run((0..10u64).map(square::delayed))
+        .unwrap();
+    assert_eq!(out.len(), 10);
 }
