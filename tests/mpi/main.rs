@@ -194,6 +194,14 @@ const CASES: &[Case] = &[
         expect: &["OK timeout", "ran over its timeout"],
         slurm: false,
     },
+    Case {
+        name: "big_results",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK big_results"],
+        slurm: false,
+    },
     // Rank 0's main panics: the job ends, with its status, and no rank hangs.
     Case {
         name: "driver_panics",

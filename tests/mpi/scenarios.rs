@@ -42,6 +42,12 @@ pub fn nap(millis: u64) -> u64 {
     millis
 }
 
+/// `len` bytes of value `fill`: results larger than one result message.
+#[parallel(backend = "mpi")]
+pub fn block(len: usize, fill: u8) -> Vec<u8> {
+    vec![fill; len]
+}
+
 /// The mean of slice `k` of 95, the rank, and how many large arguments
 /// that rank has received so far.
 #[parallel(backend = "mpi")]
@@ -88,6 +94,7 @@ pub fn run(name: &str) {
         "broadcast" => broadcast(),
         "nested" => nested(),
         "timeout" => timeout(),
+        "big_results" => big_results(),
         "driver_panics" => {
             assert_eq!(square::map(0..4u64).unwrap().len(), 4);
             panic!("the driver gives up");
@@ -289,4 +296,24 @@ fn timeout() {
         .run((0..10u64).map(square::delayed))
         .unwrap();
     assert_eq!(out.len(), 10);
+}
+
+fn big_results() {
+    // 96 MiB results, each over the 64 MiB a result message carries, and
+    // small ones answered in the same batches.
+    let sizes = [96 << 20, 10, 96 << 20, 1 << 20, 5];
+    let out = Parallel::new()
+        .backend(Backend::Mpi)
+        .batch_size(2)
+        .run(
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &len)| block::delayed(len, k as u8)),
+        )
+        .unwrap();
+    for (k, (bytes, &len)) in out.iter().zip(&sizes).enumerate() {
+        assert_eq!(bytes.len(), len, "result {k}");
+        assert!(bytes.iter().all(|&b| b == k as u8), "result {k}");
+    }
 }

@@ -445,6 +445,9 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
     }
 }
 
+/// How long spawning worker ranks may take.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Set to send large arguments' bytes even to ranks on the driver's node.
 pub(crate) const NO_NODE_SHARING: &str = "PARJOB_MPI_NO_NODE_SHARING";
 
@@ -546,8 +549,15 @@ pub(crate) fn spawn_workers(workers: usize) -> Result<()> {
         workers: workers - have,
         reply,
     })?;
+    // MPI_Comm_spawn blocks the MPI thread; a launcher that never answers
+    // must not hang the caller.
     answer
-        .recv()
-        .map_err(|_| Error::Mpi("the MPI thread has stopped".into()))?
+        .recv_timeout(SPAWN_TIMEOUT)
+        .map_err(|_| {
+            Error::Mpi(format!(
+                "MPI_Comm_spawn of {} workers did not return within {SPAWN_TIMEOUT:?}",
+                workers - have
+            ))
+        })?
         .map_err(Error::Mpi)
 }

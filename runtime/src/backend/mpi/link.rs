@@ -85,7 +85,7 @@ impl Link {
 
     /// Queues a message; [`Link::progress`] starts it.
     pub(crate) fn send(&mut self, to: Address, tag: c_int, body: Body) {
-        debug_assert!(body.bytes().len() <= MAX_MESSAGE);
+        debug_assert!(body.bytes().len() <= i32::MAX as usize);
         self.queued.push_back((to, tag, body));
     }
 

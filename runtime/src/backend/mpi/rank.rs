@@ -308,26 +308,35 @@ fn collect(pipe: &mut File, buffer: &mut Vec<u8>, mut send: impl FnMut(Vec<u8>))
             Err(_) => break,
         }
     }
-    let whole = whole_frames(buffer);
-    if whole > 0 {
+    loop {
+        let whole = whole_frames(buffer);
+        if whole == 0 {
+            break;
+        }
         let rest = buffer.split_off(whole);
         send(std::mem::replace(buffer, rest));
     }
     moved
 }
 
-/// The length of the whole frames at the start of `bytes`.
+/// The length of the whole frames at the start of `bytes` that fit in one
+/// message: at most [`MESSAGE_FRAMES`] bytes, or one frame (a frame is at
+/// most `MAX_FRAME` plus its length), so a count always fits MPI's `int`.
 pub(super) fn whole_frames(bytes: &[u8]) -> usize {
     let mut at = 0;
     while let Some(len) = bytes.get(at..at + 8) {
         let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-        if bytes.len() - at - 8 < len {
+        if bytes.len() - at - 8 < len || (at > 0 && at + 8 + len > MESSAGE_FRAMES) {
             break;
         }
         at += 8 + len;
     }
     at
 }
+
+/// How many bytes of answer frames one result message carries at most,
+/// unless a single frame is larger.
+pub(super) const MESSAGE_FRAMES: usize = 64 << 20;
 
 fn wait_readable(pipe: &File, wait: Duration) {
     if wait.is_zero() {

@@ -31,6 +31,18 @@ fn only_whole_frames_leave_a_rank() {
 }
 
 #[test]
+fn a_result_message_stops_at_its_size_but_always_takes_one_frame() {
+    let big = vec![7u8; super::rank::MESSAGE_FRAMES];
+    let mut bytes = Vec::new();
+    wire::write_raw_value(&mut bytes, 1, &big).unwrap();
+    let first = bytes.len();
+    wire::write_done(&mut bytes, 1, 1, 0).unwrap();
+    // The big frame alone is over the size: it goes by itself.
+    assert_eq!(whole_frames(&bytes), first);
+    assert_eq!(whole_frames(&bytes[first..]), bytes.len() - first);
+}
+
+#[test]
 fn backoff_polls_at_once_then_sleeps_up_to_its_maximum() {
     let mut b = Backoff::new(Duration::from_millis(1));
     let waits: Vec<Duration> = (0..40).map(|_| b.next()).collect();
