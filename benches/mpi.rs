@@ -112,8 +112,28 @@ fn slice_means() {
     );
 }
 
+/// CPU seconds used so far by this process's thread named `name`.
+fn thread_cpu(name: &str) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the command's closing parenthesis: utime is the
+            // 12th, stime the 13th.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let utime: f64 = fields[11].parse().unwrap();
+            let stime: f64 = fields[12].parse().unwrap();
+            return (utime + stime) / ticks;
+        }
+    }
+    panic!("no thread named {name}");
+}
+
 fn driver_rate() {
     let (messages, _) = parjob::mpi::driver_sent();
+    let cpu = thread_cpu("parjob-mpi");
     let seconds = timed(|| {
         on(Backend::Mpi)
             .batch_size(1)
@@ -122,10 +142,14 @@ fn driver_rate() {
             .unwrap();
     });
     let sent = parjob::mpi::driver_sent().0 - messages;
+    let cpu = thread_cpu("parjob-mpi") - cpu;
     // Every task message is answered by one result message.
+    let handled = 2.0 * sent as f64;
     println!(
-        "| driver messages | {:.0} messages/s ({sent} sent and as many received in {seconds:.2} s) |",
-        2.0 * sent as f64 / seconds
+        "| driver messages | {:.0} messages/s ({sent} sent and as many received in {seconds:.2} s) | MPI thread CPU {:.2} us/message: capacity about {:.0} messages/s |",
+        handled / seconds,
+        cpu / handled * 1e6,
+        handled / cpu.max(1e-9)
     );
 }
 

@@ -178,6 +178,31 @@ const CASES: &[Case] = &[
         expect: &["OK broadcast", "RECEIVED {1: 1, 2: 1}"],
         slurm: false,
     },
+    // The same bytes in a later run: headers only.
+    Case {
+        name: "broadcast_again",
+        launch: three,
+        env: &[
+            ("PARJOB_MPI_NO_NODE_SHARING", "1"),
+            ("PARJOB_MPI_EXPECT_COPIES", "0"),
+        ],
+        succeeds: true,
+        expect: &["OK broadcast_again"],
+        slurm: false,
+    },
+    // Ranks that keep nothing receive the bytes again.
+    Case {
+        name: "broadcast_again",
+        launch: three,
+        env: &[
+            ("PARJOB_MPI_NO_NODE_SHARING", "1"),
+            ("PARJOB_MPI_CACHE_BYTES", "0"),
+            ("PARJOB_MPI_EXPECT_COPIES", "2"),
+        ],
+        succeeds: true,
+        expect: &["OK broadcast_again"],
+        slurm: false,
+    },
     Case {
         name: "nested",
         launch: three,

@@ -49,9 +49,9 @@ pub fn block(len: usize, fill: u8) -> Vec<u8> {
 }
 
 /// The mean of slice `k` of 95, the rank, and how many large arguments
-/// that rank has received so far.
+/// that rank has received so far, and taken from what it kept.
 #[parallel(backend = "mpi")]
-pub fn slice_mean(data: &[f64], k: usize) -> (f64, usize, u64) {
+pub fn slice_mean(data: &[f64], k: usize) -> (f64, usize, u64, u64) {
     let chunk = data.len() / 95;
     let slice = &data[k * chunk..(k + 1) * chunk];
     let mean = slice.iter().sum::<f64>() / slice.len() as f64;
@@ -59,6 +59,7 @@ pub fn slice_mean(data: &[f64], k: usize) -> (f64, usize, u64) {
         mean,
         parjob::mpi::rank().unwrap_or(0),
         parjob::mpi::segments_received(),
+        parjob::mpi::segments_reused(),
     )
 }
 
@@ -94,6 +95,7 @@ pub fn run(name: &str) {
         "broadcast" => broadcast(),
         "nested" => nested(),
         "timeout" => timeout(),
+        "broadcast_again" => broadcast_again(),
         "big_results" => big_results(),
         "driver_panics" => {
             assert_eq!(square::map(0..4u64).unwrap().len(), 4);
@@ -229,7 +231,7 @@ fn broadcast() {
     let out = slice_mean::map((0..95).map(|k| (&data, k))).unwrap();
     let sent = parjob::mpi::driver_sent().1 - before;
     let chunk = data.len() / 95;
-    for (k, (mean, _, _)) in out.iter().enumerate() {
+    for (k, (mean, _, _, _)) in out.iter().enumerate() {
         let slice = &data[k * chunk..(k + 1) * chunk];
         let expected = slice.iter().sum::<f64>() / slice.len() as f64;
         assert!(
@@ -239,7 +241,7 @@ fn broadcast() {
     }
     // Each rank received the 80 MB argument once, however many slices it ran.
     let mut by_rank: BTreeMap<usize, u64> = BTreeMap::new();
-    for (_, rank, received) in &out {
+    for (_, rank, received, _) in &out {
         let r = by_rank.entry(*rank).or_default();
         *r = (*r).max(*received);
     }
@@ -316,4 +318,30 @@ fn big_results() {
         assert_eq!(bytes.len(), len, "result {k}");
         assert!(bytes.iter().all(|&b| b == k as u8), "result {k}");
     }
+}
+
+/// Two runs over equal 80 MB arguments (two allocations, one content):
+/// the second sends only headers, unless the ranks keep nothing.
+fn broadcast_again() {
+    let data: Vec<f64> = (0..10_000_000).map(|i| (i % 1000) as f64).collect();
+    let first = slice_mean::map((0..95).map(|k| (&data, k))).unwrap();
+    let again = data.clone();
+    drop(data);
+    let before = parjob::mpi::driver_sent().1;
+    let second = slice_mean::map((0..95).map(|k| (&again, k))).unwrap();
+    let sent = parjob::mpi::driver_sent().1 - before;
+    let means = |out: &[(f64, usize, u64, u64)]| out.iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(means(&first), means(&second));
+    let reused: u64 = second.iter().map(|r| r.3).max().unwrap();
+    println!("SECOND_RUN_SENT_BYTES {sent} REUSED {reused}");
+    let copies: u64 = std::env::var("PARJOB_MPI_EXPECT_COPIES")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let payload = 80_000_000 * copies;
+    assert!(
+        sent >= payload && sent < payload + 8_000_000,
+        "the second run sent {sent} bytes, expected {copies} copies of 80 MB"
+    );
+    assert_eq!(reused > 0, copies == 0, "reused {reused}");
 }

@@ -55,4 +55,4 @@ pub(crate) use share::{
     Collected, Sharing,
 };
 #[cfg(feature = "mpi")]
-pub(crate) use share::{worker_adopted, worker_by_mpi, worker_held};
+pub(crate) use share::{worker_adopted, worker_by_mpi};

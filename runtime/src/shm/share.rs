@@ -228,7 +228,6 @@ pub(crate) fn worker_socket(socket: OwnedFd) {
     });
 }
 
-#[cfg(feature = "mpi")]
 /// On an MPI worker rank: its segments arrive by MPI, adopted by its MPI
 /// thread ([`worker_adopted`]), not on a socket.
 #[cfg(feature = "mpi")]
@@ -242,22 +241,15 @@ pub(crate) fn worker_by_mpi() {
 /// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
 /// the jobs that name it.
 #[cfg(feature = "mpi")]
-pub(crate) fn worker_adopted(id: u64, segment: Segment) {
+pub(crate) fn worker_adopted(id: u64, segment: Arc<Segment>) {
     held()
         .get_or_insert_with(|| Held {
             socket: None,
             by_id: HashMap::new(),
         })
         .by_id
-        .insert(id, Arc::new(segment));
+        .insert(id, segment);
     ADOPTED.notify_all();
-}
-
-/// On an MPI worker rank: segment `id`, if it holds it (to share it with
-/// the other ranks of its node).
-#[cfg(feature = "mpi")]
-pub(crate) fn worker_held(id: u64) -> Option<Arc<Segment>> {
-    held().as_ref()?.by_id.get(&id).cloned()
 }
 
 /// In a worker: segment `id`, received now if it has not been yet. The

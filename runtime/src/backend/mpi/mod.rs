@@ -24,10 +24,13 @@
 //! fingerprint, host), [`TAG_TASK`] (a `ToWorker` frame), [`TAG_RESULT`]
 //! (one or more answer frames), [`TAG_CANCEL`] (skip the rest of batches
 //! up to an id), [`TAG_STOP`] (serve no more), [`TAG_SEGMENT`] (a large
-//! argument, once per rank and run) and [`TAG_SHARE`]. A rank on the
-//! driver's node opens the driver's memfd; on any other node the first
-//! rank to need the argument receives its bytes (checked by hash), and
-//! the driver asks it to pass its memfd to the node's other ranks.
+//! argument, once per rank and run), [`TAG_SHARE`] and [`TAG_EVICT`]. A
+//! rank on the driver's node opens the driver's memfd; on any other node
+//! the first rank to need the argument receives its bytes (checked by
+//! hash), and the driver asks it to pass its memfd to the node's other
+//! ranks. Ranks keep recent arguments by content hash between runs, up to
+//! [`CACHE_BYTES`]; the driver mirrors what each rank holds and says what
+//! to drop, so a later run with the same bytes sends only a header.
 //!
 //! # A dead rank
 //! A rank that dies ends the MPI job: that is MPI's model, and `mpirun`
@@ -38,6 +41,7 @@ mod driver;
 mod lease;
 mod link;
 mod rank;
+mod segments;
 mod session;
 mod signals;
 #[cfg(test)]
@@ -66,6 +70,9 @@ pub(crate) const TAG_SEGMENT_PART: i32 = 107;
 /// Driver to worker: pass segment `id`, which you hold, to rank `to` of
 /// your node ([`Share`]).
 pub(crate) const TAG_SHARE: i32 = 108;
+/// Driver to worker: drop these content hashes from your cache of large
+/// arguments (a list of `u128`).
+pub(crate) const TAG_EVICT: i32 = 109;
 
 /// The argument that makes a spawned copy of this program a worker.
 pub const SPAWN_FLAG: &str = "--parjob-mpi-worker";
@@ -81,6 +88,10 @@ pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(200);
 /// The bytes rank 0 keeps in flight at once: sends past this wait their
 /// turn, so broadcasting to many ranks never holds many copies.
 pub(crate) const IN_FLIGHT_CAP: usize = 256 << 20;
+
+/// How many bytes of large arguments each rank keeps between runs, by
+/// content hash (`PARJOB_MPI_CACHE_BYTES` on rank 0; `0` keeps none).
+pub(crate) const CACHE_BYTES: u64 = 1 << 30;
 
 /// How long the driver waits for every rank's hello.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -111,6 +122,9 @@ pub(crate) struct SegmentHeader {
     /// On the driver's node: the driver's pid and the memfd's descriptor,
     /// opened through `/proc` instead of sending the bytes.
     pub(crate) local: Option<(u32, i32)>,
+    /// The rank has these bytes from an earlier run, under `hash`: no
+    /// bytes follow.
+    pub(crate) cached: bool,
 }
 
 /// Driver to the rank of a node that holds a segment: give the rank `to`
@@ -188,9 +202,16 @@ pub(crate) mod info {
     }
 
     /// How many large arguments this worker rank has received: one per
-    /// argument and run, however many jobs use it.
+    /// argument and run, however many jobs use it, and none for an
+    /// argument it kept from an earlier run.
     pub fn segments_received() -> u64 {
-        super::rank::segments_received()
+        super::segments::segments_received()
+    }
+
+    /// How many large arguments this worker rank took from what it kept
+    /// of earlier runs (same bytes, same content hash).
+    pub fn segments_reused() -> u64 {
+        super::segments::segments_reused()
     }
 
     /// The number of MPI messages and bytes rank 0 has sent to its

@@ -10,22 +10,21 @@
 //! MPI and exits: the rest of `main` never runs here.
 
 use super::link::{self, Address, Backoff, Body, Link};
-use super::{RankHello, SegmentHeader, Share, IN_FLIGHT_CAP};
-use super::{TAG_CANCEL, TAG_HELLO, TAG_RESULT, TAG_SEGMENT, TAG_SEGMENT_PART, TAG_SHARE};
-use super::{TAG_STOP, TAG_TASK};
+use super::segments::RankSegments;
+use super::TAG_TASK;
+use super::{RankHello, Share, IN_FLIGHT_CAP};
+use super::{TAG_CANCEL, TAG_EVICT, TAG_HELLO, TAG_RESULT, TAG_SEGMENT, TAG_SHARE, TAG_STOP};
 use crate::backend::beacon::Beacon;
 use crate::backend::process::worker;
-use crate::shm::Segment;
 use crate::wire::{self, codec};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 static RANK: AtomicUsize = AtomicUsize::new(usize::MAX);
-static SEGMENTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 /// This worker rank's rank, `None` elsewhere.
 pub(crate) fn this_rank() -> Option<usize> {
@@ -33,11 +32,6 @@ pub(crate) fn this_rank() -> Option<usize> {
         usize::MAX => None,
         r => Some(r),
     }
-}
-
-/// Large arguments this rank has received.
-pub(crate) fn segments_received() -> u64 {
-    SEGMENTS_RECEIVED.load(Ordering::Relaxed)
 }
 
 /// The serve loop's ends of the pipes, before the role is known.
@@ -155,6 +149,7 @@ impl Shuttle {
             rank,
             peers: peers.unwrap_or(comm),
             tasks: VecDeque::new(),
+            segments: RankSegments::new(rank),
             stopping: false,
         };
         let mut written = 0;
@@ -194,6 +189,8 @@ struct Ranked {
     peers: Comm,
     /// Task frames not yet written to the serve loop.
     tasks: VecDeque<Vec<u8>>,
+    /// Large arguments, by content hash.
+    segments: RankSegments,
     stopping: bool,
 }
 
@@ -205,13 +202,20 @@ impl Ranked {
                 Ok(frame) => self.tasks.push_back(frame),
                 Err(e) => eprintln!("parjob: MPI rank {rank}: {e}"),
             },
-            TAG_SEGMENT => receive_segment(comm, probed, rank),
+            TAG_SEGMENT => self.segments.receive(comm, probed),
             TAG_SHARE => match probed
                 .receive(4096)
                 .and_then(|b| codec::decode::<Share>(&b).map_err(|e| e.0))
             {
-                Ok(share) => self.share(share, link),
+                Ok(share) => self.segments.share(share, self.peers, link),
                 Err(e) => eprintln!("parjob: MPI rank {rank}: a bad share request: {e}"),
+            },
+            TAG_EVICT => match probed
+                .receive(1 << 20)
+                .and_then(|b| codec::decode::<Vec<u128>>(&b).map_err(|e| e.0))
+            {
+                Ok(hashes) => self.segments.evict(&hashes),
+                Err(e) => eprintln!("parjob: MPI rank {rank}: a bad eviction: {e}"),
             },
             TAG_CANCEL => {
                 let mut id = [0u8; 8];
@@ -229,32 +233,6 @@ impl Ranked {
             _ => {
                 let _ = probed.receive(1 << 20);
             }
-        }
-    }
-
-    /// Passes segment `share.id` to rank `share.to` of this node: its
-    /// memfd's place under `/proc`, which that rank opens.
-    fn share(&self, share: Share, link: &mut Link) {
-        let Some(segment) = crate::shm::worker_held(share.id) else {
-            return eprintln!(
-                "parjob: MPI rank {}: asked to share large argument {}, which it does not hold",
-                self.rank, share.id
-            );
-        };
-        let header = SegmentHeader {
-            id: share.id,
-            len: segment.bytes().len() as u64,
-            hash: 0,
-            local: Some((std::process::id(), segment.fd().as_raw_fd())),
-        };
-        if let Ok(bytes) = codec::encode(&header) {
-            let to = Address {
-                comm: self.peers,
-                rank: share.to,
-            };
-            // The segment stays held here until the driver's `Forget`, which
-            // comes after the run that uses it.
-            link.send(to, TAG_SEGMENT, Body::Bytes(bytes));
         }
     }
 }
@@ -350,75 +328,4 @@ fn wait_readable(pipe: &File, wait: Duration) {
     };
     // SAFETY: poll on one valid pollfd.
     unsafe { libc::poll(&mut pollfd, 1, wait.as_millis().max(1) as i32) };
-}
-
-/// Takes a large argument: from the driver's memfd when it is on this
-/// node, else its bytes, straight into a new sealed segment, checked by
-/// hash. A failure is printed; the jobs that name it then fail saying so.
-fn receive_segment(comm: Comm, probed: link::Probed, rank: usize) {
-    let source = probed.source;
-    let header = match probed
-        .receive(4096)
-        .and_then(|b| codec::decode::<SegmentHeader>(&b).map_err(|e| e.0))
-    {
-        Ok(h) => h,
-        Err(e) => return eprintln!("parjob: MPI rank {rank}: a bad segment header: {e}"),
-    };
-    let segment = match header.local {
-        Some((pid, fd)) => open_local(&header, pid, fd),
-        None => receive_bytes(comm, source, &header),
-    };
-    match segment {
-        Ok(segment) => {
-            SEGMENTS_RECEIVED.fetch_add(1, Ordering::Relaxed);
-            crate::shm::worker_adopted(header.id, segment);
-        }
-        Err(e) => eprintln!(
-            "parjob: MPI rank {rank}: large argument {} ({} bytes): {e}",
-            header.id, header.len
-        ),
-    }
-}
-
-fn open_local(header: &SegmentHeader, pid: u32, fd: i32) -> Result<Segment, String> {
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let file = File::open(&path).map_err(|e| {
-        format!(
-            "opening the driver's {path}: {e} (set {}=1 to send the bytes instead)",
-            super::driver::NO_NODE_SHARING
-        )
-    })?;
-    let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;
-    Segment::adopt(header.id, OwnedFd::from(file), len, false).map_err(|e| e.to_string())
-}
-
-fn receive_bytes(comm: Comm, source: i32, header: &SegmentHeader) -> Result<Segment, String> {
-    let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;
-    crate::shm::check_capacity(len)?;
-    let mut failure = None;
-    let segment = Segment::create_filled(header.id, len, |out| {
-        let mut at = 0;
-        while at < out.len() {
-            let Some(part) = link::probe(comm, Some(source)) else {
-                std::thread::yield_now();
-                continue;
-            };
-            if part.tag != TAG_SEGMENT_PART || part.len > out.len() - at {
-                failure = Some(format!("expected its bytes, got tag {}", part.tag));
-                let _ = part.receive(0);
-                return;
-            }
-            let n = part.len;
-            part.receive_into(&mut out[at..at + n]);
-            at += n;
-        }
-    })?;
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    let hash = xxhash_rust::xxh3::xxh3_128(segment.bytes());
-    if hash != header.hash {
-        return Err("its bytes do not match their hash".into());
-    }
-    Ok(segment)
 }

@@ -14,7 +14,7 @@ use super::driver::{self, Command, Incoming};
 use super::lease::{lease, Lease};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
-use super::{TAG_SHARE, TAG_TASK};
+use super::{TAG_EVICT, TAG_SHARE, TAG_TASK};
 use crate::backend::process::{answer_error, encode_batch, log, Encoded, Prepared};
 use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
@@ -134,55 +134,54 @@ impl<W: Work> MpiSession<W> {
             .min_by_key(|&k| self.slots[k].queue.len())
     }
 
-    /// Sends `segment` to slot `k`'s rank, unless it has it already: on
-    /// the driver's node, as the driver's memfd; on a node where a rank
-    /// has it, from that rank; else as bytes.
+    /// Sends `segment` to slot `k`'s rank, unless it has it already: kept
+    /// from an earlier run (a header only), on the driver's node as the
+    /// driver's memfd, on a node where a rank has it from that rank, else
+    /// as bytes. Then tells the rank what to drop from what it keeps.
     fn send_segment(&mut self, k: usize, segment: &Arc<Segment>) -> Result<()> {
         if !self.slots[k].segments.insert(segment.id()) {
             return Ok(());
         }
-        let slot = &self.slots[k];
-        let key = (segment.id(), slot.node.clone(), slot.group);
-        if self.node_sharing && !slot.same_node {
-            if let Some(&holder) = self.holders.get(&key) {
-                let share = Share {
-                    id: segment.id(),
-                    to: slot.rank,
-                };
-                let bytes = crate::wire::codec::encode(&share).map_err(|e| Error::Mpi(e.0))?;
-                return send(
-                    self.slots[holder].peer,
-                    TAG_SHARE,
-                    Body::Bytes(bytes),
-                    false,
-                );
-            }
-        }
-        let local = slot.same_node.then(|| {
-            use std::os::fd::AsRawFd;
-            (std::process::id(), segment.fd().as_raw_fd())
-        });
         let hash = *self
             .hashes
             .entry(segment.id())
             .or_insert_with(|| xxhash_rust::xxh3::xxh3_128(segment.bytes()));
-        let header = SegmentHeader {
-            id: segment.id(),
-            len: segment.bytes().len() as u64,
-            hash,
-            local,
-        };
+        let len = segment.bytes().len();
+        let slot = &self.slots[k];
         let peer = slot.peer;
-        let header = crate::wire::codec::encode(&header).map_err(|e| Error::Mpi(e.0))?;
-        send(peer, TAG_SEGMENT, Body::Bytes(header), false)?;
-        if local.is_none() {
-            let len = segment.bytes().len();
+        let (kept, evicted) = driver::retain(peer, hash, len as u64);
+        let key = (segment.id(), slot.node.clone(), slot.group);
+        let mut header = SegmentHeader {
+            id: segment.id(),
+            len: len as u64,
+            hash,
+            local: None,
+            cached: kept,
+        };
+        if kept {
+            send_encoded(peer, TAG_SEGMENT, &header)?;
+            self.holders.entry(key).or_insert(k);
+        } else if let Some(&holder) = self.holders.get(&key).filter(|_| self.node_sharing) {
+            let share = Share {
+                id: segment.id(),
+                to: slot.rank,
+            };
+            send_encoded(self.slots[holder].peer, TAG_SHARE, &share)?;
+        } else if slot.same_node {
+            use std::os::fd::AsRawFd;
+            header.local = Some((std::process::id(), segment.fd().as_raw_fd()));
+            send_encoded(peer, TAG_SEGMENT, &header)?;
+        } else {
+            send_encoded(peer, TAG_SEGMENT, &header)?;
             for start in (0..len).step_by(MAX_MESSAGE) {
                 let range = start..(start + MAX_MESSAGE).min(len);
                 let part = Body::Segment(segment.clone(), range);
                 send(peer, TAG_SEGMENT_PART, part, false)?;
             }
             self.holders.insert(key, k);
+        }
+        if !evicted.is_empty() {
+            send_encoded(peer, TAG_EVICT, &evicted)?;
         }
         Ok(())
     }
@@ -342,6 +341,11 @@ pub(super) fn on_rank(error: Error, label: &str) -> Error {
         },
         other => other,
     }
+}
+
+fn send_encoded<T: serde::Serialize>(peer: usize, tag: i32, value: &T) -> Result<()> {
+    let bytes = crate::wire::codec::encode(value).map_err(|e| Error::Mpi(e.0))?;
+    send(peer, tag, Body::Bytes(bytes), false)
 }
 
 fn send(peer: usize, tag: i32, body: Body, batch: bool) -> Result<()> {
