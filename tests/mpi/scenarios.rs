@@ -225,6 +225,22 @@ fn alone() {
     assert!(err.to_string().contains("mpirun -n"), "{err}");
 }
 
+/// Checks that rank 0 sent `sent` bytes: as many copies of the 80 MB
+/// argument as the runner expects from where it put the ranks
+/// (`PARJOB_MPI_EXPECT_COPIES`), plus headers and small frames.
+fn expect_copies(sent: u64) -> u64 {
+    let copies: u64 = std::env::var("PARJOB_MPI_EXPECT_COPIES")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let payload = 80_000_000 * copies;
+    assert!(
+        sent >= payload && sent < payload + 8_000_000,
+        "sent {sent} bytes, expected {copies} copies of 80 MB"
+    );
+    copies
+}
+
 fn broadcast() {
     let data: Vec<f64> = (0..10_000_000).map(|i| (i % 1000) as f64).collect();
     let before = parjob::mpi::driver_sent().1;
@@ -247,17 +263,7 @@ fn broadcast() {
     }
     assert!(by_rank.values().all(|&n| n == 1), "{by_rank:?}");
     println!("RECEIVED {by_rank:?} SENT_BYTES {sent}");
-    // How many copies of the bytes rank 0 should have sent: the runner
-    // says, from where it put the ranks.
-    let copies: u64 = std::env::var("PARJOB_MPI_EXPECT_COPIES")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let payload = 80_000_000 * copies;
-    assert!(
-        sent >= payload && sent < payload + 8_000_000,
-        "sent {sent} bytes for {copies} copies of 80 MB"
-    );
+    expect_copies(sent);
 }
 
 fn nested() {
@@ -334,14 +340,6 @@ fn broadcast_again() {
     assert_eq!(means(&first), means(&second));
     let reused: u64 = second.iter().map(|r| r.3).max().unwrap();
     println!("SECOND_RUN_SENT_BYTES {sent} REUSED {reused}");
-    let copies: u64 = std::env::var("PARJOB_MPI_EXPECT_COPIES")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let payload = 80_000_000 * copies;
-    assert!(
-        sent >= payload && sent < payload + 8_000_000,
-        "the second run sent {sent} bytes, expected {copies} copies of 80 MB"
-    );
+    let copies = expect_copies(sent);
     assert_eq!(reused > 0, copies == 0, "reused {reused}");
 }

@@ -15,6 +15,7 @@ pub(crate) struct Lease {
 }
 
 /// A leased rank, as the session needs it.
+#[derive(Clone)]
 pub(crate) struct Leased {
     pub(crate) index: usize,
     pub(crate) label: String,

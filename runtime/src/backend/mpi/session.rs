@@ -11,7 +11,7 @@
 //! has finished the job it was in.
 
 use super::driver::{self, Command, Incoming};
-use super::lease::{lease, Lease};
+use super::lease::{lease, Lease, Leased};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
 use super::{TAG_EVICT, TAG_SHARE, TAG_TASK};
@@ -35,15 +35,10 @@ const DEPTH: usize = 2;
 /// an id skips only older runs' batches and this one's.
 static NEXT_BATCH: AtomicU64 = AtomicU64::new(1);
 
-/// A leased rank.
+/// A leased rank, and what this run has sent it.
 struct Slot {
-    peer: usize,
-    label: String,
-    pid: u32,
-    same_node: bool,
-    node: String,
-    group: usize,
-    rank: i32,
+    /// Which rank: its index in the driver's table, label, pid and node.
+    at: Leased,
     /// Batch ids sent and not yet done, oldest first.
     queue: VecDeque<u64>,
     /// When the oldest batch began running (as far as the driver knows).
@@ -95,20 +90,14 @@ impl<W: Work> MpiSession<W> {
             .peers
             .iter()
             .map(|p| Slot {
-                peer: p.index,
-                label: p.label.clone(),
-                pid: p.pid,
-                same_node: p.same_node,
-                node: p.node.clone(),
-                group: p.group,
-                rank: p.rank,
+                at: p.clone(),
                 queue: VecDeque::new(),
                 front_since: now,
                 segments: HashSet::new(),
             })
             .collect();
         if verbose {
-            let ranks: Vec<&str> = slots.iter().map(|s| s.label.as_str()).collect();
+            let ranks: Vec<&str> = slots.iter().map(|s| s.at.label.as_str()).collect();
             eprintln!(
                 "[parjob] MPI: {} worker ranks: {}",
                 ranks.len(),
@@ -148,9 +137,9 @@ impl<W: Work> MpiSession<W> {
             .or_insert_with(|| xxhash_rust::xxh3::xxh3_128(segment.bytes()));
         let len = segment.bytes().len();
         let slot = &self.slots[k];
-        let peer = slot.peer;
+        let peer = slot.at.index;
         let (kept, evicted) = driver::retain(peer, hash, len as u64);
-        let key = (segment.id(), slot.node.clone(), slot.group);
+        let key = (segment.id(), slot.at.node.clone(), slot.at.group);
         let mut header = SegmentHeader {
             id: segment.id(),
             len: len as u64,
@@ -164,10 +153,10 @@ impl<W: Work> MpiSession<W> {
         } else if let Some(&holder) = self.holders.get(&key).filter(|_| self.node_sharing) {
             let share = Share {
                 id: segment.id(),
-                to: slot.rank,
+                to: slot.at.rank,
             };
-            send_encoded(self.slots[holder].peer, TAG_SHARE, &share)?;
-        } else if slot.same_node {
+            send_encoded(self.slots[holder].at.index, TAG_SHARE, &share)?;
+        } else if slot.at.same_node {
             use std::os::fd::AsRawFd;
             header.local = Some((std::process::id(), segment.fd().as_raw_fd()));
             send_encoded(peer, TAG_SEGMENT, &header)?;
@@ -188,7 +177,7 @@ impl<W: Work> MpiSession<W> {
 
     /// Takes one message of answer frames from a rank.
     fn absorb(&mut self, incoming: Incoming) -> Result<()> {
-        let Some(k) = self.slots.iter().position(|s| s.peer == incoming.peer) else {
+        let Some(k) = self.slots.iter().position(|s| s.at.index == incoming.peer) else {
             return Ok(());
         };
         let mut bytes = &incoming.payload[..];
@@ -210,7 +199,7 @@ impl<W: Work> MpiSession<W> {
                 Err(e) => {
                     return Err(Error::Mpi(format!(
                         "a garbled answer from {}: {e}",
-                        self.slots[k].label
+                        self.slots[k].at.label
                     )))
                 }
             }
@@ -223,7 +212,7 @@ impl<W: Work> MpiSession<W> {
         };
         let index = b.first + b.answered;
         b.answered += 1;
-        let label = &self.slots[b.slot].label;
+        let label = &self.slots[b.slot].at.label;
         let error = match value {
             Ok(v) => {
                 if b.failure.is_none() {
@@ -245,7 +234,7 @@ impl<W: Work> MpiSession<W> {
 
     fn other(&mut self, k: usize, payload: &[u8]) {
         if let Some(record) = wire::log_record(payload) {
-            return log::emit(self.slots[k].pid, &record);
+            return log::emit(self.slots[k].at.pid, &record);
         }
         match wire::parse_from_worker(payload) {
             Ok(FromWorker::JobFailure { batch, failure }) => {
@@ -253,7 +242,7 @@ impl<W: Work> MpiSession<W> {
                     let index = b.first + b.answered;
                     b.answered += 1;
                     let e = answer_error(b.task, index, failure);
-                    b.failure.get_or_insert(on_rank(e, &self.slots[k].label));
+                    b.failure.get_or_insert(on_rank(e, &self.slots[k].at.label));
                 }
             }
             Ok(FromWorker::Done { id, elapsed_ns, .. }) => {
@@ -265,7 +254,7 @@ impl<W: Work> MpiSession<W> {
                         // Never a silent loss: a batch answered short fails.
                         b.failure = Some(Error::Mpi(format!(
                             "{} ended batch {id} after {} of its {} jobs",
-                            slot.label,
+                            slot.at.label,
                             b.values.len(),
                             b.len
                         )));
@@ -397,7 +386,7 @@ impl<W: Work> Session<W> for MpiSession<W> {
             slot.front_since = Instant::now();
         }
         slot.queue.push_back(id);
-        send(slot.peer, TAG_TASK, Body::Bytes(frame), true)?;
+        send(slot.at.index, TAG_TASK, Body::Bytes(frame), true)?;
         self.batches.insert(
             id,
             InFlight {
@@ -466,7 +455,7 @@ impl<W: Work> Session<W> for MpiSession<W> {
         for slot in &self.slots {
             if !slot.queue.is_empty() {
                 let _ = send(
-                    slot.peer,
+                    slot.at.index,
                     TAG_CANCEL,
                     Body::Bytes(last.to_le_bytes().to_vec()),
                     false,
@@ -491,7 +480,7 @@ impl<W: Work> Drop for MpiSession<W> {
             }
             let segments: Vec<u64> = slot.segments.drain().collect();
             if let Ok(frame) = wire::encode_frame(&ToWorker::Forget { segments }) {
-                let _ = send(slot.peer, TAG_TASK, Body::Bytes(frame), false);
+                let _ = send(slot.at.index, TAG_TASK, Body::Bytes(frame), false);
             }
         }
     }
