@@ -83,8 +83,8 @@ pub(crate) struct Peer {
     pub(crate) rank: i32,
     /// The large arguments it keeps between runs, by content hash, least
     /// recently used first, and their bytes.
-    retained: VecDeque<(u128, u64)>,
-    retained_bytes: u64,
+    pub(super) retained: VecDeque<(u128, u64)>,
+    pub(super) retained_bytes: u64,
     bye: bool,
 }
 
@@ -450,49 +450,6 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
             p.state = PeerState::Refused(format!("{}: an unreadable hello ({})", p.label, e.0));
         }
     }
-}
-
-/// Records that worker `peer` keeps the large argument of `hash` (`len`
-/// bytes) from now on. Returns whether it kept it already, and the hashes
-/// it must drop to stay within `PARJOB_MPI_CACHE_BYTES`.
-pub(crate) fn retain(peer: usize, hash: u128, len: u64) -> (bool, Vec<u128>) {
-    let Some(driver) = DRIVER.get() else {
-        return (false, Vec::new());
-    };
-    let cap = cache_bytes();
-    let mut table = driver.lock_table();
-    let p = &mut table.peers[peer];
-    if let Some(pos) = p.retained.iter().position(|(h, _)| *h == hash) {
-        let entry = p.retained.remove(pos).expect("the position was found");
-        p.retained.push_back(entry);
-        return (true, Vec::new());
-    }
-    p.retained.push_back((hash, len));
-    p.retained_bytes += len;
-    let mut evicted = Vec::new();
-    while p.retained_bytes > cap {
-        let Some((h, l)) = p.retained.pop_front() else {
-            break;
-        };
-        p.retained_bytes -= l;
-        evicted.push(h);
-    }
-    (false, evicted)
-}
-
-/// The bytes of large arguments each rank keeps between runs.
-fn cache_bytes() -> u64 {
-    static BYTES: OnceLock<u64> = OnceLock::new();
-    *BYTES.get_or_init(|| match std::env::var("PARJOB_MPI_CACHE_BYTES") {
-        Ok(text) => match text.parse::<crate::options::MaxNbytes>() {
-            Ok(size) => size.limit().unwrap_or(0),
-            Err(_) => {
-                tracing::warn!("PARJOB_MPI_CACHE_BYTES={text:?} is not a size; using the default");
-                super::CACHE_BYTES
-            }
-        },
-        Err(_) => super::CACHE_BYTES,
-    })
 }
 
 /// How long spawning worker ranks may take.

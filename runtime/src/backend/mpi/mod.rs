@@ -38,6 +38,7 @@
 //! they know before they go (`signals`).
 
 mod driver;
+mod kept;
 mod lease;
 mod link;
 mod rank;

@@ -11,6 +11,7 @@
 //! has finished the job it was in.
 
 use super::driver::{self, Command, Incoming};
+use super::kept;
 use super::lease::{lease, Lease, Leased};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
@@ -138,7 +139,7 @@ impl<W: Work> MpiSession<W> {
         let len = segment.bytes().len();
         let slot = &self.slots[k];
         let peer = slot.at.index;
-        let (kept, evicted) = driver::retain(peer, hash, len as u64);
+        let (kept, evicted) = kept::retain(peer, hash, len as u64);
         let key = (segment.id(), slot.at.node.clone(), slot.at.group);
         let mut header = SegmentHeader {
             id: segment.id(),
