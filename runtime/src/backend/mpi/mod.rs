@@ -171,11 +171,19 @@ fn host_name() -> String {
 /// The CPUs this rank may use: `SLURM_CPUS_PER_TASK` when Slurm set it,
 /// else what the scheduler affinity and the cgroup quota allow.
 pub(crate) fn rank_cpus() -> usize {
-    let slurm = std::env::var("SLURM_CPUS_PER_TASK")
-        .ok()
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus_for(
+        std::env::var("SLURM_CPUS_PER_TASK").ok().as_deref(),
+        available,
+    )
+}
+
+/// The rule behind [`rank_cpus`]: Slurm's count when it is a positive
+/// number, but never more than `available`.
+fn cpus_for(slurm: Option<&str>, available: usize) -> usize {
+    let slurm = slurm
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0);
-    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     slurm.map_or(available, |s| s.min(available))
 }
 

@@ -74,6 +74,15 @@ fn a_rank_error_names_the_rank() {
 
 #[test]
 fn rank_cpus_follow_slurm_when_it_asks_for_fewer() {
+    use super::cpus_for;
+    assert_eq!(cpus_for(Some("4"), 32), 4);
+    assert_eq!(cpus_for(Some(" 8 "), 32), 8);
+    // Never more than the affinity and cgroup allow.
+    assert_eq!(cpus_for(Some("64"), 32), 32);
+    // Unset, zero or garbage: what is available.
+    assert_eq!(cpus_for(None, 32), 32);
+    assert_eq!(cpus_for(Some("0"), 32), 32);
+    assert_eq!(cpus_for(Some("four"), 32), 32);
     let all = std::thread::available_parallelism().unwrap().get();
-    assert!(super::rank_cpus() >= 1 && super::rank_cpus() <= all);
+    assert!((1..=all).contains(&super::rank_cpus()));
 }
