@@ -52,3 +52,21 @@ fn n_jobs_on_mpi_counts_ranks_not_cpus() {
         .unwrap();
     assert_eq!(plan.n_jobs, 4);
 }
+
+#[test]
+fn require_sharedmem_refuses_mpi_as_it_refuses_processes() {
+    let err = Parallel::new()
+        .backend(Backend::Mpi)
+        .require_sharedmem()
+        .plan()
+        .unwrap_err();
+    assert!(err.to_string().contains("the mpi backend"), "{err}");
+    let plan = parjob::config().backend(Backend::Mpi).scope(|| {
+        Parallel::new()
+            .require_sharedmem()
+            .n_jobs(2)
+            .plan()
+            .unwrap()
+    });
+    assert_eq!(plan.backend, Backend::Thread);
+}

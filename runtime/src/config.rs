@@ -231,15 +231,15 @@ fn resolve_backend(
             },
         },
     };
-    if merged.require != Some(Require::SharedMem) || backend != Backend::Process {
+    // Processes and MPI ranks share no memory with the caller.
+    if merged.require != Some(Require::SharedMem) || !backend.is_remote() {
         return Ok((backend, source));
     }
     if source == BackendSource::Explicit {
-        return Err(Error::Config(
-            "require = \"sharedmem\" needs threads, but the process backend was asked for \
+        return Err(Error::Config(format!(
+            "require = \"sharedmem\" needs threads, but the {backend} backend was asked for \
              explicitly: drop one of the two"
-                .into(),
-        ));
+        )));
     }
     Ok((Backend::Thread, BackendSource::RequireSharedmem))
 }
