@@ -172,3 +172,27 @@ pub fn child_said(out: &std::process::Output) -> String {
 pub fn is_capped_child() -> bool {
     std::env::var_os("PARJOB_CHAOS_CHILD").is_some()
 }
+
+/// Waits until `tid()` names a thread of `pid` (it publishes its id just
+/// before it waits) and that thread sleeps in a futex wait, read from
+/// `/proc/<pid>/task/<tid>/syscall`; an error after 20 s. This is how a
+/// row knows a waiter is inside its wait before it kills it.
+pub fn blocked_in_futex(pid: u32, tid: impl Fn() -> u32) -> Result<(), String> {
+    let futex = format!("{} ", libc::SYS_futex);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let t = tid();
+        if t != 0 {
+            let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall"))
+                .unwrap_or_default();
+            if syscall.starts_with(&futex) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(format!(
+        "thread {} of process {pid} never slept in a futex wait",
+        tid()
+    ))
+}

@@ -13,8 +13,13 @@ mod common;
 mod harness;
 mod persist_faults;
 mod process_faults;
+mod sync_faults;
 
 #[parjob::main]
 fn main() {
-    harness::run_all(&[process_faults::CASES, persist_faults::CASES]);
+    harness::run_all(&[
+        process_faults::CASES,
+        persist_faults::CASES,
+        sync_faults::CASES,
+    ]);
 }

@@ -118,6 +118,31 @@ impl Condition {
         Ok(guard)
     }
 
+    /// Waits while `condition()` holds, for at most `timeout` in all
+    /// (`std::sync::Condvar::wait_timeout_while`); the flag is true when
+    /// the time ran out with the condition still holding.
+    pub fn wait_timeout_while<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        timeout: Duration,
+        mut condition: impl FnMut() -> bool,
+    ) -> LockResult<(LockGuard<'a>, bool)> {
+        let deadline = deadline_after(timeout);
+        while condition() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok((guard, true));
+            }
+            guard = match self.wait_until(guard, deadline) {
+                Ok((g, _)) => g,
+                Err(e) => {
+                    let (g, _) = e.into_inner();
+                    return Err(PoisonError::new((g, condition())));
+                }
+            };
+        }
+        Ok((guard, false))
+    }
+
     fn wait_until<'a>(
         &'a self,
         guard: LockGuard<'a>,

@@ -2,8 +2,10 @@
 //! `multiprocessing` primitives, for threads and worker processes alike.
 //!
 //! Each primitive is a small region of shared memory (a sealed-size
-//! `memfd`, as in [`shm`](crate::shm)) holding atomics or process-shared
-//! pthread objects. A handle is cheap to clone, and passing it as a task
+//! `memfd`, as in [`shm`](crate::shm)) holding atomics and robust
+//! process-shared pthread mutexes. Every wait sleeps on a futex word (the
+//! condition variables too, not glibc's `pthread_cond_t`), so a process
+//! killed mid-wait costs the others nothing. A handle is cheap to clone, and passing it as a task
 //! argument to a worker process passes the memory itself, so the worker
 //! and the parent use the same lock, queue or value:
 //!

@@ -1,5 +1,5 @@
-//! Process-shared, robust pthread mutexes and condition variables, placed
-//! in shared memory.
+//! Process-shared, robust pthread mutexes, and condition variables on
+//! futex words, placed in shared memory.
 //!
 //! A robust mutex is what makes a dead holder harmless: glibc lists every
 //! robust mutex a thread holds in the thread's robust list, and when the
@@ -7,8 +7,18 @@
 //! owner-dead and wakes a waiter, whose lock then returns `EOWNERDEAD`.
 //! The primitive decides what that means: a `Lock` is marked poisoned, a
 //! queue repairs its bookkeeping.
+//!
+//! The condition variables are not glibc's process-shared `pthread_cond_t`:
+//! that one counts its waiters inside the shared object, so a waiter
+//! killed mid-wait stays counted, and the next signal waits for it for
+//! ever while holding the caller's mutex. A [`RawCond`] is one sequence
+//! word that notifiers bump and waiters sleep on with `FUTEX_WAIT`; the
+//! kernel keeps the sleepers, and drops a dead one from its queue, so a
+//! dead waiter costs the living nothing.
 
+use super::futex;
 use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many times `lock` tries a held mutex before it sleeps.
@@ -18,16 +28,18 @@ const SPINS: u32 = 64;
 #[repr(C)]
 pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
 
-/// A `pthread_cond_t` in shared memory.
+/// A condition variable in shared memory: a sequence word that every
+/// notification bumps, and that waiters sleep on (the module's doc says
+/// why it is not a `pthread_cond_t`).
 #[repr(C)]
-pub(crate) struct RawCond(UnsafeCell<libc::pthread_cond_t>);
+pub(crate) struct RawCond {
+    sequence: AtomicU32,
+}
 
 // SAFETY: a process-shared pthread object is made to be used from any
 // thread of any process that maps it; every access goes through pthread
 // calls.
 unsafe impl Sync for RawMutex {}
-// SAFETY: as above.
-unsafe impl Sync for RawCond {}
 
 /// How a lock attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,54 +151,52 @@ impl RawMutex {
 }
 
 impl RawCond {
-    /// Initialises the condition variable at `at`: process-shared, timed
-    /// on the monotonic clock.
+    /// Initialises the condition variable at `at`.
     ///
     /// # Safety
     /// `at` must point to writable memory for a `RawCond` that nothing
     /// uses yet.
     pub(crate) unsafe fn init(at: *mut RawCond) {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_condattr_t>::uninit();
-        // SAFETY: as in `RawMutex::init`.
-        unsafe {
-            libc::pthread_condattr_init(attr.as_mut_ptr());
-            libc::pthread_condattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_condattr_setclock(attr.as_mut_ptr(), libc::CLOCK_MONOTONIC);
-            libc::pthread_cond_init((*at).0.get(), attr.as_ptr());
-            libc::pthread_condattr_destroy(attr.as_mut_ptr());
-        }
+        // SAFETY: per the contract.
+        unsafe { at.write(RawCond { sequence: AtomicU32::new(0) }) }
     }
 
     /// Waits for a notification, releasing `mutex` meanwhile, until
     /// `deadline`. It returns holding `mutex` again, and says how: a
-    /// holder that died meanwhile shows as [`Locked::OwnerDied`].
+    /// holder that died meanwhile shows as [`Locked::OwnerDied`] (which
+    /// wins over a timeout, so the caller repairs what the holder left).
+    ///
+    /// A notification between the caller's check of its state and this
+    /// call is not lost: the caller held `mutex` throughout, so the
+    /// notifier bumped the sequence only after it is read here, and the
+    /// futex wait returns at once on the changed word.
     ///
     /// # Safety
     /// The calling thread must hold `mutex`, and every waiter on this
     /// condition must use the same mutex.
     pub(crate) unsafe fn wait(&self, mutex: &RawMutex, deadline: Option<Instant>) -> Locked {
-        let code = match deadline {
-            // SAFETY: per the contract.
-            None => unsafe { libc::pthread_cond_wait(self.0.get(), mutex.0.get()) },
-            Some(deadline) => {
-                let when = monotonic(deadline);
-                // SAFETY: per the contract, with a valid timespec.
-                unsafe { libc::pthread_cond_timedwait(self.0.get(), mutex.0.get(), &when) }
-            }
-        };
-        mutex.outcome("pthread_cond_wait", code)
+        let seen = self.sequence.load(Ordering::Relaxed);
+        // SAFETY: per the contract, this thread holds `mutex`.
+        unsafe { mutex.unlock() };
+        let in_time = futex::wait(&self.sequence, seen, deadline);
+        // As pthread_cond_timedwait, the mutex is taken back however long
+        // that takes: its holders keep it only briefly.
+        match mutex.lock(None) {
+            Locked::Yes if !in_time => Locked::TimedOut,
+            locked => locked,
+        }
     }
 
     /// Wakes one waiter.
     pub(crate) fn notify_one(&self) {
-        // SAFETY: an initialised condition variable.
-        unsafe { libc::pthread_cond_signal(self.0.get()) };
+        self.sequence.fetch_add(1, Ordering::Relaxed);
+        futex::wake(&self.sequence, 1);
     }
 
     /// Wakes every waiter.
     pub(crate) fn notify_all(&self) {
-        // SAFETY: an initialised condition variable.
-        unsafe { libc::pthread_cond_broadcast(self.0.get()) };
+        self.sequence.fetch_add(1, Ordering::Relaxed);
+        futex::wake(&self.sequence, i32::MAX);
     }
 }
 
@@ -198,19 +208,6 @@ fn realtime(deadline: Instant) -> libc::timespec {
         .unwrap_or_default()
         + left;
     timespec(at)
-}
-
-/// `deadline` on the monotonic clock.
-fn monotonic(deadline: Instant) -> libc::timespec {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
-    timespec(now + left)
 }
 
 fn timespec(d: Duration) -> libc::timespec {

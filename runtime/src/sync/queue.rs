@@ -8,8 +8,10 @@
 //! get reads it and then frees it with one store of the head counter. So
 //! a process killed inside either leaves the ring as it was before or
 //! after, never between, and the next process to take the lock (which the
-//! kernel hands over as owner-dead) only recounts the items: a dead
-//! producer or consumer never wedges the others.
+//! kernel hands over as owner-dead) only recounts the items. The two
+//! conditions are futex words ([`RawCond`]), so a producer or consumer
+//! killed while it waits leaves no trace either: a dead producer or
+//! consumer never wedges the others.
 
 use super::mutex::{deadline_after, Locked, RawCond, RawMutex};
 use super::region::{magic, Header, Region};
