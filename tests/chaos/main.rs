@@ -12,6 +12,7 @@
 mod common;
 mod harness;
 mod persist_faults;
+mod pool_faults;
 mod process_faults;
 mod sync_faults;
 
@@ -21,5 +22,6 @@ fn main() {
         process_faults::CASES,
         persist_faults::CASES,
         sync_faults::CASES,
+        pool_faults::CASES,
     ]);
 }

@@ -105,10 +105,7 @@ fn text(e: Error) -> String {
 
 /// Spawns `job` in its own process, waits until the thread that published
 /// its id in `tid` sleeps in the kernel, and SIGKILLs it there.
-fn kill_mid_wait<R: Send + 'static>(
-    job: parjob::Job<R>,
-    tid: &Value<u64>,
-) -> Result<(), String> {
+fn kill_mid_wait<R: Send + 'static>(job: parjob::Job<R>, tid: &Value<u64>) -> Result<(), String> {
     let process = Process::spawn(job).map_err(text)?;
     let pid = process.pid();
     blocked_in_futex(pid, || tid.get() as u32)?;
@@ -207,7 +204,9 @@ fn queue_producer_killed() -> Result<(), String> {
             },
         )?;
         if !matches!(put, Ok(true)) {
-            return Err(format!("round {round}: the live put gave {put:?} with room free"));
+            return Err(format!(
+                "round {round}: the live put gave {put:?} with room free"
+            ));
         }
     }
     Ok(())

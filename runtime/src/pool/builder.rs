@@ -7,7 +7,9 @@ use crate::backend::thread::{ThreadSession, Threads};
 use crate::error::{Error, Result};
 use crate::options::{Backend, BackendSource};
 use crate::task::ProcessTask;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a pool does when a worker dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +28,7 @@ pub struct PoolBuilder {
     processes: Option<usize>,
     backend: Option<Backend>,
     initializer: Option<(&'static str, Result<Vec<u8>>)>,
+    initializer_timeout: Option<Duration>,
     max_tasks_per_child: Option<usize>,
     max_items_per_child: Option<usize>,
     pub(super) on_worker_death: OnWorkerDeath,
@@ -59,6 +62,16 @@ impl PoolBuilder {
             cause: e.0,
         });
         self.initializer = Some((T::NAME, encoded));
+        self
+    }
+
+    /// How long the initializer may run in a new worker (default: as long
+    /// as it takes, as in CPython). One that runs longer is killed, and
+    /// the submission that started the worker fails with `Error::Pool`
+    /// naming the initializer. [`Pool::terminate`] kills a worker stuck in
+    /// its initializer whether or not this is set.
+    pub fn initializer_timeout(mut self, timeout: Duration) -> Self {
+        self.initializer_timeout = Some(timeout);
         self
     }
 
@@ -109,6 +122,7 @@ impl PoolBuilder {
         let backend = self.backend.unwrap_or(Backend::Process);
         let mut entry = None;
         let mut threads = None;
+        let stop = Arc::new(AtomicBool::new(false));
         let engine = match backend {
             Backend::Mpi | Backend::MpiSpawn { .. } => {
                 return Err(Error::Config(
@@ -121,7 +135,7 @@ impl PoolBuilder {
                 // The manager thread re-executes this program with the
                 // entry of the thread that builds the pool.
                 entry = Some(worker_entry().ok_or(Error::NoWorkerEntry)?);
-                Engine::Process(self.process_session(processes)?)
+                Engine::Process(self.process_session(processes, stop.clone())?)
             }
             Backend::Thread => {
                 if self.initializer.is_some()
@@ -146,15 +160,20 @@ impl PoolBuilder {
                 ))
             }
         };
-        Ok(Pool::start(engine, threads, entry, processes, &self))
+        Ok(Pool::start(engine, threads, entry, processes, stop, &self))
     }
 
-    fn process_session(&self, processes: usize) -> Result<ProcessSession<PoolJob>> {
+    fn process_session(
+        &self,
+        processes: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Result<ProcessSession<PoolJob>> {
         let init = match &self.initializer {
             None => None,
             Some((task, Ok(args))) => Some(Arc::new(Initializer {
                 task,
                 args: args.clone(),
+                timeout: self.initializer_timeout,
             })),
             Some((_, Err(e))) => return Err(Error::Config(e.to_string())),
         };
@@ -165,6 +184,7 @@ impl PoolBuilder {
             max_items: self.max_items_per_child,
             init,
             forget_when_idle: true,
+            stop,
         };
         let lease = PoolSlot::default().lease_new(processes, rules);
         ProcessSession::new(lease, None, BackendSource::Explicit, None)

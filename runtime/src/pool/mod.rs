@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use manager::{Command, Engine, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -95,6 +95,9 @@ pub struct Pool {
     next_ticket: AtomicU64,
     /// A thread pool's threads, for [`Pool::scope`].
     threads: Option<Threads>,
+    /// Tells the manager to give up a worker start (an initializer that
+    /// hangs) when the pool is terminated.
+    stop: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,6 +123,7 @@ impl Pool {
         threads: Option<Threads>,
         entry: Option<EntryPoint>,
         processes: usize,
+        stop: Arc<AtomicBool>,
         settings: &PoolBuilder,
     ) -> Pool {
         let (commands, rx) = mpsc::channel();
@@ -149,6 +153,7 @@ impl Pool {
             terminate_on_drop: settings.terminate_on_drop,
             next_ticket: AtomicU64::new(0),
             threads,
+            stop,
         }
     }
 
@@ -387,6 +392,7 @@ impl Pool {
     /// Stops the workers now: SIGTERM, then SIGKILL for any still alive
     /// half a second later. Everything pending fails with `Error::Pool`.
     pub fn terminate(&self) {
+        self.stop.store(true, Ordering::Release);
         let (done, ack) = mpsc::channel();
         lock(&self.commands).take();
         let terminate = Command::Terminate {

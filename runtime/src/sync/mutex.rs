@@ -158,7 +158,11 @@ impl RawCond {
     /// uses yet.
     pub(crate) unsafe fn init(at: *mut RawCond) {
         // SAFETY: per the contract.
-        unsafe { at.write(RawCond { sequence: AtomicU32::new(0) }) }
+        unsafe {
+            at.write(RawCond {
+                sequence: AtomicU32::new(0),
+            })
+        }
     }
 
     /// Waits for a notification, releasing `mutex` meanwhile, until

@@ -56,6 +56,7 @@ use std::any::Any;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,13 +97,22 @@ pub(crate) struct PoolRules {
     /// A worker drops the shared memory it was passed whenever it has no
     /// batch left, instead of at the end of a run (a pool has no end).
     pub(crate) forget_when_idle: bool,
+    /// Set by the pool's `terminate` from another thread: a start that
+    /// waits for new workers gives up at once, whatever they are doing.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// A pool's initializer: a registered task and its encoded arguments.
 pub(crate) struct Initializer {
     pub(crate) task: &'static str,
     pub(crate) args: Vec<u8>,
+    /// How long it may run in a new worker before the worker is killed
+    /// (`None`: as long as it takes, as in CPython).
+    pub(crate) timeout: Option<Duration>,
 }
+
+/// How often a start that waits for new workers looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 impl PoolRules {
     fn depth(&self) -> usize {
@@ -119,7 +129,8 @@ impl PoolRules {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Hello,
-    Init,
+    /// Running the initializer, which must end by this time, if any.
+    Init(Option<Instant>),
     Ready,
 }
 
@@ -272,29 +283,29 @@ impl Processes {
         while self.workers.len() < self.n_jobs {
             self.start(&entry, share)?;
         }
-        let deadline = Instant::now() + HELLO_TIMEOUT;
-        while let Some(waiting) = self
-            .workers
-            .iter()
-            .find(|w| w.stage != Stage::Ready)
-            .map(|w| w.pid)
-        {
-            let left = deadline.saturating_duration_since(Instant::now());
+        let hello_by = Instant::now() + HELLO_TIMEOUT;
+        while let Some((pid, by)) = self.first_due(hello_by) {
+            if self.rules.stop.load(Ordering::Acquire) {
+                self.kill_all();
+                return Err(Error::Pool("the pool was terminated".into()));
+            }
+            let left = by.map_or(STOP_POLL, |by| {
+                by.saturating_duration_since(Instant::now()).min(STOP_POLL)
+            });
             let event = match self.events.recv_timeout(left) {
                 Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(RecvTimeoutError::Timeout) if by.is_some_and(|by| Instant::now() >= by) => {
+                    let late = self.late_start(pid);
                     self.kill_all();
-                    return Err(Error::Handshake(format!(
-                        "worker {waiting} did not say hello within {HELLO_TIMEOUT:?}: \
-                         does `main` start with #[parjob::main] or parjob::init()?"
-                    )));
+                    return Err(late);
                 }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
             };
             match self.position(event.worker()) {
                 // A new worker's event: handled here.
                 Some(pos) if self.workers[pos].stage == Stage::Hello => self.hello(pos, event)?,
-                Some(pos) if self.workers[pos].stage == Stage::Init => {
+                Some(pos) if matches!(self.workers[pos].stage, Stage::Init(_)) => {
                     self.initialized(pos, event)?
                 }
                 // A running worker's: kept, in order, for the session.
@@ -303,6 +314,39 @@ impl Processes {
             }
         }
         Ok(())
+    }
+
+    /// The worker not yet ready whose start is due first, and when.
+    fn first_due(&self, hello_by: Instant) -> Option<(u32, Option<Instant>)> {
+        let due = |w: &Worker| match w.stage {
+            Stage::Hello => Some(Some(hello_by)),
+            Stage::Init(by) => Some(by),
+            Stage::Ready => None,
+        };
+        self.workers
+            .iter()
+            .filter_map(|w| Some((w.pid, due(w)?)))
+            .min_by_key(|&(_, by)| (by.is_none(), by))
+    }
+
+    /// The error for worker `pid`, which did not finish its start in time.
+    fn late_start(&self, pid: u32) -> Error {
+        let initializing = self
+            .workers
+            .iter()
+            .any(|w| w.pid == pid && matches!(w.stage, Stage::Init(_)));
+        match &self.rules.init {
+            Some(init) if initializing => Error::Pool(format!(
+                "the pool's initializer `{}` did not finish within {:?} \
+                 (initializer_timeout) in worker {pid}, which was killed",
+                init.task,
+                init.timeout.unwrap_or_default()
+            )),
+            _ => Error::Handshake(format!(
+                "worker {pid} did not say hello within {HELLO_TIMEOUT:?}: \
+                 does `main` start with #[parjob::main] or parjob::init()?"
+            )),
+        }
     }
 
     /// Takes a new worker's first event, which must be a matching hello.
@@ -334,7 +378,7 @@ impl Processes {
                             Error::Handshake(format!("encoding the initializer: {e}"))
                         })?;
                         w.frames.send(Arc::new(frame));
-                        Stage::Init
+                        Stage::Init(init.timeout.and_then(|t| Instant::now().checked_add(t)))
                     }
                 };
                 Ok(())

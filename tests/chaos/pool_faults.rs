@@ -1,0 +1,98 @@
+//! Faults in `Pool` and `Process`: workers that hang, die or are killed
+//! at awkward moments.
+
+use crate::harness::{none_left, scratch, Case};
+use parjob::prelude::*;
+use parjob::{Error, Pool};
+use std::time::Duration;
+
+pub const CASES: &[Case] = &[
+    Case {
+        fault: "a Pool initializer that never returns, then terminate()",
+        expect: "terminate returns, the pending map fails, no worker is left",
+        within: Duration::from_secs(20),
+        run: initializer_hangs,
+    },
+    Case {
+        fault: "a Pool initializer that outlives initializer_timeout",
+        expect: "the map fails naming the initializer; the worker is killed",
+        within: Duration::from_secs(20),
+        run: initializer_times_out,
+    },
+];
+
+fn text(e: Error) -> String {
+    e.to_string()
+}
+
+/// An initializer that says it started (a file named by its pid: an
+/// initializer's arguments are plain values), then never returns.
+#[parallel(backend = "process")]
+fn hang_in_init(dir: std::path::PathBuf) {
+    let _ = std::fs::write(dir.join(std::process::id().to_string()), b"");
+    loop {
+        std::thread::park();
+    }
+}
+
+#[parallel(backend = "process")]
+fn double(x: u64) -> u64 {
+    2 * x
+}
+
+fn initializer_hangs() -> Result<(), String> {
+    let dir = scratch("initializer-hangs");
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer::<hang_in_init>((dir.clone(),))
+        .build()
+        .map_err(text)?;
+    let pending = pool.map_async(double::task, 0..4u64);
+    let workers = started_in(&dir, 2)?;
+    pool.terminate();
+    match pending.get() {
+        Err(Error::Pool(_)) => {}
+        other => return Err(format!("the pending map gave {other:?}")),
+    }
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
+    none_left(&workers)
+}
+
+fn initializer_times_out() -> Result<(), String> {
+    let dir = scratch("initializer-timeout");
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer::<hang_in_init>((dir.clone(),))
+        .initializer_timeout(Duration::from_millis(300))
+        .build()
+        .map_err(text)?;
+    let failed = pool.map(double::task, 0..4u64);
+    let workers = started_in(&dir, 1)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    match failed {
+        Err(Error::Pool(why))
+            if why.contains("hang_in_init") && why.contains("initializer_timeout") => {}
+        other => return Err(format!("the map gave {other:?}")),
+    }
+    none_left(&workers)
+}
+
+/// The pids of the `n` workers that wrote their pid into `dir`, waiting
+/// for them (for at most 10 s).
+fn started_in(dir: &std::path::Path, n: usize) -> Result<Vec<u32>, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids: Vec<u32> = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        if pids.len() >= n {
+            return Ok(pids);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} of {n} initializers started", pids.len()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
