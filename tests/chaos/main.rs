@@ -14,6 +14,7 @@ mod harness;
 mod persist_faults;
 mod pool_faults;
 mod process_faults;
+mod shm_faults;
 mod sync_faults;
 
 #[parjob::main]
@@ -23,5 +24,6 @@ fn main() {
         persist_faults::CASES,
         sync_faults::CASES,
         pool_faults::CASES,
+        shm_faults::CASES,
     ]);
 }

@@ -12,12 +12,14 @@ pub const CASES: &[Case] = &[
         expect: "terminate returns, the pending map fails, no worker is left",
         within: Duration::from_secs(20),
         run: initializer_hangs,
+        ignore: None,
     },
     Case {
         fault: "a Pool initializer that outlives initializer_timeout",
         expect: "the map fails naming the initializer; the worker is killed",
         within: Duration::from_secs(20),
         run: initializer_times_out,
+        ignore: None,
     },
 ];
 

@@ -15,36 +15,42 @@ pub const CASES: &[Case] = &[
         expect: "notify_one returns and wakes the live waiter",
         within: Duration::from_secs(30),
         run: condition_waiter_killed,
+        ignore: None,
     },
     Case {
         fault: "a Queue consumer SIGKILLed mid-get",
         expect: "a live consumer gets the next item put",
         within: Duration::from_secs(30),
         run: queue_consumer_killed,
+        ignore: None,
     },
     Case {
         fault: "a Queue producer SIGKILLed mid-put",
         expect: "a live producer's put goes through once room is made",
         within: Duration::from_secs(30),
         run: queue_producer_killed,
+        ignore: None,
     },
     Case {
         fault: "a Pipe receiver SIGKILLed mid-recv",
         expect: "a live receiver gets the next message",
         within: Duration::from_secs(30),
         run: pipe_receiver_killed,
+        ignore: None,
     },
     Case {
         fault: "a Barrier party SIGKILLed mid-wait",
         expect: "reset, then the live parties pass",
         within: Duration::from_secs(30),
         run: barrier_party_killed,
+        ignore: None,
     },
     Case {
         fault: "an Event waiter SIGKILLed mid-wait",
         expect: "set wakes the live waiter",
         within: Duration::from_secs(30),
         run: event_waiter_killed,
+        ignore: None,
     },
 ];
 

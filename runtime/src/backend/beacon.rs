@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,19 +56,11 @@ impl Beacon {
         }
     }
 
-    /// A beacon in a fresh `memfd`, to share with a worker process.
+    /// A beacon in a fresh `memfd` (or, where memfds are refused, an
+    /// unnamed file of the temp folder), to share with a worker process.
     pub(crate) fn shared() -> io::Result<Beacon> {
-        // SAFETY: memfd_create with a static NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"parjob-beacon".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just created and is owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), MAP_LEN as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let file = crate::shm::shared_file(MAP_LEN).map_err(io::Error::other)?;
+        let fd = OwnedFd::from(file);
         let mut beacon = Beacon::map(fd.as_fd())?;
         if let Storage::Mapped { fd: slot, .. } = &mut beacon.storage {
             *slot = Some(fd);

@@ -93,7 +93,7 @@ pub(crate) fn default_folder() -> PathBuf {
 /// An unnamed, zero-filled file of `len` bytes in `dir`.
 fn folder_file(len: usize, dir: &Path) -> Result<File, String> {
     let place = format!("temp_folder {}", dir.display());
-    let free = free_bytes(dir).map_err(|e| format!("shared memory in {place}: {e}"))?;
+    let free = usable_folder(dir).map_err(|e| format!("shared memory in {place}: {e}"))?;
     if len as u64 > free {
         return Err(format!(
             "shared memory in {place}: a {} segment does not fit in the {} free there; \
@@ -118,7 +118,23 @@ fn folder_file(len: usize, dir: &Path) -> Result<File, String> {
     };
     file.set_len(len as u64)
         .map_err(|e| no_room(&place, len, &e))?;
+    reserve(&file, len).map_err(|e| no_room(&place, len, &e))?;
     Ok(file)
+}
+
+/// Gives the file's blocks now: a sparse file on a filesystem that fills
+/// up meanwhile would fault (SIGBUS) on the first write through a
+/// mapping, where this fails with `ENOSPC` while the caller can still say
+/// so. glibc emulates it where the filesystem has no `fallocate`.
+fn reserve(file: &File, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate on our own descriptor; no memory is passed.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    }
 }
 
 /// A file made in this process's own folder of `dir` and unlinked at once,
@@ -165,16 +181,49 @@ fn sweep_dead(dir: &Path) {
     }
 }
 
-fn free_bytes(dir: &Path) -> io::Result<u64> {
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::other("a folder name with a NUL byte"))?;
+/// The bytes free in `dir`, once it is known to be a folder this process
+/// can write in, on a writable filesystem: each refusal says which.
+fn usable_folder(dir: &Path) -> io::Result<u64> {
+    let meta = fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(
+            "it is not a directory; give a folder as temp_folder (or PARJOB_TEMP_FOLDER)",
+        ));
+    }
+    let (free, read_only) = free_bytes(dir)?;
+    if read_only {
+        return Err(io::Error::other(
+            "it is on a read-only filesystem; give a writable temp_folder (or PARJOB_TEMP_FOLDER)",
+        ));
+    }
+    let c_dir = c_path(dir)?;
+    // SAFETY: access with a NUL-terminated path; no memory is written.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(io::Error::other(format!(
+            "this process cannot create files there ({})",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(free)
+}
+
+fn c_path(dir: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("a folder name with a NUL byte"))
+}
+
+/// The bytes free to this user in `dir`'s filesystem, and whether it is
+/// mounted read-only.
+fn free_bytes(dir: &Path) -> io::Result<(u64, bool)> {
+    let c_dir = c_path(dir)?;
     // SAFETY: a zeroed statvfs is a valid out-parameter.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs writes into `stat` and reads the NUL-terminated path.
     if unsafe { libc::statvfs(c_dir.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    let read_only = stat.f_flag & libc::ST_RDONLY != 0;
+    Ok((stat.f_bavail as u64 * stat.f_frsize as u64, read_only))
 }
 
 /// The same file, opened read-only through `/proc/self/fd`: what a
@@ -240,9 +289,30 @@ mod tests {
     }
 
     #[test]
+    fn a_file_or_a_missing_folder_is_refused_for_what_it_is() {
+        let file = std::env::temp_dir().join(format!("parjob-not-a-dir-{}", std::process::id()));
+        fs::write(&file, b"").unwrap();
+        let err = folder_file(4096, &file).unwrap_err();
+        fs::remove_file(&file).unwrap();
+        assert!(err.contains("not a directory"), "{err}");
+        let err = folder_file(4096, &file).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_file_has_its_blocks_from_the_start() {
+        let dir = std::env::temp_dir().join(format!("parjob-reserved-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = folder_file(1 << 20, &dir).unwrap();
+        let blocks = file.metadata().unwrap().blocks();
+        fs::remove_dir(&dir).unwrap();
+        assert!(blocks * 512 >= 1 << 20, "{blocks} blocks: a sparse file");
+    }
+
+    #[test]
     fn a_segment_larger_than_the_folder_is_refused_by_name() {
         let dir = std::env::temp_dir();
-        let free = free_bytes(&dir).unwrap();
+        let (free, _) = free_bytes(&dir).unwrap();
         let err = folder_file(free as usize + (1 << 30), &dir).unwrap_err();
         assert!(
             err.contains("temp_folder") && err.contains("max_nbytes"),

@@ -48,6 +48,13 @@ pub use slice_mut::{ChunkMut, SharedSliceMut};
 pub(crate) use fdpass::{send_segment, socket_pair};
 #[cfg(feature = "mpi")]
 pub(crate) use segment::check_capacity;
+
+/// A zeroed file of `len` bytes to share with a worker by descriptor: a
+/// memfd, or, where `memfd_create` is refused (a seccomp filter), an
+/// unnamed file of the temp folder, as segments fall back.
+pub(crate) fn shared_file(len: usize) -> Result<std::fs::File, String> {
+    backing::new_file(len, &backing::Place::Memfd).map(|(file, _)| file)
+}
 pub(crate) use segment::Segment;
 pub(crate) use share::{
     collecting, note_sent, reader_socket, receive_result_into, result_threshold,

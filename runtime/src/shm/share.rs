@@ -114,9 +114,9 @@ fn over_threshold(sharing: &Sharing, bytes: &[u8]) -> bool {
 
 /// The current run's segment for a borrowed buffer over its `max_nbytes`:
 /// made on first use, then the same for every job. `None` when no run is
-/// current, the buffer is small, or the segment could not be made (the
-/// caller then copies the buffer, as without shared memory).
-pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Arc<Segment>> {
+/// current or the buffer is small; the segment's error when it could not
+/// be made (the caller decides what a job then holds).
+pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Result<Arc<Segment>, String>> {
     // The common case, a small slice, decided without touching the Arc.
     let sharing = CURRENT.with(|c| {
         let current = c.borrow();
@@ -126,11 +126,13 @@ pub(crate) fn share_borrowed(bytes: &[u8]) -> Option<Arc<Segment>> {
     let key = (bytes.as_ptr() as usize, bytes.len());
     let mut registry = lock(&sharing.by_buffer);
     if let Some(seg) = registry.get(&key) {
-        return Some(Arc::clone(seg));
+        return Some(Ok(Arc::clone(seg)));
     }
-    let seg = Arc::new(sharing.create(bytes).ok()?);
-    registry.insert(key, Arc::clone(&seg));
-    Some(seg)
+    Some(sharing.create(bytes).map(|seg| {
+        let seg = Arc::new(seg);
+        registry.insert(key, Arc::clone(&seg));
+        seg
+    }))
 }
 
 /// A segment for an owned buffer over the current run's `max_nbytes`,
@@ -413,15 +415,15 @@ mod tests {
         assert!(share_borrowed(&data).is_none(), "no run is current");
         let run = Sharing::new(Some(1024), None);
         let _entered = run.enter();
-        let a = share_borrowed(&data).unwrap();
-        let b = share_borrowed(&data).unwrap();
+        let a = share_borrowed(&data).unwrap().unwrap();
+        let b = share_borrowed(&data).unwrap().unwrap();
         assert_eq!(a.id(), b.id());
         assert_eq!(run.len(), 1);
         assert!(
             share_borrowed(&data[..1000]).is_none(),
             "under the threshold"
         );
-        assert_ne!(share_borrowed(&data[..2000]).unwrap().id(), a.id());
+        assert_ne!(share_borrowed(&data[..2000]).unwrap().unwrap().id(), a.id());
     }
 
     #[test]

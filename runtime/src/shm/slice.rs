@@ -169,19 +169,61 @@ pub enum SliceArg<T> {
     Owned(Vec<T>),
     /// A view of a segment.
     Shared(SharedSlice<T>),
+    /// A slice over `max_nbytes` whose segment could not be made and that
+    /// could not be copied either: why. Sending it to a worker fails with
+    /// the reason, and so does running it here (as the task's panic,
+    /// which the runner reports as the job's error).
+    Refused(String),
 }
 
 impl<T: Clone + 'static> SliceArg<T> {
     /// A borrowed slice made what a job owns: the current run's segment
     /// when it is a slice of numbers over the run's `max_nbytes` (one
     /// segment however many jobs borrow it), else a copy.
+    ///
+    /// When the segment cannot be made (a full `temp_folder`, no memory),
+    /// the job keeps a copy if memory has room for one, allocated
+    /// fallibly: a run on threads uses it, and a run on processes fails
+    /// with the segment's error when it sends the job (the copy goes with
+    /// the job). Otherwise it is [`SliceArg::Refused`]: never an abort,
+    /// and never a copy the OOM killer would answer.
     pub fn borrowed(values: &[T]) -> Self {
         if let Some(bytes) = plain::bytes_of(values) {
-            if let Some(segment) = share::share_borrowed(bytes) {
-                return SliceArg::Shared(SharedSlice::whole(segment, values.len()));
+            match share::share_borrowed(bytes) {
+                Some(Ok(segment)) => {
+                    return SliceArg::Shared(SharedSlice::whole(segment, values.len()))
+                }
+                Some(Err(why)) => return SliceArg::copied(values, why),
+                None => {}
             }
         }
         SliceArg::Owned(values.to_vec())
+    }
+
+    /// A copy of `values`, made only when memory has room for it and
+    /// allocated fallibly, or why there is none: when the segment failed
+    /// for want of memory, a copy would only bring the OOM killer.
+    fn copied(values: &[T], unshared: String) -> Self {
+        let bytes = std::mem::size_of_val(values);
+        if let Some((left, source)) = super::segment::available_memory() {
+            if bytes as u64 > left {
+                return SliceArg::Refused(format!(
+                    "{unshared} (and no copy was made: {} of memory is left, by {source})",
+                    super::segment::human(left as usize)
+                ));
+            }
+        }
+        let mut copy = Vec::new();
+        match copy.try_reserve_exact(values.len()) {
+            Ok(()) => {
+                copy.extend_from_slice(values);
+                SliceArg::Owned(copy)
+            }
+            Err(_) => SliceArg::Refused(format!(
+                "{unshared} (and a copy of its {} could not be allocated)",
+                super::segment::human(bytes)
+            )),
+        }
     }
 }
 
@@ -202,8 +244,15 @@ impl<T> SliceArg<T> {
                 }
                 values
             }
+            SliceArg::Refused(why) => refused(&why),
         }
     }
+}
+
+/// A job that holds a [`SliceArg::Refused`] ran: it ends as the task's
+/// panic, which the runner catches and reports with the task and item.
+fn refused(why: &str) -> ! {
+    std::panic::panic_any(format!("the task's slice argument is missing: {why}"))
 }
 
 impl<T> Deref for SliceArg<T> {
@@ -213,6 +262,7 @@ impl<T> Deref for SliceArg<T> {
         match self {
             SliceArg::Owned(v) => v,
             SliceArg::Shared(s) => s,
+            SliceArg::Refused(why) => refused(why),
         }
     }
 }
@@ -222,13 +272,17 @@ impl<T: Clone> Clone for SliceArg<T> {
         match self {
             SliceArg::Owned(v) => SliceArg::Owned(v.clone()),
             SliceArg::Shared(s) => SliceArg::Shared(s.clone()),
+            SliceArg::Refused(why) => SliceArg::Refused(why.clone()),
         }
     }
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for SliceArg<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        match self {
+            SliceArg::Refused(why) => f.debug_tuple("Refused").field(why).finish(),
+            _ => f.debug_list().entries(self.iter()).finish(),
+        }
     }
 }
 
@@ -271,6 +325,7 @@ impl<T: Serialize + 'static> Serialize for SliceArg<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let values = match self {
             SliceArg::Shared(view) => return serialize_shared(view, s),
+            SliceArg::Refused(why) => return Err(S::Error::custom(why)),
             SliceArg::Owned(values) => values,
         };
         let Some(bytes) = plain::bytes_of(values) else {

@@ -17,16 +17,41 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// An encode error as a person reads it: a message that a value's own
+/// `Serialize` gave (a shared-memory refusal, say) comes out as written,
+/// not inside bincode's `OtherString("…")`.
+fn encode_error(e: bincode::error::EncodeError) -> CodecError {
+    use bincode::error::EncodeError;
+    CodecError(match e {
+        EncodeError::OtherString(message) => message,
+        EncodeError::Other(message) => message.to_string(),
+        EncodeError::Io { inner, index } => format!("writing failed after {index} bytes: {inner}"),
+        other => other.to_string(),
+    })
+}
+
+/// A decode error as a person reads it, as [`encode_error`].
+fn decode_error(e: bincode::error::DecodeError) -> CodecError {
+    use bincode::error::DecodeError;
+    CodecError(match e {
+        DecodeError::OtherString(message) => message,
+        DecodeError::Other(message) => message.to_string(),
+        DecodeError::Io { inner, additional } => {
+            format!("reading failed {additional} bytes short: {inner}")
+        }
+        other => other.to_string(),
+    })
+}
+
 /// Encodes `value` into a fresh buffer.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
+    bincode::serde::encode_to_vec(value, config()).map_err(encode_error)
 }
 
 /// How many bytes `value` encodes to, without keeping them.
 pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
     let mut count = Count(0);
-    bincode::serde::encode_into_std_write(value, &mut count, config())
-        .map_err(|e| CodecError(e.to_string()))
+    bincode::serde::encode_into_std_write(value, &mut count, config()).map_err(encode_error)
 }
 
 /// Encodes `value` straight into `w`, returning the bytes written.
@@ -36,8 +61,7 @@ pub(crate) fn encode_to_writer<T: Serialize + ?Sized>(
 ) -> Result<usize, CodecError> {
     // `&mut dyn Write` is itself a sized `Write`.
     let mut w = w;
-    bincode::serde::encode_into_std_write(value, &mut w, config())
-        .map_err(|e| CodecError(e.to_string()))
+    bincode::serde::encode_into_std_write(value, &mut w, config()).map_err(encode_error)
 }
 
 /// Appends `value`'s encoding to `out` (no buffer of its own).
@@ -47,14 +71,13 @@ pub(crate) fn encode_append<T: Serialize + ?Sized>(
 ) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, out, config())
         .map(|_| ())
-        .map_err(|e| CodecError(e.to_string()))
+        .map_err(encode_error)
 }
 
 /// Decodes one `T` from the front of `bytes` and moves `bytes` past it,
 /// with the same size limit.
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &mut &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError(e.to_string()))?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_error)?;
     *bytes = &bytes[used..];
     Ok(value)
 }
@@ -75,14 +98,13 @@ impl std::io::Write for Count {
 /// bounds the reader (with `Read::take`) and checks that nothing is left.
 pub fn decode_from_reader<T: DeserializeOwned>(r: &mut dyn std::io::Read) -> Result<T, CodecError> {
     let mut r = r;
-    bincode::serde::decode_from_std_read(&mut r, config()).map_err(|e| CodecError(e.to_string()))
+    bincode::serde::decode_from_std_read(&mut r, config()).map_err(decode_error)
 }
 
 /// Decodes a `T` that must fill `bytes` exactly: trailing bytes are an error,
 /// because they mean the two sides disagree about the type.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError(e.to_string()))?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_error)?;
     if used != bytes.len() {
         return Err(CodecError(format!(
             "{} trailing bytes after the value: the sender encoded another type",
