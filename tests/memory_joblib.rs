@@ -124,6 +124,33 @@ fn mmap_mode_returns_cached_arrays_mapped_and_never_damaged_ones() {
     assert!(ramp(0, 1.0).is_empty());
 }
 
+#[memoize(dir = "target/memo-tests/mmap-live", mmap_mode = "r")]
+fn ramp_live(n: u64, step: f64) -> Vec<f64> {
+    (0..n).map(|i| i as f64 * step).collect()
+}
+
+#[test]
+fn parjobs_own_rewrites_leave_a_live_cached_array_as_it_was() {
+    ramp_live::clear();
+    let expected: Vec<f64> = (0..50_000).map(|i| i as f64 * 0.25).collect();
+    let live = ramp_live(50_000, 0.25);
+    assert!(live.is_mapped());
+    // Clearing unlinks; the next call writes a new file and renames it.
+    ramp_live::clear();
+    let again = ramp_live(50_000, 0.25);
+    assert!(again.is_mapped());
+    let dir = ramp_live::cache_dir().unwrap();
+    for entry in outputs(&dir) {
+        // Another file renamed over the entry, as every parjob writer does.
+        let tmp = entry.with_extension("tmp-test");
+        std::fs::write(&tmp, b"not an entry").unwrap();
+        std::fs::rename(&tmp, &entry).unwrap();
+    }
+    assert_eq!(&live[..], &expected[..], "the first mapping changed");
+    assert_eq!(&again[..], &expected[..], "the second mapping changed");
+    ramp_live::clear();
+}
+
 #[memoize(dir = "/proc/parjob-cannot-write-here", mmap_mode = "r")]
 fn ramp_nowhere(n: u64) -> Vec<u32> {
     (0..n as u32).collect()

@@ -8,6 +8,18 @@
 //! checksums over the mapping (`persist::map_entry`): a damaged entry is a
 //! miss, recomputed, never numbers. When the cache cannot be written, the
 //! computed array is returned as it is, owned.
+//!
+//! **The contract that makes the safe `&[P]` sound.** A mapping shows the
+//! file as it is now, so a process that truncated or rewrote the entry in
+//! place would fault the reader (SIGBUS) or change the numbers behind the
+//! borrow. parjob never does either: every writer, in every thread,
+//! process and MPI rank, replaces an entry by writing a new file and
+//! renaming it over the old one, and eviction and `clear` unlink; both
+//! leave a mapped file as it was. The one risk is a program other than
+//! parjob writing into the cache folder in place, which the docs rule
+//! out. A hit also checks that the entry's inode, size and modification
+//! time did not change while it was checked, so an in-place writer caught
+//! in that window is a miss, not a mapping.
 
 use super::{store, Cache, MissReason, Prepared, Site};
 use crate::persist::{map_entry, write_mappable_entry, Mapped, PersistError};
@@ -70,6 +82,14 @@ impl<P: Plain + std::fmt::Debug> std::fmt::Debug for CachedArray<P> {
     }
 }
 
+/// What tells one version of an entry's file from another: its inode, size
+/// and modification time. `None` when it cannot be read.
+fn identity(path: &std::path::Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()))
+}
+
 impl Site {
     /// A call of a `mmap_mode = "r"` function: the cached array mapped, or
     /// `compute`'s, stored and then mapped.
@@ -100,10 +120,22 @@ impl Cache<'_> {
     /// Maps a valid, unexpired entry, or says why there is none.
     fn map_hit<P: Plain>(&self, key: &super::Key) -> Result<Mapped<P>, MissReason> {
         let path = store::output_path(self.dir, key);
+        let before = identity(&path);
         // SAFETY: cache entries are only ever replaced by a rename and
         // removed by unlinking (store::write_atomic, eviction, clear), which
-        // leave a mapped file as it was; see `map_entry`.
+        // leave a mapped file as it was; see `map_entry`. A process other
+        // than parjob's that rewrites an entry in place is outside this
+        // contract (the module's doc and the guide say so); the identity
+        // check below catches one that did it while the hit was checked.
         match unsafe { map_entry::<P>(&path) } {
+            Ok(_) if before.is_none() || identity(&path) != before => {
+                tracing::warn!(
+                    function = self.name,
+                    path = %path.display(),
+                    "a parjob cache entry changed while it was mapped; recomputing it"
+                );
+                Err(MissReason::Corrupt)
+            }
             Ok((mapped, header)) => {
                 let created = UNIX_EPOCH + Duration::from_nanos(header.created_ns);
                 if store::expired(created, self.expires_after) {
