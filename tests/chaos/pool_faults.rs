@@ -3,7 +3,8 @@
 
 use crate::harness::{none_left, scratch, Case};
 use parjob::prelude::*;
-use parjob::{Error, Pool};
+use parjob::shared::List;
+use parjob::{Error, Pool, Process};
 use std::time::Duration;
 
 pub const CASES: &[Case] = &[
@@ -19,6 +20,13 @@ pub const CASES: &[Case] = &[
         expect: "the map fails naming the initializer; the worker is killed",
         within: Duration::from_secs(20),
         run: initializer_times_out,
+        ignore: None,
+    },
+    Case {
+        fault: "Process::kill at 0, 1, 5 and 50 ms after spawn, 50 times each",
+        expect: "join returns the death every time; the task never runs twice",
+        within: Duration::from_secs(240),
+        run: kill_right_after_spawn,
         ignore: None,
     },
 ];
@@ -78,6 +86,44 @@ fn initializer_times_out() -> Result<(), String> {
         other => return Err(format!("the map gave {other:?}")),
     }
     none_left(&workers)
+}
+
+/// Records that it ran (its pid), then never ends.
+#[parallel(backend = "process")]
+fn run_once_then_park(runs: List<u32>) {
+    let _ = runs.push(&std::process::id());
+    loop {
+        std::thread::park();
+    }
+}
+
+fn kill_right_after_spawn() -> Result<(), String> {
+    for delay_ms in [0u64, 1, 5, 50] {
+        for attempt in 0..50 {
+            let runs = List::<u32>::new().map_err(text)?;
+            let process =
+                Process::spawn(run_once_then_park::delayed(runs.clone())).map_err(text)?;
+            let pid = process.pid();
+            // The fault is the timing itself: a kill this long after spawn.
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            process.kill();
+            let joined = process.join();
+            let ran: Vec<u32> = runs.to_vec().map_err(text)?;
+            let at = format!("killed {delay_ms} ms after spawn (attempt {attempt})");
+            if !matches!(joined, Err(Error::WorkerDied { .. })) {
+                return Err(format!("{at}: join gave {joined:?}"));
+            }
+            if ran.iter().any(|&p| p != pid) {
+                return Err(format!(
+                    "{at}: the task ran again in {ran:?}, not only in {pid}"
+                ));
+            }
+            let mut pids = ran;
+            pids.push(pid);
+            none_left(&pids).map_err(|e| format!("{at}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The pids of the `n` workers that wrote their pid into `dir`, waiting

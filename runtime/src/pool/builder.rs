@@ -184,6 +184,7 @@ impl PoolBuilder {
             max_items: self.max_items_per_child,
             init,
             forget_when_idle: true,
+            no_resend: false,
             stop,
         };
         let lease = PoolSlot::default().lease_new(processes, rules);

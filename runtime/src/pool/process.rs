@@ -41,6 +41,7 @@ impl<R: Send + 'static> Process<R> {
     pub fn spawn(job: impl IntoJob<R>) -> Result<Process<R>> {
         let rules = PoolRules {
             isolate_deaths: true,
+            no_resend: true,
             depth: 1,
             ..PoolRules::default()
         };
@@ -80,7 +81,9 @@ impl<R: Send + 'static> Process<R> {
         self.status.as_deref()
     }
 
-    /// Sends SIGKILL (`kill()`): `join` then returns the worker's death.
+    /// Sends SIGKILL (`kill()`): `join` then returns the worker's death,
+    /// at any moment after `spawn`, and the task never runs again
+    /// elsewhere (a `Process` runs its task at most once).
     pub fn kill(&self) {
         self.signal(libc::SIGKILL);
     }
@@ -92,9 +95,9 @@ impl<R: Send + 'static> Process<R> {
 
     fn signal(&self, signal: libc::c_int) {
         if self.outcome.is_none() {
-            // SAFETY: kill(2) on our own child, which is not reaped while
-            // no outcome is recorded.
-            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+            // A worker already reaped is not signalled: its pid may be
+            // another process's by now.
+            self.session.signal_worker(self.pid, signal);
         }
     }
 

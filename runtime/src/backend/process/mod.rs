@@ -97,6 +97,10 @@ pub(crate) struct PoolRules {
     /// A worker drops the shared memory it was passed whenever it has no
     /// batch left, instead of at the end of a run (a pool has no end).
     pub(crate) forget_when_idle: bool,
+    /// A worker that dies before it starts its batches fails them, where
+    /// by default they are sent to another worker: a `Process` runs its
+    /// task at most once, and a kill is a kill.
+    pub(crate) no_resend: bool,
     /// Set by the pool's `terminate` from another thread: a start that
     /// waits for new workers gives up at once, whatever they are doing.
     pub(crate) stop: Arc<AtomicBool>,

@@ -391,6 +391,19 @@ impl<W: Work> ProcessSession<W> {
             .is_none_or(|w| w.watch.has_exited())
     }
 
+    /// Sends `signal` to worker `pid` while this session still holds it
+    /// (so it is not reaped, and its pid cannot have been reused); false
+    /// once it is gone.
+    pub(crate) fn signal_worker(&self, pid: u32, signal: libc::c_int) -> bool {
+        let held = self.pool.workers.iter().any(|w| w.pid == pid);
+        if held {
+            // SAFETY: kill(2) on our own child, which is not reaped while
+            // the pool holds it.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+        held
+    }
+
     /// Closes worker `pid`'s pipe so it exits, waits up to `grace` (then
     /// kills it), reaps it, and says how it ended.
     pub(crate) fn close_worker(&mut self, pid: u32, grace: Duration) -> Option<String> {

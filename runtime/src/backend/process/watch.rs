@@ -94,7 +94,8 @@ impl<W: Work> ProcessSession<W> {
         };
         // A worker that died (or was dying) before it began its first
         // batch ran none of it: the batches go elsewhere.
-        let untouched = w.beacon.running().is_none()
+        let untouched = !self.pool.rules.no_resend
+            && w.beacon.running().is_none()
             && w.queue
                 .front()
                 .and_then(|id| self.batches.get(id))
