@@ -29,6 +29,13 @@ pub const CASES: &[Case] = &[
         run: kill_right_after_spawn,
         ignore: None,
     },
+    Case {
+        fault: "a Pool worker dies on item 6 of chunks of 4 (abort, SIGKILL, exit, stack overflow, OOM)",
+        expect: "Error::WorkerDied naming item 6 each time",
+        within: Duration::from_secs(120),
+        run: death_in_a_chunk_names_its_item,
+        ignore: None,
+    },
 ];
 
 fn text(e: Error) -> String {
@@ -121,6 +128,28 @@ fn kill_right_after_spawn() -> Result<(), String> {
             let mut pids = ran;
             pids.push(pid);
             none_left(&pids).map_err(|e| format!("{at}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn death_in_a_chunk_names_its_item() -> Result<(), String> {
+    use crate::process_faults::{dies_on, ABORT, EXIT, KILL, OOM, OVERFLOW};
+    let pool = Pool::builder()
+        .processes(2)
+        .chunksize(4)
+        .build()
+        .map_err(text)?;
+    for (how, name) in [
+        (ABORT, "abort"),
+        (KILL, "SIGKILL"),
+        (EXIT, "exit"),
+        (OVERFLOW, "stack overflow"),
+        (OOM, "out of memory"),
+    ] {
+        match pool.map(|x| dies_on::delayed(x, 6, how), 0..12u64) {
+            Err(Error::WorkerDied { index: 6, .. }) => {}
+            other => return Err(format!("{name}: the map gave {other:?}")),
         }
     }
     Ok(())

@@ -191,17 +191,17 @@ fn panics_on(item: u64, bad: u64) -> u64 {
 }
 
 /// How `dies_on` fails on its bad item.
-const ABORT: u8 = 0;
-const KILL: u8 = 1;
-const OVERFLOW: u8 = 2;
-const OOM: u8 = 3;
-const EXIT: u8 = 4;
+pub const ABORT: u8 = 0;
+pub const KILL: u8 = 1;
+pub const OVERFLOW: u8 = 2;
+pub const OOM: u8 = 3;
+pub const EXIT: u8 = 4;
 const SEGV: u8 = 5;
 const TERM: u8 = 6;
 const STOP: u8 = 7;
 
 #[parallel(backend = "process")]
-fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
+pub fn dies_on(item: u64, bad: u64, how: u8) -> u64 {
     if item == bad {
         match how {
             ABORT => std::process::abort(),

@@ -5,8 +5,10 @@
 //! every process on the machine. A worker thread or process writes it before
 //! each job of a batch, so the scheduler can enforce per-task timeouts and
 //! name the exact job of a batch that a crashed worker was running, without
-//! one message per job. For worker processes the words live in a `memfd`
-//! mapped by both sides; for threads, on the heap.
+//! one message per job. A third word says which call a pool's chunk (one
+//! job of many calls) is on, so a death in a chunk names its exact item.
+//! For worker processes the words live in a `memfd` mapped by both sides;
+//! for threads, on the heap.
 
 use std::fs::File;
 use std::io;
@@ -22,6 +24,8 @@ pub(crate) const IDLE: u64 = u64::MAX;
 struct Words {
     seq: AtomicU64,
     started_ns: AtomicU64,
+    /// The call a chunk job (a pool's) is on, counted in the chunk.
+    call: AtomicU64,
 }
 
 enum Storage {
@@ -52,6 +56,7 @@ impl Beacon {
             storage: Storage::Heap(Box::new(Words {
                 seq: AtomicU64::new(IDLE),
                 started_ns: AtomicU64::new(0),
+                call: AtomicU64::new(0),
             })),
         }
     }
@@ -126,7 +131,18 @@ impl Beacon {
         let w = self.words();
         w.seq.store(IDLE, Ordering::Release);
         w.started_ns.store(now_ns(), Ordering::Release);
+        w.call.store(0, Ordering::Release);
         w.seq.store(seq, Ordering::Release);
+    }
+
+    /// Records that the running chunk job starts its call `call`.
+    pub(crate) fn at_call(&self, call: usize) {
+        self.words().call.store(call as u64, Ordering::Release);
+    }
+
+    /// The call the running chunk job is on (0 for a job of one call).
+    pub(crate) fn running_call(&self) -> usize {
+        self.words().call.load(Ordering::Acquire) as usize
     }
 
     /// Records that no job runs.

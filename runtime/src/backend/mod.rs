@@ -56,6 +56,10 @@ pub(crate) struct Finished<R> {
     pub failure: Option<Error>,
     /// Time spent running the jobs.
     pub elapsed: Duration,
+    /// Where in the failing job the failure happened, when that job is a
+    /// pool's chunk of many calls and the failure is its worker's death:
+    /// the call's index in the chunk (else 0).
+    pub call: usize,
 }
 
 impl<R> Finished<R> {
@@ -67,6 +71,7 @@ impl<R> Finished<R> {
             values: Vec::new(),
             failure: Some(error),
             elapsed: Duration::ZERO,
+            call: 0,
         }
     }
 }
@@ -155,5 +160,6 @@ pub(crate) fn run_here<W: Work>(
         values,
         failure,
         elapsed: started.elapsed(),
+        call: 0,
     }
 }

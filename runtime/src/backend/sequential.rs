@@ -47,6 +47,7 @@ impl<W: Work> Session<W> for Sequential<W> {
             values: Vec::with_capacity(batch.items.len()),
             failure: None,
             elapsed: Duration::ZERO,
+            call: 0,
         };
         for (k, work) in batch.items.into_iter().enumerate() {
             let index = batch.first + k;

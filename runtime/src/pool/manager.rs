@@ -298,14 +298,27 @@ impl Manager {
     /// Hands a finished chunk to its submission; ends the submission with
     /// its last chunk.
     fn deliver(&mut self, first: usize, out: Option<AnyOutput>, failure: Option<Error>) {
+        self.deliver_at(first, out, failure, 0);
+    }
+
+    /// Delivers chunk `first`'s answer; a failure of the chunk as a whole
+    /// (its worker's death) names the item of its call `call`.
+    fn deliver_at(
+        &mut self,
+        first: usize,
+        out: Option<AnyOutput>,
+        failure: Option<Error>,
+        call: usize,
+    ) {
         let Some(sent) = self.in_flight.remove(&first) else {
             return;
         };
         let Some(submission) = self.submissions.get_mut(&sent.submission) else {
             return;
         };
-        // A failure of the chunk as a whole names its first item.
-        let failure = failure.map(|e| e.reindex(|_| sent.offset));
+        // A failure of the chunk as a whole names the item it was on.
+        let call = call.min(sent.len.saturating_sub(1));
+        let failure = failure.map(|e| e.reindex(|_| sent.offset + call));
         submission.sink.chunk(sent.offset, sent.len, out, failure);
         submission.in_flight -= 1;
         if submission.in_flight == 0 && submission.source.remaining() == 0 {
@@ -331,7 +344,7 @@ impl Manager {
                 batcher.record(sent.len, done.elapsed);
             }
         }
-        self.deliver(done.first, done.values.pop(), done.failure);
+        self.deliver_at(done.first, done.values.pop(), done.failure, done.call);
         if let (Some(why), OnWorkerDeath::Break) = (died, self.on_death) {
             let why = format!("the pool is broken: {why}; it runs nothing more");
             self.engine.session().cancel();

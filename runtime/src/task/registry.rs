@@ -14,6 +14,11 @@ use std::sync::OnceLock;
 /// Its `u64` is the batch the call belongs to, which every answer names.
 pub(crate) type Invoke = fn(u64, &[u8], &mut dyn std::io::Write) -> std::io::Result<()>;
 
+/// As [`Invoke`], for a chunk: the last argument is told the index of each
+/// call (in the chunk) before it runs.
+pub(crate) type InvokeChunk =
+    fn(u64, &[u8], &mut dyn std::io::Write, &dyn Fn(usize)) -> std::io::Result<()>;
+
 /// A process task's registration, submitted through `inventory` by the
 /// `#[parallel(backend = "process")]` expansion.
 pub struct TaskEntry {
@@ -21,7 +26,7 @@ pub struct TaskEntry {
     pub(crate) invoke: Invoke,
     /// Runs a pool's chunk: many calls' arguments in one buffer, answered
     /// by one value frame (`chunk.rs`).
-    pub(crate) invoke_chunk: Invoke,
+    pub(crate) invoke_chunk: InvokeChunk,
     pub(crate) signature: fn() -> &'static str,
 }
 
@@ -46,8 +51,9 @@ impl TaskEntry {
         batch: u64,
         args: &[u8],
         out: &mut dyn std::io::Write,
+        on_call: &dyn Fn(usize),
     ) -> std::io::Result<()> {
-        (self.invoke_chunk)(batch, args, out)
+        (self.invoke_chunk)(batch, args, out, on_call)
     }
 }
 

@@ -84,6 +84,7 @@ fn invoke_chunk<T: ProcessTask>(
     batch: u64,
     args: &[u8],
     out: &mut dyn std::io::Write,
+    on_call: &dyn Fn(usize),
 ) -> std::io::Result<()> {
     let codecs = T::codecs().expect("a process task has codecs");
     let mut rest = args;
@@ -92,7 +93,12 @@ fn invoke_chunk<T: ProcessTask>(
         Err(e) => return write_failure(out, batch, &JobFailure::DecodeArgs(e.0)),
     };
     let mut values = Vec::with_capacity(calls.len());
-    let called = panic::catch(|| calls.into_iter().for_each(|a| values.push(T::call(a))));
+    let called = panic::catch(|| {
+        calls.into_iter().for_each(|a| {
+            on_call(values.len());
+            values.push(T::call(a));
+        })
+    });
     let mut failure = called.err().map(|Caught { message, location }| {
         (values.len(), ChunkFailure::Panic { message, location })
     });

@@ -266,6 +266,7 @@ impl<W: Work> MpiSession<W> {
                         values: b.values,
                         failure: b.failure,
                         elapsed: Duration::from_nanos(elapsed_ns),
+                        call: 0,
                     });
                 }
             }

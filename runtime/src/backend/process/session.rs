@@ -129,6 +129,7 @@ impl<W: Work> ProcessSession<W> {
             values: batch.values,
             failure: batch.failure,
             elapsed,
+            call: 0,
         }
     }
 }

@@ -85,6 +85,8 @@ impl<W: Work> ProcessSession<W> {
         };
         let running = self.running_job(&self.pool.workers[pos]);
         let mut w = self.pool.workers.swap_remove(pos);
+        // The call of a chunk it was on (a pool's chunks are one job).
+        let mut call = w.beacon.running().map_or(0, |_| w.beacon.running_call());
         let mut status = exit::reap(&mut w.child, &w.watch);
         if let Some(e) = error {
             status = format!("{status} (its pipe failed: {e})");
@@ -130,6 +132,7 @@ impl<W: Work> ProcessSession<W> {
                 failure: Some(batch.failure.unwrap_or(failure)),
                 values: batch.values,
                 elapsed: Duration::ZERO,
+                call: std::mem::take(&mut call),
             });
         }
         Ok(())

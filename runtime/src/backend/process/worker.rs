@@ -341,7 +341,10 @@ fn run_batch(
         // The frame's writer takes the pipe's lock only when the task has
         // returned and its answer is written.
         let written = match entry {
-            Some(entry) if chunked => entry.invoke_chunk(id, &arg.0, &mut output.frame()),
+            Some(entry) if chunked => {
+                let on_call = |call| beacon.at_call(call);
+                entry.invoke_chunk(id, &arg.0, &mut output.frame(), &on_call)
+            }
             Some(entry) => entry.invoke(id, &arg.0, &mut output.frame()),
             None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
         };
