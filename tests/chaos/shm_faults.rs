@@ -30,7 +30,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         fault: "temp_folder names a file, not a folder",
-        expect: "the run's error naming the task and saying it is not a directory",
+        expect: "the run's error naming the task and saying it is not a directory, unwrapped",
         within: BOUND,
         run: temp_folder_is_a_file,
         ignore: None,
@@ -56,6 +56,20 @@ pub const CASES: &[Case] = &[
         run: argument_in_a_v1_cgroup,
         ignore: Some("makes a v1 memory cgroup, which needs root; .ci/run runs it"),
     },
+    Case {
+        fault: "a 200 MB result refused for want of memory, then the next run",
+        expect: "the first run's error; the next run's result whole",
+        within: BOUND,
+        run: refused_result_then_next_run,
+        ignore: None,
+    },
+    Case {
+        fault: "the parent out of file descriptors while a result's segment arrives",
+        expect: "an error naming file descriptors and RLIMIT_NOFILE",
+        within: BOUND,
+        run: out_of_descriptors_for_a_result,
+        ignore: None,
+    },
 ];
 
 /// The sum of `data`, in a worker process.
@@ -67,6 +81,111 @@ fn total(data: &[f64]) -> f64 {
 #[parallel(backend = "process")]
 fn double(x: u64) -> u64 {
     2 * x
+}
+
+/// `n` numbers, which come back through shared memory past `max_nbytes`.
+#[parallel(backend = "process", n_jobs = 2)]
+fn ramp(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+/// Sets this process's soft limit of `resource`, returning the old one.
+fn set_soft_limit(resource: libc::__rlimit_resource_t, soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on this process, with valid structs.
+    unsafe {
+        libc::getrlimit(resource, &mut limit);
+        let old = limit.rlim_cur;
+        limit.rlim_cur = soft.min(limit.rlim_max);
+        libc::setrlimit(resource, &limit);
+        old
+    }
+}
+
+/// This process's address space now, from `/proc/self/status`.
+fn address_space() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmSize:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs `ramp(n)` on `runner`, as the child prints its outcome.
+fn ramp_outcome(runner: &Parallel, n: usize) -> String {
+    match runner.run([ramp::delayed(n)]) {
+        Ok(mut v) if v.len() == 1 && v[0].len() == n => {
+            let last = v.pop().unwrap().pop();
+            if last == n.checked_sub(1).map(|l| l as f64) {
+                "whole".into()
+            } else {
+                "wrong numbers".into()
+            }
+        }
+        Ok(_) => "the wrong length".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn refused_result_then_next_run() -> Result<(), String> {
+    if is_capped_child() {
+        let runner = Parallel::new().backend(Backend::Process).n_jobs(2);
+        let warm = ramp_outcome(&runner, 10);
+        // Workers are up, with the old limit: only this parent is capped.
+        let old = set_soft_limit(libc::RLIMIT_AS, address_space() + (100 << 20));
+        let capped = ramp_outcome(&runner, 25 << 20);
+        set_soft_limit(libc::RLIMIT_AS, old);
+        let next = ramp_outcome(&runner, 1 << 20);
+        let after = ramp_outcome(&runner, 1 << 20);
+        println!("outcome: warm {warm}; capped {capped}; next {next}; after {after}");
+        return Ok(());
+    }
+    child_outcome(
+        CASES[6].fault,
+        &[],
+        Confine::default(),
+        &[
+            "warm whole",
+            "capped error: ",
+            "out of memory for a result",
+            "next whole",
+            "after whole",
+        ],
+    )
+}
+
+fn out_of_descriptors_for_a_result() -> Result<(), String> {
+    if is_capped_child() {
+        let runner = Parallel::new().backend(Backend::Process).n_jobs(2);
+        let warm = ramp_outcome(&runner, 10);
+        // Fill every descriptor up to the soft limit.
+        let old = set_soft_limit(libc::RLIMIT_NOFILE, 256);
+        let mut held = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            held.push(f);
+        }
+        let starved = ramp_outcome(&runner, 1 << 20);
+        drop(held);
+        set_soft_limit(libc::RLIMIT_NOFILE, old);
+        println!("outcome: warm {warm}; starved {starved}");
+        return Ok(());
+    }
+    child_outcome(
+        CASES[7].fault,
+        &[],
+        Confine::default(),
+        &[
+            "warm whole",
+            "starved error: ",
+            "file descriptors",
+            "RLIMIT_NOFILE",
+        ],
+    )
 }
 
 /// Runs `row` in a child confined by `confine`, and passes unless the
@@ -167,7 +286,13 @@ fn temp_folder_is_a_file() -> Result<(), String> {
         .run([total::delayed(&data)]);
     let _ = std::fs::remove_dir_all(&dir);
     match run {
-        Err(e) if e.to_string().contains("not a directory") => Ok(()),
+        // The shared-memory message as written, not in bincode's wrapping.
+        Err(e)
+            if e.to_string().contains("not a directory")
+                && !e.to_string().contains("OtherString") =>
+        {
+            Ok(())
+        }
         other => Err(format!("the run gave {other:?}")),
     }
 }

@@ -141,6 +141,10 @@ pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(Announce,
         if got == 0 && passed.is_none() {
             return Ok(None);
         }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 && passed.is_none() && got == body.len() {
+            // The kernel drops a passed descriptor it cannot install.
+            return Err(out_of_descriptors());
+        }
         if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 || got != body.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -160,6 +164,26 @@ pub(crate) fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Option<(Announce,
         };
         Ok(Some((announce, fd)))
     }
+}
+
+/// The error for a descriptor the kernel could not install: this process
+/// is at its `RLIMIT_NOFILE`.
+fn out_of_descriptors() -> io::Error {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let at = if known {
+        format!(" (RLIMIT_NOFILE is {})", limit.rlim_cur)
+    } else {
+        String::new()
+    };
+    io::Error::other(format!(
+        "this process ran out of file descriptors{at}, so the kernel dropped the \
+         segment it was passed; close files or raise the limit (ulimit -n)"
+    ))
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub(crate) fn shared_file(len: usize) -> Result<std::fs::File, String> {
 }
 pub(crate) use segment::Segment;
 pub(crate) use share::{
-    collecting, note_sent, reader_socket, receive_result_into, result_threshold,
+    collecting, discard_result, note_sent, reader_socket, receive_result_into, result_threshold,
     set_result_threshold, worker_forget, worker_pass_result, worker_segment, worker_socket,
     Collected, Sharing,
 };

@@ -392,6 +392,25 @@ pub(crate) fn receive_result_into(
     })
 }
 
+/// In the parent's reader of a worker: takes the descriptor of result
+/// segment `id` off the socket and closes it, for a result the parent
+/// refused (no memory for it), so the socket stays in step with the
+/// frames and the next result finds its own descriptor.
+pub(crate) fn discard_result(id: u64) {
+    READER_SOCKET.with(|s| {
+        if let Some(socket) = s.borrow().as_ref() {
+            match fdpass::recv_segment(socket.as_fd()) {
+                Ok(Some((announce, _closed))) if announce.id == id => {}
+                Ok(other) => tracing::warn!(
+                    "discarding result segment {id}, the socket held {:?}",
+                    other.map(|(a, _)| a)
+                ),
+                Err(e) => tracing::warn!("discarding result segment {id}: {e}"),
+            }
+        }
+    });
+}
+
 static RESULTS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 /// In the parent: how many results have come back through shared memory

@@ -131,12 +131,21 @@ fn zeroed<P: Plain>(count: u64) -> Result<Vec<P>, CodecError> {
 fn from_segment<P: Plain>(id: u64, len: u64) -> Result<Vec<P>, CodecError> {
     let size = std::mem::size_of::<P>() as u64;
     if len % size != 0 {
+        shm::discard_result(id);
         return Err(CodecError(format!(
             "a {len}-byte segment of {size}-byte numbers"
         )));
     }
     let count = (len / size) as usize;
-    let mut values = room_for::<P>(len / size)?;
+    let mut values = match room_for::<P>(len / size) {
+        Ok(values) => values,
+        Err(e) => {
+            // Take the descriptor off the socket all the same, so the
+            // next result finds its own there, not this one's.
+            shm::discard_result(id);
+            return Err(e);
+        }
+    };
     let spare = &mut values.spare_capacity_mut()[..count];
     // SAFETY: the spare room of `count` numbers seen as its bytes, still
     // uninitialized; `MaybeUninit<u8>` has no validity requirement.
