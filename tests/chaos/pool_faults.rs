@@ -4,7 +4,9 @@
 use crate::harness::{none_left, scratch, Case};
 use parjob::prelude::*;
 use parjob::shared::List;
-use parjob::{Error, Pool, Process};
+use parjob::sync::Event;
+use parjob::{Error, Executor, Pool, Process};
+use std::sync::mpsc;
 use std::time::Duration;
 
 pub const CASES: &[Case] = &[
@@ -34,6 +36,34 @@ pub const CASES: &[Case] = &[
         expect: "Error::WorkerDied naming item 6 each time",
         within: Duration::from_secs(120),
         run: death_in_a_chunk_names_its_item,
+        ignore: None,
+    },
+    Case {
+        fault: "Future::cancel of another future, called inside a done-callback",
+        expect: "cancel answers true at once; the other future is cancelled",
+        within: Duration::from_secs(30),
+        run: cancel_inside_a_done_callback,
+        ignore: None,
+    },
+    Case {
+        fault: "add_done_callback on a done future whose callback calls done()",
+        expect: "the callback runs and sees done() true",
+        within: Duration::from_secs(30),
+        run: late_callback_asks_done,
+        ignore: None,
+    },
+    Case {
+        fault: "a callback that gets another result set on the callback thread",
+        expect: "get returns Error::Pool at once instead of hanging",
+        within: Duration::from_secs(30),
+        run: callback_waits_for_a_result,
+        ignore: None,
+    },
+    Case {
+        fault: "a Pool dropped inside its own callback",
+        expect: "the drop returns; no join of the callback thread by itself",
+        within: Duration::from_secs(30),
+        run: pool_dropped_in_its_callback,
         ignore: None,
     },
 ];
@@ -153,6 +183,109 @@ fn death_in_a_chunk_names_its_item() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Waits for `go`, then returns `x`.
+#[parallel(backend = "process")]
+fn after_event(go: Event, x: u64) -> u64 {
+    go.wait();
+    x
+}
+
+/// A bound for a callback's answer: the row fails, rather than hangs.
+const ANSWER: Duration = Duration::from_secs(10);
+
+fn cancel_inside_a_done_callback() -> Result<(), String> {
+    let ex = Executor::new(1).map_err(text)?;
+    let (go, go_on) = (Event::new().map_err(text)?, Event::new().map_err(text)?);
+    let first = ex.submit(after_event::delayed(go.clone(), 1));
+    // One worker: once `first` ends it takes `second`, which waits, so
+    // `third` has not started when `first`'s callback runs.
+    let second = ex.submit(after_event::delayed(go_on.clone(), 2));
+    let third = std::sync::Arc::new(ex.submit(double::delayed(3)));
+    let (tx, rx) = mpsc::channel();
+    let other = std::sync::Arc::clone(&third);
+    first.add_done_callback(move |_| {
+        let _ = tx.send(other.cancel());
+    });
+    go.set();
+    let cancelled = rx.recv_timeout(ANSWER).map_err(|_| "cancel never answered");
+    go_on.set();
+    let _ = second.result();
+    if !cancelled? || !third.cancelled() {
+        return Err(format!("cancelled() says {}", third.cancelled()));
+    }
+    Ok(())
+}
+
+fn late_callback_asks_done() -> Result<(), String> {
+    let ex = Executor::new(1).map_err(text)?;
+    let future = std::sync::Arc::new(ex.submit(double::delayed(21)));
+    let (tx, rx) = mpsc::channel();
+    let done_tx = tx.clone();
+    future.add_done_callback(move |_| {
+        let _ = done_tx.send(None);
+    });
+    rx.recv_timeout(ANSWER)
+        .map_err(|_| "the future never ended")?;
+    let same = std::sync::Arc::clone(&future);
+    // Done already: the callback runs here, now.
+    future.add_done_callback(move |r| {
+        let _ = tx.send(Some((same.done(), r.as_ref().ok().copied())));
+    });
+    match rx.recv_timeout(ANSWER) {
+        Ok(Some((true, Some(42)))) => Ok(()),
+        other => Err(format!("the late callback said {other:?}")),
+    }
+}
+
+fn callback_waits_for_a_result() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(text)?;
+    let go = Event::new().map_err(text)?;
+    let (tx, rx) = mpsc::channel();
+    let first = pool.apply_async(double::delayed(1));
+    let second = pool.apply_async_with(after_event::delayed(go.clone(), 2), |_| {}, |_| {});
+    let slot = std::sync::Mutex::new(Some(second));
+    let started = pool.apply_async_with(
+        double::delayed(3),
+        move |_| {
+            let second = slot.lock().unwrap().take().unwrap();
+            let _ = tx.send(second.get().map_err(|e| e.to_string()));
+        },
+        |_| {},
+    );
+    let answer = rx
+        .recv_timeout(ANSWER)
+        .map_err(|_| "the callback hangs in get");
+    go.set();
+    let _ = (first.get(), started.get());
+    match answer? {
+        Err(why) if why.contains("callback") => Ok(()),
+        other => Err(format!("get in the callback gave {other:?}")),
+    }
+}
+
+fn pool_dropped_in_its_callback() -> Result<(), String> {
+    let pool = std::sync::Arc::new(std::sync::Mutex::new(Some(Pool::new(1).map_err(text)?)));
+    let (tx, rx) = mpsc::channel();
+    let held = std::sync::Arc::clone(&pool);
+    let result = pool.lock().unwrap().as_ref().unwrap().apply_async_with(
+        double::delayed(4),
+        move |_| {
+            let last = held.lock().unwrap().take();
+            drop(last);
+            let _ = tx.send("dropped");
+        },
+        |_| {},
+    );
+    match rx.recv_timeout(ANSWER) {
+        Ok("dropped") => {}
+        other => return Err(format!("the callback's drop did not return: {other:?}")),
+    }
+    match result.get() {
+        Ok(8) => Ok(()),
+        other => Err(format!("the result was {other:?}")),
+    }
 }
 
 /// The pids of the `n` workers that wrote their pid into `dir`, waiting

@@ -186,7 +186,9 @@ impl<R> Future<R> {
         let cancelled = answer.recv().unwrap_or(false);
         if cancelled {
             // Its result is being set on the callback thread: a moment.
-            self.result.wait();
+            // From that very thread (a done-callback) the wait returns at
+            // once, and the result is set right after the callback.
+            self.result.wait_timeout(Duration::MAX);
         }
         cancelled
     }

@@ -89,6 +89,9 @@ pub struct Pool {
     manager: Mutex<Option<JoinHandle<()>>>,
     callbacks: Mutex<Option<Sender<Callback>>>,
     callback_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The callback thread's id: it sets the results that have callbacks,
+    /// and a `join` from it must not wait for itself.
+    callback_thread_id: std::thread::ThreadId,
     processes: usize,
     chunksize: Chunksize,
     terminate_on_drop: bool,
@@ -143,6 +146,7 @@ impl Pool {
             .spawn(move || callback_rx.into_iter().for_each(|c| c()))
             .expect("the pool's callback thread starts");
         Pool {
+            callback_thread_id: callback_thread.thread().id(),
             control: commands.clone(),
             commands: Mutex::new(Some(commands)),
             manager: Mutex::new(Some(manager)),
@@ -220,6 +224,7 @@ impl Pool {
         let slot = Slot::new();
         let tx = callback.map(|callback| {
             slot.on_done(callback);
+            slot.set_on(self.callback_thread_id);
             self.callback_sender()
         });
         let len = work.len;
@@ -384,7 +389,11 @@ impl Pool {
         }
         lock(&self.callbacks).take();
         if let Some(thread) = lock(&self.callback_thread).take() {
-            let _ = thread.join();
+            // From one of this pool's own callbacks (a pool dropped there),
+            // the thread ends by itself once this callback returns.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
         Ok(())
     }

@@ -4,8 +4,9 @@
 use crate::error::{Error, Result};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// A callback run with a submission's result once it is set.
@@ -15,6 +16,27 @@ pub(crate) type OnDone<T> = Box<dyn FnOnce(&Result<T>) + Send>;
 pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// The pool's callback thread, when it is the one that sets this
+    /// result: a wait there could never end.
+    set_on: OnceLock<ThreadId>,
+}
+
+/// How a wait for a slot ended.
+#[derive(PartialEq, Eq)]
+enum Waited {
+    Set,
+    TimedOut,
+    /// The waiter is the thread that must set the result.
+    WouldDeadlock,
+}
+
+fn would_deadlock() -> Error {
+    Error::Pool(
+        "a callback waits for a result that only the pool's callback thread sets, and that \
+         thread is the one running the callback: it would wait for ever. Wait for it \
+         outside the callback, or chain the work in the callback of that result"
+            .into(),
+    )
 }
 
 struct State<T> {
@@ -23,6 +45,11 @@ struct State<T> {
     done: bool,
     /// Whether it ended in an error.
     failed: bool,
+    /// Whether it ended as cancelled.
+    cancelled: bool,
+    /// The value is lent to a late `add_done_callback`, which runs with no
+    /// lock held: takers wait for it to come back.
+    lent: bool,
     /// Async waiters.
     wakers: Vec<Waker>,
     /// Callbacks to run once done, on the pool's callback thread.
@@ -36,11 +63,19 @@ impl<T> Slot<T> {
                 value: None,
                 done: false,
                 failed: false,
+                cancelled: false,
+                lent: false,
                 wakers: Vec::new(),
                 on_done: Vec::new(),
             }),
             ready: Condvar::new(),
+            set_on: OnceLock::new(),
         })
+    }
+
+    /// Records that `thread` (a pool's callback thread) sets this result.
+    pub(crate) fn set_on(&self, thread: ThreadId) {
+        let _ = self.set_on.set(thread);
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -61,6 +96,7 @@ impl<T> Slot<T> {
             run_logged(|| callback(&value));
         }
         state.failed = value.is_err();
+        state.cancelled = matches!(value, Err(Error::Cancelled));
         state.value = Some(value);
         state.done = true;
         for waker in state.wakers.drain(..) {
@@ -71,28 +107,45 @@ impl<T> Slot<T> {
     }
 
     /// Registers `callback` to run when the result is set, or runs it now
-    /// when it is set already.
+    /// when it is set already, with no lock held (so it may ask the result
+    /// anything, as concurrent.futures allows).
     pub(crate) fn on_done(&self, callback: OnDone<T>) {
         let mut state = self.lock();
         if !state.done {
             state.on_done.push(callback);
             return;
         }
-        if let Some(value) = &state.value {
-            run_logged(|| callback(value));
+        while state.lent {
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+        let Some(value) = state.value.take() else {
+            return; // taken by `get` already: nothing to show it
+        };
+        state.lent = true;
+        drop(state);
+        run_logged(|| callback(&value));
+        let mut state = self.lock();
+        state.value = Some(value);
+        state.lent = false;
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
+        self.ready.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Waits until set or until `deadline`; true when set.
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until set (and not lent) or until `deadline`.
+    fn wait_until(&self, deadline: Option<Instant>) -> Waited {
         let mut state = self.lock();
-        while !state.done {
+        if !state.done && self.set_on.get() == Some(&std::thread::current().id()) {
+            return Waited::WouldDeadlock;
+        }
+        while !state.done || state.lent {
             match deadline {
                 None => state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return false;
+                        return Waited::TimedOut;
                     }
                     state = self
                         .ready
@@ -102,16 +155,20 @@ impl<T> Slot<T> {
                 }
             }
         }
-        true
+        Waited::Set
     }
 
     /// Whether it ended as cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
-        matches!(self.lock().value, Some(Err(Error::Cancelled)))
+        self.lock().cancelled
     }
 
     fn take(&self) -> Result<T> {
-        self.lock()
+        let mut state = self.lock();
+        while state.lent {
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state
             .value
             .take()
             .unwrap_or_else(|| Err(Error::Pool("the result was taken already".into())))
@@ -151,29 +208,43 @@ impl<T> AsyncResult<T> {
 
     /// Waits for the result and returns it: the value, or the error of the
     /// task (a panic, a worker's death, ...).
+    ///
+    /// # Errors
+    /// The task's error; and `Error::Pool` at once when called from a
+    /// callback for a result that only that callback's thread can set
+    /// (a result with callbacks of the same pool, or an executor's
+    /// future): as in CPython, callbacks run one at a time on one thread,
+    /// so that wait could never end, and it is refused instead of hanging.
     pub fn get(self) -> Result<T> {
-        self.slot.wait_until(None);
-        self.slot.take()
+        match self.slot.wait_until(None) {
+            Waited::WouldDeadlock => Err(would_deadlock()),
+            _ => self.slot.take(),
+        }
     }
 
     /// As [`AsyncResult::get`], waiting at most `timeout`; when it runs
     /// out, the handle comes back as `Err`, to wait again.
     pub fn get_timeout(self, timeout: Duration) -> std::result::Result<Result<T>, Self> {
-        if self.slot.wait_until(Instant::now().checked_add(timeout)) {
-            Ok(self.slot.take())
-        } else {
-            Err(self)
+        match self.slot.wait_until(Instant::now().checked_add(timeout)) {
+            Waited::Set => Ok(self.slot.take()),
+            Waited::WouldDeadlock => Ok(Err(would_deadlock())),
+            Waited::TimedOut => Err(self),
         }
     }
 
-    /// Waits until the result is ready.
+    /// Waits until the result is ready. From a callback, for a result that
+    /// only that callback's thread sets (see [`AsyncResult::get`]), it
+    /// returns at once, not ready, and logs an error instead of hanging.
     pub fn wait(&self) {
-        self.slot.wait_until(None);
+        if self.slot.wait_until(None) == Waited::WouldDeadlock {
+            tracing::error!(target: "parjob::pool", "{}", would_deadlock());
+        }
     }
 
-    /// Waits at most `timeout`; true when the result is ready.
+    /// Waits at most `timeout`; true when the result is ready (false at
+    /// once where [`AsyncResult::wait`] would return at once).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot.wait_until(Instant::now().checked_add(timeout))
+        self.slot.wait_until(Instant::now().checked_add(timeout)) == Waited::Set
     }
 
     /// Whether the result is ready.
@@ -193,7 +264,7 @@ impl<T> Future for AsyncResult<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let mut state = self.slot.lock();
-        if state.done {
+        if state.done && !state.lent {
             let value = state.value.take();
             return Poll::Ready(
                 value.unwrap_or_else(|| Err(Error::Pool("the result was taken already".into()))),
