@@ -591,3 +591,33 @@ fn joblibs_backend_names_mean_the_same_in_the_attribute_and_the_runtime() {
     assert_eq!("loky".parse::<Backend>().unwrap(), Backend::Process);
     assert_eq!(" Threading ".parse::<Backend>().unwrap(), Backend::Thread);
 }
+
+/// Where each of this worker's descriptors points.
+#[parallel(backend = "process", n_jobs = 2)]
+fn open_files(_item: u8) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+#[parjob::test]
+fn a_descriptor_the_parent_holds_without_cloexec_does_not_reach_workers() {
+    let probe = std::env::temp_dir().join(format!("parjob-leak-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").unwrap();
+    let path = std::ffi::CString::new(probe.to_str().unwrap()).unwrap();
+    // SAFETY: open(2) without O_CLOEXEC, as a shell's inherited descriptor.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    let seen = open_files::map([1u8, 2]);
+    // SAFETY: our own descriptor, closed once.
+    unsafe { libc::close(fd) };
+    std::fs::remove_file(&probe).unwrap();
+    for files in seen.unwrap() {
+        assert!(
+            !files.iter().any(|f| f.contains("parjob-leak-probe")),
+            "a worker holds the parent's descriptor: {files:?}"
+        );
+    }
+}

@@ -160,9 +160,13 @@ fn worker_command(
     ];
     let null = quiet.map_or(-1, |q| q.null.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe calls (fcntl, dup2, prctl, getppid, _exit).
+    // async-signal-safe calls (close_range, fcntl, dup2, prctl, getppid,
+    // _exit).
     unsafe {
         command.pre_exec(move || {
+            // Every descriptor past stderr closes at exec, whatever the
+            // parent inherited without CLOEXEC, but for the ones passed on.
+            close_on_exec_from(3);
             for fd in keep.into_iter().filter(|&fd| fd >= 0) {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());
@@ -184,6 +188,40 @@ fn worker_command(
         });
     }
     command
+}
+
+/// Marks every descriptor from `first` on close-on-exec: `close_range`
+/// (Linux 5.11), else one `fcntl` per descriptor under the limit. Only
+/// async-signal-safe calls: it runs between fork and exec.
+fn close_on_exec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes this process's descriptor flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if done {
+        return;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    for fd in first as i32..max {
+        // SAFETY: fcntl on a descriptor number; an unused one fails
+        // harmlessly with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// A test worker's stdout while libtest starts: /dev/null, and the
