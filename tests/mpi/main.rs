@@ -220,6 +220,15 @@ const CASES: &[Case] = &[
         slurm: false,
     },
     Case {
+        // main returns after the runs; the stop is what must end.
+        name: "stopped_rank",
+        launch: three,
+        env: &[],
+        succeeds: false,
+        expect: &["OK stopped_rank", "did not answer the stop", "MPI_Abort"],
+        slurm: false,
+    },
+    Case {
         name: "big_results",
         launch: three,
         env: &[],

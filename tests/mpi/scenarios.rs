@@ -97,6 +97,7 @@ pub fn run(name: &str) {
         "timeout" => timeout(),
         "broadcast_again" => broadcast_again(),
         "big_results" => big_results(),
+        "stopped_rank" => stopped_rank(),
         "driver_panics" => {
             assert_eq!(square::map(0..4u64).unwrap().len(), 4);
             panic!("the driver gives up");
@@ -299,6 +300,33 @@ fn timeout() {
     );
     println!("ERROR {err}");
     // The rank that ran the long nap finishes it and serves again.
+    let out = Parallel::new()
+        .backend(Backend::Mpi)
+        .run((0..10u64).map(square::delayed))
+        .unwrap();
+    assert_eq!(out.len(), 10);
+}
+
+/// Stops its own rank with SIGSTOP: only a SIGKILL or SIGCONT from
+/// outside moves it again.
+#[parallel(backend = "mpi")]
+pub fn stop_myself(x: u64) -> u64 {
+    // SAFETY: a signal to this very process.
+    unsafe { libc::raise(libc::SIGSTOP) };
+    x
+}
+
+fn stopped_rank() {
+    let err = Parallel::new()
+        .backend(Backend::Mpi)
+        .timeout(std::time::Duration::from_secs(3))
+        .batch_size(1)
+        .run([stop_myself::delayed(1)])
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    println!("ERROR {err}");
+    // The other rank serves the next run; then main returns, and the
+    // stopped rank never answers the stop.
     let out = Parallel::new()
         .backend(Backend::Mpi)
         .run((0..10u64).map(square::delayed))

@@ -407,16 +407,19 @@ impl<'w> DriverThread<'w> {
         }
     }
 
-    /// Tells every rank to stop, and waits (up to 30 s) for each one's
-    /// goodbye, after which it sends nothing more: MPI_Finalize then
-    /// finds no message in flight.
+    /// Tells every rank to stop, and waits (up to [`STOP_GRACE`]) for each
+    /// one's goodbye, after which it sends nothing more: MPI_Finalize then
+    /// finds no message in flight. A rank that never answers (stopped by
+    /// SIGSTOP, or its MPI thread stuck) would make MPI_Finalize, which
+    /// every rank must enter, wait for ever: the job is then ended with
+    /// MPI_Abort, naming the ranks that did not answer.
     fn stop(&mut self, driver: &Driver) -> String {
         let peers = driver.lock_table().peers.len();
         for peer in 0..peers {
             self.link
                 .send(self.addresses[peer], TAG_STOP, Body::Bytes(Vec::new()));
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + STOP_GRACE;
         let mut backoff = Backoff::new(Duration::from_millis(1));
         while Instant::now() < deadline {
             let moved = self.receive(driver) | self.link.progress();
@@ -429,6 +432,22 @@ impl<'w> DriverThread<'w> {
             }
         }
         self.count_sent();
+        let silent: Vec<String> = driver
+            .lock_table()
+            .peers
+            .iter()
+            .filter(|p| !p.bye)
+            .map(|p| p.label.clone())
+            .collect();
+        if !silent.is_empty() {
+            eprintln!(
+                "parjob: {} did not answer the stop within {STOP_GRACE:?} (stopped by a \
+                 signal, or stuck); ending the MPI job with MPI_Abort, since MPI_Finalize \
+                 would wait for it for ever",
+                silent.join(", ")
+            );
+            self.world.abort(1);
+        }
         "the MPI driver stopped".into()
     }
 }
@@ -451,6 +470,9 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
         }
     }
 }
+
+/// How long the ranks have to say goodbye when the driver stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long spawning worker ranks may take.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);

@@ -150,7 +150,10 @@ extern "C" fn on_terminate(signal: i32) {
     text.push(PREFIX.get().map_or("parjob: MPI rank 0 ", |p| p.as_str()));
     text.push("was told to terminate by the MPI launcher");
     if busy != 0 {
-        text.push(", most likely because a worker rank died; ranks running work:");
+        // All that is known: the launcher said so while ranks were busy.
+        // A worker rank may have died, or mpirun itself may have been
+        // signalled or killed.
+        text.push(" (a worker rank may have died, or mpirun was signalled); ranks running work:");
         for peer in 0..64 {
             if busy & (1 << peer) != 0 {
                 text.push(" ").number(peer + 1);
