@@ -589,3 +589,40 @@ fn f_task_maps_items_straight_into_argument_tuples() {
         .unwrap();
     assert_eq!(threads.map(on_threads_only::task, 0..3).unwrap(), [1, 2, 3]);
 }
+
+/// The mean of `data[k * 1000..][..1000]`.
+#[parallel(backend = "process")]
+fn slice_mean(data: &[f64], k: usize) -> f64 {
+    data[k * 1000..][..1000].iter().sum::<f64>() / 1000.0
+}
+
+#[parjob::test]
+fn a_big_borrowed_slice_reaches_pool_workers_through_one_segment() {
+    let data: Vec<f64> = (0..1 << 18).map(|i| i as f64).collect(); // 2 MiB
+    let pool = Pool::new(2).unwrap();
+    let before = parjob::shm::segments_created();
+    let means = pool.map(|k| slice_mean::delayed(&data, k), 0..16).unwrap();
+    assert_eq!(
+        parjob::shm::segments_created() - before,
+        1,
+        "one segment for the buffer, not a copy in each job"
+    );
+    let starred = pool
+        .starmap(slice_mean::task, (0..16).map(|k| (&data[..], k)))
+        .unwrap();
+    let streamed: Vec<f64> = pool
+        .imap(|k| slice_mean::delayed(&data, k), 0..16)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(parjob::shm::segments_created() - before, 3);
+    let expected: Vec<f64> = (0..16).map(|k| k as f64 * 1000.0 + 499.5).collect();
+    assert_eq!(
+        (means, starred, streamed),
+        (expected.clone(), expected.clone(), expected)
+    );
+    // Under max_nbytes, the bytes go inline.
+    let small = &data[..16_000];
+    let before = parjob::shm::segments_created();
+    pool.map(|k| slice_mean::delayed(small, k), 0..16).unwrap();
+    assert_eq!(parjob::shm::segments_created(), before);
+}

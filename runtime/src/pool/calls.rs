@@ -41,7 +41,10 @@ impl<'p> Calls<'p> {
         task: impl MapTask<A, R>,
         items: impl IntoIterator<Item = A>,
     ) -> AsyncResult<Vec<R>> {
-        self.collect_all(task.prepare(items.into_iter().collect()))
+        let work = self
+            .pool
+            .preparing(|| task.prepare(items.into_iter().collect()));
+        self.collect_all(work)
     }
 
     /// [`Pool::map_async`] with this chunk size, and callbacks run on the
@@ -53,7 +56,9 @@ impl<'p> Calls<'p> {
         on_success: impl FnOnce(&Vec<R>) + Send + 'static,
         on_error: impl FnOnce(&Error) + Send + 'static,
     ) -> AsyncResult<Vec<R>> {
-        let work = task.prepare(items.into_iter().collect());
+        let work = self
+            .pool
+            .preparing(|| task.prepare(items.into_iter().collect()));
         let callback = both(on_success, on_error);
         self.pool
             .collect(work, self.chunksize, std::convert::identity, Some(callback))
@@ -74,7 +79,10 @@ impl<'p> Calls<'p> {
         task: impl StarTask<Args, R>,
         items: impl IntoIterator<Item = Args>,
     ) -> AsyncResult<Vec<R>> {
-        self.collect_all(StarTask::prepare(&task, items.into_iter().collect()))
+        let work = self
+            .pool
+            .preparing(|| StarTask::prepare(&task, items.into_iter().collect()));
+        self.collect_all(work)
     }
 
     /// [`Pool::imap`] with this chunk size.
@@ -104,8 +112,12 @@ impl<'p> Calls<'p> {
             Chunksize::Fixed(n) => n.max(1),
             Chunksize::Default | Chunksize::Auto => 1,
         };
+        let sharing = self.pool.sharing();
         imap::Parts {
-            jobs: Box::new(items.into_iter().map(move |a| task.job(a))),
+            jobs: Box::new(items.into_iter().map(move |a| {
+                let _entered = sharing.as_ref().map(|s| s.enter());
+                task.job(a)
+            })),
             chunk,
             buffer: self
                 .buffersize

@@ -46,6 +46,8 @@ use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
 use crate::backend::thread::Threads;
 use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::shm::Sharing;
 use manager::{Command, Engine, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
@@ -194,6 +196,30 @@ impl Pool {
     /// Sends a control command to the manager; false once it has ended.
     pub(super) fn command(&self, command: Command) -> bool {
         self.control.send(command).is_ok()
+    }
+
+    /// A process pool's shared memory for one submission's jobs: a
+    /// borrowed slice of numbers over `max_nbytes` (from a scoped
+    /// `config()` or `PARJOB_MAX_NBYTES`, else 1 MiB) becomes one segment
+    /// that every job of the submission references, as in a `Parallel`
+    /// run. `None` on threads, whose jobs never cross a process boundary.
+    pub(super) fn sharing(&self) -> Option<Arc<Sharing>> {
+        if self.threads.is_some() {
+            return None;
+        }
+        let plan = Options::default().resolve().ok()?;
+        Some(Sharing::new(
+            plan.max_nbytes,
+            plan.temp_folder.map(|f| f.path()),
+        ))
+    }
+
+    /// Runs `make` (which makes a submission's jobs) under
+    /// [`Pool::sharing`].
+    pub(super) fn preparing<T>(&self, make: impl FnOnce() -> T) -> T {
+        let sharing = self.sharing();
+        let _entered = sharing.as_ref().map(|s| s.enter());
+        make()
     }
 
     fn callback_sender(&self) -> Option<Sender<Callback>> {
