@@ -10,6 +10,9 @@
 //!    items/s).
 //! 4. An uncontended `Lock` acquire and release, and the same across two
 //!    processes that take turns on it (target: <= 100 ns uncontended).
+//! 5. `Pool::map` of 16 items of 20 ms over one 64 MB slice, with the
+//!    slice shared (one segment) and sent inline (`max_nbytes` off), as a
+//!    ratio to the ideal 16 x 20 ms / 2 workers.
 //!
 //! CPython's figures for the same cases on the same machine come from
 //! `python3 benches/mp_pool.py`.
@@ -18,7 +21,7 @@
 
 use parjob::prelude::*;
 use parjob::sync::{Lock, Queue};
-use parjob::Pool;
+use parjob::{MaxNbytes, Pool};
 use std::time::{Duration, Instant};
 
 const TINY: u64 = 100_000;
@@ -111,8 +114,43 @@ fn lock_costs() -> (f64, f64) {
     (per_lock, across.as_nanos() as f64 / (2 * n) as f64)
 }
 
+/// Sleeps 20 ms after reading one number of its window of `data`.
+#[parallel(backend = "process")]
+fn window(data: &[f64], k: usize) -> f64 {
+    std::thread::sleep(Duration::from_millis(20));
+    data[k * 1000]
+}
+
+/// `Pool::map` of 16 windows over a 64 MB slice: shared, then inline.
+fn big_slice_costs() -> (Duration, Duration) {
+    let data: Vec<f64> = (0..8 << 20).map(|i| i as f64).collect();
+    let pool = Pool::new(2).unwrap();
+    pool.map(square::delayed, 0..10).unwrap(); // workers up
+    let mut run = || {
+        let t = Instant::now();
+        let out = pool.map(|k| window::delayed(&data, k), 0..16).unwrap();
+        assert_eq!(out[15], 15_000.0);
+        t.elapsed()
+    };
+    let shared = best(5, &mut run);
+    let inline = parjob::config()
+        .max_nbytes(MaxNbytes::Off)
+        .scope(|| best(3, &mut run));
+    (shared, inline)
+}
+
 #[parjob::main]
 fn main() {
+    let (shared, inline) = big_slice_costs();
+    let ideal = 16.0 * 0.020 / 2.0;
+    println!(
+        "Pool(2)::map, 16 x 20 ms over a 64 MB slice: shared {:.0} ms ({:.2}x ideal), \
+         inline {:.0} ms ({:.2}x ideal)",
+        shared.as_secs_f64() * 1e3,
+        shared.as_secs_f64() / ideal,
+        inline.as_secs_f64() * 1e3,
+        inline.as_secs_f64() / ideal
+    );
     let (per_task, trip) = pool_costs();
     println!("Pool(2)::map, 100,000 tiny tasks, default chunksize: {per_task:.3} us/task");
     println!("Pool(2)::apply_async round trip, one at a time: {trip:.1} us");

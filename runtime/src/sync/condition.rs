@@ -28,7 +28,10 @@ impl Header for ConditionHeader {
 /// [`Value`](super::Value)), and `wait` while it does not hold; whoever
 /// changes the state calls `notify_one` or `notify_all`.
 ///
-/// Waits can wake spuriously, so wait in a loop, or with
+/// Change the state while holding the condition's lock (the notify may
+/// come before or after unlocking), as with any condition variable: a
+/// waiter that checked the state under the lock then cannot miss the
+/// notification. Waits can wake spuriously, so wait in a loop, or with
 /// [`Condition::wait_while`]. A waiter whose lock holder died gets
 /// `Err(PoisonError)`, as from [`Lock::lock`](super::Lock::lock).
 ///

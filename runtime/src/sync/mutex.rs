@@ -18,7 +18,7 @@
 
 use super::futex;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many times `lock` tries a held mutex before it sleeps.
@@ -34,7 +34,21 @@ pub(crate) struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
 #[repr(C)]
 pub(crate) struct RawCond {
     sequence: AtomicU32,
+    /// Two counts in one word, changed together: the waiters between
+    /// their check and their return (high half), and how many of them a
+    /// notification has woken that have not yet returned (low half). A
+    /// notification wakes only while `waiters > woken`, so a producer that
+    /// outruns a waking consumer makes no syscall per item. A returning
+    /// waiter takes one off each, keeping `woken <= waiters`: one word, so
+    /// a notifier never counts a wake for a waiter that has just left. A
+    /// waiter killed mid-wait stays counted, which costs at most a syscall
+    /// that wakes no one, never a wakeup lost.
+    counts: AtomicU64,
 }
+
+/// One waiter more, in [`RawCond::counts`].
+const WAITER: u64 = 1 << 32;
+const WOKEN_MASK: u64 = WAITER - 1;
 
 // SAFETY: a process-shared pthread object is made to be used from any
 // thread of any process that maps it; every access goes through pthread
@@ -161,6 +175,7 @@ impl RawCond {
         unsafe {
             at.write(RawCond {
                 sequence: AtomicU32::new(0),
+                counts: AtomicU64::new(0),
             })
         }
     }
@@ -179,10 +194,22 @@ impl RawCond {
     /// The calling thread must hold `mutex`, and every waiter on this
     /// condition must use the same mutex.
     pub(crate) unsafe fn wait(&self, mutex: &RawMutex, deadline: Option<Instant>) -> Locked {
-        let seen = self.sequence.load(Ordering::Relaxed);
+        // Counted before the mutex is released, so a notifier that changed
+        // the state after this check sees the count; it bumps the sequence
+        // before it wakes, so a wake between here and the sleep is not
+        // lost either (the futex wait sees the changed word).
+        self.counts.fetch_add(WAITER, Ordering::SeqCst);
+        let seen = self.sequence.load(Ordering::SeqCst);
         // SAFETY: per the contract, this thread holds `mutex`.
         unsafe { mutex.unlock() };
         let in_time = futex::wait(&self.sequence, seen, deadline);
+        let _ = self
+            .counts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                let waiters = (c >> 32).saturating_sub(1);
+                let woken = (c & WOKEN_MASK).saturating_sub(1).min(waiters);
+                Some(waiters << 32 | woken)
+            });
         // As pthread_cond_timedwait, the mutex is taken back however long
         // that takes: its holders keep it only briefly.
         match mutex.lock(None) {
@@ -193,14 +220,49 @@ impl RawCond {
 
     /// Wakes one waiter.
     pub(crate) fn notify_one(&self) {
-        self.sequence.fetch_add(1, Ordering::Relaxed);
-        futex::wake(&self.sequence, 1);
+        self.notify(1);
     }
 
     /// Wakes every waiter.
     pub(crate) fn notify_all(&self) {
-        self.sequence.fetch_add(1, Ordering::Relaxed);
-        futex::wake(&self.sequence, i32::MAX);
+        self.notify(i32::MAX);
+    }
+
+    /// Wakes `n` (1 or all) of the waiters that no notification has woken
+    /// yet, if there are any: then it bumps the sequence (so one between
+    /// its count and its sleep does not sleep) and makes the syscall.
+    /// With none, it writes nothing, so a producer and a consumer that
+    /// keep up with each other do not bounce this word between them.
+    ///
+    /// Reading the count first is sound because the state a waiter waits
+    /// for changes under the mutex: a waiter that checked the state before
+    /// the change was counted before it unlocked, so before the change.
+    fn notify(&self, n: i32) {
+        let mut counts = self.counts.load(Ordering::SeqCst);
+        let mut bumped = false;
+        loop {
+            let (waiters, woken) = (counts >> 32, counts & WOKEN_MASK);
+            if waiters <= woken {
+                return;
+            }
+            if !bumped {
+                self.sequence.fetch_add(1, Ordering::SeqCst);
+                bumped = true;
+            }
+            let now = if n == 1 { woken + 1 } else { waiters };
+            match self.counts.compare_exchange(
+                counts,
+                waiters << 32 | now,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    futex::wake(&self.sequence, n);
+                    return;
+                }
+                Err(seen) => counts = seen,
+            }
+        }
     }
 }
 

@@ -234,3 +234,59 @@ fn a_handle_encoded_anywhere_but_to_a_worker_is_refused() {
         "{err}"
     );
 }
+
+/// Runs `f` on its own thread; panics if it has not returned within 60 s
+/// (a lost wakeup shows as a hang, which this turns into a failure).
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("still waiting after a minute: a wakeup was lost");
+}
+
+#[test]
+fn a_one_item_queue_hands_over_200k_items_between_four_threads() {
+    within_a_minute(|| {
+        let q = Queue::<u64>::new(1).unwrap();
+        let total: u64 = std::thread::scope(|s| {
+            for p in 0..2u64 {
+                let q = &q;
+                s.spawn(move || (0..100_000).for_each(|i| q.put(&(2 * i + p)).unwrap()));
+            }
+            let takers: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| (0..100_000).map(|_| q.get().unwrap()).sum::<u64>()))
+                .collect();
+            takers.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(total, (0..200_000u64).sum());
+    });
+}
+
+#[test]
+fn condition_ping_pong_loses_no_wakeup() {
+    within_a_minute(|| {
+        let cond = Condition::new().unwrap();
+        let turn = Value::new(0u64).unwrap();
+        std::thread::scope(|s| {
+            for me in 0..2u64 {
+                let (cond, turn) = (&cond, &turn);
+                s.spawn(move || {
+                    for round in 0..50_000u64 {
+                        let held = cond.lock().unwrap();
+                        let held = cond
+                            .wait_while(held, || turn.get() != 2 * round + me)
+                            .unwrap();
+                        turn.set(2 * round + me + 1);
+                        cond.notify_all();
+                        drop(held);
+                    }
+                });
+            }
+        });
+        assert_eq!(turn.get(), 100_000);
+    });
+}
