@@ -5,7 +5,7 @@
 
 use crate::harness::{blocked_in_futex, Case};
 use parjob::prelude::*;
-use parjob::sync::{Barrier, Condition, Connection, Event, Pipe, Queue, Value};
+use parjob::sync::{Barrier, Condition, Connection, Event, Lock, Pipe, Queue, Semaphore, Value};
 use parjob::{Error, Process};
 use std::time::Duration;
 
@@ -50,6 +50,20 @@ pub const CASES: &[Case] = &[
         expect: "set wakes the live waiter",
         within: Duration::from_secs(30),
         run: event_waiter_killed,
+        ignore: None,
+    },
+    Case {
+        fault: "a Semaphore waiter SIGKILLed mid-acquire",
+        expect: "a release reaches the live waiter",
+        within: Duration::from_secs(30),
+        run: semaphore_waiter_killed,
+        ignore: None,
+    },
+    Case {
+        fault: "a Lock waiter SIGKILLed while the lock is held",
+        expect: "the lock is not poisoned, and passes to the live waiter",
+        within: Duration::from_secs(30),
+        run: lock_waiter_killed,
         ignore: None,
     },
 ];
@@ -103,6 +117,18 @@ fn wait_at_barrier(barrier: Barrier, tid: Value<u64>) -> bool {
 fn wait_for_event(event: Event, tid: Value<u64>) {
     tid.set(gettid());
     event.wait();
+}
+
+#[parallel(backend = "process")]
+fn acquire_permit(permits: Semaphore, tid: Value<u64>) {
+    tid.set(gettid());
+    std::mem::forget(permits.acquire());
+}
+
+#[parallel(backend = "process")]
+fn take_lock(lock: Lock, tid: Value<u64>) {
+    tid.set(gettid());
+    let _held = lock.lock();
 }
 
 fn text(e: Error) -> String {
@@ -269,4 +295,55 @@ fn event_waiter_killed() -> Result<(), String> {
     )?;
     set.then_some(())
         .ok_or("the live waiter timed out with the event set".into())
+}
+
+fn semaphore_waiter_killed() -> Result<(), String> {
+    let permits = Semaphore::new(0).map_err(text)?;
+    let tid = Value::new(0u64).map_err(text)?;
+    kill_mid_wait(acquire_permit::delayed(permits.clone(), tid.clone()), &tid)?;
+    for round in 1..=ROUNDS {
+        let got = live_waiter(
+            |tid| {
+                tid.set(gettid());
+                permits
+                    .acquire_timeout(PATIENCE)
+                    .map(std::mem::forget)
+                    .is_some()
+            },
+            || {
+                permits.release();
+                Ok(())
+            },
+        )?;
+        if !got {
+            return Err(format!(
+                "round {round}: the release never reached the live waiter"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn lock_waiter_killed() -> Result<(), String> {
+    let lock = Lock::new().map_err(text)?;
+    let tid = Value::new(0u64).map_err(text)?;
+    let held = lock.lock().map_err(|_| "a new lock is poisoned")?;
+    kill_mid_wait(take_lock::delayed(lock.clone(), tid.clone()), &tid)?;
+    let outcome = live_waiter(
+        |tid| {
+            tid.set(gettid());
+            match lock.lock_timeout(PATIENCE) {
+                Ok(_) => "taken",
+                Err(std::sync::TryLockError::Poisoned(_)) => "poisoned",
+                Err(std::sync::TryLockError::WouldBlock) => "never came",
+            }
+        },
+        move || {
+            drop(held);
+            Ok(())
+        },
+    )?;
+    (outcome == "taken")
+        .then_some(())
+        .ok_or(format!("the live waiter's lock: {outcome}"))
 }
