@@ -42,4 +42,5 @@ fn io_and_persist_errors_convert_with_the_question_mark() {
         matches!(err, parjob::Error::Persist(PersistError::NotADump)),
         "{err:?}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

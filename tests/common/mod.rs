@@ -15,12 +15,32 @@ pub fn threads(n_jobs: i32) -> Parallel {
 }
 
 /// A fresh, empty directory under the system's temporary directory, named
-/// for the suite, this process and the test.
+/// for the suite, this process and the test. Every one this process made
+/// is removed when it exits (libtest and the chaos runner end with
+/// `exit`), so a run leaves nothing in the temporary directory.
 pub fn scratch(suite: &str, name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("parjob-{suite}-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    remove_at_exit(dir.clone());
     dir
+}
+
+static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: PathBuf) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let made = std::mem::take(&mut *MADE.lock().unwrap_or_else(|p| p.into_inner()));
+        for dir in made {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    MADE.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+    // SAFETY: atexit with a function that lives as long as the program.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
 }
 
 /// Runs the ignored helper test `name` in a child copy of this test binary
