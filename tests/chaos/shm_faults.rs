@@ -70,6 +70,20 @@ pub const CASES: &[Case] = &[
         run: out_of_descriptors_for_a_result,
         ignore: None,
     },
+    Case {
+        fault: "a 2 MB borrowed slice mapped by a process Pool over 16 items",
+        expect: "one segment for the call, not a copy in every chunk",
+        within: BOUND,
+        run: pool_shares_a_big_slice,
+        ignore: None,
+    },
+    Case {
+        fault: "mmap_mode cache entries cleared and rewritten under live CachedArrays",
+        expect: "the live arrays keep their numbers (parjob only renames and unlinks)",
+        within: BOUND,
+        run: cached_arrays_outlive_rewrites,
+        ignore: None,
+    },
 ];
 
 /// The sum of `data`, in a worker process.
@@ -186,6 +200,53 @@ fn out_of_descriptors_for_a_result() -> Result<(), String> {
             "RLIMIT_NOFILE",
         ],
     )
+}
+
+/// The mean of `data[k * 1000..][..1000]`, in a pool's worker.
+#[parallel(backend = "process")]
+fn window_mean(data: &[f64], k: usize) -> f64 {
+    data[k * 1000..][..1000].iter().sum::<f64>() / 1000.0
+}
+
+fn pool_shares_a_big_slice() -> Result<(), String> {
+    let data: Vec<f64> = (0..1 << 18).map(f64::from).collect();
+    let pool = Pool::new(2).map_err(|e| e.to_string())?;
+    let before = parjob::shm::segments_created();
+    let means = pool
+        .chunksize(2)
+        .map(|k| window_mean::delayed(&data, k), 0..16)
+        .map_err(|e| e.to_string())?;
+    let made = parjob::shm::segments_created() - before;
+    let expected: Vec<f64> = (0..16).map(|k| k as f64 * 1000.0 + 499.5).collect();
+    if made != 1 || means != expected {
+        return Err(format!("{made} segments; means {means:?}"));
+    }
+    Ok(())
+}
+
+#[parjob::memoize(dir = "target/chaos-mmap-cache", mmap_mode = "r")]
+fn cached_ramp(n: u64) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+fn cached_arrays_outlive_rewrites() -> Result<(), String> {
+    cached_ramp::clear();
+    let expected: Vec<f64> = (0..100_000).map(|i| i as f64).collect();
+    let first = cached_ramp(100_000);
+    cached_ramp::clear(); // unlinks the entry under `first`
+    let second = cached_ramp(100_000); // writes a new one and renames it
+    cached_ramp::clear();
+    let third = cached_ramp(100_000);
+    let all_mapped = first.is_mapped() && second.is_mapped() && third.is_mapped();
+    let same = [&first, &second, &third]
+        .iter()
+        .all(|a| a[..] == expected[..]);
+    cached_ramp::clear();
+    if all_mapped && same {
+        Ok(())
+    } else {
+        Err(format!("mapped: {all_mapped}; numbers kept: {same}"))
+    }
 }
 
 /// Runs `row` in a child confined by `confine`, and passes unless the
