@@ -101,6 +101,22 @@ fn wait_returns_when_asked_and_cancel_stops_what_has_not_started() {
     assert!(matches!(results.next().unwrap(), Err(Error::Cancelled)));
 }
 
+/// CPython's `test_first_completed_some_already_completed`: every future
+/// already done is in `done`, not only the first one seen.
+#[parjob::test]
+fn first_completed_counts_every_future_already_done() {
+    let ex = Executor::new(2).unwrap();
+    let go = Event::new().unwrap();
+    let finished = [ex.submit(double::delayed(1)), ex.submit(double::delayed(2))];
+    let (done, _) = wait(&finished, Some(PATIENCE), ReturnWhen::AllCompleted);
+    assert_eq!(done, [0, 1]);
+    let [a, b] = finished;
+    let futures = vec![a, b, ex.submit(after::delayed(go.clone(), 3))];
+    let (done, not_done) = wait(&futures, Some(PATIENCE), ReturnWhen::FirstCompleted);
+    assert_eq!((done, not_done), (vec![0, 1], vec![2]));
+    go.set();
+}
+
 #[parjob::test]
 fn first_exception_returns_at_the_failure() {
     let ex = Executor::new(2).unwrap();

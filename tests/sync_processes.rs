@@ -231,3 +231,86 @@ fn handles_work_on_threads_and_refuse_to_be_stored() {
     assert!(err.contains("task argument"), "{err}");
     assert!(!dir.exists(), "nothing was written");
 }
+
+/// One party of CPython's `test_reset`: the leader of the first round
+/// resets the barrier once the other four wait in the second, which fails
+/// them; then all five pass a third round. Returns (passed, broken) of
+/// the second round.
+#[parallel(backend = "process", n_jobs = 5, batch_size = 1)]
+fn reset_round(barrier: Barrier) -> (u32, u32) {
+    let leader = barrier.wait_timeout(PATIENCE).unwrap();
+    let mut second = (0, 0);
+    if leader {
+        let since = std::time::Instant::now();
+        while barrier.n_waiting() < barrier.parties() - 1 {
+            assert!(since.elapsed() < PATIENCE, "the others never came");
+            std::thread::yield_now();
+        }
+        barrier.reset();
+    } else {
+        match barrier.wait_timeout(PATIENCE) {
+            Ok(_) => second.0 += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("reset"), "{e}");
+                second.1 += 1
+            }
+        }
+    }
+    barrier.wait_timeout(PATIENCE).unwrap();
+    second
+}
+
+#[parjob::test]
+fn reset_fails_the_parties_waiting_as_cpython_counts_it() {
+    let barrier = Barrier::new(5).unwrap();
+    let got = reset_round::map((0..5).map(|_| barrier.clone())).unwrap();
+    let passed: u32 = got.iter().map(|r| r.0).sum();
+    let broken: u32 = got.iter().map(|r| r.1).sum();
+    assert_eq!((passed, broken, got.len()), (0, 4, 5));
+    assert!(!barrier.is_broken(), "reset leaves it usable");
+}
+
+/// Passes the barrier twice; after each pass, the action has run exactly
+/// once per round already (it runs before anyone is released).
+#[parallel(backend = "process", n_jobs = 3, batch_size = 1)]
+fn pass_twice(barrier: Barrier, trips: Value<u32>) -> (u32, u32) {
+    barrier.wait_timeout(PATIENCE).unwrap();
+    let first = trips.get();
+    // Nobody may start round two before everyone has read round one.
+    barrier.wait_timeout(PATIENCE).unwrap();
+    barrier.wait_timeout(PATIENCE).unwrap();
+    (first, trips.get())
+}
+
+/// CPython's `test_action`, on worker processes: the action made in the
+/// parent runs once per trip, before any party is released.
+#[parjob::test]
+fn a_barrier_action_runs_once_per_round_before_the_release() {
+    let trips = Value::new(0u32).unwrap();
+    let counter = trips.clone();
+    let barrier = Barrier::with_action(3, move || counter.update(|t| *t += 1)).unwrap();
+    let got = pass_twice::map((0..3).map(|_| (barrier.clone(), trips.clone()))).unwrap();
+    assert!(got.iter().all(|&(first, _)| first == 1), "{got:?}");
+    assert!(got.iter().all(|&(_, last)| last == 3), "{got:?}");
+}
+
+#[parjob::test]
+fn a_panicking_action_breaks_the_barrier_and_reports_why() {
+    let barrier = Barrier::with_action(2, || panic!("action 7 fails")).unwrap();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| barrier.wait_timeout(PATIENCE));
+        let here = barrier.wait_timeout(PATIENCE);
+        let outcomes = [here, other.join().unwrap()].map(|r| r.unwrap_err().to_string());
+        assert!(
+            outcomes.iter().any(|e| e.contains("action 7 fails")),
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes.iter().all(|e| e.contains("action")),
+            "{outcomes:?}"
+        );
+    });
+    assert!(barrier.is_broken());
+    barrier.reset();
+    assert!(!barrier.is_broken());
+}

@@ -303,11 +303,10 @@ pub fn wait<R>(
             _ => {}
         }
     }
+    // Every future that has ended by now is done, not only those whose
+    // ending woke this wait: CPython's `wait` sorts them by state too.
     done.sort_unstable();
-    let not_done = (0..futures.len())
-        .filter(|i| done.binary_search(i).is_err())
-        .collect();
-    (done, not_done)
+    (0..futures.len()).partition(|&i| done.binary_search(&i).is_ok() || futures[i].done())
 }
 
 /// An iterator with a deadline: [`Executor::map`]'s results.

@@ -27,6 +27,7 @@
 //! is an error. Within one run or pool every worker sees the same memory,
 //! which is freed when the last handle in any process is dropped.
 
+mod barrier;
 pub(crate) mod collections;
 mod condition;
 mod event;
@@ -43,8 +44,9 @@ mod semaphore;
 mod tests;
 mod value;
 
+pub use barrier::Barrier;
 pub use condition::Condition;
-pub use event::{Barrier, Event};
+pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock};
 pub use pipe::{Connection, Pipe};
 pub use queue::{Queue, DEFAULT_QUEUE_BYTES};
