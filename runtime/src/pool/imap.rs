@@ -45,6 +45,8 @@ pub struct Imap<'p, R> {
     early: BTreeMap<usize, Result<R>>,
     ready: VecDeque<Result<R>>,
     exhausted: bool,
+    /// The input's panic, yielded once every item drawn before it is.
+    input_error: Option<Error>,
 }
 
 impl<'p, R: Send + 'static> Imap<'p, R> {
@@ -62,13 +64,14 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
             early: BTreeMap::new(),
             ready: VecDeque::new(),
             exhausted: false,
+            input_error: None,
         }
     }
 
     /// Draws and submits chunks while the buffer has room.
     fn top_up(&mut self) {
         while !self.exhausted && self.drawn - self.yielded + self.parts.chunk <= self.parts.buffer {
-            let jobs: Vec<Job<R>> = self.parts.jobs.by_ref().take(self.parts.chunk).collect();
+            let jobs = self.draw();
             if jobs.len() < self.parts.chunk {
                 self.exhausted = true;
             }
@@ -97,6 +100,30 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
                 self.exhausted = true;
             }
         }
+    }
+
+    /// Draws up to a chunk of jobs. A panic in the input ends it: the jobs
+    /// drawn before it still run, and the panic is kept as the error at
+    /// its own position.
+    fn draw(&mut self) -> Vec<Job<R>> {
+        let mut jobs = Vec::with_capacity(self.parts.chunk);
+        let input = &mut self.parts.jobs;
+        let drawn = crate::panic::catch(|| {
+            while jobs.len() < self.parts.chunk {
+                match input.next() {
+                    Some(job) => jobs.push(job),
+                    None => break,
+                }
+            }
+        });
+        if let Err(caught) = drawn {
+            self.exhausted = true;
+            self.input_error = Some(Error::InputPanicked {
+                index: self.drawn + jobs.len(),
+                message: caught.message,
+            });
+        }
+        jobs
     }
 
     /// Files a finished chunk's results by index: its values, the failure
@@ -152,7 +179,7 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
             }
             self.top_up();
             if self.ready.is_empty() && self.running == 0 && self.exhausted {
-                return None;
+                return self.input_error.take().map(Err);
             }
             if !self.ready.is_empty() {
                 continue;

@@ -127,6 +127,9 @@ where
     held: usize,
     ready: Ready<Output<I>>,
     error: Option<Error>,
+    /// The input's panic, which becomes the stream's error once every job
+    /// drawn before it has ended: the error sits at its own position.
+    input_error: Option<Error>,
     done: bool,
     report: Reporter,
     /// This run's shared memory, entered while jobs are drawn and sent.
@@ -184,6 +187,7 @@ where
             held: 0,
             ready,
             error,
+            input_error: None,
             done: false,
             sharing: Sharing::new(
                 plan.as_ref().and_then(|p| p.max_nbytes),
@@ -276,15 +280,12 @@ where
         if let Err(payload) = drawn {
             self.exhausted = true;
             let message = crate::panic::payload_text(&*payload);
-            self.fail(Error::InputPanicked {
+            self.input_error = Some(Error::InputPanicked {
                 index: self.drawn,
                 message,
             });
-            return Batch {
-                first,
-                items: Vec::new(),
-            };
         }
+        // The jobs drawn before a panic still run.
         Batch { first, items }
     }
 
@@ -321,6 +322,11 @@ where
     /// wait for (the input is done, or the stream failed).
     pub(crate) fn step(&mut self) -> bool {
         self.dispatch();
+        if self.in_flight_batches == 0 {
+            if let Some(e) = self.input_error.take() {
+                self.fail(e);
+            }
+        }
         if self.error.is_some() || self.in_flight_batches == 0 {
             return false;
         }
