@@ -42,3 +42,47 @@ fn the_process_backend_refuses_to_spawn_without_a_worker_entry() {
         vec![0, 1, 4]
     );
 }
+
+/// What a user's `fn main() -> parjob::Result<()>` does when a process
+/// run fails: Rust prints the returned error with `Debug`.
+#[test]
+#[ignore = "helper: started by a_main_that_returns_the_error_prints_its_advice"]
+fn main_returning_the_error() {
+    fn main_like() -> parjob::Result<()> {
+        square::map(0..3)?;
+        Ok(())
+    }
+    let result = main_like();
+    let failed = result.is_err();
+    let _ = std::process::Termination::report(result);
+    std::process::exit(i32::from(failed));
+}
+
+/// What `unwrap()` on the same error prints.
+#[test]
+#[ignore = "helper: started by a_main_that_returns_the_error_prints_its_advice"]
+fn unwrapping_the_error() {
+    square::map(0..3).unwrap();
+}
+
+/// Runs one helper above in a child copy of this binary: its stderr.
+fn helper_stderr(name: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--include-ignored", "--nocapture"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the helper {name} did not fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_main_that_returns_the_error_prints_its_advice() {
+    let returned = helper_stderr("main_returning_the_error");
+    assert!(returned.contains("Error: the process backend needs"), "{returned}");
+    assert!(returned.contains("#[parjob::main]"), "{returned}");
+    assert!(!returned.contains("NoWorkerEntry"), "{returned}");
+    let unwrapped = helper_stderr("unwrapping_the_error");
+    assert!(unwrapped.contains("#[parjob::main]"), "{unwrapped}");
+    assert!(!unwrapped.contains("NoWorkerEntry"), "{unwrapped}");
+}

@@ -314,3 +314,29 @@ fn a_panicking_action_breaks_the_barrier_and_reports_why() {
     barrier.reset();
     assert!(!barrier.is_broken());
 }
+
+/// Echoes what arrives on `end` back, once.
+#[parallel(backend = "process")]
+fn echo(end: Connection<Vec<u8>>) -> usize {
+    let got = end.recv().unwrap();
+    end.send(&got).unwrap();
+    got.len()
+}
+
+/// CPython's `test_large_fd_transfer`-sized message: 16 MiB through a
+/// Pipe whose ring is 1 MiB, to a worker process and back.
+#[parjob::test]
+fn a_pipe_carries_16_mib_to_a_worker_and_back() {
+    let (here, there) = Pipe::new::<Vec<u8>>().unwrap();
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::thread::scope(|s| {
+        // Process runs start from the test's own thread; the parent's end
+        // is served from another.
+        let parent = s.spawn(|| {
+            here.send(&big).unwrap();
+            here.recv().unwrap() == big
+        });
+        assert_eq!(echo::map([there]).unwrap(), [16 << 20]);
+        assert!(parent.join().unwrap(), "the echo differs");
+    });
+}

@@ -13,7 +13,18 @@ use std::io;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong when parjob runs work.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its `Display` form, the message and its advice, as
+/// `anyhow`'s is: `fn main() -> parjob::Result<()>` and `unwrap()` print
+/// `Debug`, and the advice must reach the person reading. The structured
+/// form is the variant's fields: match on it.
+///
+/// ```
+/// let e = parjob_runtime::Error::Config("n_jobs = 0".into());
+/// assert_eq!(format!("{e:?}"), e.to_string());
+/// assert!(matches!(e, parjob_runtime::Error::Config(ref why) if why == "n_jobs = 0"));
+/// ```
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An option was out of range or could not be parsed (for example
@@ -293,9 +304,10 @@ impl std::fmt::Display for CodecError {
 #[cfg(feature = "persist")]
 pub const MAX_DEPTH: usize = 512;
 
-/// What can go wrong in `dump` or `load`.
+/// What can go wrong in `dump` or `load`. Its `Debug` form is its
+/// `Display` form, as [`Error`]'s is.
 #[cfg(feature = "persist")]
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum PersistError {
     /// Reading or writing the file failed (a full disk is `StorageFull`).
@@ -361,4 +373,38 @@ pub enum PersistError {
     /// `load_mmap` of a dump that is not one raw numeric array.
     #[error("the dump is not a raw numeric array of that element type; `load_mmap` maps only a dumped Vec<P>/[P] of a primitive number")]
     NotAnArray,
+}
+
+/// Writes an error's message for `Debug`: the `Display` text (which holds
+/// the advice), then each cause that the text does not already quote.
+fn debug_as_display(e: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let shown = e.to_string();
+    f.write_str(&shown)?;
+    let mut source = e.source();
+    let mut first = true;
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            if first {
+                f.write_str("\n\nCaused by:")?;
+                first = false;
+            }
+            write!(f, "\n    {text}")?;
+        }
+        source = cause.source();
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_as_display(self, f)
+    }
+}
+
+#[cfg(feature = "persist")]
+impl fmt::Debug for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_as_display(self, f)
+    }
 }

@@ -103,7 +103,7 @@ impl LogHeld<'_> {
                  needs {need}; make it with {name}::with_capacity"
             )));
         }
-        self.ring.write(used, bytes);
+        self.ring.write(used, 0, bytes);
         h.used.store(used + need, Ordering::Release);
         h.records.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -132,7 +132,7 @@ impl LogHeld<'_> {
         let used = self.header.used.load(Ordering::Relaxed);
         let room = self.header.capacity.load(Ordering::Relaxed) - used;
         if PREFIX + bytes.len() as u64 <= room {
-            self.ring.write(used, bytes);
+            self.ring.write(used, 0, bytes);
         }
     }
 

@@ -15,7 +15,7 @@
 
 use super::mutex::{deadline_after, Locked, RawCond, RawMutex};
 use super::region::{magic, Header, Region};
-use super::ring::{Ring, PREFIX};
+use super::ring::{Ring, CONTINUES, MAX_RECORD, MORE, PREFIX};
 use crate::error::{Error, Result};
 use crate::wire::codec;
 use serde::de::DeserializeOwned;
@@ -32,6 +32,11 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 pub(crate) struct QueueHeader {
     magic: AtomicU64,
     mutex: RawMutex,
+    /// Held by a producer for a whole put, so the records of an item
+    /// larger than the ring are never interleaved with another's.
+    writer: RawMutex,
+    /// Held by a consumer for a whole get, for the same reason.
+    reader: RawMutex,
     not_empty: RawCond,
     not_full: RawCond,
     capacity: AtomicU64,
@@ -163,6 +168,55 @@ fn closed() -> Error {
     Error::Closed("Queue")
 }
 
+/// How often a consumer in the middle of an item checks that its producer
+/// is still writing it.
+const GAVE_UP_CHECK: Duration = Duration::from_millis(50);
+
+/// A producer's or consumer's turn: the `writer` or `reader` mutex, held
+/// for one whole put or get.
+struct Turn<'a>(&'a RawMutex);
+
+impl<'a> Turn<'a> {
+    /// Waits for the turn until `deadline`. A holder that died leaves
+    /// nothing to repair: the records say where an item begins.
+    fn take(mutex: &'a RawMutex, deadline: Option<Instant>) -> Option<Turn<'a>> {
+        (mutex.lock(deadline) != Locked::TimedOut).then_some(Turn(mutex))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `Turn` exists only while its thread holds the mutex.
+        unsafe { self.0.unlock() }
+    }
+}
+
+/// Whether no producer holds the writer's turn, so the item in parts that
+/// a consumer is reading will never be finished. Called under the lock.
+fn writer_gave_up(h: &QueueHeader) -> bool {
+    match h.writer.try_lock() {
+        Locked::TimedOut => false,
+        Locked::Yes | Locked::OwnerDied => {
+            // SAFETY: the try just took it.
+            unsafe { h.writer.unlock() };
+            true
+        }
+    }
+}
+
+/// The buffer for an item announced by its first record (its length).
+fn begin_item(record: &[u8]) -> Result<(Vec<u8>, u64)> {
+    let announced = record
+        .try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| Error::Sync("a Queue item's first part is not its length".into()))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(announced as usize)
+        .map_err(|_| Error::Sync(format!("no memory for a Queue item of {announced} bytes")))?;
+    Ok((bytes, announced))
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `max_items` items, with a ring of
     /// [`DEFAULT_QUEUE_BYTES`].
@@ -175,14 +229,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// A queue of at most `max_items` items and `ring_bytes` bytes of
-    /// encoded items (each takes 4 more). An item larger than the ring is
-    /// refused by `put`.
+    /// encoded items (each takes 4 more). An item larger than the ring
+    /// goes through it in parts, the consumer reading one while the
+    /// producer writes the next (each part counts as an item against
+    /// `max_items` while it is in the ring).
     ///
     /// # Errors
-    /// `Error::Sync` for 0 items or a ring under 8 bytes;
+    /// `Error::Sync` for 0 items or a ring under 16 bytes;
     /// `Error::SharedMemory` when no shared memory can be had.
     pub fn with_capacity(max_items: usize, ring_bytes: usize) -> Result<Self> {
-        if max_items == 0 || ring_bytes < 8 {
+        if max_items == 0 || ring_bytes < 16 {
             return Err(Error::Sync(format!(
                 "a Queue of {max_items} items in {ring_bytes} bytes holds nothing"
             )));
@@ -192,6 +248,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let region = unsafe {
             Region::create(ring_bytes, |h: *mut QueueHeader| {
                 RawMutex::init(std::ptr::addr_of_mut!((*h).mutex), false);
+                RawMutex::init(std::ptr::addr_of_mut!((*h).writer), false);
+                RawMutex::init(std::ptr::addr_of_mut!((*h).reader), false);
                 RawCond::init(std::ptr::addr_of_mut!((*h).not_empty));
                 RawCond::init(std::ptr::addr_of_mut!((*h).not_full));
                 (*h).capacity.store(ring_bytes as u64, Ordering::Relaxed);
@@ -221,7 +279,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// `Error::Closed` when the queue is closed; `Error::Sync` when the
-    /// item is larger than its ring or cannot be encoded.
+    /// item cannot be encoded.
     pub fn put(&self, item: &T) -> Result<()> {
         self.put_until(item, None).map(|_| ())
     }
@@ -245,17 +303,38 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool> {
         let bytes = codec::encode(item).map_err(|e| Error::Sync(format!("a Queue item: {e}")))?;
+        let header = self.region.header();
+        let Some(_turn) = Turn::take(&header.writer, deadline) else {
+            return Ok(false);
+        };
+        let capacity = header.capacity.load(Ordering::Relaxed);
+        if PREFIX + bytes.len() as u64 <= capacity && bytes.len() as u64 <= MAX_RECORD {
+            return self.put_record(&bytes, 0, deadline);
+        }
+        // Larger than the ring: its length, then its bytes in parts of
+        // half the ring, so the consumer reads one while the next is
+        // written. A put that stops halfway (timeout, close, death) leaves
+        // parts that the consumer discards.
+        let part = (capacity / 2).saturating_sub(PREFIX).clamp(1, MAX_RECORD) as usize;
+        if !self.put_record(&(bytes.len() as u64).to_le_bytes(), MORE, deadline)? {
+            return Ok(false);
+        }
+        let mut parts = bytes.chunks(part).peekable();
+        while let Some(chunk) = parts.next() {
+            let more = if parts.peek().is_some() { MORE } else { 0 };
+            if !self.put_record(chunk, CONTINUES | more, deadline)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes one record once there is room, under the lock.
+    fn put_record(&self, bytes: &[u8], flags: u32, deadline: Option<Instant>) -> Result<bool> {
         let need = PREFIX + bytes.len() as u64;
         let held = self.lock();
         let h = held.header;
         let capacity = h.capacity.load(Ordering::Relaxed);
-        if need > capacity || bytes.len() > u32::MAX as usize {
-            return Err(Error::Sync(format!(
-                "an item of {} bytes does not fit in a Queue ring of {capacity} bytes: \
-                 make the queue with Queue::with_capacity",
-                bytes.len()
-            )));
-        }
         loop {
             if h.closed.load(Ordering::Relaxed) != 0 {
                 return Err(closed());
@@ -269,7 +348,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
         }
         let tail = h.tail.load(Ordering::Relaxed);
-        held.ring.write(tail, &bytes);
+        held.ring.write(tail, flags, bytes);
         h.tail.store(tail + need, Ordering::Release);
         h.items.fetch_add(1, Ordering::Relaxed);
         h.not_empty.notify_one();
@@ -304,12 +383,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Option<Instant>) -> Result<Option<T>> {
-        let bytes = {
-            let held = self.lock();
-            let h = held.header;
-            loop {
-                if h.items.load(Ordering::Relaxed) > 0 {
-                    break;
+        let Some(_turn) = Turn::take(&self.region.header().reader, deadline) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.take_item(deadline)? else {
+            return Ok(None);
+        };
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Sync(format!("a Queue item did not decode: {e}")))
+    }
+
+    /// Takes the records of the front item, under the lock: one record,
+    /// or an item's length and its parts. Once an item has begun, the
+    /// deadline no longer applies: its producer holds the writer's turn
+    /// until its last part, or has given up, which the consumer sees.
+    fn take_item(&self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>> {
+        let held = self.lock();
+        let h = held.header;
+        // The bytes of an item in parts, and the length it announced.
+        let mut partial: Option<(Vec<u8>, u64)> = None;
+        loop {
+            if h.items.load(Ordering::Relaxed) == 0 {
+                if partial.is_some() {
+                    if writer_gave_up(h) {
+                        partial = None;
+                    } else {
+                        held.wait(&h.not_empty, deadline_after(GAVE_UP_CHECK));
+                    }
+                    continue;
                 }
                 if h.closed.load(Ordering::Relaxed) != 0 {
                     return Err(closed());
@@ -317,24 +419,45 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 if !held.wait(&h.not_empty, deadline) {
                     return Ok(None);
                 }
+                continue;
             }
             let head = h.head.load(Ordering::Relaxed);
             let tail = h.tail.load(Ordering::Relaxed);
-            let Some(len) = held.ring.record_len(head, tail) else {
+            let Some((len, flags)) = held.ring.record(head, tail) else {
                 held.repair();
                 return Err(Error::Sync(
                     "a Queue's ring was corrupt; it was reset".into(),
                 ));
             };
-            let bytes = held.ring.read(head, len).map_err(Error::Sync)?;
+            let read = match (flags & CONTINUES != 0, partial.as_mut()) {
+                // A part of an item whose producer gave up or whose
+                // consumer died: discarded.
+                (true, None) => Ok(None),
+                (true, Some((bytes, _))) => held.ring.read_into(head, len, bytes).map(|()| None),
+                (false, _) => held.ring.read(head, len).map(Some),
+            };
             h.head.store(head + PREFIX + len, Ordering::Release);
             h.items.fetch_sub(1, Ordering::Relaxed);
             h.not_full.notify_one();
-            bytes
-        };
-        codec::decode(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Sync(format!("a Queue item did not decode: {e}")))
+            let read = read.map_err(Error::Sync)?;
+            if flags & CONTINUES == 0 {
+                let record = read.expect("a first record is read");
+                if flags & MORE == 0 {
+                    return Ok(Some(record));
+                }
+                partial = Some(begin_item(&record)?);
+            } else if flags & MORE == 0 {
+                if let Some((bytes, announced)) = partial.take() {
+                    if bytes.len() as u64 != announced {
+                        return Err(Error::Sync(format!(
+                            "a Queue item announced {announced} bytes and held {}",
+                            bytes.len()
+                        )));
+                    }
+                    return Ok(Some(bytes));
+                }
+            }
+        }
     }
 
     /// Closes the queue: puts fail from now on, and gets fail once it is
@@ -377,8 +500,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub(crate) fn die_writing(&self, bytes: &[u8]) {
         let held = self.lock();
         held.ring
-            .write(held.header.tail.load(Ordering::Relaxed), bytes);
+            .write(held.header.tail.load(Ordering::Relaxed), 0, bytes);
         std::mem::forget(held);
+    }
+
+    /// Takes the writer's turn, puts the first two records of an item of
+    /// `len` bytes, and leaves holding the turn: what a producer killed
+    /// halfway through a large item leaves.
+    pub(crate) fn die_streaming(&self, len: u64) {
+        let turn = Turn::take(&self.region.header().writer, None);
+        assert!(self.put_record(&len.to_le_bytes(), MORE, None).unwrap());
+        assert!(self.put_record(&[7; 8], CONTINUES | MORE, None).unwrap());
+        std::mem::forget(turn);
     }
 }
 

@@ -5,6 +5,19 @@
 /// A record's length prefix.
 pub(crate) const PREFIX: u64 = 4;
 
+/// A prefix flag: the record continues the item before it (an item larger
+/// than the ring goes in several records).
+pub(crate) const CONTINUES: u32 = 1 << 31;
+
+/// A prefix flag: more records of this item follow.
+pub(crate) const MORE: u32 = 1 << 30;
+
+/// The prefix bits that hold the length.
+const LENGTH: u32 = MORE - 1;
+
+/// The most bytes one record holds.
+pub(crate) const MAX_RECORD: u64 = LENGTH as u64;
+
 /// The ring's bytes in this process's mapping.
 pub(crate) struct Ring {
     base: *mut u8,
@@ -45,32 +58,48 @@ impl Ring {
         }
     }
 
-    /// Writes a record at `at`; it takes `PREFIX + bytes.len()` bytes,
-    /// which the caller has checked are free.
-    pub(crate) fn write(&self, at: u64, bytes: &[u8]) {
-        self.copy_in(at, &(bytes.len() as u32).to_le_bytes());
+    /// Writes a record at `at` with its `flags`; it takes
+    /// `PREFIX + bytes.len()` bytes, which the caller has checked are
+    /// free, and `bytes` is at most [`MAX_RECORD`] long.
+    pub(crate) fn write(&self, at: u64, flags: u32, bytes: &[u8]) {
+        debug_assert!(bytes.len() as u64 <= MAX_RECORD);
+        self.copy_in(at, &(bytes.len() as u32 | flags).to_le_bytes());
         self.copy_in(at + PREFIX, bytes);
     }
 
     /// The length of the record at `at`, when it fits before `end`.
     pub(crate) fn record_len(&self, at: u64, end: u64) -> Option<u64> {
+        self.record(at, end).map(|(len, _)| len)
+    }
+
+    /// The length and flags of the record at `at`, when it fits before
+    /// `end`.
+    pub(crate) fn record(&self, at: u64, end: u64) -> Option<(u64, u32)> {
         let mut prefix = [0u8; PREFIX as usize];
         if end.checked_sub(at)? < PREFIX {
             return None;
         }
         self.copy_out(at, &mut prefix);
-        let len = u64::from(u32::from_le_bytes(prefix));
-        (at + PREFIX + len <= end).then_some(len)
+        let prefix = u32::from_le_bytes(prefix);
+        let len = u64::from(prefix & LENGTH);
+        (at + PREFIX + len <= end).then_some((len, prefix & !LENGTH))
     }
 
     /// Reads the record of `len` bytes at `at` into a new buffer.
     pub(crate) fn read(&self, at: u64, len: u64) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
+        self.read_into(at, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the record of `len` bytes at `at` to `out`.
+    pub(crate) fn read_into(&self, at: u64, len: u64, out: &mut Vec<u8>) -> Result<(), String> {
         out.try_reserve_exact(len as usize)
             .map_err(|_| format!("no memory for an item of {len} bytes"))?;
-        out.resize(len as usize, 0);
-        self.copy_out(at + PREFIX, &mut out);
-        Ok(out)
+        let from = out.len();
+        out.resize(from + len as usize, 0);
+        self.copy_out(at + PREFIX, &mut out[from..]);
+        Ok(())
     }
 
     /// How many whole records lie in `from..end`, and where the last ends

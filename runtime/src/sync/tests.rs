@@ -86,11 +86,87 @@ fn a_queue_ring_wraps_and_bounds_items_and_bytes() {
         assert!(q.try_put(&vec![]).unwrap());
     }
     assert!(!q.try_put(&vec![]).unwrap(), "3 items is the most");
-    let too_big = q.put(&vec![0; 100]).unwrap_err().to_string();
-    assert!(too_big.contains("with_capacity"), "{too_big}");
+    assert!(
+        !q.put_timeout(&vec![0; 100], Duration::from_millis(5))
+            .unwrap(),
+        "an item larger than the ring waits for room like any other"
+    );
     assert!(q
         .put_timeout(&vec![], Duration::from_millis(5))
         .is_ok_and(|put| !put));
+}
+
+/// Items of 10 to 5,000 bytes through a 64-byte ring, from two producers
+/// to two consumers: each arrives whole, none interleaved with another.
+#[test]
+fn items_larger_than_the_ring_arrive_whole_between_many_producers_and_consumers() {
+    let q = Queue::<Vec<u32>>::with_capacity(4, 64).unwrap();
+    let item = |who: u32, n: u32| vec![who * 100_000 + n; 10 + (n as usize * 37) % 1250];
+    let got = std::thread::scope(|s| {
+        for who in 0..2 {
+            let q = &q;
+            s.spawn(move || (0..100).for_each(|n| q.put(&item(who, n)).unwrap()));
+        }
+        let consumers: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| (0..100).map(|_| q.get().unwrap()).collect::<Vec<_>>()))
+            .collect();
+        consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut want: Vec<Vec<u32>> = (0..2)
+        .flat_map(|w| (0..100).map(move |n| item(w, n)))
+        .collect();
+    let mut got = got;
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(q.try_get().unwrap(), None);
+}
+
+/// A producer that stops in the middle of a large item (its timeout ran
+/// out, or it died) costs only that item: the consumer discards its parts
+/// and takes the next item whole.
+#[test]
+fn a_large_item_abandoned_halfway_is_discarded_and_the_next_arrives() {
+    let q = Queue::<Vec<u8>>::with_capacity(8, 256).unwrap();
+    // With no consumer, two of its parts fit; the rest never comes.
+    assert!(!q
+        .put_timeout(&vec![7; 500], Duration::from_millis(20))
+        .unwrap());
+    // Another producer dies halfway through its item.
+    on_a_thread_that_exits(|| q.die_streaming(500));
+    std::thread::scope(|s| {
+        s.spawn(|| q.put(&vec![9; 300]).unwrap());
+        assert_eq!(q.get().unwrap(), vec![9; 300]);
+    });
+    assert_eq!(q.try_get().unwrap(), None);
+}
+
+/// A consumer in the middle of an item whose producer is gone does not
+/// wait for the rest for ever: it discards the parts and goes on.
+#[test]
+fn a_consumer_halfway_through_an_item_whose_producer_died_goes_on() {
+    let q = Queue::<Vec<u8>>::with_capacity(8, 256).unwrap();
+    on_a_thread_that_exits(|| q.die_streaming(500));
+    assert_eq!(q.get_timeout(Duration::from_millis(100)).unwrap(), None);
+    q.put(&vec![1; 3]).unwrap();
+    assert_eq!(q.get().unwrap(), vec![1; 3]);
+}
+
+#[test]
+fn a_pipe_carries_16_mib_both_ways() {
+    let (here, there) = Pipe::new::<Vec<u8>>().unwrap();
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let got = there.recv().unwrap();
+            there.send(&got).unwrap();
+        });
+        here.send(&big).unwrap();
+        assert!(here.recv().unwrap() == big, "the echo differs");
+    });
 }
 
 #[test]
