@@ -55,7 +55,7 @@ fn memory_caches_an_existing_fn_shelves_and_clears_the_whole_dir() {
     assert!(!memory.check_call_in_cache("pairs", &(1u8, 2u8)));
     assert!(memory.check_call_in_cache("plain_square", &7u64));
     // joblib's `Memory.clear()`: every name under the directory.
-    memory.clear();
+    memory.clear_all();
     assert!(!memory.check_call_in_cache("plain_square", &7u64));
     assert!(!memory.check_call_in_cache("plain_square", &8u64));
     assert_eq!(

@@ -79,7 +79,10 @@ fn helper_stderr(name: &str) -> String {
 #[test]
 fn a_main_that_returns_the_error_prints_its_advice() {
     let returned = helper_stderr("main_returning_the_error");
-    assert!(returned.contains("Error: the process backend needs"), "{returned}");
+    assert!(
+        returned.contains("Error: the process backend needs"),
+        "{returned}"
+    );
     assert!(returned.contains("#[parjob::main]"), "{returned}");
     assert!(!returned.contains("NoWorkerEntry"), "{returned}");
     let unwrapped = helper_stderr("unwrapping_the_error");

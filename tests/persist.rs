@@ -523,7 +523,8 @@ fn what_the_fuzzer_found_fails_cleanly_and_within_memory() {
         };
         let err = lzma.unwrap_err();
         assert!(
-            matches!(err, PersistError::TooLarge { .. }) || err.to_string().contains("memory limit"),
+            matches!(err, PersistError::TooLarge { .. })
+                || err.to_string().contains("memory limit"),
             "{err:?}"
         );
     }

@@ -107,7 +107,9 @@ where
                         next: 0,
                         in_task: false,
                     },
-                    |tracker, (index, item)| match catch_unwind(AssertUnwindSafe(|| call(item))) {
+                    |tracker, (index, item)| match catch_unwind(AssertUnwindSafe(|| {
+                        crate::panic::quietly(|| call(item))
+                    })) {
                         Ok(value) => {
                             tracker.next = index + 1;
                             value

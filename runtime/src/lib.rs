@@ -145,7 +145,7 @@ pub mod __private {
         pub use crate::compress::Compression;
         pub use crate::memo::clock::advance as advance_clock;
         pub use crate::memo::evict::Limits;
-        pub use crate::memo::mapped::CachedArray;
+        pub use crate::memo::mapped::{CachedArray, MappedHasNoShelve};
         pub use crate::memo::probe::{
             assert_memo_output, MemoOutput, MemoProbe, MemoViaNothing, MemoViaSerde,
         };

@@ -166,6 +166,9 @@ pub enum BackendSource {
     Default,
     /// A run inside an MPI worker rank, which always uses threads.
     MpiRank,
+    /// `Process::spawn`, or a `Pool`/`Executor` on worker processes: the
+    /// API itself names processes, with no option given.
+    ProcessApi,
 }
 
 impl fmt::Display for BackendSource {
@@ -180,6 +183,10 @@ impl fmt::Display for BackendSource {
             BackendSource::OneJob => "n_jobs = 1",
             BackendSource::Default => "the default",
             BackendSource::MpiRank => "an MPI worker rank",
+            BackendSource::ProcessApi => {
+                "the API called (Process::spawn, and a Pool or Executor not built with \
+                 the thread backend, run their work in worker processes)"
+            }
         })
     }
 }

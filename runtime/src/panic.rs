@@ -2,12 +2,16 @@
 //!
 //! `catch_unwind` gives the payload but not where the panic happened, so
 //! parjob installs (once, on first use) a panic hook that records the
-//! location in a thread-local while a task runs, and then calls the hook
-//! that was there before, so the usual `thread '..' panicked at ..` line
-//! still reaches stderr, as a traceback does in joblib.
+//! location in a thread-local while a task runs.
+//!
+//! A panic that parjob catches is the caller's to report: it comes back
+//! as `Error::Panic` with its message and location, so the hook does not
+//! also print it (joblib prints nothing when the caller handles the
+//! exception). The scheduler prints it at `verbose >= 1`. Any other panic
+//! goes to the hook that was there before, as usual.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
@@ -22,6 +26,31 @@ pub(crate) struct Caught {
 
 thread_local! {
     static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// How many [`catch`]es (or [`quietly`]s) this thread is inside.
+    static CATCHING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as catching while it lives.
+struct Catching;
+
+impl Catching {
+    fn enter() -> Catching {
+        CATCHING.with(|c| c.set(c.get() + 1));
+        Catching
+    }
+}
+
+impl Drop for Catching {
+    fn drop(&mut self) {
+        CATCHING.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Runs `f`, inside which a panic is not printed: for callers that catch
+/// it with `catch_unwind` themselves (after [`install_hook`]).
+pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    let _catching = Catching::enter();
+    f()
 }
 
 /// Installs the location-recording hook (once; later calls are free).
@@ -34,7 +63,9 @@ pub(crate) fn install_hook() {
                 let text = format!("{}:{}:{}", loc.file(), loc.line(), loc.column());
                 LAST_LOCATION.with(|l| *l.borrow_mut() = Some(text));
             }
-            previous(info);
+            if CATCHING.with(Cell::get) == 0 {
+                previous(info);
+            }
         }));
     });
 }
@@ -43,7 +74,10 @@ pub(crate) fn install_hook() {
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     install_hook();
     LAST_LOCATION.with(|l| l.borrow_mut().take());
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Caught {
+    let catching = Catching::enter();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    drop(catching);
+    outcome.map_err(|payload| Caught {
         message: payload_text(&*payload),
         location: LAST_LOCATION.with(|l| l.borrow_mut().take()),
     })

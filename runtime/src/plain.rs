@@ -61,6 +61,14 @@ impl Kind {
 
 /// A primitive number: no padding, and every bit pattern is a valid value,
 /// so a slice of them can be read as bytes, and bytes as a slice of them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a plain number, which is all that shared memory holds in place",
+    label = "not a plain number",
+    note = "`sync::Value`, `sync::Array`, shared slices and `load_mmap` hold the primitive \
+            numbers: u8, i8, u16, i16, u32, i32, u64, i64, u128, i128, usize, isize, f32 and f64",
+    note = "for a `String`, a struct or any other serde type, share a `sync::Queue` or a \
+            `shared::List` / `shared::Map` instead"
+)]
 pub trait Plain: Copy + Send + Sync + 'static + sealed::Sealed {
     /// How a dump records it.
     const KIND: Kind;

@@ -243,8 +243,8 @@ fn wrapper_call(
 }
 
 /// joblib's `MemorizedFunc` methods, on the same-named struct.
-/// `call_and_shelve` is left out for a mapped result, which is read by
-/// mapping, not by loading.
+/// A mapped result's `call_and_shelve` is a compile error that points to
+/// `Memory::call_and_shelve`: the result is read by mapping, not loading.
 fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
     let Parts {
         private,
@@ -256,7 +256,23 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
     } = parts;
     let result_type = result_type(output);
     let shelve = if parts.mapped {
-        TokenStream::new()
+        let generics: Vec<syn::Ident> = (0..args.len())
+            .map(|i| quote::format_ident!("__ParjobA{}", i))
+            .collect();
+        match generics.first() {
+            Some(first) => quote! {
+                /// Not available: the result is mapped, not loaded (a
+                /// compile error that says what to use instead).
+                #[allow(clippy::too_many_arguments, unused_variables)]
+                pub fn call_and_shelve<#(#generics),*>(#(#args: #generics),*) -> ::std::convert::Infallible
+                where
+                    #first: #private::memo::MappedHasNoShelve,
+                {
+                    unreachable!()
+                }
+            },
+            None => TokenStream::new(),
+        }
     } else {
         quote! {
         /// Computes or finds the result and stores it, without loading it

@@ -212,3 +212,15 @@ impl Cache<'_> {
         }
     }
 }
+
+/// No type has this: it is the bound of the `call_and_shelve` that a
+/// `#[memoize(mmap_mode = "r")]` function gets, so that calling it is an
+/// error that says what to do instead.
+#[diagnostic::on_unimplemented(
+    message = "`call_and_shelve` is not available on a `#[memoize(mmap_mode = \"r\")]` function",
+    label = "its result is mapped from the cache, not loaded",
+    note = "calling the function itself is already lazy: it returns a `CachedArray` mapped from \
+            the entry's file, and loads nothing",
+    note = "for a shelved copy that loads on `get()`, use `parjob::Memory::call_and_shelve`"
+)]
+pub trait MappedHasNoShelve {}

@@ -177,9 +177,20 @@ impl Memory {
     /// Deletes every entry under this directory: every name and every
     /// `#[memoize]` function stored here (joblib's `Memory.clear()`).
     /// Files that are not cache entries are left alone, and links are not
-    /// followed.
-    pub fn clear(&self) {
+    /// followed. [`Memory::clear_name`] deletes one name's entries.
+    pub fn clear_all(&self) {
         clear_tree(&self.root);
+    }
+
+    /// [`Memory::clear_all`], under joblib's name. It is deprecated so that
+    /// `memory.clear(name)`, which rustc answers with "remove the extra
+    /// argument", also says that this call deletes *every* entry.
+    #[deprecated(
+        note = "`clear()` deletes every entry under the directory: call `clear_all()` for \
+                that, or `clear_name(name)` to delete one function's entries"
+    )]
+    pub fn clear(&self) {
+        self.clear_all();
     }
 
     /// Deletes every entry of `name` (joblib's `func.clear()`).

@@ -188,6 +188,6 @@ impl PoolBuilder {
             stop,
         };
         let lease = PoolSlot::default().lease_new(processes, rules);
-        ProcessSession::new(lease, None, BackendSource::Explicit, None)
+        ProcessSession::new(lease, None, BackendSource::ProcessApi, None)
     }
 }

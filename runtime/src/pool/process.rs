@@ -46,7 +46,7 @@ impl<R: Send + 'static> Process<R> {
             ..PoolRules::default()
         };
         let lease = PoolSlot::default().lease_new(1, rules);
-        let mut session = ProcessSession::new(lease, None, BackendSource::Explicit, None)?;
+        let mut session = ProcessSession::new(lease, None, BackendSource::ProcessApi, None)?;
         let job = chunk::chunk(vec![job.into_job()]);
         session.submit(Batch {
             first: 0,

@@ -376,6 +376,7 @@ where
     }
 
     fn fail(&mut self, e: Error) {
+        self.report.caught(&e, self.error.is_some());
         if self.error.is_none() && !self.done {
             self.error = Some(e);
         }

@@ -129,10 +129,11 @@ impl Reporter {
             String::new()
         };
         eprintln!(
-            "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {}{remaining}{batch}",
+            "[Parallel(n_jobs={})]: Done {:>w$} tasks | elapsed: {}{remaining}{batch}",
             a.n_jobs,
             a.done,
-            seconds(elapsed.as_secs_f64())
+            seconds(elapsed.as_secs_f64()),
+            w = a.count_width()
         );
     }
 
@@ -190,12 +191,36 @@ impl Reporter {
         if a.verbose >= 1 {
             let how = if ok { "finished" } else { "stopped" };
             eprintln!(
-                "[Parallel(n_jobs={})]: Done {} tasks | elapsed: {} {how}",
+                "[Parallel(n_jobs={})]: Done {:>w$} tasks | elapsed: {} {how}",
                 a.n_jobs,
                 a.done,
-                seconds(a.started.elapsed().as_secs_f64())
+                seconds(a.started.elapsed().as_secs_f64()),
+                w = a.count_width()
             );
         }
+    }
+
+    /// A task's panic reached the run: printed at `verbose >= 1`, or
+    /// always when another error already ended the run (it would
+    /// otherwise be seen nowhere). The worker itself prints nothing.
+    pub(crate) fn caught(&self, error: &crate::error::Error, lost: bool) {
+        if !matches!(error, crate::error::Error::Panic { .. }) {
+            return;
+        }
+        match self.active.as_deref() {
+            Some(a) if a.verbose >= 1 => eprintln!("[Parallel(n_jobs={})]: {error}", a.n_jobs),
+            _ if lost => eprintln!("[parjob] after the run had failed: {error}"),
+            _ => {}
+        }
+    }
+}
+
+impl Active {
+    /// The width the task counts are padded to, so that the `Done` lines
+    /// of one run line up (joblib's `test_parallel_pretty_print`): the
+    /// total's digits, and at least 3.
+    fn count_width(&self) -> usize {
+        self.total.map_or(0, |t| t.to_string().len()).max(3)
     }
 }
 
@@ -215,12 +240,13 @@ fn first_line(plan: &Plan, task: &str, pids: &[u32]) -> String {
     let s = if n == 1 { "" } else { "s" };
     let workers = match plan.backend {
         Backend::Process => {
+            let es = if n == 1 { "" } else { "es" };
             let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-            format!(
-                "{n} worker process{} (pids {})",
-                if n == 1 { "" } else { "es" },
-                pids.join(", ")
-            )
+            if pids.is_empty() {
+                format!("{n} worker process{es} (none started yet)")
+            } else {
+                format!("{n} worker process{es} (pids {})", pids.join(", "))
+            }
         }
         Backend::Thread => format!("{n} thread{s} in this process (pid {})", std::process::id()),
         Backend::Sequential => format!("1 worker, this thread (pid {})", std::process::id()),
@@ -335,5 +361,12 @@ mod tests {
             "[Parallel(n_jobs=-1)]: Using the process backend (from the task's attribute) with 2 \
              worker processes (pids 41, 42) for task `app::fit`"
         ));
+        // The first job was refused before any worker started.
+        let none = first_line(&plan, "app::fit", &[]);
+        assert!(
+            none.contains("2 worker processes (none started yet)"),
+            "{none}"
+        );
+        assert!(!none.contains("(pids )"), "{none}");
     }
 }
