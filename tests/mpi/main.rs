@@ -141,6 +141,14 @@ const CASES: &[Case] = &[
         slurm: false,
     },
     Case {
+        name: "spawn_without_slots",
+        launch: alone,
+        env: &[("OMPI_MCA_rmaps_base_oversubscribe", "0")],
+        succeeds: true,
+        expect: &["OK spawn_without_slots", "oversubscribe"],
+        slurm: false,
+    },
+    Case {
         name: "alone",
         launch: alone,
         env: &[],

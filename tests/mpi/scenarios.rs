@@ -91,6 +91,7 @@ pub fn run(name: &str) {
         "abort" => abort_on_rank_2(),
         "mismatch" => mismatch(),
         "spawn" => spawn(),
+        "spawn_without_slots" => spawn_without_slots(),
         "alone" => alone(),
         "broadcast" => broadcast(),
         "nested" => nested(),
@@ -206,6 +207,22 @@ fn spawn() {
         .unwrap();
     let later: BTreeSet<u32> = again.iter().map(|r| r.2).collect();
     assert!(later.is_subset(&pids), "{later:?} vs {pids:?}");
+}
+
+/// More spawned ranks than slots, with oversubscription off: an error
+/// that names the setting, and the program goes on.
+fn spawn_without_slots() {
+    let err = Parallel::new()
+        .backend(Backend::MpiSpawn { workers: 256 })
+        .run((0..4u64).map(square::delayed))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, parjob::Error::Mpi(_)), "{text}");
+    assert!(
+        text.contains("OMPI_MCA_rmaps_base_oversubscribe=1"),
+        "{text}"
+    );
+    println!("ERROR {text}");
 }
 
 fn alone() {

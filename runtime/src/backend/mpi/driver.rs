@@ -327,11 +327,25 @@ impl<'w> DriverThread<'w> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
         let mut command = std::process::Command::new(exe);
         command.arg(SPAWN_FLAG);
+        // A spawn that finds no free slots must be an error here, not an
+        // abort of this whole program (MPI's default handler).
+        // SAFETY: both handles are valid for as long as MPI is initialised,
+        // which it is while the driver runs.
+        unsafe {
+            mpi::ffi::MPI_Comm_set_errhandler(self.world.as_raw(), mpi::ffi::RSMPI_ERRORS_RETURN);
+        }
         let inter = self
             .world
             .process_at_rank(0)
             .spawn(&command, workers as i32)
-            .map_err(|e| format!("MPI_Comm_spawn of {workers} workers failed: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "MPI_Comm_spawn of {workers} workers failed ({e}): MPI found no free slots \
+                     for them. With OpenMPI, allow more ranks than slots with \
+                     OMPI_MCA_rmaps_base_oversubscribe=1 (or run under `mpirun --oversubscribe`), \
+                     or ask for fewer workers in Backend::MpiSpawn {{ workers }}"
+                )
+            })?;
         let base = driver.lock_table().peers.len();
         let raw = inter.as_raw();
         {
