@@ -130,7 +130,7 @@ fn main() {
             Compression::Zlib(3),
             "dump <= 0.45 s, load <= 0.11 s, ratio >= 50 (joblib)",
         ),
-        ("lz4", Compression::Lz4, "report"),
+        ("lz4", Compression::Lz4(3), "report"),
         ("zstd level 3", Compression::Zstd(3), "report"),
     ] {
         let path = dir.join("compressed");

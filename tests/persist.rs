@@ -114,7 +114,7 @@ const CODECS: [Compression; 8] = [
     Compression::Bz2(3),
     Compression::Xz(3),
     Compression::Lzma(3),
-    Compression::Lz4,
+    Compression::Lz4(3),
     Compression::Zstd(3),
 ];
 

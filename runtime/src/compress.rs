@@ -26,8 +26,10 @@ pub enum Compression {
     Xz(u32),
     /// The legacy `.lzma` format (0 to 9).
     Lzma(u32),
-    /// LZ4 frames, `.lz4`: fastest, modest ratio.
-    Lz4,
+    /// LZ4 frames (0 to 16, joblib's range), `.lz4`: fastest, modest
+    /// ratio. lz4_flex has one speed, so every level compresses alike;
+    /// the level is checked and kept for joblib's spellings.
+    Lz4(u32),
     /// Zstandard (1 to 22), `.zst`.
     Zstd(i32),
 }
@@ -42,6 +44,55 @@ pub(crate) const LZMA_MEMLIMIT: u64 = 128 << 20;
 pub(crate) const DEFAULT_LEVEL: u32 = 3;
 
 impl Compression {
+    /// The levels this codec takes.
+    fn levels(self) -> std::ops::RangeInclusive<i64> {
+        match self {
+            Compression::None => 0..=0,
+            Compression::Zlib(_) | Compression::Gzip(_) | Compression::Xz(_) | Compression::Lzma(_) => 0..=9,
+            Compression::Bz2(_) => 1..=9,
+            Compression::Lz4(_) => 0..=16,
+            Compression::Zstd(_) => 1..=22,
+        }
+    }
+
+    fn level(self) -> i64 {
+        match self {
+            Compression::None => 0,
+            Compression::Zlib(l)
+            | Compression::Gzip(l)
+            | Compression::Bz2(l)
+            | Compression::Xz(l)
+            | Compression::Lzma(l)
+            | Compression::Lz4(l) => i64::from(l),
+            Compression::Zstd(l) => i64::from(l),
+        }
+    }
+
+    /// Checks the level against the codec's range: `Compression::Zlib(10)`
+    /// is an error, never a silent clamp to 9.
+    ///
+    /// ```
+    /// use parjob_runtime::Compression;
+    /// assert!(Compression::Zlib(9).check().is_ok());
+    /// let e = Compression::Zlib(10).check().unwrap_err();
+    /// assert!(e.to_string().contains("0 to 9"), "{e}");
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Config` naming the codec, the level and the range.
+    pub fn check(self) -> crate::Result<Self> {
+        let levels = self.levels();
+        if levels.contains(&self.level()) {
+            return Ok(self);
+        }
+        Err(crate::Error::Config(format!(
+            "{self:?}: {} takes a level from {} to {}",
+            Self::name_of(self.tag()),
+            levels.start(),
+            levels.end()
+        )))
+    }
+
     /// The codec a file name asks for, as joblib picks one: `.z`, `.gz`,
     /// `.bz2`, `.xz`, `.lzma`, `.lz4`, `.zst`; anything else is `None`.
     pub fn from_extension(path: &Path) -> Compression {
@@ -52,7 +103,7 @@ impl Compression {
             Some("bz2") => Compression::Bz2(level),
             Some("xz") => Compression::Xz(level),
             Some("lzma") => Compression::Lzma(level),
-            Some("lz4") => Compression::Lz4,
+            Some("lz4") => Compression::Lz4(level),
             Some("zst") => Compression::Zstd(level as i32),
             _ => Compression::None,
         }
@@ -62,7 +113,7 @@ impl Compression {
     pub(crate) fn tag(self) -> u8 {
         match self {
             Compression::None => 0,
-            Compression::Lz4 => 1,
+            Compression::Lz4(_) => 1,
             Compression::Zstd(_) => 2,
             Compression::Zlib(_) => 3,
             Compression::Gzip(_) => 4,
@@ -94,29 +145,31 @@ impl Compression {
 
     /// A writer that compresses into `w`; call [`Encoder::finish`].
     pub(crate) fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
+        self.check()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(match self {
             Compression::None => Encoder::None(w),
             Compression::Zlib(level) => Encoder::Zlib(flate2::write::ZlibEncoder::new(
                 w,
-                flate2::Compression::new(level.min(9)),
+                flate2::Compression::new(level),
             )),
             Compression::Gzip(level) => Encoder::Gzip(flate2::write::GzEncoder::new(
                 w,
-                flate2::Compression::new(level.min(9)),
+                flate2::Compression::new(level),
             )),
             Compression::Bz2(level) => Encoder::Bz2(bzip2::write::BzEncoder::new(
                 w,
-                bzip2::Compression::new(level.clamp(1, 9)),
+                bzip2::Compression::new(level),
             )),
-            Compression::Xz(level) => Encoder::Xz(liblzma::write::XzEncoder::new(w, level.min(9))),
+            Compression::Xz(level) => Encoder::Xz(liblzma::write::XzEncoder::new(w, level)),
             Compression::Lzma(level) => {
-                let options = liblzma::stream::LzmaOptions::new_preset(level.min(9))
+                let options = liblzma::stream::LzmaOptions::new_preset(level)
                     .map_err(io::Error::other)?;
                 let stream = liblzma::stream::Stream::new_lzma_encoder(&options)
                     .map_err(io::Error::other)?;
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(w, stream))
             }
-            Compression::Lz4 => Encoder::Lz4(lz4_flex::frame::FrameEncoder::new(w)),
+            Compression::Lz4(_) => Encoder::Lz4(lz4_flex::frame::FrameEncoder::new(w)),
             Compression::Zstd(level) => Encoder::Zstd(zstd::stream::write::Encoder::new(w, level)?),
         })
     }
@@ -241,7 +294,7 @@ impl<W: Write> Write for Encoder<W> {
 }
 
 /// joblib's spellings, the same the `#[memoize(compress = ..)]` attribute
-/// takes: `"zstd:3"`, `"gzip:3"`, `"lz4"`, `"none"`, a codec without a
+/// takes: `"zstd:3"`, `"gzip:3"`, `"lz4"` or `"lz4:3"`, `"none"`, a codec without a
 /// level (level 3), or a number (`"0"` none, `"1"` to `"9"` zlib).
 ///
 /// ```
@@ -266,7 +319,7 @@ impl std::str::FromStr for Compression {
             Some(CodecSpec::Bz2(l)) => Compression::Bz2(l),
             Some(CodecSpec::Xz(l)) => Compression::Xz(l),
             Some(CodecSpec::Lzma(l)) => Compression::Lzma(l),
-            Some(CodecSpec::Lz4) => Compression::Lz4,
+            Some(CodecSpec::Lz4(l)) => Compression::Lz4(l),
             Some(CodecSpec::Zstd(l)) => Compression::Zstd(l),
             None => {
                 return Err(crate::Error::Config(format!(
@@ -294,7 +347,7 @@ mod tests {
             Compression::Bz2(3),
             Compression::Xz(3),
             Compression::Lzma(3),
-            Compression::Lz4,
+            Compression::Lz4(3),
             Compression::Zstd(3),
         ] {
             let packed = c.compress(&data).unwrap();
@@ -307,6 +360,35 @@ mod tests {
                 "{c:?}"
             );
         }
+    }
+
+    /// joblib's `test_compress_level_error` and its lz4 levels: a level
+    /// out of the codec's range is an error, from the spelling and from
+    /// the value alike, and never reaches a file.
+    #[test]
+    fn a_level_out_of_range_is_an_error_and_lz4_takes_one() {
+        for bad in [
+            Compression::Zlib(10),
+            Compression::Gzip(10),
+            Compression::Bz2(0),
+            Compression::Xz(10),
+            Compression::Lzma(42),
+            Compression::Lz4(17),
+            Compression::Zstd(0),
+            Compression::Zstd(23),
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+            let e = bad.compress(b"data").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        for spelled in ["zlib:10", "lz4:17", "zstd:0", "bz2:0"] {
+            assert!(spelled.parse::<Compression>().is_err(), "{spelled}");
+        }
+        assert_eq!("lz4:3".parse::<Compression>().unwrap(), Compression::Lz4(3));
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4(3));
+        let data = vec![7u8; 10_000];
+        let packed = Compression::Lz4(9).compress(&data).unwrap();
+        assert_eq!(Compression::decompress(1, &packed).unwrap(), data);
     }
 
     #[test]

@@ -117,8 +117,9 @@ pub enum CodecSpec {
     Xz(u32),
     /// `"lzma"` (level 0 to 9).
     Lzma(u32),
-    /// `"lz4"` (no level).
-    Lz4,
+    /// `"lz4"` (level 0 to 16, as joblib's; see the runtime's
+    /// `Compression::Lz4` for what the level does).
+    Lz4(u32),
     /// `"zstd"` (level 1 to 22).
     Zstd(i32),
 }
@@ -131,7 +132,7 @@ pub const DEFAULT_LEVEL: u32 = 3;
 
 /// `"zstd"`, `"zstd:9"`, `"gzip:3"`, `"lz4"`, `"none"` (joblib's
 /// `("gzip", 3)` pairs, written with a colon). A level out of the codec's
-/// range, or a level on `lz4`/`none`, is `None`.
+/// range, or a level on `none`, is `None`.
 pub fn compress(text: &str) -> Option<CodecSpec> {
     let text = text.trim().to_ascii_lowercase();
     let (name, level) = match text.split_once(':') {
@@ -144,7 +145,7 @@ pub fn compress(text: &str) -> Option<CodecSpec> {
     };
     Some(match name {
         "none" if level.is_none() => CodecSpec::None,
-        "lz4" if level.is_none() => CodecSpec::Lz4,
+        "lz4" => CodecSpec::Lz4(ranged(0, 16)? as u32),
         "zlib" => CodecSpec::Zlib(ranged(0, 9)? as u32),
         "gzip" => CodecSpec::Gzip(ranged(0, 9)? as u32),
         "bz2" => CodecSpec::Bz2(ranged(1, 9)? as u32),
@@ -280,11 +281,14 @@ mod tests {
         assert_eq!(compress("gzip:3"), Some(CodecSpec::Gzip(3)));
         assert_eq!(compress("ZLIB"), Some(CodecSpec::Zlib(3)));
         assert_eq!(compress("bz2:9"), Some(CodecSpec::Bz2(9)));
-        assert_eq!(compress("lz4"), Some(CodecSpec::Lz4));
+        assert_eq!(compress("lz4"), Some(CodecSpec::Lz4(3)));
+        assert_eq!(compress("lz4:9"), Some(CodecSpec::Lz4(9)));
+        assert_eq!(compress("lz4:17"), None);
+        assert_eq!(compress("zlib:10"), None);
         assert_eq!(compress("none"), Some(CodecSpec::None));
         assert_eq!(compress("zstd:23"), None);
         assert_eq!(compress("bz2:0"), None);
-        assert_eq!(compress("lz4:3"), None);
+        assert_eq!(compress("lz4:3"), Some(CodecSpec::Lz4(3)));
         assert_eq!(compress("zstdd"), None);
         assert_eq!(compress_level(0), Some(CodecSpec::None));
         assert_eq!(compress_level(9), Some(CodecSpec::Zlib(9)));

@@ -173,7 +173,7 @@ fn site_options(func: &MemoFn, private: &TokenStream) -> TokenStream {
         Codec::Bz2(level) => quote!(#private::memo::Compression::Bz2(#level)),
         Codec::Xz(level) => quote!(#private::memo::Compression::Xz(#level)),
         Codec::Lzma(level) => quote!(#private::memo::Compression::Lzma(#level)),
-        Codec::Lz4 => quote!(#private::memo::Compression::Lz4),
+        Codec::Lz4(level) => quote!(#private::memo::Compression::Lz4(#level)),
         Codec::Zstd(level) => quote!(#private::memo::Compression::Zstd(#level)),
     };
     let expires = some_or_none(

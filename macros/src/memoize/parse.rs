@@ -193,7 +193,7 @@ fn parse_ignore(value: &Expr, errors: &mut Errors) -> Vec<Ident> {
 
 fn parse_codec(value: &Expr, errors: &mut Errors) -> Option<Codec> {
     let usage = "compress takes a codec with an optional level, \"zstd:3\", \"gzip:3\", \"lz4\", \"none\" \
-                 (zlib, gzip, xz, lzma 0 to 9; bz2 1 to 9; zstd 1 to 22), or joblib's number (0 to 9: zlib) \
+                 (zlib, gzip, xz, lzma 0 to 9; bz2 1 to 9; lz4 0 to 16; zstd 1 to 22), or joblib's number (0 to 9: zlib) \
                  or bool (true: zlib level 3)";
     let parsed = match value {
         Expr::Lit(ExprLit {

@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn an_entry_round_trips_and_any_damage_is_caught() {
-        for compression in [Compression::None, Compression::Lz4, Compression::Zstd(3)] {
+        for compression in [Compression::None, Compression::Lz4(3), Compression::Zstd(3)] {
             let value: Vec<u8> = (0..10_000u32)
                 .flat_map(|i| (i % 97).to_le_bytes())
                 .collect();
@@ -260,7 +260,7 @@ mod tests {
         // What the fuzzer found: a valid checksum over a few bytes of lz4
         // claiming a 4 GB value once reserved all 4 GB up front.
         use crate::persist::format::trailer;
-        let file = encode(b"tiny", Compression::Lz4, Duration::ZERO).unwrap();
+        let file = encode(b"tiny", Compression::Lz4(3), Duration::ZERO).unwrap();
         let mut header = Header::decode(&file).unwrap();
         header.payload_len = 4 << 30;
         let stored = &file[HEADER..file.len() - TRAILER];

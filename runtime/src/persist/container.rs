@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_packed_container_unpacks_with_its_times_in_every_codec() {
-        for compression in [Compression::None, Compression::Lz4, Compression::Zstd(3)] {
+        for compression in [Compression::None, Compression::Lz4(3), Compression::Zstd(3)] {
             let (header, payload) = unpack(&entry(compression), KIND_CACHE_ENTRY, 1 << 20).unwrap();
             assert_eq!((header.created_ns, header.compute_ns), (7, 9));
             assert_eq!(payload, vec![42u8; 5000]);
