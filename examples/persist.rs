@@ -76,7 +76,11 @@ fn main() -> parjob::Result<()> {
             Compression::Lzma(3),
         ),
         ("('xz', 3)", dir.join("test.joblib.xz"), Compression::Xz(3)),
-        ("('lz4', 3)", dir.join("test.joblib.lz4"), Compression::Lz4(3)),
+        (
+            "('lz4', 3)",
+            dir.join("test.joblib.lz4"),
+            Compression::Lz4(3),
+        ),
         (
             "('zstd', 3)",
             dir.join("test.joblib.zst"),

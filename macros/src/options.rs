@@ -234,8 +234,8 @@ impl Opts {
         self.backend_is_process() || matches!(self.prefer, Some((PreferName::Processes, _)))
     }
 
-    /// `require = "sharedmem"` beside `backend = "process"` (joblib's
-    /// ValueError), recorded in `errors`.
+    /// `require = "sharedmem"` beside `backend = "process"` or
+    /// `prefer = "processes"` (joblib's ValueError), recorded in `errors`.
     fn check_require(&self, errors: &mut Errors) {
         if let (Some(span), Some((BackendName::Process, _))) =
             (self.require_sharedmem, self.backend)
@@ -243,6 +243,14 @@ impl Opts {
             errors.push(syn::Error::new(
                 span,
                 "require = \"sharedmem\" runs the work on threads, which contradicts backend = \"process\": drop one of the two",
+            ));
+        }
+        if let (Some(span), Some((PreferName::Processes, _))) =
+            (self.require_sharedmem, self.prefer)
+        {
+            errors.push(syn::Error::new(
+                span,
+                "prefer = \"processes\" and require = \"sharedmem\" contradict each other (joblib refuses them together too): drop the prefer hint to run on threads, or drop require to allow processes",
             ));
         }
     }

@@ -48,7 +48,10 @@ impl Compression {
     fn levels(self) -> std::ops::RangeInclusive<i64> {
         match self {
             Compression::None => 0..=0,
-            Compression::Zlib(_) | Compression::Gzip(_) | Compression::Xz(_) | Compression::Lzma(_) => 0..=9,
+            Compression::Zlib(_)
+            | Compression::Gzip(_)
+            | Compression::Xz(_)
+            | Compression::Lzma(_) => 0..=9,
             Compression::Bz2(_) => 1..=9,
             Compression::Lz4(_) => 0..=16,
             Compression::Zstd(_) => 1..=22,
@@ -163,8 +166,8 @@ impl Compression {
             )),
             Compression::Xz(level) => Encoder::Xz(liblzma::write::XzEncoder::new(w, level)),
             Compression::Lzma(level) => {
-                let options = liblzma::stream::LzmaOptions::new_preset(level)
-                    .map_err(io::Error::other)?;
+                let options =
+                    liblzma::stream::LzmaOptions::new_preset(level).map_err(io::Error::other)?;
                 let stream = liblzma::stream::Stream::new_lzma_encoder(&options)
                     .map_err(io::Error::other)?;
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(w, stream))

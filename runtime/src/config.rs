@@ -207,6 +207,18 @@ fn resolve_backend(
         BackendSource::Scoped,
         BackendSource::Task,
     ];
+    // joblib's ValueError: one level may not both prefer processes and
+    // require shared memory.
+    if let Some(source) = levels.iter().zip(sources).find_map(|(level, source)| {
+        (level.prefer == Some(Prefer::Processes) && level.require == Some(Require::SharedMem))
+            .then_some(source)
+    }) {
+        return Err(Error::Config(format!(
+            "prefer = \"processes\" and require = \"sharedmem\" contradict each other (both \
+             from {source}): drop the prefer hint to run on threads, or drop require to allow \
+             processes"
+        )));
+    }
     let named = levels
         .iter()
         .zip(sources)

@@ -34,6 +34,8 @@ pub struct PoolBuilder {
     pub(super) on_worker_death: OnWorkerDeath,
     pub(super) terminate_on_drop: bool,
     pub(super) chunksize: Chunksize,
+    /// Settings refused by their setter, reported by `build`.
+    refused: Vec<String>,
 }
 
 impl PoolBuilder {
@@ -76,15 +78,31 @@ impl PoolBuilder {
     }
 
     /// Retires a worker after `k` chunks (`maxtasksperchild`: CPython
-    /// counts chunks too).
+    /// counts chunks too). 0 is refused by [`PoolBuilder::build`], as
+    /// CPython refuses it: leave it unset for no limit.
     pub fn max_tasks_per_child(mut self, k: usize) -> Self {
-        self.max_tasks_per_child = Some(k.max(1));
+        if k == 0 {
+            self.refused.push(
+                "max_tasks_per_child(0): a worker must run at least one chunk; leave it unset \
+                 for workers that live as long as the pool"
+                    .into(),
+            );
+        }
+        self.max_tasks_per_child = Some(k);
         self
     }
 
-    /// Retires a worker once it has run `k` items.
+    /// Retires a worker once it has run `k` items. 0 is refused by
+    /// [`PoolBuilder::build`].
     pub fn max_items_per_child(mut self, k: usize) -> Self {
-        self.max_items_per_child = Some(k.max(1));
+        if k == 0 {
+            self.refused.push(
+                "max_items_per_child(0): a worker must run at least one item; leave it unset \
+                 for workers that live as long as the pool"
+                    .into(),
+            );
+        }
+        self.max_items_per_child = Some(k);
         self
     }
 
@@ -103,8 +121,12 @@ impl PoolBuilder {
     }
 
     /// The chunk size `map` and `starmap` use (default: CPython's formula).
+    /// 0 is refused by [`PoolBuilder::build`].
     pub fn chunksize(mut self, chunksize: impl Into<Chunksize>) -> Self {
         self.chunksize = chunksize.into();
+        if self.chunksize == Chunksize::Fixed(0) {
+            self.refused.push(super::chunksize_zero().to_string());
+        }
         self
     }
 
@@ -118,6 +140,9 @@ impl PoolBuilder {
         let processes = self.processes.unwrap_or_else(crate::options::cpu_count);
         if processes == 0 {
             return Err(Error::Config("a Pool of 0 processes".into()));
+        }
+        if !self.refused.is_empty() {
+            return Err(Error::Config(self.refused.join("; ")));
         }
         let backend = self.backend.unwrap_or(Backend::Process);
         let mut entry = None;

@@ -16,8 +16,9 @@ pub struct Calls<'p> {
 impl<'p> Calls<'p> {
     /// For `imap`: at most `n` items are drawn and not yet consumed
     /// (default: 2 chunks a worker).
+    /// 0 is refused: the iterator's first item is the error.
     pub fn buffersize(mut self, n: usize) -> Self {
-        self.buffersize = Some(n.max(1));
+        self.buffersize = Some(n);
         self
     }
 
@@ -108,10 +109,19 @@ impl<'p> Calls<'p> {
         task: impl MapTask<A, R> + 'p,
         items: impl IntoIterator<Item = A> + 'p,
     ) -> imap::Parts<'p, R> {
-        let chunk = match self.chunksize {
-            Chunksize::Fixed(n) => n.max(1),
-            Chunksize::Default | Chunksize::Auto => 1,
+        let (chunk, refused) = match self.chunksize {
+            Chunksize::Fixed(0) => (1, Some(super::chunksize_zero())),
+            Chunksize::Fixed(n) => (n, None),
+            Chunksize::Default | Chunksize::Auto => (1, None),
         };
+        let refused = refused.or_else(|| {
+            (self.buffersize == Some(0)).then(|| {
+                Error::Config(
+                    "buffersize 0: imap draws at least one item ahead (CPython refuses 0 too)"
+                        .into(),
+                )
+            })
+        });
         let sharing = self.pool.sharing();
         imap::Parts {
             jobs: Box::new(items.into_iter().map(move |a| {
@@ -119,6 +129,7 @@ impl<'p> Calls<'p> {
                 task.job(a)
             })),
             chunk,
+            refused,
             buffer: self
                 .buffersize
                 .unwrap_or(2 * self.pool.processes * chunk)

@@ -25,6 +25,8 @@ pub(crate) struct Parts<'p, R> {
     pub(crate) chunk: usize,
     /// Items drawn and not yet yielded, at most.
     pub(crate) buffer: usize,
+    /// A setting refused (chunksize or buffersize 0): the only item.
+    pub(crate) refused: Option<crate::error::Error>,
 }
 
 /// The results of [`Pool::imap`] (in input order) or
@@ -50,8 +52,9 @@ pub struct Imap<'p, R> {
 }
 
 impl<'p, R: Send + 'static> Imap<'p, R> {
-    pub(crate) fn new(pool: &'p Pool, parts: Parts<'p, R>, ordered: bool) -> Self {
+    pub(crate) fn new(pool: &'p Pool, mut parts: Parts<'p, R>, ordered: bool) -> Self {
         let (tx, rx) = mpsc::channel();
+        let refused = parts.refused.take();
         Imap {
             pool,
             parts,
@@ -63,8 +66,8 @@ impl<'p, R: Send + 'static> Imap<'p, R> {
             running: 0,
             early: BTreeMap::new(),
             ready: VecDeque::new(),
-            exhausted: false,
-            input_error: None,
+            exhausted: refused.is_some(),
+            input_error: refused,
         }
     }
 

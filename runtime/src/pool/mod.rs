@@ -253,6 +253,10 @@ impl Pool {
             slot.set_on(self.callback_thread_id);
             self.callback_sender()
         });
+        if chunksize == Chunksize::Fixed(0) {
+            slot.set(Err(chunksize_zero()));
+            return (AsyncResult::new(slot), None);
+        }
         let len = work.len;
         let sink = Collect::new(len, finish, Arc::clone(&slot), tx.flatten());
         let sizing = match chunksize {
@@ -481,6 +485,11 @@ pub(super) fn one<R: Send + 'static>(job: impl IntoJob<R>) -> Prepared<R> {
 
 pub(super) fn first<R>(mut values: Vec<R>) -> R {
     values.pop().expect("one job, one value")
+}
+
+/// The error for a chunk size of 0, which CPython refuses too.
+pub(super) fn chunksize_zero() -> Error {
+    Error::Config("chunksize 0: a chunk holds at least one item (CPython refuses 0 too)".into())
 }
 
 pub(super) fn closed() -> Error {
