@@ -177,6 +177,34 @@ impl Compression {
         })
     }
 
+    /// The codec whose stream starts with `head`'s magic bytes, if any: a
+    /// whole dump written through a compressing writer (a `GzEncoder`
+    /// file, say) is recognised by its outer codec, as joblib recognises
+    /// a file object's compression.
+    pub(crate) fn sniff(head: &[u8]) -> Option<u8> {
+        let starts = |magic: &[u8]| head.starts_with(magic);
+        if starts(&[0x04, 0x22, 0x4d, 0x18]) {
+            Some(1)
+        } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(2)
+        } else if head.len() >= 2
+            && head[0] == 0x78
+            && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0
+        {
+            Some(3)
+        } else if starts(&[0x1f, 0x8b]) {
+            Some(4)
+        } else if starts(b"BZh") {
+            Some(5)
+        } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Some(6)
+        } else if starts(&[0x5d, 0x00, 0x00]) {
+            Some(7)
+        } else {
+            None
+        }
+    }
+
     /// A reader that decompresses what `r` gives, for the codec `tag`.
     pub(crate) fn decoder<'r, R: Read + 'r>(tag: u8, r: R) -> io::Result<Box<dyn Read + 'r>> {
         Ok(match tag {
@@ -392,6 +420,24 @@ mod tests {
         let data = vec![7u8; 10_000];
         let packed = Compression::Lz4(9).compress(&data).unwrap();
         assert_eq!(Compression::decompress(1, &packed).unwrap(), data);
+    }
+
+    #[test]
+    fn every_codec_is_recognised_by_its_magic_bytes() {
+        for c in [
+            Compression::Zlib(3),
+            Compression::Gzip(3),
+            Compression::Bz2(3),
+            Compression::Xz(3),
+            Compression::Lzma(3),
+            Compression::Lz4(3),
+            Compression::Zstd(3),
+        ] {
+            let packed = c.compress(b"PJDUMP and more").unwrap();
+            assert_eq!(Compression::sniff(&packed), Some(c.tag()), "{c:?}");
+        }
+        assert_eq!(Compression::sniff(b"PJDUMP\x01\x00"), None);
+        assert_eq!(Compression::sniff(b""), None);
     }
 
     #[test]

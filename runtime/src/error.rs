@@ -364,7 +364,8 @@ pub enum PersistError {
         /// The allocation that failed.
         bytes: u64,
     },
-    /// `load_mmap` of a compressed file.
+    /// A compressed file where only an uncompressed one can be mapped (a
+    /// cache entry's mapping; `load_mmap` loads such a dump instead).
     #[error("the file is compressed with {codec}: only an uncompressed dump can be memory-mapped; dump it with Compression::None (no compressing extension) or use `load`")]
     Compressed {
         /// The file's codec.

@@ -69,7 +69,9 @@ impl Kind {
     note = "for a `String`, a struct or any other serde type, share a `sync::Queue` or a \
             `shared::List` / `shared::Map` instead"
 )]
-pub trait Plain: Copy + Send + Sync + 'static + sealed::Sealed {
+pub trait Plain:
+    Copy + Send + Sync + 'static + serde::Serialize + serde::de::DeserializeOwned + sealed::Sealed
+{
     /// How a dump records it.
     const KIND: Kind;
 }

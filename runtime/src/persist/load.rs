@@ -75,7 +75,18 @@ fn load_checked<T: DeserializeOwned, R: Read>(
 ) -> Result<T, PersistError> {
     let mut head = Vec::with_capacity(HEADER);
     (&mut reader).take(HEADER as u64).read_to_end(&mut head)?;
-    let header = Header::decode(&head)?;
+    let header = match Header::decode(&head) {
+        // A whole dump inside a compressed stream (written through a
+        // `GzEncoder`, say): read through the codec its magic names.
+        Err(PersistError::NotADump) => match Compression::sniff(&head) {
+            Some(codec) => {
+                let inner = Compression::decoder(codec, io::Cursor::new(head).chain(reader))?;
+                return load_inner::<T>(inner, check_type, limits);
+            }
+            None => return Err(PersistError::NotADump),
+        },
+        other => other?,
+    };
     if header.kind != super::format::KIND_DUMP {
         return Err(PersistError::NotADump);
     }
@@ -136,6 +147,19 @@ fn load_checked<T: DeserializeOwned, R: Read>(
     let plausible = (body.len() as u64).saturating_mul(64);
     let value = read_payload::<T>(&mut decoder, &header, false, Some(plausible), limits)?;
     at_end(&mut decoder).map(|()| value)
+}
+
+/// A dump inside a compressed stream: the same checks, with no further
+/// unwrapping (a dump compressed twice over is refused as not a dump).
+fn load_inner<T: DeserializeOwned>(
+    mut inner: Box<dyn Read + '_>,
+    check_type: bool,
+    limits: Limits,
+) -> Result<T, PersistError> {
+    let mut head = Vec::with_capacity(HEADER);
+    (&mut inner).take(HEADER as u64).read_to_end(&mut head)?;
+    Header::decode(&head)?;
+    load_checked(io::Cursor::new(head).chain(inner), check_type, None, limits)
 }
 
 fn at_end(r: &mut dyn Read) -> Result<(), PersistError> {

@@ -11,13 +11,35 @@ use std::ops::Deref;
 use std::path::Path;
 
 /// A numeric array borrowed from a memory-mapped dump; it derefs to `[P]`
-/// and unmaps when dropped.
+/// and unmaps when dropped. A compressed dump cannot be mapped: it is
+/// loaded into memory instead ([`Mapped::is_mapped`] is then false).
 pub struct Mapped<P: Plain> {
     map: *mut libc::c_void,
     map_len: usize,
     offset: usize,
     len: usize,
+    /// The numbers, when they were loaded instead of mapped.
+    owned: Option<Vec<P>>,
     marker: PhantomData<P>,
+}
+
+impl<P: Plain> Mapped<P> {
+    /// Whether the numbers are mapped from the file (false when the dump
+    /// was compressed and so was loaded into memory).
+    pub fn is_mapped(&self) -> bool {
+        self.owned.is_none()
+    }
+
+    fn loaded(values: Vec<P>) -> Mapped<P> {
+        Mapped {
+            map: std::ptr::null_mut(),
+            map_len: 0,
+            offset: 0,
+            len: values.len(),
+            owned: Some(values),
+            marker: PhantomData,
+        }
+    }
 }
 
 // SAFETY: the mapping is read-only and owned by this value alone; `P` is a
@@ -29,6 +51,9 @@ unsafe impl<P: Plain> Sync for Mapped<P> {}
 impl<P: Plain> Deref for Mapped<P> {
     type Target = [P];
     fn deref(&self) -> &[P] {
+        if let Some(values) = &self.owned {
+            return values;
+        }
         if self.len == 0 {
             return &[];
         }
@@ -61,6 +86,9 @@ impl<P: Plain> Mapped<P> {
 
 impl<P: Plain> Drop for Mapped<P> {
     fn drop(&mut self) {
+        if self.owned.is_some() {
+            return;
+        }
         // SAFETY: `map`/`map_len` are exactly what mmap returned.
         unsafe {
             libc::munmap(self.map, self.map_len);
@@ -102,8 +130,44 @@ impl<P: Plain> std::fmt::Debug for Mapped<P> {
 /// # std::fs::remove_file(path).unwrap();
 /// ```
 pub unsafe fn load_mmap<P: Plain>(path: impl AsRef<Path>) -> Result<Mapped<P>, PersistError> {
+    let path = path.as_ref();
     // SAFETY: the caller upholds this function's contract.
-    unsafe { map_checked(path.as_ref()) }.map(|(mapped, _)| mapped)
+    match unsafe { map_checked(path) } {
+        Ok((mapped, _)) => Ok(mapped),
+        Err(PersistError::Compressed { codec }) => {
+            tracing::warn!(
+                path = %path.display(),
+                codec,
+                "the dump is compressed, so it cannot be memory-mapped: it is loaded into \
+                 memory instead (dump it uncompressed to map it)"
+            );
+            load_array::<P>(path).map(Mapped::loaded)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads a dumped `Vec<P>`, `[P]` or `Box<[P]>` (they encode alike).
+fn load_array<P: Plain>(path: &Path) -> Result<Vec<P>, PersistError> {
+    let mut head = [0u8; HEADER];
+    let (mut file, _) = crate::files::open_regular(path)?;
+    std::io::Read::read_exact(&mut file, &mut head)?;
+    let header = Header::decode(&head)?;
+    if !array_fingerprints::<P>().contains(&header.fingerprint) {
+        return Err(PersistError::WrongType {
+            expected: format!("Vec<{}>", std::any::type_name::<P>()),
+        });
+    }
+    super::load_unchecked::<Vec<P>>(path)
+}
+
+/// The fingerprints of the dumps an array of `P` may be read from.
+fn array_fingerprints<P: Plain>() -> [u64; 3] {
+    [
+        fingerprint::<Vec<P>>(),
+        fingerprint::<[P]>(),
+        fingerprint::<Box<[P]>>(),
+    ]
 }
 
 /// Maps a cache entry written by `write_mappable_entry`, checks its trailer
@@ -172,6 +236,7 @@ unsafe fn map_checked<P: Plain>(path: &Path) -> Result<(Mapped<P>, Header), Pers
         map_len: size,
         offset: 0,
         len: 0,
+        owned: None,
         marker: PhantomData,
     };
     // SAFETY: `map` points to `size` readable bytes for the mapping's life.
@@ -182,12 +247,7 @@ unsafe fn map_checked<P: Plain>(path: &Path) -> Result<(Mapped<P>, Header), Pers
             codec: crate::compress::Compression::name_of(header.codec),
         });
     }
-    let fits = [
-        fingerprint::<Vec<P>>(),
-        fingerprint::<[P]>(),
-        fingerprint::<Box<[P]>>(),
-    ];
-    if !fits.contains(&header.fingerprint) {
+    if !array_fingerprints::<P>().contains(&header.fingerprint) {
         return Err(PersistError::WrongType {
             expected: format!("Vec<{}>", std::any::type_name::<P>()),
         });
