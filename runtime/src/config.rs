@@ -101,6 +101,7 @@ impl Options {
                 .or_else(|| env_var(ENV_TEMP_FOLDER).map(TempFolder::new)),
             verbose: parjob_syntax::verbose_level(options.verbose.unwrap_or(0)),
             progress: options.progress.unwrap_or(false),
+            initializer: options.initializer,
             ..base
         })
     }
@@ -155,6 +156,7 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         progress: false,
         max_nbytes: MaxNbytes::default().limit(),
         temp_folder: None,
+        initializer: None,
     })
 }
 

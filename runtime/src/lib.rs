@@ -92,8 +92,8 @@ pub use memo::mapped::CachedArray;
 #[cfg(feature = "cache")]
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
-    cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, MaxNbytes, Options, Plan,
-    PreDispatch, Prefer, Require, TempFolder,
+    cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Initializer, MaxNbytes,
+    Options, Plan, PreDispatch, Prefer, Require, TempFolder,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};

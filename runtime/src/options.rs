@@ -355,6 +355,57 @@ impl From<std::path::PathBuf> for TempFolder {
     }
 }
 
+/// joblib's `initializer` and `initargs`: a process task
+/// (`#[parallel(backend = "process")]`) and its arguments, run once in each
+/// worker before its first job (once per worker process, pool thread, or
+/// the caller's thread for a sequential run). Made by
+/// [`Initializer::of`](crate::Initializer::of); a small handle, like
+/// [`TempFolder`], so that options stay `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Initializer(u32);
+
+/// What an [`Initializer`] stands for: the task and its encoded arguments
+/// (or why they did not encode).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct InitializerSpec {
+    pub(crate) task: &'static str,
+    pub(crate) args: std::result::Result<Vec<u8>, String>,
+}
+
+static INITIALIZERS: std::sync::Mutex<Vec<std::sync::Arc<InitializerSpec>>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl Initializer {
+    /// The handle of `spec` (the same task and arguments, the same handle).
+    pub(crate) fn intern(spec: InitializerSpec) -> Self {
+        let mut all = INITIALIZERS.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match all.iter().position(|s| **s == spec) {
+            Some(i) => i,
+            None => {
+                all.push(std::sync::Arc::new(spec));
+                all.len() - 1
+            }
+        };
+        Initializer(index as u32)
+    }
+
+    /// The task and arguments it stands for.
+    pub(crate) fn spec(self) -> std::sync::Arc<InitializerSpec> {
+        let all = INITIALIZERS.lock().unwrap_or_else(|p| p.into_inner());
+        all[self.0 as usize].clone()
+    }
+
+    /// The task it runs.
+    pub fn task(self) -> &'static str {
+        self.spec().task
+    }
+
+    /// A number that tells initializers apart (for a worker pool's key).
+    pub(crate) fn key(self) -> u32 {
+        self.0
+    }
+}
+
 /// The option table. Each row is: doc, name, stored type, the setter's
 /// argument type, and the name of the `const` setter on [`Options`].
 ///
@@ -407,6 +458,9 @@ macro_rules! for_each_option {
             /// files in this folder (a disk, when memory is short) instead
             /// of a `memfd`. Default: `PARJOB_TEMP_FOLDER`, else a `memfd`.
             temp_folder: $crate::options::TempFolder, impl Into<$crate::options::TempFolder>, with_temp_folder;
+            /// joblib's `initializer`: a process task run once in each
+            /// worker before its first job ([`Initializer::of`](crate::Initializer::of)). Not on MPI ranks.
+            initializer: $crate::options::Initializer, $crate::options::Initializer, with_initializer;
         }
     };
 }
@@ -496,6 +550,8 @@ pub struct Plan {
     pub max_nbytes: Option<u64>,
     /// Where shared memory is backed by files; `None` for a `memfd`.
     pub temp_folder: Option<TempFolder>,
+    /// Run once in each worker before its first job.
+    pub initializer: Option<Initializer>,
 }
 
 /// Environment variable capping [`cpu_count`].

@@ -222,18 +222,32 @@ impl Parallel {
 
     fn session<W: Work>(&self, plan: &Plan) -> Result<Box<dyn Session<W>>> {
         Ok(match plan.backend {
-            Backend::Sequential => Box::new(Sequential::new(plan.timeout)),
-            Backend::Thread => Box::new(ThreadSession::new(
-                self.home.threads(plan.n_jobs)?,
-                plan.timeout,
-                plan.verbose > 0,
-            )),
+            Backend::Sequential => {
+                Box::new(Sequential::new(plan.timeout).with_initializer(plan.initializer))
+            }
+            Backend::Thread => Box::new(
+                ThreadSession::new(
+                    self.home.threads(plan.n_jobs)?,
+                    plan.timeout,
+                    plan.verbose > 0,
+                )
+                .with_initializer(plan.initializer),
+            ),
             Backend::Process => Box::new(ProcessSession::new(
-                self.home.processes.lease(plan.n_jobs),
+                self.home
+                    .processes
+                    .lease_initialized(plan.n_jobs, plan.initializer)?,
                 plan.timeout,
                 plan.backend_source,
                 plan.max_nbytes,
             )?),
+            Backend::Mpi | Backend::MpiSpawn { .. } if plan.initializer.is_some() => {
+                return Err(Error::Config(
+                    "an initializer runs in worker processes and threads; MPI worker ranks \
+                     do not run one: start what they need in the task itself"
+                        .into(),
+                ))
+            }
             Backend::Mpi | Backend::MpiSpawn { .. } => mpi_session(plan)?,
         })
     }

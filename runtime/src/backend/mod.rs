@@ -9,7 +9,9 @@
 //! a job's own failure (a panic, a codec error) is that job's result.
 
 use crate::error::{Error, Result};
+use crate::options::Initializer;
 use crate::task::Work;
+use std::cell::RefCell;
 use std::time::Duration;
 
 pub(crate) mod beacon;
@@ -162,4 +164,37 @@ pub(crate) fn run_here<W: Work>(
         elapsed: started.elapsed(),
         call: 0,
     }
+}
+
+thread_local! {
+    /// The initializers that have run on this thread.
+    static INITIALIZED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `init` on this thread, unless it has run here already: an
+/// initializer on the thread and sequential backends, once per thread, as
+/// joblib runs one once per worker.
+pub(crate) fn initialize_here(init: Option<Initializer>) -> Result<()> {
+    let Some(init) = init else {
+        return Ok(());
+    };
+    if INITIALIZED.with(|done| done.borrow().contains(&init.key())) {
+        return Ok(());
+    }
+    let spec = init.spec();
+    let args = spec.args.as_ref().map_err(|why| Error::Codec {
+        task: spec.task.into(),
+        index: 0,
+        action: "encode the initializer's arguments",
+        cause: why.clone(),
+    })?;
+    crate::wire::run_here(spec.task, args).map_err(|why| {
+        Error::Pool(format!(
+            "the initializer `{}` failed on thread {}: {why}",
+            spec.task,
+            std::thread::current().name().unwrap_or("unnamed")
+        ))
+    })?;
+    INITIALIZED.with(|done| done.borrow_mut().push(init.key()));
+    Ok(())
 }

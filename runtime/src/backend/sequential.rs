@@ -13,6 +13,8 @@ use std::time::Duration;
 pub(crate) struct Sequential<W> {
     pending: VecDeque<Batch<W>>,
     timeout: Option<Duration>,
+    /// Runs once on this thread before the first batch.
+    init: Option<crate::options::Initializer>,
 }
 
 impl<W> Sequential<W> {
@@ -20,7 +22,14 @@ impl<W> Sequential<W> {
         Sequential {
             pending: VecDeque::new(),
             timeout,
+            init: None,
         }
+    }
+
+    /// The session with `init` run once on this thread before its jobs.
+    pub(crate) fn with_initializer(mut self, init: Option<crate::options::Initializer>) -> Self {
+        self.init = init;
+        self
     }
 }
 
@@ -30,6 +39,7 @@ impl<W: Work> Session<W> for Sequential<W> {
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
+        super::initialize_here(self.init)?;
         self.pending.push_back(batch);
         Ok(())
     }

@@ -96,6 +96,8 @@ pub(crate) struct ThreadSession<W: Work> {
     /// Whether jobs report to beacons: with a timeout, or when the user
     /// watches (`verbose`) and may want to see which job runs longest.
     beacons: bool,
+    /// Runs once on each thread before its first batch of this session.
+    init: Option<crate::options::Initializer>,
 }
 
 impl<W: Work> ThreadSession<W> {
@@ -110,7 +112,14 @@ impl<W: Work> ThreadSession<W> {
             next_batch: 0,
             timeout,
             beacons: timeout.is_some() || watched,
+            init: None,
         }
+    }
+
+    /// The session with `init` run once on each thread before its jobs.
+    pub(crate) fn with_initializer(mut self, init: Option<crate::options::Initializer>) -> Self {
+        self.init = init;
+        self
     }
 
     /// The first running job over the limit, if any, and else how long
@@ -155,9 +164,13 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         }
         let tx = self.tx.clone();
         let cancelled = Arc::clone(&self.cancelled);
+        let init = self.init;
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
-            let finished = run_here(batch, beacon.as_deref(), stop);
+            let finished = match super::initialize_here(init) {
+                Ok(()) => run_here(batch, beacon.as_deref(), stop),
+                Err(e) => Finished::failed(batch.first, batch.items.len(), e),
+            };
             let _ = tx.send(Done {
                 batch: id,
                 finished,

@@ -229,6 +229,7 @@ where
             progress: false,
             max_nbytes: None,
             temp_folder: None,
+            initializer: None,
         }
     }
 

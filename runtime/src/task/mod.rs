@@ -353,3 +353,19 @@ pub fn assert_process_arg<T: ProcessArg>() {}
 /// Compile-time check emitted by `#[parallel(backend = "process")]`.
 #[doc(hidden)]
 pub fn assert_process_output<T: ProcessOutput>() {}
+
+impl crate::options::Initializer {
+    /// The initializer that runs the process task `T` with `args`:
+    /// `Parallel::new().initializer(Initializer::of::<setup>((queue,)))`
+    /// is joblib's `Parallel(initializer=setup, initargs=(queue,))`.
+    pub fn of<T: ProcessTask>(args: T::Args) -> Self {
+        let args = match T::codecs() {
+            Some(codecs) => (codecs.args.encode)(&args).map_err(|e| e.0),
+            None => Err(format!("`{}` is not a process task", T::NAME)),
+        };
+        crate::options::Initializer::intern(crate::options::InitializerSpec {
+            task: T::NAME,
+            args,
+        })
+    }
+}

@@ -30,6 +30,7 @@ mod plain_result;
 mod seq;
 mod task_codecs;
 
+pub(crate) use task_codecs::run_here;
 pub use task_codecs::{Probe, ViaNothing, ViaSerde};
 
 use codec::CodecError;

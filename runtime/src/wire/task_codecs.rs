@@ -174,3 +174,27 @@ impl<T> ViaNothing<T> for Probe<T> {
         }
     }
 }
+
+/// Runs the registered task `task` here, on this thread, with its encoded
+/// `args`, dropping its result (an initializer on a thread). `Err` says
+/// why it did not run or how it failed.
+pub(crate) fn run_here(task: &str, args: &[u8]) -> Result<(), String> {
+    let entry = crate::task::registry()
+        .get(task)
+        .ok_or_else(|| format!("no process task named `{task}` is registered in this binary"))?;
+    let mut answer = Vec::new();
+    entry
+        .invoke(0, args, &mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.get(8..).map(super::parse_from_worker) {
+        Some(Ok(super::FromWorker::JobFailure { failure, .. })) => Err(match failure {
+            JobFailure::Panic {
+                message,
+                location: Some(at),
+            } => format!("panicked at {at}: {message}"),
+            JobFailure::Panic { message, .. } => format!("panicked: {message}"),
+            other => format!("{other:?}"),
+        }),
+        _ => Ok(()),
+    }
+}

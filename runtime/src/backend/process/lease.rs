@@ -24,13 +24,58 @@ impl PoolSlot {
     /// `n_jobs` workers, else a new one (started lazily).
     pub(crate) fn lease(&self, n_jobs: usize) -> Lease {
         let pool = match self.lock().take() {
-            Some(pool) if pool.n_jobs() == n_jobs => pool,
+            Some(pool) if pool.n_jobs() == n_jobs && pool.initializer_key().is_none() => pool,
             _ => Processes::new(n_jobs),
         };
         Lease {
             pool: Some(pool),
             home: self.clone(),
         }
+    }
+
+    /// As [`PoolSlot::lease`], for workers that run `init` before their
+    /// first job: the pool at home is reused only when it was started
+    /// with the same initializer.
+    pub(crate) fn lease_initialized(
+        &self,
+        n_jobs: usize,
+        init: Option<crate::options::Initializer>,
+    ) -> crate::error::Result<Lease> {
+        let Some(init) = init else {
+            return Ok(self.lease(n_jobs));
+        };
+        let spec = init.spec();
+        let args = spec
+            .args
+            .clone()
+            .map_err(|why| crate::error::Error::Codec {
+                task: spec.task.into(),
+                index: 0,
+                action: "encode the initializer's arguments",
+                cause: why,
+            })?;
+        let pool = match self.lock().take() {
+            Some(pool) if pool.n_jobs() == n_jobs && pool.initializer_key() == Some(init.key()) => {
+                pool
+            }
+            _ => {
+                let rules = super::PoolRules {
+                    init: Some(std::sync::Arc::new(super::Initializer {
+                        task: spec.task,
+                        args,
+                        timeout: None,
+                    })),
+                    ..super::PoolRules::default()
+                };
+                let mut pool = Processes::with_rules(n_jobs, rules);
+                pool.set_initializer_key(init.key());
+                pool
+            }
+        };
+        Ok(Lease {
+            pool: Some(pool),
+            home: self.clone(),
+        })
     }
 
     /// A lease of a new pool used by `rules` (a `parjob::Pool`'s, which

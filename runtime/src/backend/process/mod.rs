@@ -169,6 +169,8 @@ pub(crate) struct Processes {
     next_id: u64,
     pub(crate) last_used: Instant,
     pub(crate) rules: PoolRules,
+    /// The `Parallel` initializer its workers run (`rules.init`), by key.
+    initializer_key: Option<u32>,
 }
 
 impl Processes {
@@ -184,6 +186,7 @@ impl Processes {
             next_id: 0,
             last_used: Instant::now(),
             rules: PoolRules::default(),
+            initializer_key: None,
         }
     }
 
@@ -196,6 +199,15 @@ impl Processes {
 
     pub(crate) fn n_jobs(&self) -> usize {
         self.n_jobs
+    }
+
+    /// Which `Parallel` initializer its workers run, if any.
+    pub(crate) fn initializer_key(&self) -> Option<u32> {
+        self.initializer_key
+    }
+
+    pub(crate) fn set_initializer_key(&mut self, key: u32) {
+        self.initializer_key = Some(key);
     }
 
     /// The pids of the live workers.
@@ -341,7 +353,7 @@ impl Processes {
             .any(|w| w.pid == pid && matches!(w.stage, Stage::Init(_)));
         match &self.rules.init {
             Some(init) if initializing => Error::Pool(format!(
-                "the pool's initializer `{}` did not finish within {:?} \
+                "the initializer `{}` did not finish within {:?} \
                  (initializer_timeout) in worker {pid}, which was killed",
                 init.task,
                 init.timeout.unwrap_or_default()
@@ -423,7 +435,7 @@ impl Processes {
             Some(why) => {
                 kill(self.workers.swap_remove(pos));
                 Err(Error::Handshake(format!(
-                    "the pool's initializer `{task}` failed in worker {pid}: {why}"
+                    "the initializer `{task}` failed in worker {pid}: {why}"
                 )))
             }
         }
