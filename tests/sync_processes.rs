@@ -4,7 +4,9 @@
 
 use parjob::prelude::*;
 use parjob::shared::List;
-use parjob::sync::{Barrier, Connection, Event, Lock, Pipe, Queue, Semaphore, Value};
+use parjob::sync::{
+    Barrier, Connection, Event, JoinableQueue, Lock, Pipe, Queue, Semaphore, Value,
+};
 use parjob::Error;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -339,4 +341,43 @@ fn a_pipe_carries_16_mib_to_a_worker_and_back() {
         assert_eq!(echo::map([there]).unwrap(), [16 << 20]);
         assert!(parent.join().unwrap(), "the echo differs");
     });
+}
+
+/// A consumer of a JoinableQueue: takes items until the queue closes,
+/// marking each done once it has recorded it.
+#[parallel(backend = "process", n_jobs = 2, batch_size = 1)]
+fn consume_and_mark(jobs: JoinableQueue<u64>, seen: Value<u64>) -> u32 {
+    let mut taken = 0;
+    while let Ok(job) = jobs.get() {
+        seen.update(|s| *s += job);
+        jobs.task_done().unwrap();
+        taken += 1;
+    }
+    taken
+}
+
+/// CPython's `test_task_done`: `join` returns once consumers in other
+/// processes have marked every item done, and not before.
+#[parjob::test]
+fn join_waits_until_workers_mark_every_item_done() {
+    let jobs = JoinableQueue::<u64>::new(64).unwrap();
+    let seen = Value::new(0u64).unwrap();
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            for job in 1..=100 {
+                jobs.put(&job).unwrap();
+            }
+            jobs.join();
+            // Every item was recorded before join returned.
+            let total = seen.get();
+            jobs.queue().close();
+            total
+        });
+        let taken = consume_and_mark::map((0..2).map(|_| (jobs.clone(), seen.clone()))).unwrap();
+        assert_eq!(taken.iter().sum::<u32>(), 100);
+        assert_eq!(producer.join().unwrap(), 5050);
+    });
+    assert_eq!(jobs.unfinished_tasks(), 0);
+    assert!(jobs.task_done().is_err(), "one task_done too many");
+    assert!(jobs.join_timeout(Duration::ZERO));
 }

@@ -146,6 +146,55 @@ impl Condition {
         Ok((guard, false))
     }
 
+    /// Waits until `predicate()` holds, for at most `timeout` when given
+    /// (CPython's `Condition.wait_for`): the guard, and the predicate's
+    /// last value (false only when the time ran out first).
+    ///
+    /// ```
+    /// use parjob_runtime::sync::{Condition, Value};
+    /// let ready = Value::new(0u32)?;
+    /// let cond = Condition::new()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         let _held = cond.lock().unwrap();
+    ///         ready.set(1);
+    ///         cond.notify_all();
+    ///     });
+    ///     let guard = cond.lock().unwrap();
+    ///     let (_guard, holds) = cond.wait_for(guard, || ready.get() == 1, None).unwrap();
+    ///     assert!(holds);
+    /// });
+    /// let guard = cond.lock().unwrap();
+    /// let wait = Some(std::time::Duration::from_millis(10));
+    /// let (_guard, holds) = cond.wait_for(guard, || ready.get() == 2, wait).unwrap();
+    /// assert!(!holds, "the time ran out");
+    /// # Ok::<(), parjob_runtime::Error>(())
+    /// ```
+    pub fn wait_for<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> LockResult<(LockGuard<'a>, bool)> {
+        match timeout {
+            None => match self.wait_while(guard, || !predicate()) {
+                Ok(g) => Ok((g, true)),
+                Err(e) => {
+                    let g = e.into_inner();
+                    let holds = predicate();
+                    Err(PoisonError::new((g, holds)))
+                }
+            },
+            Some(t) => match self.wait_timeout_while(guard, t, || !predicate()) {
+                Ok((g, timed_out)) => Ok((g, !timed_out)),
+                Err(e) => {
+                    let (g, still) = e.into_inner();
+                    Err(PoisonError::new((g, !still)))
+                }
+            },
+        }
+    }
+
     fn wait_until<'a>(
         &'a self,
         guard: LockGuard<'a>,

@@ -14,9 +14,11 @@
 //!   `Err(PoisonError)`, as `std::sync::Mutex` does after a panic;
 //! - [`Semaphore`], [`BoundedSemaphore`], [`Event`] and [`Barrier`] are
 //!   futex words; a [`Barrier`] that waits too long breaks, so a party
-//!   that died cannot leave the others waiting for ever;
+//!   that died cannot leave the others waiting for ever, and `reset`
+//!   fails the parties waiting, as CPython's does;
 //! - [`Value`] and [`Array`] are numbers behind a robust lock;
-//! - [`Queue`] and [`Pipe`] carry serde values through a byte ring (and
+//! - [`Queue`], [`JoinableQueue`] and [`Pipe`] carry serde values of any
+//!   size through a byte ring, an item larger than the ring in parts (and
 //!   [`shared::List`](crate::shared::List) and
 //!   [`shared::Map`](crate::shared::Map), Python's manager collections
 //!   with no manager process, are append-only logs). A process killed
@@ -32,6 +34,7 @@ pub(crate) mod collections;
 mod condition;
 mod event;
 mod futex;
+mod joinable;
 mod lock;
 pub(crate) mod log;
 mod mutex;
@@ -47,6 +50,7 @@ mod value;
 pub use barrier::Barrier;
 pub use condition::Condition;
 pub use event::Event;
+pub use joinable::JoinableQueue;
 pub use lock::{Lock, LockGuard, RLock};
 pub use pipe::{Connection, Pipe};
 pub use queue::{Queue, DEFAULT_QUEUE_BYTES};
