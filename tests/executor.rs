@@ -251,3 +251,62 @@ fn a_closure_cannot_be_a_process() {
     let e = Process::spawn(parjob::Job::new(|| 1)).unwrap_err();
     assert!(matches!(e, Error::NotAProcessTask { .. }), "{e}");
 }
+
+/// Sleeps `ms` milliseconds, then says which process it ran in.
+#[parallel(backend = "process")]
+fn nap_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// CPython's `test_idle_process_reuse_one` and `..._multiple`: workers
+/// start only when no idle one can take the work.
+#[parjob::test]
+fn workers_start_lazily_and_idle_ones_are_reused() {
+    let ex = Executor::new(5).unwrap();
+    let pids: Vec<u32> = (0..3)
+        .map(|_| ex.submit(nap_pid::delayed(0)).result().unwrap())
+        .collect();
+    assert!(
+        pids.iter().all(|&p| p == pids[0]),
+        "three waits, one worker: {pids:?}"
+    );
+    let go = Event::new().unwrap();
+    let held: Vec<_> = (0..3)
+        .map(|x| ex.submit(started_and_pid::delayed(go.clone(), x)))
+        .collect();
+    go.set();
+    let mut seen: Vec<u32> = held.into_iter().map(|f| f.result().unwrap()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert!(
+        seen.len() <= 3,
+        "3 submissions started {} workers",
+        seen.len()
+    );
+    ex.shutdown(true, false);
+}
+
+/// Waits for `go`, then says which process it ran in.
+#[parallel(backend = "process")]
+fn started_and_pid(go: Event, _x: u64) -> u32 {
+    assert!(go.wait_timeout(PATIENCE), "never told to go");
+    std::process::id()
+}
+
+/// CPython's `test_cancel_futures`: of 50 futures submitted at once, the
+/// ones already handed to workers finish; the rest are cancelled.
+#[parjob::test]
+fn shutdown_cancelling_futures_lets_the_running_ones_finish() {
+    let ex = Executor::new(2).unwrap();
+    let futures: Vec<_> = (0..50).map(|_| ex.submit(nap_pid::delayed(100))).collect();
+    ex.shutdown(true, true);
+    let cancelled = futures.iter().filter(|f| f.cancelled()).count();
+    assert!(cancelled > 20, "only {cancelled} of 50 were cancelled");
+    let others: Vec<_> = futures.into_iter().filter(|f| !f.cancelled()).collect();
+    assert!(!others.is_empty(), "none of the 50 finished");
+    for f in others {
+        assert!(f.done());
+        assert!(f.result().is_ok());
+    }
+}

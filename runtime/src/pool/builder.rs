@@ -36,6 +36,8 @@ pub struct PoolBuilder {
     pub(super) chunksize: Chunksize,
     /// Settings refused by their setter, reported by `build`.
     refused: Vec<String>,
+    /// Workers start one at a time, when none is idle (an `Executor`).
+    pub(super) lazy: bool,
 }
 
 impl PoolBuilder {
@@ -211,6 +213,7 @@ impl PoolBuilder {
             forget_when_idle: true,
             no_resend: false,
             stop,
+            lazy: self.lazy,
         };
         let lease = PoolSlot::default().lease_new(processes, rules);
         ProcessSession::new(lease, None, BackendSource::ProcessApi, None)

@@ -62,17 +62,18 @@ impl Executor {
     /// # Errors
     /// As [`PoolBuilder::build`].
     pub fn new(workers: usize) -> Result<Executor> {
-        Ok(Executor {
-            pool: Pool::new(workers)?,
-        })
+        Executor::with(Pool::builder().processes(workers))
     }
 
     /// An executor from a pool's settings (initializer,
-    /// `max_tasks_per_child`, the thread backend, ...).
+    /// `max_tasks_per_child`, the thread backend, ...). Its worker
+    /// processes start as CPython's do since 3.9: one at a time, only when
+    /// a submission finds none idle, up to `max_workers`.
     ///
     /// # Errors
     /// As [`PoolBuilder::build`].
-    pub fn with(settings: PoolBuilder) -> Result<Executor> {
+    pub fn with(mut settings: PoolBuilder) -> Result<Executor> {
+        settings.lazy = true;
         Ok(Executor {
             pool: settings.build()?,
         })

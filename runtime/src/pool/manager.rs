@@ -181,7 +181,13 @@ impl Manager {
                         source,
                         sizing,
                         sink,
-                    } => self.submit(id, source, sizing, sink),
+                    } => {
+                        self.submit(id, source, sizing, sink);
+                        // Handed to workers in the order of the commands,
+                        // so a later CancelPending spares what already
+                        // went (CPython's executor runs what it queued).
+                        self.dispatch();
+                    }
                     Command::Cancel { id, reply } => {
                         let _ = reply.send(self.cancel(id));
                     }

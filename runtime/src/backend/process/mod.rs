@@ -104,6 +104,9 @@ pub(crate) struct PoolRules {
     /// Set by the pool's `terminate` from another thread: a start that
     /// waits for new workers gives up at once, whatever they are doing.
     pub(crate) stop: Arc<AtomicBool>,
+    /// Start a worker only when none is idle (an `Executor`, as CPython's
+    /// since 3.9), not all of them at the first submission.
+    pub(crate) lazy: bool,
 }
 
 /// A pool's initializer: a registered task and its encoded arguments.
@@ -296,7 +299,18 @@ impl Processes {
             return Ok(());
         }
         let share = (crate::options::cpu_count() / self.n_jobs).max(1);
-        while self.workers.len() < self.n_jobs {
+        if self.rules.lazy {
+            // One more worker, and only when every worker is busy.
+            let idle = self
+                .workers
+                .iter()
+                .any(|w| w.queue.is_empty() && w.stage != Stage::Hello);
+            if idle {
+                return Ok(());
+            }
+            self.start(&entry, share)?;
+        }
+        while self.workers.len() < self.n_jobs && !self.rules.lazy {
             self.start(&entry, share)?;
         }
         let hello_by = Instant::now() + HELLO_TIMEOUT;
