@@ -466,6 +466,13 @@ fn a_memoized_process_task_shares_the_cache_across_workers() {
         // Eight calls in the first round, in the workers; none in the second.
         let calls = std::fs::read_to_string(&log).unwrap();
         assert_eq!(calls.lines().count(), 8, "above = {above}");
+        // The parent's statistics count what the workers did.
+        let stats = if above {
+            column_mean_above::stats()
+        } else {
+            column_mean_below::stats()
+        };
+        assert_eq!((stats.hits, stats.misses), (8, 8), "above = {above}");
     }
 }
 

@@ -26,7 +26,6 @@ use crate::persist::{map_entry, write_mappable_entry, Mapped, PersistError};
 use crate::plain::Plain;
 use serde::Serialize;
 use std::ops::Deref;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The result of a `#[memoize(mmap_mode = "r")]` function: an array of
@@ -172,7 +171,7 @@ impl Cache<'_> {
     ) -> CachedArray<P> {
         match self.map_hit::<P>(key) {
             Ok(mapped) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hit();
                 return CachedArray {
                     data: Data::Mapped(mapped),
                 };

@@ -77,6 +77,8 @@ pub struct CacheStats {
 /// Counters shared by every call of one function.
 #[derive(Default)]
 struct Counters {
+    /// The function's name, under which a worker reports its counts.
+    name: &'static str,
     hits: AtomicU64,
     misses: AtomicU64,
     last_miss: Mutex<Option<MissReason>>,
@@ -96,6 +98,16 @@ impl Counters {
     fn missed(&self, reason: MissReason) {
         self.misses.fetch_add(1, Ordering::Relaxed);
         *self.last_miss.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        if crate::backend::process::worker::is_worker() {
+            crate::wire::tally::record(self.name, false);
+        }
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if crate::backend::process::worker::is_worker() {
+            crate::wire::tally::record(self.name, true);
+        }
     }
 
     /// Warns about an unusable cache once per function.
@@ -288,7 +300,7 @@ impl Cache<'_> {
         let reason = match self.lookup(&key) {
             Ok(entry) => match self.decode(&key, &entry) {
                 Some(value) => {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    self.counters.hit();
                     if self.verbose >= 2 {
                         eprintln!("[Memory] {}: loaded from the cache", self.name);
                     }
@@ -317,7 +329,7 @@ impl Cache<'_> {
         };
         match self.lookup(&key) {
             Ok(_) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hit();
                 MemorizedResult::stored(store::output_path(self.dir, &key))
             }
             Err(reason) => {
@@ -451,7 +463,10 @@ impl Site {
     }
 
     fn counters(&self) -> &Counters {
-        self.counters.get_or_init(Counters::default)
+        self.counters.get_or_init(|| Counters {
+            name: self.name,
+            ..Counters::default()
+        })
     }
 
     fn resolved(&self) -> Option<&SiteDir> {
@@ -556,9 +571,15 @@ impl Site {
             .map_or(0, |r| evict::reduce_size(&r.dir, limits))
     }
 
-    /// Hits, misses, and why the last miss missed, in this process.
+    /// Hits, misses, and why the last miss missed: in this process, and
+    /// in the worker processes its runs used (reported with each batch's
+    /// end). The last miss's reason is this process's.
     pub fn stats(&self) -> CacheStats {
-        self.counters().snapshot()
+        let mut stats = self.counters().snapshot();
+        let (hits, misses) = crate::wire::tally::received(self.name);
+        stats.hits += hits;
+        stats.misses += misses;
+        stats
     }
 
     /// Where this function's entries live (`None` without a directory).

@@ -28,6 +28,7 @@
 pub(crate) mod codec;
 mod plain_result;
 mod seq;
+pub(crate) mod tally;
 mod task_codecs;
 
 pub(crate) use task_codecs::run_here;
@@ -49,6 +50,7 @@ const KIND_VALUE: u8 = 1;
 const KIND_FAILURE: u8 = 2;
 const KIND_DONE: u8 = 3;
 const KIND_LOG: u8 = 4;
+const KIND_TALLY: u8 = 5;
 /// A value frame's bytes before the value: its kind and its batch.
 const VALUE_HEAD: u64 = 1 + 8;
 

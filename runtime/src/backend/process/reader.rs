@@ -189,6 +189,9 @@ fn read_frames(
                     super::log::emit(pid, &record);
                     continue;
                 }
+                if wire::tally::absorb(&payload) {
+                    continue;
+                }
                 if let Some(done) = wire::done_batch(&payload) {
                     if current.as_ref().is_some_and(|(id, _)| *id == done) {
                         current = None;

@@ -353,6 +353,7 @@ fn run_batch(
     beacon.idle();
     let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
     let mut done = output.frame();
+    answered(wire::tally::write_pending(&mut done))?;
     answered(wire::write_done(&mut done, id, count as u64, elapsed_ns))?;
     answered(done.flush())
 }
