@@ -515,6 +515,56 @@ fn helper_env_dir() {
 }
 
 #[test]
+#[ignore = "helper: run by the test below with a user cache directory"]
+fn helper_default_dir() {
+    assert_eq!(from_env_dir(2), 9);
+    assert_eq!(from_env_dir(2), 9);
+    let stats = from_env_dir::stats();
+    println!("hits={} misses={}", stats.hits, stats.misses);
+    println!(
+        "dir={}",
+        from_env_dir::cache_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
+    );
+}
+
+/// With no `dir` and no `PARJOB_CACHE_DIR`, a function caches under the
+/// user's cache directory; with none of those, it says so on stderr.
+#[test]
+fn without_a_dir_the_cache_goes_to_the_users_cache_directory() {
+    fresh("target/memo-tests/xdg");
+    let run = |env: &[(&str, &str)], unset: &[&str]| {
+        let mut command = helper("helper_default_dir", env);
+        for name in unset {
+            command.env_remove(name);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (text, _) = run(
+        &[("XDG_CACHE_HOME", "target/memo-tests/xdg")],
+        &["PARJOB_CACHE_DIR"],
+    );
+    assert!(text.contains("hits=1 misses=1"), "{text}");
+    assert!(
+        text.contains("dir=target/memo-tests/xdg/parjob/memoize/memoize/from_env_dir"),
+        "{text}"
+    );
+    let (text, stderr) = run(&[], &["PARJOB_CACHE_DIR", "XDG_CACHE_HOME", "HOME"]);
+    assert!(text.contains("hits=0 misses=2"), "{text}");
+    assert!(stderr.contains("cache unavailable"), "{stderr}");
+}
+
+#[test]
 fn the_directory_comes_from_parjob_cache_dir_unless_the_attribute_names_one() {
     fresh("target/memo-tests/env");
     fresh("target/memo-tests/explicit");

@@ -24,6 +24,8 @@ use std::time::Duration;
 /// ```
 pub struct Memory {
     root: PathBuf,
+    /// [`Memory::disabled`]: every call computes, nothing is stored.
+    disabled: bool,
     compression: Compression,
     expires_after: Option<Duration>,
     bytes_limit: Option<u64>,
@@ -36,11 +38,37 @@ impl Memory {
     pub fn new(dir: impl AsRef<Path>) -> Memory {
         Memory {
             root: dir.as_ref().to_path_buf(),
+            disabled: false,
             compression: Compression::None,
             expires_after: None,
             bytes_limit: None,
             verbose: 0,
             counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A cache that stores nothing: every call computes, `stats` counts
+    /// each as a miss ([`MissReason::Disabled`](super::MissReason::Disabled)),
+    /// and `clear` and `reduce_size` have nothing to do. joblib's
+    /// `Memory(location=None)`, to turn caching off without changing the
+    /// code that calls it.
+    ///
+    /// ```
+    /// let memory = parjob_runtime::Memory::disabled();
+    /// let mut runs = 0;
+    /// for _ in 0..2 {
+    ///     memory.cache("square", &3u64, || {
+    ///         runs += 1;
+    ///         9u64
+    ///     });
+    /// }
+    /// assert_eq!(runs, 2);
+    /// assert_eq!(memory.stats("square").misses, 2);
+    /// ```
+    pub fn disabled() -> Memory {
+        Memory {
+            disabled: true,
+            ..Memory::new("")
         }
     }
 
@@ -73,6 +101,11 @@ impl Memory {
         Arc::clone(all.entry(name.to_string()).or_default())
     }
 
+    /// Counts a call of `name` on a disabled memory.
+    fn computed_without(&self, name: &str) {
+        self.counters(name).missed(super::MissReason::Disabled);
+    }
+
     /// Runs `with` on the cache of `name`.
     fn with_cache<R>(&self, name: &str, with: impl FnOnce(&Cache<'_>) -> R) -> R {
         let counters = self.counters(name);
@@ -99,6 +132,10 @@ impl Memory {
         A: Serialize + ?Sized,
         T: Serialize + DeserializeOwned,
     {
+        if self.disabled {
+            self.computed_without(name);
+            return compute();
+        }
         self.with_cache(name, |cache| cache.call(cache.key(args), "", compute))
     }
 
@@ -126,7 +163,13 @@ impl Memory {
         A: Serialize,
         T: Serialize + DeserializeOwned,
     {
-        move |args: A| self.with_cache(name, |cache| cache.call(cache.key(&args), "", || f(args)))
+        move |args: A| {
+            if self.disabled {
+                self.computed_without(name);
+                return f(args);
+            }
+            self.with_cache(name, |cache| cache.call(cache.key(&args), "", || f(args)))
+        }
     }
 
     /// Computes or finds the result of `name` for `args` without loading
@@ -142,12 +185,16 @@ impl Memory {
         A: Serialize + ?Sized,
         T: Serialize,
     {
+        if self.disabled {
+            self.computed_without(name);
+            return MemorizedResult::in_memory(&compute());
+        }
         self.with_cache(name, |cache| cache.shelve(cache.key(args), "", compute))
     }
 
     /// Whether a valid, unexpired entry of `name` exists for `args`.
     pub fn check_call_in_cache<A: Serialize + ?Sized>(&self, name: &str, args: &A) -> bool {
-        self.with_cache(name, |cache| cache.contains(cache.key(args)))
+        !self.disabled && self.with_cache(name, |cache| cache.contains(cache.key(args)))
     }
 
     /// Hits, misses, and why the last miss of `name` missed.
@@ -164,6 +211,9 @@ impl Memory {
         items_limit: Option<usize>,
         age_limit: Option<Duration>,
     ) -> usize {
+        if self.disabled {
+            return 0;
+        }
         evict::reduce_size(
             &self.root,
             Limits {
@@ -179,7 +229,9 @@ impl Memory {
     /// Files that are not cache entries are left alone, and links are not
     /// followed. [`Memory::clear_name`] deletes one name's entries.
     pub fn clear_all(&self) {
-        clear_tree(&self.root);
+        if !self.disabled {
+            clear_tree(&self.root);
+        }
     }
 
     /// [`Memory::clear_all`], under joblib's name. It is deprecated so that
@@ -195,6 +247,8 @@ impl Memory {
 
     /// Deletes every entry of `name` (joblib's `func.clear()`).
     pub fn clear_name(&self, name: &str) {
-        clear_entries(&store::function_dir(&self.root, name));
+        if !self.disabled {
+            clear_entries(&store::function_dir(&self.root, name));
+        }
     }
 }

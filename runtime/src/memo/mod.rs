@@ -43,6 +43,27 @@ pub(crate) use evict::Limits;
 /// functions that do not name one.
 pub(crate) const ENV_CACHE_DIR: &str = "PARJOB_CACHE_DIR";
 
+/// The cache root of a `#[memoize]` function that names no `dir`:
+/// `PARJOB_CACHE_DIR`, else `parjob/<crate>` in the user's cache directory
+/// (`$XDG_CACHE_HOME`, else `$HOME/.cache`), so that caching is never
+/// silently skipped. `<crate>` is the first segment of the function's
+/// path. `None` only when none of these variables is set.
+fn default_root(function: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(ENV_CACHE_DIR).filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let user_cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    let krate = function.split("::").next().unwrap_or("parjob");
+    Some(user_cache.join("parjob").join(krate))
+}
+
 /// Why the last call of a function missed the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissReason {
@@ -61,6 +82,9 @@ pub enum MissReason {
     /// The cache could not be read or has no directory; the result was
     /// computed without it.
     Unavailable,
+    /// The cache is turned off ([`Memory::disabled`], joblib's
+    /// `Memory(location=None)`): every call computes.
+    Disabled,
 }
 
 /// Hits and misses of one function, and why the last miss missed.
@@ -117,6 +141,10 @@ impl Counters {
                 function = name,
                 "parjob cache unavailable, computing without it: {what}"
             );
+            // Without a subscriber the event shows nowhere: say it anyway.
+            if !tracing::dispatcher::has_been_set() {
+                eprintln!("[parjob] cache unavailable for `{name}`, computing without it: {what}");
+            }
         }
     }
 }
@@ -420,7 +448,8 @@ fn check_code(dir: &Path, name: &str, source: &str, code: &Key) -> bool {
 /// How a `#[memoize]` attribute configured its function.
 #[derive(Debug, Clone, Copy)]
 pub struct SiteOptions {
-    /// `dir = ".."`; else `PARJOB_CACHE_DIR`.
+    /// `dir = ".."`; else `PARJOB_CACHE_DIR`; else `parjob/<crate>` in the
+    /// user's cache directory.
     pub dir: Option<&'static str>,
     /// `compress = ".."`.
     pub compression: Compression,
@@ -474,7 +503,7 @@ impl Site {
             .get_or_init(|| {
                 let root = match self.options.dir {
                     Some(dir) => PathBuf::from(dir),
-                    None => PathBuf::from(std::env::var_os(ENV_CACHE_DIR)?),
+                    None => default_root(self.name)?,
                 };
                 let dir = store::function_dir(&root, self.name);
                 let code = key::digest(self.source).unwrap_or_default();
@@ -506,7 +535,10 @@ impl Site {
     fn without_cache(&self) {
         self.counters().warn_once(
             self.name,
-            &format!("no cache directory: give `dir = \"..\"` or set {ENV_CACHE_DIR}"),
+            &format!(
+                "no cache directory: give `dir = \"..\"`, or set {ENV_CACHE_DIR} (HOME and \
+                 XDG_CACHE_HOME are unset too)"
+            ),
         );
         self.counters().missed(MissReason::Unavailable);
     }
