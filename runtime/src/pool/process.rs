@@ -20,8 +20,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 ///
 /// The worker dies with its parent, as every parjob worker does
 /// (`daemon=True`), and dropping a `Process` that was not joined kills it.
-/// It must be spawned from the thread that has the worker entry
-/// (`#[parjob::main]`'s, or a `#[parjob::test]`'s).
+/// In a program whose `main` has `#[parjob::main]` (or calls
+/// `parjob::init()` first), it can be spawned from any thread. In a
+/// `#[parjob::test]`, whose worker entry is the test's own, spawn it from
+/// the test's thread.
 pub struct Process<R> {
     session: ProcessSession<PoolJob>,
     pid: u32,
@@ -35,7 +37,7 @@ impl<R: Send + 'static> Process<R> {
     /// is up, with the job sent.
     ///
     /// # Errors
-    /// `Error::NoWorkerEntry` without a worker entry on this thread; a job
+    /// `Error::NoWorkerEntry` without a worker entry (see above); a job
     /// that cannot cross a process boundary (a closure); a worker that
     /// could not start.
     pub fn spawn(job: impl IntoJob<R>) -> Result<Process<R>> {
