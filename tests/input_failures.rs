@@ -19,10 +19,7 @@ fn square_stream(x: u64) -> u64 {
 
 /// 0, 1, 2, ... that panics when asked for item `k`.
 fn failing_at(k: u64) -> impl Iterator<Item = u64> {
-    (0..20).map(move |i| {
-        assert!(i != k, "the input fails at {k}");
-        i
-    })
+    (0..20).inspect(move |&i| assert!(i != k, "the input fails at {k}"))
 }
 
 /// Checks a stream: the squares of 0..k (in any order when `unordered`),

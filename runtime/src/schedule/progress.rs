@@ -331,6 +331,7 @@ mod tests {
             progress: true,
             max_nbytes: None,
             temp_folder: None,
+            initializer: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);
