@@ -46,6 +46,21 @@ fn exits_on(x: u64, bad: u64) -> u64 {
     x
 }
 
+/// Panics once a worker has announced itself in `dir`, so the failure
+/// comes while that worker is busy.
+#[parallel(backend = "process")]
+fn panics_once_announced(dir: &Path) -> u64 {
+    let since = Instant::now();
+    while std::fs::read_dir(dir).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "nobody announced"
+        );
+        std::thread::yield_now();
+    }
+    panic!("the other worker is busy now")
+}
+
 /// Writes its pid into `dir` and sleeps, so a test can find and kill it.
 #[parallel(backend = "process", n_jobs = 2)]
 fn announce_and_sleep(dir: &Path, item: u64, millis: u64) -> u64 {
@@ -257,12 +272,12 @@ fn the_first_error_cancels_the_rest_and_kills_busy_workers() {
     let dir = scratch_dir("cancel");
     let p = process(2);
     let started = Instant::now();
-    // Item 0 sleeps 30 s; item 1 panics at once.
+    // Item 0 sleeps 30 s; item 1 panics once item 0's worker is busy.
     let jobs = (0..2u64).map(|i| {
         if i == 0 {
             announce_and_sleep::delayed(dir.clone(), 0, 30_000)
         } else {
-            Job::call::<panics_on_seven>((7,))
+            Job::call::<panics_once_announced>((dir.clone(),))
         }
     });
     let err = p.run(jobs).unwrap_err();
