@@ -5,11 +5,14 @@
 use parjob::prelude::*;
 use parjob::MissReason;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod common;
+use common::cache_outputs as outputs;
 
 /// A fresh, empty directory for one test (relative paths in attributes
 /// resolve from the package root, where cargo runs tests).
@@ -17,21 +20,6 @@ fn fresh(dir: &str) -> PathBuf {
     let path = PathBuf::from(dir);
     let _ = std::fs::remove_dir_all(&path);
     path
-}
-
-/// The output files of one function's cache.
-fn outputs(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "out"))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
 }
 
 /// Re-runs one ignored helper test of this binary in a new process.
@@ -493,109 +481,6 @@ fn memory_is_the_runtime_form() {
     assert_eq!(memory.reduce_size(None, Some(0), None), 2);
     assert_eq!(slow(1), 101);
     assert_eq!(memory.stats("slow").last_miss, Some(MissReason::Evicted));
-}
-
-#[memoize]
-fn from_env_dir(x: u64) -> u64 {
-    x + 7
-}
-
-#[memoize(dir = "target/memo-tests/explicit")]
-fn explicit_dir(x: u64) -> u64 {
-    x + 8
-}
-
-#[test]
-#[ignore = "helper: run by the test below with PARJOB_CACHE_DIR set"]
-fn helper_env_dir() {
-    assert_eq!(from_env_dir(1), 8);
-    assert_eq!(explicit_dir(1), 9);
-    println!("env={}", from_env_dir::cache_dir().unwrap().display());
-    println!("explicit={}", explicit_dir::cache_dir().unwrap().display());
-}
-
-#[test]
-#[ignore = "helper: run by the test below with a user cache directory"]
-fn helper_default_dir() {
-    assert_eq!(from_env_dir(2), 9);
-    assert_eq!(from_env_dir(2), 9);
-    let stats = from_env_dir::stats();
-    println!("hits={} misses={}", stats.hits, stats.misses);
-    println!(
-        "dir={}",
-        from_env_dir::cache_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default()
-    );
-}
-
-/// With no `dir` and no `PARJOB_CACHE_DIR`, a function caches under the
-/// user's cache directory; with none of those, it says so on stderr.
-#[test]
-fn without_a_dir_the_cache_goes_to_the_users_cache_directory() {
-    fresh("target/memo-tests/xdg");
-    let run = |env: &[(&str, &str)], unset: &[&str]| {
-        let mut command = helper("helper_default_dir", env);
-        for name in unset {
-            command.env_remove(name);
-        }
-        let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
-    let (text, _) = run(
-        &[("XDG_CACHE_HOME", "target/memo-tests/xdg")],
-        &["PARJOB_CACHE_DIR"],
-    );
-    assert!(text.contains("hits=1 misses=1"), "{text}");
-    assert!(
-        text.contains("dir=target/memo-tests/xdg/parjob/memoize/memoize/from_env_dir"),
-        "{text}"
-    );
-    let (text, stderr) = run(&[], &["PARJOB_CACHE_DIR", "XDG_CACHE_HOME", "HOME"]);
-    assert!(text.contains("hits=0 misses=2"), "{text}");
-    assert!(stderr.contains("cache unavailable"), "{stderr}");
-}
-
-#[test]
-fn the_directory_comes_from_parjob_cache_dir_unless_the_attribute_names_one() {
-    fresh("target/memo-tests/env");
-    fresh("target/memo-tests/explicit");
-    let out = helper(
-        "helper_env_dir",
-        &[("PARJOB_CACHE_DIR", "target/memo-tests/env")],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("env=target/memo-tests/env/memoize/from_env_dir"),
-        "{text}"
-    );
-    assert!(
-        text.contains("explicit=target/memo-tests/explicit/memoize/explicit_dir"),
-        "{text}"
-    );
-    assert_eq!(
-        outputs(Path::new("target/memo-tests/env/memoize/from_env_dir")).len(),
-        1
-    );
-    assert_eq!(
-        outputs(Path::new("target/memo-tests/explicit/memoize/explicit_dir")).len(),
-        1
-    );
 }
 
 #[memoize(dir = "target/memo-tests/evict-race")]

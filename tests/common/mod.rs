@@ -60,3 +60,19 @@ pub fn run_helper(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     );
     stdout
 }
+
+/// The output files (`*.out`) of one cached function's directory, sorted;
+/// none when it does not exist.
+pub fn cache_outputs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "out"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}

@@ -16,6 +16,7 @@
 //! function.
 
 pub(crate) mod clock;
+mod counters;
 pub(crate) mod evict;
 pub(crate) mod key;
 pub(crate) mod mapped;
@@ -24,6 +25,8 @@ pub(crate) mod probe;
 mod shelf;
 pub(crate) mod store;
 
+use counters::Counters;
+pub use counters::{CacheStats, MissReason};
 pub use memory::Memory;
 pub use shelf::MemorizedResult;
 use shelf::Shelf;
@@ -32,8 +35,8 @@ use key::{Hasher, Key, KeyError};
 use serde::{de::DeserializeOwned, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::compress::Compression;
@@ -62,91 +65,6 @@ fn default_root(function: &str) -> Option<PathBuf> {
         })?;
     let krate = function.split("::").next().unwrap_or("parjob");
     Some(user_cache.join("parjob").join(krate))
-}
-
-/// Why the last call of a function missed the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissReason {
-    /// These arguments were never computed (or the entry was cleared).
-    NoEntry,
-    /// The function's code changed since its entries were written; they
-    /// were removed.
-    CodeChanged,
-    /// The entry was older than `expires_after`.
-    Expired,
-    /// The entry was torn, truncated or failed its checksum; it was
-    /// recomputed and replaced.
-    Corrupt,
-    /// The entry was evicted to keep the cache under `bytes_limit`.
-    Evicted,
-    /// The cache could not be read or has no directory; the result was
-    /// computed without it.
-    Unavailable,
-    /// The cache is turned off ([`Memory::disabled`], joblib's
-    /// `Memory(location=None)`): every call computes.
-    Disabled,
-}
-
-/// Hits and misses of one function, and why the last miss missed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Calls answered from the cache.
-    pub hits: u64,
-    /// Calls that ran the function.
-    pub misses: u64,
-    /// Why the most recent miss missed.
-    pub last_miss: Option<MissReason>,
-}
-
-/// Counters shared by every call of one function.
-#[derive(Default)]
-struct Counters {
-    /// The function's name, under which a worker reports its counts.
-    name: &'static str,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    last_miss: Mutex<Option<MissReason>>,
-    warned: AtomicBool,
-    unflushed_bytes: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            last_miss: *self.last_miss.lock().unwrap_or_else(|p| p.into_inner()),
-        }
-    }
-
-    fn missed(&self, reason: MissReason) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        *self.last_miss.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-        if crate::backend::process::worker::is_worker() {
-            crate::wire::tally::record(self.name, false);
-        }
-    }
-
-    fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-        if crate::backend::process::worker::is_worker() {
-            crate::wire::tally::record(self.name, true);
-        }
-    }
-
-    /// Warns about an unusable cache once per function.
-    fn warn_once(&self, name: &str, what: &str) {
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                function = name,
-                "parjob cache unavailable, computing without it: {what}"
-            );
-            // Without a subscriber the event shows nowhere: say it anyway.
-            if !tracing::dispatcher::has_been_set() {
-                eprintln!("[parjob] cache unavailable for `{name}`, computing without it: {what}");
-            }
-        }
-    }
 }
 
 /// Everything one cached call needs: where, how, and whose counters.

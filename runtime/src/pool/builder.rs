@@ -83,13 +83,7 @@ impl PoolBuilder {
     /// counts chunks too). 0 is refused by [`PoolBuilder::build`], as
     /// CPython refuses it: leave it unset for no limit.
     pub fn max_tasks_per_child(mut self, k: usize) -> Self {
-        if k == 0 {
-            self.refused.push(
-                "max_tasks_per_child(0): a worker must run at least one chunk; leave it unset \
-                 for workers that live as long as the pool"
-                    .into(),
-            );
-        }
+        self.refuse_zero("max_tasks_per_child", "chunk", k);
         self.max_tasks_per_child = Some(k);
         self
     }
@@ -97,15 +91,19 @@ impl PoolBuilder {
     /// Retires a worker once it has run `k` items. 0 is refused by
     /// [`PoolBuilder::build`].
     pub fn max_items_per_child(mut self, k: usize) -> Self {
-        if k == 0 {
-            self.refused.push(
-                "max_items_per_child(0): a worker must run at least one item; leave it unset \
-                 for workers that live as long as the pool"
-                    .into(),
-            );
-        }
+        self.refuse_zero("max_items_per_child", "item", k);
         self.max_items_per_child = Some(k);
         self
+    }
+
+    /// Records a per-worker limit of 0, which `build` refuses.
+    fn refuse_zero(&mut self, setting: &str, unit: &str, k: usize) {
+        if k == 0 {
+            self.refused.push(format!(
+                "{setting}(0): a worker must run at least one {unit}; leave it unset for \
+                 workers that live as long as the pool"
+            ));
+        }
     }
 
     /// What a worker's death does ([`OnWorkerDeath::Replace`] by default).
