@@ -23,7 +23,7 @@ pub enum MissReason {
     /// The cache could not be read or has no directory; the result was
     /// computed without it.
     Unavailable,
-    /// The cache is turned off ([`Memory::disabled`], joblib's
+    /// The cache is turned off ([`Memory::disabled`](super::Memory::disabled), joblib's
     /// `Memory(location=None)`): every call computes.
     Disabled,
 }

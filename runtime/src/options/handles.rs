@@ -4,7 +4,7 @@
 
 /// joblib's `temp_folder`: where shared memory is backed by files instead
 /// of a `memfd` (see [`crate::shm`]). A small copyable handle to an
-/// interned path, so [`Options`] stay `Copy`.
+/// interned path, so [`Options`](super::Options) stay `Copy`.
 ///
 /// ```
 /// use parjob_runtime::TempFolder;
