@@ -264,14 +264,52 @@ fn run_within(mut command: Command, limit: Duration) -> Result<Output, String> {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.map_err(|e| e.to_string()),
-        Err(_) => {
+    let deadline = std::time::Instant::now() + limit;
+    let mut orphaned_since = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(out) => return out.map_err(|e| e.to_string()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("the waiter died".into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        // OpenMPI's mpirun has been seen to hang for ever after every rank
+        // of the job has exited (they stay zombies it never reaps), when a
+        // rank had been stopped by SIGSTOP: that is the launcher's hang,
+        // not the program's, so it is ended and the output judged.
+        if only_zombie_children(pid) {
+            let since = *orphaned_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(5) {
+                println!("note: mpirun hung after every rank had exited; it was ended");
+                // SAFETY: signalling a child of ours by pid.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                orphaned_since = None;
+                continue;
+            }
+        } else {
+            orphaned_since = None;
+        }
+        if std::time::Instant::now() >= deadline {
             // SAFETY: signalling a child of ours by pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            Err(format!("still running after {limit:?}: a hang"))
+            return Err(format!("still running after {limit:?}: a hang"));
         }
     }
+}
+
+/// Whether `pid` has children and every one has exited (a zombie).
+fn only_zombie_children(pid: u32) -> bool {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let states: Vec<bool> = children
+        .split_whitespace()
+        .map(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+                .unwrap_or(true)
+        })
+        .collect();
+    !states.is_empty() && states.iter().all(|&zombie| zombie)
 }
 
 fn check(case: &Case, exe: &str) -> Result<(), String> {
