@@ -338,14 +338,7 @@ impl<'w> DriverThread<'w> {
             .world
             .process_at_rank(0)
             .spawn(&command, workers as i32)
-            .map_err(|e| {
-                format!(
-                    "MPI_Comm_spawn of {workers} workers failed ({e}): MPI found no free slots \
-                     for them. With OpenMPI, allow more ranks than slots with \
-                     OMPI_MCA_rmaps_base_oversubscribe=1 (or run under `mpirun --oversubscribe`), \
-                     or ask for fewer workers in Backend::MpiSpawn {{ workers }}"
-                )
-            })?;
+            .map_err(|e| super::spawn_refused(workers, e))?;
         let base = driver.lock_table().peers.len();
         let raw = inter.as_raw();
         {

@@ -229,3 +229,14 @@ pub(crate) mod info {
         super::driver::sent()
     }
 }
+
+/// The error of an `MPI_Comm_spawn` that found no free slots, with the
+/// setting that allows more ranks than slots.
+fn spawn_refused(workers: usize, e: impl std::fmt::Display) -> String {
+    format!(
+        "MPI_Comm_spawn of {workers} workers failed ({e}): MPI found no free slots for them. \
+         With OpenMPI, allow more ranks than slots with OMPI_MCA_rmaps_base_oversubscribe=1 \
+         (or run under `mpirun --oversubscribe`), or ask for fewer workers in \
+         Backend::MpiSpawn {{ workers }}"
+    )
+}
