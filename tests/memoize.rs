@@ -6,31 +6,12 @@ use parjob::prelude::*;
 use parjob::MissReason;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::cache_outputs as outputs;
-
-/// A fresh, empty directory for one test (relative paths in attributes
-/// resolve from the package root, where cargo runs tests).
-fn fresh(dir: &str) -> PathBuf {
-    let path = PathBuf::from(dir);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
-
-/// Re-runs one ignored helper test of this binary in a new process.
-fn helper(name: &str, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", name, "--include-ignored", "--nocapture", "-q"]);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
-}
+use common::{cache_outputs as outputs, fresh, helper_command as helper};
 
 /// Collects `tracing` events' text on this thread.
 #[derive(Clone, Default)]

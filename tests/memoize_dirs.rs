@@ -4,26 +4,10 @@
 //! copy of this binary, with the environment it needs.
 
 use parjob::prelude::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 mod common;
-use common::cache_outputs as outputs;
-
-/// A fresh, empty directory (relative to the package root).
-fn fresh(dir: &str) -> PathBuf {
-    let path = PathBuf::from(dir);
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
-
-/// Re-runs one ignored helper test of this binary in a new process.
-fn helper(name: &str, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", name, "--include-ignored", "--nocapture", "-q"]);
-    command.envs(env.iter().copied());
-    command
-}
+use common::{cache_outputs as outputs, fresh, helper_command as helper};
 
 #[memoize]
 fn from_env_dir(x: u64) -> u64 {

@@ -76,3 +76,20 @@ pub fn cache_outputs(dir: &std::path::Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// A fresh, empty directory at `dir`, relative to the package root (where
+/// cargo runs tests, and where relative `#[memoize(dir = ..)]` resolve).
+pub fn fresh(dir: &str) -> PathBuf {
+    let path = PathBuf::from(dir);
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+/// The command that re-runs the ignored helper test `name` of this test
+/// binary in a new process, with `env` added (see also [`run_helper`]).
+pub fn helper_command(name: &str, env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", name, "--include-ignored", "--nocapture", "-q"]);
+    command.envs(env.iter().copied());
+    command
+}
