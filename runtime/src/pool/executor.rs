@@ -199,9 +199,10 @@ impl<R> Future<R> {
         self.slot().is_cancelled()
     }
 
-    /// Whether it has ended (`done()`).
+    /// Whether it has ended (`done()`): true once its result is known, as
+    /// its done callbacks start, as in concurrent.futures.
     pub fn done(&self) -> bool {
-        self.result.ready()
+        self.slot().has_ended()
     }
 
     /// Runs `callback` with the result once it is done, on the pool's

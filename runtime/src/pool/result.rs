@@ -43,6 +43,11 @@ struct State<T> {
     value: Option<Result<T>>,
     /// Whether the value was set (it stays set after `get` takes it).
     done: bool,
+    /// Whether the value is known: set as `set` begins, before the
+    /// callbacks run (a concurrent.futures future is done by then).
+    ended: bool,
+    /// The thread running `set`, while it runs the callbacks.
+    setter: Option<std::thread::ThreadId>,
     /// Whether it ended in an error.
     failed: bool,
     /// Whether it ended as cancelled.
@@ -62,6 +67,8 @@ impl<T> Slot<T> {
             state: Mutex::new(State {
                 value: None,
                 done: false,
+                ended: false,
+                setter: None,
                 failed: false,
                 cancelled: false,
                 lent: false,
@@ -86,7 +93,12 @@ impl<T> Slot<T> {
     /// (so `ready` turns true only once they ran, as in CPython), and
     /// wakes every waiter. A callback that panics is logged.
     pub(crate) fn set(&self, value: Result<T>) {
-        let callbacks = std::mem::take(&mut self.lock().on_done);
+        let callbacks = {
+            let mut state = self.lock();
+            state.ended = true;
+            state.setter = Some(std::thread::current().id());
+            std::mem::take(&mut state.on_done)
+        };
         for callback in callbacks {
             run_logged(|| callback(&value));
         }
@@ -111,6 +123,13 @@ impl<T> Slot<T> {
     /// anything, as concurrent.futures allows).
     pub(crate) fn on_done(&self, callback: OnDone<T>) {
         let mut state = self.lock();
+        // Ended, with its callbacks running on another thread: it is done
+        // for the caller (`Future::done`), so this one runs here too, once
+        // they have.
+        let here = Some(std::thread::current().id());
+        while state.ended && !state.done && state.setter != here {
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
         if !state.done {
             state.on_done.push(callback);
             return;
@@ -156,6 +175,12 @@ impl<T> Slot<T> {
             }
         }
         Waited::Set
+    }
+
+    /// Whether its value is known, though its callbacks may still run
+    /// (`Future::done`; a pool's `ready` waits for the callbacks).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.lock().ended
     }
 
     /// Whether it ended as cancelled.
