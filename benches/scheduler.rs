@@ -15,6 +15,15 @@
 //!    (clones each into its job) and rayon (target: par_map within 1.2x
 //!    of rayon).
 //!
+//! 5. Uneven work (the process backend, n_jobs = 2; with `--features mpi`
+//!    also MPI with 2 worker ranks, under `mpirun -n 3`):
+//!    - stragglers: 10 tasks, item 1 sleeps 3 s and the others 50 ms,
+//!      through `Parallel::iter_unordered`: when the ninth fast result
+//!      arrives (target: <= 0.6 s; ideal 0.45 s);
+//!    - 200 sleeps of seeded log-normal length (median 20 ms, sigma 1)
+//!      and two of 0.5 s, ordered `f::map`: the makespan against the lower
+//!      bound `max(longest, total / 2)` (target: <= 1.05x).
+//!
 //! Memory is measured by `cargo run --release --example streaming_memory`.
 
 use parjob::prelude::*;
@@ -45,6 +54,98 @@ fn spin(micros: u64) -> u64 {
         n = n.wrapping_add(1);
     }
     n
+}
+
+/// Sleeps `millis` milliseconds: uneven work that leaves the CPUs free.
+#[parallel(n_jobs = 2, backend = "process")]
+fn nap(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+/// When the nine fast results of the straggler case have all arrived.
+fn nine_fast_results(p: &Parallel) -> Duration {
+    let started = Instant::now();
+    let naps = (0..10).map(|i| nap::delayed(if i == 1 { 3_000 } else { 50 }));
+    let mut fast = 0;
+    for r in p.iter_unordered(naps) {
+        let (_, millis) = r.expect("a nap succeeds");
+        if millis == 50 {
+            fast += 1;
+            if fast == 9 {
+                return started.elapsed();
+            }
+        }
+    }
+    unreachable!("nine fast naps")
+}
+
+/// 200 naps of seeded log-normal length (median 20 ms, sigma 1), with
+/// 0.5 s stragglers at items 50 and 150.
+fn lognormal_naps() -> Vec<u64> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut uniform = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut naps: Vec<u64> = (0..200)
+        .map(|_| {
+            // Box-Muller: one standard normal from two uniforms.
+            let z = (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+            (20.0 * z.exp()).round().max(1.0) as u64
+        })
+        .collect();
+    naps.insert(50, 500);
+    naps.insert(150, 500);
+    naps
+}
+
+/// The uneven-work rows on `backend` (section 5).
+fn uneven(backend: Backend, label: &str) {
+    let p = Parallel::new().n_jobs(2).backend(backend);
+    // Start the workers first, so no row pays for it.
+    p.run((0..4).map(|_| nap::delayed(1))).expect("warm-up");
+    let fast = nine_fast_results(&p);
+    println!(
+        "| stragglers: 9 fast results (50 ms) beside one of 3 s, {label}, iter_unordered | {:.3} s | ideal 0.450 s | {:.2}x ideal | <= 0.6 s |",
+        fast.as_secs_f64(),
+        fast.as_secs_f64() / 0.45
+    );
+    let naps = lognormal_naps();
+    let total: u64 = naps.iter().sum();
+    let longest = *naps.iter().max().expect("202 naps");
+    let bound = Duration::from_millis(longest.max(total / 2));
+    let (got, makespan) = time(|| p.run(naps.iter().map(|&ms| nap::delayed(ms))));
+    assert_eq!(got.expect("every nap succeeds"), naps);
+    println!(
+        "| 202 log-normal naps (median 20 ms) with two of 0.5 s, {label}, ordered | {:.3} s | lower bound {:.3} s | {:.3}x | <= 1.05x |",
+        makespan.as_secs_f64(),
+        bound.as_secs_f64(),
+        makespan.as_secs_f64() / bound.as_secs_f64()
+    );
+}
+
+/// Runs section 5 on MPI: under `mpirun -n 3` when launched so, else by
+/// launching this bench so (rank 0 prints the rows).
+#[cfg(feature = "mpi")]
+fn uneven_on_mpi() {
+    if parjob::mpi::launched() {
+        return uneven(Backend::Mpi, "MPI, 2 worker ranks");
+    }
+    let status = std::process::Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-n", "3"])
+        .arg(std::env::current_exe().expect("this bench's path"))
+        .arg("--uneven-only")
+        .status()
+        .expect("mpirun (OpenMPI) must be installed");
+    assert!(status.success(), "the MPI rows failed: {status}");
+}
+
+#[cfg(not(feature = "mpi"))]
+fn uneven_on_mpi() {
+    println!("| (MPI rows: `cargo bench --features mpi --bench scheduler`) | | | | |");
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -83,8 +184,12 @@ fn skewed() -> Vec<u64> {
     durations
 }
 
+#[parjob::main]
 fn main() -> parjob::Result<()> {
-    parjob::init();
+    if std::env::args().any(|a| a == "--uneven-only") {
+        uneven_on_mpi();
+        return Ok(());
+    }
     println!(
         "parjob scheduler benchmarks: {} CPUs\n",
         parjob::cpu_count()
@@ -190,5 +295,9 @@ fn main() -> parjob::Result<()> {
             d.as_secs_f64() / d_rayon.as_secs_f64()
         );
     }
+
+    // 5. Uneven work.
+    uneven(Backend::Process, "process");
+    uneven_on_mpi();
     Ok(())
 }

@@ -109,6 +109,14 @@ const CASES: &[Case] = &[
         slurm: false,
     },
     Case {
+        name: "straggler",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK straggler"],
+        slurm: false,
+    },
+    Case {
         name: "panic",
         launch: three,
         env: &[],

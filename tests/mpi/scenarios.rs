@@ -79,6 +79,66 @@ pub fn nested_plan(asked: String) -> (String, usize, String) {
     )
 }
 
+/// Item 1 waits (up to a minute) until `dir` holds a file `gate`, when
+/// `gated`, or else a file for each of the other `n - 1` items; the
+/// others leave their file and return at once. Returns the item and
+/// whether the wait held.
+#[parallel(backend = "mpi")]
+pub fn straggle(i: u64, n: u64, dir: String, gated: bool) -> (u64, bool) {
+    let dir = std::path::Path::new(&dir);
+    if i != 1 {
+        std::fs::write(dir.join(i.to_string()), b"").unwrap();
+        return (i, true);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = || match gated {
+        true => dir.join("gate").exists(),
+        false => std::fs::read_dir(dir).unwrap().count() as u64 == n - 1,
+    };
+    while !ready() {
+        if std::time::Instant::now() > until {
+            return (i, false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (i, true)
+}
+
+/// No fast job waits behind a slow one on the ranks: unordered, the nine
+/// fast results arrive before the slow job, which waits for a file the
+/// driver writes only then; ordered, the slow job waits until every other
+/// job has left its file.
+fn straggler() {
+    let dir = std::env::temp_dir().join(format!("parjob-mpi-straggler-{}", std::process::id()));
+    let path = dir.to_string_lossy().into_owned();
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+    };
+    fresh();
+    let jobs = (0..10u64).map(|i| straggle::delayed(i, 10, path.clone(), true));
+    let mut fast = 0;
+    for r in Parallel::new().backend(Backend::Mpi).iter_unordered(jobs) {
+        let (_, (i, in_time)) = r.unwrap();
+        if i == 1 {
+            assert!(in_time, "the slow job waited in vain");
+            assert_eq!(fast, 9, "every fast result arrives before the slow one");
+        } else {
+            fast += 1;
+            if fast == 9 {
+                std::fs::write(dir.join("gate"), b"").unwrap();
+            }
+        }
+    }
+    assert_eq!(fast, 9);
+    for n in [3u64, 10, 40] {
+        fresh();
+        let out = straggle::map((0..n).map(|i| (i, n, path.clone(), false))).unwrap();
+        assert!(out.iter().all(|&(_, in_time)| in_time), "{n} jobs: {out:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn ok(name: &str) {
     println!("OK {name}");
 }
@@ -99,6 +159,7 @@ pub fn run(name: &str) {
         "broadcast_again" => broadcast_again(),
         "big_results" => big_results(),
         "stopped_rank" => stopped_rank(),
+        "straggler" => straggler(),
         "driver_panics" => {
             assert_eq!(square::map(0..4u64).unwrap().len(), 4);
             panic!("the driver gives up");

@@ -7,6 +7,9 @@
 //! name the exact job of a batch that a crashed worker was running, without
 //! one message per job. A third word says which call a pool's chunk (one
 //! job of many calls) is on, so a death in a chunk names its exact item.
+//! A fourth word is the claim on a batch queued behind the running one
+//! (see [`Beacon::offer`]): the parent can take such a batch back, to
+//! give it to an idle worker, for as long as the worker has not claimed it.
 //! For worker processes the words live in a `memfd` mapped by both sides;
 //! for threads, on the heap.
 
@@ -26,7 +29,13 @@ struct Words {
     started_ns: AtomicU64,
     /// The call a chunk job (a pool's) is on, counted in the chunk.
     call: AtomicU64,
+    /// The batch offered behind the running one ([`Beacon::offer`]), with
+    /// [`TAKEN_BACK`] set once the parent took it back; 0 when none is.
+    claim: AtomicU64,
 }
+
+/// Set in the claim word on a batch the parent took back.
+const TAKEN_BACK: u64 = 1 << 63;
 
 enum Storage {
     Heap(Box<Words>),
@@ -57,6 +66,7 @@ impl Beacon {
                 seq: AtomicU64::new(IDLE),
                 started_ns: AtomicU64::new(0),
                 call: AtomicU64::new(0),
+                claim: AtomicU64::new(0),
             })),
         }
     }
@@ -150,6 +160,55 @@ impl Beacon {
         self.words().seq.store(IDLE, Ordering::Release);
     }
 
+    /// Whether no offered batch is outstanding: the last one offered was
+    /// claimed, or was taken back and skipped. Only then may the parent
+    /// offer another.
+    pub(crate) fn may_offer(&self) -> bool {
+        self.words().claim.load(Ordering::Acquire) == 0
+    }
+
+    /// Marks batch `id` (non-zero) as offered: queued behind the running
+    /// batch, and so still the parent's to take back until the worker
+    /// claims it. Called before the batch's frame is sent.
+    pub(crate) fn offer(&self, id: u64) {
+        debug_assert!(id != 0 && id & TAKEN_BACK == 0 && self.may_offer());
+        self.words().claim.store(id, Ordering::Release);
+    }
+
+    /// The parent takes offered batch `id` back; false when the worker has
+    /// claimed it already (it is running, or ran). One compare-and-swap
+    /// decides, so a batch is never both run here and sent elsewhere.
+    pub(crate) fn take_back(&self, id: u64) -> bool {
+        self.words()
+            .claim
+            .compare_exchange(id, id | TAKEN_BACK, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The worker, about to start batch `id`: false when the parent took
+    /// it back, and the batch must be skipped without an answer. A batch
+    /// that was never offered (sent to an idle worker) is always the
+    /// worker's.
+    pub(crate) fn claim(&self, id: u64) -> bool {
+        let claim = &self.words().claim;
+        let now = claim.load(Ordering::Acquire);
+        if now == id | TAKEN_BACK {
+            claim.store(0, Ordering::Release);
+            return false;
+        }
+        if now != id {
+            return true;
+        }
+        match claim.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(_) => {
+                // Taken back between the load and the swap.
+                claim.store(0, Ordering::Release);
+                false
+            }
+        }
+    }
+
     #[cfg(feature = "mpi")]
     /// The running job's sequence number, if one runs: one atomic load,
     /// safe in a signal handler.
@@ -211,5 +270,30 @@ mod tests {
         assert!(ran >= Duration::from_millis(5));
         child.idle();
         assert_eq!(parent.running(), None);
+    }
+
+    #[test]
+    fn an_offered_batch_goes_to_whoever_decides_first() {
+        let parent = Beacon::shared().unwrap();
+        // SAFETY: `parent` owns the fd and outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(parent.fd().unwrap()) };
+        let child = Beacon::map(fd).unwrap();
+        // Never offered: the worker's.
+        assert!(child.claim(3));
+        // Offered, then claimed: the parent can no longer take it back.
+        parent.offer(4);
+        assert!(!parent.may_offer());
+        assert!(child.claim(4));
+        assert!(!parent.take_back(4));
+        assert!(parent.may_offer());
+        // Offered, then taken back: the worker skips it, and only then
+        // may another be offered.
+        parent.offer(5);
+        assert!(parent.take_back(5));
+        assert!(!parent.may_offer());
+        assert!(!child.claim(5));
+        assert!(parent.may_offer());
+        // A batch sent to the idle worker after that one is its own.
+        assert!(child.claim(6));
     }
 }

@@ -29,8 +29,14 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Batches queued on one rank: one running, one on its way.
-const DEPTH: usize = 2;
+/// Batches queued on one rank: the one it runs. A rank pulls its next
+/// batch when it answers the last, so no batch ever waits behind a slow
+/// one while another rank is idle. A rank runs its serve loop on one
+/// thread and cannot give back a batch it was sent, so a second batch
+/// queued behind a straggler would wait for it: the round trip this
+/// costs per batch is what auto-batching's target amortizes
+/// (`docs/decisions.md`, "A job waits only for an idle worker").
+const DEPTH: usize = 1;
 
 /// Batch ids, unique for the process: a rank told to skip batches up to
 /// an id skips only older runs' batches and this one's.

@@ -4,6 +4,18 @@
 //! worker that died (the run's error, naming the job it was running). A
 //! worker that died before it began its first batch ran none of it: its
 //! batches are sent once more, elsewhere.
+//!
+//! # Where a batch waits
+//! A batch goes to an idle worker when there is one. A second batch is
+//! queued behind a running one (so the worker does not sit idle while
+//! the next crosses the pipe) only when the running batch is predicted to
+//! end within [`PREFETCH_WINDOW`], by the smoothed time per job of this
+//! run's finished batches. Such a batch is *offered*: when another worker
+//! goes idle first, the session takes it back and sends it there, unless
+//! the worker has claimed it already (one compare-and-swap on the
+//! worker's beacon decides). So no job waits behind a slow one while a
+//! worker is idle: see `docs/decisions.md`, "A job waits only for an idle
+//! worker".
 
 use super::lease::Lease;
 use super::reader::Event;
@@ -43,6 +55,11 @@ pub(super) struct InFlight<R> {
     pub(super) items: usize,
 }
 
+/// A batch is queued behind a running one only when that one is
+/// predicted to end within this long: the time a short batch's round trip
+/// would cost the worker, kept small, so that a misprediction costs little.
+pub(crate) const PREFETCH_WINDOW: Duration = Duration::from_millis(8);
+
 /// One run's use of a process pool.
 pub(crate) struct ProcessSession<W: Work> {
     pub(super) pool: Lease,
@@ -56,6 +73,9 @@ pub(crate) struct ProcessSession<W: Work> {
     backend_from: BackendSource,
     /// The run's `max_nbytes`, which the workers apply to results.
     max_nbytes: Option<u64>,
+    /// The time per job of this run's finished batches, smoothed, in
+    /// nanoseconds: what predicts when a running batch ends.
+    per_job_ns: Option<f64>,
 }
 
 impl<W: Work> ProcessSession<W> {
@@ -79,10 +99,25 @@ impl<W: Work> ProcessSession<W> {
             timeout,
             backend_from,
             max_nbytes,
+            per_job_ns: None,
         })
     }
 
+    /// The worker the next batch goes to: an idle one, else one whose
+    /// running batch is predicted to end soon.
     pub(super) fn least_loaded(&self) -> Option<usize> {
+        self.pool
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| self.pool.may_take(w) && (w.queue.is_empty() || self.ends_soon(w)))
+            .min_by_key(|(_, w)| w.queue.len())
+            .map(|(i, _)| i)
+    }
+
+    /// The least loaded worker with room under the pool's rules, whatever
+    /// it is running: for a dead worker's batches, which must go somewhere.
+    pub(super) fn any_room(&self) -> Option<usize> {
         self.pool
             .workers
             .iter()
@@ -90,6 +125,64 @@ impl<W: Work> ProcessSession<W> {
             .filter(|(_, w)| self.pool.may_take(w))
             .min_by_key(|(_, w)| w.queue.len())
             .map(|(i, _)| i)
+    }
+
+    /// Whether a batch may be queued behind worker `w`'s running batch:
+    /// no offer of `w`'s is outstanding, and its running batch is predicted
+    /// to end within [`PREFETCH_WINDOW`] and has not overrun that
+    /// prediction. Without a prediction yet (the run's first batches), no.
+    fn ends_soon(&self, w: &Worker) -> bool {
+        let Some(per_job) = self.per_job_ns else {
+            return false;
+        };
+        if !w.beacon.may_offer() {
+            return false;
+        }
+        let Some(running) = w.queue.front().and_then(|id| self.batches.get(id)) else {
+            return true;
+        };
+        let window = PREFETCH_WINDOW.as_nanos() as f64;
+        let left = (running.len - running.answered) as f64 * per_job;
+        let overrun = w
+            .beacon
+            .running()
+            .is_some_and(|(_, ran)| ran.as_nanos() as f64 > 4.0 * per_job + window / 8.0);
+        left <= window && !overrun
+    }
+
+    /// Worker `idle` has nothing left to run: it takes the batch offered
+    /// behind another worker's running one, if that worker has not claimed
+    /// it yet.
+    fn take_back_for(&mut self, idle: usize) {
+        if !self.pool.workers[idle].queue.is_empty()
+            || !self.pool.may_take(&self.pool.workers[idle])
+        {
+            return;
+        }
+        let mut victims: Vec<usize> = (0..self.pool.workers.len())
+            .filter(|&k| k != idle && self.pool.workers[k].queue.len() >= 2)
+            .collect();
+        // The worker whose running job has run longest first: the likeliest straggler.
+        victims.sort_by_key(|&k| {
+            std::cmp::Reverse(self.pool.workers[k].beacon.running().map(|(_, ran)| ran))
+        });
+        for k in victims {
+            let victim = &mut self.pool.workers[k];
+            let id = *victim.queue.back().expect("two batches queued");
+            if !victim.beacon.take_back(id) {
+                continue;
+            }
+            victim.queue.pop_back();
+            let batch = self.batches.get(&id).expect("a queued batch is in flight");
+            send(
+                &mut self.pool.workers[idle],
+                id,
+                &batch.frame,
+                batch.decode,
+                &batch.shared.segments,
+            );
+            return;
+        }
     }
 
     /// The job a worker was running, by its beacon, else the first of its
@@ -114,6 +207,13 @@ impl<W: Work> ProcessSession<W> {
     /// Ends batch `id`, the oldest on worker `pos`.
     pub(super) fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
         let batch = self.batches.remove(&id).expect("the batch was looked up");
+        if batch.failure.is_none() && batch.values.len() == batch.len && batch.len > 0 {
+            let per_job = elapsed.as_nanos() as f64 / batch.len as f64;
+            self.per_job_ns = Some(match self.per_job_ns {
+                Some(before) => 0.5 * before + 0.5 * per_job,
+                None => per_job,
+            });
+        }
         let forget = self.pool.rules.forget_when_idle;
         let w = &mut self.pool.workers[pos];
         w.queue.pop_front();
@@ -122,6 +222,7 @@ impl<W: Work> ProcessSession<W> {
         if forget && w.queue.is_empty() {
             forget_segments(w);
         }
+        self.take_back_for(pos);
         self.pool.retire_if_spent(pos);
         Finished {
             first: batch.first,
@@ -166,9 +267,20 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             shared,
             ..
         } = encoded;
+        // The prediction `has_room` used may have lapsed since (a running
+        // job overran it): then the batch is still offered, so an idle
+        // worker can take it back.
         let pos = self
             .least_loaded()
+            .or_else(|| {
+                self.any_room()
+                    .filter(|&k| self.pool.workers[k].beacon.may_offer())
+            })
             .expect("has_room said a worker has room");
+        let w = &self.pool.workers[pos];
+        if !w.queue.is_empty() {
+            w.beacon.offer(id);
+        }
         send(
             &mut self.pool.workers[pos],
             id,

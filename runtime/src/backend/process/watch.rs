@@ -151,7 +151,12 @@ impl<W: Work> ProcessSession<W> {
         for id in queue {
             let pos = self
                 .least_loaded()
+                .or_else(|| self.any_room())
                 .expect("a fresh worker has room for a dead one's batches");
+            let w = &self.pool.workers[pos];
+            if !w.queue.is_empty() && w.beacon.may_offer() {
+                w.beacon.offer(id);
+            }
             let batch = self.batches.get_mut(&id).expect("checked above");
             batch.resent = true;
             send(

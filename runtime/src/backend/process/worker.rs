@@ -265,6 +265,11 @@ pub(crate) fn serve_frames(
                 chunked,
             } => {
                 drop(frame);
+                if !beacon.claim(id) {
+                    // The parent took it back for an idle worker: it
+                    // expects no answer.
+                    continue;
+                }
                 crate::shm::set_result_threshold(max_nbytes);
                 let batch = Batch {
                     id,
