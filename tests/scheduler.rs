@@ -279,23 +279,31 @@ fn dropping_an_iterator_early_leaves_no_task_running() {
     let dir = std::env::temp_dir().join(format!("parjob-drop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = process(2);
-    let jobs =
-        (0..10u64).map(|i| announce::delayed(dir.clone(), i, if i == 0 { 0 } else { 20_000 }));
+    // Item 0 is quick and leaves no trace; the others announce their
+    // worker, then sleep 20 s.
+    let quiet = dir.join("quiet");
+    std::fs::create_dir_all(&quiet).unwrap();
+    let jobs = (0..10u64).map(|i| match i {
+        0 => announce::delayed(quiet.clone(), i, 0),
+        _ => announce::delayed(dir.clone(), i, 20_000),
+    });
     let mut it = p.iter(jobs);
     assert_eq!(it.next().unwrap().unwrap(), 0);
-    // Workers are now running 20 s tasks; learn who they are, then drop.
+    // A worker is now running a 20 s task (the other is idle: a batch
+    // waits for an idle worker, never behind a busy one); learn who runs
+    // one, then drop.
     let deadline = Instant::now() + Duration::from_secs(10);
     let busy = loop {
         let pids: Vec<u32> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
-        if pids.len() == 2 || Instant::now() > deadline {
+        if !pids.is_empty() || Instant::now() > deadline {
             break pids;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(busy.len(), 2);
+    assert!(!busy.is_empty(), "no worker announced its 20 s task");
     drop(it);
     for pid in busy {
         assert!(

@@ -22,7 +22,9 @@
 //! `n_jobs` is the worker's share of the machine, so nested parallelism
 //! does not oversubscribe the CPUs.
 
+use crate::backend::nesting::{self, Nesting};
 use crate::error::{Error, Result};
+use crate::options::NestedIn;
 use crate::options::{
     effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
     MaxNbytes, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
@@ -37,6 +39,8 @@ pub(crate) const ENV_N_JOBS: &str = "PARJOB_N_JOBS";
 pub(crate) const ENV_BACKEND: &str = "PARJOB_BACKEND";
 /// Environment variable giving the default `max_nbytes`.
 pub(crate) const ENV_MAX_NBYTES: &str = "PARJOB_MAX_NBYTES";
+/// Environment variable giving the default `inner_max_num_threads`.
+pub(crate) const ENV_INNER_MAX_NUM_THREADS: &str = "PARJOB_INNER_MAX_NUM_THREADS";
 /// Environment variable giving the default `temp_folder`.
 pub(crate) const ENV_TEMP_FOLDER: &str = "PARJOB_TEMP_FOLDER";
 
@@ -102,30 +106,54 @@ impl Options {
             verbose: parjob_syntax::verbose_level(options.verbose.unwrap_or(0)),
             progress: options.progress.unwrap_or(false),
             initializer: options.initializer,
+            inner_max_num_threads: inner_max_num_threads(options.inner_max_num_threads)?,
             ..base
         })
     }
 }
 
+/// `inner_max_num_threads` as given, else from its variable; 0 is refused.
+fn inner_max_num_threads(given: Option<usize>) -> Result<Option<usize>> {
+    let value = match given {
+        Some(n) => Some(n),
+        None => match env_var(ENV_INNER_MAX_NUM_THREADS) {
+            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_INNER_MAX_NUM_THREADS}={v:?} is not a positive integer"
+                ))
+            })?),
+            None => None,
+        },
+    };
+    if value == Some(0) {
+        return Err(Error::Config(
+            "inner_max_num_threads = 0 would leave a worker no thread: give a positive count, \
+             or leave it unset for each worker's share of the CPUs"
+                .into(),
+        ));
+    }
+    Ok(value)
+}
+
 /// `n_jobs` and the backend, with where the backend came from. `levels`
 /// are the explicit, scoped and task options, most specific first;
-/// `merged` is them merged.
+/// `merged` is them merged. Inside another run's worker, the defaults are
+/// the nesting level's (`backend::nesting`).
 fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Result<Plan> {
-    let in_worker = crate::backend::process::worker::share_in_worker();
+    let here = nesting::current();
+    let nested = here.level > 0;
     let n_jobs_asked = match merged.n_jobs {
         Some(n) => n,
+        None if nested => here.cpus as i32,
         None => match env_var(ENV_N_JOBS) {
-            Some(v) if in_worker.is_none() => v
+            Some(v) => v
                 .trim()
                 .parse::<i32>()
                 .map_err(|_| Error::Config(format!("{ENV_N_JOBS}={v:?} is not an integer")))?,
-            _ => match in_worker {
-                Some(share) => share as i32,
-                None => -1,
-            },
+            None => -1,
         },
     };
-    let (backend, source) = resolve_backend(merged, levels, crosses, in_worker.is_some())?;
+    let (backend, source) = resolve_backend(merged, levels, crosses, here)?;
     let (backend, source) = if in_mpi_rank() && backend.is_remote() {
         // Inside a rank, nested runs use the rank's CPUs, never processes.
         (Backend::Thread, BackendSource::MpiRank)
@@ -134,13 +162,21 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
     };
     let n_jobs = if backend.is_mpi() {
         mpi_n_jobs(n_jobs_asked, backend)?
+    } else if nested && n_jobs_asked < 0 {
+        // -1 is every CPU of this level's share.
+        (here.cpus as i64 + 1 + n_jobs_asked as i64).max(1) as usize
     } else {
         effective_n_jobs(n_jobs_asked)?
     };
     // One job runs in sequence, except on MPI, where the one job of
-    // `n_jobs = -1` on a job with one worker rank still goes to it.
+    // `n_jobs = -1` on a job with one worker rank still goes to it. A
+    // nested run keeps saying why it is nested.
     let (backend, backend_source) = if n_jobs == 1 && (!backend.is_mpi() || n_jobs_asked == 1) {
-        (Backend::Sequential, BackendSource::OneJob)
+        let why = match source {
+            BackendSource::Nested { .. } => source,
+            _ => BackendSource::OneJob,
+        };
+        (Backend::Sequential, why)
     } else {
         (backend, source)
     };
@@ -157,7 +193,24 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         max_nbytes: MaxNbytes::default().limit(),
         temp_folder: None,
         initializer: None,
+        inner_max_num_threads: None,
     })
+}
+
+/// The backend of a run nested at `here` when nothing names one for the
+/// run itself: threads one level down, in sequence deeper.
+fn nested_default(here: Nesting) -> (Backend, BackendSource) {
+    let source = BackendSource::Nested {
+        within: here.within.unwrap_or(NestedIn::Thread),
+        level: here.level,
+        cpus: here.cpus,
+        of: crate::options::cpu_count(),
+    };
+    if here.level == 1 {
+        (Backend::Thread, source)
+    } else {
+        (Backend::Sequential, source)
+    }
 }
 
 fn in_mpi_rank() -> bool {
@@ -202,7 +255,7 @@ fn resolve_backend(
     merged: &Options,
     levels: [&Options; 3],
     crosses: bool,
-    in_worker: bool,
+    here: Nesting,
 ) -> Result<(Backend, BackendSource)> {
     let sources = [
         BackendSource::Explicit,
@@ -226,9 +279,12 @@ fn resolve_backend(
         .zip(sources)
         .find_map(|(level, source)| level.backend.map(|b| (b, source)));
     let (backend, source) = match named {
+        // Nested, only a backend named for this run itself counts; the
+        // task's own attribute may still ask for less (sequential).
+        Some(named @ (_, BackendSource::Explicit | BackendSource::Scoped)) => named,
+        Some(named @ (Backend::Sequential, BackendSource::Task)) => named,
+        _ if here.level > 0 => nested_default(here),
         Some(named) => named,
-        // Inside a worker process, nested runs default to threads.
-        None if in_worker => (Backend::Thread, BackendSource::Default),
         None => match env_var(ENV_BACKEND) {
             Some(v) => (
                 v.parse::<Backend>().map_err(|_| {

@@ -93,7 +93,7 @@ pub use memo::mapped::CachedArray;
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
     cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Initializer, MaxNbytes,
-    Options, Plan, PreDispatch, Prefer, Require, TempFolder,
+    NestedIn, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};

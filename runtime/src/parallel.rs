@@ -234,9 +234,11 @@ impl Parallel {
                 .with_initializer(plan.initializer),
             ),
             Backend::Process => Box::new(ProcessSession::new(
-                self.home
-                    .processes
-                    .lease_initialized(plan.n_jobs, plan.initializer)?,
+                self.home.processes.lease_initialized(
+                    plan.n_jobs,
+                    plan.initializer,
+                    plan.inner_max_num_threads,
+                )?,
                 plan.timeout,
                 plan.backend_source,
                 plan.max_nbytes,

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sync", 2),
     ("backend", 3),
     ("backend::beacon", 3),
+    ("backend::nesting", 3),
     ("backend::sequential", 3),
     ("backend::thread", 3),
     ("backend::process", 3),

@@ -139,6 +139,33 @@ fn straggler() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The plan of a default run here, then `depth - 1` levels below, each
+/// inside an explicit run of two threads: backend, n_jobs, source.
+#[parallel]
+pub fn plans_from_here(depth: u32) -> Vec<(String, usize, String)> {
+    let plan = Parallel::new().plan().unwrap();
+    let mut out = vec![(
+        plan.backend.to_string(),
+        plan.n_jobs,
+        format!("{:?}", plan.backend_source),
+    )];
+    if depth > 1 {
+        let below = Parallel::new()
+            .n_jobs(2)
+            .backend(Backend::Thread)
+            .run([plans_from_here::delayed(depth - 1)])
+            .unwrap();
+        out.extend(below.into_iter().next().unwrap());
+    }
+    out
+}
+
+/// `plans_from_here(depth)` on a rank.
+#[parallel(backend = "mpi")]
+pub fn plans_in_rank(depth: u32) -> Vec<(String, usize, String)> {
+    plans_from_here(depth)
+}
+
 fn ok(name: &str) {
     println!("OK {name}");
 }
@@ -360,6 +387,22 @@ fn nested() {
             assert_eq!(source, "an MPI worker rank", "{asked}");
         }
     }
+    // Levels 1 to 3 in a rank: threads with the rank's CPUs, then
+    // sequential, each saying it is nested in an MPI rank.
+    let levels = plans_in_rank::map([3u32]).unwrap().remove(0);
+    assert_eq!(levels.len(), 3);
+    for (k, (backend, n_jobs, source)) in levels.iter().enumerate() {
+        let level = k + 1;
+        assert!(source.contains("MpiRank"), "{source}");
+        assert!(source.contains(&format!("level: {level}")), "{source}");
+        let threads = level == 1 && *n_jobs > 1;
+        assert_eq!(
+            backend,
+            if threads { "thread" } else { "sequential" },
+            "level {level}"
+        );
+    }
+    println!("LEVELS {levels:?}");
 }
 
 fn timeout() {

@@ -17,6 +17,7 @@ use std::time::Duration;
 pub(crate) mod beacon;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
+pub(crate) mod nesting;
 pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;

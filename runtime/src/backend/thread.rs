@@ -44,10 +44,15 @@ pub(crate) struct Threads {
 impl Threads {
     /// A pool of exactly `n_jobs` threads.
     pub(crate) fn new(n_jobs: usize) -> Result<Self> {
+        // Its threads sit one level below the code that builds it.
+        let inside = super::nesting::current().inside_run(n_jobs, crate::options::NestedIn::Thread);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_jobs)
             .thread_name(|i| format!("parjob-{i}"))
-            .start_handler(|_| POOL_THREAD.with(|f| f.set(true)))
+            .start_handler(move |_| {
+                POOL_THREAD.with(|f| f.set(true));
+                super::nesting::set_for_this_thread(inside);
+            })
             .build()
             .map_err(|e| Error::Config(format!("could not start {n_jobs} threads: {e}")))?;
         Ok(Threads {

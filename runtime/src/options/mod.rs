@@ -174,6 +174,39 @@ pub enum BackendSource {
     /// `Process::spawn`, or a `Pool`/`Executor` on worker processes: the
     /// API itself names processes, with no option given.
     ProcessApi,
+    /// A run nested inside another's worker, with no backend named for it:
+    /// threads one level down, in sequence deeper (joblib's rule).
+    Nested {
+        /// The outermost worker around the run.
+        within: NestedIn,
+        /// 1 inside a worker, 2 inside a thread of a run in a worker...
+        level: u8,
+        /// The CPUs the run may use: its share of the machine's.
+        cpus: usize,
+        /// The machine's CPUs ([`cpu_count`]).
+        of: usize,
+    },
+}
+
+/// The worker a nested run sits in ([`BackendSource::Nested`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NestedIn {
+    /// A worker process of the process backend (or a `Pool`'s).
+    ProcessWorker,
+    /// An MPI worker rank.
+    MpiRank,
+    /// A thread of a run on the thread backend.
+    Thread,
+}
+
+impl fmt::Display for NestedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NestedIn::ProcessWorker => "a process worker",
+            NestedIn::MpiRank => "an MPI worker rank",
+            NestedIn::Thread => "a thread of a parjob run",
+        })
+    }
 }
 
 impl fmt::Display for BackendSource {
@@ -188,6 +221,15 @@ impl fmt::Display for BackendSource {
             BackendSource::OneJob => "n_jobs = 1",
             BackendSource::Default => "the default",
             BackendSource::MpiRank => "an MPI worker rank",
+            BackendSource::Nested {
+                within,
+                level,
+                cpus,
+                of,
+            } => {
+                let depth = if *level > 1 { ", one level deeper" } else { "" };
+                return write!(f, "nested in {within}{depth}: {cpus} of {of} CPUs");
+            }
             BackendSource::ProcessApi => {
                 "the API called (Process::spawn, and a Pool or Executor not built with \
                  the thread backend, run their work in worker processes)"
@@ -360,6 +402,15 @@ macro_rules! for_each_option {
             /// joblib's `initializer`: a process task run once in each
             /// worker before its first job ([`Initializer::of`](crate::Initializer::of)). Not on MPI ranks.
             initializer: $crate::options::Initializer, $crate::options::Initializer, with_initializer;
+            /// joblib's `inner_max_num_threads`: the threads each worker
+            /// process's own libraries may use. It sets `OMP_NUM_THREADS`,
+            /// `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS`, `BLIS_NUM_THREADS`,
+            /// `VECLIB_MAXIMUM_THREADS`, `NUMEXPR_NUM_THREADS` and
+            /// `RAYON_NUM_THREADS` in each worker (a variable already set
+            /// in the parent is kept), and is the CPUs a nested run in the
+            /// worker shares. Default: `max(1, cpus / n_jobs)`, or
+            /// `PARJOB_INNER_MAX_NUM_THREADS`.
+            inner_max_num_threads: usize, usize, with_inner_max_num_threads;
         }
     };
 }
@@ -451,6 +502,9 @@ pub struct Plan {
     pub temp_folder: Option<TempFolder>,
     /// Run once in each worker before its first job.
     pub initializer: Option<Initializer>,
+    /// The threads each worker process's libraries may use (`None`: its
+    /// share of the CPUs, `max(1, cpus / n_jobs)`).
+    pub inner_max_num_threads: Option<usize>,
 }
 
 /// Environment variable capping [`cpu_count`].

@@ -230,6 +230,7 @@ where
             max_nbytes: None,
             temp_folder: None,
             initializer: None,
+            inner_max_num_threads: None,
         }
     }
 

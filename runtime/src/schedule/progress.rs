@@ -332,6 +332,7 @@ mod tests {
             max_nbytes: None,
             temp_folder: None,
             initializer: None,
+            inner_max_num_threads: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

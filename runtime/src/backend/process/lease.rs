@@ -21,11 +21,22 @@ impl PoolSlot {
     }
 
     /// Takes the pool out for one run: the one at home when it has
-    /// `n_jobs` workers, else a new one (started lazily).
-    pub(crate) fn lease(&self, n_jobs: usize) -> Lease {
+    /// `n_jobs` workers given `threads` each (`inner_max_num_threads`;
+    /// `None`: their share of the CPUs), else a new one (started lazily).
+    pub(crate) fn lease(&self, n_jobs: usize, threads: Option<usize>) -> Lease {
         let pool = match self.lock().take() {
-            Some(pool) if pool.n_jobs() == n_jobs && pool.initializer_key().is_none() => pool,
-            _ => Processes::new(n_jobs),
+            Some(pool)
+                if pool.n_jobs() == n_jobs
+                    && pool.initializer_key().is_none()
+                    && pool.worker_threads == threads =>
+            {
+                pool
+            }
+            _ => {
+                let mut pool = Processes::new(n_jobs);
+                pool.worker_threads = threads;
+                pool
+            }
         };
         Lease {
             pool: Some(pool),
@@ -40,9 +51,10 @@ impl PoolSlot {
         &self,
         n_jobs: usize,
         init: Option<crate::options::Initializer>,
+        threads: Option<usize>,
     ) -> crate::error::Result<Lease> {
         let Some(init) = init else {
-            return Ok(self.lease(n_jobs));
+            return Ok(self.lease(n_jobs, threads));
         };
         let spec = init.spec();
         let args = spec
@@ -55,7 +67,11 @@ impl PoolSlot {
                 cause: why,
             })?;
         let pool = match self.lock().take() {
-            Some(pool) if pool.n_jobs() == n_jobs && pool.initializer_key() == Some(init.key()) => {
+            Some(pool)
+                if pool.n_jobs() == n_jobs
+                    && pool.initializer_key() == Some(init.key())
+                    && pool.worker_threads == threads =>
+            {
                 pool
             }
             _ => {
@@ -69,6 +85,7 @@ impl PoolSlot {
                 };
                 let mut pool = Processes::with_rules(n_jobs, rules);
                 pool.set_initializer_key(init.key());
+                pool.worker_threads = threads;
                 pool
             }
         };

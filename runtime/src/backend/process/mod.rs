@@ -70,12 +70,17 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 /// costs about 20 us (two pipe hops and two wake-ups), so this keeps the
 /// overhead near 0.5% while the tail stays short.
 pub(crate) const BATCH_TARGET: Duration = Duration::from_millis(4);
-/// The thread-count variables a worker gets (docs/decisions.md).
-pub(crate) const THREAD_ENV_VARS: [&str; 5] = [
-    "RAYON_NUM_THREADS",
+/// The thread-count variables a worker gets, set to its
+/// `inner_max_num_threads` unless the parent has them set (joblib's list,
+/// plus rayon's and polars'; docs/decisions.md).
+pub(crate) const THREAD_ENV_VARS: [&str; 8] = [
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "RAYON_NUM_THREADS",
     "POLARS_MAX_THREADS",
 ];
 
@@ -174,6 +179,9 @@ pub(crate) struct Processes {
     pub(crate) rules: PoolRules,
     /// The `Parallel` initializer its workers run (`rules.init`), by key.
     initializer_key: Option<u32>,
+    /// The threads each worker may use (`inner_max_num_threads`); `None`:
+    /// its share of the CPUs this code may use.
+    pub(crate) worker_threads: Option<usize>,
 }
 
 impl Processes {
@@ -190,6 +198,7 @@ impl Processes {
             last_used: Instant::now(),
             rules: PoolRules::default(),
             initializer_key: None,
+            worker_threads: None,
         }
     }
 
@@ -298,7 +307,9 @@ impl Processes {
         if self.workers.len() >= self.n_jobs {
             return Ok(());
         }
-        let share = (crate::options::cpu_count() / self.n_jobs).max(1);
+        let share = self
+            .worker_threads
+            .unwrap_or_else(|| (crate::backend::nesting::current().cpus / self.n_jobs).max(1));
         if self.rules.lazy {
             // One more worker, and only when every worker is busy.
             let idle = self
