@@ -30,7 +30,9 @@ const POLL: Duration = Duration::from_millis(2);
 /// `ChunkOut`.
 pub(crate) type PoolJob = Job<AnyOutput>;
 
-/// The backend behind a pool.
+/// The backend behind a pool. One per pool, made once and never moved in
+/// a hot path, so the size of its larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Engine {
     Process(ProcessSession<PoolJob>),
     Thread(ThreadSession<PoolJob>),
