@@ -16,9 +16,15 @@
 //! - **Here.** When the items measured under [`MIN_PARALLEL_ITEM`] each,
 //!   logging and folding their updates would cost more than threads save:
 //!   the rest of the loop runs the original body in the caller's thread, at
-//!   the plain loop's speed. A sequential plan (`n_jobs = 1`, or a loop
-//!   started on one of parjob's pool threads, as a nested loop is) runs the
-//!   whole loop here.
+//!   the plain loop's speed. Items measured under [`PROBE_BELOW`] are cheap
+//!   enough that the answer depends on the body, so the loop asks the body
+//!   itself: it runs a few items here, about [`PROBE_TIME`] of them, timed,
+//!   and stays here when the threads' time per item (split across the
+//!   workers) saves less than a fifth of that. On threads an item pays for
+//!   its logged updates and the fresh memory they fill, which a fixed
+//!   threshold cannot see (a `sin` costs 8 ns here and 25 ns per thread).
+//!   A sequential plan (`n_jobs = 1`, or a loop started on one of parjob's
+//!   pool threads, as a nested loop is) runs the whole loop here.
 //!
 //! Every effect is applied in the caller, in iteration order, with the same
 //! operation the sequential loop would have used. That is why the result is
@@ -52,6 +58,13 @@ pub(crate) const MAX_WINDOW: usize = 1 << 16;
 /// caller's thread: logging an item's updates and folding them back costs
 /// a few nanoseconds, more than threads would save on it.
 pub(crate) const MIN_PARALLEL_ITEM: Duration = Duration::from_nanos(25);
+/// Items measured on threads under this long each are also timed here,
+/// once, to see whether threads save anything on them.
+pub(crate) const PROBE_BELOW: Duration = Duration::from_micros(2);
+/// About how long the items timed here run.
+pub(crate) const PROBE_TIME: Duration = Duration::from_micros(20);
+/// The most items timed here.
+const PROBE_MAX: usize = 4096;
 
 thread_local! {
     /// This thread's `MIN_PARALLEL_ITEM`, for tests.
@@ -89,6 +102,18 @@ pub struct Loop {
     last_window: usize,
     min_item: Duration,
     min_len: usize,
+    probe: Probe,
+}
+
+/// Whether a loop has timed its items here yet, and what it learned.
+enum Probe {
+    NotYet,
+    /// `LoopStep::Here` was handed out for timing, at this instant.
+    Running(Instant),
+    /// Timed: true when threads save too little, and the rest runs here.
+    Done {
+        stay_here: bool,
+    },
 }
 
 impl Loop {
@@ -124,6 +149,7 @@ impl Loop {
             last_window: 0,
             min_item: MIN_ITEM_HERE.with(Cell::get),
             min_len,
+            probe: Probe::NotYet,
         }
     }
 
@@ -142,10 +168,24 @@ impl Loop {
         if self.finished {
             return LoopStep::Done;
         }
-        let tiny = self.per_item.is_some_and(|t| t < self.min_item);
-        match self.mode {
-            Mode::Threads(_) if !tiny => LoopStep::Threads,
-            _ => LoopStep::Here(usize::MAX),
+        if !matches!(self.mode, Mode::Threads(_)) {
+            return LoopStep::Here(usize::MAX);
+        }
+        let Some(per_item) = self.per_item else {
+            return LoopStep::Threads;
+        };
+        if per_item < self.min_item {
+            return LoopStep::Here(usize::MAX);
+        }
+        match self.probe {
+            // A zero minimum (tests, benches) keeps every item on threads.
+            Probe::NotYet if per_item < PROBE_BELOW && !self.min_item.is_zero() => {
+                let n = PROBE_TIME.as_nanos() / per_item.as_nanos().max(1);
+                self.probe = Probe::Running(Instant::now());
+                LoopStep::Here((n as usize).clamp(1, PROBE_MAX))
+            }
+            Probe::Done { stay_here: true } => LoopStep::Here(usize::MAX),
+            _ => LoopStep::Threads,
         }
     }
 
@@ -154,6 +194,23 @@ impl Loop {
         if taken < asked || asked == usize::MAX {
             self.finished = true;
         }
+        if let Probe::Running(started) = self.probe {
+            let here = started.elapsed() / taken.clamp(1, u32::MAX as usize) as u32;
+            self.probe = Probe::Done {
+                stay_here: self.threads_save_too_little(here),
+            };
+        }
+    }
+
+    /// Whether running on threads saves less than a fifth of `here`, the
+    /// time per item in this thread: the threads' time per item, split
+    /// across them, is what a window costs per item.
+    fn threads_save_too_little(&self, here: Duration) -> bool {
+        let (Mode::Threads(threads), Some(per_item)) = (&self.mode, self.per_item) else {
+            return true;
+        };
+        let on_threads = per_item.as_nanos() as f64 / threads.n_jobs().max(1) as f64;
+        on_threads >= 0.8 * here.as_nanos() as f64
     }
 
     /// Runs one window of items on the pool (`LoopStep::Threads`).
@@ -187,6 +244,10 @@ impl Loop {
         let drawn: Vec<I::Item> = items.by_ref().take(size).collect();
         if drawn.len() < size {
             self.finished = true;
+        }
+        if drawn.is_empty() {
+            // Nothing to wake the pool for.
+            return None;
         }
         let first_exit = AtomicUsize::new(usize::MAX);
         let min_len = self.min_len;
@@ -365,5 +426,62 @@ impl<V> Question for Option<V> {
             Some(v) => std::ops::ControlFlow::Continue(v),
             None => std::ops::ControlFlow::Break(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop on two threads whose window measured `per_item` each.
+    fn on_threads(per_item: Duration) -> Loop {
+        let mut l = Loop::new(Options::new().with_n_jobs(2), true);
+        assert!(matches!(l.mode, Mode::Threads(_)), "two threads");
+        l.min_item = MIN_PARALLEL_ITEM;
+        l.per_item = Some(per_item);
+        l
+    }
+
+    #[test]
+    fn a_cheap_item_is_timed_here_once_then_runs_where_it_is_cheaper() {
+        // 40 ns per item on a thread, 20 ns a thread's share: an item that
+        // costs 6 ns here stays here.
+        let mut cheap = on_threads(Duration::from_nanos(40));
+        let LoopStep::Here(n) = cheap.step() else {
+            panic!("a cheap item is timed here first")
+        };
+        assert_eq!(n, 500, "about PROBE_TIME of items");
+        cheap.probe = Probe::Running(Instant::now() - Duration::from_nanos(6 * 500));
+        cheap.ran_here(500, 500);
+        assert!(matches!(cheap.step(), LoopStep::Here(usize::MAX)));
+        // The same threads' time against 100 ns here: threads save more
+        // than a fifth, so windows go on.
+        let mut worth_it = on_threads(Duration::from_nanos(40));
+        assert!(matches!(worth_it.step(), LoopStep::Here(500)));
+        worth_it.probe = Probe::Running(Instant::now() - Duration::from_nanos(100 * 500));
+        worth_it.ran_here(500, 500);
+        assert!(!worth_it.finished);
+        assert!(matches!(worth_it.step(), LoopStep::Threads));
+        assert!(matches!(worth_it.step(), LoopStep::Threads), "timed once");
+    }
+
+    #[test]
+    fn long_items_are_not_timed_here_and_tiny_ones_are_not_timed_at_all() {
+        let mut long = on_threads(Duration::from_micros(500));
+        assert!(matches!(long.step(), LoopStep::Threads));
+        let mut tiny = on_threads(Duration::from_nanos(10));
+        assert!(matches!(tiny.step(), LoopStep::Here(usize::MAX)));
+        // A zero minimum (tests, benches) keeps cheap items on threads.
+        let mut kept = on_threads(Duration::from_nanos(40));
+        kept.min_item = Duration::ZERO;
+        assert!(matches!(kept.step(), LoopStep::Threads));
+    }
+
+    #[test]
+    fn a_probe_that_meets_the_end_of_the_items_ends_the_loop() {
+        let mut l = on_threads(Duration::from_nanos(40));
+        assert!(matches!(l.step(), LoopStep::Here(500)));
+        l.ran_here(7, 500);
+        assert!(matches!(l.step(), LoopStep::Done));
     }
 }

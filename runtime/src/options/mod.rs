@@ -12,6 +12,9 @@
 
 use crate::error::{Error, Result};
 use parjob_syntax::{BackendName, PreDispatchSpec, PreferName};
+mod cpus;
+pub use cpus::cpu_count;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -533,29 +536,6 @@ pub fn effective_n_jobs(n_jobs: i32) -> Result<usize> {
             let cpus = cpu_count() as i64;
             Ok((cpus + 1 + n as i64).max(1) as usize)
         }
-    }
-}
-
-/// The number of CPUs this process may use.
-///
-/// It respects the CPU affinity mask (`taskset`, `sched_setaffinity`) and
-/// cgroup v1/v2 CPU quotas (containers, Slurm), through
-/// [`std::thread::available_parallelism`], and is capped by
-/// `PARJOB_MAX_CPU_COUNT` when that is set. It is never below 1.
-///
-/// ```
-/// assert!(parjob_runtime::cpu_count() >= 1);
-/// ```
-pub fn cpu_count() -> usize {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let cap = env_var(ENV_MAX_CPU_COUNT)
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&c| c > 0);
-    match cap {
-        Some(c) => cpus.min(c),
-        None => cpus,
     }
 }
 
