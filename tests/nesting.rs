@@ -5,36 +5,12 @@
 //! the nested run names the process backend itself.
 
 use parjob::prelude::*;
-use parjob::{Backend, BackendSource, NestedIn, Plan};
+use parjob::{Backend, BackendSource, NestedIn};
 
 mod common;
-
-/// A plan as it crosses a process boundary: backend, n_jobs, source.
-type Described = (String, usize, String);
-
-fn describe(plan: Plan) -> Described {
-    (
-        plan.backend.to_string(),
-        plan.n_jobs,
-        format!("{:?}", plan.backend_source),
-    )
-}
-
-/// The plan of a default run here, then `depth - 1` levels below, each
-/// inside an explicit run of two threads.
-#[parallel]
-fn plans_from_here(depth: u32) -> Vec<Described> {
-    let mut out = vec![describe(Parallel::new().plan().unwrap())];
-    if depth > 1 {
-        let below = Parallel::new()
-            .n_jobs(2)
-            .backend(Backend::Thread)
-            .run([plans_from_here::delayed(depth - 1)])
-            .unwrap();
-        out.extend(below.into_iter().next().unwrap());
-    }
-    out
-}
+#[path = "common/levels.rs"]
+mod levels;
+use levels::{describe, plans_from_here, Described};
 
 /// The thread-count variables a worker sees, in `THREAD_VARS` order.
 const THREAD_VARS: [&str; 7] = [

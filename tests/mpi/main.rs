@@ -7,6 +7,8 @@
 //! checks the exit status and the output. It needs the `mpi` feature,
 //! which needs OpenMPI to build, so wherever it builds `mpirun` exists.
 
+#[path = "../common/levels.rs"]
+mod levels;
 mod scenarios;
 
 use std::process::{Command, Output, Stdio};

@@ -139,31 +139,10 @@ fn straggler() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The plan of a default run here, then `depth - 1` levels below, each
-/// inside an explicit run of two threads: backend, n_jobs, source.
-#[parallel]
-pub fn plans_from_here(depth: u32) -> Vec<(String, usize, String)> {
-    let plan = Parallel::new().plan().unwrap();
-    let mut out = vec![(
-        plan.backend.to_string(),
-        plan.n_jobs,
-        format!("{:?}", plan.backend_source),
-    )];
-    if depth > 1 {
-        let below = Parallel::new()
-            .n_jobs(2)
-            .backend(Backend::Thread)
-            .run([plans_from_here::delayed(depth - 1)])
-            .unwrap();
-        out.extend(below.into_iter().next().unwrap());
-    }
-    out
-}
-
 /// `plans_from_here(depth)` on a rank.
 #[parallel(backend = "mpi")]
-pub fn plans_in_rank(depth: u32) -> Vec<(String, usize, String)> {
-    plans_from_here(depth)
+pub fn plans_in_rank(depth: u32) -> Vec<crate::levels::Described> {
+    crate::levels::plans_from_here(depth)
 }
 
 fn ok(name: &str) {
