@@ -106,23 +106,23 @@ impl<W: Work> ProcessSession<W> {
     /// The worker the next batch goes to: an idle one, else one whose
     /// running batch is predicted to end soon.
     pub(super) fn least_loaded(&self) -> Option<usize> {
-        self.pool
-            .workers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| self.pool.may_take(w) && (w.queue.is_empty() || self.ends_soon(w)))
-            .min_by_key(|(_, w)| w.queue.len())
-            .map(|(i, _)| i)
+        self.least_loaded_where(|w| w.queue.is_empty() || self.ends_soon(w))
     }
 
     /// The least loaded worker with room under the pool's rules, whatever
     /// it is running: for a dead worker's batches, which must go somewhere.
     pub(super) fn any_room(&self) -> Option<usize> {
+        self.least_loaded_where(|_| true)
+    }
+
+    /// The least loaded worker with room under the pool's rules for which
+    /// `also` holds.
+    fn least_loaded_where(&self, also: impl Fn(&Worker) -> bool) -> Option<usize> {
         self.pool
             .workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| self.pool.may_take(w))
+            .filter(|(_, w)| self.pool.may_take(w) && also(w))
             .min_by_key(|(_, w)| w.queue.len())
             .map(|(i, _)| i)
     }
