@@ -1,7 +1,8 @@
 //! Procedural macros of parjob. Use them through the `parjob` crate.
 //!
 //! Every macro parses its input into a model, checks the model, then
-//! expands it (`parse.rs`, `check.rs`, `expand.rs`). Errors are collected,
+//! expands it (`parse.rs`, `check.rs`, `expand.rs`; a marked loop's body
+//! is analysed and rewritten by `loops/analyse.rs` and `loops/rewrite.rs`). Errors are collected,
 //! spanned on the user's tokens, and emitted next to the user's item
 //! unchanged, so one mistake does not cascade into many. Expansions name the
 //! runtime only through `::parjob::__private` (or `crate = "..."`).

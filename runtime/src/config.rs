@@ -214,7 +214,7 @@ fn nested_default(here: Nesting) -> (Backend, BackendSource) {
 }
 
 fn in_mpi_rank() -> bool {
-    crate::backend::process::worker::in_mpi_rank()
+    crate::backend::nesting::in_mpi_rank()
 }
 
 /// `n_jobs` on MPI: counted in worker ranks, not CPUs. `-1` is every

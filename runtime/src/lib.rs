@@ -4,29 +4,13 @@
 //! crate's contract; the macros' expansions reach the rest only through
 //! [`__private`], which is not public API.
 //!
-//! The modules form layers, and each imports only from the layers below
-//! it (`runtime/tests/layers.rs` checks this on every test run):
-//!
-//! 0. foundations: `error` (the one [`Error`] enum), `panic` (a caught
-//!    panic's message and location), `files` (regular files only, atomic
-//!    writes), `hash` (the one stable hash, FNV-1a), `plain` (numbers as bytes), `compress` (every codec joblib
-//!    has), [`shm`] (sealed shared memory and its passing to workers);
-//! 1. `options` (the option table, [`Options`], [`Plan`], [`cpu_count`])
-//!    and `task` ([`Task`], [`Job`], the registry of process tasks);
-//! 2. `wire`: the codec (the one place that names bincode), frames and
-//!    messages on the worker pipes; [`sync`]: cross-process locks,
-//!    semaphores, events, barriers, values, queues and pipes (and the
-//!    [`shared`] collections), in shared memory;
-//! 3. `backend`: sequential, thread (rayon) and process sessions behind
-//!    one trait, the beacon that says which job a worker runs, and the
-//!    worker process's own loop;
-//! 4. `schedule`: lazy drawing, batching, `pre_dispatch`, ordering,
-//!    progress;
-//! 5. the API: `config` (scoped defaults and resolution into a [`Plan`]),
-//!    `parallel` ([`Parallel`] and the shared pools), `calls` (the one
-//!    entry behind `f::map`), `indexed` (`f::par_map`'s split path), `loops` (marked `for` loops and
-//!    `parallel_for!`), `memo` (the cache behind `#[memoize]` and
-//!    [`Memory`]), and [`persist`] (`dump`, `load`, `load_mmap`).
+//! The modules sit on six levels, from the foundations (0: errors,
+//! panics, files, hashing, numbers as bytes, codecs, [`shm`]) through
+//! options and tasks (1), the wire format and [`sync`] (2), the backends
+//! (3) and the scheduler (4) to the API (5). Each imports only from its
+//! own level or below; `runtime/tests/layers.rs` holds the one table of
+//! levels and checks it on every test run, and `docs/architecture.md`
+//! describes each module.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]

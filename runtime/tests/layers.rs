@@ -1,13 +1,21 @@
-//! The runtime's modules form layers that only point down (see the crate
-//! docs). This test reads `src/`, finds every `crate::` path outside
-//! comments and test modules, and fails on an import from a higher layer
-//! or on an import cycle between modules.
+//! The runtime's modules form layers that only point down. This test reads
+//! `src/`, resolves every path to a module of this crate (through `use`
+//! re-exports, the crate root's included), and fails on an import from a
+//! higher layer, or on an import cycle between the files and folders of any
+//! one folder. Test-only modules may reach anywhere and are skipped.
+//!
+//! [`LAYERS`] is the one layer map: `docs/architecture.md`'s table is
+//! checked against it.
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "layers/scan.rs"]
+mod scan;
+
+use scan::Tree;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Each module's layer; a module may import from its own layer or below.
+/// Each top-level module's layer; a module may import from its own layer
+/// or below.
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("panic", 0),
@@ -21,12 +29,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("wire", 2),
     ("sync", 2),
     ("backend", 3),
-    ("backend::beacon", 3),
-    ("backend::nesting", 3),
-    ("backend::sequential", 3),
-    ("backend::thread", 3),
-    ("backend::process", 3),
-    ("backend::mpi", 3),
     ("schedule", 4),
     ("config", 5),
     ("parallel", 5),
@@ -39,126 +41,32 @@ const LAYERS: &[(&str, u8)] = &[
     ("shard", 5),
 ];
 
-fn layer(module: &str) -> u8 {
-    LAYERS
-        .iter()
-        .find(|(m, _)| *m == module)
-        .map(|(_, l)| *l)
-        .unwrap_or_else(|| panic!("module `{module}` has no layer in tests/layers.rs"))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
-/// The module a file belongs to: its top-level module, and for `backend`
-/// the backend's own submodule.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
-    let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .filter(|p| p != "mod")
-        .collect();
-    match parts.as_slice() {
-        [lib] if lib == "lib" => None,
-        [top, sub, ..] if top == "backend" => Some(format!("backend::{sub}")),
-        [top, ..] => Some(top.clone()),
-        [] => None,
-    }
-}
-
-/// The code of a file without comments and without its `#[cfg(test)]`
-/// module (tests may reach anywhere).
-fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
-        None => text,
-    };
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The modules a file's code names through `crate::`, including inside
-/// `use crate::{a, b::c}` groups.
-fn imports(code: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        let paths: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            group[..end].split(',').map(str::trim).collect()
-        } else {
-            vec![rest]
-        };
-        for path in paths {
-            let mut segments = path.split("::").map(|s| {
-                s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .next()
-                    .unwrap_or("")
-            });
-            let Some(top) = segments.next().filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let module = match (top, segments.next()) {
-                ("backend", Some(sub)) if layer_known(&format!("backend::{sub}")) => {
-                    format!("backend::{sub}")
-                }
-                (top, _) => top.to_string(),
-            };
-            if layer_known(&module) {
-                found.insert(module);
+/// `src/`'s files, relative to it, with their text.
+fn sources() -> Vec<(String, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, fs::read_to_string(&path).unwrap()));
             }
         }
     }
-    found
-}
-
-fn layer_known(module: &str) -> bool {
-    LAYERS.iter().any(|(m, _)| *m == module)
-}
-
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in files {
-        let Some(module) = module_of(&src, &file) else {
-            continue;
-        };
-        let text = fs::read_to_string(&file).unwrap();
-        let mut deps = imports(&code(&text));
-        deps.remove(&module);
-        graph.entry(module).or_default().extend(deps);
-    }
-    graph
+    let mut out = Vec::new();
+    walk(&src, &src, &mut out);
+    out
 }
 
 #[test]
 fn every_import_points_to_the_same_layer_or_below() {
-    let mut upward = Vec::new();
-    for (module, deps) in graph() {
-        for dep in deps {
-            if layer(&dep) > layer(&module) {
-                upward.push(format!(
-                    "{module} (layer {}) imports {dep} (layer {})",
-                    layer(&module),
-                    layer(&dep)
-                ));
-            }
-        }
-    }
+    let upward = Tree::new(&sources()).upward(LAYERS);
     assert!(
         upward.is_empty(),
         "imports that point up:\n{}",
@@ -167,54 +75,157 @@ fn every_import_points_to_the_same_layer_or_below() {
 }
 
 #[test]
-fn no_import_cycle_between_modules() {
-    let graph = graph();
-    // Depth-first search for a back edge, reporting the cycle it closes.
-    fn visit(
-        node: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-    ) -> Option<Vec<String>> {
-        if let Some(start) = path.iter().position(|n| n == node) {
-            let mut cycle = path[start..].to_vec();
-            cycle.push(node.to_string());
-            return Some(cycle);
-        }
-        if done.contains(node) {
-            return None;
-        }
-        path.push(node.to_string());
-        for dep in graph.get(node).into_iter().flatten() {
-            if let Some(cycle) = visit(dep, graph, path, done) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        done.insert(node.to_string());
-        None
-    }
-    let mut done = BTreeSet::new();
-    for node in graph.keys() {
-        let cycle = visit(node, &graph, &mut Vec::new(), &mut done);
-        assert!(
-            cycle.is_none(),
-            "import cycle: {}",
-            cycle.unwrap().join(" -> ")
-        );
-    }
+fn no_import_cycle_inside_any_folder() {
+    let cycles = Tree::new(&sources()).cycles();
+    assert!(cycles.is_empty(), "{}", cycles.join("\n"));
+}
+
+/// A made-up tree from `(file, text)` pairs.
+fn tree(files: &[(&str, &str)]) -> Tree {
+    let owned: Vec<(String, String)> = files
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
+    Tree::new(&owned)
+}
+
+const ROOT: &str =
+    "mod error; mod wire; mod sync; mod schedule; mod parallel; mod pool; mod backend;\n\
+                    pub use error::Error;\npub use parallel::Parallel;\n\
+                    pub mod shared { pub use crate::parallel::Parallel as Runner; }";
+
+#[test]
+fn the_checker_finds_an_upward_import_through_a_root_re_export() {
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        ("error.rs", "fn f(_: crate::Parallel) {}"),
+        ("parallel.rs", "use crate::Error;"),
+    ]);
+    assert_eq!(
+        t.upward(LAYERS),
+        ["error.rs (layer 0) imports parallel.rs (layer 5)"]
+    );
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        ("error.rs", "use crate::shared::Runner;"),
+        ("parallel.rs", ""),
+    ]);
+    assert_eq!(
+        t.upward(LAYERS),
+        ["error.rs (layer 0) imports parallel.rs (layer 5)"]
+    );
 }
 
 #[test]
-fn the_checker_sees_imports_and_groups() {
-    let found = imports(
-        "use crate::wire::{self, Hello};\nuse crate::{error::Error, backend::thread::Threads};\nlet x = crate::options::cpu_count();",
+fn the_checker_reads_past_a_test_module_declaration() {
+    let sync = "#[cfg(test)]\nmod tests;\n\nuse crate::schedule::Stream;\n\
+                #[cfg(test)]\nmod inline { use crate::parallel::Parallel; }\n";
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        ("sync/mod.rs", sync),
+        ("sync/tests.rs", "use crate::parallel::Parallel;"),
+        ("schedule/mod.rs", ""),
+        ("parallel.rs", ""),
+    ]);
+    assert_eq!(
+        t.upward(LAYERS),
+        ["sync/mod.rs (layer 2) imports schedule/mod.rs (layer 4)"]
     );
-    let expected: BTreeSet<String> = ["wire", "error", "backend::thread", "options"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    assert_eq!(found, expected);
-    assert!(imports("// use crate::schedule::Stream;").contains("schedule"));
-    assert!(!imports(&code("// use crate::schedule::Stream;")).contains("schedule"));
+}
+
+#[test]
+fn the_checker_finds_a_circle_inside_a_folder() {
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        (
+            "pool/mod.rs",
+            "mod chunks; mod manager; pub(crate) use manager::Engine;",
+        ),
+        ("pool/chunks.rs", "use super::Engine;"),
+        (
+            "pool/manager.rs",
+            "pub(crate) enum Engine {}\nfn f() { super::chunks::cut(); }",
+        ),
+    ]);
+    assert_eq!(
+        t.cycles(),
+        ["import cycle in src/pool/: chunks -> manager -> chunks"]
+    );
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        ("backend/mod.rs", "mod mpi;"),
+        ("backend/mpi/mod.rs", "mod driver; mod rank; mod segments;"),
+        ("backend/mpi/driver.rs", "use super::rank::Rank;"),
+        ("backend/mpi/rank.rs", "use super::segments::Kept;"),
+        ("backend/mpi/segments.rs", "use super::driver;"),
+    ]);
+    assert_eq!(
+        t.cycles(),
+        ["import cycle in src/backend/mpi/: driver -> rank -> segments -> driver"]
+    );
+}
+
+#[test]
+fn the_checker_follows_super_super_nested_groups_and_skips_text() {
+    let t = tree(&[
+        ("lib.rs", ROOT),
+        ("backend/mod.rs", "mod process;"),
+        ("backend/process/mod.rs", "mod session;"),
+        ("backend/process/session.rs", "use super::super::super::pool::Pool;"),
+        ("wire.rs", "use crate::{error::{Error}, schedule::Stream};"),
+        ("sync/mod.rs", "// use crate::parallel::Parallel;\nconst S: &str = \"crate::parallel::P\"; /* crate::pool::Pool */"),
+        ("pool/mod.rs", ""),
+        ("schedule/mod.rs", ""),
+        ("parallel.rs", ""),
+    ]);
+    assert_eq!(
+        t.upward(LAYERS),
+        [
+            "backend/process/session.rs (layer 3) imports pool/mod.rs (layer 5)",
+            "wire.rs (layer 2) imports schedule/mod.rs (layer 4)",
+        ]
+    );
+}
+
+/// The `layer | module | job` table of `docs/architecture.md`: each row's
+/// layer and top-level module (`backend/mpi/` counts as `backend`).
+fn documented_layers() -> Vec<(String, u8)> {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md");
+    let text = fs::read_to_string(doc).unwrap();
+    let table = text
+        .split("| layer | module | job |")
+        .nth(1)
+        .expect("docs/architecture.md has the layer table");
+    table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let module = cells[2]
+                .trim_matches('`')
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            (module, cells[1].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_layer_table_is_this_one() {
+    let documented = documented_layers();
+    for (module, layer) in &documented {
+        assert!(
+            LAYERS.contains(&(module.as_str(), *layer)),
+            "docs/architecture.md puts `{module}` in layer {layer}; tests/layers.rs does not"
+        );
+    }
+    for (module, layer) in LAYERS {
+        assert!(
+            documented.iter().any(|(m, l)| m == module && l == layer),
+            "docs/architecture.md's layer table has no row for `{module}` in layer {layer}"
+        );
+    }
 }

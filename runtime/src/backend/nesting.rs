@@ -16,12 +16,34 @@
 //! default: a task's attribute, `prefer` and `PARJOB_BACKEND` describe the
 //! outermost run, so under threads they never start worker processes.
 //!
-//! A worker process and an MPI rank know their level and share from the
-//! process (`process::worker`); a pool thread gets its own when its pool
-//! starts, from the thread that built the pool.
+//! A worker process and an MPI rank record their level and share here as
+//! they start (`set_for_this_process`); a pool thread gets its own when its
+//! pool starts, from the thread that built the pool.
 
 use crate::options::NestedIn;
 use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// Set once in a worker process or an MPI worker rank: its share of the
+/// CPUs and which kind of worker it is.
+static THIS_PROCESS: OnceLock<(usize, NestedIn)> = OnceLock::new();
+
+/// Records that this process is a worker (`within`) that may use `cpus`
+/// CPUs. The first call wins.
+pub(crate) fn set_for_this_process(cpus: usize, within: NestedIn) {
+    let _ = THIS_PROCESS.set((cpus.max(1), within));
+}
+
+/// In a worker process or an MPI worker rank: its share of the CPUs and
+/// which it is. `None` in the program's own process.
+pub(crate) fn this_process() -> Option<(usize, NestedIn)> {
+    THIS_PROCESS.get().copied()
+}
+
+/// Whether this process is an MPI worker rank.
+pub(crate) fn in_mpi_rank() -> bool {
+    this_process().is_some_and(|(_, within)| within == NestedIn::MpiRank)
+}
 
 /// Where the running code sits among parjob runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +80,11 @@ pub(crate) fn current() -> Nesting {
     if let Some(here) = HERE.with(Cell::get) {
         return here;
     }
-    match super::process::worker::share_in_worker() {
-        Some(share) => Nesting {
+    match this_process() {
+        Some((cpus, within)) => Nesting {
             level: 1,
-            cpus: share.max(1),
-            within: Some(if super::process::worker::in_mpi_rank() {
-                NestedIn::MpiRank
-            } else {
-                NestedIn::ProcessWorker
-            }),
+            cpus,
+            within: Some(within),
         },
         None => Nesting {
             level: 0,

@@ -1,6 +1,7 @@
 //! [`PoolBuilder`]: a pool's settings, and the backend session they make.
 
-use super::manager::{Engine, PoolJob};
+use super::chunks::PoolJob;
+use super::manager::{Engine, OnWorkerDeath};
 use super::{Chunksize, Pool};
 use crate::backend::process::{worker_entry, Initializer, PoolRules, PoolSlot, ProcessSession};
 use crate::backend::thread::{ThreadSession, Threads};
@@ -10,17 +11,6 @@ use crate::task::ProcessTask;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What a pool does when a worker dies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnWorkerDeath {
-    /// Fail the chunk it was running, start a new worker, go on.
-    #[default]
-    Replace,
-    /// Fail everything pending and every later submission:
-    /// concurrent.futures' `BrokenProcessPool`.
-    Break,
-}
 
 /// Settings for a [`Pool`]: [`Pool::builder`].
 #[derive(Default)]

@@ -2,10 +2,13 @@
 //! fixed sizes, and cutting where the task changes (a chunk is a batch,
 //! which holds jobs of one task).
 
-use super::manager::PoolJob;
-use crate::task::{chunk, Job, Task};
+use crate::task::{chunk, AnyOutput, Job, Task};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+
+/// The work a pool runs: one job a chunk, whose output is the chunk's
+/// `ChunkOut`.
+pub(crate) type PoolJob = Job<AnyOutput>;
 
 /// How many items a pool sends to a worker at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

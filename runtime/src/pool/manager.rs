@@ -8,16 +8,15 @@
 //! channel send or a condition variable, so a slow consumer never stalls
 //! the workers.
 
-use super::chunks::Source;
+use super::chunks::{PoolJob, Source};
 use super::sink::Sink;
-use super::OnWorkerDeath;
 use crate::backend::process::ProcessSession;
 use crate::backend::thread::ThreadSession;
 use crate::backend::{Batch, Finished, Session};
 use crate::error::Error;
 use crate::options::BatchSize;
 use crate::schedule::batch::Batcher;
-use crate::task::{AnyOutput, Job};
+use crate::task::AnyOutput;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Duration;
@@ -26,9 +25,16 @@ use std::time::Duration;
 /// submissions again while work is in flight.
 const POLL: Duration = Duration::from_millis(2);
 
-/// The work a pool runs: one job a chunk, whose output is the chunk's
-/// `ChunkOut`.
-pub(crate) type PoolJob = Job<AnyOutput>;
+/// What a pool does when a worker dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWorkerDeath {
+    /// Fail the chunk it was running, start a new worker, go on.
+    #[default]
+    Replace,
+    /// Fail everything pending and every later submission:
+    /// concurrent.futures' `BrokenProcessPool`.
+    Break,
+}
 
 /// The backend behind a pool. One per pool, made once and never moved in
 /// a hot path, so the size of its larger variant costs nothing.

@@ -32,11 +32,12 @@ mod scope;
 mod sink;
 mod tasks;
 
-pub use builder::{OnWorkerDeath, PoolBuilder};
+pub use builder::PoolBuilder;
 pub use calls::Calls;
 pub use chunks::{cpython_chunksize, Chunksize, Prepared};
 pub use executor::{as_completed, wait, Executor, Future, ReturnWhen, Timed};
 pub use imap::Imap;
+pub use manager::OnWorkerDeath;
 pub use process::Process;
 pub use result::AsyncResult;
 pub use scope::Scope;

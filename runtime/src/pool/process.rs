@@ -1,7 +1,7 @@
 //! [`Process`]: one task in a fresh worker process of its own
 //! (`multiprocessing.Process(target=..).start()`).
 
-use super::manager::PoolJob;
+use super::chunks::PoolJob;
 use super::sink::unbox;
 use super::IntoJob;
 use crate::backend::process::{PoolRules, PoolSlot, ProcessSession};

@@ -14,7 +14,7 @@
 //! `PARJOB_TEMP_FOLDER`, then `/dev/shm` when it is writable, then the
 //! system's temporary folder.
 
-use super::segment::human;
+use super::capacity::human;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -52,7 +52,7 @@ pub(crate) fn new_file(len: usize, place: &Place) -> Result<(File, bool), String
 
 /// A memfd of `len` bytes; `None` when this system refuses memfds.
 fn memfd(len: usize) -> Result<Option<File>, String> {
-    super::segment::check_capacity(len)?;
+    super::capacity::check_capacity(len)?;
     // SAFETY: memfd_create with a static NUL-terminated name; the
     // descriptor it returns is ours alone.
     let fd = unsafe {

@@ -25,6 +25,7 @@
 #[cfg(feature = "ndarray")]
 mod array;
 mod backing;
+mod capacity;
 mod fdpass;
 mod segment;
 mod share;
@@ -45,9 +46,9 @@ pub use slice::SharedSlice;
 pub use slice::SliceArg;
 pub use slice_mut::{ChunkMut, SharedSliceMut};
 
-pub(crate) use fdpass::{send_segment, socket_pair};
 #[cfg(feature = "mpi")]
-pub(crate) use segment::check_capacity;
+pub(crate) use capacity::check_capacity;
+pub(crate) use fdpass::{send_segment, socket_pair};
 
 /// A zeroed file of `len` bytes to share with a worker by descriptor: a
 /// memfd, or, where `memfd_create` is refused (a seccomp filter), an

@@ -205,11 +205,11 @@ impl<T: Clone + 'static> SliceArg<T> {
     /// for want of memory, a copy would only bring the OOM killer.
     fn copied(values: &[T], unshared: String) -> Self {
         let bytes = std::mem::size_of_val(values);
-        if let Some((left, source)) = super::segment::available_memory() {
+        if let Some((left, source)) = super::capacity::available_memory() {
             if bytes as u64 > left {
                 return SliceArg::Refused(format!(
                     "{unshared} (and no copy was made: {} of memory is left, by {source})",
-                    super::segment::human(left as usize)
+                    super::capacity::human(left as usize)
                 ));
             }
         }
@@ -221,7 +221,7 @@ impl<T: Clone + 'static> SliceArg<T> {
             }
             Err(_) => SliceArg::Refused(format!(
                 "{unshared} (and a copy of its {} could not be allocated)",
-                super::segment::human(bytes)
+                super::capacity::human(bytes)
             )),
         }
     }

@@ -466,7 +466,7 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
             p.label = format!("{} on {} (pid {})", p.label, hello.host, hello.hello.pid);
             p.pid = hello.hello.pid;
             p.node = hello.node.clone();
-            p.same_node = hello.node == node && std::env::var_os(NO_NODE_SHARING).is_none();
+            p.same_node = hello.node == node && std::env::var_os(super::NO_NODE_SHARING).is_none();
             p.state = match hello.hello.check(&Hello::current()) {
                 Ok(()) => PeerState::Ready,
                 Err(e) => PeerState::Refused(format!("{}: {e}", p.label)),
@@ -483,9 +483,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long spawning worker ranks may take.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Set to send large arguments' bytes even to ranks on the driver's node.
-pub(crate) const NO_NODE_SHARING: &str = "PARJOB_MPI_NO_NODE_SHARING";
 
 /// How many batches a result message ends.
 pub(super) fn count_done(mut bytes: &[u8]) -> usize {

@@ -78,6 +78,9 @@ pub(crate) const TAG_EVICT: i32 = 109;
 /// The argument that makes a spawned copy of this program a worker.
 pub const SPAWN_FLAG: &str = "--parjob-mpi-worker";
 
+/// Set to send large arguments' bytes even to ranks on the driver's node.
+pub(crate) const NO_NODE_SHARING: &str = "PARJOB_MPI_NO_NODE_SHARING";
+
 /// Auto-batching aims for batches this long on MPI ranks. Each batch is
 /// two messages through the single driver thread; at 0.2 s per batch a
 /// driver feeding 2,048 ranks (64 nodes x 32) handles about 20,000

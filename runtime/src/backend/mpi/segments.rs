@@ -153,7 +153,7 @@ fn open_local(header: &SegmentHeader, pid: u32, fd: i32) -> Result<Segment, Stri
     let file = File::open(&path).map_err(|e| {
         format!(
             "opening {path} of this node: {e} (set {}=1 on rank 0 to send the bytes instead)",
-            super::driver::NO_NODE_SHARING
+            super::NO_NODE_SHARING
         )
     })?;
     let len = usize::try_from(header.len).map_err(|_| "larger than memory".to_string())?;

@@ -120,7 +120,7 @@ impl<W: Work> MpiSession<W> {
             backend_from,
             hashes: HashMap::new(),
             holders: HashMap::new(),
-            node_sharing: std::env::var_os(driver::NO_NODE_SHARING).is_none(),
+            node_sharing: std::env::var_os(super::NO_NODE_SHARING).is_none(),
         })
     }
 

@@ -10,13 +10,15 @@
 
 use super::log;
 use crate::backend::beacon::Beacon;
+use crate::backend::nesting;
+use crate::options::NestedIn;
 use crate::task::registry;
 use crate::wire::{self, Hello, JobFailure, ToWorker};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Set in a worker's environment:
 /// `<read fd>,<write fd>,<beacon fd>,<cpu share>,<parent pid>,<token>`.
@@ -100,7 +102,6 @@ pub(crate) enum EntryPoint {
 }
 
 static ENTRY: Mutex<Option<EntryPoint>> = Mutex::new(None);
-static WORKER_SHARE: OnceLock<usize> = OnceLock::new();
 
 /// The process backend's part of [`crate::init`]: records the entry, and
 /// in a worker process serves and never returns.
@@ -173,14 +174,9 @@ pub(crate) fn adopt_entry(entry: EntryPoint) {
     TEST_ENTRY.with(|e| *e.borrow_mut() = Some(entry));
 }
 
-/// In a worker process: its share of the CPUs. `None` in a parent.
-pub(crate) fn share_in_worker() -> Option<usize> {
-    WORKER_SHARE.get().copied()
-}
-
 /// Whether this process is a parjob worker.
 pub fn is_worker() -> bool {
-    share_in_worker().is_some()
+    nesting::this_process().is_some()
 }
 
 fn worker_spec() -> Option<String> {
@@ -201,7 +197,7 @@ fn serve(spec: &str) -> ! {
 
 fn serve_until_eof(spec: &str) -> Result<(), String> {
     let spec: WorkerSpec = spec.parse()?;
-    let _ = WORKER_SHARE.set(spec.share);
+    nesting::set_for_this_process(spec.share, NestedIn::ProcessWorker);
     // Nested spawns and the user's own child processes must not inherit
     // the variable, nor the pipe ends (they would keep the pipes open).
     std::env::remove_var(ENV_WORKER);
@@ -302,15 +298,7 @@ pub(crate) fn cancel_up_to(id: u64) {
 /// Marks this process as an MPI worker rank that may use `cpus` CPUs:
 /// nested runs go to threads, never to processes.
 pub(crate) fn become_mpi_rank(cpus: usize) {
-    let _ = WORKER_SHARE.set(cpus.max(1));
-    IN_MPI_RANK.store(true, Ordering::Relaxed);
-}
-
-static IN_MPI_RANK: AtomicBool = AtomicBool::new(false);
-
-/// Whether this process is an MPI worker rank.
-pub(crate) fn in_mpi_rank() -> bool {
-    IN_MPI_RANK.load(Ordering::Relaxed)
+    nesting::set_for_this_process(cpus, NestedIn::MpiRank);
 }
 
 /// One batch as the serve loop takes it.
