@@ -38,8 +38,9 @@
 //! returned so the expansion can re-raise it with `?`. A panic in a body
 //! propagates to the caller, as it would from the plain loop.
 
+use crate::backend::open::{self, Api, Kind};
 use crate::error::Result;
-use crate::options::{Backend, BatchSize, Options, Plan};
+use crate::options::{BatchSize, Options, Plan};
 use crate::parallel::shared_threads;
 use crate::task::ProcessTask;
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
@@ -154,13 +155,10 @@ impl Loop {
     }
 
     fn mode(plan: &Plan) -> Result<Mode> {
-        // A loop body borrows the caller's data, so it cannot go to a
-        // worker process: a process backend from scoped defaults or the
-        // environment runs loops on threads.
-        if plan.n_jobs == 1 || plan.backend == Backend::Sequential {
-            return Ok(Mode::Sequential);
+        match open::choose(Api::Loop, plan.backend, plan.n_jobs, false)? {
+            Kind::Threads => Ok(Mode::Threads(shared_threads(plan.n_jobs)?)),
+            _ => Ok(Mode::Sequential),
         }
-        Ok(Mode::Threads(shared_threads(plan.n_jobs)?))
     }
 
     /// Where the next items run.

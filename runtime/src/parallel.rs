@@ -17,9 +17,8 @@
 //! `(n_jobs, backend)`. Its workers stop after [`SHARED_IDLE_TIMEOUT`]
 //! without work.
 
-use crate::backend::process::{PoolSlot, ProcessSession};
-use crate::backend::sequential::Sequential;
-use crate::backend::thread::{ThreadSession, Threads};
+use crate::backend::open::{self, Api, Home, Spec, Workers};
+use crate::backend::thread::Threads;
 use crate::backend::Session;
 use crate::error::{Error, Result};
 use crate::options::{
@@ -57,24 +56,6 @@ pub(crate) const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct Parallel {
     options: Options,
     home: Arc<Home>,
-}
-
-/// The pools a `Parallel` (and its clones) reuse between runs.
-#[derive(Default)]
-pub(crate) struct Home {
-    threads: Mutex<Option<Threads>>,
-    processes: PoolSlot,
-}
-
-impl Home {
-    /// This home's thread pool, of `n_jobs` threads.
-    fn threads(&self, n_jobs: usize) -> Result<Threads> {
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if threads.as_ref().map(Threads::n_jobs) != Some(n_jobs) {
-            *threads = Some(Threads::new(n_jobs)?);
-        }
-        Ok(threads.clone().expect("just set"))
-    }
 }
 
 impl Default for Parallel {
@@ -221,37 +202,21 @@ impl Parallel {
     }
 
     fn session<W: Work>(&self, plan: &Plan) -> Result<Box<dyn Session<W>>> {
-        Ok(match plan.backend {
-            Backend::Sequential => {
-                Box::new(Sequential::new(plan.timeout).with_initializer(plan.initializer))
-            }
-            Backend::Thread => Box::new(
-                ThreadSession::new(
-                    self.home.threads(plan.n_jobs)?,
-                    plan.timeout,
-                    plan.verbose > 0,
-                )
-                .with_initializer(plan.initializer),
-            ),
-            Backend::Process => Box::new(ProcessSession::new(
-                self.home.processes.lease_initialized(
-                    plan.n_jobs,
-                    plan.initializer,
-                    plan.inner_max_num_threads,
-                )?,
-                plan.timeout,
-                plan.backend_source,
-                plan.max_nbytes,
-            )?),
-            Backend::Mpi | Backend::MpiSpawn { .. } if plan.initializer.is_some() => {
-                return Err(Error::Config(
-                    "an initializer runs in worker processes and threads; MPI worker ranks \
-                     do not run one: start what they need in the task itself"
-                        .into(),
-                ))
-            }
-            Backend::Mpi | Backend::MpiSpawn { .. } => mpi_session(plan)?,
-        })
+        let spec = Spec {
+            api: Api::Parallel,
+            backend: plan.backend,
+            n_jobs: plan.n_jobs,
+            timeout: plan.timeout,
+            verbose: plan.verbose > 0,
+            source: plan.backend_source,
+            max_nbytes: plan.max_nbytes,
+        };
+        let workers = Workers::Home {
+            home: &self.home,
+            initializer: plan.initializer,
+            inner_threads: plan.inner_max_num_threads,
+        };
+        Ok(open::open(&spec, workers)?.boxed())
     }
 
     /// The pids of this runner's live worker processes (empty unless the
@@ -262,35 +227,8 @@ impl Parallel {
 
     /// Stops this runner's workers and threads now. A later run starts new ones.
     pub fn shutdown(&self) {
-        self.home.processes.clear();
-        *self.home.threads.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.home.clear();
     }
-}
-
-/// A session on MPI worker ranks (spawning them first for `MpiSpawn`).
-#[cfg(feature = "mpi")]
-fn mpi_session<W: Work>(plan: &Plan) -> Result<Box<dyn Session<W>>> {
-    use crate::backend::mpi;
-    if let Backend::MpiSpawn { workers } = plan.backend {
-        mpi::spawn_workers(workers)?;
-    }
-    Ok(Box::new(mpi::MpiSession::new(
-        plan.n_jobs,
-        plan.timeout,
-        plan.backend_source,
-        plan.verbose > 0,
-    )?))
-}
-
-/// Without the `mpi` feature, naming an MPI backend says how to get it.
-#[cfg(not(feature = "mpi"))]
-fn mpi_session<W: Work>(_: &Plan) -> Result<Box<dyn Session<W>>> {
-    Err(Error::Config(
-        "backend \"mpi\" needs parjob's `mpi` feature: `parjob = { version = \"0.1\", \
-         features = [\"mpi\"] }` in Cargo.toml, or `cargo run --features mpi`, with an MPI \
-         library installed (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
-            .into(),
-    ))
 }
 
 impl From<usize> for BatchSize {

@@ -18,6 +18,7 @@ pub(crate) mod beacon;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
 pub(crate) mod nesting;
+pub(crate) mod open;
 pub(crate) mod process;
 pub(crate) mod sequential;
 pub(crate) mod thread;

@@ -121,6 +121,11 @@ impl<W: Work> ThreadSession<W> {
         }
     }
 
+    /// The threads this session runs on.
+    pub(crate) fn threads(&self) -> &Threads {
+        &self.threads
+    }
+
     /// The session with `init` run once on each thread before its jobs.
     pub(crate) fn with_initializer(mut self, init: Option<crate::options::Initializer>) -> Self {
         self.init = init;

@@ -1,10 +1,10 @@
-//! [`PoolBuilder`]: a pool's settings, and the backend session they make.
+//! [`PoolBuilder`]: a pool's settings, and the process rules they give
+//! its workers. The session itself comes from `backend::open`.
 
-use super::chunks::PoolJob;
-use super::manager::{Engine, OnWorkerDeath};
+use super::manager::OnWorkerDeath;
 use super::{Chunksize, Pool};
-use crate::backend::process::{worker_entry, Initializer, PoolRules, PoolSlot, ProcessSession};
-use crate::backend::thread::{ThreadSession, Threads};
+use crate::backend::open::{self, Api, Engine, Spec, Workers};
+use crate::backend::process::{worker_entry, Initializer, PoolRules};
 use crate::error::{Error, Result};
 use crate::options::{Backend, BackendSource};
 use crate::task::ProcessTask;
@@ -135,54 +135,33 @@ impl PoolBuilder {
             return Err(Error::Config(self.refused.join("; ")));
         }
         let backend = self.backend.unwrap_or(Backend::Process);
-        let mut entry = None;
-        let mut threads = None;
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = match backend {
-            Backend::Mpi | Backend::MpiSpawn { .. } => {
-                return Err(Error::Config(
-                    "a Pool runs on processes or threads; for MPI ranks use Parallel or a \
-                     task's map with backend \"mpi\""
-                        .into(),
-                ))
-            }
-            Backend::Process => {
-                // The manager thread re-executes this program with the
-                // entry of the thread that builds the pool.
-                entry = Some(worker_entry().ok_or(Error::NoWorkerEntry)?);
-                Engine::Process(self.process_session(processes, stop.clone())?)
-            }
-            Backend::Thread => {
-                if self.initializer.is_some()
+        let spec = Spec {
+            api: Api::Pool {
+                process_only: self.initializer.is_some()
                     || self.max_tasks_per_child.is_some()
-                    || self.max_items_per_child.is_some()
-                {
-                    return Err(Error::Config(
-                        "initializer, max_tasks_per_child and max_items_per_child need the \
-                         process backend: a thread pool's workers share one process"
-                            .into(),
-                    ));
-                }
-                let pool_threads = Threads::new(processes)?;
-                threads = Some(pool_threads.clone());
-                Engine::Thread(ThreadSession::new(pool_threads, None, false))
-            }
-            Backend::Sequential => {
-                return Err(Error::Config(
-                    "a Pool runs on processes or threads; for a loop in this thread, \
-                     use Parallel with n_jobs = 1"
-                        .into(),
-                ))
-            }
+                    || self.max_items_per_child.is_some(),
+            },
+            backend,
+            n_jobs: processes,
+            timeout: None,
+            verbose: false,
+            source: BackendSource::ProcessApi,
+            max_nbytes: None,
+        };
+        let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
+        let (entry, threads) = match &engine {
+            // The manager thread re-executes this program with the entry
+            // of the thread that builds the pool.
+            Engine::Process(_) => (Some(worker_entry().ok_or(Error::NoWorkerEntry)?), None),
+            Engine::Thread(session) => (None, Some(session.threads().clone())),
+            _ => (None, None),
         };
         Ok(Pool::start(engine, threads, entry, processes, stop, &self))
     }
 
-    fn process_session(
-        &self,
-        processes: usize,
-        stop: Arc<AtomicBool>,
-    ) -> Result<ProcessSession<PoolJob>> {
+    /// The process rules of this pool's workers.
+    fn rules(&self, stop: Arc<AtomicBool>) -> Result<PoolRules> {
         let init = match &self.initializer {
             None => None,
             Some((task, Ok(args))) => Some(Arc::new(Initializer {
@@ -192,7 +171,7 @@ impl PoolBuilder {
             })),
             Some((_, Err(e))) => return Err(Error::Config(e.to_string())),
         };
-        let rules = PoolRules {
+        Ok(PoolRules {
             isolate_deaths: true,
             depth: 1,
             max_batches: self.max_tasks_per_child,
@@ -202,8 +181,6 @@ impl PoolBuilder {
             no_resend: false,
             stop,
             lazy: self.lazy,
-        };
-        let lease = PoolSlot::default().lease_new(processes, rules);
-        ProcessSession::new(lease, None, BackendSource::ProcessApi, None)
+        })
     }
 }

@@ -10,9 +10,8 @@
 
 use super::chunks::{PoolJob, Source};
 use super::sink::Sink;
-use crate::backend::process::ProcessSession;
-use crate::backend::thread::ThreadSession;
-use crate::backend::{Batch, Finished, Session};
+use crate::backend::open::Engine;
+use crate::backend::{Batch, Finished};
 use crate::error::Error;
 use crate::options::BatchSize;
 use crate::schedule::batch::Batcher;
@@ -34,32 +33,6 @@ pub enum OnWorkerDeath {
     /// Fail everything pending and every later submission:
     /// concurrent.futures' `BrokenProcessPool`.
     Break,
-}
-
-/// The backend behind a pool. One per pool, made once and never moved in
-/// a hot path, so the size of its larger variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Engine {
-    Process(ProcessSession<PoolJob>),
-    Thread(ThreadSession<PoolJob>),
-}
-
-impl Engine {
-    fn session(&mut self) -> &mut dyn Session<PoolJob> {
-        match self {
-            Engine::Process(s) => s,
-            Engine::Thread(s) => s,
-        }
-    }
-
-    /// Stops the workers now: processes get SIGTERM, then SIGKILL after
-    /// `grace`; threads skip the jobs they have not started.
-    fn terminate(&mut self, grace: Duration) {
-        match self {
-            Engine::Process(s) => s.terminate(grace),
-            Engine::Thread(s) => s.cancel(),
-        }
-    }
 }
 
 /// How a submission's chunks are sized.
@@ -122,7 +95,7 @@ struct Sent {
 }
 
 pub(crate) struct Manager {
-    engine: Engine,
+    engine: Engine<PoolJob>,
     commands: Receiver<Command>,
     on_death: OnWorkerDeath,
     /// Submissions with jobs not cut yet, in turn.
@@ -139,7 +112,7 @@ pub(crate) struct Manager {
 
 impl Manager {
     pub(crate) fn new(
-        engine: Engine,
+        engine: Engine<PoolJob>,
         commands: Receiver<Command>,
         on_death: OnWorkerDeath,
         workers: usize,

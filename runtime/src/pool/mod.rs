@@ -43,13 +43,15 @@ pub use result::AsyncResult;
 pub use scope::Scope;
 pub use tasks::{IntoJob, MapTask, StarTask, TaskRef};
 
+use crate::backend::open::Engine;
 use crate::backend::process::adopt_entry;
 use crate::backend::process::worker::EntryPoint;
 use crate::backend::thread::Threads;
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::shm::Sharing;
-use manager::{Command, Engine, Manager, Sizing};
+use chunks::PoolJob;
+use manager::{Command, Manager, Sizing};
 use result::{OnDone, Slot};
 use sink::{Callback, Collect};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,7 +127,7 @@ impl Pool {
     }
 
     pub(super) fn start(
-        engine: Engine,
+        engine: Engine<PoolJob>,
         threads: Option<Threads>,
         entry: Option<EntryPoint>,
         processes: usize,

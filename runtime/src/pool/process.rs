@@ -4,10 +4,11 @@
 use super::chunks::PoolJob;
 use super::sink::unbox;
 use super::IntoJob;
-use crate::backend::process::{PoolRules, PoolSlot, ProcessSession};
+use crate::backend::open::{self, Api, Engine, Spec, Workers};
+use crate::backend::process::{PoolRules, ProcessSession};
 use crate::backend::{Batch, Session};
 use crate::error::{Error, Result};
-use crate::options::BackendSource;
+use crate::options::{Backend, BackendSource};
 use crate::task::chunk;
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,20 @@ impl<R: Send + 'static> Process<R> {
             depth: 1,
             ..PoolRules::default()
         };
-        let lease = PoolSlot::default().lease_new(1, rules);
-        let mut session = ProcessSession::new(lease, None, BackendSource::ProcessApi, None)?;
+        let spec = Spec {
+            api: Api::Process,
+            backend: Backend::Process,
+            n_jobs: 1,
+            timeout: None,
+            verbose: false,
+            source: BackendSource::ProcessApi,
+            max_nbytes: None,
+        };
+        let Engine::Process(mut session) = open::open(&spec, Workers::Own(rules))? else {
+            return Err(Error::Pool(
+                "Process::spawn opened no worker process".into(),
+            ));
+        };
         let job = chunk::chunk(vec![job.into_job()]);
         session.submit(Batch {
             first: 0,
