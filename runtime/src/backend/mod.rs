@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 pub(crate) mod beacon;
+pub(crate) mod in_flight;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
 pub(crate) mod nesting;

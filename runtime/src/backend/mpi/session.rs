@@ -16,12 +16,13 @@ use super::lease::{lease, Lease, Leased};
 use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
 use super::{TAG_EVICT, TAG_SHARE, TAG_TASK};
-use crate::backend::process::{answer_error, encode_batch, log, Encoded, Prepared};
-use crate::backend::{panic_error, Batch, Finished, LongestRunning, Session};
+use crate::backend::in_flight::Problem;
+use crate::backend::process::{encode_batch, log, Encoded, Prepared};
+use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
 use crate::shm::{Collected, Segment};
-use crate::task::{Decoder, Work};
+use crate::task::Work;
 use crate::wire::{self, codec::CodecError, FromWorker, Incoming as Frame, ToWorker};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,18 +55,15 @@ struct Slot {
     segments: HashSet<u64>,
 }
 
-struct InFlight<R> {
-    first: usize,
-    len: usize,
-    task: &'static str,
-    decode: Decoder<R>,
-    answered: usize,
-    values: Vec<R>,
-    failure: Option<Error>,
+/// What an MPI session keeps of a batch besides its answers.
+struct OnRank {
+    /// The slot of the rank it went to.
     slot: usize,
     /// The segments its arguments name, held until it is answered.
     _shared: Collected,
 }
+
+type InFlight<R> = crate::backend::in_flight::InFlight<R, OnRank>;
 
 /// One run's use of the worker ranks.
 pub(crate) struct MpiSession<W: Work> {
@@ -192,11 +190,11 @@ impl<W: Work> MpiSession<W> {
             let batches = &self.batches;
             let frame = wire::read_incoming(&mut bytes, |batch, r| {
                 let Some(b) = batches.get(&batch) else {
-                    return Err(Problem::Stale);
+                    return Err(Answered::Stale);
                 };
                 match crate::panic::catch(|| (b.decode)(r)) {
-                    Ok(v) => v.map_err(Problem::Codec),
-                    Err(caught) => Err(Problem::Panic(caught)),
+                    Ok(v) => v.map_err(Answered::from),
+                    Err(caught) => Err(Answered::Problem(Problem::Panic(caught))),
                 }
             });
             match frame {
@@ -213,30 +211,18 @@ impl<W: Work> MpiSession<W> {
         }
     }
 
-    fn value(&mut self, batch: u64, value: std::result::Result<W::Output, Problem>) {
+    fn value(&mut self, batch: u64, value: std::result::Result<W::Output, Answered>) {
         let Some(b) = self.batches.get_mut(&batch) else {
             return;
         };
-        let index = b.first + b.answered;
-        b.answered += 1;
-        let label = &self.slots[b.slot].at.label;
-        let error = match value {
-            Ok(v) => {
-                if b.failure.is_none() {
-                    b.values.push(v);
-                }
-                return;
+        match value {
+            Ok(v) => b.value(v),
+            Err(Answered::Stale) => {}
+            Err(Answered::Problem(problem)) => {
+                let error = on_rank(b.error(problem), &self.slots[b.extra.slot].at.label);
+                b.job_failed(error);
             }
-            Err(Problem::Stale) => return,
-            Err(Problem::Codec(e)) => Error::Codec {
-                task: b.task.into(),
-                index,
-                action: "decode the result",
-                cause: e.0,
-            },
-            Err(Problem::Panic(caught)) => panic_error(b.task, index, caught),
-        };
-        b.failure.get_or_insert(on_rank(error, label));
+        }
     }
 
     fn other(&mut self, k: usize, payload: &[u8]) {
@@ -246,34 +232,25 @@ impl<W: Work> MpiSession<W> {
         match wire::parse_from_worker(payload) {
             Ok(FromWorker::JobFailure { batch, failure }) => {
                 if let Some(b) = self.batches.get_mut(&batch) {
-                    let index = b.first + b.answered;
-                    b.answered += 1;
-                    let e = answer_error(b.task, index, failure);
-                    b.failure.get_or_insert(on_rank(e, &self.slots[k].at.label));
+                    let e = b.error(Problem::Worker(failure));
+                    b.job_failed(on_rank(e, &self.slots[k].at.label));
                 }
             }
             Ok(FromWorker::Done { id, elapsed_ns, .. }) => {
                 let slot = &mut self.slots[k];
                 slot.queue.retain(|&b| b != id);
                 slot.front_since = Instant::now();
-                if let Some(mut b) = self.batches.remove(&id) {
-                    if b.failure.is_none() && b.values.len() < b.len {
-                        // Never a silent loss: a batch answered short fails.
-                        b.failure = Some(Error::Mpi(format!(
+                if let Some(b) = self.batches.remove(&id) {
+                    let elapsed = Duration::from_nanos(elapsed_ns);
+                    let (done, _) = b.finish(elapsed, |b| {
+                        Error::Mpi(format!(
                             "{} ended batch {id} after {} of its {} jobs",
                             slot.at.label,
-                            b.values.len(),
+                            b.values(),
                             b.len
-                        )));
-                    }
-                    self.here.push_back(Finished {
-                        first: b.first,
-                        jobs: b.len,
-                        values: b.values,
-                        failure: b.failure,
-                        elapsed: Duration::from_nanos(elapsed_ns),
-                        call: 0,
+                        ))
                     });
+                    self.here.push_back(done);
                 }
             }
             _ => {}
@@ -292,22 +269,22 @@ impl<W: Work> MpiSession<W> {
         let (slot, batch) = self.oldest()?;
         (slot.front_since.elapsed() >= timeout).then(|| Error::Timeout {
             task: batch.task.into(),
-            index: batch.first + batch.answered,
+            index: batch.next_index(),
             after: timeout,
         })
     }
 }
 
 /// Why a result frame did not give a value.
-enum Problem {
+enum Answered {
+    /// It names no batch of this run (an older run's, cancelled).
     Stale,
-    Codec(CodecError),
-    Panic(crate::panic::Caught),
+    Problem(Problem),
 }
 
-impl From<CodecError> for Problem {
+impl From<CodecError> for Answered {
     fn from(e: CodecError) -> Self {
-        Problem::Codec(e)
+        Answered::Problem(e.into())
     }
 }
 
@@ -397,17 +374,16 @@ impl<W: Work> Session<W> for MpiSession<W> {
         send(slot.at.index, TAG_TASK, Body::Bytes(frame), true)?;
         self.batches.insert(
             id,
-            InFlight {
+            InFlight::new(
                 first,
-                len: jobs,
+                jobs,
                 task,
                 decode,
-                answered: 0,
-                values: Vec::with_capacity(jobs),
-                failure: None,
-                slot: k,
-                _shared: shared,
-            },
+                OnRank {
+                    slot: k,
+                    _shared: shared,
+                },
+            ),
         );
         Ok(())
     }
@@ -451,7 +427,7 @@ impl<W: Work> Session<W> for MpiSession<W> {
         let (slot, batch) = self.oldest()?;
         Some(LongestRunning {
             task: batch.task,
-            index: batch.first + batch.answered,
+            index: batch.next_index(),
             running_for: slot.front_since.elapsed(),
             pid: None,
         })

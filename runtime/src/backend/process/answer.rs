@@ -4,10 +4,11 @@
 
 use super::reader::{DecodeError, Decoded};
 use super::session::ProcessSession;
-use crate::backend::{panic_error, Finished};
+use crate::backend::in_flight::Problem;
+use crate::backend::Finished;
 use crate::error::Error;
 use crate::task::Work;
-use crate::wire::{self, FromWorker, JobFailure};
+use crate::wire::{self, FromWorker};
 use std::time::Duration;
 
 /// What one frame from a worker means for its batch.
@@ -32,48 +33,24 @@ impl<W: Work> ProcessSession<W> {
         let pos = self.pool.position(worker)?;
         let id = *self.pool.workers[pos].queue.front()?;
         let batch = self.batches.get_mut(&id)?;
-        let index = batch.first + batch.answered;
-        let task = batch.task;
-        let codec = |action, cause: String| Error::Codec {
-            task: task.into(),
-            index,
-            action,
-            cause,
-        };
-        let error = |problem| match problem {
-            Problem::Decode(cause) => codec("decode the result", cause),
-            Problem::Panic(caught) => panic_error(task, index, caught),
-            Problem::Worker(failure) => failure_error(task, index, failure),
-            Problem::Desync(cause) => codec("read the worker's answer", cause),
-        };
-        let desync = |cause: String| Answer::Desync(codec("read the worker's answer", cause));
-        let (named, step) = classify::<W::Output>(frame, id, batch.answered, error);
+        let (named, step) = classify::<W::Output>(frame, id, batch.answered(), |p| batch.error(p));
         let step = match named {
-            Some(named) if named != id => desync(format!(
+            Some(named) if named != id => Answer::Desync(batch.error(Problem::Desync(format!(
                 "an answer for batch {named} while batch {id} is the oldest"
-            )),
+            )))),
             _ => step,
         };
         match step {
-            Answer::Value(value) => {
-                batch.answered += 1;
-                if batch.failure.is_none() {
-                    batch.values.push(value);
-                }
-            }
-            Answer::Fail(e) => {
-                batch.answered += 1;
-                batch.failure.get_or_insert(e);
-            }
+            Answer::Value(value) => batch.value(value),
+            Answer::Fail(e) => batch.job_failed(e),
             Answer::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
             Answer::Desync(e) => {
-                batch.failure.get_or_insert(e);
+                batch.fail(e);
                 return Some(self.finish(pos, id, Duration::ZERO));
             }
         }
-        if batch.answered > batch.len {
-            let e = codec("read the worker's answer", "more answers than jobs".into());
-            batch.failure.get_or_insert(e);
+        if batch.overran() {
+            batch.fail(batch.error(Problem::Desync("more answers than jobs".into())));
             return Some(self.finish(pos, id, Duration::ZERO));
         }
         None
@@ -125,37 +102,5 @@ fn classify<R: 'static>(
             Ok(other) => (None, desync(format!("unexpected {other:?} in batch {id}"))),
             Err(e) => (None, desync(e.to_string())),
         },
-    }
-}
-
-/// What went wrong with the job a frame answers.
-enum Problem {
-    /// The result did not decode in the parent.
-    Decode(String),
-    /// The result's `Deserialize` panicked in the parent.
-    Panic(crate::panic::Caught),
-    /// The worker reported the job's failure.
-    Worker(JobFailure),
-    /// The stream is out of step with the batches sent.
-    Desync(String),
-}
-
-pub(crate) fn failure_error(task: &str, index: usize, failure: JobFailure) -> Error {
-    let codec_error = |action, cause: String| Error::Codec {
-        task: task.into(),
-        index,
-        action,
-        cause,
-    };
-    match failure {
-        JobFailure::Panic { message, location } => {
-            panic_error(task, index, crate::panic::Caught { message, location })
-        }
-        JobFailure::UnknownTask => Error::UnknownTask {
-            task: task.into(),
-            index,
-        },
-        JobFailure::DecodeArgs(e) => codec_error("decode the arguments in the worker", e),
-        JobFailure::EncodeResult(e) => codec_error("encode the result in the worker", e),
     }
 }

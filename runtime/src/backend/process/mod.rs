@@ -39,8 +39,6 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
-#[cfg(feature = "mpi")]
-pub(crate) use answer::failure_error as answer_error;
 pub(crate) use session::ProcessSession;
 #[cfg(feature = "mpi")]
 pub(crate) use session::{encode_batch, Encoded, Prepared};
@@ -441,7 +439,7 @@ impl Processes {
             Event::Frame { payload, .. } => match wire::parse_from_worker(&payload) {
                 Ok(FromWorker::Done { id: 0, .. }) => None,
                 Ok(FromWorker::JobFailure { failure, .. }) => {
-                    Some(answer::failure_error(task, 0, failure).to_string())
+                    Some(crate::backend::in_flight::failure_error(task, 0, failure).to_string())
                 }
                 Ok(other) => Some(format!("expected the initializer's end, got {other:?}")),
                 Err(e) => Some(format!("unreadable answer: {e}")),

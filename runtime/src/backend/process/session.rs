@@ -20,6 +20,7 @@
 use super::lease::Lease;
 use super::reader::Event;
 use super::{send, Worker, BATCH_TARGET};
+use crate::backend::in_flight::Problem;
 use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
@@ -31,18 +32,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A batch on its way through a worker.
-pub(super) struct InFlight<R> {
-    pub(super) first: usize,
-    pub(super) len: usize,
-    pub(super) task: &'static str,
-    pub(super) decode: Decoder<R>,
-    /// How many jobs have answered.
-    pub(super) answered: usize,
-    /// Values of the jobs answered before any failure, in order.
-    pub(super) values: Vec<R>,
-    /// The first job that failed.
-    pub(super) failure: Option<Error>,
+/// What a process session keeps of a batch besides its answers.
+pub(super) struct Sent {
     /// The encoded batch, kept until it is answered, to send it to another
     /// worker if its own dies before starting it.
     pub(super) frame: Arc<Vec<u8>>,
@@ -54,6 +45,9 @@ pub(super) struct InFlight<R> {
     /// How many calls it makes (a pool's chunk is one job of many calls).
     pub(super) items: usize,
 }
+
+/// A batch on its way through a worker.
+pub(super) type InFlight<R> = crate::backend::in_flight::InFlight<R, Sent>;
 
 /// A batch is queued behind a running one only when that one is
 /// predicted to end within this long: the time a short batch's round trip
@@ -142,7 +136,7 @@ impl<W: Work> ProcessSession<W> {
             return true;
         };
         let window = PREFETCH_WINDOW.as_nanos() as f64;
-        let left = (running.len - running.answered) as f64 * per_job;
+        let left = (running.len - running.answered()) as f64 * per_job;
         let overrun = w
             .beacon
             .running()
@@ -177,9 +171,9 @@ impl<W: Work> ProcessSession<W> {
             send(
                 &mut self.pool.workers[idle],
                 id,
-                &batch.frame,
+                &batch.extra.frame,
                 batch.decode,
-                &batch.shared.segments,
+                &batch.extra.shared.segments,
             );
             return;
         }
@@ -194,7 +188,7 @@ impl<W: Work> ProcessSession<W> {
                 seq as usize
             }
             // Between jobs: blame the first job not yet answered.
-            _ => (batch.first + batch.answered).min(batch.first + batch.len - 1),
+            _ => batch.next_index().min(batch.first + batch.len - 1),
         };
         Some((index, batch.task))
     }
@@ -207,7 +201,7 @@ impl<W: Work> ProcessSession<W> {
     /// Ends batch `id`, the oldest on worker `pos`.
     pub(super) fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
         let batch = self.batches.remove(&id).expect("the batch was looked up");
-        if batch.failure.is_none() && batch.values.len() == batch.len && batch.len > 0 {
+        if batch.complete() && batch.len > 0 {
             let per_job = elapsed.as_nanos() as f64 / batch.len as f64;
             self.per_job_ns = Some(match self.per_job_ns {
                 Some(before) => 0.5 * before + 0.5 * per_job,
@@ -218,20 +212,20 @@ impl<W: Work> ProcessSession<W> {
         let w = &mut self.pool.workers[pos];
         w.queue.pop_front();
         w.batches_done += 1;
-        w.items_done += batch.items;
+        let (done, sent) = batch.finish(elapsed, |b| {
+            b.error(Problem::Desync(format!(
+                "the worker ended the batch after {} of its {} jobs",
+                b.values(),
+                b.len
+            )))
+        });
+        w.items_done += sent.items;
         if forget && w.queue.is_empty() {
             forget_segments(w);
         }
         self.take_back_for(pos);
         self.pool.retire_if_spent(pos);
-        Finished {
-            first: batch.first,
-            jobs: batch.len,
-            values: batch.values,
-            failure: batch.failure,
-            elapsed,
-            call: 0,
-        }
+        done
     }
 }
 
@@ -290,19 +284,18 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         );
         self.batches.insert(
             id,
-            InFlight {
+            InFlight::new(
                 first,
-                len: jobs,
+                jobs,
                 task,
                 decode,
-                answered: 0,
-                values: Vec::with_capacity(jobs),
-                failure: None,
-                frame,
-                resent: false,
-                shared,
-                items,
-            },
+                Sent {
+                    frame,
+                    resent: false,
+                    shared,
+                    items,
+                },
+            ),
         );
         Ok(())
     }

@@ -9,7 +9,6 @@ use super::exit;
 use super::reader::Event;
 use super::session::ProcessSession;
 use super::{kill, send};
-use crate::backend::Finished;
 use crate::error::{Error, Result};
 use crate::task::Work;
 use std::collections::VecDeque;
@@ -101,7 +100,7 @@ impl<W: Work> ProcessSession<W> {
             && w.queue
                 .front()
                 .and_then(|id| self.batches.get(id))
-                .is_some_and(|b| b.answered == 0);
+                .is_some_and(|b| b.answered() == 0);
         if untouched && self.resend(std::mem::take(&mut w.queue))? {
             return Ok(());
         }
@@ -120,20 +119,16 @@ impl<W: Work> ProcessSession<W> {
             let Some(batch) = self.batches.remove(&id) else {
                 continue;
             };
-            let failure = died.take().unwrap_or_else(|| Error::WorkerDied {
+            let mut batch = batch;
+            batch.fail(died.take().unwrap_or_else(|| Error::WorkerDied {
                 task: batch.task.into(),
-                index: batch.first + batch.answered,
+                index: batch.next_index(),
                 pid: w.pid,
                 status: "died before it could run this batch".into(),
-            });
-            self.finished_here(Finished {
-                first: batch.first,
-                jobs: batch.len,
-                failure: Some(batch.failure.unwrap_or(failure)),
-                values: batch.values,
-                elapsed: Duration::ZERO,
-                call: std::mem::take(&mut call),
-            });
+            }));
+            let (mut done, _) = batch.finish(Duration::ZERO, |_| unreachable!("it failed"));
+            done.call = std::mem::take(&mut call);
+            self.finished_here(done);
         }
         Ok(())
     }
@@ -143,7 +138,7 @@ impl<W: Work> ProcessSession<W> {
     fn resend(&mut self, queue: VecDeque<u64>) -> Result<bool> {
         if queue
             .iter()
-            .any(|id| self.batches.get(id).is_none_or(|b| b.resent))
+            .any(|id| self.batches.get(id).is_none_or(|b| b.extra.resent))
         {
             return Ok(false);
         }
@@ -158,13 +153,13 @@ impl<W: Work> ProcessSession<W> {
                 w.beacon.offer(id);
             }
             let batch = self.batches.get_mut(&id).expect("checked above");
-            batch.resent = true;
+            batch.extra.resent = true;
             send(
                 &mut self.pool.workers[pos],
                 id,
-                &batch.frame,
+                &batch.extra.frame,
                 batch.decode,
-                &batch.shared.segments,
+                &batch.extra.shared.segments,
             );
         }
         Ok(true)
