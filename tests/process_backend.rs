@@ -5,7 +5,7 @@
 mod common;
 use common::process;
 
-use parjob::__private::TaskCodecs;
+use parjob::__private::{Crossing, TaskCodecs};
 use parjob::prelude::*;
 use parjob::{Error, Task};
 use std::collections::HashSet;
@@ -346,6 +346,9 @@ impl Task for Unregistered {
     fn options() -> parjob::Options {
         parjob::Options::default()
     }
+}
+
+impl Crossing<(u64,), u64> for Unregistered {
     fn codecs() -> Option<TaskCodecs<(u64,), u64>> {
         Some(TaskCodecs::serde())
     }
@@ -364,6 +367,9 @@ impl Task for WrongArgs {
     fn options() -> parjob::Options {
         parjob::Options::default()
     }
+}
+
+impl Crossing<(String, String), u64> for WrongArgs {
     fn codecs() -> Option<TaskCodecs<(String, String), u64>> {
         Some(TaskCodecs::serde())
     }

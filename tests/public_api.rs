@@ -4,8 +4,11 @@
 //!
 //! The runtime denies `unreachable_pub` (through clippy `-D warnings`), so
 //! every item still marked `pub` there is reachable from outside: either
-//! contract, or the hidden `__private` module the macros call. After an
-//! intended change, regenerate the list and review its diff:
+//! contract, or the hidden `__private` module the macros call. The list
+//! has two parts: the contract first, then the plumbing, an item reachable
+//! only through `__private` (named there and in no public `pub use`, or a
+//! method of such a type). After an intended change, regenerate the list
+//! and review its diff:
 //!
 //! ```text
 //! PARJOB_BLESS_API=1 cargo test --test public_api
@@ -99,6 +102,114 @@ fn declarations(root: &Path, file: &Path) -> Vec<String> {
     out
 }
 
+/// The names a `pub use` line brings in (the last segment of each path,
+/// or its `as` name).
+fn used_names(line: &str) -> Vec<String> {
+    let body = line
+        .trim()
+        .trim_start_matches("pub use")
+        .trim_end_matches(';');
+    body.split([',', '{', '}'])
+        .filter_map(|part| {
+            let part = part.trim();
+            let name = part.rsplit(" as ").next()?.rsplit("::").next()?.trim();
+            (!name.is_empty() && name != "*" && name != "self").then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// The names `__private` re-exports, and those a public `pub use` does.
+fn reexports(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut private, mut public) = (Vec::new(), Vec::new());
+    let mut depth_in_private: Option<usize> = None;
+    let mut depth = 0usize;
+    let mut statement = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("pub mod __private") {
+            depth_in_private = Some(depth);
+        }
+        if trimmed.starts_with("pub use") || !statement.is_empty() {
+            statement.push_str(trimmed);
+            statement.push(' ');
+            if trimmed.ends_with(';') {
+                let mut names = used_names(&statement);
+                // A glob of a module names its whole file.
+                if let Some(module) = statement.trim().strip_prefix("pub use crate::") {
+                    if let Some(path) = module.trim_end().strip_suffix("::*;") {
+                        names.push(format!("{}.rs", path.replace("::", "/")));
+                    }
+                }
+                match depth_in_private {
+                    Some(_) => private.extend(names),
+                    None => public.extend(names),
+                }
+                statement.clear();
+            }
+        }
+        depth += trimmed.matches('{').count();
+        depth = depth.saturating_sub(trimmed.matches('}').count());
+        if depth_in_private.is_some_and(|d| depth <= d) && trimmed.contains('}') {
+            depth_in_private = None;
+        }
+    }
+    (private, public)
+}
+
+/// The name a declaration declares, or the type an `impl` scope is of.
+fn declared_name(text: &str) -> Option<String> {
+    let text = text.trim();
+    let text = match text.strip_prefix("impl") {
+        Some(rest) => {
+            let rest = rest.rsplit(" for ").next().unwrap_or(rest);
+            let rest = rest.trim_start();
+            if rest.starts_with('<') {
+                rest.split_once("> ").map(|(_, t)| t).unwrap_or(rest)
+            } else {
+                rest
+            }
+        }
+        None => text.splitn(3, ' ').nth(2).unwrap_or(""),
+    };
+    let name: String = text
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Whether a listed line is plumbing: inside `__private`, in a file only
+/// a glob in `__private` reaches, or an item (or a method of a type, or a
+/// `pub use` of names) that only `__private` re-exports.
+fn is_plumbing(line: &str, private: &[String], public: &[String]) -> bool {
+    let mut cells = line.splitn(3, " | ");
+    let (file, scope, signature) = (
+        cells.next().unwrap_or(""),
+        cells.next().unwrap_or(""),
+        cells.next().unwrap_or(""),
+    );
+    if scope.starts_with("pub mod __private") || signature.contains("__private") {
+        return true;
+    }
+    let only_private = |n: &String| private.contains(n) && !public.contains(n);
+    if private
+        .iter()
+        .any(|p| p.ends_with(".rs") && file.ends_with(p.as_str()))
+    {
+        return true;
+    }
+    if scope == "-" && signature.starts_with("pub use") {
+        let names = used_names(signature);
+        return !names.is_empty() && names.iter().all(only_private);
+    }
+    let named = if scope == "-" {
+        declared_name(signature)
+    } else {
+        declared_name(scope)
+    };
+    named.is_some_and(|n| only_private(&n))
+}
+
 fn listing() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![
@@ -107,18 +218,39 @@ fn listing() -> String {
         root.join("syntax/src/lib.rs"),
     ];
     rust_files(&root.join("runtime/src"), &mut files);
-    let mut out = String::from(
-        "# The public API of parjob: every `pub` item of the facade, the macros and the\n\
-         # runtime (`file | enclosing item | signature`). Generated and checked by\n\
-         # tests/public_api.rs: regenerate with PARJOB_BLESS_API=1 and review the diff.\n",
-    );
-    for file in files {
-        for line in declarations(root, &file) {
-            out.push_str(&line);
-            out.push('\n');
+    let (private, mut public) =
+        reexports(&fs::read_to_string(root.join("runtime/src/lib.rs")).unwrap());
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        if !file.ends_with("runtime/src/lib.rs") {
+            public.extend(reexports(&text).1);
         }
     }
-    out
+    let (mut contract, mut plumbing) = (String::new(), String::new());
+    for file in files {
+        for line in declarations(root, &file) {
+            let part = if is_plumbing(&line, &private, &public) {
+                &mut plumbing
+            } else {
+                &mut contract
+            };
+            part.push_str(&line);
+            part.push('\n');
+        }
+    }
+    format!(
+        "# The public API of parjob: every `pub` item of the facade, the macros and the\n\
+         # runtime (`file | enclosing item | signature`). Generated and checked by\n\
+         # tests/public_api.rs: regenerate with PARJOB_BLESS_API=1 and review the diff.\n\
+         #\n\
+         # Part 1: the contract.\n\
+         {contract}\
+         #\n\
+         # Part 2: plumbing, reachable only through `parjob::__private` (what the macros'\n\
+         # expansions, parjob's tests and its fuzz targets call). Not public API: any of it\n\
+         # may change in any release.\n\
+         {plumbing}"
+    )
 }
 
 #[test]
@@ -142,6 +274,50 @@ fn the_public_api_matches_the_reviewed_list() {
             removed.join("\n  ")
         );
     }
+}
+
+#[test]
+fn plumbing_is_what_only_private_re_exports() {
+    let lib = "pub use a::{Contract, Both};\npub mod __private {\n    pub use crate::b::{Hidden, Both};\n    pub mod m {\n        pub use crate::c::Deep as Alias;\n    }\n}\npub use d::Later;\n";
+    let (private, public) = reexports(lib);
+    assert_eq!(private, ["Hidden", "Both", "Alias"]);
+    assert_eq!(public, ["Contract", "Both", "Later"]);
+    assert!(is_plumbing(
+        "b.rs | - | pub struct Hidden",
+        &private,
+        &public
+    ));
+    assert!(is_plumbing(
+        "b.rs | impl<'p> Hidden<'p> | pub fn f(self)",
+        &private,
+        &public
+    ));
+    assert!(!is_plumbing(
+        "b.rs | - | pub struct Both",
+        &private,
+        &public
+    ));
+    assert!(!is_plumbing(
+        "a.rs | impl Contract | pub fn g()",
+        &private,
+        &public
+    ));
+    assert!(is_plumbing(
+        "lib.rs | pub mod __private | pub use crate::b::Hidden;",
+        &private,
+        &public
+    ));
+    assert!(!is_plumbing(
+        "lib.rs | - | pub use a::{Contract, Both};",
+        &private,
+        &public
+    ));
+    let (private, _) = reexports("pub mod __private {\n    pub use crate::p::format::*;\n}\n");
+    assert!(is_plumbing(
+        "src/p/format.rs | - | pub const MAGIC: u8 = 1;",
+        &private,
+        &public
+    ));
 }
 
 #[test]

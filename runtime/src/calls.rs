@@ -2,9 +2,9 @@
 //! forms, `f::par_map`, and marked loops on the process backend.
 //!
 //! [`calls`] pairs a task with its inputs and options; an adapter picks
-//! the shape of the results: [`Calls::list`] (a `Vec` in input order),
-//! [`Calls::ordered`] (an iterator in input order) or
-//! [`Calls::unordered`] (as they complete). Each call is a [`Call`], which
+//! the shape of the results: [`TaskCalls::list`] (a `Vec` in input order),
+//! [`TaskCalls::ordered`] (an iterator in input order) or
+//! [`TaskCalls::unordered`] (as they complete). Each call is a [`Call`], which
 //! allocates nothing and crosses a process boundary when its task has
 //! codecs. The options are resolved once, here, into the plan that picks
 //! the shared pool and that the scheduler runs under.
@@ -40,9 +40,9 @@ impl<T: Task, I: Iterator<Item = T::Args>> Iterator for CallIter<T, I> {
     }
 }
 
-/// Calls (or jobs) with their options, not yet run.
+/// TaskCalls (or jobs) with their options, not yet run.
 #[must_use = "calls do nothing until .list(), .ordered() or .unordered()"]
-pub struct Calls<I> {
+pub struct TaskCalls<I> {
     options: Options,
     /// The task level of the precedence rule.
     declared: Declared,
@@ -55,8 +55,8 @@ pub struct Calls<I> {
 pub fn calls<T: Task, I: IntoIterator<Item = T::Args>>(
     options: Options,
     items: I,
-) -> Calls<CallIter<T, I::IntoIter>> {
-    Calls {
+) -> TaskCalls<CallIter<T, I::IntoIter>> {
+    TaskCalls {
         options,
         declared: declared::<T>(),
         work: CallIter {
@@ -70,11 +70,11 @@ pub fn calls<T: Task, I: IntoIterator<Item = T::Args>>(
 /// bodies borrow the caller's data, so, as marked loops do, they require
 /// shared memory: a process backend from a scope or the environment runs
 /// them on threads.
-pub fn jobs<I: IntoIterator>(options: Options, jobs: I) -> Calls<I::IntoIter>
+pub fn jobs<I: IntoIterator>(options: Options, jobs: I) -> TaskCalls<I::IntoIter>
 where
     I::Item: Work,
 {
-    Calls {
+    TaskCalls {
         options: options.with_require(crate::options::Require::SharedMem),
         declared: Declared::default(),
         work: jobs.into_iter(),
@@ -84,7 +84,7 @@ where
 // The bounds are on each method, not on the impl: when the task is not a
 // task at all, the one error is that, not also "method exists but its
 // trait bounds were not satisfied".
-impl<I> Calls<I> {
+impl<I> TaskCalls<I> {
     fn stream(self, ordered: bool, bounded: bool) -> Stream<I>
     where
         I: Iterator,
@@ -192,6 +192,7 @@ impl<T: Task> ProducerCallback<T::Args> for Schedule<T> {
 /// #     fn call((x,): (u64,)) -> u64 { x * x }
 /// #     fn options() -> Options { Options::new() }
 /// # }
+/// # impl parjob_runtime::__private::Crossing<(u64,), u64> for square {}
 /// # impl parjob_runtime::__private::FromItem<u64> for square {
 /// #     fn from_item(x: u64) -> (u64,) { (x,) }
 /// # }
@@ -220,7 +221,10 @@ impl<T: Task> Default for TaskRun<T> {
 }
 
 /// The calls of `T` over `items`, each item made into arguments.
-fn calls_of<T, I>(options: Options, items: I) -> Calls<CallIter<T, impl Iterator<Item = T::Args>>>
+fn calls_of<T, I>(
+    options: Options,
+    items: I,
+) -> TaskCalls<CallIter<T, impl Iterator<Item = T::Args>>>
 where
     T: FromItem<I::Item>,
     I: IntoIterator,

@@ -97,9 +97,15 @@ pub mod __private {
         pub use ndarray::{Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
     }
     pub use crate::pool::TaskRef;
+    pub use crate::schedule::largest_batch;
+    /// The plumbing half of a pool's task traits.
+    pub mod pool {
+        pub use crate::pool::chunks::Submission;
+        pub use crate::pool::tasks::{SubmitMap, SubmitStar};
+    }
     pub use crate::task::{
-        assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Declared, FromItem,
-        IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
+        assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Crossing, Declared,
+        FromItem, IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
     };
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
@@ -111,7 +117,7 @@ pub mod __private {
 
     /// `f::map`, `f::stream`, `f::par_map` and friends.
     pub mod map {
-        pub use crate::calls::{calls, indexed, jobs, CallIter, Calls};
+        pub use crate::calls::{calls, indexed, jobs, CallIter, TaskCalls};
         pub use crate::parallel::set_shared_idle_timeout;
     }
 

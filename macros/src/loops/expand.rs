@@ -268,7 +268,7 @@ pub fn process_loop(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Tok
         #prelude
         // A path call, not a method call: when the callee is not a task, the
         // one error is that, not also "the method exists but its bounds ..".
-        for __parjob_result in #private::map::Calls::ordered(#private::map::calls::<#task, _>(#options, #calls)) {
+        for __parjob_result in #private::map::TaskCalls::ordered(#private::map::calls::<#task, _>(#options, #calls)) {
             let __parjob_value = match __parjob_result {
                 ::core::result::Result::Ok(value) => value,
                 ::core::result::Result::Err(__parjob_error) => #fail,
@@ -292,6 +292,6 @@ pub fn process_for(for_loop: &ExprForLoop, remote: &Remote, opts: &Opts) -> Toke
     quote!({
         use #private::loops::process_task as __parjob_private_check;
         #prelude
-        #private::map::Calls::#adapter(#private::map::calls::<#task, _>(#options, #calls))
+        #private::map::TaskCalls::#adapter(#private::map::calls::<#task, _>(#options, #calls))
     })
 }

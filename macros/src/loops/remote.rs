@@ -167,6 +167,7 @@ pub fn lookup(callee: &Path, private: &TokenStream) -> (TokenStream, TokenStream
                         #private::Options::new()
                     }
                 }
+                impl #private::Crossing<(), #private::loops::Unmarked> for #last {}
                 impl<I> #private::FromItem<I> for #last {
                     fn from_item(_: I) {}
                 }

@@ -439,6 +439,11 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     } else {
         TokenStream::new()
     };
+    let crossing = quote! {
+        impl #private::Crossing<(#(#owned,)*), #output> for #name {
+            #codecs
+        }
+    };
     quote! {
         impl #private::Task for #name {
             const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name_str);
@@ -453,9 +458,8 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
             fn options() -> #private::Options {
                 #options
             }
-
-            #codecs
         }
+        #crossing
     }
 }
 

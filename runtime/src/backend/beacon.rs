@@ -12,6 +12,40 @@
 //! give it to an idle worker, for as long as the worker has not claimed it.
 //! For worker processes the words live in a `memfd` mapped by both sides;
 //! for threads, on the heap.
+//!
+//! # Memory ordering
+//!
+//! There is one writer of the job words (the worker) and any number of
+//! readers (the parent's scheduler and watcher), in other processes, so
+//! the words are plain atomics in shared memory and no lock is taken.
+//!
+//! - **The running job is a seqlock on `seq`.** [`Beacon::start`] stores
+//!   `IDLE`, then the start time and the call, then the new `seq`, each
+//!   with `Release`. [`Beacon::running`] loads `seq`, the start time and
+//!   `seq` again, each with `Acquire`, and retries when the two `seq`s
+//!   differ. A reader that sees the new start time (`Acquire`, pairing
+//!   with its `Release`) must then see `IDLE` or the new `seq`, never the
+//!   old one, because the `IDLE` store came before it; and its second
+//!   `seq` load cannot move before the start-time load, which is
+//!   `Acquire`. So a pair `(seq, started)` it returns was written together.
+//!   Sequence numbers do not repeat within a worker's batches, so there
+//!   is no ABA. A torn read costs one more loop, never a wrong job.
+//! - **`call` is advisory.** It is stored with `Release` as a chunk moves
+//!   to its next call, and read with `Acquire` once the worker's pipe has
+//!   closed (it died or is dying), to name the item in the error. A read
+//!   that races the worker's last store names the call before; nothing
+//!   but that message depends on it.
+//! - **The claim word is decided by compare-and-swap.** The parent
+//!   [`offer`](Beacon::offer)s a batch id (`Release`) before it sends the
+//!   batch's frame, so the worker, which reads the frame after the pipe
+//!   delivers it, finds the offer. The parent's
+//!   [`take_back`](Beacon::take_back) swaps `id` for `id | TAKEN_BACK`; the
+//!   worker's [`claim`](Beacon::claim) swaps `id` for 0. Both are `AcqRel`
+//!   on one word, so exactly one of them succeeds: the batch runs here or
+//!   is resent elsewhere, never both and never neither. The loser sees the
+//!   winner's value and acts on it (the worker skips a taken-back batch
+//!   and clears the word with `Release`, which the parent's `Acquire` in
+//!   [`may_offer`](Beacon::may_offer) pairs with before the next offer).
 
 use std::fs::File;
 use std::io;

@@ -21,7 +21,7 @@
 //! time did not change while it was checked, so an in-place writer caught
 //! in that window is a miss, not a mapping.
 
-use super::{store, Cache, MissReason, Prepared, Site};
+use super::{store, Cache, MissReason, PreparedKey, Site};
 use crate::persist::{map_entry, write_mappable_entry, Mapped, PersistError};
 use crate::plain::Plain;
 use serde::Serialize;
@@ -94,7 +94,7 @@ impl Site {
     /// `compute`'s, stored and then mapped.
     pub fn call_mapped<P: Plain + Serialize>(
         &self,
-        key: Prepared,
+        key: PreparedKey,
         arguments: &str,
         compute: impl FnOnce() -> Vec<P>,
     ) -> CachedArray<P> {

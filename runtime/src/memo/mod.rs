@@ -386,7 +386,7 @@ struct SiteDir {
 }
 
 /// A call's key, hashed before the call (`None`: no cache directory).
-pub struct Prepared(Option<std::result::Result<Key, KeyError>>);
+pub struct PreparedKey(Option<std::result::Result<Key, KeyError>>);
 
 /// A memoized function's cache, as a `static` the macro generates.
 pub struct Site {
@@ -463,13 +463,13 @@ impl Site {
 
     /// Hashes the (non-ignored) arguments into this call's key. Done
     /// before the call, so the arguments can then move into the body.
-    pub fn prepare<A: Serialize + ?Sized>(&self, args: &A) -> Prepared {
-        Prepared(self.cache().map(|cache| cache.key(args)))
+    pub fn prepare<A: Serialize + ?Sized>(&self, args: &A) -> PreparedKey {
+        PreparedKey(self.cache().map(|cache| cache.key(args)))
     }
 
     /// The cached result for the prepared key, or `compute`'s, stored for
     /// next time.
-    pub fn call<T>(&self, key: Prepared, arguments: &str, compute: impl FnOnce() -> T) -> T
+    pub fn call<T>(&self, key: PreparedKey, arguments: &str, compute: impl FnOnce() -> T) -> T
     where
         T: Serialize + DeserializeOwned,
     {
@@ -486,7 +486,7 @@ impl Site {
     /// [`MemorizedResult`].
     pub fn call_and_shelve<T: Serialize>(
         &self,
-        key: Prepared,
+        key: PreparedKey,
         arguments: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T> {
@@ -500,7 +500,7 @@ impl Site {
     }
 
     /// Whether a valid, unexpired entry exists for the prepared key.
-    pub fn check_call_in_cache(&self, key: Prepared) -> bool {
+    pub fn check_call_in_cache(&self, key: PreparedKey) -> bool {
         match (self.cache(), key.0) {
             (Some(cache), Some(key)) => cache.contains(key),
             _ => false,

@@ -7,7 +7,7 @@
 //! errors of their own. The stub is never run: the assertion stops the
 //! build first.
 
-use super::{MemorizedResult, Prepared, Site};
+use super::{MemorizedResult, PreparedKey, Site};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A type that can be a `#[memoize]` function's result: it is written to
@@ -35,25 +35,25 @@ impl<T> MemoProbe<T> {
 /// The cache arm of [`MemoProbe`].
 pub trait MemoViaSerde<T> {
     /// [`Site::call`].
-    fn cached(&self, site: &Site, key: Prepared, args: &str, compute: impl FnOnce() -> T) -> T;
+    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T;
     /// [`Site::call_and_shelve`].
     fn shelved(
         &self,
         site: &Site,
-        key: Prepared,
+        key: PreparedKey,
         args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T>;
 }
 
 impl<T: Serialize + DeserializeOwned> MemoViaSerde<T> for &MemoProbe<T> {
-    fn cached(&self, site: &Site, key: Prepared, args: &str, compute: impl FnOnce() -> T) -> T {
+    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T {
         site.call(key, args, compute)
     }
     fn shelved(
         &self,
         site: &Site,
-        key: Prepared,
+        key: PreparedKey,
         args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T> {
@@ -65,22 +65,28 @@ impl<T: Serialize + DeserializeOwned> MemoViaSerde<T> for &MemoProbe<T> {
 /// not compile anyway.
 pub trait MemoViaNothing<T> {
     /// Runs `compute`, uncached.
-    fn cached(&self, site: &Site, key: Prepared, args: &str, compute: impl FnOnce() -> T) -> T;
+    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T;
     /// Never runs.
     fn shelved(
         &self,
         site: &Site,
-        key: Prepared,
+        key: PreparedKey,
         args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T>;
 }
 
 impl<T> MemoViaNothing<T> for MemoProbe<T> {
-    fn cached(&self, _: &Site, _: Prepared, _: &str, compute: impl FnOnce() -> T) -> T {
+    fn cached(&self, _: &Site, _: PreparedKey, _: &str, compute: impl FnOnce() -> T) -> T {
         compute()
     }
-    fn shelved(&self, _: &Site, _: Prepared, _: &str, _: impl FnOnce() -> T) -> MemorizedResult<T> {
+    fn shelved(
+        &self,
+        _: &Site,
+        _: PreparedKey,
+        _: &str,
+        _: impl FnOnce() -> T,
+    ) -> MemorizedResult<T> {
         unreachable!("a #[memoize] result that is not a serde type does not compile")
     }
 }

@@ -60,18 +60,18 @@ pub(crate) trait Source: Send {
 }
 
 /// What a map-like call submits: its items made into jobs, or (for a
-/// task named by `f::task`) straight into its argument tuples.
-#[doc(hidden)]
-pub struct Prepared<R> {
+/// task named by `f::task`) straight into its argument tuples. Not public
+/// API: it is reachable only through `__private`.
+pub struct Submission<R> {
     pub(crate) source: Box<dyn Source>,
     pub(crate) len: usize,
     result: PhantomData<fn() -> R>,
 }
 
-impl<R: Send + 'static> Prepared<R> {
+impl<R: Send + 'static> Submission<R> {
     /// Jobs, each boxed.
     pub(crate) fn jobs(jobs: Vec<Job<R>>) -> Self {
-        Prepared {
+        Submission {
             len: jobs.len(),
             source: Box::new(Jobs::new(jobs)),
             result: PhantomData,
@@ -80,9 +80,9 @@ impl<R: Send + 'static> Prepared<R> {
 
     /// Argument tuples of task `T`, with no job each.
     pub(crate) fn calls<T: Task<Output = R>>(args: Vec<T::Args>) -> Self {
-        Prepared {
+        Submission {
             len: args.len(),
-            source: Box::new(Calls::<T> {
+            source: Box::new(TaskArgs::<T> {
                 args: args.into(),
                 offset: 0,
             }),
@@ -92,12 +92,12 @@ impl<R: Send + 'static> Prepared<R> {
 }
 
 /// The argument tuples of a submission of task `T`, in order.
-struct Calls<T: Task> {
+struct TaskArgs<T: Task> {
     args: VecDeque<T::Args>,
     offset: usize,
 }
 
-impl<T: Task> Source for Calls<T> {
+impl<T: Task> Source for TaskArgs<T> {
     fn next(&mut self, size: usize) -> Option<(usize, usize, PoolJob)> {
         if self.args.is_empty() {
             return None;
@@ -201,6 +201,7 @@ mod tests {
                 crate::options::Options::new()
             }
         }
+        impl crate::task::Crossing<(), i32> for Other {}
         let mut jobs: Vec<Job<i32>> = (0..7).map(|i| Job::new(move || i)).collect();
         jobs.insert(5, Job::call::<Other>(()));
         let mut source = Jobs::new(jobs);

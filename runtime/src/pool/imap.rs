@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-/// What `Calls::imap` hands the iterator.
+/// What `ChunkedCalls::imap` hands the iterator.
 pub(crate) struct Parts<'p, R> {
     pub(crate) jobs: Box<dyn Iterator<Item = Job<R>> + 'p>,
     /// Items a chunk.

@@ -21,8 +21,8 @@
 //! completion order.
 
 mod builder;
-mod calls;
-mod chunks;
+mod chunked;
+pub(crate) mod chunks;
 mod executor;
 mod imap;
 mod manager;
@@ -30,17 +30,19 @@ mod process;
 mod result;
 mod scope;
 mod sink;
-mod tasks;
+pub(crate) mod tasks;
 
 pub use builder::PoolBuilder;
-pub use calls::Calls;
-pub use chunks::{cpython_chunksize, Chunksize, Prepared};
+pub use chunked::ChunkedCalls;
+pub(crate) use chunks::Submission;
+pub use chunks::{cpython_chunksize, Chunksize};
 pub use executor::{as_completed, wait, Executor, Future, ReturnWhen, Timed};
 pub use imap::Imap;
 pub use manager::OnWorkerDeath;
 pub use process::Process;
 pub use result::AsyncResult;
 pub use scope::Scope;
+use tasks::SubmitStar;
 pub use tasks::{IntoJob, MapTask, StarTask, TaskRef};
 
 use crate::backend::open::Engine;
@@ -232,7 +234,7 @@ impl Pool {
     /// Submits `work` cut by `chunksize`, collected by `finish`.
     pub(super) fn collect<R: Send + 'static, T: Send + 'static>(
         &self,
-        work: Prepared<R>,
+        work: Submission<R>,
         chunksize: Chunksize,
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
@@ -245,7 +247,7 @@ impl Pool {
     /// (and any added later). Returns the result and its ticket.
     pub(super) fn submit<R: Send + 'static, T: Send + 'static>(
         &self,
-        work: Prepared<R>,
+        work: Submission<R>,
         chunksize: Chunksize,
         finish: fn(Vec<R>) -> T,
         callback: Option<OnDone<T>>,
@@ -309,7 +311,7 @@ impl Pool {
         task: impl MapTask<A, R>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>> {
-        self.map_async(task, items).get()
+        self.chunksize(self.chunksize).map(task, items)
     }
 
     /// As [`Pool::map`], with the result to come (`map_async`).
@@ -327,7 +329,7 @@ impl Pool {
         task: impl StarTask<Args, R>,
         items: impl IntoIterator<Item = Args>,
     ) -> Result<Vec<R>> {
-        self.starmap_async(task, items).get()
+        self.chunksize(self.chunksize).starmap(task, items)
     }
 
     /// As [`Pool::starmap`], with the result to come (`starmap_async`).
@@ -341,7 +343,7 @@ impl Pool {
 
     /// The results of `task` on each item, in order, as they come
     /// (`imap`): items are drawn as results are consumed (one a chunk by
-    /// default), at most [`Calls::buffersize`] ahead.
+    /// default), at most [`ChunkedCalls::buffersize`] ahead.
     pub fn imap<'p, A: 'p, R: Send + 'static>(
         &'p self,
         task: impl MapTask<A, R> + 'p,
@@ -361,8 +363,8 @@ impl Pool {
 
     /// These calls with `chunksize` items a chunk (and, for `imap`, a
     /// `buffersize`).
-    pub fn chunksize(&self, chunksize: impl Into<Chunksize>) -> Calls<'_> {
-        Calls {
+    pub fn chunksize(&self, chunksize: impl Into<Chunksize>) -> ChunkedCalls<'_> {
+        ChunkedCalls {
             pool: self,
             chunksize: chunksize.into(),
             buffersize: None,
@@ -482,8 +484,8 @@ pub(super) fn both<T: 'static>(
 }
 
 /// One job, ready to submit.
-pub(super) fn one<R: Send + 'static>(job: impl IntoJob<R>) -> Prepared<R> {
-    Prepared::jobs(vec![job.into_job()])
+pub(super) fn one<R: Send + 'static>(job: impl IntoJob<R>) -> Submission<R> {
+    Submission::jobs(vec![job.into_job()])
 }
 
 pub(super) fn first<R>(mut values: Vec<R>) -> R {

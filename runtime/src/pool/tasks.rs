@@ -2,7 +2,7 @@
 //! (for `map`, `starmap` and `imap`), or a [`Job`] (for `apply`). A
 //! closure is refused at compile time, with a message that says why.
 
-use super::chunks::Prepared;
+use super::chunks::Submission;
 use crate::task::{FromItem, Job};
 use std::marker::PhantomData;
 
@@ -33,24 +33,29 @@ impl<R> IntoJob<R> for Job<R> {
     note = "a closure cannot cross a process boundary: a worker finds a task by its name. \
             Mark the function `#[parallel(backend = \"process\")]` and pass `f::task`"
 )]
-pub trait MapTask<A, R> {
+pub trait MapTask<A, R>: SubmitMap<A, R> {
     /// The job for one item.
     fn job(&self, item: A) -> Job<R>;
+}
 
+/// How `map` and `imap` submit their items: as jobs, or, for `f::task`,
+/// as argument tuples with no job each. The plumbing half of [`MapTask`];
+/// not public API (reachable only through `__private`).
+pub trait SubmitMap<A, R> {
     /// The items, ready to submit.
-    #[doc(hidden)]
-    fn prepare(&self, items: Vec<A>) -> Prepared<R>
-    where
-        R: Send + 'static,
-    {
-        Prepared::jobs(items.into_iter().map(|a| self.job(a)).collect())
-    }
+    fn submission(&self, items: Vec<A>) -> Submission<R>;
 }
 
 #[diagnostic::do_not_recommend]
-impl<A, R, F: Fn(A) -> Job<R>> MapTask<A, R> for F {
+impl<A, R: Send + 'static, F: Fn(A) -> Job<R>> MapTask<A, R> for F {
     fn job(&self, item: A) -> Job<R> {
         self(item)
+    }
+}
+
+impl<A, R: Send + 'static, F: Fn(A) -> Job<R>> SubmitMap<A, R> for F {
+    fn submission(&self, items: Vec<A>) -> Submission<R> {
+        Submission::jobs(items.into_iter().map(self).collect())
     }
 }
 
@@ -64,27 +69,31 @@ impl<A, R, F: Fn(A) -> Job<R>> MapTask<A, R> for F {
     note = "a closure cannot cross a process boundary: a worker finds a task by its name. \
             Mark the function `#[parallel(backend = \"process\")]` and pass `f::task`"
 )]
-pub trait StarTask<Args, R> {
+pub trait StarTask<Args, R>: SubmitStar<Args, R> {
     /// The job for one tuple of arguments.
     fn job(&self, args: Args) -> Job<R>;
+}
 
+/// How `starmap` submits its tuples; the plumbing half of [`StarTask`],
+/// as [`SubmitMap`] is of [`MapTask`]. Not public API.
+pub trait SubmitStar<Args, R> {
     /// The tuples, ready to submit.
-    #[doc(hidden)]
-    fn prepare(&self, items: Vec<Args>) -> Prepared<R>
-    where
-        R: Send + 'static,
-    {
-        Prepared::jobs(items.into_iter().map(|a| self.job(a)).collect())
-    }
+    fn submission(&self, items: Vec<Args>) -> Submission<R>;
 }
 
 macro_rules! star_task {
     ($($a:ident),+) => {
         #[diagnostic::do_not_recommend]
-        impl<$($a,)+ R, F: Fn($($a),+) -> Job<R>> StarTask<($($a,)+), R> for F {
+        impl<$($a,)+ R: Send + 'static, F: Fn($($a),+) -> Job<R>> StarTask<($($a,)+), R> for F {
             #[allow(non_snake_case)]
             fn job(&self, ($($a,)+): ($($a,)+)) -> Job<R> {
                 self($($a),+)
+            }
+        }
+
+        impl<$($a,)+ R: Send + 'static, F: Fn($($a),+) -> Job<R>> SubmitStar<($($a,)+), R> for F {
+            fn submission(&self, items: Vec<($($a,)+)>) -> Submission<R> {
+                Submission::jobs(items.into_iter().map(|a| StarTask::job(self, a)).collect())
             }
         }
     };
@@ -137,9 +146,11 @@ impl<A, T: FromItem<A>> MapTask<A, T::Output> for TaskRef<T> {
     fn job(&self, item: A) -> Job<T::Output> {
         Job::call::<T>(T::from_item(item))
     }
+}
 
-    fn prepare(&self, items: Vec<A>) -> Prepared<T::Output> {
-        Prepared::calls::<T>(items.into_iter().map(T::from_item).collect())
+impl<A, T: FromItem<A>> SubmitMap<A, T::Output> for TaskRef<T> {
+    fn submission(&self, items: Vec<A>) -> Submission<T::Output> {
+        Submission::calls::<T>(items.into_iter().map(T::from_item).collect())
     }
 }
 
@@ -147,8 +158,10 @@ impl<Args, T: FromItem<Args>> StarTask<Args, T::Output> for TaskRef<T> {
     fn job(&self, args: Args) -> Job<T::Output> {
         Job::call::<T>(T::from_item(args))
     }
+}
 
-    fn prepare(&self, items: Vec<Args>) -> Prepared<T::Output> {
-        Prepared::calls::<T>(items.into_iter().map(T::from_item).collect())
+impl<Args, T: FromItem<Args>> SubmitStar<Args, T::Output> for TaskRef<T> {
+    fn submission(&self, items: Vec<Args>) -> Submission<T::Output> {
+        Submission::calls::<T>(items.into_iter().map(T::from_item).collect())
     }
 }

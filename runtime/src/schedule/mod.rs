@@ -481,16 +481,14 @@ where
     pub(crate) stream: Stream<I>,
 }
 
-impl<I: Iterator> Ordered<I>
+/// The most jobs one batch of `run` has held so far. Not public API
+/// (reachable only through `__private`): tests use it to see
+/// auto-batching at work.
+pub fn largest_batch<I: Iterator>(run: &Ordered<I>) -> usize
 where
     I::Item: Work,
 {
-    /// The most jobs one batch of this run has held so far. Not public
-    /// API: tests use it to see auto-batching at work.
-    #[doc(hidden)]
-    pub fn largest_batch(&self) -> usize {
-        self.stream.largest_batch
-    }
+    run.stream.largest_batch
 }
 
 impl<I: Iterator> Iterator for Ordered<I>

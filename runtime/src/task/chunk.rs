@@ -110,9 +110,9 @@ fn take_text(bytes: &mut &[u8]) -> Result<Option<String>, CodecError> {
 }
 
 /// The calls of one process-capable task.
-struct Calls<T: Task>(Vec<T::Args>);
+struct ChunkCalls<T: Task>(Vec<T::Args>);
 
-impl<T: Task> Body<AnyOutput> for Calls<T> {
+impl<T: Task> Body<AnyOutput> for ChunkCalls<T> {
     fn run(self: Box<Self>) -> AnyOutput {
         let mut values = Vec::with_capacity(self.0.len());
         let args = self.0;
@@ -173,7 +173,7 @@ pub(crate) fn calls<T: Task>(args: Vec<T::Args>) -> Job<AnyOutput> {
     let items = args.len();
     Job {
         task: T::NAME,
-        body: Box::new(Calls::<T>(args)),
+        body: Box::new(ChunkCalls::<T>(args)),
         decode: T::codecs().map(|_| read_chunk::<T> as Decoder<AnyOutput>),
         chunker: None,
         chunked: true,

@@ -32,7 +32,7 @@ use serde::{de::DeserializeOwned, Serialize};
     label = "parjob runs this call as a job, so it must be a function marked `#[parallel]`",
     note = "mark the function `#[parallel]` (with `backend = \"process\"` to run it in worker processes)"
 )]
-pub trait Task: 'static {
+pub trait Task: 'static + Crossing<Self::Args, Self::Output> {
     /// The stable name: `module_path!()::fn_name`.
     const NAME: &'static str;
     /// The owned argument tuple (references in the signature become owned
@@ -45,10 +45,17 @@ pub trait Task: 'static {
     fn call(args: Self::Args) -> Self::Output;
     /// The options given in the attribute.
     fn options() -> Options;
-    /// How the arguments and the output cross a process boundary, for a
-    /// task that can run in a worker process (`backend = "process"`);
-    /// `None` for a task that runs only in this process.
-    fn codecs() -> Option<TaskCodecs<Self::Args, Self::Output>> {
+}
+
+/// How a task's arguments `A` and output `R` cross a process boundary:
+/// the plumbing half of [`Task`], which `#[parallel]` implements beside
+/// it. Not public API: it is reachable only through `__private`, so its
+/// types never show in `Task`'s contract.
+pub trait Crossing<A, R> {
+    /// The codecs of a task that can run in a worker process
+    /// (`backend = "process"`); `None` for a task that runs only in this
+    /// process.
+    fn codecs() -> Option<TaskCodecs<A, R>> {
         None
     }
 }
@@ -56,7 +63,7 @@ pub trait Task: 'static {
 /// Decodes a worker's encoded result.
 pub(crate) type Decoder<R> = fn(&mut dyn std::io::Read) -> Result<R, CodecError>;
 
-/// A task that can run in a worker process: its [`Task::codecs`] are
+/// A task that can run in a worker process: its [`Crossing::codecs`] are
 /// `Some`. `#[parallel(backend = "process")]` implements both, with serde
 /// codecs for the argument tuple and the output; this marker lets a
 /// compile-time check ask for a process task.
@@ -291,7 +298,7 @@ impl<R: Send + 'static> Work for Job<R> {
 }
 
 /// A typed call of a task: no allocation per call. It can cross a
-/// process boundary when the task has codecs ([`Task::codecs`]).
+/// process boundary when the task has codecs ([`Crossing::codecs`]).
 pub struct Call<T: Task>(pub T::Args);
 
 impl<T: Task> Work for Call<T> {

@@ -17,7 +17,7 @@ use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
 use super::{TAG_EVICT, TAG_SHARE, TAG_TASK};
 use crate::backend::in_flight::Problem;
-use crate::backend::process::{encode_batch, log, Encoded, Prepared};
+use crate::backend::process::{encode_batch, log, Encoded, Outgoing};
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
@@ -338,12 +338,12 @@ impl<W: Work> Session<W> for MpiSession<W> {
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
         let mut encoded = match encode_batch(batch, self.backend_from) {
-            Prepared::Empty => return Ok(()),
-            Prepared::Failed(failed) => {
+            Outgoing::Empty => return Ok(()),
+            Outgoing::Failed(failed) => {
                 self.here.push_back(failed);
                 return Ok(());
             }
-            Prepared::Ready(encoded) => encoded,
+            Outgoing::Ready(encoded) => encoded,
         };
         let id = NEXT_BATCH.fetch_add(1, Ordering::Relaxed);
         // Results come back in the answer message, never as segments.

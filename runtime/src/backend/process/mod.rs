@@ -41,7 +41,7 @@ mod writer;
 
 pub(crate) use session::ProcessSession;
 #[cfg(feature = "mpi")]
-pub(crate) use session::{encode_batch, Encoded, Prepared};
+pub(crate) use session::{encode_batch, Encoded, Outgoing};
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};

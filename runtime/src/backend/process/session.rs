@@ -236,12 +236,12 @@ impl<W: Work> Session<W> for ProcessSession<W> {
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
         let mut encoded = match encode_batch(batch, self.backend_from) {
-            Prepared::Empty => return Ok(()),
-            Prepared::Failed(failed) => {
+            Outgoing::Empty => return Ok(()),
+            Outgoing::Failed(failed) => {
                 self.here.push_back(failed);
                 return Ok(());
             }
-            Prepared::Ready(encoded) => encoded,
+            Outgoing::Ready(encoded) => encoded,
         };
         self.pool.fill()?;
         let id = self.pool.fresh_id();
@@ -397,7 +397,7 @@ impl<R> Encoded<R> {
 }
 
 /// A batch made ready for a worker, or why it cannot go.
-pub(crate) enum Prepared<R> {
+pub(crate) enum Outgoing<R> {
     /// No jobs.
     Empty,
     /// The batch's failure: work that cannot cross, or arguments that do
@@ -412,11 +412,11 @@ pub(crate) enum Prepared<R> {
 pub(crate) fn encode_batch<W: Work>(
     batch: Batch<W>,
     backend_from: BackendSource,
-) -> Prepared<W::Output> {
+) -> Outgoing<W::Output> {
     let first = batch.first;
     let jobs = batch.items.len();
     let Some(head) = batch.items.first() else {
-        return Prepared::Empty;
+        return Outgoing::Empty;
     };
     let task = head.task();
     let chunked = head.chunked();
@@ -427,11 +427,11 @@ pub(crate) fn encode_batch<W: Work>(
             index: first,
             backend_from: backend_from.to_string(),
         };
-        return Prepared::Failed(Finished::failed(first, jobs, e));
+        return Outgoing::Failed(Finished::failed(first, jobs, e));
     };
     let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
     match encoded {
-        Ok(args) => Prepared::Ready(Encoded {
+        Ok(args) => Outgoing::Ready(Encoded {
             first,
             jobs,
             items,
@@ -441,7 +441,7 @@ pub(crate) fn encode_batch<W: Work>(
             args,
             shared,
         }),
-        Err((k, cause)) => Prepared::Failed(Finished::failed(
+        Err((k, cause)) => Outgoing::Failed(Finished::failed(
             first,
             jobs,
             encode_error(task, first + k, cause),

@@ -1,19 +1,19 @@
-//! [`Calls`]: a pool's map-like calls with a chunk size (and an `imap`
+//! [`ChunkedCalls`]: a pool's map-like calls with a chunk size (and an `imap`
 //! buffer size) of their own.
 
 use super::imap::{self, Imap};
-use super::{both, AsyncResult, Chunksize, MapTask, Pool, Prepared, StarTask};
+use super::{both, AsyncResult, Chunksize, MapTask, Pool, StarTask, Submission, SubmitStar};
 use crate::error::{Error, Result};
 
 /// A pool's calls with a chunk size of their own: [`Pool::chunksize`].
 #[derive(Debug, Clone, Copy)]
-pub struct Calls<'p> {
+pub struct ChunkedCalls<'p> {
     pub(super) pool: &'p Pool,
     pub(super) chunksize: Chunksize,
     pub(super) buffersize: Option<usize>,
 }
 
-impl<'p> Calls<'p> {
+impl<'p> ChunkedCalls<'p> {
     /// For `imap`: at most `n` items are drawn and not yet consumed
     /// (default: 2 chunks a worker).
     /// 0 is refused: the iterator's first item is the error.
@@ -22,7 +22,7 @@ impl<'p> Calls<'p> {
         self
     }
 
-    fn collect_all<R: Send + 'static>(self, work: Prepared<R>) -> AsyncResult<Vec<R>> {
+    fn collect_all<R: Send + 'static>(self, work: Submission<R>) -> AsyncResult<Vec<R>> {
         self.pool
             .collect(work, self.chunksize, std::convert::identity, None)
     }
@@ -44,7 +44,7 @@ impl<'p> Calls<'p> {
     ) -> AsyncResult<Vec<R>> {
         let work = self
             .pool
-            .preparing(|| task.prepare(items.into_iter().collect()));
+            .preparing(|| task.submission(items.into_iter().collect()));
         self.collect_all(work)
     }
 
@@ -59,7 +59,7 @@ impl<'p> Calls<'p> {
     ) -> AsyncResult<Vec<R>> {
         let work = self
             .pool
-            .preparing(|| task.prepare(items.into_iter().collect()));
+            .preparing(|| task.submission(items.into_iter().collect()));
         let callback = both(on_success, on_error);
         self.pool
             .collect(work, self.chunksize, std::convert::identity, Some(callback))
@@ -82,7 +82,7 @@ impl<'p> Calls<'p> {
     ) -> AsyncResult<Vec<R>> {
         let work = self
             .pool
-            .preparing(|| StarTask::prepare(&task, items.into_iter().collect()));
+            .preparing(|| SubmitStar::submission(&task, items.into_iter().collect()));
         self.collect_all(work)
     }
 
