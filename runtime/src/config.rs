@@ -237,14 +237,16 @@ fn mpi_n_jobs(asked: i32, backend: Backend) -> Result<usize> {
     })
 }
 
-#[cfg(feature = "mpi")]
-fn mpi_worker_ranks() -> usize {
-    crate::backend::mpi::worker_ranks()
+cfg_mpi! {
+    fn mpi_worker_ranks() -> usize {
+        crate::backend::mpi::worker_ranks()
+    }
 }
 
-#[cfg(not(feature = "mpi"))]
-fn mpi_worker_ranks() -> usize {
-    0
+cfg_not_mpi! {
+    fn mpi_worker_ranks() -> usize {
+        0
+    }
 }
 
 /// The backend by the precedence rule, then joblib's `prefer` hint (for

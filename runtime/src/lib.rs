@@ -21,6 +21,9 @@ compile_error!(
      /proc/self/exe. Build on Linux (or in a Linux container or WSL2)."
 );
 
+#[macro_use]
+mod cfg;
+
 mod backend;
 mod calls;
 #[cfg(feature = "persist")]
@@ -59,12 +62,13 @@ mod wire;
 pub use backend::init;
 pub use backend::process::worker::is_worker;
 
-/// The MPI backend's view of this process (parjob's `mpi` feature): see
-/// `Backend::Mpi` and the README's "More than one machine".
-#[cfg(feature = "mpi")]
-pub mod mpi {
-    pub use crate::backend::mpi::info::*;
-    pub use crate::backend::mpi::{launched, SPAWN_FLAG};
+cfg_mpi! {
+    /// The MPI backend's view of this process (parjob's `mpi` feature): see
+    /// `Backend::Mpi` and the README's "More than one machine".
+    pub mod mpi {
+        pub use crate::backend::mpi::info::*;
+        pub use crate::backend::mpi::{launched, SPAWN_FLAG};
+    }
 }
 pub use calls::TaskRun;
 #[cfg(feature = "persist")]

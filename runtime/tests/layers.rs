@@ -17,6 +17,7 @@ use std::path::Path;
 /// Each top-level module's layer; a module may import from its own layer
 /// or below.
 const LAYERS: &[(&str, u8)] = &[
+    ("cfg", 0),
     ("error", 0),
     ("panic", 0),
     ("files", 0),

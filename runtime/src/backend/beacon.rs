@@ -243,11 +243,12 @@ impl Beacon {
         }
     }
 
-    #[cfg(feature = "mpi")]
-    /// The running job's sequence number, if one runs: one atomic load,
-    /// safe in a signal handler.
-    pub(crate) fn running_seq(&self) -> Option<u64> {
-        Some(self.words().seq.load(Ordering::Acquire)).filter(|&s| s != IDLE)
+    cfg_mpi! {
+        /// The running job's sequence number, if one runs: one atomic load,
+        /// safe in a signal handler.
+        pub(crate) fn running_seq(&self) -> Option<u64> {
+            Some(self.words().seq.load(Ordering::Acquire)).filter(|&s| s != IDLE)
+        }
     }
 
     /// The running job and how long it has run, if one runs.

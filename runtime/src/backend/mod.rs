@@ -16,8 +16,9 @@ use std::time::Duration;
 
 pub(crate) mod beacon;
 pub(crate) mod in_flight;
-#[cfg(feature = "mpi")]
-pub(crate) mod mpi;
+cfg_mpi! {
+    pub(crate) mod mpi;
+}
 pub(crate) mod nesting;
 pub(crate) mod open;
 pub(crate) mod process;
@@ -37,8 +38,7 @@ pub(crate) mod thread;
 /// ```
 pub fn init() {
     process::worker::init_entry();
-    #[cfg(feature = "mpi")]
-    mpi::enter_if_launched();
+    open::enter_rank_if_launched();
 }
 
 /// A batch: consecutive jobs of one task, the first at input index `first`.

@@ -134,8 +134,10 @@ pub(crate) enum Engine<W: Work> {
     Sequential(Sequential<W>),
     Thread(ThreadSession<W>),
     Process(ProcessSession<W>),
-    #[cfg(feature = "mpi")]
-    Mpi(super::mpi::MpiSession<W>),
+    /// A session on MPI ranks, already boxed: nothing but the trait is
+    /// asked of it. Made only with the `mpi` feature.
+    #[allow(dead_code)]
+    Ranks(Box<dyn Session<W> + Send>),
 }
 
 impl<W: Work> Engine<W> {
@@ -145,8 +147,7 @@ impl<W: Work> Engine<W> {
             Engine::Sequential(s) => s,
             Engine::Thread(s) => s,
             Engine::Process(s) => s,
-            #[cfg(feature = "mpi")]
-            Engine::Mpi(s) => s,
+            Engine::Ranks(s) => s.as_mut(),
         }
     }
 
@@ -156,8 +157,7 @@ impl<W: Work> Engine<W> {
             Engine::Sequential(s) => Box::new(s),
             Engine::Thread(s) => Box::new(s),
             Engine::Process(s) => Box::new(s),
-            #[cfg(feature = "mpi")]
-            Engine::Mpi(s) => Box::new(s),
+            Engine::Ranks(s) => s,
         }
     }
 
@@ -221,29 +221,40 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
     })
 }
 
-/// A session on MPI worker ranks (spawning them first for `MpiSpawn`).
-#[cfg(feature = "mpi")]
-fn mpi<W: Work>(spec: &Spec) -> Result<Engine<W>> {
-    if let Backend::MpiSpawn { workers } = spec.backend {
-        super::mpi::spawn_workers(workers)?;
+cfg_mpi! {
+    /// A session on MPI worker ranks (spawning them first for `MpiSpawn`).
+    fn mpi<W: Work>(spec: &Spec) -> Result<Engine<W>> {
+        if let Backend::MpiSpawn { workers } = spec.backend {
+            super::mpi::spawn_workers(workers)?;
+        }
+        Ok(Engine::Ranks(Box::new(super::mpi::MpiSession::new(
+            spec.n_jobs,
+            spec.timeout,
+            spec.source,
+            spec.verbose,
+        )?)))
     }
-    Ok(Engine::Mpi(super::mpi::MpiSession::new(
-        spec.n_jobs,
-        spec.timeout,
-        spec.source,
-        spec.verbose,
-    )?))
+
+    /// In a copy of this program launched as an MPI worker rank: serves
+    /// tasks and exits; elsewhere returns at once.
+    pub(crate) fn enter_rank_if_launched() {
+        super::mpi::enter_if_launched();
+    }
 }
 
-/// Without the `mpi` feature, naming an MPI backend says how to get it.
-#[cfg(not(feature = "mpi"))]
-fn mpi<W: Work>(_: &Spec) -> Result<Engine<W>> {
-    Err(Error::Config(
-        "backend \"mpi\" needs parjob's `mpi` feature: `parjob = { version = \"0.1\", \
-         features = [\"mpi\"] }` in Cargo.toml, or `cargo run --features mpi`, with an MPI \
-         library installed (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
-            .into(),
-    ))
+cfg_not_mpi! {
+    /// Without the `mpi` feature, naming an MPI backend says how to get it.
+    fn mpi<W: Work>(_: &Spec) -> Result<Engine<W>> {
+        Err(Error::Config(
+            "backend \"mpi\" needs parjob's `mpi` feature: `parjob = { version = \"0.1\", \
+             features = [\"mpi\"] }` in Cargo.toml, or `cargo run --features mpi`, with an MPI \
+             library installed (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
+                .into(),
+        ))
+    }
+
+    /// Without the `mpi` feature no process is an MPI rank.
+    pub(crate) fn enter_rank_if_launched() {}
 }
 
 #[cfg(test)]

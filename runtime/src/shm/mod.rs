@@ -46,8 +46,9 @@ pub use slice::SharedSlice;
 pub use slice::SliceArg;
 pub use slice_mut::{ChunkMut, SharedSliceMut};
 
-#[cfg(feature = "mpi")]
-pub(crate) use capacity::check_capacity;
+cfg_mpi! {
+    pub(crate) use capacity::check_capacity;
+}
 pub(crate) use fdpass::{send_segment, socket_pair};
 
 /// A zeroed file of `len` bytes to share with a worker by descriptor: a
@@ -62,5 +63,6 @@ pub(crate) use share::{
     set_result_threshold, worker_forget, worker_pass_result, worker_segment, worker_socket,
     Collected, Sharing,
 };
-#[cfg(feature = "mpi")]
-pub(crate) use share::{worker_adopted, worker_by_mpi};
+cfg_mpi! {
+    pub(crate) use share::{worker_adopted, worker_by_mpi};
+}

@@ -85,50 +85,51 @@ impl Segment {
         Segment::finish(file, bytes.len(), sealable.then_some(SEALS), false)
     }
 
-    /// A new read-only segment of `len` bytes with the given id, written
-    /// once by `fill` through a temporary writable mapping and then sealed
-    /// (an argument that arrived by MPI straight into shared memory).
-    #[cfg(feature = "mpi")]
-    pub(crate) fn create_filled(
-        id: u64,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> Result<Segment, String> {
-        let (file, sealable) = backing::new_file(len, &Place::Memfd)?;
-        if len > 0 {
-            // SAFETY: a fresh shared mapping of our own file of `len` bytes,
-            // unmapped before the file is sealed.
-            unsafe {
-                let ptr = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    file.as_raw_fd(),
-                    0,
-                );
-                if ptr == libc::MAP_FAILED {
-                    return Err(format!(
-                        "shared memory: mapping {} to fill failed: {}",
-                        human(len),
-                        io::Error::last_os_error()
-                    ));
+    cfg_mpi! {
+        /// A new read-only segment of `len` bytes with the given id, written
+        /// once by `fill` through a temporary writable mapping and then sealed
+        /// (an argument that arrived by MPI straight into shared memory).
+        pub(crate) fn create_filled(
+            id: u64,
+            len: usize,
+            fill: impl FnOnce(&mut [u8]),
+        ) -> Result<Segment, String> {
+            let (file, sealable) = backing::new_file(len, &Place::Memfd)?;
+            if len > 0 {
+                // SAFETY: a fresh shared mapping of our own file of `len` bytes,
+                // unmapped before the file is sealed.
+                unsafe {
+                    let ptr = libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        file.as_raw_fd(),
+                        0,
+                    );
+                    if ptr == libc::MAP_FAILED {
+                        return Err(format!(
+                            "shared memory: mapping {} to fill failed: {}",
+                            human(len),
+                            io::Error::last_os_error()
+                        ));
+                    }
+                    fill(std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len));
+                    libc::munmap(ptr, len);
                 }
-                fill(std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len));
-                libc::munmap(ptr, len);
             }
+            // SAFETY: fcntl on our own descriptor.
+            if sealable && unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+                return Err(format!(
+                    "shared memory: sealing the segment failed: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            let segment = Segment::map(id, file, len, false)
+                .map_err(|e| format!("shared memory: mapping the segment failed: {e}"))?;
+            CREATED.fetch_add(1, Ordering::Relaxed);
+            Ok(segment)
         }
-        // SAFETY: fcntl on our own descriptor.
-        if sealable && unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-            return Err(format!(
-                "shared memory: sealing the segment failed: {}",
-                io::Error::last_os_error()
-            ));
-        }
-        let segment = Segment::map(id, file, len, false)
-            .map_err(|e| format!("shared memory: mapping the segment failed: {e}"))?;
-        CREATED.fetch_add(1, Ordering::Relaxed);
-        Ok(segment)
     }
 
     /// A new zeroed segment of `len` bytes that stays writable, with its

@@ -230,28 +230,30 @@ pub(crate) fn worker_socket(socket: OwnedFd) {
     });
 }
 
-/// On an MPI worker rank: its segments arrive by MPI, adopted by its MPI
-/// thread ([`worker_adopted`]), not on a socket.
-#[cfg(feature = "mpi")]
-pub(crate) fn worker_by_mpi() {
-    held().get_or_insert_with(|| Held {
-        socket: None,
-        by_id: HashMap::new(),
-    });
-}
-
-/// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
-/// the jobs that name it.
-#[cfg(feature = "mpi")]
-pub(crate) fn worker_adopted(id: u64, segment: Arc<Segment>) {
-    held()
-        .get_or_insert_with(|| Held {
+cfg_mpi! {
+    /// On an MPI worker rank: its segments arrive by MPI, adopted by its MPI
+    /// thread ([`worker_adopted`]), not on a socket.
+    pub(crate) fn worker_by_mpi() {
+        held().get_or_insert_with(|| Held {
             socket: None,
             by_id: HashMap::new(),
-        })
-        .by_id
-        .insert(id, segment);
-    ADOPTED.notify_all();
+        });
+    }
+}
+
+cfg_mpi! {
+    /// On an MPI worker rank: holds segment `id`, which arrived by MPI, for
+    /// the jobs that name it.
+    pub(crate) fn worker_adopted(id: u64, segment: Arc<Segment>) {
+        held()
+            .get_or_insert_with(|| Held {
+                socket: None,
+                by_id: HashMap::new(),
+            })
+            .by_id
+            .insert(id, segment);
+        ADOPTED.notify_all();
+    }
 }
 
 /// In a worker: segment `id`, received now if it has not been yet. The

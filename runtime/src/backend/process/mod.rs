@@ -40,8 +40,9 @@ pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
 pub(crate) use session::ProcessSession;
-#[cfg(feature = "mpi")]
-pub(crate) use session::{encode_batch, Encoded, Outgoing};
+cfg_mpi! {
+    pub(crate) use session::{encode_batch, Encoded, Outgoing};
+}
 
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};

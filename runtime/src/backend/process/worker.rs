@@ -288,17 +288,19 @@ pub(crate) fn serve_frames(
 /// driver cancelled them (a rank cannot be killed alone).
 static CANCELLED_UP_TO: AtomicU64 = AtomicU64::new(0);
 
-#[cfg(feature = "mpi")]
-/// Makes batches up to `id` skip the jobs they have not started.
-pub(crate) fn cancel_up_to(id: u64) {
-    CANCELLED_UP_TO.fetch_max(id, Ordering::Relaxed);
+cfg_mpi! {
+    /// Makes batches up to `id` skip the jobs they have not started.
+    pub(crate) fn cancel_up_to(id: u64) {
+        CANCELLED_UP_TO.fetch_max(id, Ordering::Relaxed);
+    }
 }
 
-#[cfg(feature = "mpi")]
-/// Marks this process as an MPI worker rank that may use `cpus` CPUs:
-/// nested runs go to threads, never to processes.
-pub(crate) fn become_mpi_rank(cpus: usize) {
-    nesting::set_for_this_process(cpus, NestedIn::MpiRank);
+cfg_mpi! {
+    /// Marks this process as an MPI worker rank that may use `cpus` CPUs:
+    /// nested runs go to threads, never to processes.
+    pub(crate) fn become_mpi_rank(cpus: usize) {
+        nesting::set_for_this_process(cpus, NestedIn::MpiRank);
+    }
 }
 
 /// One batch as the serve loop takes it.
