@@ -91,7 +91,7 @@ impl<I> TaskCalls<I> {
         I::Item: Work,
     {
         let (runner, plan) = shared(self.options, self.declared);
-        runner.stream_planned(plan, None, self.work, ordered, bounded)
+        runner.stream_planned(plan, None, self.work, ordered, bounded, None)
     }
 
     /// Every result in input order, or the first error
@@ -172,7 +172,7 @@ impl<T: Task> ProducerCallback<T::Args> for Schedule<T> {
             task: PhantomData,
         };
         self.runner
-            .stream_planned(Ok(self.plan), None, calls, true, false)
+            .stream_planned(Ok(self.plan), None, calls, true, false, None)
             .collect_ordered()
     }
 }

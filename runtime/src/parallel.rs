@@ -159,15 +159,14 @@ impl Parallel {
                     index: 0,
                     message: crate::panic::payload_text(&*payload),
                 };
-                return Stream::new(jobs, None, Err(e), ordered, bounded).input_ended();
+                return Stream::new(jobs, None, Err(e), ordered, bounded, Some(sharing))
+                    .input_ended();
             }
         };
         let declared = first.as_ref().map(Work::declared).unwrap_or_default();
         let plan = self.options.resolve_for(declared);
         let empty = first.is_none();
-        let stream = self
-            .stream_planned(plan, first, jobs, ordered, bounded)
-            .sharing_from(sharing);
+        let stream = self.stream_planned(plan, first, jobs, ordered, bounded, Some(sharing));
         if empty {
             stream.input_ended()
         } else {
@@ -175,8 +174,8 @@ impl Parallel {
         }
     }
 
-    /// A stream of `jobs` (after `first`, already drawn) under a plan
-    /// resolved once by the caller.
+    /// A stream of `jobs` (after `first`, already drawn, in `sharing` when
+    /// the caller made one) under a plan resolved once by the caller.
     pub(crate) fn stream_planned<I>(
         &self,
         plan: Result<Plan>,
@@ -184,6 +183,7 @@ impl Parallel {
         jobs: I,
         ordered: bool,
         bounded: bool,
+        sharing: Option<Arc<Sharing>>,
     ) -> Stream<I>
     where
         I: Iterator,
@@ -193,7 +193,7 @@ impl Parallel {
             let session = self.session::<I::Item>(&plan)?;
             Ok((plan, session))
         });
-        Stream::new(jobs, first, start, ordered, bounded)
+        Stream::new(jobs, first, start, ordered, bounded, sharing)
     }
 
     /// This runner's thread pool, of `n_jobs` threads.

@@ -140,13 +140,17 @@ impl<I: Iterator> Stream<I>
 where
     I::Item: Work,
 {
-    /// A stream of `first` (already drawn, if any), then `input`.
+    /// A stream of `first` (already drawn, if any), then `input`. When the
+    /// caller drew `first` inside a `sharing` of its own, that sharing
+    /// becomes the run's, with the plan's threshold, so one buffer stays
+    /// one segment from the first job on; else the run makes its own.
     pub(crate) fn new(
         input: I,
         first: Option<I::Item>,
         start: Start<I::Item>,
         ordered: bool,
         bounded: bool,
+        sharing: Option<Arc<Sharing>>,
     ) -> Self {
         let ready = if ordered {
             Ready::Ordered(Reorder::new())
@@ -189,25 +193,23 @@ where
             error,
             input_error: None,
             done: false,
-            sharing: Sharing::new(
-                plan.as_ref().and_then(|p| p.max_nbytes),
-                plan.as_ref().and_then(|p| p.temp_folder).map(|f| f.path()),
-            ),
+            sharing: Self::run_sharing(plan.as_ref(), sharing),
             report,
         }
     }
 
-    /// Makes `sharing`, which the caller entered to draw the first job,
-    /// this run's, with the plan's threshold: one buffer stays one segment
-    /// from the first job on.
-    pub(crate) fn sharing_from(mut self, sharing: Arc<Sharing>) -> Self {
-        let plan = self.plan.as_ref();
-        sharing.set_plan(
-            plan.and_then(|p| p.max_nbytes),
-            plan.and_then(|p| p.temp_folder).map(|f| f.path()),
-        );
-        self.sharing = sharing;
-        self
+    /// The run's sharing under `plan`'s threshold and folder: `drawn_in`
+    /// when the caller has one, else a new one.
+    fn run_sharing(plan: Option<&Plan>, drawn_in: Option<Arc<Sharing>>) -> Arc<Sharing> {
+        let max_nbytes = plan.and_then(|p| p.max_nbytes);
+        let folder = plan.and_then(|p| p.temp_folder).map(|f| f.path());
+        match drawn_in {
+            Some(sharing) => {
+                sharing.set_plan(max_nbytes, folder);
+                sharing
+            }
+            None => Sharing::new(max_nbytes, folder),
+        }
     }
 
     /// Marks the input as drawn to its end (the caller saw it empty).
