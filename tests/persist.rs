@@ -317,6 +317,7 @@ fn free_bytes(dir: &Path) -> u64 {
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid path and a zeroed statvfs for the call to fill.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the same valid path and the zeroed statvfs above, which the call fills.
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return u64::MAX;
     }
@@ -338,6 +339,7 @@ fn load_mmap_borrows_a_gigabyte_from_the_file() {
     dump(&data, &path).unwrap();
     drop(data);
     assert!(std::fs::metadata(&path).unwrap().len() > 1 << 30);
+    // SAFETY: this test's own file, which nothing writes while it is mapped.
     let (mapped, grew) = peak_growth(|| unsafe { load_mmap::<f64>(&path) }.unwrap());
     assert!(grew < 1 << 20, "mapping allocated {grew} bytes");
     assert_eq!(mapped.len(), n);
@@ -356,27 +358,32 @@ fn load_mmap_refuses_what_it_cannot_read_as_its_array() {
     dump(&vec![1.0f64; 100], &compressed).unwrap();
     // A compressed dump is loaded instead, as joblib does (with a warning,
     // tests/persist_peers.rs).
+    // SAFETY: this test's own files, which nothing writes while they are mapped.
     let loaded = unsafe { load_mmap::<f64>(&compressed) }.unwrap();
     assert!(!loaded.is_mapped());
     assert_eq!(&*loaded, &[1.0f64; 100][..]);
     let structured = dir.join("model");
     dump(&model(), &structured).unwrap();
     assert!(matches!(
+        // SAFETY: as above.
         unsafe { load_mmap::<f64>(&structured) },
         Err(PersistError::WrongType { .. })
     ));
     let floats = dir.join("floats");
     dump(&vec![1.0f32; 10], &floats).unwrap();
     assert!(matches!(
+        // SAFETY: as above.
         unsafe { load_mmap::<f64>(&floats) },
         Err(PersistError::WrongType { .. })
     ));
     let small = dir.join("small");
     dump(&vec![7u16, 8, 9], &small).unwrap();
+    // SAFETY: as above.
     assert_eq!(&*unsafe { load_mmap::<u16>(&small) }.unwrap(), &[7, 8, 9]);
     let truncated = dir.join("truncated");
     let bytes = std::fs::read(&small).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() - 1]).unwrap();
+    // SAFETY: as above.
     assert!(unsafe { load_mmap::<u16>(&truncated) }.is_err());
 }
 
@@ -555,6 +562,7 @@ fn ndarray_arrays_are_stored_raw_and_mapped_as_views() {
     // An array's numbers dumped as a slice map back as a view.
     let flat = dir.join("flat.bin");
     dump(array.as_slice().unwrap(), &flat).unwrap();
+    // SAFETY: this test's own file, which nothing writes while it is mapped.
     let mapped = unsafe { load_mmap::<f64>(&flat) }.unwrap();
     let view = mapped.view::<Ix2, _>((1000, 300)).unwrap();
     assert_eq!(view, array.view());

@@ -145,8 +145,8 @@ impl Segment {
         seals: Option<i32>,
         writable: bool,
     ) -> Result<Segment, String> {
-        // SAFETY: fcntl on our own descriptor.
         if let Some(seals) = seals {
+            // SAFETY: fcntl on our own descriptor.
             if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
                 return Err(format!(
                     "shared memory: sealing the segment failed: {}",

@@ -113,9 +113,9 @@ impl RawMutex {
                 done => return done,
             }
         }
-        // SAFETY: the mutex was initialised by `init` before the memory
-        // was shared.
         let code = match deadline {
+            // SAFETY: the mutex was initialised by `init` before the memory
+            // was shared.
             None => unsafe { libc::pthread_mutex_lock(self.0.get()) },
             Some(deadline) => {
                 let when = realtime(deadline);

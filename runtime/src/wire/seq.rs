@@ -121,9 +121,9 @@ fn append_singles<T: 'static, P: plain::Plain>(values: &[T], out: &mut Vec<u8>) 
 fn take_singles<T: 'static, P: plain::Plain>(bytes: &mut &[u8]) -> Result<Vec<T>, CodecError> {
     let numbers: Vec<P> = take_raw(bytes)?;
     let tuples: Vec<(P,)> = numbers.into_iter().map(|p| (p,)).collect();
+    let mut tuples = std::mem::ManuallyDrop::new(tuples);
     // SAFETY: `singles` hands this out only when `T` is `(P,)`, so the
     // `Vec` is of `T` already; `ManuallyDrop` hands its buffer over once.
-    let mut tuples = std::mem::ManuallyDrop::new(tuples);
     Ok(unsafe { Vec::from_raw_parts(tuples.as_mut_ptr().cast(), tuples.len(), tuples.capacity()) })
 }
 
