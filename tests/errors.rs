@@ -1,6 +1,8 @@
 //! `parjob::Error` composes: `?` on a `std::io::Error` and on a dump or
 //! load error, in a function that returns `parjob::Result`.
 
+mod common;
+
 use parjob::PersistError;
 use std::path::Path;
 
@@ -16,9 +18,7 @@ fn save_and_reload(dir: &Path, missing: &Path) -> parjob::Result<Vec<f64>> {
 
 #[test]
 fn io_and_persist_errors_convert_with_the_question_mark() {
-    let dir = std::env::temp_dir().join(format!("parjob-errors-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("errors", "convert");
     let missing = dir.join("absent");
     let err = save_and_reload(&dir.join("sub"), &missing).unwrap_err();
     match &err {

@@ -4,7 +4,6 @@
 
 use parjob::prelude::*;
 use parjob::Error;
-use std::time::{Duration, Instant};
 
 #[parallel(n_jobs = 2, backend = "process")]
 fn square(x: u64) -> u64 {
@@ -28,13 +27,8 @@ fn children() -> Vec<u32> {
 fn a_worker_with_another_registry_is_refused_at_the_handshake() {
     std::env::set_var("PARJOB_TEST_FINGERPRINT_SALT", "12345");
     let p = Parallel::new().n_jobs(2).backend(Backend::Process);
-    let started = Instant::now();
     let err = p.run((0..4).map(square::delayed)).unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    // Refused for what the hello says, not after waiting for one.
     match &err {
         Error::Handshake(why) => assert!(why.contains("another task registry"), "{why}"),
         other => panic!("expected a handshake error, got {other:?}"),

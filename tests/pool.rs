@@ -344,13 +344,9 @@ fn terminate_stops_sleeping_tasks_and_leaves_no_zombie() {
     }
     let children = pids.to_vec().unwrap();
     assert_eq!(children.len(), 2);
-    let t = Instant::now();
     pool.terminate();
-    let took = t.elapsed();
-    assert!(
-        took < PATIENCE / 2,
-        "terminate waited for the sleepers: {took:?}"
-    );
+    // Had terminate waited for the sleepers, their minute would have run
+    // out and they would have returned their pids: they end as errors.
     for r in sleeping {
         let e = r.get().unwrap_err().to_string();
         assert!(e.contains("terminated"), "{e}");
@@ -517,9 +513,8 @@ fn terminate_on_drop_stops_running_tasks() {
         .acquire_timeout(PATIENCE)
         .expect("the task started")
         .forget();
-    let t = Instant::now();
     drop(pool);
-    assert!(t.elapsed() < PATIENCE / 2, "the drop waited for the task");
+    // A drop that waited would have let the task return its pid.
     assert!(sleeping
         .get()
         .unwrap_err()

@@ -3,7 +3,7 @@
 //! worker environment, nesting, and no orphans.
 
 mod common;
-use common::process;
+use common::{is_alive, process, wait_all_dead, wait_dead};
 
 use parjob::__private::{Crossing, TaskCodecs};
 use parjob::prelude::*;
@@ -61,12 +61,29 @@ fn panics_once_announced(dir: &Path) -> u64 {
     panic!("the other worker is busy now")
 }
 
-/// Writes its pid into `dir` and sleeps, so a test can find and kill it.
+/// Writes its pid into `dir` and sleeps, so a test can find and kill it;
+/// then writes `<item>.done`, so a test can tell a task that finished from
+/// one that was stopped.
 #[parallel(backend = "process", n_jobs = 2)]
 fn announce_and_sleep(dir: &Path, item: u64, millis: u64) -> u64 {
     std::fs::write(dir.join(format!("{}.pid", std::process::id())), b"").unwrap();
     std::thread::sleep(Duration::from_millis(millis));
+    std::fs::write(dir.join(format!("{item}.done")), b"").unwrap();
     item
+}
+
+/// The items whose `announce_and_sleep` ran to its end.
+fn finished_items(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".done")
+                .map(String::from)
+        })
+        .collect()
 }
 
 #[parallel(backend = "process", n_jobs = 2)]
@@ -104,17 +121,6 @@ fn join_words(words: &[String], sep: &str) -> String {
 fn scratch_dir(name: &str) -> PathBuf {
     common::scratch("test", name)
 }
-
-fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie has exited; only its parent has not reaped it yet.
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[parjob::test]
 fn a_thousand_tasks_come_back_correct_and_in_order() {
     let got = square::map(0..1000).unwrap();
@@ -246,7 +252,6 @@ fn a_worker_killed_with_sigkill_mid_run_is_an_error() {
         std::thread::sleep(Duration::from_millis(5));
     });
     let p = process(2);
-    let started = Instant::now();
     let err = p
         .run((0..4).map(|i| announce_and_sleep::delayed(dir.clone(), i, 20_000)))
         .unwrap_err();
@@ -258,12 +263,9 @@ fn a_worker_killed_with_sigkill_mid_run_is_an_error() {
         }
         other => panic!("expected a dead worker, got {other:?}"),
     }
-    // The other worker was busy with a 20 s task: it was cancelled, not awaited.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    // The other worker was busy with a 20 s task: it was cancelled, not
+    // awaited, so no task ran to its end.
+    assert_eq!(finished_items(&dir), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -271,7 +273,6 @@ fn a_worker_killed_with_sigkill_mid_run_is_an_error() {
 fn the_first_error_cancels_the_rest_and_kills_busy_workers() {
     let dir = scratch_dir("cancel");
     let p = process(2);
-    let started = Instant::now();
     // Item 0 sleeps 30 s; item 1 panics once item 0's worker is busy.
     let jobs = (0..2u64).map(|i| {
         if i == 0 {
@@ -282,11 +283,8 @@ fn the_first_error_cancels_the_rest_and_kills_busy_workers() {
     });
     let err = p.run(jobs).unwrap_err();
     assert!(matches!(err, Error::Panic { index: 1, .. }), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    // The 30 s task was stopped, not awaited.
+    assert_eq!(finished_items(&dir), Vec::<String>::new());
     // The worker that held the 30 s task was killed.
     let pids: Vec<u32> = std::fs::read_dir(&dir)
         .unwrap()
@@ -300,11 +298,10 @@ fn the_first_error_cancels_the_rest_and_kills_busy_workers() {
         })
         .collect();
     assert_eq!(pids.len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while is_alive(pids[0]) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!is_alive(pids[0]), "the busy worker was left running");
+    assert!(
+        wait_dead(pids[0], Duration::from_secs(5)),
+        "the busy worker was left running"
+    );
     assert_eq!(
         p.run((0..4).map(square::delayed)).unwrap(),
         vec![0, 1, 4, 9]
@@ -457,11 +454,7 @@ fn no_worker_outlives_its_parent() {
     assert!(pids.iter().all(|&p| is_alive(p)));
     parent.kill().unwrap();
     parent.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(|&p| is_alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<u32> = pids.into_iter().filter(|&p| is_alive(p)).collect();
+    let left = wait_all_dead(&pids, Duration::from_secs(10));
     assert!(left.is_empty(), "workers {left:?} outlived their parent");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -509,10 +502,11 @@ fn arguments_that_fail_to_encode_are_an_error_naming_the_item() {
 #[parjob::test]
 fn a_panicking_input_iterator_is_an_error_and_leaves_the_pool_usable() {
     let p = process(2);
+    let dir = scratch_dir("input-dry");
     let err = p
         .run((0..20u64).map(|i| {
             assert!(i < 6, "the input ran dry");
-            announce_and_sleep::delayed(std::env::temp_dir(), i, 50)
+            announce_and_sleep::delayed(dir.clone(), i, 50)
         }))
         .unwrap_err();
     match err {
@@ -583,10 +577,7 @@ fn a_worker_killed_while_idle_is_replaced_without_failing_the_next_run() {
     let victim = p.worker_pids()[0];
     // SAFETY: kill(2) on one of this runner's idle workers.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while is_alive(victim) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(wait_dead(victim, Duration::from_secs(5)));
     let second: HashSet<u32> = p
         .run((0..10).map(pid_of::delayed))
         .unwrap()
@@ -625,7 +616,7 @@ fn open_files(_item: u8) -> Vec<String> {
 
 #[parjob::test]
 fn a_descriptor_the_parent_holds_without_cloexec_does_not_reach_workers() {
-    let probe = std::env::temp_dir().join(format!("parjob-leak-probe-{}", std::process::id()));
+    let probe = scratch_dir("leak-probe").join("probe");
     std::fs::write(&probe, b"").unwrap();
     let path = std::ffi::CString::new(probe.to_str().unwrap()).unwrap();
     // SAFETY: open(2) without O_CLOEXEC, as a shell's inherited descriptor.

@@ -15,6 +15,8 @@
 //! git diff docs/public-api.txt
 //! ```
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -47,12 +49,27 @@ fn declarations(root: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(root).unwrap().display().to_string();
     let mut out = Vec::new();
     let mut context = String::new();
+    // Items inside a top-level `cfg_mpi! { .. }` (the runtime's feature
+    // seam) are read as if they stood at the top level.
+    let mut in_cfg_block = false;
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let trimmed = line.trim();
         if trimmed.starts_with("//") {
             continue;
         }
+        if line.starts_with("cfg_mpi! {") || line.starts_with("cfg_not_mpi! {") {
+            in_cfg_block = true;
+            continue;
+        }
+        if in_cfg_block && line == "}" {
+            in_cfg_block = false;
+            continue;
+        }
+        let line = match line.strip_prefix("    ") {
+            Some(inner) if in_cfg_block => inner,
+            _ => line,
+        };
         if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with('#') {
             context = trimmed.trim_end_matches('{').trim().to_string();
         }
@@ -322,8 +339,7 @@ fn plumbing_is_what_only_private_re_exports() {
 
 #[test]
 fn the_lister_reads_signatures_scopes_and_skips_private_items() {
-    let dir = std::env::temp_dir().join(format!("parjob-api-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("api", "lister");
     let file = dir.join("x.rs");
     fs::write(
         &file,

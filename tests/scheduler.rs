@@ -3,9 +3,10 @@
 //! output, scoped configuration and bad options.
 
 mod common;
-use common::{process, threads};
+use common::{process, rendezvous, threads};
 
 use parjob::prelude::*;
+use parjob::sync::{Event, Semaphore};
 use parjob::{config, Error};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,16 +46,51 @@ fn triple(x: u64) -> u64 {
     3 * x
 }
 
-#[parallel(backend = "process", n_jobs = 2, return_as = "generator")]
-fn slow_first(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(if x == 0 { 300 } else { 5 }));
-    x * 10
+/// Far longer than any run here needs: a wait that runs out is a failure,
+/// reported by the job that waited, never a hang.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Item 0 ends only once the `n - 1` other items have run (each releases
+/// `ran`), so it ends last; each returns its index and whether its wait,
+/// if any, held.
+fn last_to_end(i: u64, n: u64, ran: &Semaphore) -> (u64, bool) {
+    if i != 0 {
+        ran.release();
+        return (i, true);
+    }
+    let all_ran = (1..n).all(|_| ran.acquire_timeout(PATIENCE).map(|p| p.forget()).is_some());
+    (i, all_ran)
 }
 
-#[parallel(n_jobs = 2, return_as = "generator_unordered")]
-fn slow_first_threads(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(if x == 0 { 300 } else { 5 }));
-    x * 10
+#[parallel(backend = "process", n_jobs = 3, batch_size = 1)]
+fn ends_last_if_first(i: u64, n: u64, ran: Semaphore) -> (u64, bool) {
+    last_to_end(i, n, &ran)
+}
+
+#[parallel(
+    backend = "process",
+    n_jobs = 2,
+    batch_size = 1,
+    return_as = "generator"
+)]
+fn ends_last_if_first_streamed(i: u64, n: u64, ran: Semaphore) -> (u64, bool) {
+    last_to_end(i, n, &ran)
+}
+
+/// Item 0 waits for `gate`, which the test opens once another result has
+/// arrived; the rest return at once.
+fn gated(i: u64, gate: &Event) -> (u64, bool) {
+    (i, i != 0 || gate.wait_timeout(PATIENCE))
+}
+
+#[parallel(backend = "process", n_jobs = 2, batch_size = 1)]
+fn gated_process(i: u64, gate: Event) -> (u64, bool) {
+    gated(i, &gate)
+}
+
+#[parallel(n_jobs = 2, batch_size = 1, return_as = "generator_unordered")]
+fn gated_threads(i: u64, gate: Event) -> (u64, bool) {
+    gated(i, &gate)
 }
 
 #[parallel]
@@ -62,56 +98,76 @@ fn where_am_i(_x: u32) -> std::thread::ThreadId {
     std::thread::current().id()
 }
 
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn wait_dead(pid: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while is_alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !is_alive(pid)
-}
-
 #[parjob::test]
-fn ordered_iter_keeps_input_order_when_early_tasks_are_slowest() {
-    // Item i sleeps (12 - i) * 15 ms: completion order is roughly reversed.
-    let jobs = (0..12u64).map(|i| nap::delayed(i, (12 - i) * 15));
-    let got: Vec<u64> = process(3).iter(jobs).map(Result::unwrap).collect();
-    assert_eq!(got, (0..12).collect::<Vec<_>>());
-    let jobs = (0..12u64).map(|i| {
-        Job::new(move || {
-            std::thread::sleep(Duration::from_millis((12 - i) * 10));
-            i
+fn ordered_iter_keeps_input_order_when_the_first_task_ends_last() {
+    // Item 0 ends only after every other item has run. Five items fit
+    // the reorder bound of 3 workers (pre_dispatch 2 * n_jobs batches of
+    // one), so none of them waits for item 0 to be consumed.
+    let ran = Semaphore::new(0).unwrap();
+    let jobs = (0..5u64).map(|i| ends_last_if_first::delayed(i, 5, ran.clone()));
+    let got: Vec<(u64, bool)> = process(3).iter(jobs).map(Result::unwrap).collect();
+    assert_eq!(got, (0..5).map(|i| (i, true)).collect::<Vec<_>>());
+    // The same on threads.
+    let (ran, others) = std::sync::mpsc::channel::<()>();
+    let mut others = Some(others);
+    let jobs: Vec<Job<(u64, bool)>> = (0..5u64)
+        .map(|i| match (i, others.take()) {
+            (0, Some(others)) => {
+                Job::new(move || (0, (1..5).all(|_| others.recv_timeout(PATIENCE).is_ok())))
+            }
+            _ => {
+                let ran = ran.clone();
+                Job::new(move || (i, ran.send(()).is_ok()))
+            }
         })
-    });
-    let got: Vec<u64> = threads(3).iter(jobs).map(Result::unwrap).collect();
-    assert_eq!(got, (0..12).collect::<Vec<_>>());
+        .collect();
+    let got: Vec<(u64, bool)> = threads(3)
+        .batch_size(1)
+        .iter(jobs)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..5).map(|i| (i, true)).collect::<Vec<_>>());
+}
+
+/// Consumes unordered results (input index, then the job's index and
+/// whether its wait held), opening `gate` once the two others are in:
+/// item 0 waits for the gate, so it comes last, and in time only if no
+/// other item waited behind it.
+fn first_comes_last(results: impl Iterator<Item = (usize, (u64, bool))>, gate: &Event) {
+    let mut got = Vec::new();
+    for result in results {
+        got.push(result);
+        if got.len() == 2 {
+            gate.set();
+        }
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[2],
+        (0, (0, true)),
+        "the gated item did not come last: {got:?}"
+    );
 }
 
 #[parjob::test]
 fn unordered_iter_yields_a_fast_task_before_a_slow_earlier_one() {
-    let jobs = [nap::delayed(0, 400), nap::delayed(1, 0)];
-    let got: Vec<(usize, u64)> = process(2)
-        .iter_unordered(jobs)
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(got, vec![(1, 1), (0, 0)]);
-    let first = slow_first_threads::map(0..3).next().unwrap().unwrap();
-    assert_ne!(first.0, 0, "the slow first task came first");
-    let all: HashSet<(usize, u64)> = slow_first_threads::map(0..3).map(Result::unwrap).collect();
-    assert_eq!(all, HashSet::from([(0, 0), (1, 10), (2, 20)]));
+    let gate = Event::new().unwrap();
+    let jobs = (0..3u64).map(|i| gated_process::delayed(i, gate.clone()));
+    first_comes_last(process(2).iter_unordered(jobs).map(Result::unwrap), &gate);
+    let gate = Event::new().unwrap();
+    let items = (0..3u64).map(|i| (i, gate.clone()));
+    first_comes_last(gated_threads::map(items).map(Result::unwrap), &gate);
 }
 
 #[parjob::test]
 fn return_as_generator_yields_in_order() {
-    let got: Vec<u64> = slow_first::map(0..5).map(Result::unwrap).collect();
-    assert_eq!(got, vec![0, 10, 20, 30, 40]);
+    // Four items fit the reorder bound of 2 workers.
+    let ran = Semaphore::new(0).unwrap();
+    let items = (0..4u64).map(|i| (i, 4, ran.clone()));
+    let got: Vec<(u64, bool)> = ends_last_if_first_streamed::map(items)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..4).map(|i| (i, true)).collect::<Vec<_>>());
 }
 
 #[parjob::test]
@@ -203,26 +259,37 @@ fn a_crash_inside_a_batch_names_the_exact_item() {
     }
 }
 
+/// Item `index` waits for `release` (the test sets it only after its run
+/// returned); if the wait runs out, it leaves `in_vain` in `dir`, so a run
+/// that waited for it is seen.
+#[parallel(backend = "process", n_jobs = 2)]
+fn held_pid(index: u64, release: parjob::sync::Event, dir: &std::path::Path) -> (u64, u32) {
+    if !release.wait_timeout(PATIENCE) {
+        std::fs::write(dir.join("in_vain"), b"").unwrap();
+    }
+    (index, std::process::id())
+}
+
 #[parjob::test]
 fn a_timeout_kills_the_worker_and_the_next_task_succeeds() {
     let p = process(2).timeout(Duration::from_millis(300));
-    let started = Instant::now();
+    let dir = common::scratch("scheduler", "timeout");
+    let release = Event::new().unwrap();
     let err = p
         .run([
             nap_pid::delayed(0, 5),
-            nap_pid::delayed(1, 30_000),
+            held_pid::delayed(1, release.clone(), dir.clone()),
             nap_pid::delayed(2, 5),
         ])
         .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    // Job 1 could only have ended by its own minute's bound: the error
+    // came without waiting for it.
+    release.set();
+    assert!(!dir.join("in_vain").exists(), "the run waited for the job");
     let before: HashSet<u32> = p.worker_pids().into_iter().collect();
     match &err {
         Error::Timeout { task, index, after } => {
-            assert!(task.ends_with("::nap_pid"));
+            assert!(task.ends_with("::held_pid"), "{task}");
             assert_eq!(*index, 1);
             assert_eq!(*after, Duration::from_millis(300));
         }
@@ -276,8 +343,7 @@ fn a_timeout_on_threads_is_an_error_without_waiting_for_the_task() {
 
 #[parjob::test]
 fn dropping_an_iterator_early_leaves_no_task_running() {
-    let dir = std::env::temp_dir().join(format!("parjob-drop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("scheduler", "drop");
     let p = process(2);
     // Item 0 is quick and leaves no trace; the others announce their
     // worker, then sleep 20 s.
@@ -307,7 +373,7 @@ fn dropping_an_iterator_early_leaves_no_task_running() {
     drop(it);
     for pid in busy {
         assert!(
-            wait_dead(pid),
+            common::wait_dead(pid, Duration::from_secs(5)),
             "worker {pid} still runs after the iterator was dropped"
         );
     }
@@ -315,25 +381,38 @@ fn dropping_an_iterator_early_leaves_no_task_running() {
     // The pool is usable afterwards.
     assert_eq!(p.run((0..3).map(triple::delayed)).unwrap(), vec![0, 3, 6]);
 
-    // Threads: jobs not yet started are skipped.
+    // Threads: jobs not yet started are skipped. All 100 are handed to
+    // the pool at once; item 0 returns, the others hold their thread until
+    // the test opens `gate`, after the drop. So at most item 0 and one
+    // held job per thread ever start.
     let started = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&started);
+    let gate = Event::new().unwrap();
+    let (counter, held) = (Arc::clone(&started), gate.clone());
     let jobs = (0..100u64).map(move |i| {
-        let counter = Arc::clone(&counter);
+        let (counter, held) = (Arc::clone(&counter), held.clone());
         Job::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
+            if i > 0 {
+                held.wait_timeout(PATIENCE);
+            }
             i
         })
     });
-    let mut it = threads(2).batch_size(1).iter(jobs);
+    let p = threads(2).batch_size(1).pre_dispatch(100);
+    let mut it = p.iter(jobs);
     it.next().unwrap().unwrap();
     drop(it);
-    std::thread::sleep(Duration::from_millis(200));
+    gate.set();
+    // The pool takes work first in, first out: once two jobs of a later
+    // run have met on its two threads, every job of the dropped run has
+    // been taken, and skipped or run.
+    let (_, meet) = rendezvous(2);
+    let met = p.run((0..2).map(|_| Job::new(meet.clone()))).unwrap();
+    assert_eq!(met, [true, true]);
     let n = started.load(Ordering::SeqCst);
     assert!(
-        n <= 8,
-        "{n} of 100 jobs started after the iterator was dropped"
+        n <= 3,
+        "{n} of 100 jobs started: jobs were run after the iterator was dropped"
     );
 }
 

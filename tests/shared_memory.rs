@@ -2,6 +2,8 @@
 //! memfds: a big slice of numbers reaches the workers as one sealed
 //! segment, mapped (not copied) into each, and nothing is left behind.
 
+mod common;
+
 use parjob::prelude::*;
 use parjob::shm::SharedSlice;
 use std::sync::{Mutex, MutexGuard};
@@ -327,8 +329,7 @@ fn sum_in_folder(data: &[f64], folder: String) -> (f64, bool) {
 #[parjob::test]
 fn a_temp_folder_backs_segments_with_unnamed_files() {
     let _turn = one_at_a_time();
-    let folder = std::env::temp_dir().join(format!("parjob-shm-folder-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).unwrap();
+    let folder = common::scratch("shm", "folder");
     let name = folder.to_string_lossy().into_owned();
     let data = vec![0.5f64; 1 << 20];
     let run = sum_in_folder::with(|p| p.temp_folder(folder.as_path()));

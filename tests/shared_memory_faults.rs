@@ -240,8 +240,7 @@ fn killing_the_parent_mid_run_frees_the_segment() {
 #[test]
 fn killing_the_parent_leaves_nothing_in_the_temp_folder() {
     let _turn = one_at_a_time();
-    let folder = std::env::temp_dir().join(format!("parjob-shm-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).unwrap();
+    let folder = common::scratch("shm", "kill");
     holding(Some(&folder)).kill_parent();
     let left: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
     assert!(left.is_empty(), "left in the temp folder: {left:?}");

@@ -1,20 +1,15 @@
 //! The shared pool behind `f::map`: reused between calls, stopped when idle.
 
+mod common;
+
+use common::is_alive;
 use parjob::prelude::*;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[parallel(n_jobs = 2, backend = "process")]
 fn pid_of(_x: u32) -> u32 {
     std::process::id()
-}
-
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
 }
 
 #[parjob::test]
@@ -31,12 +26,9 @@ fn map_reuses_its_workers_and_stops_them_when_idle() {
     );
     assert!(all.iter().all(|&p| is_alive(p)));
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while all.iter().any(|&p| is_alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let pids: Vec<u32> = all.iter().copied().collect();
     assert!(
-        all.iter().all(|&p| !is_alive(p)),
+        common::wait_all_dead(&pids, Duration::from_secs(20)).is_empty(),
         "idle workers were not stopped"
     );
     // And the next map starts new ones.

@@ -93,3 +93,75 @@ pub fn helper_command(name: &str, env: &[(&str, &str)]) -> std::process::Command
     command.envs(env.iter().copied());
     command
 }
+
+/// Whether process `pid` is running: a zombie has exited, only its parent
+/// has not reaped it yet.
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits until process `pid` has exited, at most `limit`; whether it did.
+/// The wait is on the process itself (a `pidfd` becomes readable when it
+/// exits), not a poll of `/proc`.
+pub fn wait_dead(pid: u32, limit: std::time::Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        // Gone already (ESRCH), or reaped and reused: not this process.
+        return !is_alive(pid);
+    }
+    // SAFETY: a descriptor this call just opened and owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let mut poll = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = limit.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the length of the call.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    ready == 1 || !is_alive(pid)
+}
+
+/// Waits until every process of `pids` has exited, at most `limit` in
+/// all; the ones still running.
+pub fn wait_all_dead(pids: &[u32], limit: std::time::Duration) -> Vec<u32> {
+    let until = std::time::Instant::now() + limit;
+    pids.iter()
+        .copied()
+        .filter(|&pid| {
+            !wait_dead(
+                pid,
+                until.saturating_duration_since(std::time::Instant::now()),
+            )
+        })
+        .collect()
+}
+
+/// Each job waits until `n` jobs are running at once, or gives up after a
+/// minute; whether they met.
+pub fn rendezvous(
+    n: usize,
+) -> (
+    std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    impl Fn() -> bool + Clone,
+) {
+    let state = std::sync::Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+    let shared = std::sync::Arc::clone(&state);
+    let wait = move || {
+        let (count, cv) = &*shared;
+        let mut c = count.lock().unwrap();
+        *c += 1;
+        cv.notify_all();
+        let (c, _) = cv
+            .wait_timeout_while(c, std::time::Duration::from_secs(60), |c| *c < n)
+            .unwrap();
+        *c >= n
+    };
+    (state, wait)
+}

@@ -384,23 +384,49 @@ fn nested() {
     println!("LEVELS {levels:?}");
 }
 
+/// Waits (up to a minute) for a file `release` in `dir`, which the driver
+/// writes only after its run returned; leaves `in_vain` there if the wait
+/// ran out, so a run that waited for this job is seen.
+#[parallel(backend = "mpi")]
+pub fn held(dir: String) -> u64 {
+    let dir = std::path::Path::new(&dir);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("release").exists() {
+        if std::time::Instant::now() > until {
+            std::fs::write(dir.join("in_vain"), b"").unwrap();
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    1
+}
+
+/// A timeout fails the run at once, without waiting for the job, which a
+/// rank cannot be made to stop.
 fn timeout() {
-    let started = std::time::Instant::now();
+    let dir = std::env::temp_dir().join(format!("parjob-mpi-timeout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_string_lossy().into_owned();
+    let jobs = [
+        held::delayed(path),
+        nap::delayed(1),
+        nap::delayed(1),
+        nap::delayed(1),
+    ];
     let err = Parallel::new()
         .backend(Backend::Mpi)
         .timeout(std::time::Duration::from_millis(500))
         .batch_size(1)
-        .run([3000u64, 1, 1, 1].into_iter().map(nap::delayed))
+        .run(jobs)
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { index: 0, .. }), "{err}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(2500),
-        "the timeout took {:?}",
-        started.elapsed()
-    );
+    assert!(!dir.join("in_vain").exists(), "the run waited for the job");
+    std::fs::write(dir.join("release"), b"").unwrap();
     println!("ERROR {err}");
-    // The rank that ran the long nap finishes it and serves again.
+    // The rank that ran the held job finishes it and serves again.
     ten_squares();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A run of ten squares on the ranks, which must all come back.
