@@ -1,6 +1,6 @@
 """CPython's figures for `cargo bench --bench pool`, on this machine.
 
-python3 benches/mp_queue.py
+`python3 benches/mp_pool.py`
 
 1. Pool(2).map of 100,000 tiny tasks, default chunksize: per task.
 2. Pool(2).apply_async(...).get() one at a time: the round trip.

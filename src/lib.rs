@@ -95,7 +95,7 @@
 //! `v.push(e)`, `v.extend(e)`, `m.insert(k, e)`, and `s = s.max(e)` or
 //! `.min(e)`; `continue` and `?` work; `break`, `return`, labels and any
 //! other change to outer state are compile errors on the offending code.
-//! The README has the whole story, including process-backend loops.
+//! `docs/guide.md` has the whole story, including process-backend loops.
 //!
 //! ## Caching results on disk
 //! `#[memoize(dir = "..")]` is joblib's `Memory.cache`: a hit loads the
@@ -127,7 +127,7 @@
 //! slow_sum::clear();
 //! ```
 //!
-//! See the README for the key, the store, eviction, and `Memory`.
+//! See `docs/guide.md` for the key, the store, eviction, and `Memory`.
 //!
 //! ## Saving and loading
 //! [`dump`] and [`load`] save any serde value, compressed as the file's
@@ -272,6 +272,12 @@ pub use parjob_runtime::__private;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// `docs/guide.md`, the whole behaviour: every Rust example on it
+/// compiled and run.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideDoctests;
 
 /// `docs/from-joblib.md`: joblib and multiprocessing idioms side by side
 /// with parjob's, every Rust snippet compiled and run.

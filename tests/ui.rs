@@ -5,7 +5,7 @@
 #[test]
 #[rustversion::attr(
     not(stable(1.95)),
-    ignore = "the .stderr files are written by rustc 1.95; other compilers word errors differently (CONTRIBUTING in the README)"
+    ignore = "the .stderr files are written by rustc 1.95; other compilers word errors differently (Contributing in the README; .ci/run refuses other compilers)"
 )]
 fn macro_misuse_gives_an_error_that_says_what_to_do() {
     let cases = trybuild::TestCases::new();

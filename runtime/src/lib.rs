@@ -64,7 +64,7 @@ pub use backend::process::worker::is_worker;
 
 cfg_mpi! {
     /// The MPI backend's view of this process (parjob's `mpi` feature): see
-    /// `Backend::Mpi` and the README's "More than one machine".
+    /// `Backend::Mpi` and `docs/guide.md`, "More than one machine".
     pub mod mpi {
         pub use crate::backend::mpi::info::*;
         pub use crate::backend::mpi::{launched, SPAWN_FLAG};

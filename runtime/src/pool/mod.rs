@@ -70,7 +70,7 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 /// `ProcessPoolExecutor`, in Rust's terms.
 ///
 /// Its tasks are `#[parallel(backend = "process")]` functions, passed as
-/// `f::delayed` (see the README: `pool.map(square::delayed, 0..10)`).
+/// `f::delayed` (see `docs/guide.md`: `pool.map(square::delayed, 0..10)`).
 /// On the thread backend, jobs may also be closures:
 ///
 /// ```
