@@ -7,6 +7,8 @@
 //! [`LAYERS`] is the one layer map: `docs/architecture.md`'s table is
 //! checked against it.
 
+#[path = "layers/lex.rs"]
+mod lex;
 #[path = "layers/scan.rs"]
 mod scan;
 
