@@ -103,6 +103,12 @@ impl<W: Work> ProcessSession<W> {
         self.least_loaded_where(|w| w.queue.is_empty() || self.ends_soon(w))
     }
 
+    /// The least loaded worker with room under the pool's rules that is
+    /// idle or may be offered a batch, whatever its prediction says.
+    fn offerable(&self) -> Option<usize> {
+        self.least_loaded_where(|w| w.queue.is_empty() || w.beacon.may_offer())
+    }
+
     /// The least loaded worker with room under the pool's rules, whatever
     /// it is running: for a dead worker's batches, which must go somewhere.
     pub(super) fn any_room(&self) -> Option<usize> {
@@ -262,17 +268,19 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             ..
         } = encoded;
         // The prediction `has_room` used may have lapsed since (a running
-        // job overran it): then the batch is still offered, so an idle
-        // worker can take it back.
+        // job overran it). The batch then still goes where it can be
+        // offered, so an idle worker can take it back; failing that (every
+        // busy worker's last offer is not claimed yet), it queues plainly
+        // behind the least loaded worker. `has_room` promised a worker
+        // with room, and `fill` keeps the pool's workers ready, so the
+        // error is for a broken promise, never a panic.
         let pos = self
             .least_loaded()
-            .or_else(|| {
-                self.any_room()
-                    .filter(|&k| self.pool.workers[k].beacon.may_offer())
-            })
-            .expect("has_room said a worker has room");
+            .or_else(|| self.offerable())
+            .or_else(|| self.any_room())
+            .ok_or_else(|| Error::Pool("no worker could take a batch it was promised".into()))?;
         let w = &self.pool.workers[pos];
-        if !w.queue.is_empty() {
+        if !w.queue.is_empty() && w.beacon.may_offer() {
             w.beacon.offer(id);
         }
         send(

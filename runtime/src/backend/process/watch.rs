@@ -147,7 +147,7 @@ impl<W: Work> ProcessSession<W> {
             let pos = self
                 .least_loaded()
                 .or_else(|| self.any_room())
-                .expect("a fresh worker has room for a dead one's batches");
+                .ok_or_else(|| Error::Pool("no worker could take a dead worker's batch".into()))?;
             let w = &self.pool.workers[pos];
             if !w.queue.is_empty() && w.beacon.may_offer() {
                 w.beacon.offer(id);
