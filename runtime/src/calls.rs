@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::indexed;
-use crate::options::{for_each_option, option_setters, Options};
+use crate::options::{for_each_option, option_setters, OnError, Options};
 use crate::parallel::shared;
 use crate::schedule::{Ordered, Stream, Unordered};
 use crate::task::{declared, Call, CallItem, Declared, FromItem, Task, Work};
@@ -102,6 +102,16 @@ impl<I> TaskCalls<I> {
         I::Item: Work,
     {
         self.stream(true, false).collect_ordered()
+    }
+
+    /// Every item's outcome in input order (`f::map_results`); `Err` only
+    /// for what ended the run as a whole.
+    pub fn results(self) -> Result<Vec<Result<<I::Item as Work>::Output>>>
+    where
+        I: Iterator,
+        I::Item: Work,
+    {
+        self.stream(true, false).collect_results()
     }
 
     /// Results in input order, as they come (`return_as = "generator"`).
@@ -258,6 +268,17 @@ impl<T: Task> TaskRun<T> {
         I: IntoIterator,
     {
         calls_of::<T, I>(self.options, items).list()
+    }
+
+    /// Runs `T` over every item, whatever fails, and returns each item's
+    /// outcome in input order (`on_error = "continue"` for this call).
+    pub fn map_results<I>(self, items: I) -> Result<Vec<Result<T::Output>>>
+    where
+        T: FromItem<I::Item>,
+        I: IntoIterator,
+    {
+        let options = self.options.with_on_error(OnError::Continue);
+        calls_of::<T, I>(options, items).results()
     }
 
     /// Results in input order, as they come (`return_as="generator"`).

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::options::NestedIn;
 use crate::options::{
     effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
-    MaxNbytes, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
+    MaxNbytes, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
 };
 use crate::task::Declared;
 use std::cell::RefCell;
@@ -43,6 +43,8 @@ pub(crate) const ENV_MAX_NBYTES: &str = "PARJOB_MAX_NBYTES";
 pub(crate) const ENV_INNER_MAX_NUM_THREADS: &str = "PARJOB_INNER_MAX_NUM_THREADS";
 /// Environment variable giving the default `temp_folder`.
 pub(crate) const ENV_TEMP_FOLDER: &str = "PARJOB_TEMP_FOLDER";
+/// Environment variable giving the default `on_error`.
+pub(crate) const ENV_ON_ERROR: &str = "PARJOB_ON_ERROR";
 
 impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
@@ -59,6 +61,15 @@ impl Options {
         let options = self.or(scoped).or(task.options);
         let levels = [self, &scoped, &task.options];
         let base = resolve_workers(&options, levels, task.crosses)?;
+        let on_error = match options.on_error {
+            Some(on_error) => on_error,
+            None => match env_var(ENV_ON_ERROR) {
+                Some(text) => text
+                    .parse::<OnError>()
+                    .map_err(|e| Error::Config(format!("{ENV_ON_ERROR}: {e}")))?,
+                None => OnError::Stop,
+            },
+        };
         let batch_size = match options.batch_size.unwrap_or_default() {
             BatchSize::Fixed(0) => {
                 return Err(Error::Config(
@@ -66,6 +77,9 @@ impl Options {
                         .into(),
                 ))
             }
+            // Under "continue" a batch holds one job, so a failure (a
+            // panic, a dead worker, a timeout) costs only its own item.
+            _ if on_error == OnError::Continue => BatchSize::Fixed(1),
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {
@@ -107,6 +121,7 @@ impl Options {
             progress: options.progress.unwrap_or(false),
             initializer: options.initializer,
             inner_max_num_threads: inner_max_num_threads(options.inner_max_num_threads)?,
+            on_error,
             ..base
         })
     }
@@ -194,6 +209,7 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         temp_folder: None,
         initializer: None,
         inner_max_num_threads: None,
+        on_error: OnError::Stop,
     })
 }
 

@@ -81,7 +81,7 @@ pub use memo::mapped::CachedArray;
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
     cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Initializer, MaxNbytes,
-    NestedIn, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
+    NestedIn, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
@@ -113,8 +113,8 @@ pub mod __private {
     };
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
-        init, Backend, BatchSize, Job, MaxNbytes, Options, PreDispatch, Prefer, Require, Result,
-        Task, TaskRun, TempFolder,
+        init, Backend, BatchSize, Job, MaxNbytes, OnError, Options, PreDispatch, Prefer, Require,
+        Result, Task, TaskRun, TempFolder,
     };
     pub use inventory;
     pub use rayon;

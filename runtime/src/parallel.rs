@@ -22,7 +22,7 @@ use crate::backend::thread::Threads;
 use crate::backend::Session;
 use crate::error::{Error, Result};
 use crate::options::{
-    for_each_option, option_setters, Backend, BatchSize, Options, Plan, PreDispatch,
+    for_each_option, option_setters, Backend, BatchSize, OnError, Options, Plan, PreDispatch,
 };
 use crate::schedule::{Ordered, Stream, Unordered};
 use crate::shm::Sharing;
@@ -108,6 +108,30 @@ impl Parallel {
         I: IntoIterator<Item = W>,
     {
         self.stream(jobs.into_iter(), true, false).collect_ordered()
+    }
+
+    /// Runs every job, whatever fails, and returns each one's outcome in
+    /// input order: `on_error = "continue"` for this run. The outer `Err`
+    /// is for what ends a run as a whole (a configuration error, no worker
+    /// entry, the input's panic, an MPI rank's death).
+    ///
+    /// ```
+    /// use parjob_runtime::{Job, Parallel};
+    ///
+    /// let jobs = (0..4u32).map(|i| Job::new(move || if i == 2 { panic!("two") } else { i }));
+    /// let outcomes = Parallel::new().n_jobs(2).run_results(jobs).unwrap();
+    /// assert_eq!(outcomes.len(), 4);
+    /// assert!(outcomes[2].is_err() && *outcomes[3].as_ref().unwrap() == 3);
+    /// ```
+    pub fn run_results<W, I>(&self, jobs: I) -> Result<Vec<Result<W::Output>>>
+    where
+        W: Work,
+        I: IntoIterator<Item = W>,
+    {
+        self.clone()
+            .on_error(OnError::Continue)
+            .stream(jobs.into_iter(), true, false)
+            .collect_results()
     }
 
     /// Runs the jobs and yields their results in input order as they become
@@ -210,6 +234,7 @@ impl Parallel {
             verbose: plan.verbose > 0,
             source: plan.backend_source,
             max_nbytes: plan.max_nbytes,
+            keep_going: plan.on_error == OnError::Continue,
         };
         let workers = Workers::Home {
             home: &self.home,

@@ -54,6 +54,16 @@ pub fn prefer(text: &str) -> Option<PreferName> {
     }
 }
 
+/// `on_error`: `"stop"` (joblib's behaviour, the default) gives `false`,
+/// `"continue"` gives `true`; case and surrounding spaces do not matter.
+pub fn on_error_continues(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "stop" => Some(false),
+        "continue" => Some(true),
+        _ => None,
+    }
+}
+
 /// joblib's `require`: its one value, `"sharedmem"`.
 pub fn require_sharedmem(text: &str) -> bool {
     text.trim().eq_ignore_ascii_case("sharedmem")

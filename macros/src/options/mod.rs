@@ -1,6 +1,6 @@
 //! The options every parjob macro shares: `n_jobs`, `backend`,
 //! `batch_size`, `pre_dispatch`, `timeout`, `verbose`, `progress`,
-//! `prefer`, `require`, `return_as`, `max_nbytes`, `temp_folder`,
+//! `prefer`, `require`, `return_as`, `max_nbytes`, `temp_folder`, `on_error`,
 //! `inner_max_num_threads` and `crate`.
 //!
 //! They are parsed from `name = value` pairs and checked here, so every
@@ -28,6 +28,7 @@ pub const KNOWN: &[&str] = &[
     "max_nbytes",
     "temp_folder",
     "inner_max_num_threads",
+    "on_error",
     "crate",
 ];
 
@@ -37,8 +38,8 @@ mod values;
 pub use values::string;
 use values::{
     bad_inner_threads, example, parse_backend, parse_batch_size, parse_max_nbytes, parse_n_jobs,
-    parse_pre_dispatch, parse_prefer, parse_require, parse_return_as, parse_timeout, parse_verbose,
-    positive_int, unknown, MMAP_MODE,
+    parse_on_error, parse_pre_dispatch, parse_prefer, parse_require, parse_return_as,
+    parse_timeout, parse_verbose, positive_int, unknown, MMAP_MODE,
 };
 
 /// `batch_size` as written.
@@ -85,6 +86,8 @@ pub struct Opts {
     pub temp_folder: Option<String>,
     /// `inner_max_num_threads`: threads per worker process.
     pub inner_max_num_threads: Option<usize>,
+    /// `on_error`: `true` for `"continue"`.
+    pub on_error_continues: Option<bool>,
     pub krate: Option<syn::Path>,
 }
 
@@ -147,6 +150,7 @@ impl Opts {
                 "require" => opts.require_sharedmem = parse_require(value, errors),
                 "return_as" => opts.return_as = parse_return_as(value, errors),
                 "max_nbytes" => opts.max_nbytes = parse_max_nbytes(value, errors),
+                "on_error" => opts.on_error_continues = parse_on_error(value, errors),
                 "mmap_mode" => errors.spanned(&meta, MMAP_MODE),
                 "inner_max_num_threads" => match positive_int(value) {
                     Some(n) if n > 0 => opts.inner_max_num_threads = Some(n),
@@ -197,6 +201,7 @@ impl Opts {
                 .clone()
                 .or_else(|| self.temp_folder.clone()),
             inner_max_num_threads: over.inner_max_num_threads.or(self.inner_max_num_threads),
+            on_error_continues: over.on_error_continues.or(self.on_error_continues),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -222,6 +227,9 @@ impl Opts {
         }
         if self.progress.is_some() {
             names.push("progress");
+        }
+        if self.on_error_continues.is_some() {
+            names.push("on_error");
         }
         names
     }
@@ -328,6 +336,14 @@ impl Opts {
         }
         if let Some(n) = self.inner_max_num_threads {
             options = quote!(#options.with_inner_max_num_threads(#n));
+        }
+        if let Some(continues) = self.on_error_continues {
+            let variant = if continues {
+                quote!(Continue)
+            } else {
+                quote!(Stop)
+            };
+            options = quote!(#options.with_on_error(#private::OnError::#variant));
         }
         if let Some(folder) = &self.temp_folder {
             options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));

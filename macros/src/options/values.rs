@@ -22,6 +22,7 @@ pub(super) fn example(name: &str) -> &'static str {
         "max_nbytes" => "max_nbytes = \"1M\" (or a byte count, or \"none\")",
         "temp_folder" => "temp_folder = \"/mnt/scratch\"",
         "inner_max_num_threads" => "inner_max_num_threads = 2",
+        "on_error" => "on_error = \"continue\"",
         _ => "crate = \"::parjob\"",
     }
 }
@@ -162,6 +163,17 @@ pub(super) fn parse_prefer(value: &Expr, errors: &mut Errors) -> Option<(PreferN
             None
         }
     }
+}
+
+pub(super) fn parse_on_error(value: &Expr, errors: &mut Errors) -> Option<bool> {
+    let continues = string(value).and_then(|s| parjob_syntax::on_error_continues(&s.value()));
+    if continues.is_none() {
+        errors.spanned(
+            value,
+            "on_error takes \"stop\" (joblib's: the first error ends the run) or \"continue\" (every item runs, and each failure is that item's Err)",
+        );
+    }
+    continues
 }
 
 pub(super) fn parse_require(value: &Expr, errors: &mut Errors) -> Option<Span> {

@@ -372,6 +372,27 @@ fn methods(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
                 .#adapter()
             }
 
+            /// Runs the task over every item, whatever fails, and returns
+            /// each item's outcome in input order (`on_error = "continue"`
+            /// for this call). The outer `Err` is for what ends a run as a
+            /// whole, such as a configuration error.
+            pub fn map_results<__ParjobItems>(
+                items: __ParjobItems,
+            ) -> #private::Result<::std::vec::Vec<#private::Result<#output>>>
+            where
+                __ParjobItems: ::core::iter::IntoIterator,
+                Self: #private::FromItem<__ParjobItems::Item>,
+            {
+                #private::map::calls::<Self, _>(
+                    #private::Options::new().with_on_error(#private::OnError::Continue),
+                    ::core::iter::Iterator::map(
+                        ::core::iter::IntoIterator::into_iter(items),
+                        <Self as #private::FromItem<__ParjobItems::Item>>::from_item,
+                    ),
+                )
+                .results()
+            }
+
             #[doc = #doc_with]
             pub fn with(
                 configure: impl ::core::ops::FnOnce(#private::TaskRun<Self>) -> #private::TaskRun<Self>,

@@ -126,6 +126,9 @@ pub(crate) struct Spec {
     pub(crate) verbose: bool,
     pub(crate) source: BackendSource,
     pub(crate) max_nbytes: Option<u64>,
+    /// `on_error = "continue"`: a dead or timed-out worker process fails
+    /// only its own batches.
+    pub(crate) keep_going: bool,
 }
 
 /// A session of each kind, so that a pool can still stop its processes.
@@ -196,7 +199,9 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
                 Workers::Own(_) => Threads::new(spec.n_jobs)?,
             };
             Engine::Thread(
-                ThreadSession::new(threads, spec.timeout, spec.verbose).with_initializer(home_init),
+                ThreadSession::new(threads, spec.timeout, spec.verbose)
+                    .with_initializer(home_init)
+                    .keep_going(spec.keep_going),
             )
         }
         Kind::Processes => {
@@ -210,12 +215,10 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
                     .lease_initialized(spec.n_jobs, initializer, inner_threads)?,
                 Workers::Own(rules) => PoolSlot::default().lease_new(spec.n_jobs, rules),
             };
-            Engine::Process(ProcessSession::new(
-                lease,
-                spec.timeout,
-                spec.source,
-                spec.max_nbytes,
-            )?)
+            Engine::Process(
+                ProcessSession::new(lease, spec.timeout, spec.source, spec.max_nbytes)?
+                    .keep_going(spec.keep_going),
+            )
         }
         Kind::Mpi => mpi(spec)?,
     })

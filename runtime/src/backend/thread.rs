@@ -103,6 +103,10 @@ pub(crate) struct ThreadSession<W: Work> {
     beacons: bool,
     /// Runs once on each thread before its first batch of this session.
     init: Option<crate::options::Initializer>,
+    /// `on_error = "continue"`: a timeout fails only its batch.
+    keep_going: bool,
+    /// Batches answered by their timeout, whose late results are dropped.
+    abandoned: std::collections::HashSet<u64>,
 }
 
 impl<W: Work> ThreadSession<W> {
@@ -118,6 +122,8 @@ impl<W: Work> ThreadSession<W> {
             timeout,
             beacons: timeout.is_some() || watched,
             init: None,
+            keep_going: false,
+            abandoned: std::collections::HashSet::new(),
         }
     }
 
@@ -132,19 +138,28 @@ impl<W: Work> ThreadSession<W> {
         self
     }
 
-    /// The first running job over the limit, if any, and else how long
-    /// until one could be.
-    fn overdue(&self, limit: Duration) -> std::result::Result<Error, Duration> {
+    /// The session, where a job past the timeout fails only its own batch
+    /// when `keep_going` (`on_error = "continue"`): the batch's thread
+    /// cannot be stopped, so its eventual result is dropped.
+    pub(crate) fn keep_going(mut self, keep_going: bool) -> Self {
+        self.keep_going = keep_going;
+        self
+    }
+
+    /// The first running job over the limit (its batch and error), if
+    /// any, and else how long until one could be.
+    fn overdue(&self, limit: Duration) -> std::result::Result<(u64, Error), Duration> {
         let mut soonest = limit;
-        for r in self.running.values() {
+        for (&batch, r) in &self.running {
             if let Some((seq, ran)) = r.beacon.running() {
                 let index = seq as usize;
                 if ran >= limit {
-                    return Ok(Error::Timeout {
+                    let timeout = Error::Timeout {
                         task: r.tasks[index - r.first].into(),
                         index,
                         after: limit,
-                    });
+                    };
+                    return Ok((batch, timeout));
                 }
                 soonest = soonest.min(limit - ran);
             }
@@ -195,7 +210,15 @@ impl<W: Work> Session<W> for ThreadSession<W> {
             let wait = match self.timeout {
                 None => None,
                 Some(limit) => match self.overdue(limit) {
-                    Ok(timeout) => return Err(timeout),
+                    Ok((batch, timeout)) if self.keep_going => {
+                        // Under "continue" a batch is one job: the stuck
+                        // one, whose thread runs on and whose late result
+                        // is dropped.
+                        let r = self.running.remove(&batch).expect("overdue found it");
+                        self.abandoned.insert(batch);
+                        return Ok(Some(Finished::failed(r.first, r.tasks.len(), timeout)));
+                    }
+                    Ok((_, timeout)) => return Err(timeout),
                     Err(wait) => Some(wait),
                 },
             };
@@ -211,7 +234,11 @@ impl<W: Work> Session<W> for ThreadSession<W> {
             match done {
                 Ok(done) => {
                     self.running.remove(&done.batch);
-                    return Ok(Some(done.finished));
+                    // A batch that timed out under "continue" was answered
+                    // already: its late result is dropped.
+                    if !self.abandoned.remove(&done.batch) {
+                        return Ok(Some(done.finished));
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {

@@ -20,6 +20,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod handles;
+mod on_error;
+pub use on_error::OnError;
 
 pub(crate) use handles::InitializerSpec;
 pub use handles::{Initializer, TempFolder};
@@ -414,6 +416,11 @@ macro_rules! for_each_option {
             /// worker shares. Default: `max(1, cpus / n_jobs)`, or
             /// `PARJOB_INNER_MAX_NUM_THREADS`.
             inner_max_num_threads: usize, usize, with_inner_max_num_threads;
+            /// What a failed item does to the rest of the run:
+            /// [`OnError::Stop`](crate::OnError::Stop) (joblib's, the default) or
+            /// [`OnError::Continue`](crate::OnError::Continue). Default:
+            /// `PARJOB_ON_ERROR`, else `"stop"`.
+            on_error: $crate::options::OnError, $crate::options::OnError, with_on_error;
         }
     };
 }
@@ -508,6 +515,8 @@ pub struct Plan {
     /// The threads each worker process's libraries may use (`None`: its
     /// share of the CPUs, `max(1, cpus / n_jobs)`).
     pub inner_max_num_threads: Option<usize>,
+    /// What a failed item does to the rest of the run.
+    pub on_error: OnError,
 }
 
 /// Environment variable capping [`cpu_count`].

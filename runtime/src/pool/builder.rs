@@ -148,6 +148,7 @@ impl PoolBuilder {
             verbose: false,
             source: BackendSource::ProcessApi,
             max_nbytes: None,
+            keep_going: false,
         };
         let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
         let (entry, threads) = match &engine {

@@ -56,6 +56,7 @@ impl<R: Send + 'static> Process<R> {
             verbose: false,
             source: BackendSource::ProcessApi,
             max_nbytes: None,
+            keep_going: false,
         };
         let Engine::Process(mut session) = open::open(&spec, Workers::Own(rules))? else {
             return Err(Error::Pool(

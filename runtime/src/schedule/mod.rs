@@ -20,6 +20,7 @@
 
 pub(crate) mod batch;
 mod progress;
+mod reorder;
 
 pub(crate) use batch::Batcher;
 
@@ -29,6 +30,7 @@ use crate::options::Plan;
 use crate::shm::Sharing;
 use crate::task::Work;
 use progress::Reporter;
+use reorder::{Reorder, Slot};
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -44,67 +46,16 @@ type Output<I> = <<I as Iterator>::Item as Work>::Output;
 /// A resolved plan and its session, or why the run could not start.
 pub(crate) type Start<W> = Result<(Plan, Box<dyn Session<W>>)>;
 
-/// Results in input order. Batches arrive whole: a batch that continues
-/// the ready run is appended as a chunk, an early one waits in a map. Both
-/// cost one operation per batch, and draining chunks into a `Vec` is a copy.
-struct Reorder<R> {
-    /// Ready chunks, contiguous from the next index to yield.
-    chunks: VecDeque<std::vec::IntoIter<R>>,
-    /// The index after the last ready chunk.
-    ready_end: usize,
-    /// Batches that arrived before an earlier one, by first index.
-    waiting: BTreeMap<usize, Vec<R>>,
-}
-
-impl<R> Reorder<R> {
-    fn new() -> Self {
-        Reorder {
-            chunks: VecDeque::new(),
-            ready_end: 0,
-            waiting: BTreeMap::new(),
-        }
-    }
-
-    /// Adds the results of consecutive jobs starting at `first`.
-    fn insert(&mut self, first: usize, results: Vec<R>) {
-        if results.is_empty() {
-            return;
-        }
-        if first != self.ready_end {
-            self.waiting.insert(first, results);
-            return;
-        }
-        self.ready_end += results.len();
-        self.chunks.push_back(results.into_iter());
-        while let Some(more) = self.waiting.remove(&self.ready_end) {
-            self.ready_end += more.len();
-            self.chunks.push_back(more.into_iter());
-        }
-    }
-
-    fn pop(&mut self) -> Option<R> {
-        loop {
-            let front = self.chunks.front_mut()?;
-            if let Some(value) = front.next() {
-                return Some(value);
-            }
-            self.chunks.pop_front();
-        }
-    }
-
-    /// Moves every ready result to `out`; returns how many.
-    fn drain_into(&mut self, out: &mut Vec<R>) -> usize {
-        let before = out.len();
-        for chunk in self.chunks.drain(..) {
-            out.extend(chunk);
-        }
-        out.len() - before
-    }
-}
-
 enum Ready<R> {
     Ordered(Reorder<R>),
-    Unordered(VecDeque<(usize, R)>),
+    Unordered(VecDeque<(usize, Slot<R>)>),
+}
+
+/// What the stream yields next: an item's outcome, or the error that
+/// ended the run.
+enum Next<T> {
+    Item(Result<T>),
+    RunFailed(Error),
 }
 
 /// The engine behind [`Ordered`], [`Unordered`] and `Parallel::run`.
@@ -130,6 +81,9 @@ where
     /// The input's panic, which becomes the stream's error once every job
     /// drawn before it has ended: the error sits at its own position.
     input_error: Option<Error>,
+    /// Under `on_error = "continue"`: each failed item's error, by input
+    /// index, yielded at its place.
+    failed: BTreeMap<usize, Error>,
     done: bool,
     report: Reporter,
     /// This run's shared memory, entered while jobs are drawn and sent.
@@ -192,6 +146,7 @@ where
             ready,
             error,
             input_error: None,
+            failed: BTreeMap::new(),
             done: false,
             sharing: Self::run_sharing(plan.as_ref(), sharing),
             report,
@@ -233,6 +188,7 @@ where
             temp_folder: None,
             initializer: None,
             inner_max_num_threads: None,
+            on_error: crate::options::OnError::Stop,
         }
     }
 
@@ -352,8 +308,9 @@ where
                 }
                 self.report
                     .batch_done(finished.jobs, self.batcher.current());
-                let first = finished.first;
-                self.held += finished.values.len();
+                let (first, jobs) = (finished.first, finished.jobs);
+                let answered = finished.values.len();
+                self.held += answered;
                 match &mut self.ready {
                     Ready::Ordered(r) => r.insert(first, finished.values),
                     Ready::Unordered(q) => q.extend(
@@ -361,10 +318,14 @@ where
                             .values
                             .into_iter()
                             .enumerate()
-                            .map(|(k, v)| (first + k, v)),
+                            .map(|(k, v)| (first + k, Slot::Value(v))),
                     ),
                 }
                 match finished.failure {
+                    Some(e) if self.keeps_going() => {
+                        self.failed_items(first + answered, first + jobs, e);
+                        true
+                    }
                     Some(e) => {
                         self.fail(e);
                         false
@@ -375,6 +336,33 @@ where
             Err(e) => {
                 self.fail(e);
                 false
+            }
+        }
+    }
+
+    /// Whether a failed item leaves the run going (`on_error = "continue"`).
+    fn keeps_going(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|p| p.on_error == crate::options::OnError::Continue)
+    }
+
+    /// Items `from..to` of a batch failed with `e` (the first of them) and
+    /// a note that an earlier item of the batch stopped them: each is a
+    /// gap in the order, its error kept apart. Under "continue" a batch
+    /// holds one job, so this is one item.
+    fn failed_items(&mut self, from: usize, to: usize, e: Error) {
+        self.report.caught(&e, false);
+        self.failed.insert(from, e);
+        for index in from + 1..to {
+            let why = format!("item {index} did not run: item {from} of its batch failed first");
+            self.failed.insert(index, Error::Pool(why));
+        }
+        for index in from..to.max(from + 1) {
+            self.held += 1;
+            match &mut self.ready {
+                Ready::Ordered(r) => r.insert_gap(index),
+                Ready::Unordered(q) => q.push_back((index, Slot::Gap(index))),
             }
         }
     }
@@ -407,16 +395,33 @@ where
     /// until one is; then the error, if the stream failed; then nothing.
     fn next_with<T>(
         &mut self,
-        mut pop: impl FnMut(&mut Ready<Output<I>>) -> Option<T>,
+        pop: impl FnMut(&mut Ready<Output<I>>) -> Option<Slot<T>>,
     ) -> Option<Result<T>> {
+        match self.next_tagged(pop)? {
+            Next::Item(item) => Some(item),
+            Next::RunFailed(e) => Some(Err(e)),
+        }
+    }
+
+    /// As `next_with`, telling an item's failure from the run's.
+    fn next_tagged<T>(
+        &mut self,
+        mut pop: impl FnMut(&mut Ready<Output<I>>) -> Option<Slot<T>>,
+    ) -> Option<Next<T>> {
         loop {
-            if let Some(v) = pop(&mut self.ready) {
+            if let Some(slot) = pop(&mut self.ready) {
                 self.held -= 1;
-                return Some(Ok(v));
+                return Some(Next::Item(match slot {
+                    Slot::Value(v) => Ok(v),
+                    Slot::Gap(index) => Err(self
+                        .failed
+                        .remove(&index)
+                        .unwrap_or_else(|| Error::Pool(format!("item {index} failed")))),
+                }));
             }
             if let Some(e) = self.error.take() {
                 self.done = true;
-                return Some(Err(e));
+                return Some(Next::RunFailed(e));
             }
             if self.done {
                 return None;
@@ -437,13 +442,41 @@ where
 
     fn next_unordered(&mut self) -> Option<Result<(usize, Output<I>)>> {
         self.next_with(|ready| match ready {
-            Ready::Unordered(q) => q.pop_front(),
+            Ready::Unordered(q) => q.pop_front().map(|(k, slot)| match slot {
+                Slot::Value(v) => Slot::Value((k, v)),
+                Slot::Gap(index) => Slot::Gap(index),
+            }),
             Ready::Ordered(_) => None,
         })
     }
 
-    /// Runs to the end and returns every result in input order.
+    /// Runs to the end and returns every item's outcome in input order;
+    /// `Err` only for what ended the run as a whole.
+    pub(crate) fn collect_results(mut self) -> Result<Vec<Result<Output<I>>>> {
+        let mut out = Vec::with_capacity(self.input.size_hint().0);
+        let pop = |ready: &mut Ready<Output<I>>| match ready {
+            Ready::Ordered(r) => r.pop(),
+            Ready::Unordered(_) => None,
+        };
+        while let Some(next) = self.next_tagged(pop) {
+            match next {
+                Next::Item(item) => out.push(item),
+                Next::RunFailed(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs to the end and returns every result in input order. Under
+    /// "continue" every item runs first, and the error is the first
+    /// failed item's.
     pub(crate) fn collect_ordered(mut self) -> Result<Vec<Output<I>>> {
+        if self.keeps_going() {
+            return self
+                .collect_results()?
+                .into_iter()
+                .collect::<Result<Vec<_>>>();
+        }
         let mut out = Vec::with_capacity(self.input.size_hint().0);
         loop {
             let more = self.step();
@@ -523,25 +556,5 @@ where
 
     fn next(&mut self) -> Option<Self::Item> {
         self.stream.next_unordered()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_reorder_buffer_releases_only_contiguous_results() {
-        let mut r = Reorder::new();
-        r.insert(2, vec!["c", "d"]);
-        assert_eq!(r.pop(), None);
-        r.insert(0, vec!["a"]);
-        assert_eq!(r.pop(), Some("a"));
-        assert_eq!(r.pop(), None);
-        r.insert(1, vec!["b"]);
-        assert_eq!(
-            std::iter::from_fn(|| r.pop()).collect::<Vec<_>>(),
-            vec!["b", "c", "d"]
-        );
     }
 }

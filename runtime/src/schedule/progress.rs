@@ -333,6 +333,7 @@ mod tests {
             temp_folder: None,
             initializer: None,
             inner_max_num_threads: None,
+            on_error: crate::OnError::Stop,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

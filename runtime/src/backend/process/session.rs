@@ -70,9 +70,19 @@ pub(crate) struct ProcessSession<W: Work> {
     /// The time per job of this run's finished batches, smoothed, in
     /// nanoseconds: what predicts when a running batch ends.
     per_job_ns: Option<f64>,
+    /// `on_error = "continue"`: a dead or timed-out worker fails only the
+    /// batches it held, and the run goes on.
+    pub(super) keep_going: bool,
 }
 
 impl<W: Work> ProcessSession<W> {
+    /// The session, where a worker's death or timeout fails only its own
+    /// batches when `keep_going` (`on_error = "continue"`).
+    pub(crate) fn keep_going(mut self, keep_going: bool) -> Self {
+        self.keep_going = keep_going;
+        self
+    }
+
     pub(crate) fn new(
         mut pool: Lease,
         timeout: Option<Duration>,
@@ -94,6 +104,7 @@ impl<W: Work> ProcessSession<W> {
             backend_from,
             max_nbytes,
             per_job_ns: None,
+            keep_going: false,
         })
     }
 
@@ -319,7 +330,9 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 return Ok(None);
             }
             let finished = match self.next_event(left)? {
-                None => None,
+                // Nothing came, or a worker was stopped and its batches
+                // ended here.
+                None => self.here.pop_front(),
                 Some(Event::Frame { worker, payload }) => self.answer(worker, Err(payload)),
                 Some(Event::Value {
                     worker,

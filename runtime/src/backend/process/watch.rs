@@ -7,8 +7,8 @@
 
 use super::exit;
 use super::reader::Event;
+use super::send;
 use super::session::ProcessSession;
-use super::{kill, send};
 use crate::error::{Error, Result};
 use crate::task::Work;
 use std::collections::VecDeque;
@@ -51,16 +51,24 @@ impl<W: Work> ProcessSession<W> {
             (None, Some(limit)) => match self.overdue(limit) {
                 Ok(pos) => {
                     let running = self.running_job(&self.pool.workers[pos]);
-                    kill(self.pool.workers.swap_remove(pos));
+                    let mut w = self.pool.workers.swap_remove(pos);
+                    let _ = w.child.kill();
+                    let _ = w.child.wait();
                     // A worker that held no batch of this run is just gone.
-                    return match running {
-                        Some((index, task)) => Err(Error::Timeout {
-                            task: task.into(),
-                            index,
-                            after: limit,
-                        }),
-                        None => Ok(None),
+                    let Some((index, task)) = running else {
+                        return Ok(None);
                     };
+                    let timeout = Error::Timeout {
+                        task: task.into(),
+                        index,
+                        after: limit,
+                    };
+                    if !self.isolates_failures() {
+                        return Err(timeout);
+                    }
+                    // The timeout is the error of the batches it held.
+                    self.fail_held(&mut w, timeout, 0)?;
+                    return Ok(None);
                 }
                 Err(wait) => self
                     .pool
@@ -110,24 +118,44 @@ impl<W: Work> ProcessSession<W> {
             pid: w.pid,
             status,
         };
-        if !self.pool.rules.isolate_deaths {
+        if !self.isolates_failures() {
             return Err(died);
         }
-        // A pool's worker death is the error of the batches it held alone.
-        let mut died = Some(died);
-        for id in std::mem::take(&mut w.queue) {
-            let Some(batch) = self.batches.remove(&id) else {
+        // Under a pool's rules or `on_error = "continue"`, a worker's death
+        // is the error of the batches it held alone; under "continue" the
+        // ones queued behind the running one go to other workers instead.
+        self.fail_held(&mut w, died, std::mem::take(&mut call))
+    }
+
+    /// Whether a dead or timed-out worker fails only the batches it held
+    /// (a pool's rule, and `on_error = "continue"`), not the run.
+    fn isolates_failures(&self) -> bool {
+        self.pool.rules.isolate_deaths || self.keep_going
+    }
+
+    /// Ends the batches a stopped worker held: the running one with
+    /// `first` (at call `call` of a pool's chunk); the queued ones go to
+    /// other workers under "continue" (once), else fail as not run.
+    fn fail_held(&mut self, w: &mut super::Worker, first: Error, call: usize) -> Result<()> {
+        let mut queue = std::mem::take(&mut w.queue);
+        let running = queue.pop_front();
+        if self.keep_going && !queue.is_empty() && self.resend(queue.clone())? {
+            queue.clear();
+        }
+        let mut first = Some(first);
+        let mut call = Some(call);
+        for id in running.into_iter().chain(queue) {
+            let Some(mut batch) = self.batches.remove(&id) else {
                 continue;
             };
-            let mut batch = batch;
-            batch.fail(died.take().unwrap_or_else(|| Error::WorkerDied {
+            batch.fail(first.take().unwrap_or_else(|| Error::WorkerDied {
                 task: batch.task.into(),
                 index: batch.next_index(),
                 pid: w.pid,
                 status: "died before it could run this batch".into(),
             }));
             let (mut done, _) = batch.finish(Duration::ZERO, |_| unreachable!("it failed"));
-            done.call = std::mem::take(&mut call);
+            done.call = call.take().unwrap_or(0);
             self.finished_here(done);
         }
         Ok(())
