@@ -123,7 +123,7 @@ const CASES: &[Case] = &[
         launch: three,
         env: &[],
         succeeds: true,
-        expect: &["OK panic", "on MPI rank 2 on"],
+        expect: &["OK panic", "on MPI rank 2 on", "CONTINUE "],
         slurm: false,
     },
     Case {

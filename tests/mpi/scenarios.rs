@@ -237,6 +237,26 @@ fn panic_on_rank_2() {
     println!("ERROR {err}");
     // The ranks serve the next run.
     assert_eq!(square::map(0..10u64).unwrap().len(), 10);
+    // Under on_error = "continue" every item runs: rank 2's panics are
+    // those items' errors, in their places.
+    let outcomes = Parallel::new()
+        .backend(Backend::Mpi)
+        .run_results((0..50u64).map(fragile::delayed))
+        .unwrap();
+    assert_eq!(outcomes.len(), 50);
+    let mut failed = 0;
+    for (i, outcome) in (0u64..).zip(&outcomes) {
+        match outcome {
+            Ok(v) => assert_eq!(*v, i),
+            Err(Error::Panic { index, message, .. }) => {
+                assert_eq!(*index as u64, i);
+                assert!(i >= 4 && message.contains("on MPI rank 2 on "), "{message}");
+                failed += 1;
+            }
+            Err(other) => panic!("item {i}: unexpected {other}"),
+        }
+    }
+    println!("CONTINUE {} {failed}", 50 - failed);
 }
 
 fn abort_on_rank_2() {
