@@ -45,6 +45,8 @@ pub(crate) const ENV_INNER_MAX_NUM_THREADS: &str = "PARJOB_INNER_MAX_NUM_THREADS
 pub(crate) const ENV_TEMP_FOLDER: &str = "PARJOB_TEMP_FOLDER";
 /// Environment variable giving the default `on_error`.
 pub(crate) const ENV_ON_ERROR: &str = "PARJOB_ON_ERROR";
+/// Environment variable giving the default `retries`.
+pub(crate) const ENV_RETRIES: &str = "PARJOB_RETRIES";
 
 impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
@@ -70,6 +72,17 @@ impl Options {
                 None => OnError::Stop,
             },
         };
+        let retries = match options.retries {
+            Some(n) => n,
+            None => match env_var(ENV_RETRIES) {
+                Some(text) => text.trim().parse::<u32>().map_err(|_| {
+                    Error::Config(format!(
+                        "{ENV_RETRIES}={text:?}: expected how many more times a job may run, like 2"
+                    ))
+                })?,
+                None => 0,
+            },
+        };
         let batch_size = match options.batch_size.unwrap_or_default() {
             BatchSize::Fixed(0) => {
                 return Err(Error::Config(
@@ -79,7 +92,8 @@ impl Options {
             }
             // Under "continue" a batch holds one job, so a failure (a
             // panic, a dead worker, a timeout) costs only its own item.
-            _ if on_error == OnError::Continue => BatchSize::Fixed(1),
+            // So does a retried run: a batch is sent again whole.
+            _ if on_error == OnError::Continue || retries > 0 => BatchSize::Fixed(1),
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {
@@ -122,6 +136,8 @@ impl Options {
             initializer: options.initializer,
             inner_max_num_threads: inner_max_num_threads(options.inner_max_num_threads)?,
             on_error,
+            retries,
+            retry_panics: options.retry_panics.unwrap_or(false),
             ..base
         })
     }
@@ -210,6 +226,8 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         initializer: None,
         inner_max_num_threads: None,
         on_error: OnError::Stop,
+        retries: 0,
+        retry_panics: false,
     })
 }
 

@@ -73,6 +73,20 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A job retried under `retries` failed on every attempt; `last` is
+    /// the last attempt's error.
+    #[error("task `{task}` failed {attempts} times on item {index}; last: {last}")]
+    Retried {
+        /// The task.
+        task: String,
+        /// The item.
+        index: usize,
+        /// How many times it ran.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: Box<Error>,
+    },
+
     /// The input iterator panicked while producing the job for `index`.
     #[error("the input iterator panicked while producing item {index}: {message}")]
     InputPanicked {
@@ -239,17 +253,27 @@ impl Error {
     /// The same error with its item index moved by `map` (a pool's batch
     /// index to the item's place in its own submission).
     pub(crate) fn reindex(mut self, map: impl FnOnce(usize) -> usize) -> Self {
-        match &mut self {
+        if let Some(old) = self.index() {
+            self.set_index(map(old));
+        }
+        self
+    }
+
+    fn set_index(&mut self, new: usize) {
+        match self {
             Error::Panic { index, .. }
             | Error::WorkerDied { index, .. }
             | Error::Timeout { index, .. }
             | Error::InputPanicked { index, .. }
             | Error::Codec { index, .. }
             | Error::UnknownTask { index, .. }
-            | Error::NotAProcessTask { index, .. } => *index = map(*index),
+            | Error::NotAProcessTask { index, .. } => *index = new,
+            Error::Retried { index, last, .. } => {
+                *index = new;
+                last.set_index(new);
+            }
             _ => {}
         }
-        self
     }
 
     pub(crate) fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
@@ -268,7 +292,8 @@ impl Error {
             | Error::WorkerDied { index, .. }
             | Error::Codec { index, .. }
             | Error::NotAProcessTask { index, .. }
-            | Error::UnknownTask { index, .. } => Some(*index),
+            | Error::UnknownTask { index, .. }
+            | Error::Retried { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -281,7 +306,8 @@ impl Error {
             | Error::WorkerDied { task, .. }
             | Error::Codec { task, .. }
             | Error::NotAProcessTask { task, .. }
-            | Error::UnknownTask { task, .. } => Some(task),
+            | Error::UnknownTask { task, .. }
+            | Error::Retried { task, .. } => Some(task),
             _ => None,
         }
     }

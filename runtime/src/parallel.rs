@@ -18,6 +18,7 @@
 //! without work.
 
 use crate::backend::open::{self, Api, Home, Spec, Workers};
+use crate::backend::process::Retry;
 use crate::backend::thread::Threads;
 use crate::backend::Session;
 use crate::error::{Error, Result};
@@ -235,6 +236,11 @@ impl Parallel {
             source: plan.backend_source,
             max_nbytes: plan.max_nbytes,
             keep_going: plan.on_error == OnError::Continue,
+            retry: Retry {
+                retries: plan.retries,
+                panics: plan.retry_panics,
+                verbose: plan.verbose > 0,
+            },
         };
         let workers = Workers::Home {
             home: &self.home,

@@ -61,6 +61,18 @@ pub fn run_helper(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     stdout
 }
 
+/// Runs the ignored helper test `name` as `run_helper` does, and returns
+/// its stderr.
+pub fn run_helper_stderr(name: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--include-ignored", "--nocapture", "-q"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "helper {name} failed:\n{stderr}");
+    stderr
+}
+
 /// The output files (`*.out`) of one cached function's directory, sorted;
 /// none when it does not exist.
 pub fn cache_outputs(dir: &std::path::Path) -> Vec<PathBuf> {

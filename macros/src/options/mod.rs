@@ -29,6 +29,8 @@ pub const KNOWN: &[&str] = &[
     "temp_folder",
     "inner_max_num_threads",
     "on_error",
+    "retries",
+    "retry_panics",
     "crate",
 ];
 
@@ -88,6 +90,10 @@ pub struct Opts {
     pub inner_max_num_threads: Option<usize>,
     /// `on_error`: `true` for `"continue"`.
     pub on_error_continues: Option<bool>,
+    /// `retries`: how many more times a job may run.
+    pub retries: Option<u32>,
+    /// `retry_panics`.
+    pub retry_panics: Option<bool>,
     pub krate: Option<syn::Path>,
 }
 
@@ -151,6 +157,19 @@ impl Opts {
                 "return_as" => opts.return_as = parse_return_as(value, errors),
                 "max_nbytes" => opts.max_nbytes = parse_max_nbytes(value, errors),
                 "on_error" => opts.on_error_continues = parse_on_error(value, errors),
+                "retries" => match positive_int(value).and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => opts.retries = Some(n),
+                    None => errors.spanned(
+                        value,
+                        "retries takes how many more times a job may run when its worker dies or times out, e.g. retries = 2",
+                    ),
+                },
+                "retry_panics" => match value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => opts.retry_panics = Some(b.value),
+                    _ => errors.spanned(value, "retry_panics takes `true` or `false`"),
+                },
                 "mmap_mode" => errors.spanned(&meta, MMAP_MODE),
                 "inner_max_num_threads" => match positive_int(value) {
                     Some(n) if n > 0 => opts.inner_max_num_threads = Some(n),
@@ -202,6 +221,8 @@ impl Opts {
                 .or_else(|| self.temp_folder.clone()),
             inner_max_num_threads: over.inner_max_num_threads.or(self.inner_max_num_threads),
             on_error_continues: over.on_error_continues.or(self.on_error_continues),
+            retries: over.retries.or(self.retries),
+            retry_panics: over.retry_panics.or(self.retry_panics),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -230,6 +251,12 @@ impl Opts {
         }
         if self.on_error_continues.is_some() {
             names.push("on_error");
+        }
+        if self.retries.is_some() {
+            names.push("retries");
+        }
+        if self.retry_panics.is_some() {
+            names.push("retry_panics");
         }
         names
     }
@@ -344,6 +371,12 @@ impl Opts {
                 quote!(Stop)
             };
             options = quote!(#options.with_on_error(#private::OnError::#variant));
+        }
+        if let Some(n) = self.retries {
+            options = quote!(#options.with_retries(#n));
+        }
+        if let Some(b) = self.retry_panics {
+            options = quote!(#options.with_retry_panics(#b));
         }
         if let Some(folder) = &self.temp_folder {
             options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));

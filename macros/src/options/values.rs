@@ -23,6 +23,8 @@ pub(super) fn example(name: &str) -> &'static str {
         "temp_folder" => "temp_folder = \"/mnt/scratch\"",
         "inner_max_num_threads" => "inner_max_num_threads = 2",
         "on_error" => "on_error = \"continue\"",
+        "retries" => "retries = 2",
+        "retry_panics" => "retry_panics = true",
         _ => "crate = \"::parjob\"",
     }
 }

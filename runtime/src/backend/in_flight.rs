@@ -118,6 +118,24 @@ impl<R, E> InFlight<R, E> {
         self.failure.get_or_insert(error);
     }
 
+    /// The first failure, if any.
+    pub(crate) fn failure(&self) -> Option<&Error> {
+        self.failure.as_ref()
+    }
+
+    /// Replaces the failure with what `wrap` makes of it.
+    pub(crate) fn wrap_failure(&mut self, wrap: impl FnOnce(Error) -> Error) {
+        self.failure = self.failure.take().map(wrap);
+    }
+
+    /// Forgets every answer, for the batch to run again (a retry), and
+    /// returns the failure that ended this attempt.
+    pub(crate) fn restart(&mut self) -> Option<Error> {
+        self.answered = 0;
+        self.values.clear();
+        self.failure.take()
+    }
+
     /// Whether more jobs answered than the batch holds.
     pub(crate) fn overran(&self) -> bool {
         self.answered > self.len

@@ -6,7 +6,7 @@
 //! back to; [`open`] builds the chosen session on the workers the caller
 //! owns: a [`Home`] that a `Parallel`'s runs share, or a pool's own.
 
-use super::process::{PoolRules, PoolSlot, ProcessSession};
+use super::process::{PoolRules, PoolSlot, ProcessSession, Retry};
 use super::sequential::Sequential;
 use super::thread::{ThreadSession, Threads};
 use super::Session;
@@ -129,6 +129,8 @@ pub(crate) struct Spec {
     /// `on_error = "continue"`: a dead or timed-out worker process fails
     /// only its own batches.
     pub(crate) keep_going: bool,
+    /// `retries` and `retry_panics`, for worker processes.
+    pub(crate) retry: Retry,
 }
 
 /// A session of each kind, so that a pool can still stop its processes.
@@ -217,7 +219,8 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
             };
             Engine::Process(
                 ProcessSession::new(lease, spec.timeout, spec.source, spec.max_nbytes)?
-                    .keep_going(spec.keep_going),
+                    .keep_going(spec.keep_going)
+                    .retrying(spec.retry),
             )
         }
         Kind::Mpi => mpi(spec)?,

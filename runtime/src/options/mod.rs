@@ -421,6 +421,16 @@ macro_rules! for_each_option {
             /// [`OnError::Continue`](crate::OnError::Continue). Default:
             /// `PARJOB_ON_ERROR`, else `"stop"`.
             on_error: $crate::options::OnError, $crate::options::OnError, with_on_error;
+            /// Runs a job again, on a fresh worker process, when its worker
+            /// died (a signal or an exit) or its timeout expired, up to this
+            /// many more times. A panic is retried only with
+            /// `retry_panics`. Worker processes only: a thread cannot be
+            /// stopped, and its job cannot be run twice. Default:
+            /// `PARJOB_RETRIES`, else 0.
+            retries: u32, u32, with_retries;
+            /// Retries (under `retries`) a job that panicked too; by default
+            /// a panic is not retried, being usually deterministic.
+            retry_panics: bool, bool, with_retry_panics;
         }
     };
 }
@@ -517,6 +527,10 @@ pub struct Plan {
     pub inner_max_num_threads: Option<usize>,
     /// What a failed item does to the rest of the run.
     pub on_error: OnError,
+    /// How many more times a job whose worker died or timed out runs.
+    pub retries: u32,
+    /// Whether a panic is retried too.
+    pub retry_panics: bool,
 }
 
 /// Environment variable capping [`cpu_count`].

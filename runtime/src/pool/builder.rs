@@ -149,6 +149,7 @@ impl PoolBuilder {
             source: BackendSource::ProcessApi,
             max_nbytes: None,
             keep_going: false,
+            retry: Default::default(),
         };
         let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
         let (entry, threads) = match &engine {

@@ -57,6 +57,7 @@ impl<R: Send + 'static> Process<R> {
             source: BackendSource::ProcessApi,
             max_nbytes: None,
             keep_going: false,
+            retry: Default::default(),
         };
         let Engine::Process(mut session) = open::open(&spec, Workers::Own(rules))? else {
             return Err(Error::Pool(

@@ -189,6 +189,8 @@ where
             initializer: None,
             inner_max_num_threads: None,
             on_error: crate::options::OnError::Stop,
+            retries: 0,
+            retry_panics: false,
         }
     }
 

@@ -334,6 +334,8 @@ mod tests {
             initializer: None,
             inner_max_num_threads: None,
             on_error: crate::OnError::Stop,
+            retries: 0,
+            retry_panics: false,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

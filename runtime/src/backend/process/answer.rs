@@ -43,7 +43,7 @@ impl<W: Work> ProcessSession<W> {
         match step {
             Answer::Value(value) => batch.value(value),
             Answer::Fail(e) => batch.job_failed(e),
-            Answer::Done(elapsed) => return Some(self.finish(pos, id, elapsed)),
+            Answer::Done(elapsed) => return self.done_or_retry(pos, id, elapsed),
             Answer::Desync(e) => {
                 batch.fail(e);
                 return Some(self.finish(pos, id, Duration::ZERO));

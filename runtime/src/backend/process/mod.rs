@@ -39,7 +39,7 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
-pub(crate) use session::ProcessSession;
+pub(crate) use session::{ProcessSession, Retry};
 cfg_mpi! {
     pub(crate) use session::{encode_batch, Encoded, Outgoing};
 }

@@ -44,6 +44,8 @@ pub(super) struct Sent {
     pub(super) shared: Collected,
     /// How many calls it makes (a pool's chunk is one job of many calls).
     pub(super) items: usize,
+    /// How many times it has been sent to run (a retry sends it again).
+    pub(super) attempts: u32,
 }
 
 /// A batch on its way through a worker.
@@ -60,7 +62,7 @@ pub(crate) struct ProcessSession<W: Work> {
     pub(super) batches: HashMap<u64, InFlight<W::Output>>,
     /// Batches finished without a worker (work that cannot cross, encode
     /// failures).
-    here: VecDeque<Finished<W::Output>>,
+    pub(super) here: VecDeque<Finished<W::Output>>,
     pub(super) timeout: Option<Duration>,
     /// Where the process backend came from, for the error about work that
     /// cannot cross.
@@ -73,9 +75,31 @@ pub(crate) struct ProcessSession<W: Work> {
     /// `on_error = "continue"`: a dead or timed-out worker fails only the
     /// batches it held, and the run goes on.
     pub(super) keep_going: bool,
+    /// `retries`, `retry_panics`, and whether to say each retry
+    /// (`verbose`).
+    pub(super) retry: Retry,
+}
+
+/// How a session runs a failed job again.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Retry {
+    /// How many more times a job may run.
+    pub(crate) retries: u32,
+    /// Whether a panic is retried too.
+    pub(crate) panics: bool,
+    /// Whether each retry is said on stderr.
+    pub(crate) verbose: bool,
 }
 
 impl<W: Work> ProcessSession<W> {
+    /// The session, where a job whose worker died or timed out (or, with
+    /// `retry.panics`, that panicked) runs again, up to `retry.retries`
+    /// more times.
+    pub(crate) fn retrying(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// The session, where a worker's death or timeout fails only its own
     /// batches when `keep_going` (`on_error = "continue"`).
     pub(crate) fn keep_going(mut self, keep_going: bool) -> Self {
@@ -105,6 +129,7 @@ impl<W: Work> ProcessSession<W> {
             max_nbytes,
             per_job_ns: None,
             keep_going: false,
+            retry: Retry::default(),
         })
     }
 
@@ -313,6 +338,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     resent: false,
                     shared,
                     items,
+                    attempts: 1,
                 },
             ),
         );

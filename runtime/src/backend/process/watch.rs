@@ -128,37 +128,172 @@ impl<W: Work> ProcessSession<W> {
     }
 
     /// Whether a dead or timed-out worker fails only the batches it held
-    /// (a pool's rule, and `on_error = "continue"`), not the run.
+    /// (a pool's rule, `on_error = "continue"`, and `retries`), not the run.
     fn isolates_failures(&self) -> bool {
-        self.pool.rules.isolate_deaths || self.keep_going
+        self.pool.rules.isolate_deaths || self.keep_going || self.retry.retries > 0
+    }
+
+    /// Whether batch `id`, which failed with `cause`, runs again: attempts
+    /// are left, and the cause is a death or a timeout (or a panic, with
+    /// `retry_panics`).
+    pub(super) fn may_retry(&self, id: u64, cause: &Error) -> bool {
+        let retried = match cause {
+            Error::WorkerDied { .. } | Error::Timeout { .. } => true,
+            Error::Panic { .. } => self.retry.panics,
+            _ => false,
+        };
+        retried
+            && self
+                .batches
+                .get(&id)
+                .is_some_and(|b| b.extra.attempts <= self.retry.retries)
+    }
+
+    /// Sends batch `id` to run again, on the least loaded worker (a fresh
+    /// one replaces a dead worker first), after `cause` ended its last
+    /// attempt.
+    pub(super) fn retry(&mut self, id: u64, cause: &Error) -> Result<()> {
+        self.pool.fill()?;
+        let pos = self
+            .least_loaded()
+            .or_else(|| self.any_room())
+            .ok_or_else(|| Error::Pool("no worker could take a batch to retry".into()))?;
+        let Some(batch) = self.batches.get_mut(&id) else {
+            return Ok(());
+        };
+        batch.restart();
+        batch.extra.attempts += 1;
+        if self.retry.verbose {
+            eprintln!(
+                "[parjob] retrying task `{}` on item {} (attempt {} of {}): {cause}",
+                batch.task,
+                batch.first,
+                batch.extra.attempts,
+                self.retry.retries + 1
+            );
+        }
+        let w = &self.pool.workers[pos];
+        if !w.queue.is_empty() && w.beacon.may_offer() {
+            w.beacon.offer(id);
+        }
+        send(
+            &mut self.pool.workers[pos],
+            id,
+            &batch.extra.frame,
+            batch.decode,
+            &batch.extra.shared.segments,
+        );
+        Ok(())
+    }
+
+    /// Batch `id` ended on worker `pos`: it is finished, unless a panic
+    /// ended it and `retry_panics` runs it again (then `None`).
+    pub(super) fn done_or_retry(
+        &mut self,
+        pos: usize,
+        id: u64,
+        elapsed: Duration,
+    ) -> Option<crate::backend::Finished<W::Output>> {
+        let panicked = self
+            .batches
+            .get(&id)
+            .and_then(|b| b.failure())
+            .is_some_and(|e| matches!(e, Error::Panic { .. }));
+        let attempts = self.batches.get(&id).map_or(1, |b| b.extra.attempts);
+        if !panicked || !self.retry.panics || attempts > self.retry.retries {
+            if panicked && attempts > 1 {
+                if let Some(b) = self.batches.get_mut(&id) {
+                    let (task, index) = (b.task, b.first);
+                    b.wrap_failure(|last| Error::Retried {
+                        task: task.into(),
+                        index,
+                        attempts,
+                        last: Box::new(last),
+                    });
+                }
+            }
+            return Some(self.finish(pos, id, elapsed));
+        }
+        // The worker is done with this attempt; the batch runs again.
+        let cause = self.batches.get_mut(&id).and_then(|b| b.restart());
+        let w = &mut self.pool.workers[pos];
+        w.queue.pop_front();
+        w.batches_done += 1;
+        self.pool.retire_if_spent(pos);
+        let cause = cause.expect("it panicked");
+        match self.retry(id, &cause) {
+            Ok(()) => None,
+            Err(e) => {
+                self.end_failed(id, |_| e, 0);
+                self.here.pop_front()
+            }
+        }
+    }
+
+    /// The error a batch's last attempt leaves: `cause` itself, or, when
+    /// it ran more than once, how many times it failed.
+    pub(super) fn final_error(&self, id: u64, cause: Error) -> Error {
+        match self.batches.get(&id) {
+            Some(b) if b.extra.attempts > 1 => Error::Retried {
+                task: b.task.into(),
+                index: b.first,
+                attempts: b.extra.attempts,
+                last: Box::new(cause),
+            },
+            _ => cause,
+        }
     }
 
     /// Ends the batches a stopped worker held: the running one with
-    /// `first` (at call `call` of a pool's chunk); the queued ones go to
-    /// other workers under "continue" (once), else fail as not run.
+    /// `first` (at call `call` of a pool's chunk), unless it is retried;
+    /// the queued ones, which never started, go to other workers under
+    /// "continue" or `retries` (once), else fail as not run.
     fn fail_held(&mut self, w: &mut super::Worker, first: Error, call: usize) -> Result<()> {
         let mut queue = std::mem::take(&mut w.queue);
         let running = queue.pop_front();
-        if self.keep_going && !queue.is_empty() && self.resend(queue.clone())? {
+        let moves_on = self.keep_going || self.retry.retries > 0;
+        if moves_on && !queue.is_empty() && self.resend(queue.clone())? {
             queue.clear();
         }
-        let mut first = Some(first);
-        let mut call = Some(call);
-        for id in running.into_iter().chain(queue) {
-            let Some(mut batch) = self.batches.remove(&id) else {
-                continue;
-            };
-            batch.fail(first.take().unwrap_or_else(|| Error::WorkerDied {
-                task: batch.task.into(),
-                index: batch.next_index(),
-                pid: w.pid,
-                status: "died before it could run this batch".into(),
-            }));
-            let (mut done, _) = batch.finish(Duration::ZERO, |_| unreachable!("it failed"));
-            done.call = call.take().unwrap_or(0);
-            self.finished_here(done);
+        if let Some(id) = running {
+            if self.may_retry(id, &first) {
+                self.retry(id, &first)?;
+            } else {
+                let error = self.final_error(id, first);
+                self.end_failed(id, |_| error, call);
+            }
+        }
+        let pid = w.pid;
+        for id in queue {
+            self.end_failed(
+                id,
+                |b| Error::WorkerDied {
+                    task: b.task.into(),
+                    index: b.next_index(),
+                    pid,
+                    status: "died before it could run this batch".into(),
+                },
+                0,
+            );
         }
         Ok(())
+    }
+
+    /// Ends batch `id` with the error `make` gives it.
+    fn end_failed(
+        &mut self,
+        id: u64,
+        make: impl FnOnce(&super::session::InFlight<W::Output>) -> Error,
+        call: usize,
+    ) {
+        let Some(mut batch) = self.batches.remove(&id) else {
+            return;
+        };
+        let error = make(&batch);
+        batch.fail(error);
+        let (mut done, _) = batch.finish(Duration::ZERO, |_| unreachable!("it failed"));
+        done.call = call;
+        self.finished_here(done);
     }
 
     /// Sends the batches of a worker that died before starting any of them
