@@ -89,6 +89,23 @@ pub fn cache_outputs(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
+/// How many cache entries (`*.out` files) lie anywhere under `root`.
+pub fn cache_entries(root: &str) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .map(|p| match p.is_dir() {
+                    true => count(&p),
+                    false => usize::from(p.extension().is_some_and(|e| e == "out")),
+                })
+                .sum()
+        })
+    }
+    count(std::path::Path::new(root))
+}
+
 /// A fresh, empty directory at `dir`, relative to the package root (where
 /// cargo runs tests, and where relative `#[memoize(dir = ..)]` resolve).
 pub fn fresh(dir: &str) -> PathBuf {
