@@ -39,7 +39,8 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
-pub(crate) use session::{ProcessSession, Retry};
+pub(crate) use session::ProcessSession;
+pub(crate) use watch::Retry;
 cfg_mpi! {
     pub(crate) use session::{encode_batch, Encoded, Outgoing};
 }

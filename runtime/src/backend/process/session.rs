@@ -77,25 +77,14 @@ pub(crate) struct ProcessSession<W: Work> {
     pub(super) keep_going: bool,
     /// `retries`, `retry_panics`, and whether to say each retry
     /// (`verbose`).
-    pub(super) retry: Retry,
-}
-
-/// How a session runs a failed job again.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Retry {
-    /// How many more times a job may run.
-    pub(crate) retries: u32,
-    /// Whether a panic is retried too.
-    pub(crate) panics: bool,
-    /// Whether each retry is said on stderr.
-    pub(crate) verbose: bool,
+    pub(super) retry: super::watch::Retry,
 }
 
 impl<W: Work> ProcessSession<W> {
     /// The session, where a job whose worker died or timed out (or, with
     /// `retry.panics`, that panicked) runs again, up to `retry.retries`
     /// more times.
-    pub(crate) fn retrying(mut self, retry: Retry) -> Self {
+    pub(crate) fn retrying(mut self, retry: super::watch::Retry) -> Self {
         self.retry = retry;
         self
     }
@@ -129,7 +118,7 @@ impl<W: Work> ProcessSession<W> {
             max_nbytes,
             per_job_ns: None,
             keep_going: false,
-            retry: Retry::default(),
+            retry: super::watch::Retry::default(),
         })
     }
 

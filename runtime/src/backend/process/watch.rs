@@ -2,8 +2,10 @@
 //! worker is killed and the run fails), and a worker that dies (the run
 //! fails with the job it was running, unless it had not started any of its
 //! batches, which then go to the other workers once). Under a pool's
-//! rules a death fails only the batches the worker held, and the pool
-//! goes on.
+//! rules, `on_error = "continue"` or `retries`, a death or a timeout fails
+//! only the batch the worker was running, the batches queued behind it go
+//! to other workers, and the run goes on; under `retries` the failed batch
+//! is first sent again from its kept frame, up to the limit.
 
 use super::exit;
 use super::reader::Event;
@@ -15,7 +17,38 @@ use std::collections::VecDeque;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
+/// How a session runs a failed job again.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Retry {
+    /// How many more times a job may run.
+    pub(crate) retries: u32,
+    /// Whether a panic is retried too.
+    pub(crate) panics: bool,
+    /// Whether each retry is said on stderr.
+    pub(crate) verbose: bool,
+}
+
 impl<W: Work> ProcessSession<W> {
+    /// Sends in-flight batch `id` again, from its kept frame, to worker
+    /// `pos`: offered (so an idle worker can take it back) when it queues
+    /// behind a running batch.
+    pub(super) fn send_kept(&mut self, pos: usize, id: u64) {
+        let w = &self.pool.workers[pos];
+        if !w.queue.is_empty() && w.beacon.may_offer() {
+            w.beacon.offer(id);
+        }
+        let Some(batch) = self.batches.get(&id) else {
+            return;
+        };
+        send(
+            &mut self.pool.workers[pos],
+            id,
+            &batch.extra.frame,
+            batch.decode,
+            &batch.extra.shared.segments,
+        );
+    }
+
     /// A worker over the time limit, or how long until one could be.
     fn overdue(&self, limit: Duration) -> std::result::Result<usize, Duration> {
         let mut soonest = limit;
@@ -172,17 +205,7 @@ impl<W: Work> ProcessSession<W> {
                 self.retry.retries + 1
             );
         }
-        let w = &self.pool.workers[pos];
-        if !w.queue.is_empty() && w.beacon.may_offer() {
-            w.beacon.offer(id);
-        }
-        send(
-            &mut self.pool.workers[pos],
-            id,
-            &batch.extra.frame,
-            batch.decode,
-            &batch.extra.shared.segments,
-        );
+        self.send_kept(pos, id);
         Ok(())
     }
 
@@ -311,19 +334,10 @@ impl<W: Work> ProcessSession<W> {
                 .least_loaded()
                 .or_else(|| self.any_room())
                 .ok_or_else(|| Error::Pool("no worker could take a dead worker's batch".into()))?;
-            let w = &self.pool.workers[pos];
-            if !w.queue.is_empty() && w.beacon.may_offer() {
-                w.beacon.offer(id);
+            if let Some(batch) = self.batches.get_mut(&id) {
+                batch.extra.resent = true;
             }
-            let batch = self.batches.get_mut(&id).expect("checked above");
-            batch.extra.resent = true;
-            send(
-                &mut self.pool.workers[pos],
-                id,
-                &batch.extra.frame,
-                batch.decode,
-                &batch.extra.shared.segments,
-            );
+            self.send_kept(pos, id);
         }
         Ok(true)
     }
