@@ -299,5 +299,53 @@ fn main() -> parjob::Result<()> {
     // 5. Uneven work.
     uneven(Backend::Process, "process");
     uneven_on_mpi();
+
+    // 6. What failure handling costs when nothing fails.
+    failure_handling_cost()?;
+    Ok(())
+}
+
+/// `retries` and `on_error = "continue"` send one job per batch: on 1 ms
+/// jobs that costs nothing measurable; on tiny jobs it costs the batching.
+/// Each configuration runs alternately with the default, best of 3.
+fn failure_handling_cost() -> parjob::Result<()> {
+    type Configure = fn(parjob::TaskRun<spin>) -> parjob::TaskRun<spin>;
+    let configs: [(&str, Configure); 2] = [
+        ("retries = 2", |p| p.retries(2)),
+        ("on_error = \"continue\"", |p| p.on_error(parjob::OnError::Continue)),
+    ];
+    for (label, configure) in configs {
+        let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            let (got, d) = time(|| spin::map((0..2_000).map(|_| 1_000u64)));
+            assert_eq!(got?.len(), 2_000);
+            plain = plain.min(d);
+            let (got, d) = time(|| spin::with(configure).map((0..2_000).map(|_| 1_000u64)));
+            assert_eq!(got?.len(), 2_000);
+            with = with.min(d);
+        }
+        println!(
+            "| 2,000 x 1 ms, process, n_jobs=2, {label}, nothing fails | {:.3} s | default {:.3} s | {:.3}x | no slower within noise |",
+            with.as_secs_f64(),
+            plain.as_secs_f64(),
+            with.as_secs_f64() / plain.as_secs_f64()
+        );
+    }
+    let n = 20_000u64;
+    let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let (got, d) = time(|| square::map(0..n));
+        assert_eq!(got?.len() as u64, n);
+        plain = plain.min(d);
+        let (got, d) = time(|| square::with(|p| p.retries(2)).map(0..n));
+        assert_eq!(got?.len() as u64, n);
+        with = with.min(d);
+    }
+    println!(
+        "| {n} tiny tasks, process, n_jobs=2, retries = 2 (one job a batch) | {:.2} us/task | default {:.2} us/task | {:.1}x | report |",
+        us_per(with, n),
+        us_per(plain, n),
+        with.as_secs_f64() / plain.as_secs_f64()
+    );
     Ok(())
 }
