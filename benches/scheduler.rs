@@ -312,7 +312,9 @@ fn failure_handling_cost() -> parjob::Result<()> {
     type Configure = fn(parjob::TaskRun<spin>) -> parjob::TaskRun<spin>;
     let configs: [(&str, Configure); 2] = [
         ("retries = 2", |p| p.retries(2)),
-        ("on_error = \"continue\"", |p| p.on_error(parjob::OnError::Continue)),
+        ("on_error = \"continue\"", |p| {
+            p.on_error(parjob::OnError::Continue)
+        }),
     ];
     for (label, configure) in configs {
         let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
