@@ -30,6 +30,7 @@ mod exit;
 mod lease;
 pub(crate) mod log;
 mod reader;
+mod retry;
 mod session;
 mod spawn;
 mod watch;
@@ -39,8 +40,8 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
+pub(crate) use retry::Retry;
 pub(crate) use session::ProcessSession;
-pub(crate) use watch::Retry;
 cfg_mpi! {
     pub(crate) use session::{encode_batch, Encoded, Outgoing};
 }

@@ -77,14 +77,14 @@ pub(crate) struct ProcessSession<W: Work> {
     pub(super) keep_going: bool,
     /// `retries`, `retry_panics`, and whether to say each retry
     /// (`verbose`).
-    pub(super) retry: super::watch::Retry,
+    pub(super) retry: super::retry::Retry,
 }
 
 impl<W: Work> ProcessSession<W> {
     /// The session, where a job whose worker died or timed out (or, with
     /// `retry.panics`, that panicked) runs again, up to `retry.retries`
     /// more times.
-    pub(crate) fn retrying(mut self, retry: super::watch::Retry) -> Self {
+    pub(crate) fn retrying(mut self, retry: super::retry::Retry) -> Self {
         self.retry = retry;
         self
     }
@@ -118,7 +118,7 @@ impl<W: Work> ProcessSession<W> {
             max_nbytes,
             per_job_ns: None,
             keep_going: false,
-            retry: super::watch::Retry::default(),
+            retry: super::retry::Retry::default(),
         })
     }
 

@@ -17,17 +17,6 @@ use std::collections::VecDeque;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-/// How a session runs a failed job again.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Retry {
-    /// How many more times a job may run.
-    pub(crate) retries: u32,
-    /// Whether a panic is retried too.
-    pub(crate) panics: bool,
-    /// Whether each retry is said on stderr.
-    pub(crate) verbose: bool,
-}
-
 impl<W: Work> ProcessSession<W> {
     /// Sends in-flight batch `id` again, from its kept frame, to worker
     /// `pos`: offered (so an idle worker can take it back) when it queues
@@ -170,16 +159,9 @@ impl<W: Work> ProcessSession<W> {
     /// are left, and the cause is a death or a timeout (or a panic, with
     /// `retry_panics`).
     pub(super) fn may_retry(&self, id: u64, cause: &Error) -> bool {
-        let retried = match cause {
-            Error::WorkerDied { .. } | Error::Timeout { .. } => true,
-            Error::Panic { .. } => self.retry.panics,
-            _ => false,
-        };
-        retried
-            && self
-                .batches
-                .get(&id)
-                .is_some_and(|b| b.extra.attempts <= self.retry.retries)
+        self.batches
+            .get(&id)
+            .is_some_and(|b| self.retry.allows(cause, b.extra.attempts))
     }
 
     /// Sends batch `id` to run again, on the least loaded worker (a fresh
