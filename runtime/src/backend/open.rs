@@ -133,6 +133,25 @@ pub(crate) struct Spec {
     pub(crate) retry: Retry,
 }
 
+impl Spec {
+    /// The spec of an API that runs on workers of its own (`Pool`,
+    /// `Executor`, `Process`): no timeout, quiet, and every failure its
+    /// own handling.
+    pub(crate) fn own_workers(api: Api, backend: Backend, n_jobs: usize) -> Spec {
+        Spec {
+            api,
+            backend,
+            n_jobs,
+            timeout: None,
+            verbose: false,
+            source: BackendSource::ProcessApi,
+            max_nbytes: None,
+            keep_going: false,
+            retry: Retry::default(),
+        }
+    }
+}
+
 /// A session of each kind, so that a pool can still stop its processes.
 #[allow(clippy::large_enum_variant)] // made once per run, never moved in a hot path
 pub(crate) enum Engine<W: Work> {

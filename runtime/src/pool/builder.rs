@@ -6,7 +6,7 @@ use super::{Chunksize, Pool};
 use crate::backend::open::{self, Api, Engine, Spec, Workers};
 use crate::backend::process::{worker_entry, Initializer, PoolRules};
 use crate::error::{Error, Result};
-use crate::options::{Backend, BackendSource};
+use crate::options::Backend;
 use crate::task::ProcessTask;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -136,21 +136,10 @@ impl PoolBuilder {
         }
         let backend = self.backend.unwrap_or(Backend::Process);
         let stop = Arc::new(AtomicBool::new(false));
-        let spec = Spec {
-            api: Api::Pool {
-                process_only: self.initializer.is_some()
-                    || self.max_tasks_per_child.is_some()
-                    || self.max_items_per_child.is_some(),
-            },
-            backend,
-            n_jobs: processes,
-            timeout: None,
-            verbose: false,
-            source: BackendSource::ProcessApi,
-            max_nbytes: None,
-            keep_going: false,
-            retry: Default::default(),
-        };
+        let process_only = self.initializer.is_some()
+            || self.max_tasks_per_child.is_some()
+            || self.max_items_per_child.is_some();
+        let spec = Spec::own_workers(Api::Pool { process_only }, backend, processes);
         let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
         let (entry, threads) = match &engine {
             // The manager thread re-executes this program with the entry

@@ -8,7 +8,7 @@ use crate::backend::open::{self, Api, Engine, Spec, Workers};
 use crate::backend::process::{PoolRules, ProcessSession};
 use crate::backend::{Batch, Session};
 use crate::error::{Error, Result};
-use crate::options::{Backend, BackendSource};
+use crate::options::Backend;
 use crate::task::chunk;
 use std::time::{Duration, Instant};
 
@@ -48,17 +48,7 @@ impl<R: Send + 'static> Process<R> {
             depth: 1,
             ..PoolRules::default()
         };
-        let spec = Spec {
-            api: Api::Process,
-            backend: Backend::Process,
-            n_jobs: 1,
-            timeout: None,
-            verbose: false,
-            source: BackendSource::ProcessApi,
-            max_nbytes: None,
-            keep_going: false,
-            retry: Default::default(),
-        };
+        let spec = Spec::own_workers(Api::Process, Backend::Process, 1);
         let Engine::Process(mut session) = open::open(&spec, Workers::Own(rules))? else {
             return Err(Error::Pool(
                 "Process::spawn opened no worker process".into(),

@@ -198,14 +198,7 @@ impl<W: Work> ProcessSession<W> {
                 continue;
             }
             victim.queue.pop_back();
-            let batch = self.batches.get(&id).expect("a queued batch is in flight");
-            send(
-                &mut self.pool.workers[idle],
-                id,
-                &batch.extra.frame,
-                batch.decode,
-                &batch.extra.shared.segments,
-            );
+            self.send_kept(idle, id);
             return;
         }
     }
