@@ -239,9 +239,9 @@ pub use parjob_runtime::sync;
 pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BackendSource, BatchSize,
-    Config, ConfigGuard, Error, Initializer, Job, MaxNbytes, NestedIn, OnError, Options, Ordered,
-    Parallel, Plan, PreDispatch, Prefer, Require, Result, Shard, Task, TaskRun, TempFolder,
-    Unordered,
+    Config, ConfigGuard, Error, Initializer, Job, MaxNbytes, MemoryReading, NestedIn, OnError,
+    Options, Ordered, Parallel, Plan, PreDispatch, Prefer, Require, Result, Shard, Task, TaskRun,
+    TempFolder, Unordered,
 };
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, CachedArray, MemorizedResult, Memory, MissReason};

@@ -47,6 +47,14 @@ pub(crate) const ENV_TEMP_FOLDER: &str = "PARJOB_TEMP_FOLDER";
 pub(crate) const ENV_ON_ERROR: &str = "PARJOB_ON_ERROR";
 /// Environment variable giving the default `retries`.
 pub(crate) const ENV_RETRIES: &str = "PARJOB_RETRIES";
+/// Environment variable giving the default `max_worker_memory`.
+pub(crate) const ENV_MAX_WORKER_MEMORY: &str = "PARJOB_MAX_WORKER_MEMORY";
+/// Environment variable turning `speculate` on.
+pub(crate) const ENV_SPECULATE: &str = "PARJOB_SPECULATE";
+/// Environment variable giving the default `speculation_multiplier`.
+pub(crate) const ENV_SPECULATION_MULTIPLIER: &str = "PARJOB_SPECULATION_MULTIPLIER";
+/// `speculation_multiplier` when none is given.
+pub(crate) const DEFAULT_SPECULATION_MULTIPLIER: u32 = 4;
 
 impl Options {
     /// Resolves against scoped defaults, the environment and the built-in
@@ -83,6 +91,7 @@ impl Options {
                 None => 0,
             },
         };
+        let speculate = speculate(&options)?;
         let batch_size = match options.batch_size.unwrap_or_default() {
             BatchSize::Fixed(0) => {
                 return Err(Error::Config(
@@ -93,7 +102,10 @@ impl Options {
             // Under "continue" a batch holds one job, so a failure (a
             // panic, a dead worker, a timeout) costs only its own item.
             // So does a retried run: a batch is sent again whole.
-            _ if on_error == OnError::Continue || retries > 0 => BatchSize::Fixed(1),
+            // So is a speculated one: its copy is one job.
+            _ if on_error == OnError::Continue || retries > 0 || speculate.is_some() => {
+                BatchSize::Fixed(1)
+            }
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {
@@ -138,9 +150,69 @@ impl Options {
             on_error,
             retries,
             retry_panics: options.retry_panics.unwrap_or(false),
+            max_worker_memory: max_worker_memory(options.max_worker_memory)?,
+            speculate,
             ..base
         })
     }
+}
+
+/// `max_worker_memory` as given, else from its variable; 0 is refused.
+fn max_worker_memory(given: Option<u64>) -> Result<Option<u64>> {
+    let bytes = match given {
+        Some(bytes) => bytes,
+        None => match env_var(ENV_MAX_WORKER_MEMORY) {
+            Some(text) => parjob_syntax::size_bytes(&text).ok_or_else(|| {
+                Error::Config(format!(
+                    "{ENV_MAX_WORKER_MEMORY}={text:?}: expected a size like \"2GB\" or \"512MB\""
+                ))
+            })?,
+            None => return Ok(None),
+        },
+    };
+    if bytes == 0 {
+        return Err(Error::Config(
+            "max_worker_memory = 0 would stop every worker: give a size like \"2GB\", or no limit"
+                .into(),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// `speculate` and its multiplier, each as given, else from its variable.
+fn speculate(options: &Options) -> Result<Option<u32>> {
+    let on = match options.speculate {
+        Some(on) => on,
+        None => match env_var(ENV_SPECULATE) {
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{ENV_SPECULATE}={text:?}: expected true or false"
+                    )))
+                }
+            },
+            None => false,
+        },
+    };
+    let k = match options.speculation_multiplier {
+        Some(k) => k,
+        None => match env_var(ENV_SPECULATION_MULTIPLIER) {
+            Some(text) => text.trim().parse::<u32>().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_SPECULATION_MULTIPLIER}={text:?}: expected a whole number, at least 2, like 4"
+                ))
+            })?,
+            None => DEFAULT_SPECULATION_MULTIPLIER,
+        },
+    };
+    if k < 2 {
+        return Err(Error::Config(format!(
+            "speculation_multiplier = {k} would copy jobs that are not late: use 2 or more (default 4)"
+        )));
+    }
+    Ok(on.then_some(k))
 }
 
 /// `inner_max_num_threads` as given, else from its variable; 0 is refused.
@@ -228,6 +300,8 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         on_error: OnError::Stop,
         retries: 0,
         retry_panics: false,
+        max_worker_memory: None,
+        speculate: None,
     })
 }
 

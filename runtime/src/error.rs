@@ -48,7 +48,10 @@ pub enum Error {
 
     /// A worker process died while it ran a task: killed by a signal
     /// (SIGKILL, the OOM killer, `abort()`), or it called `process::exit`.
-    #[error("worker process {pid} died while running task `{task}` on item {index}: {status}")]
+    #[error(
+        "worker process {pid} died while running task `{task}` on item {index}: {status}{}",
+        last_reading(memory)
+    )]
     WorkerDied {
         /// The task that was running.
         task: String,
@@ -58,6 +61,31 @@ pub enum Error {
         pid: u32,
         /// How it ended, e.g. `killed by signal 9 (SIGKILL)` or `exited with code 3`.
         status: String,
+        /// For a SIGKILL that parjob did not send: the worker's last
+        /// memory reading and the memory the machine had then, and whether
+        /// the kernel's OOM killer ran since.
+        memory: Option<MemoryReading>,
+    },
+
+    /// A worker process went over the run's `max_worker_memory` while it
+    /// ran this item, and parjob stopped it (SIGKILL) before the kernel
+    /// had to. Retried under `retries`, like a death.
+    #[error(
+        "task `{task}` on item {index} went over max_worker_memory: worker {pid} held {} of its {} limit and was stopped; give each worker more memory, run fewer n_jobs, or split the item",
+        human_bytes(*peak),
+        human_bytes(*limit)
+    )]
+    MemoryLimit {
+        /// The task that was running.
+        task: String,
+        /// The item that was running.
+        index: usize,
+        /// The worker's pid.
+        pid: u32,
+        /// The reading that crossed the limit, in bytes.
+        peak: u64,
+        /// The limit, in bytes.
+        limit: u64,
     },
 
     /// A task ran longer than the run's `timeout`. On the process backend its
@@ -242,6 +270,47 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// A worker's memory, read by parjob's memory watch just before it died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReading {
+    /// The worker's own resident memory at the last reading, in bytes.
+    pub rss: u64,
+    /// The machine's available memory (`MemAvailable`) then, in bytes.
+    pub available: u64,
+    /// Whether the kernel's OOM killer ran after that reading (its
+    /// `oom_kill` counter in `/proc/vmstat` grew).
+    pub oom_killer: bool,
+}
+
+fn last_reading(memory: &Option<MemoryReading>) -> String {
+    match memory {
+        Some(m) if m.oom_killer => format!(
+            "; likely killed by the kernel's OOM killer: its last reading was {} with {} available (set max_worker_memory to stop it sooner and name the item)",
+            human_bytes(m.rss),
+            human_bytes(m.available)
+        ),
+        Some(m) => format!(
+            "; its last reading was {} with {} available, and the kernel's OOM killer did not run",
+            human_bytes(m.rss),
+            human_bytes(m.available)
+        ),
+        None => String::new(),
+    }
+}
+
+/// A size in words: `3.9 GB`, `512.0 MB`, `64 KB` (powers of 1024).
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const KB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b >= KB * KB * KB {
+        format!("{:.1} GB", b / (KB * KB * KB))
+    } else if b >= KB * KB {
+        format!("{:.1} MB", b / (KB * KB))
+    } else {
+        format!("{} KB", bytes / 1024)
+    }
+}
+
 fn at(location: &Option<String>) -> String {
     match location {
         Some(l) => format!(" (at {l})"),
@@ -263,6 +332,7 @@ impl Error {
         match self {
             Error::Panic { index, .. }
             | Error::WorkerDied { index, .. }
+            | Error::MemoryLimit { index, .. }
             | Error::Timeout { index, .. }
             | Error::InputPanicked { index, .. }
             | Error::Codec { index, .. }
@@ -290,6 +360,7 @@ impl Error {
             | Error::Timeout { index, .. }
             | Error::InputPanicked { index, .. }
             | Error::WorkerDied { index, .. }
+            | Error::MemoryLimit { index, .. }
             | Error::Codec { index, .. }
             | Error::NotAProcessTask { index, .. }
             | Error::UnknownTask { index, .. }
@@ -304,6 +375,7 @@ impl Error {
             Error::Panic { task, .. }
             | Error::Timeout { task, .. }
             | Error::WorkerDied { task, .. }
+            | Error::MemoryLimit { task, .. }
             | Error::Codec { task, .. }
             | Error::NotAProcessTask { task, .. }
             | Error::UnknownTask { task, .. }

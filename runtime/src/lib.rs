@@ -74,7 +74,7 @@ pub use calls::TaskRun;
 #[cfg(feature = "persist")]
 pub use compress::Compression;
 pub use config::{config, Config, ConfigGuard};
-pub use error::{Error, Result};
+pub use error::{Error, MemoryReading, Result};
 #[cfg(feature = "cache")]
 pub use memo::mapped::CachedArray;
 #[cfg(feature = "cache")]
@@ -93,6 +93,7 @@ pub use task::{Job, Task};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
+    pub use crate::backend::process::{trace_reads, traced_reads};
     pub use crate::shm::{results_received, segments_created, worker_holds, SliceArg};
     /// `ndarray` parameters of tasks (the `ndarray` feature).
     #[cfg(feature = "ndarray")]

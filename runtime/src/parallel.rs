@@ -18,7 +18,7 @@
 //! without work.
 
 use crate::backend::open::{self, Api, Home, Spec, Workers};
-use crate::backend::process::Retry;
+use crate::backend::process::{MemoryRules, Retry};
 use crate::backend::thread::Threads;
 use crate::backend::Session;
 use crate::error::{Error, Result};
@@ -241,6 +241,11 @@ impl Parallel {
                 panics: plan.retry_panics,
                 verbose: plan.verbose > 0,
             },
+            memory: MemoryRules {
+                limit: plan.max_worker_memory,
+                report_peaks: plan.verbose >= 2,
+            },
+            speculate: plan.speculate,
         };
         let workers = Workers::Home {
             home: &self.home,

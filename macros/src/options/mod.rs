@@ -1,7 +1,8 @@
 //! The options every parjob macro shares: `n_jobs`, `backend`,
 //! `batch_size`, `pre_dispatch`, `timeout`, `verbose`, `progress`,
 //! `prefer`, `require`, `return_as`, `max_nbytes`, `temp_folder`, `on_error`,
-//! `inner_max_num_threads` and `crate`.
+//! `retries`, `retry_panics`, `max_worker_memory`, `speculate`,
+//! `speculation_multiplier`, `inner_max_num_threads` and `crate`.
 //!
 //! They are parsed from `name = value` pairs and checked here, so every
 //! macro gives the same error, with a suggestion, for the same mistake.
@@ -31,6 +32,9 @@ pub const KNOWN: &[&str] = &[
     "on_error",
     "retries",
     "retry_panics",
+    "max_worker_memory",
+    "speculate",
+    "speculation_multiplier",
     "crate",
 ];
 
@@ -39,9 +43,10 @@ pub use parjob_syntax::{duration_seconds, BackendName, PreferName};
 mod values;
 pub use values::string;
 use values::{
-    bad_inner_threads, example, parse_backend, parse_batch_size, parse_max_nbytes, parse_n_jobs,
-    parse_on_error, parse_pre_dispatch, parse_prefer, parse_require, parse_return_as,
-    parse_timeout, parse_verbose, positive_int, unknown, MMAP_MODE,
+    bad_inner_threads, example, parse_backend, parse_batch_size, parse_bool, parse_max_nbytes,
+    parse_max_worker_memory, parse_multiplier, parse_n_jobs, parse_on_error, parse_pre_dispatch,
+    parse_prefer, parse_require, parse_return_as, parse_timeout, parse_verbose, positive_int,
+    unknown, MMAP_MODE,
 };
 
 /// `batch_size` as written.
@@ -94,6 +99,12 @@ pub struct Opts {
     pub retries: Option<u32>,
     /// `retry_panics`.
     pub retry_panics: Option<bool>,
+    /// `max_worker_memory`, in bytes.
+    pub max_worker_memory: Option<u64>,
+    /// `speculate`.
+    pub speculate: Option<bool>,
+    /// `speculation_multiplier`.
+    pub speculation_multiplier: Option<u32>,
     pub krate: Option<syn::Path>,
 }
 
@@ -164,12 +175,14 @@ impl Opts {
                         "retries takes how many more times a job may run when its worker dies or times out, e.g. retries = 2",
                     ),
                 },
-                "retry_panics" => match value {
-                    Expr::Lit(ExprLit {
-                        lit: Lit::Bool(b), ..
-                    }) => opts.retry_panics = Some(b.value),
-                    _ => errors.spanned(value, "retry_panics takes `true` or `false`"),
-                },
+                "retry_panics" => opts.retry_panics = parse_bool(&name, value, errors),
+                "max_worker_memory" => {
+                    opts.max_worker_memory = parse_max_worker_memory(value, errors)
+                }
+                "speculate" => opts.speculate = parse_bool(&name, value, errors),
+                "speculation_multiplier" => {
+                    opts.speculation_multiplier = parse_multiplier(value, errors)
+                }
                 "mmap_mode" => errors.spanned(&meta, MMAP_MODE),
                 "inner_max_num_threads" => match positive_int(value) {
                     Some(n) if n > 0 => opts.inner_max_num_threads = Some(n),
@@ -223,6 +236,9 @@ impl Opts {
             on_error_continues: over.on_error_continues.or(self.on_error_continues),
             retries: over.retries.or(self.retries),
             retry_panics: over.retry_panics.or(self.retry_panics),
+            max_worker_memory: over.max_worker_memory.or(self.max_worker_memory),
+            speculate: over.speculate.or(self.speculate),
+            speculation_multiplier: over.speculation_multiplier.or(self.speculation_multiplier),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -257,6 +273,15 @@ impl Opts {
         }
         if self.retry_panics.is_some() {
             names.push("retry_panics");
+        }
+        if self.max_worker_memory.is_some() {
+            names.push("max_worker_memory");
+        }
+        if self.speculate.is_some() {
+            names.push("speculate");
+        }
+        if self.speculation_multiplier.is_some() {
+            names.push("speculation_multiplier");
         }
         names
     }
@@ -377,6 +402,15 @@ impl Opts {
         }
         if let Some(b) = self.retry_panics {
             options = quote!(#options.with_retry_panics(#b));
+        }
+        if let Some(bytes) = self.max_worker_memory {
+            options = quote!(#options.with_max_worker_memory(#bytes));
+        }
+        if let Some(b) = self.speculate {
+            options = quote!(#options.with_speculate(#b));
+        }
+        if let Some(k) = self.speculation_multiplier {
+            options = quote!(#options.with_speculation_multiplier(#k));
         }
         if let Some(folder) = &self.temp_folder {
             options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));

@@ -25,7 +25,54 @@ pub(super) fn example(name: &str) -> &'static str {
         "on_error" => "on_error = \"continue\"",
         "retries" => "retries = 2",
         "retry_panics" => "retry_panics = true",
+        "max_worker_memory" => "max_worker_memory = \"2GB\"",
+        "speculate" => "speculate = true",
+        "speculation_multiplier" => "speculation_multiplier = 4",
         _ => "crate = \"::parjob\"",
+    }
+}
+
+/// `true` or `false`, for the option `name`.
+pub(super) fn parse_bool(name: &str, value: &Expr, errors: &mut Errors) -> Option<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Some(b.value),
+        _ => {
+            errors.spanned(value, format!("{name} takes `true` or `false`"));
+            None
+        }
+    }
+}
+
+/// `max_worker_memory = "2GB"`: a size in a string, not zero.
+pub(super) fn parse_max_worker_memory(value: &Expr, errors: &mut Errors) -> Option<u64> {
+    let bytes = string(value).and_then(|s| parjob_syntax::size_bytes(&s.value()));
+    match bytes {
+        Some(0) => errors.spanned(
+            value,
+            "max_worker_memory = 0 would stop every worker: give a size like \"2GB\", or leave the option out",
+        ),
+        Some(bytes) => return Some(bytes),
+        None => errors.spanned(
+            value,
+            "max_worker_memory takes the most memory one worker process may hold, as a size in a string, e.g. max_worker_memory = \"2GB\" (or \"512MB\")",
+        ),
+    }
+    None
+}
+
+/// `speculation_multiplier = 4`: a whole number, at least 2.
+pub(super) fn parse_multiplier(value: &Expr, errors: &mut Errors) -> Option<u32> {
+    match positive_int(value).and_then(|n| u32::try_from(n).ok()) {
+        Some(k) if k >= 2 => Some(k),
+        _ => {
+            errors.spanned(
+                value,
+                "speculation_multiplier takes a whole number, at least 2: how many times its task's median a job must run before it gets a copy, e.g. speculation_multiplier = 4",
+            );
+            None
+        }
     }
 }
 

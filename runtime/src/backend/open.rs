@@ -6,7 +6,7 @@
 //! back to; [`open`] builds the chosen session on the workers the caller
 //! owns: a [`Home`] that a `Parallel`'s runs share, or a pool's own.
 
-use super::process::{PoolRules, PoolSlot, ProcessSession, Retry};
+use super::process::{MemoryRules, PoolRules, PoolSlot, ProcessSession, Retry};
 use super::sequential::Sequential;
 use super::thread::{ThreadSession, Threads};
 use super::Session;
@@ -131,6 +131,11 @@ pub(crate) struct Spec {
     pub(crate) keep_going: bool,
     /// `retries` and `retry_panics`, for worker processes.
     pub(crate) retry: Retry,
+    /// `max_worker_memory`, and whether to print each worker's peak at
+    /// the end (`verbose >= 2`), for worker processes.
+    pub(crate) memory: MemoryRules,
+    /// `speculate`'s multiplier, when it is on.
+    pub(crate) speculate: Option<u32>,
 }
 
 impl Spec {
@@ -148,6 +153,8 @@ impl Spec {
             max_nbytes: None,
             keep_going: false,
             retry: Retry::default(),
+            memory: MemoryRules::default(),
+            speculate: None,
         }
     }
 }
@@ -239,7 +246,9 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
             Engine::Process(
                 ProcessSession::new(lease, spec.timeout, spec.source, spec.max_nbytes)?
                     .keep_going(spec.keep_going)
-                    .retrying(spec.retry),
+                    .retrying(spec.retry)
+                    .memory(spec.memory)
+                    .speculating(spec.speculate),
             )
         }
         Kind::Mpi => mpi(spec)?,

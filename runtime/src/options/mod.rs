@@ -20,7 +20,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod handles;
+mod max_nbytes;
 mod on_error;
+pub use max_nbytes::MaxNbytes;
 pub use on_error::OnError;
 
 pub(crate) use handles::InitializerSpec;
@@ -287,71 +289,6 @@ impl FromStr for PreDispatch {
     }
 }
 
-/// joblib's `max_nbytes`: a slice of numbers larger than this goes to a
-/// process worker through shared memory, not inline (see [`crate::shm`]).
-///
-/// `From<u64>` gives a size, and `From<Option<u64>>` takes joblib's
-/// `None`, which turns the automatic path off; `"1M"` and `"none"` parse.
-///
-/// ```
-/// use parjob_runtime::MaxNbytes;
-/// assert_eq!("1M".parse::<MaxNbytes>().unwrap(), MaxNbytes::Bytes(1 << 20));
-/// assert_eq!("None".parse::<MaxNbytes>().unwrap(), MaxNbytes::Off);
-/// assert_eq!(MaxNbytes::from(None), MaxNbytes::Off);
-/// assert_eq!(MaxNbytes::default().limit(), Some(1 << 20));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MaxNbytes {
-    /// Larger than this many bytes goes to shared memory (default 1 MiB).
-    Bytes(u64),
-    /// Never automatically: arguments are encoded inline (joblib's `None`).
-    /// A [`SharedSlice`](crate::shm::SharedSlice) is still shared.
-    Off,
-}
-
-impl MaxNbytes {
-    /// The threshold, `None` when off.
-    pub fn limit(self) -> Option<u64> {
-        match self {
-            MaxNbytes::Bytes(n) => Some(n),
-            MaxNbytes::Off => None,
-        }
-    }
-}
-
-impl Default for MaxNbytes {
-    fn default() -> Self {
-        MaxNbytes::Bytes(1 << 20)
-    }
-}
-
-impl From<u64> for MaxNbytes {
-    fn from(bytes: u64) -> Self {
-        MaxNbytes::Bytes(bytes)
-    }
-}
-
-impl From<Option<u64>> for MaxNbytes {
-    fn from(bytes: Option<u64>) -> Self {
-        bytes.map_or(MaxNbytes::Off, MaxNbytes::Bytes)
-    }
-}
-
-impl FromStr for MaxNbytes {
-    type Err = Error;
-
-    /// A size (`"1M"`, `"4096"`) or `"none"`.
-    fn from_str(s: &str) -> Result<Self> {
-        parjob_syntax::max_nbytes(s)
-            .map(MaxNbytes::from)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "max_nbytes = {s:?}: expected a size like \"1M\" or \"4096\", or \"none\""
-                ))
-            })
-    }
-}
-
 /// The option table. Each row is: doc, name, stored type, the setter's
 /// argument type, and the name of the `const` setter on [`Options`].
 ///
@@ -431,6 +368,24 @@ macro_rules! for_each_option {
             /// Retries (under `retries`) a job that panicked too; by default
             /// a panic is not retried, being usually deterministic.
             retry_panics: bool, bool, with_retry_panics;
+            /// The most memory, in bytes, one worker process may hold (its
+            /// own resident pages, read every 20 ms): a worker over it is
+            /// stopped and its job fails with
+            /// [`crate::Error::MemoryLimit`] naming the item, or runs again
+            /// under `retries`. Worker processes only. Default:
+            /// `PARJOB_MAX_WORKER_MEMORY` (a size like `"2GB"`), else none.
+            max_worker_memory: u64, u64, with_max_worker_memory;
+            /// Spark's speculative execution: when a worker is idle and no
+            /// job waits, a job running longer than
+            /// `speculation_multiplier` times the median of its task's
+            /// finished jobs gets a copy there, and the first to finish
+            /// wins. Opt-in: a task with side effects may then run twice.
+            /// Default: `PARJOB_SPECULATE`, else off.
+            speculate: bool, bool, with_speculate;
+            /// How many times the median duration a job must run before
+            /// `speculate` copies it (a whole number, at least 2; default
+            /// 4, or `PARJOB_SPECULATION_MULTIPLIER`).
+            speculation_multiplier: u32, u32, with_speculation_multiplier;
         }
     };
 }
@@ -531,6 +486,11 @@ pub struct Plan {
     pub retries: u32,
     /// Whether a panic is retried too.
     pub retry_panics: bool,
+    /// The most memory one worker process may hold, in bytes.
+    pub max_worker_memory: Option<u64>,
+    /// Under `speculate`, how many times the median duration a job runs
+    /// before it gets a copy; `None` when speculation is off.
+    pub speculate: Option<u32>,
 }
 
 /// Environment variable capping [`cpu_count`].

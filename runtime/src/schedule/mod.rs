@@ -191,6 +191,8 @@ where
             on_error: crate::options::OnError::Stop,
             retries: 0,
             retry_panics: false,
+            max_worker_memory: None,
+            speculate: None,
         }
     }
 

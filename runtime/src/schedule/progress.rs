@@ -336,6 +336,8 @@ mod tests {
             on_error: crate::OnError::Stop,
             retries: 0,
             retry_panics: false,
+            max_worker_memory: None,
+            speculate: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

@@ -30,8 +30,13 @@ impl<W: Work> ProcessSession<W> {
         worker: u64,
         frame: Result<(u64, Decoded), Vec<u8>>,
     ) -> Option<Finished<W::Output>> {
-        let pos = self.pool.position(worker)?;
+        let mut pos = self.pool.position(worker)?;
         let id = *self.pool.workers[pos].queue.front()?;
+        if self.speculation.is_copied(id) {
+            // The first answer settles a copied job: the other worker stops.
+            self.settle_copy(id, worker);
+            pos = self.pool.position(worker)?;
+        }
         let batch = self.batches.get_mut(&id)?;
         let (named, step) = classify::<W::Output>(frame, id, batch.answered(), |p| batch.error(p));
         let step = match named {

@@ -83,6 +83,34 @@ impl ExitWatch {
         }
     }
 
+    /// The worker's pid.
+    pub(super) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Sends SIGKILL to the worker through its `pidfd`, so a pid the
+    /// system gave to another process since is never hit; without a
+    /// `pidfd`, to the pid of the unreaped child.
+    pub(super) fn kill(&self) {
+        match &self.pidfd {
+            // SAFETY: pidfd_send_signal takes our pidfd, a signal, a null
+            // siginfo and no flags.
+            Some(pidfd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            None => unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            },
+        }
+    }
+
     /// Waits at most `limit` for the worker to exit; true if it did.
     pub(super) fn wait_exit(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -148,11 +176,22 @@ fn exited_by_waitid(pid: libc::pid_t) -> bool {
 /// not exited (it closed its pipe and lingers) is killed first, so this
 /// never waits on a live process.
 pub(super) fn reap(child: &mut Child, watch: &ExitWatch) -> String {
+    reap_with_signal(child, watch).0
+}
+
+/// [`reap`], with the signal that ended the worker when one did and
+/// parjob did not send it here.
+pub(super) fn reap_with_signal(child: &mut Child, watch: &ExitWatch) -> (String, Option<i32>) {
     if !watch.wait_exit(Duration::from_millis(500)) {
         let _ = child.kill();
-        return format!("{} after it closed its pipe", describe(child.wait()));
+        return (
+            format!("{} after it closed its pipe", describe(child.wait())),
+            None,
+        );
     }
-    describe(child.wait())
+    let status = child.wait();
+    let signal = status.as_ref().ok().and_then(|s| s.signal());
+    (describe(status), signal)
 }
 
 /// Says how a worker ended, in words.

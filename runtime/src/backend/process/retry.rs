@@ -20,7 +20,7 @@ impl Retry {
     /// `retry_panics`) with attempts left.
     pub(crate) fn allows(&self, cause: &Error, attempts: u32) -> bool {
         let retried = match cause {
-            Error::WorkerDied { .. } | Error::Timeout { .. } => true,
+            Error::WorkerDied { .. } | Error::Timeout { .. } | Error::MemoryLimit { .. } => true,
             Error::Panic { .. } => self.panics,
             _ => false,
         };
@@ -39,6 +39,7 @@ mod tests {
             index: 0,
             pid: 1,
             status: "killed by signal 9 (SIGKILL)".into(),
+            memory: None,
         };
         let panicked = Error::Panic {
             task: "t".into(),

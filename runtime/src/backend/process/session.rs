@@ -17,6 +17,7 @@
 //! worker is idle: see `docs/decisions.md`, "A job waits only for an idle
 //! worker".
 
+use super::encode::{encode_batch, Encoded, Outgoing};
 use super::lease::Lease;
 use super::reader::Event;
 use super::{send, Worker, BATCH_TARGET};
@@ -25,9 +26,9 @@ use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
-use crate::shm::{self, Collected};
-use crate::task::{Decoder, Work};
-use crate::wire::{self, Bytes, ToWorker};
+use crate::shm::Collected;
+use crate::task::Work;
+use crate::wire::{self, ToWorker};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,12 @@ pub(crate) struct ProcessSession<W: Work> {
     /// `retries`, `retry_panics`, and whether to say each retry
     /// (`verbose`).
     pub(super) retry: super::retry::Retry,
+    /// Print each worker's peak memory when the run ends.
+    report_peaks: bool,
+    /// `speculate`'s multiplier, when it is on.
+    pub(super) speculate: Option<u32>,
+    /// The jobs' durations and copies of a speculated run.
+    pub(super) speculation: super::speculation::Speculation,
 }
 
 impl<W: Work> ProcessSession<W> {
@@ -86,6 +93,21 @@ impl<W: Work> ProcessSession<W> {
     /// more times.
     pub(crate) fn retrying(mut self, retry: super::retry::Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The session under `max_worker_memory` (the pool's memory watch
+    /// takes the limit now, and forgets earlier runs' peaks).
+    pub(crate) fn memory(mut self, rules: super::MemoryRules) -> Self {
+        self.pool.memory.start_run(rules.limit);
+        self.report_peaks = rules.report_peaks;
+        self
+    }
+
+    /// The session, where a job late by `k` times its task's median gets a
+    /// copy on an idle worker (`speculate`).
+    pub(crate) fn speculating(mut self, k: Option<u32>) -> Self {
+        self.speculate = k;
         self
     }
 
@@ -119,6 +141,9 @@ impl<W: Work> ProcessSession<W> {
             per_job_ns: None,
             keep_going: false,
             retry: super::retry::Retry::default(),
+            report_peaks: false,
+            speculate: None,
+            speculation: Default::default(),
         })
     }
 
@@ -225,6 +250,9 @@ impl<W: Work> ProcessSession<W> {
     /// Ends batch `id`, the oldest on worker `pos`.
     pub(super) fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
         let batch = self.batches.remove(&id).expect("the batch was looked up");
+        if self.speculate.is_some() && batch.complete() {
+            self.speculation.finished(batch.task, batch.len, elapsed);
+        }
         if batch.complete() && batch.len > 0 {
             let per_job = elapsed.as_nanos() as f64 / batch.len as f64;
             self.per_job_ns = Some(match self.per_job_ns {
@@ -337,6 +365,11 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             if left == Some(Duration::ZERO) {
                 return Ok(None);
             }
+            // Under `speculate`, wake when a running job could be overdue.
+            let left = match (left, self.speculate_stragglers()) {
+                (Some(l), Some(s)) => Some(l.min(s)),
+                (l, s) => l.or(s),
+            };
             let finished = match self.next_event(left)? {
                 // Nothing came, or a worker was stopped and its batches
                 // ended here.
@@ -390,108 +423,6 @@ impl<W: Work> Session<W> for ProcessSession<W> {
     }
 }
 
-/// A batch encoded for a worker process or an MPI rank.
-pub(crate) struct Encoded<R> {
-    pub(crate) first: usize,
-    pub(crate) jobs: usize,
-    /// Calls it makes (a pool's chunk is one job of many calls).
-    pub(crate) items: usize,
-    pub(crate) task: &'static str,
-    pub(crate) chunked: bool,
-    pub(crate) decode: Decoder<R>,
-    args: Vec<Bytes>,
-    /// The segments its arguments reference.
-    pub(crate) shared: Collected,
-}
-
-impl<R> Encoded<R> {
-    /// The batch's `Run` frame as batch `id`, or the batch's failure when
-    /// it cannot be encoded.
-    pub(crate) fn run_frame(&mut self, id: u64, max_nbytes: Option<u64>) -> Result<Vec<u8>> {
-        let msg = ToWorker::Run {
-            id,
-            task: self.task.to_string(),
-            seq: self.first as u64,
-            args: std::mem::take(&mut self.args),
-            max_nbytes,
-            chunked: self.chunked,
-        };
-        wire::encode_frame(&msg).map_err(|e| encode_error(self.task, self.first, e.0))
-    }
-
-    /// The batch, failed with `error` before it ran.
-    pub(crate) fn failed(&self, error: Error) -> Finished<R> {
-        Finished::failed(self.first, self.jobs, error)
-    }
-}
-
-/// A batch made ready for a worker, or why it cannot go.
-pub(crate) enum Outgoing<R> {
-    /// No jobs.
-    Empty,
-    /// The batch's failure: work that cannot cross, or arguments that do
-    /// not encode.
-    Failed(Finished<R>),
-    Ready(Encoded<R>),
-}
-
-/// Encodes a batch's arguments for a worker. Work that cannot cross a
-/// process boundary never runs silently in the parent: the batch fails
-/// with an error that says how to fix it.
-pub(crate) fn encode_batch<W: Work>(
-    batch: Batch<W>,
-    backend_from: BackendSource,
-) -> Outgoing<W::Output> {
-    let first = batch.first;
-    let jobs = batch.items.len();
-    let Some(head) = batch.items.first() else {
-        return Outgoing::Empty;
-    };
-    let task = head.task();
-    let chunked = head.chunked();
-    let items = batch.items.iter().map(Work::items).sum();
-    let Some(decode) = head.decoder() else {
-        let e = Error::NotAProcessTask {
-            task: task.to_string(),
-            index: first,
-            backend_from: backend_from.to_string(),
-        };
-        return Outgoing::Failed(Finished::failed(first, jobs, e));
-    };
-    let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
-    match encoded {
-        Ok(args) => Outgoing::Ready(Encoded {
-            first,
-            jobs,
-            items,
-            task,
-            chunked,
-            decode,
-            args,
-            shared,
-        }),
-        Err((k, cause)) => Outgoing::Failed(Finished::failed(
-            first,
-            jobs,
-            encode_error(task, first + k, cause),
-        )),
-    }
-}
-
-/// Each job's arguments encoded for a worker, or the position of the
-/// first that cannot be, with why.
-fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
-    let mut args = Vec::with_capacity(items.len());
-    for (k, work) in items.iter().enumerate() {
-        match work.encode_args() {
-            Some(Ok(bytes)) => args.push(Bytes(bytes)),
-            Some(Err(e)) => return Err((k, e.0)),
-            None => return Err((k, "this job cannot be sent to a worker process".into())),
-        }
-    }
-    Ok(args)
-}
-
 impl<W: Work> Drop for ProcessSession<W> {
     /// The run is over: each worker drops the segments it was passed (the
     /// frame is queued, never blocking), so an idle pool holds no shared
@@ -499,6 +430,21 @@ impl<W: Work> Drop for ProcessSession<W> {
     fn drop(&mut self) {
         for w in &mut self.pool.workers {
             forget_segments(w);
+        }
+        if let Some(line) = self.speculation_report().filter(|_| self.retry.verbose) {
+            eprintln!("{line}");
+        }
+        if self.report_peaks {
+            let peaks: Vec<String> = self
+                .pool
+                .workers
+                .iter()
+                .map(|w| format!("{} {}", w.pid, crate::error::human_bytes(w.memory.peak())))
+                .collect();
+            eprintln!(
+                "[parjob] peak memory of each worker (pid, peak): {}",
+                peaks.join(", ")
+            );
         }
     }
 }
@@ -563,14 +509,5 @@ impl<W: Work> ProcessSession<W> {
         self.pool.terminate(grace);
         self.batches.clear();
         self.here.clear();
-    }
-}
-
-fn encode_error(task: &str, index: usize, cause: String) -> Error {
-    Error::Codec {
-        task: task.into(),
-        index,
-        action: "encode the arguments",
-        cause,
     }
 }

@@ -72,6 +72,11 @@ impl<W: Work> ProcessSession<W> {
             },
             (None, Some(limit)) => match self.overdue(limit) {
                 Ok(pos) => {
+                    if let Some(&id) = self.pool.workers[pos].queue.front() {
+                        if self.lost_copy(pos, id) {
+                            return Ok(None); // its copy runs on
+                        }
+                    }
                     let running = self.running_job(&self.pool.workers[pos]);
                     let mut w = self.pool.workers.swap_remove(pos);
                     let _ = w.child.kill();
@@ -112,11 +117,16 @@ impl<W: Work> ProcessSession<W> {
         let Some(pos) = self.pool.position(worker) else {
             return Ok(());
         };
+        if let Some(&id) = self.pool.workers[pos].queue.front() {
+            if self.lost_copy(pos, id) {
+                return Ok(()); // its copy runs on
+            }
+        }
         let running = self.running_job(&self.pool.workers[pos]);
         let mut w = self.pool.workers.swap_remove(pos);
         // The call of a chunk it was on (a pool's chunks are one job).
         let mut call = w.beacon.running().map_or(0, |_| w.beacon.running_call());
-        let mut status = exit::reap(&mut w.child, &w.watch);
+        let (mut status, signal) = exit::reap_with_signal(&mut w.child, &w.watch);
         if let Some(e) = error {
             status = format!("{status} (its pipe failed: {e})");
         }
@@ -134,11 +144,24 @@ impl<W: Work> ProcessSession<W> {
         if untouched && self.resend(std::mem::take(&mut w.queue))? {
             return Ok(());
         }
-        let died = Error::WorkerDied {
-            task: task.into(),
-            index,
-            pid: w.pid,
-            status,
+        let died = match w.memory.stopped() {
+            // The memory watch stopped it: the item grew too large.
+            Some((peak, limit)) => Error::MemoryLimit {
+                task: task.into(),
+                index,
+                pid: w.pid,
+                peak,
+                limit,
+            },
+            None => Error::WorkerDied {
+                task: task.into(),
+                index,
+                pid: w.pid,
+                status,
+                memory: (signal == Some(libc::SIGKILL))
+                    .then(|| w.memory.death_reading())
+                    .flatten(),
+            },
         };
         if !self.isolates_failures() {
             return Err(died);
@@ -277,6 +300,7 @@ impl<W: Work> ProcessSession<W> {
                     index: b.next_index(),
                     pid,
                     status: "died before it could run this batch".into(),
+                    memory: None,
                 },
                 0,
             );
@@ -285,7 +309,7 @@ impl<W: Work> ProcessSession<W> {
     }
 
     /// Ends batch `id` with the error `make` gives it.
-    fn end_failed(
+    pub(super) fn end_failed(
         &mut self,
         id: u64,
         make: impl FnOnce(&super::session::InFlight<W::Output>) -> Error,

@@ -1,0 +1,120 @@
+//! A batch made ready for a worker process or an MPI rank: its arguments
+//! encoded, or the reason it cannot cross, as the batch's failure.
+
+use crate::backend::{Batch, Finished};
+use crate::error::{Error, Result};
+use crate::options::BackendSource;
+use crate::shm::{self, Collected};
+use crate::task::{Decoder, Work};
+use crate::wire::{self, Bytes, ToWorker};
+
+/// A batch encoded for a worker process or an MPI rank.
+pub(crate) struct Encoded<R> {
+    pub(crate) first: usize,
+    pub(crate) jobs: usize,
+    /// Calls it makes (a pool's chunk is one job of many calls).
+    pub(crate) items: usize,
+    pub(crate) task: &'static str,
+    pub(crate) chunked: bool,
+    pub(crate) decode: Decoder<R>,
+    args: Vec<Bytes>,
+    /// The segments its arguments reference.
+    pub(crate) shared: Collected,
+}
+
+impl<R> Encoded<R> {
+    /// The batch's `Run` frame as batch `id`, or the batch's failure when
+    /// it cannot be encoded.
+    pub(crate) fn run_frame(&mut self, id: u64, max_nbytes: Option<u64>) -> Result<Vec<u8>> {
+        let msg = ToWorker::Run {
+            id,
+            task: self.task.to_string(),
+            seq: self.first as u64,
+            args: std::mem::take(&mut self.args),
+            max_nbytes,
+            chunked: self.chunked,
+        };
+        wire::encode_frame(&msg).map_err(|e| encode_error(self.task, self.first, e.0))
+    }
+
+    /// The batch, failed with `error` before it ran.
+    pub(crate) fn failed(&self, error: Error) -> Finished<R> {
+        Finished::failed(self.first, self.jobs, error)
+    }
+}
+
+/// A batch made ready for a worker, or why it cannot go.
+pub(crate) enum Outgoing<R> {
+    /// No jobs.
+    Empty,
+    /// The batch's failure: work that cannot cross, or arguments that do
+    /// not encode.
+    Failed(Finished<R>),
+    Ready(Encoded<R>),
+}
+
+/// Encodes a batch's arguments for a worker. Work that cannot cross a
+/// process boundary never runs silently in the parent: the batch fails
+/// with an error that says how to fix it.
+pub(crate) fn encode_batch<W: Work>(
+    batch: Batch<W>,
+    backend_from: BackendSource,
+) -> Outgoing<W::Output> {
+    let first = batch.first;
+    let jobs = batch.items.len();
+    let Some(head) = batch.items.first() else {
+        return Outgoing::Empty;
+    };
+    let task = head.task();
+    let chunked = head.chunked();
+    let items = batch.items.iter().map(Work::items).sum();
+    let Some(decode) = head.decoder() else {
+        let e = Error::NotAProcessTask {
+            task: task.to_string(),
+            index: first,
+            backend_from: backend_from.to_string(),
+        };
+        return Outgoing::Failed(Finished::failed(first, jobs, e));
+    };
+    let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
+    match encoded {
+        Ok(args) => Outgoing::Ready(Encoded {
+            first,
+            jobs,
+            items,
+            task,
+            chunked,
+            decode,
+            args,
+            shared,
+        }),
+        Err((k, cause)) => Outgoing::Failed(Finished::failed(
+            first,
+            jobs,
+            encode_error(task, first + k, cause),
+        )),
+    }
+}
+
+/// Each job's arguments encoded for a worker, or the position of the
+/// first that cannot be, with why.
+fn encode_all<W: Work>(items: &[W]) -> std::result::Result<Vec<Bytes>, (usize, String)> {
+    let mut args = Vec::with_capacity(items.len());
+    for (k, work) in items.iter().enumerate() {
+        match work.encode_args() {
+            Some(Ok(bytes)) => args.push(Bytes(bytes)),
+            Some(Err(e)) => return Err((k, e.0)),
+            None => return Err((k, "this job cannot be sent to a worker process".into())),
+        }
+    }
+    Ok(args)
+}
+
+fn encode_error(task: &str, index: usize, cause: String) -> Error {
+    Error::Codec {
+        task: task.into(),
+        index,
+        action: "encode the arguments",
+        cause,
+    }
+}

@@ -1,0 +1,147 @@
+//! `speculate`: Spark's speculative execution on worker processes.
+//!
+//! When a worker is idle and the scheduler has given the session every
+//! job it had (so a worker is idle at all), a job that has run longer than
+//! `k` times the median duration of its task's finished jobs gets a copy:
+//! its kept frame is sent to the idle worker. The first of the two to
+//! answer wins. The other worker is stopped (SIGKILL) and replaced, and the
+//! batches queued behind it go to other workers; its answers, if any were
+//! on their way, belong to no worker any more and are dropped. A copy
+//! whose worker dies or times out is simply gone; the other one runs on.
+//!
+//! A speculated run sends one job per batch, so a copy is one job. Thread
+//! jobs are not copied: their arguments are moved into the job, and there
+//! is no second one to run.
+
+use super::session::ProcessSession;
+use crate::error::Error;
+use crate::task::Work;
+use std::time::Duration;
+
+impl<W: Work> ProcessSession<W> {
+    /// Under `speculate`, gives a copy of the most overdue running job to
+    /// an idle worker. Returns how long until a running job could become
+    /// overdue, so the session wakes then to look again.
+    pub(super) fn speculate_stragglers(&mut self) -> Option<Duration> {
+        let k = self.speculate?;
+        let idle = self
+            .pool
+            .workers
+            .iter()
+            .position(|w| w.queue.is_empty() && self.pool.may_take(w))?;
+        let mut overdue: Option<(usize, u64, Duration)> = None;
+        let mut soonest: Option<Duration> = None;
+        for (pos, w) in self.pool.workers.iter().enumerate() {
+            let Some(&id) = w.queue.front() else {
+                continue;
+            };
+            let (Some(batch), Some((_, ran))) = (self.batches.get(&id), w.beacon.running()) else {
+                continue;
+            };
+            if self.speculation.is_copied(id) {
+                continue;
+            }
+            let Some(median) = self.speculation.median(batch.task) else {
+                continue;
+            };
+            let after = median.saturating_mul(k).max(Duration::from_millis(1));
+            if ran > after {
+                if overdue.is_none_or(|(_, _, longest)| ran > longest) {
+                    overdue = Some((pos, id, ran));
+                }
+            } else {
+                let left = after - ran;
+                soonest = Some(soonest.map_or(left, |s| s.min(left)));
+            }
+        }
+        if let Some((pos, id, ran)) = overdue {
+            self.copy(pos, idle, id, ran);
+        }
+        soonest
+    }
+
+    /// Sends batch `id`, running on worker `pos` for `ran`, to idle
+    /// worker `idle` too.
+    fn copy(&mut self, pos: usize, idle: usize, id: u64, ran: Duration) {
+        let original = self.pool.workers[pos].id;
+        let copy = self.pool.workers[idle].id;
+        self.speculation.copies.insert(id, (original, copy));
+        self.speculation.copied += 1;
+        if self.retry.verbose {
+            if let Some(b) = self.batches.get(&id) {
+                eprintln!(
+                    "[parjob] speculating task `{}` on item {}: running for {ran:?}, a copy starts on worker {}",
+                    b.task, b.first, self.pool.workers[idle].pid
+                );
+            }
+        }
+        self.send_kept(idle, id);
+    }
+
+    /// Worker `worker` answered batch `id` first: if the batch had a copy,
+    /// the other worker is stopped and its queued batches go elsewhere.
+    pub(super) fn settle_copy(&mut self, id: u64, worker: u64) {
+        let Some(loser) = self.speculation.answered_by(id, worker) else {
+            return;
+        };
+        let Some(pos) = self.pool.position(loser) else {
+            return;
+        };
+        let mut w = self.pool.workers.swap_remove(pos);
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+        let mut queue = std::mem::take(&mut w.queue);
+        queue.retain(|&queued| queued != id);
+        self.requeue(queue);
+    }
+
+    /// Sends the batches a stopped copy's worker held besides the copy
+    /// (none of them started: one job per batch, and its running one was
+    /// the copy) to other workers; a batch no worker can take fails.
+    pub(super) fn requeue(&mut self, queue: impl IntoIterator<Item = u64>) {
+        for id in queue {
+            let placed = self.pool.fill().and_then(|()| {
+                self.least_loaded()
+                    .or_else(|| self.any_room())
+                    .ok_or_else(|| {
+                        Error::Pool("no worker could take a stopped copy's batch".into())
+                    })
+            });
+            match placed {
+                Ok(pos) => self.send_kept(pos, id),
+                Err(e) => self.end_failed(id, |_| e, 0),
+            }
+        }
+    }
+
+    /// Worker `pos` is gone (dead or timed out) while running batch `id`
+    /// that has a copy on another worker: it is reaped, the batches queued
+    /// behind go elsewhere, and the copy runs on. False when `id` had no
+    /// copy, so the loss is the batch's failure.
+    pub(super) fn lost_copy(&mut self, pos: usize, id: u64) -> bool {
+        let worker = self.pool.workers[pos].id;
+        if !self.speculation.lost(id, worker) {
+            return false;
+        }
+        let mut w = self.pool.workers.swap_remove(pos);
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+        let mut queue = std::mem::take(&mut w.queue);
+        queue.retain(|&queued| queued != id);
+        self.requeue(queue);
+        true
+    }
+
+    /// The line `verbose` prints at the end of a speculated run.
+    pub(super) fn speculation_report(&self) -> Option<String> {
+        self.speculate?;
+        let s = &self.speculation;
+        Some(format!(
+            "[parjob] speculation: {} {} copied, {} {} won",
+            s.copied,
+            if s.copied == 1 { "job" } else { "jobs" },
+            s.copies_won,
+            if s.copies_won == 1 { "copy" } else { "copies" }
+        ))
+    }
+}

@@ -1,0 +1,74 @@
+//! What a speculating session keeps: each task's finished durations,
+//! for the median a job is judged by, and the jobs running twice (the
+//! rule that uses them is in `speculate.rs`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Fewer finished jobs than this give no median to judge by.
+const MIN_FINISHED: usize = 1;
+
+/// What a speculating session keeps.
+#[derive(Default)]
+pub(super) struct Speculation {
+    /// The nanoseconds per job of each task's finished batches.
+    durations: HashMap<&'static str, Vec<u64>>,
+    /// Batches running twice: batch id -> (the original's worker, the
+    /// copy's worker).
+    pub(super) copies: HashMap<u64, (u64, u64)>,
+    /// Jobs given a copy, and copies that won.
+    pub(super) copied: usize,
+    pub(super) copies_won: usize,
+}
+
+impl Speculation {
+    /// Records a finished batch of `jobs` jobs of `task` that took `elapsed`.
+    pub(super) fn finished(&mut self, task: &'static str, jobs: usize, elapsed: Duration) {
+        if jobs > 0 {
+            let per_job = elapsed.as_nanos() as u64 / jobs as u64;
+            self.durations.entry(task).or_default().push(per_job);
+        }
+    }
+
+    /// The median time per job of `task`'s finished batches.
+    pub(super) fn median(&self, task: &str) -> Option<Duration> {
+        let all = self.durations.get(task)?;
+        if all.len() < MIN_FINISHED {
+            return None;
+        }
+        let mut sorted = all.clone();
+        let mid = sorted.len() / 2;
+        let (_, median, _) = sorted.select_nth_unstable(mid);
+        Some(Duration::from_nanos(*median))
+    }
+
+    /// Whether batch `id` runs on two workers.
+    pub(super) fn is_copied(&self, id: u64) -> bool {
+        self.copies.contains_key(&id)
+    }
+
+    /// Worker `worker` answered batch `id` first: the copy ends. Returns
+    /// the other worker, which lost, when the batch had a copy.
+    pub(super) fn answered_by(&mut self, id: u64, worker: u64) -> Option<u64> {
+        let (original, copy) = self.copies.remove(&id)?;
+        if worker == copy {
+            self.copies_won += 1;
+            Some(original)
+        } else {
+            Some(copy)
+        }
+    }
+
+    /// Worker `worker`, which ran batch `id`, is gone (dead or timed
+    /// out): whether the batch's other copy runs on, so the loss is no
+    /// failure.
+    pub(super) fn lost(&mut self, id: u64, worker: u64) -> bool {
+        match self.copies.get(&id) {
+            Some(&(original, copy)) if worker == original || worker == copy => {
+                self.copies.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+}

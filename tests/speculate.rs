@@ -1,0 +1,139 @@
+//! `speculate`: a job running far longer than its task's median gets a
+//! copy on an idle worker, the first to finish wins, and the loser's
+//! worker is stopped. Item 7's first attempt waits on an event that the
+//! test sets only after the run returned, so the tests are causal: with
+//! `speculate` the run cannot have waited for it; without, it must have.
+
+mod common;
+
+use parjob::prelude::*;
+use parjob::sync::Event;
+use std::path::Path;
+use std::time::Duration;
+
+/// Far longer than any run here needs.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Item 7's first attempt records its pid and waits for `gate`; every
+/// other attempt takes 10 ms and records that it finished.
+#[parallel(backend = "process", n_jobs = 2, speculate = true, verbose = 1)]
+fn straggles_on_7(i: u64, gate: Event, dir: &Path) -> u64 {
+    let first = dir.join("7.first");
+    if i == 7 && !first.exists() {
+        std::fs::write(&first, std::process::id().to_string()).unwrap();
+        gate.wait_timeout(PATIENCE);
+        std::fs::write(dir.join("7.first-finished"), b"").unwrap();
+    } else {
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::write(dir.join(format!("{i}.done")), b"").unwrap();
+    }
+    i
+}
+
+fn items(gate: &Event, dir: &Path) -> Vec<(u64, Event, std::path::PathBuf)> {
+    (0..40u64)
+        .map(|i| (i, gate.clone(), dir.to_path_buf()))
+        .collect()
+}
+
+#[test]
+fn a_straggler_is_copied_and_the_copy_wins() {
+    let stderr = common::run_helper_stderr("speculated_run_helper");
+    assert!(
+        stderr.contains("[parjob] speculation: 1 job copied, 1 copy won"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("[parjob] speculating task").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("on item 7"), "{stderr}");
+}
+
+#[parjob::test]
+#[ignore = "helper: started by a_straggler_is_copied_and_the_copy_wins"]
+fn speculated_run_helper() {
+    let dir = common::scratch("speculate", "copied");
+    let gate = Event::new().unwrap();
+    let out = straggles_on_7::map(items(&gate, &dir)).unwrap();
+    assert_eq!(out, (0..40).collect::<Vec<_>>());
+    // The run returned while the first attempt still waited: it never
+    // finished, and its worker was stopped.
+    assert!(!dir.join("7.first-finished").exists());
+    assert!(dir.join("7.done").exists(), "the copy ran item 7");
+    let pid: u32 = std::fs::read_to_string(dir.join("7.first"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        common::wait_dead(pid, PATIENCE),
+        "the loser's worker was stopped"
+    );
+    gate.set();
+}
+
+#[parjob::test]
+fn without_speculate_the_run_waits_for_the_straggler() {
+    let dir = common::scratch("speculate", "waited");
+    let gate = Event::new().unwrap();
+    // The gate opens once the other 39 items are done; the run cannot
+    // return before, since item 7 is never copied.
+    let opener = {
+        let (gate, dir) = (gate.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let others = |d: &Path| {
+                std::fs::read_dir(d)
+                    .unwrap()
+                    .filter(|e| {
+                        e.as_ref()
+                            .unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .ends_with(".done")
+                    })
+                    .count()
+            };
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while others(&dir) < 39 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            gate.set();
+        })
+    };
+    let run = straggles_on_7::with(|p| p.speculate(false).verbose(0));
+    let out = run.map(items(&gate, &dir)).unwrap();
+    opener.join().unwrap();
+    assert_eq!(out, (0..40).collect::<Vec<_>>());
+    assert!(
+        dir.join("7.first-finished").exists(),
+        "the straggler ran to its end"
+    );
+    assert!(!dir.join("7.done").exists(), "item 7 ran once");
+}
+
+#[test]
+fn speculation_options_come_from_the_environment() {
+    let bad = common::helper_command(
+        "speculate_env_helper",
+        &[("PARJOB_SPECULATION_MULTIPLIER", "1")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        bad.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[parjob::test]
+#[ignore = "helper: started by speculation_options_come_from_the_environment"]
+fn speculate_env_helper() {
+    let err = parjob::Options::new()
+        .with_speculate(true)
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("speculation_multiplier = 1"), "{err}");
+}

@@ -1,0 +1,257 @@
+//! `max_worker_memory`: a worker process whose memory grows over the limit
+//! is stopped by parjob, and its job fails with `Error::MemoryLimit`
+//! naming the item (or runs again under `retries`); a worker killed by a
+//! SIGKILL parjob did not send is reported with its last memory reading;
+//! `verbose >= 2` prints each worker's peak.
+//!
+//! The growing task touches its memory in 100 MB steps, 100 ms apart, and
+//! records each step in a file. Stopped soon after it crossed the limit,
+//! it never reaches the 3 GB it would touch unstopped.
+
+mod common;
+
+use parjob::prelude::*;
+use parjob::sync::Event;
+use parjob::{Error, OnError};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MB: u64 = 1 << 20;
+const GB: u64 = 1 << 30;
+/// Far longer than any run here needs.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Touches `total` bytes in 100 MB steps, 100 ms apart, writing the
+/// amount touched so far to `dir/touched` after each step.
+fn grow(total: u64, dir: &Path) -> usize {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut touched = 0;
+    while touched < total {
+        let mut step = vec![0u8; (100 * MB) as usize];
+        for page in step.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        held.push(step);
+        touched += 100 * MB;
+        std::fs::write(dir.join("touched"), touched.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    held.iter().map(|s| s[0] as usize).sum()
+}
+
+/// Item 0 grows to 3 GB; the others return at once.
+#[parallel(backend = "process", n_jobs = 2, max_worker_memory = "1GB")]
+fn grows_on_0(i: u64, dir: &Path) -> u64 {
+    if i == 0 {
+        grow(3 * GB, dir);
+    }
+    i
+}
+
+/// The lowest `MemAvailable` seen while `run` runs, and its result.
+fn lowest_available_during<T>(run: impl FnOnce() -> T) -> (u64, T) {
+    let done = Arc::new(AtomicBool::new(false));
+    let lowest = Arc::new(AtomicU64::new(u64::MAX));
+    let watcher = {
+        let (done, lowest) = (done.clone(), lowest.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                lowest.fetch_min(available(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let out = run();
+    done.store(true, Ordering::Release);
+    watcher.join().unwrap();
+    (lowest.load(Ordering::Relaxed), out)
+}
+
+fn available() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+fn touched(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("touched"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[parjob::test]
+fn a_worker_over_the_limit_is_stopped_and_its_item_named() {
+    let dir = common::scratch("worker_memory", "limit");
+    let before = available();
+    let run = grows_on_0::with(|p| p.on_error(OnError::Continue));
+    let (lowest, results) =
+        lowest_available_during(|| run.map_results((0..8u64).map(|i| (i, dir.clone()))));
+    let results = results.unwrap();
+    match &results[0] {
+        Err(Error::MemoryLimit {
+            index,
+            peak,
+            limit,
+            task,
+            ..
+        }) => {
+            assert_eq!((*index, *limit), (0, GB));
+            assert!(*peak > GB, "the reading that crossed: {peak}");
+            assert!(task.ends_with("grows_on_0"), "{task}");
+        }
+        other => panic!("expected MemoryLimit for item 0, got {other:?}"),
+    }
+    let message = results[0].as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("max_worker_memory") && message.contains("1.0 GB limit"),
+        "{message}"
+    );
+    // Stopped within a few of its 100 ms steps of crossing 1 GB.
+    let reached = touched(&dir);
+    assert!(reached <= GB + 400 * MB, "it touched {} MB", reached / MB);
+    assert!(
+        lowest + 2 * GB >= before,
+        "available memory fell from {before} to {lowest}"
+    );
+    // The siblings completed, and the next run on the same workers works.
+    let rest: Vec<u64> = results[1..].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(rest, (1..8).collect::<Vec<_>>());
+    let again = grows_on_0::map((1..5u64).map(|i| (i, dir.clone()))).unwrap();
+    assert_eq!(again, vec![1, 2, 3, 4]);
+}
+
+#[parjob::test]
+fn without_continue_the_memory_limit_ends_the_run() {
+    let dir = common::scratch("worker_memory", "stop");
+    let err = grows_on_0::map((0..4u64).map(|i| (i, dir.clone()))).unwrap_err();
+    assert!(matches!(err, Error::MemoryLimit { index: 0, .. }), "{err}");
+}
+
+/// Item 1 grows to 3 GB on its first attempt only.
+#[parallel(
+    backend = "process",
+    n_jobs = 2,
+    max_worker_memory = "1GB",
+    retries = 1
+)]
+fn grows_once_on_1(i: u64, dir: &Path) -> u64 {
+    let first = !dir.join("tried").exists();
+    if i == 1 && first {
+        std::fs::write(dir.join("tried"), b"").unwrap();
+        grow(3 * GB, dir);
+    }
+    i
+}
+
+#[parjob::test]
+fn a_job_stopped_for_its_memory_is_retried() {
+    let dir = common::scratch("worker_memory", "retried");
+    let out = grows_once_on_1::map((0..4u64).map(|i| (i, dir.clone()))).unwrap();
+    assert_eq!(out, vec![0, 1, 2, 3]);
+    assert!(dir.join("tried").exists());
+}
+
+/// Touches 500 MB, says its pid, and holds the memory until released.
+#[parallel(backend = "process", n_jobs = 2)]
+fn holds_500mb(pid_file: &Path, held: Event, release: Event) -> u64 {
+    let mut block = vec![0u8; (500 * MB) as usize];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::fs::write(pid_file, std::process::id().to_string()).unwrap();
+    held.set();
+    release.wait_timeout(PATIENCE);
+    block.iter().step_by(4096).map(|&b| b as u64).sum()
+}
+
+#[parjob::test]
+fn a_worker_killed_by_someone_else_is_reported_with_its_last_reading() {
+    let dir = common::scratch("worker_memory", "oom");
+    let pid_file = dir.join("pid");
+    let (held, release) = (Event::new().unwrap(), Event::new().unwrap());
+    // Process runs start from the test's own thread: the kill comes from
+    // another one, once the memory is held and the memory watch has read
+    // the worker twice.
+    let killer = {
+        let (pid_file, held) = (pid_file.clone(), held.clone());
+        std::thread::spawn(move || {
+            assert!(held.wait_timeout(PATIENCE), "the task held its memory");
+            let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+            parjob::__private::trace_reads(pid);
+            let deadline = Instant::now() + PATIENCE;
+            while parjob::__private::traced_reads() < 2 {
+                assert!(Instant::now() < deadline, "the memory watch did not run");
+                std::thread::yield_now();
+            }
+            // SAFETY: a signal to the worker process this test's run started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        })
+    };
+    let items = [(pid_file.as_path(), held, release.clone())];
+    let err = holds_500mb::map(items).unwrap_err();
+    release.set();
+    killer.join().unwrap();
+    match &err {
+        Error::WorkerDied {
+            memory: Some(reading),
+            status,
+            ..
+        } => {
+            assert!(status.contains("SIGKILL"), "{status}");
+            assert!(reading.rss >= 500 * MB, "last reading {}", reading.rss);
+            assert!(reading.available > 0);
+            assert!(
+                !reading.oom_killer,
+                "the test's SIGKILL is not the OOM killer"
+            );
+        }
+        other => panic!("expected a death with a memory reading, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("its last reading was") && message.contains("MB with"),
+        "{message}"
+    );
+}
+
+#[parallel(backend = "process", n_jobs = 2)]
+fn small(i: u64) -> u64 {
+    i * 2
+}
+
+#[test]
+fn verbose_2_prints_each_workers_peak_memory() {
+    let stderr = common::run_helper_stderr("verbose_peaks_helper");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("peak memory of each worker"))
+        .unwrap_or_else(|| panic!("no peak line in:\n{stderr}"));
+    // Two workers, each with a pid and a size.
+    assert_eq!(
+        line.matches(" MB").count() + line.matches(" KB").count(),
+        2,
+        "{line}"
+    );
+    assert!(!line.contains(" 0 KB"), "a worker was never read: {line}");
+}
+
+#[parjob::test]
+#[ignore = "helper: started by verbose_2_prints_each_workers_peak_memory"]
+fn verbose_peaks_helper() {
+    let run = small::with(|p| p.verbose(2));
+    assert_eq!(
+        run.map(0..10u64).unwrap(),
+        (0..10).map(|i| i * 2).collect::<Vec<_>>()
+    );
+}
