@@ -169,3 +169,36 @@ fn verbose_retry_helper() {
     let run = always_aborts_on_2::with(|p| p.retries(2).verbose(1));
     assert!(run.map(0..4u64).is_err());
 }
+
+#[parjob::test]
+fn a_job_that_killed_its_worker_twice_runs_alone() {
+    let out = common::run_helper_stderr("alone_retry_helper");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("attempt 2 of 4)"),
+        "one death: not alone yet\n{out}"
+    );
+    for (line, attempt) in lines[1..].iter().zip([3, 4]) {
+        assert!(
+            line.contains(&format!("attempt {attempt} of 4, alone on its worker")),
+            "{out}"
+        );
+    }
+}
+
+#[parjob::test]
+#[ignore = "helper: started by a_job_that_killed_its_worker_twice_runs_alone"]
+fn alone_retry_helper() {
+    let run = always_aborts_on_2::with(|p| p.retries(3).on_error(OnError::Continue).verbose(1));
+    let outcomes = run.map_results(0..20u64).unwrap();
+    // The healthy items all ran, however the bad one's deaths fell.
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (2, Err(Error::Retried { attempts: 4, .. })) => {}
+            (2, other) => panic!("item 2: {other:?}"),
+            (i, Ok(v)) => assert_eq!(*v, i as u64),
+            (i, Err(e)) => panic!("item {i} failed beside the bad one: {e}"),
+        }
+    }
+}

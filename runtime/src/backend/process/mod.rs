@@ -173,6 +173,9 @@ struct Worker {
     segments: HashSet<u64>,
     /// Its memory readings (`memory`).
     memory: Arc<memory::Gauge>,
+    /// It runs a retried job alone: it takes nothing else while its
+    /// queue holds that job.
+    solo: bool,
 }
 
 /// A pool of worker processes, kept between runs.
@@ -286,6 +289,7 @@ impl Processes {
         let queued = w.queue.len();
         w.stage == Stage::Ready
             && queued < self.rules.depth()
+            && !(w.solo && queued > 0)
             && self
                 .rules
                 .max_batches
@@ -366,6 +370,9 @@ fn send<R: Send + 'static>(
     decode: Decoder<R>,
     segments: &[Arc<Segment>],
 ) {
+    if w.queue.is_empty() {
+        w.solo = false;
+    }
     for segment in segments {
         if w.segments.insert(segment.id()) {
             w.frames.send_segment(segment);

@@ -47,6 +47,9 @@ pub(super) struct Sent {
     pub(super) items: usize,
     /// How many times it has been sent to run (a retry sends it again).
     pub(super) attempts: u32,
+    /// How many of its attempts killed their worker (a death, or the
+    /// memory limit): after two, it runs alone.
+    pub(super) kills: u32,
 }
 
 /// A batch on its way through a worker.
@@ -85,6 +88,8 @@ pub(crate) struct ProcessSession<W: Work> {
     pub(super) speculate: Option<u32>,
     /// The jobs' durations and copies of a speculated run.
     pub(super) speculation: super::speculation::Speculation,
+    /// Retried jobs that must run alone, waiting for an idle worker.
+    pub(super) solo_pending: VecDeque<u64>,
 }
 
 impl<W: Work> ProcessSession<W> {
@@ -144,6 +149,7 @@ impl<W: Work> ProcessSession<W> {
             report_peaks: false,
             speculate: None,
             speculation: Default::default(),
+            solo_pending: VecDeque::new(),
         })
     }
 
@@ -349,6 +355,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     shared,
                     items,
                     attempts: 1,
+                    kills: 0,
                 },
             ),
         );
@@ -364,6 +371,10 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Ok(None);
+            }
+            if !self.solo_pending.is_empty() {
+                self.pool.fill()?;
+                self.place_solo();
             }
             // Under `speculate`, wake when a running job could be overdue.
             let left = match (left, self.speculate_stragglers()) {

@@ -73,6 +73,7 @@ impl Processes {
             items_done: 0,
             segments: HashSet::new(),
             memory,
+            solo: false,
         });
         Ok(())
     }

@@ -189,29 +189,59 @@ impl<W: Work> ProcessSession<W> {
 
     /// Sends batch `id` to run again, on the least loaded worker (a fresh
     /// one replaces a dead worker first), after `cause` ended its last
-    /// attempt.
+    /// attempt. A job that killed its worker twice runs alone: on an idle
+    /// worker that takes nothing else until it ends, or, while none is
+    /// idle, as soon as one is.
     pub(super) fn retry(&mut self, id: u64, cause: &Error) -> Result<()> {
         self.pool.fill()?;
-        let pos = self
-            .least_loaded()
-            .or_else(|| self.any_room())
-            .ok_or_else(|| Error::Pool("no worker could take a batch to retry".into()))?;
         let Some(batch) = self.batches.get_mut(&id) else {
             return Ok(());
         };
         batch.restart();
         batch.extra.attempts += 1;
+        if matches!(cause, Error::WorkerDied { .. } | Error::MemoryLimit { .. }) {
+            batch.extra.kills += 1;
+        }
+        let alone = batch.extra.kills >= 2;
         if self.retry.verbose {
             eprintln!(
-                "[parjob] retrying task `{}` on item {} (attempt {} of {}): {cause}",
+                "[parjob] retrying task `{}` on item {} (attempt {} of {}{}): {cause}",
                 batch.task,
                 batch.first,
                 batch.extra.attempts,
-                self.retry.retries + 1
+                self.retry.retries + 1,
+                if alone { ", alone on its worker" } else { "" }
             );
         }
+        if alone {
+            self.solo_pending.push_back(id);
+            self.place_solo();
+            return Ok(());
+        }
+        let pos = self
+            .least_loaded()
+            .or_else(|| self.any_room())
+            .ok_or_else(|| Error::Pool("no worker could take a batch to retry".into()))?;
         self.send_kept(pos, id);
         Ok(())
+    }
+
+    /// Sends the jobs waiting to run alone to idle workers, each of which
+    /// then takes nothing else until that job ends.
+    pub(super) fn place_solo(&mut self) {
+        while let Some(&id) = self.solo_pending.front() {
+            let idle = self
+                .pool
+                .workers
+                .iter()
+                .position(|w| w.queue.is_empty() && self.pool.may_take(w));
+            let Some(pos) = idle else {
+                return;
+            };
+            self.solo_pending.pop_front();
+            self.send_kept(pos, id);
+            self.pool.workers[pos].solo = true;
+        }
     }
 
     /// Batch `id` ended on worker `pos`: it is finished, unless a panic
