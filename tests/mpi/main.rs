@@ -238,6 +238,14 @@ const CASES: &[Case] = &[
         slurm: false,
     },
     Case {
+        name: "timeout_retried",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK timeout_retried", "retrying task", "(attempt 2 of 2) on rank"],
+        slurm: false,
+    },
+    Case {
         // main returns after the runs; the stop is what must end.
         name: "stopped_rank",
         launch: three,

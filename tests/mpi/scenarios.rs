@@ -162,6 +162,7 @@ pub fn run(name: &str) {
         "broadcast" => broadcast(),
         "nested" => nested(),
         "timeout" => timeout(),
+        "timeout_retried" => timeout_retried(),
         "broadcast_again" => broadcast_again(),
         "big_results" => big_results(),
         "stopped_rank" => stopped_rank(),
@@ -445,6 +446,47 @@ fn timeout() {
     std::fs::write(dir.join("release"), b"").unwrap();
     println!("ERROR {err}");
     // The rank that ran the held job finishes it and serves again.
+    ten_squares();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits like `held` on its first attempt (a marker in `dir` records it);
+/// later attempts return 2 at once.
+#[parallel(backend = "mpi")]
+pub fn held_once(dir: String) -> u64 {
+    let marker = std::path::Path::new(&dir).join("tried");
+    if std::fs::create_dir(&marker).is_ok() {
+        return held(dir);
+    }
+    2
+}
+
+/// Under `retries`, a job past the timeout runs again on another rank:
+/// the run succeeds without waiting for the first attempt, and the rank
+/// that was abandoned serves the next run once it has finished.
+fn timeout_retried() {
+    let dir = std::env::temp_dir().join(format!("parjob-mpi-retried-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_string_lossy().into_owned();
+    let jobs = [
+        held_once::delayed(path),
+        nap::delayed(1),
+        nap::delayed(1),
+        nap::delayed(1),
+    ];
+    let out = Parallel::new()
+        .backend(Backend::Mpi)
+        .timeout(std::time::Duration::from_millis(500))
+        .retries(1)
+        .verbose(1)
+        .batch_size(1)
+        .run(jobs)
+        .unwrap();
+    assert_eq!(out[0], 2, "the second attempt's value");
+    assert!(!dir.join("in_vain").exists(), "the run waited for the job");
+    std::fs::write(dir.join("release"), b"").unwrap();
+    println!("OK timeout_retried {out:?}");
     ten_squares();
     let _ = std::fs::remove_dir_all(&dir);
 }

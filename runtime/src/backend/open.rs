@@ -266,7 +266,8 @@ cfg_mpi! {
             spec.timeout,
             spec.source,
             spec.verbose,
-        )?)))
+        )?
+        .retrying(spec.retry))))
     }
 
     /// In a copy of this program launched as an MPI worker rank: serves

@@ -17,7 +17,7 @@ use super::link::{Body, MAX_MESSAGE};
 use super::{SegmentHeader, Share, BATCH_TARGET, TAG_CANCEL, TAG_SEGMENT, TAG_SEGMENT_PART};
 use super::{TAG_EVICT, TAG_SHARE, TAG_TASK};
 use crate::backend::in_flight::Problem;
-use crate::backend::process::{encode_batch, log, Encoded, Outgoing};
+use crate::backend::process::{encode_batch, log, Encoded, Outgoing, Retry};
 use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
@@ -53,6 +53,9 @@ struct Slot {
     front_since: Instant,
     /// Segments this rank has been sent in this run.
     segments: HashSet<u64>,
+    /// It ran a job past the timeout that `retries` sends elsewhere: it
+    /// gets nothing more in this run, and its answers are dropped.
+    abandoned: bool,
 }
 
 /// What an MPI session keeps of a batch besides its answers.
@@ -61,6 +64,10 @@ struct OnRank {
     slot: usize,
     /// The segments its arguments name, held until it is answered.
     _shared: Collected,
+    /// The batch's message, kept under `retries` to send it again.
+    frame: Option<Vec<u8>>,
+    /// How many times it has been sent to run.
+    attempts: u32,
 }
 
 type InFlight<R> = crate::backend::in_flight::InFlight<R, OnRank>;
@@ -79,9 +86,19 @@ pub(crate) struct MpiSession<W: Work> {
     /// group: the others of its node get its memfd from it.
     holders: HashMap<(u64, String, usize), usize>,
     node_sharing: bool,
+    /// `retries`: a job past the timeout runs again on another rank.
+    retry: Retry,
 }
 
 impl<W: Work> MpiSession<W> {
+    /// The session, where a job past the timeout runs again on another
+    /// rank, up to `retry.retries` more times (a rank that died still ends
+    /// the MPI job: MPI's model).
+    pub(crate) fn retrying(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Leases up to `n_jobs` idle ranks, and says which when `verbose`.
     pub(crate) fn new(
         n_jobs: usize,
@@ -99,6 +116,7 @@ impl<W: Work> MpiSession<W> {
                 queue: VecDeque::new(),
                 front_since: now,
                 segments: HashSet::new(),
+                abandoned: false,
             })
             .collect();
         if verbose {
@@ -119,12 +137,13 @@ impl<W: Work> MpiSession<W> {
             hashes: HashMap::new(),
             holders: HashMap::new(),
             node_sharing: std::env::var_os(super::NO_NODE_SHARING).is_none(),
+            retry: Retry::default(),
         })
     }
 
     fn least_loaded(&self) -> Option<usize> {
         (0..self.slots.len())
-            .filter(|&k| self.slots[k].queue.len() < DEPTH)
+            .filter(|&k| self.slots[k].queue.len() < DEPTH && !self.slots[k].abandoned)
             .min_by_key(|&k| self.slots[k].queue.len())
     }
 
@@ -185,6 +204,10 @@ impl<W: Work> MpiSession<W> {
         let Some(k) = self.slots.iter().position(|s| s.at.index == incoming.peer) else {
             return Ok(());
         };
+        if self.slots[k].abandoned {
+            // Its job runs again elsewhere; what it says now is stale.
+            return Ok(());
+        }
         let mut bytes = &incoming.payload[..];
         loop {
             let batches = &self.batches;
@@ -272,6 +295,64 @@ impl<W: Work> MpiSession<W> {
             index: batch.next_index(),
             after: timeout,
         })
+    }
+
+    /// A job ran past the timeout (`cause`): under `retries`, while attempts are left
+    /// and another rank can take it, its rank is abandoned for the rest
+    /// of the run (it cannot be stopped; it is leased again once it has
+    /// finished) and the batch is sent to another rank. Otherwise the
+    /// run's error: the timeout, or how many times the job failed.
+    fn on_timeout(&mut self, cause: Error) -> Result<()> {
+        let Some((slot, batch)) = self.oldest() else {
+            return Err(cause);
+        };
+        let k = self
+            .slots
+            .iter()
+            .position(|s| std::ptr::eq(s, slot))
+            .expect("the slot is one of ours");
+        let id = *slot.queue.front().expect("the oldest slot runs a batch");
+        let attempts = batch.extra.attempts;
+        let others = (0..self.slots.len()).filter(|&j| j != k && !self.slots[j].abandoned);
+        let to = others.min_by_key(|&j| self.slots[j].queue.len());
+        let (Some(frame), Some(to), true) = (
+            batch.extra.frame.clone(),
+            to,
+            self.retry.allows(&cause, attempts),
+        ) else {
+            return Err(match attempts {
+                1 => cause,
+                _ => Error::Retried {
+                    task: batch.task.into(),
+                    index: batch.first,
+                    attempts,
+                    last: Box::new(cause),
+                },
+            });
+        };
+        let slot = &mut self.slots[k];
+        slot.abandoned = true;
+        slot.queue.clear();
+        let b = self.batches.get_mut(&id).expect("the batch is in flight");
+        b.restart();
+        b.extra.attempts += 1;
+        b.extra.slot = to;
+        if self.retry.verbose {
+            eprintln!(
+                "[parjob] retrying task `{}` on item {} (attempt {} of {}) on {}: {cause}",
+                b.task,
+                b.first,
+                b.extra.attempts,
+                self.retry.retries + 1,
+                self.slots[to].at.label
+            );
+        }
+        let slot = &mut self.slots[to];
+        if slot.queue.is_empty() {
+            slot.front_since = Instant::now();
+        }
+        slot.queue.push_back(id);
+        send(slot.at.index, TAG_TASK, Body::Bytes(frame), true)
     }
 }
 
@@ -371,6 +452,7 @@ impl<W: Work> Session<W> for MpiSession<W> {
             slot.front_since = Instant::now();
         }
         slot.queue.push_back(id);
+        let kept = (self.retry.retries > 0).then(|| frame.clone());
         send(slot.at.index, TAG_TASK, Body::Bytes(frame), true)?;
         self.batches.insert(
             id,
@@ -382,6 +464,8 @@ impl<W: Work> Session<W> for MpiSession<W> {
                 OnRank {
                     slot: k,
                     _shared: shared,
+                    frame: kept,
+                    attempts: 1,
                 },
             ),
         );
@@ -394,8 +478,11 @@ impl<W: Work> Session<W> for MpiSession<W> {
             if let Some(done) = self.here.pop_front() {
                 return Ok(Some(done));
             }
-            if let Some(e) = self.timeout.and_then(|t| self.timed_out(t)) {
-                return Err(e);
+            if let Some(t) = self.timeout {
+                if let Some(e) = self.timed_out(t) {
+                    self.on_timeout(e)?;
+                    continue;
+                }
             }
             let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
