@@ -255,3 +255,28 @@ fn verbose_peaks_helper() {
         (0..10).map(|i| i * 2).collect::<Vec<_>>()
     );
 }
+
+#[parjob::test]
+fn a_pool_worker_over_the_limit_fails_its_job_and_the_pool_goes_on() {
+    let dir = common::scratch("worker_memory", "pool");
+    let pool = parjob::Pool::builder()
+        .processes(2)
+        .max_worker_memory(GB)
+        .build()
+        .unwrap();
+    let grows = pool.apply_async(grows_on_0::delayed(0, &dir));
+    let others: Vec<_> = (1..6u64)
+        .map(|i| pool.apply_async(grows_on_0::delayed(i, &dir)))
+        .collect();
+    match grows.get_timeout(PATIENCE).unwrap() {
+        Err(Error::MemoryLimit {
+            limit, index: 0, ..
+        }) => assert_eq!(limit, GB),
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    for (i, r) in (1..).zip(others) {
+        assert_eq!(r.get_timeout(PATIENCE).unwrap().unwrap(), i);
+    }
+    assert!(touched(&dir) <= GB + 400 * MB);
+    assert_eq!(pool.apply(grows_on_0::delayed(9, &dir)).unwrap(), 9);
+}

@@ -242,7 +242,11 @@ const CASES: &[Case] = &[
         launch: three,
         env: &[],
         succeeds: true,
-        expect: &["OK timeout_retried", "retrying task", "(attempt 2 of 2) on rank"],
+        expect: &[
+            "OK timeout_retried",
+            "retrying task",
+            "(attempt 2 of 2) on rank",
+        ],
         slurm: false,
     },
     Case {

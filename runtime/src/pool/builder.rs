@@ -28,6 +28,7 @@ pub struct PoolBuilder {
     refused: Vec<String>,
     /// Workers start one at a time, when none is idle (an `Executor`).
     pub(super) lazy: bool,
+    max_worker_memory: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -96,6 +97,34 @@ impl PoolBuilder {
         }
     }
 
+    /// The most memory, in bytes, one worker process may hold: a worker
+    /// over it is stopped (parjob reads each worker's memory every 20 ms),
+    /// and the job it ran fails with
+    /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) naming the item;
+    /// the pool then treats it as a worker's death. Worker processes
+    /// only; 0 is refused by [`PoolBuilder::build`].
+    ///
+    /// ```
+    /// use parjob_runtime::pool::Pool;
+    /// use parjob_runtime::Backend;
+    ///
+    /// // Threads share one process: there is no worker's memory to watch.
+    /// let threads = Pool::builder()
+    ///     .backend(Backend::Thread)
+    ///     .max_worker_memory(2 << 30)
+    ///     .build();
+    /// assert!(threads.is_err());
+    /// ```
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        if bytes == 0 {
+            self.refused.push(
+                "max_worker_memory = 0 would stop every worker: give a size, or no limit".into(),
+            );
+        }
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// What a worker's death does ([`OnWorkerDeath::Replace`] by default).
     pub fn on_worker_death(mut self, policy: OnWorkerDeath) -> Self {
         self.on_worker_death = policy;
@@ -138,8 +167,10 @@ impl PoolBuilder {
         let stop = Arc::new(AtomicBool::new(false));
         let process_only = self.initializer.is_some()
             || self.max_tasks_per_child.is_some()
-            || self.max_items_per_child.is_some();
-        let spec = Spec::own_workers(Api::Pool { process_only }, backend, processes);
+            || self.max_items_per_child.is_some()
+            || self.max_worker_memory.is_some();
+        let mut spec = Spec::own_workers(Api::Pool { process_only }, backend, processes);
+        spec.memory.limit = self.max_worker_memory;
         let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
         let (entry, threads) = match &engine {
             // The manager thread re-executes this program with the entry

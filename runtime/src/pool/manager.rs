@@ -322,6 +322,7 @@ impl Manager {
             Some(Error::WorkerDied {
                 pid, status, task, ..
             }) => Some(format!("worker {pid} running `{task}` {status}")),
+            Some(e @ Error::MemoryLimit { .. }) => Some(e.to_string()),
             _ => None,
         };
         // An auto-sized submission learns how long its items take.
