@@ -190,6 +190,10 @@ fn main() -> parjob::Result<()> {
         uneven_on_mpi();
         return Ok(());
     }
+    // Section 6 alone: `cargo bench --bench scheduler -- --failures-only`.
+    if std::env::args().any(|a| a == "--failures-only") {
+        return failure_handling_cost();
+    }
     println!(
         "parjob scheduler benchmarks: {} CPUs\n",
         parjob::cpu_count()
@@ -305,26 +309,44 @@ fn main() -> parjob::Result<()> {
     Ok(())
 }
 
-/// `retries` and `on_error = "continue"` send one job per batch: on 1 ms
-/// jobs that costs nothing measurable; on tiny jobs it costs the batching.
-/// Each configuration runs alternately with the default, best of 3.
+/// What failure handling costs when nothing fails: `retries` and
+/// `max_worker_memory` keep batching (the memory watch reads each worker
+/// every 20 ms); `on_error = "continue"` sends one job per batch. Each
+/// configuration runs alternately with the default, best of 3, on 1 ms
+/// jobs and on tiny ones.
 fn failure_handling_cost() -> parjob::Result<()> {
-    type Configure = fn(parjob::TaskRun<spin>) -> parjob::TaskRun<spin>;
-    let configs: [(&str, Configure); 2] = [
-        ("retries = 2", |p| p.retries(2)),
-        ("on_error = \"continue\"", |p| {
-            p.on_error(parjob::OnError::Continue)
-        }),
+    type Spin = fn(parjob::TaskRun<spin>) -> parjob::TaskRun<spin>;
+    type Square = fn(parjob::TaskRun<square>) -> parjob::TaskRun<square>;
+    let configs: [(&str, Spin, Square); 3] = [
+        ("retries = 2", |p| p.retries(2), |p| p.retries(2)),
+        (
+            "max_worker_memory = 4GB",
+            |p| p.max_worker_memory(4 << 30),
+            |p| p.max_worker_memory(4 << 30),
+        ),
+        (
+            "on_error = \"continue\"",
+            |p| p.on_error(parjob::OnError::Continue),
+            |p| p.on_error(parjob::OnError::Continue),
+        ),
     ];
-    for (label, configure) in configs {
+    let n = 20_000u64;
+    for (label, slow, tiny) in configs {
         let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
+        let (mut plain_tiny, mut with_tiny) = (Duration::MAX, Duration::MAX);
         for _ in 0..3 {
             let (got, d) = time(|| spin::map((0..2_000).map(|_| 1_000u64)));
             assert_eq!(got?.len(), 2_000);
             plain = plain.min(d);
-            let (got, d) = time(|| spin::with(configure).map((0..2_000).map(|_| 1_000u64)));
+            let (got, d) = time(|| spin::with(slow).map((0..2_000).map(|_| 1_000u64)));
             assert_eq!(got?.len(), 2_000);
             with = with.min(d);
+            let (got, d) = time(|| square::map(0..n));
+            assert_eq!(got?.len() as u64, n);
+            plain_tiny = plain_tiny.min(d);
+            let (got, d) = time(|| square::with(tiny).map(0..n));
+            assert_eq!(got?.len() as u64, n);
+            with_tiny = with_tiny.min(d);
         }
         println!(
             "| 2,000 x 1 ms, process, n_jobs=2, {label}, nothing fails | {:.3} s | default {:.3} s | {:.3}x | no slower within noise |",
@@ -332,22 +354,12 @@ fn failure_handling_cost() -> parjob::Result<()> {
             plain.as_secs_f64(),
             with.as_secs_f64() / plain.as_secs_f64()
         );
+        println!(
+            "| {n} tiny tasks, process, n_jobs=2, {label}, nothing fails | {:.2} us/task | default {:.2} us/task | {:.2}x | report |",
+            us_per(with_tiny, n),
+            us_per(plain_tiny, n),
+            with_tiny.as_secs_f64() / plain_tiny.as_secs_f64()
+        );
     }
-    let n = 20_000u64;
-    let (mut plain, mut with) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
-        let (got, d) = time(|| square::map(0..n));
-        assert_eq!(got?.len() as u64, n);
-        plain = plain.min(d);
-        let (got, d) = time(|| square::with(|p| p.retries(2)).map(0..n));
-        assert_eq!(got?.len() as u64, n);
-        with = with.min(d);
-    }
-    println!(
-        "| {n} tiny tasks, process, n_jobs=2, retries = 2 (one job a batch) | {:.2} us/task | default {:.2} us/task | {:.1}x | report |",
-        us_per(with, n),
-        us_per(plain, n),
-        with.as_secs_f64() / plain.as_secs_f64()
-    );
     Ok(())
 }

@@ -280,3 +280,43 @@ fn a_pool_worker_over_the_limit_fails_its_job_and_the_pool_goes_on() {
     assert!(touched(&dir) <= GB + 400 * MB);
     assert_eq!(pool.apply(grows_on_0::delayed(9, &dir)).unwrap(), 9);
 }
+
+/// Item 0 grows to 3 GB, with no limit of its own.
+#[parallel(backend = "process", n_jobs = 2)]
+fn grows_plain(i: u64, dir: &Path) -> u64 {
+    grows_on_0(i, dir)
+}
+
+#[parjob::test]
+fn the_limit_comes_from_config_and_the_environment() {
+    let dir = common::scratch("worker_memory", "config");
+    let err = parjob::config()
+        .max_worker_memory(GB)
+        .scope(|| grows_plain::map((0..2u64).map(|i| (i, dir.clone()))))
+        .unwrap_err();
+    assert!(matches!(err, Error::MemoryLimit { index: 0, .. }), "{err}");
+    let out = common::run_helper(
+        "env_limit_helper",
+        &[("PARJOB_MAX_WORKER_MEMORY", std::ffi::OsStr::new("1GB"))],
+    );
+    assert!(out.contains("ENV limit 1073741824"), "{out}");
+    let out = common::run_helper(
+        "env_limit_helper",
+        &[("PARJOB_MAX_WORKER_MEMORY", std::ffi::OsStr::new("lots"))],
+    );
+    assert!(
+        out.contains("PARJOB_MAX_WORKER_MEMORY") && out.contains("\"2GB\""),
+        "{out}"
+    );
+}
+
+#[parjob::test]
+#[ignore = "helper: started by the_limit_comes_from_config_and_the_environment"]
+fn env_limit_helper() {
+    let dir = common::scratch("worker_memory", "env");
+    match grows_plain::map((0..2u64).map(|i| (i, dir.clone()))) {
+        Err(Error::MemoryLimit { limit, .. }) => println!("ENV limit {limit}"),
+        Err(e) => println!("ENV error {e}"),
+        Ok(_) => println!("ENV no limit"),
+    }
+}

@@ -101,11 +101,10 @@ impl Options {
             }
             // Under "continue" a batch holds one job, so a failure (a
             // panic, a dead worker, a timeout) costs only its own item.
-            // So does a retried run: a batch is sent again whole.
-            // So is a speculated one: its copy is one job.
-            _ if on_error == OnError::Continue || retries > 0 || speculate.is_some() => {
-                BatchSize::Fixed(1)
-            }
+            // So does a speculated run: its copy is one job. (`retries`
+            // keeps batching: a retry cuts the failed job out of its
+            // batch's frame.)
+            _ if on_error == OnError::Continue || speculate.is_some() => BatchSize::Fixed(1),
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {

@@ -128,11 +128,19 @@ impl<R, E> InFlight<R, E> {
         self.failure = self.failure.take().map(wrap);
     }
 
-    /// Forgets every answer, for the batch to run again (a retry), and
+    /// Forgets every answer, for the batch to run again (an MPI retry), and
     /// returns the failure that ended this attempt.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) fn restart(&mut self) -> Option<Error> {
         self.answered = 0;
         self.values.clear();
+        self.failure.take()
+    }
+
+    /// Forgets the failure, and every answer from the first failed job on,
+    /// for that job to run again (a retry of one job); returns the failure.
+    pub(crate) fn restart_at_failure(&mut self) -> Option<Error> {
+        self.answered = self.values.len();
         self.failure.take()
     }
 

@@ -38,7 +38,10 @@ impl<W: Work> ProcessSession<W> {
             pos = self.pool.position(worker)?;
         }
         let batch = self.batches.get_mut(&id)?;
-        let (named, step) = classify::<W::Output>(frame, id, batch.answered(), |p| batch.error(p));
+        // A worker counts the jobs of the frame it was sent: a retried
+        // job, or the rest of a batch after one, starts past the first.
+        let answered = batch.answered() - batch.extra.base;
+        let (named, step) = classify::<W::Output>(frame, id, answered, |p| batch.error(p));
         let step = match named {
             Some(named) if named != id => Answer::Desync(batch.error(Problem::Desync(format!(
                 "an answer for batch {named} while batch {id} is the oldest"

@@ -118,3 +118,37 @@ fn encode_error(task: &str, index: usize, cause: String) -> Error {
         cause,
     }
 }
+
+/// The `Run` frame of `count` jobs of the batch framed in `whole`, from
+/// its job `from` on: what a retry of one job, or the rest of a batch
+/// after it, sends. Decoded from the frame the session kept, so nothing
+/// is kept twice while nothing fails.
+pub(super) fn sub_frame(whole: &[u8], from: usize, count: usize) -> Result<Vec<u8>> {
+    let broken = |why: String| Error::Pool(format!("resending part of a batch: {why}"));
+    let mut bytes = whole;
+    let payload = wire::read_frame(&mut bytes)
+        .map_err(|e| broken(e.to_string()))?
+        .ok_or_else(|| broken("the kept frame is empty".into()))?;
+    match wire::decode_message::<ToWorker>(&payload).map_err(|e| broken(e.to_string()))? {
+        ToWorker::Run {
+            id,
+            task,
+            seq,
+            mut args,
+            max_nbytes,
+            chunked,
+        } if from + count <= args.len() => {
+            let args: Vec<Bytes> = args.drain(from..from + count).collect();
+            let msg = ToWorker::Run {
+                id,
+                task,
+                seq: seq + from as u64,
+                args,
+                max_nbytes,
+                chunked,
+            };
+            wire::encode_frame(&msg).map_err(|e| broken(e.0))
+        }
+        _ => Err(broken("the kept frame is not that batch's".into())),
+    }
+}

@@ -33,6 +33,7 @@ pub(crate) mod log;
 mod memory;
 mod reader;
 mod retry;
+mod retrying;
 mod session;
 mod spawn;
 mod speculate;

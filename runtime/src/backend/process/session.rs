@@ -50,6 +50,14 @@ pub(super) struct Sent {
     /// How many of its attempts killed their worker (a death, or the
     /// memory limit): after two, it runs alone.
     pub(super) kills: u32,
+    /// The frame of the whole batch. `frame` is the current attempt's:
+    /// the same, unless a retry sent one job of it again (then the jobs
+    /// after it follow in a frame of their own).
+    pub(super) whole: Arc<Vec<u8>>,
+    /// The jobs before the current attempt's first (answered already),
+    /// and how many jobs the current attempt holds.
+    pub(super) base: usize,
+    pub(super) span: usize,
 }
 
 /// A batch on its way through a worker.
@@ -350,12 +358,15 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 task,
                 decode,
                 Sent {
+                    whole: frame.clone(),
                     frame,
                     resent: false,
                     shared,
                     items,
                     attempts: 1,
                     kills: 0,
+                    base: 0,
+                    span: jobs,
                 },
             ),
         );

@@ -5,7 +5,7 @@
 //! rules, `on_error = "continue"` or `retries`, a death or a timeout fails
 //! only the batch the worker was running, the batches queued behind it go
 //! to other workers, and the run goes on; under `retries` the failed batch
-//! is first sent again from its kept frame, up to the limit.
+//! is first sent again (`retrying.rs`), up to the limit.
 
 use super::exit;
 use super::reader::Event;
@@ -176,130 +176,6 @@ impl<W: Work> ProcessSession<W> {
     /// (a pool's rule, `on_error = "continue"`, and `retries`), not the run.
     fn isolates_failures(&self) -> bool {
         self.pool.rules.isolate_deaths || self.keep_going || self.retry.retries > 0
-    }
-
-    /// Whether batch `id`, which failed with `cause`, runs again: attempts
-    /// are left, and the cause is a death or a timeout (or a panic, with
-    /// `retry_panics`).
-    pub(super) fn may_retry(&self, id: u64, cause: &Error) -> bool {
-        self.batches
-            .get(&id)
-            .is_some_and(|b| self.retry.allows(cause, b.extra.attempts))
-    }
-
-    /// Sends batch `id` to run again, on the least loaded worker (a fresh
-    /// one replaces a dead worker first), after `cause` ended its last
-    /// attempt. A job that killed its worker twice runs alone: on an idle
-    /// worker that takes nothing else until it ends, or, while none is
-    /// idle, as soon as one is.
-    pub(super) fn retry(&mut self, id: u64, cause: &Error) -> Result<()> {
-        self.pool.fill()?;
-        let Some(batch) = self.batches.get_mut(&id) else {
-            return Ok(());
-        };
-        batch.restart();
-        batch.extra.attempts += 1;
-        if matches!(cause, Error::WorkerDied { .. } | Error::MemoryLimit { .. }) {
-            batch.extra.kills += 1;
-        }
-        let alone = batch.extra.kills >= 2;
-        if self.retry.verbose {
-            eprintln!(
-                "[parjob] retrying task `{}` on item {} (attempt {} of {}{}): {cause}",
-                batch.task,
-                batch.first,
-                batch.extra.attempts,
-                self.retry.retries + 1,
-                if alone { ", alone on its worker" } else { "" }
-            );
-        }
-        if alone {
-            self.solo_pending.push_back(id);
-            self.place_solo();
-            return Ok(());
-        }
-        let pos = self
-            .least_loaded()
-            .or_else(|| self.any_room())
-            .ok_or_else(|| Error::Pool("no worker could take a batch to retry".into()))?;
-        self.send_kept(pos, id);
-        Ok(())
-    }
-
-    /// Sends the jobs waiting to run alone to idle workers, each of which
-    /// then takes nothing else until that job ends.
-    pub(super) fn place_solo(&mut self) {
-        while let Some(&id) = self.solo_pending.front() {
-            let idle = self
-                .pool
-                .workers
-                .iter()
-                .position(|w| w.queue.is_empty() && self.pool.may_take(w));
-            let Some(pos) = idle else {
-                return;
-            };
-            self.solo_pending.pop_front();
-            self.send_kept(pos, id);
-            self.pool.workers[pos].solo = true;
-        }
-    }
-
-    /// Batch `id` ended on worker `pos`: it is finished, unless a panic
-    /// ended it and `retry_panics` runs it again (then `None`).
-    pub(super) fn done_or_retry(
-        &mut self,
-        pos: usize,
-        id: u64,
-        elapsed: Duration,
-    ) -> Option<crate::backend::Finished<W::Output>> {
-        let panicked = self
-            .batches
-            .get(&id)
-            .and_then(|b| b.failure())
-            .is_some_and(|e| matches!(e, Error::Panic { .. }));
-        let attempts = self.batches.get(&id).map_or(1, |b| b.extra.attempts);
-        if !panicked || !self.retry.panics || attempts > self.retry.retries {
-            if panicked && attempts > 1 {
-                if let Some(b) = self.batches.get_mut(&id) {
-                    let (task, index) = (b.task, b.first);
-                    b.wrap_failure(|last| Error::Retried {
-                        task: task.into(),
-                        index,
-                        attempts,
-                        last: Box::new(last),
-                    });
-                }
-            }
-            return Some(self.finish(pos, id, elapsed));
-        }
-        // The worker is done with this attempt; the batch runs again.
-        let cause = self.batches.get_mut(&id).and_then(|b| b.restart());
-        let w = &mut self.pool.workers[pos];
-        w.queue.pop_front();
-        w.batches_done += 1;
-        self.pool.retire_if_spent(pos);
-        let cause = cause.expect("it panicked");
-        match self.retry(id, &cause) {
-            Ok(()) => None,
-            Err(e) => {
-                self.end_failed(id, |_| e, 0);
-                self.here.pop_front()
-            }
-        }
-    }
-
-    /// The error a batch's last attempt leaves: `cause` itself, or, when
-    /// it ran more than once, how many times it failed.
-    pub(super) fn final_error(&self, id: u64, cause: Error) -> Error {
-        match self.batches.get(&id) {
-            Some(b) if b.extra.attempts > 1 => Error::Retried {
-                task: b.task.into(),
-                index: b.first,
-                attempts: b.extra.attempts,
-                last: Box::new(cause),
-            },
-            _ => cause,
-        }
     }
 
     /// Ends the batches a stopped worker held: the running one with
