@@ -137,3 +137,56 @@ fn speculate_env_helper() {
         .to_string();
     assert!(err.contains("speculation_multiplier = 1"), "{err}");
 }
+
+/// Item 7's first attempt waits for `gate`; its copy aborts its worker.
+#[parallel(backend = "process", n_jobs = 2, speculate = true, verbose = 1)]
+fn copy_dies_on_7(i: u64, gate: Event, dir: &Path) -> u64 {
+    if i == 7 {
+        if std::fs::create_dir(dir.join("7.first")).is_ok() {
+            gate.wait_timeout(PATIENCE);
+            return i;
+        }
+        std::fs::write(dir.join("7.copy"), std::process::id().to_string()).unwrap();
+        std::process::abort();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    i
+}
+
+#[test]
+fn a_copy_whose_worker_dies_leaves_the_original_to_finish() {
+    let stderr = common::run_helper_stderr("copy_dies_helper");
+    assert!(
+        stderr.contains("[parjob] speculation: 1 job copied, 0 copies won"),
+        "{stderr}"
+    );
+}
+
+#[parjob::test]
+#[ignore = "helper: started by a_copy_whose_worker_dies_leaves_the_original_to_finish"]
+fn copy_dies_helper() {
+    let dir = common::scratch("speculate", "copy-dies");
+    let gate = Event::new().unwrap();
+    // The gate opens once the copy's worker is dead: the original then
+    // finishes, and the run must not have failed with the copy.
+    let opener = {
+        let (gate, dir) = (gate.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            let pid = loop {
+                if let Ok(pid) = std::fs::read_to_string(dir.join("7.copy")) {
+                    if let Ok(pid) = pid.parse::<u32>() {
+                        break pid;
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "no copy started");
+                std::thread::yield_now();
+            };
+            assert!(common::wait_dead(pid, PATIENCE));
+            gate.set();
+        })
+    };
+    let out = copy_dies_on_7::map(items(&gate, &dir)).unwrap();
+    opener.join().unwrap();
+    assert_eq!(out, (0..40).collect::<Vec<_>>());
+}

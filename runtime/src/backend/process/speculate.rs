@@ -8,6 +8,7 @@
 //! batches queued behind it go to other workers; its answers, if any were
 //! on their way, belong to no worker any more and are dropped. A copy
 //! whose worker dies or times out is simply gone; the other one runs on.
+//! A job is copied at most once.
 //!
 //! A speculated run sends one job per batch, so a copy is one job. Thread
 //! jobs are not copied: their arguments are moved into the job, and there
@@ -38,7 +39,7 @@ impl<W: Work> ProcessSession<W> {
             let (Some(batch), Some((_, ran))) = (self.batches.get(&id), w.beacon.running()) else {
                 continue;
             };
-            if self.speculation.is_copied(id) {
+            if self.speculation.was_copied(id) {
                 continue;
             }
             let Some(median) = self.speculation.median(batch.task) else {
@@ -66,6 +67,7 @@ impl<W: Work> ProcessSession<W> {
         let original = self.pool.workers[pos].id;
         let copy = self.pool.workers[idle].id;
         self.speculation.copies.insert(id, (original, copy));
+        self.speculation.ever_copied.insert(id);
         self.speculation.copied += 1;
         if self.retry.verbose {
             if let Some(b) = self.batches.get(&id) {

@@ -2,7 +2,7 @@
 //! for the median a job is judged by, and the jobs running twice (the
 //! rule that uses them is in `speculate.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Fewer finished jobs than this give no median to judge by.
@@ -16,6 +16,9 @@ pub(super) struct Speculation {
     /// Batches running twice: batch id -> (the original's worker, the
     /// copy's worker).
     pub(super) copies: HashMap<u64, (u64, u64)>,
+    /// Every batch that was given a copy: a job is copied at most once,
+    /// so a copy that dies is not followed by another.
+    pub(super) ever_copied: HashSet<u64>,
     /// Jobs given a copy, and copies that won.
     pub(super) copied: usize,
     pub(super) copies_won: usize,
@@ -45,6 +48,11 @@ impl Speculation {
     /// Whether batch `id` runs on two workers.
     pub(super) fn is_copied(&self, id: u64) -> bool {
         self.copies.contains_key(&id)
+    }
+
+    /// Whether batch `id` was ever given a copy.
+    pub(super) fn was_copied(&self, id: u64) -> bool {
+        self.ever_copied.contains(&id)
     }
 
     /// Worker `worker` answered batch `id` first: the copy ends. Returns
