@@ -244,6 +244,7 @@ impl Parallel {
             memory: MemoryRules {
                 limit: plan.max_worker_memory,
                 report_peaks: plan.verbose >= 2,
+                say_how: plan.verbose >= 1,
             },
             speculate: plan.speculate,
         };

@@ -368,9 +368,10 @@ macro_rules! for_each_option {
             /// Retries (under `retries`) a job that panicked too; by default
             /// a panic is not retried, being usually deterministic.
             retry_panics: bool, bool, with_retry_panics;
-            /// The most memory, in bytes, one worker process may hold (its
-            /// own resident pages, read every 20 ms): a worker over it is
-            /// stopped and its job fails with
+            /// The most memory, in bytes, one worker process may hold (held
+            /// by a memory cgroup per worker where one can be made, else by
+            /// reading its own resident pages every 20 ms): a worker over it
+            /// is stopped and its job fails with
             /// [`crate::Error::MemoryLimit`] naming the item, or runs again
             /// under `retries`. Worker processes only. Default:
             /// `PARJOB_MAX_WORKER_MEMORY` (a size like `"2GB"`), else none.

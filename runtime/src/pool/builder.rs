@@ -98,7 +98,8 @@ impl PoolBuilder {
     }
 
     /// The most memory, in bytes, one worker process may hold: a worker
-    /// over it is stopped (parjob reads each worker's memory every 20 ms),
+    /// over it is stopped (by its memory cgroup where one can be made,
+    /// else by parjob, which reads each worker's memory every 20 ms),
     /// and the job it ran fails with
     /// [`Error::MemoryLimit`](crate::Error::MemoryLimit) naming the item;
     /// the pool then treats it as a worker's death. Worker processes

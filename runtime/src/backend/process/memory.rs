@@ -1,6 +1,11 @@
 //! The memory watch: how much memory each worker process holds, and the
 //! run's `max_worker_memory`.
 //!
+//! Where this process may make memory cgroups, each worker gets one
+//! (`cgroup.rs`), and the kernel holds it to the limit exactly; its OOM
+//! counter then says that the kernel stopped it at the limit. Elsewhere
+//! the watch below stops it.
+//!
 //! One thread per pool reads `/proc/<pid>/statm` of every live worker,
 //! every [`PERIOD_LIMITED`] when the run has a limit and every
 //! [`PERIOD_WATCHING`] otherwise, together with `MemAvailable` from
@@ -21,6 +26,7 @@
 //! Nothing here runs on the scheduler's thread but two reads of the
 //! gauges' atomics and, at a SIGKILL death, one read of `/proc/vmstat`.
 
+use super::cgroup::WorkerGroup;
 use super::exit::ExitWatch;
 use crate::error::MemoryReading;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -40,6 +46,8 @@ pub(crate) struct MemoryRules {
     pub(crate) limit: Option<u64>,
     /// Print each worker's peak at the end of the run (`verbose >= 2`).
     pub(crate) report_peaks: bool,
+    /// Say how the limit is held (`verbose >= 1`).
+    pub(crate) say_how: bool,
 }
 
 /// The worker whose readings [`traced_reads`] counts (0: none), and the
@@ -74,7 +82,18 @@ pub(super) struct Gauge {
     /// and the limit it crossed.
     stopped_at: AtomicU64,
     stopped_limit: AtomicU64,
+    /// The worker's own memory cgroup (`cgroup.rs`), once the watch thread
+    /// has tried to make it, and the limit the kernel holds it to
+    /// (`NO_LIMIT` for none, `UNSET` before one is written).
+    group: Mutex<Option<WorkerGroup>>,
+    group_tried: AtomicBool,
+    group_limit: AtomicU64,
 }
+
+/// `Gauge::group_limit` when the group has no limit.
+const NO_LIMIT: u64 = u64::MAX;
+/// `Gauge::group_limit` before a limit was written.
+const UNSET: u64 = 0;
 
 impl Gauge {
     /// The last reading, with the machine's available memory then.
@@ -91,10 +110,52 @@ impl Gauge {
         self.peak.load(Ordering::Relaxed)
     }
 
+    /// The most memory held in this run, with a reading taken now, so a
+    /// run shorter than the watch's period still has one.
+    pub(super) fn peak_now(&self) -> u64 {
+        let now = own_resident(self.watch.pid()).unwrap_or(0);
+        self.peak.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+
     /// `(reading, limit)` when the watch stopped the worker for its memory.
     pub(super) fn stopped(&self) -> Option<(u64, u64)> {
         let at = self.stopped_at.load(Ordering::Acquire);
         (at > 0).then(|| (at, self.stopped_limit.load(Ordering::Relaxed)))
+    }
+
+    /// `(peak, limit)` when the kernel stopped the worker at the limit its
+    /// cgroup held it to (the group's OOM counter grew).
+    pub(super) fn kernel_stopped(&self) -> Option<(u64, u64)> {
+        let limit = self.group_limit.load(Ordering::Acquire);
+        if limit == UNSET || limit == NO_LIMIT {
+            return None;
+        }
+        let group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+        let group = group.as_ref()?;
+        (group.oom_kills() > 0).then(|| (group.peak().unwrap_or_else(|| self.peak()), limit))
+    }
+
+    /// Whether the kernel holds the worker to `limit` through its cgroup.
+    fn held_by_kernel(&self, limit: u64) -> bool {
+        self.group_limit.load(Ordering::Acquire) == limit
+    }
+
+    /// Makes the worker's cgroup on the first call, and gives it `limit`
+    /// when it holds another. Runs on the watch thread.
+    fn sync_group(&self, limit: Option<u64>) {
+        let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+        // A group is made only once a run asks for a limit.
+        if limit.is_some() && !self.group_tried.swap(true, Ordering::AcqRel) {
+            *group = WorkerGroup::create(self.watch.pid());
+        }
+        let Some(g) = group.as_ref() else {
+            return;
+        };
+        let wanted = limit.unwrap_or(NO_LIMIT);
+        if self.group_limit.load(Ordering::Acquire) != wanted {
+            let applied = if g.set_limit(limit) { wanted } else { UNSET };
+            self.group_limit.store(applied, Ordering::Release);
+        }
     }
 
     /// The last reading of a worker that died by a SIGKILL parjob did not
@@ -165,6 +226,9 @@ impl MemoryWatch {
             oom_kills: AtomicU64::new(0),
             stopped_at: AtomicU64::new(0),
             stopped_limit: AtomicU64::new(0),
+            group: Mutex::new(None),
+            group_tried: AtomicBool::new(false),
+            group_limit: AtomicU64::new(UNSET),
         });
         let mut state = self.lock();
         state.gauges.push(gauge.clone());
@@ -218,6 +282,7 @@ fn run(shared: &Shared) {
         drop(state);
         read_all(&gauges, limit);
         drop(gauges);
+        super::cgroup::remove_left();
         let period = if limit.is_some() {
             PERIOD_LIMITED
         } else {
@@ -242,6 +307,7 @@ fn read_all(gauges: &[Arc<Gauge>], limit: Option<u64>) {
         if g.watch.has_exited() {
             continue;
         }
+        g.sync_group(limit);
         let Some(rss) = own_resident(g.watch.pid()) else {
             continue;
         };
@@ -253,7 +319,7 @@ fn read_all(gauges: &[Arc<Gauge>], limit: Option<u64>) {
         if TRACED.load(Ordering::SeqCst) == g.watch.pid() {
             TRACED_READS.fetch_add(1, Ordering::SeqCst);
         }
-        if let Some(limit) = limit {
+        if let Some(limit) = limit.filter(|&l| !g.held_by_kernel(l)) {
             if rss > limit && g.stopped_at.load(Ordering::Relaxed) == 0 {
                 g.stopped_limit.store(limit, Ordering::Relaxed);
                 g.stopped_at.store(rss, Ordering::Release);

@@ -26,6 +26,7 @@
 //! re-emitted by its reader thread (`log`).
 
 mod answer;
+mod cgroup;
 mod encode;
 mod exit;
 mod lease;

@@ -114,6 +114,13 @@ impl<W: Work> ProcessSession<W> {
     pub(crate) fn memory(mut self, rules: super::MemoryRules) -> Self {
         self.pool.memory.start_run(rules.limit);
         self.report_peaks = rules.report_peaks;
+        if let Some(limit) = rules.limit.filter(|_| rules.say_how) {
+            eprintln!(
+                "[parjob] max_worker_memory = {}, held by {}",
+                crate::error::human_bytes(limit),
+                super::cgroup::mechanism()
+            );
+        }
         self
     }
 
@@ -461,7 +468,13 @@ impl<W: Work> Drop for ProcessSession<W> {
                 .pool
                 .workers
                 .iter()
-                .map(|w| format!("{} {}", w.pid, crate::error::human_bytes(w.memory.peak())))
+                .map(|w| {
+                    format!(
+                        "{} {}",
+                        w.pid,
+                        crate::error::human_bytes(w.memory.peak_now())
+                    )
+                })
                 .collect();
             eprintln!(
                 "[parjob] peak memory of each worker (pid, peak): {}",

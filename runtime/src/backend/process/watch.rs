@@ -144,8 +144,9 @@ impl<W: Work> ProcessSession<W> {
         if untouched && self.resend(std::mem::take(&mut w.queue))? {
             return Ok(());
         }
-        let died = match w.memory.stopped() {
-            // The memory watch stopped it: the item grew too large.
+        let died = match w.memory.stopped().or_else(|| w.memory.kernel_stopped()) {
+            // The memory watch, or the kernel at its cgroup's limit,
+            // stopped it: the item grew too large.
             Some((peak, limit)) => Error::MemoryLimit {
                 task: task.into(),
                 index,
