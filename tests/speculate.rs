@@ -190,3 +190,41 @@ fn copy_dies_helper() {
     opener.join().unwrap();
     assert_eq!(out, (0..40).collect::<Vec<_>>());
 }
+
+/// On threads: item 7's first call waits for `gate` (set only after the
+/// run returned); its copy, and every other call, take 10 ms.
+#[parallel(n_jobs = 2, speculate = true, verbose = 1)]
+fn thread_straggles_on_7(
+    i: u64,
+    gate: Event,
+    first: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    if i == 7 && !first.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        gate.wait_timeout(PATIENCE);
+        return 1000; // a late result: dropped, never returned
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    i
+}
+
+#[test]
+fn on_threads_a_late_job_is_copied_and_its_result_dropped() {
+    let stderr = common::run_helper_stderr("thread_speculation_helper");
+    assert!(
+        stderr.contains("[parjob] speculation: 1 job copied, 1 copy won"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("on item 7"), "{stderr}");
+}
+
+#[parjob::test]
+#[ignore = "helper: started by on_threads_a_late_job_is_copied_and_its_result_dropped"]
+fn thread_speculation_helper() {
+    let gate = Event::new().unwrap();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let items = (0..40u64).map(|i| (i, gate.clone(), first.clone()));
+    let out = thread_straggles_on_7::map(items).unwrap();
+    // The copy's value, not the late first call's (which is still waiting).
+    assert_eq!(out, (0..40).collect::<Vec<_>>());
+    gate.set();
+}

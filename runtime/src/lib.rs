@@ -112,6 +112,7 @@ pub mod __private {
         assert_process_arg, assert_process_output, ArgOwned, Call, CallItem, Crossing, Declared,
         FromItem, IntoOwnedArg, IntoSliceArg, ProcessTask, SerdeFns, TaskCodecs, TaskEntry, Work,
     };
+    pub use crate::task::{CopyProbe, ViaClone, ViaNoClone};
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
         init, Backend, BatchSize, Job, MaxNbytes, OnError, Options, PreDispatch, Prefer, Require,

@@ -463,6 +463,12 @@ fn task_impl(task: &TaskFn, parts: &Parts<'_>) -> TokenStream {
     let crossing = quote! {
         impl #private::Crossing<(#(#owned,)*), #output> for #name {
             #codecs
+
+            fn copier() -> ::core::option::Option<fn(&(#(#owned,)*)) -> (#(#owned,)*)> {
+                #[allow(unused_imports)]
+                use #private::{ViaClone as _, ViaNoClone as _};
+                (&&#private::CopyProbe::<(#(#owned,)*)>::NEW).copier()
+            }
         }
     };
     quote! {

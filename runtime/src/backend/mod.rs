@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 pub(crate) mod beacon;
+pub(crate) mod durations;
 pub(crate) mod in_flight;
 cfg_mpi! {
     pub(crate) mod mpi;

@@ -229,7 +229,8 @@ pub(crate) fn open<W: Work>(spec: &Spec, workers: Workers<'_>) -> Result<Engine<
             Engine::Thread(
                 ThreadSession::new(threads, spec.timeout, spec.verbose)
                     .with_initializer(home_init)
-                    .keep_going(spec.keep_going),
+                    .keep_going(spec.keep_going)
+                    .speculating(spec.speculate),
             )
         }
         Kind::Processes => {

@@ -82,12 +82,18 @@ impl Threads {
 struct Done<R> {
     batch: u64,
     finished: Finished<R>,
+    /// It is the result of a `speculate` copy.
+    copy: bool,
 }
 
-struct Running {
+struct Running<W> {
     beacon: Arc<Beacon>,
     first: usize,
     tasks: Vec<&'static str>,
+    /// Under `speculate`, a second call of its one job, kept to run as a
+    /// copy if the first is late; taken when the copy starts.
+    spare: Option<W>,
+    copied: bool,
 }
 
 pub(crate) struct ThreadSession<W: Work> {
@@ -95,7 +101,7 @@ pub(crate) struct ThreadSession<W: Work> {
     tx: Sender<Done<W::Output>>,
     rx: Receiver<Done<W::Output>>,
     cancelled: Arc<AtomicBool>,
-    running: HashMap<u64, Running>,
+    running: HashMap<u64, Running<W>>,
     next_batch: u64,
     timeout: Option<Duration>,
     /// Whether jobs report to beacons: with a timeout, or when the user
@@ -105,8 +111,15 @@ pub(crate) struct ThreadSession<W: Work> {
     init: Option<crate::options::Initializer>,
     /// `on_error = "continue"`: a timeout fails only its batch.
     keep_going: bool,
-    /// Batches answered by their timeout, whose late results are dropped.
+    /// Batches answered by their timeout, or by the first of a job and its
+    /// copy, whose late results are dropped.
     abandoned: std::collections::HashSet<u64>,
+    /// `speculate`'s multiplier, when it is on, and what it did.
+    speculate: Option<u32>,
+    durations: super::durations::Durations,
+    copied: usize,
+    copies_won: usize,
+    watched: bool,
 }
 
 impl<W: Work> ThreadSession<W> {
@@ -124,7 +137,21 @@ impl<W: Work> ThreadSession<W> {
             init: None,
             keep_going: false,
             abandoned: std::collections::HashSet::new(),
+            speculate: None,
+            durations: Default::default(),
+            copied: 0,
+            copies_won: 0,
+            watched,
         }
+    }
+
+    /// The session, where a job late by `k` times its task's median gets a
+    /// copy on a free thread, when its arguments can be copied
+    /// (`speculate`): the first result wins, and the other is dropped.
+    pub(crate) fn speculating(mut self, k: Option<u32>) -> Self {
+        self.speculate = k;
+        self.beacons |= k.is_some();
+        self
     }
 
     /// The threads this session runs on.
@@ -178,12 +205,18 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         self.next_batch += 1;
         let beacon = self.beacons.then(|| Arc::new(Beacon::in_process()));
         if let Some(beacon) = &beacon {
+            let spare = match &batch.items[..] {
+                [one] if self.speculate.is_some() => one.duplicate(),
+                _ => None,
+            };
             self.running.insert(
                 id,
                 Running {
                     beacon: Arc::clone(beacon),
                     first: batch.first,
                     tasks: batch.items.iter().map(Work::task).collect(),
+                    spare,
+                    copied: false,
                 },
             );
         }
@@ -199,6 +232,7 @@ impl<W: Work> Session<W> for ThreadSession<W> {
             let _ = tx.send(Done {
                 batch: id,
                 finished,
+                copy: false,
             });
         });
         Ok(())
@@ -222,6 +256,11 @@ impl<W: Work> Session<W> for ThreadSession<W> {
                     Err(wait) => Some(wait),
                 },
             };
+            // Under `speculate`, wake when a running job could be late.
+            let wait = match (wait, self.speculate_stragglers()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Ok(None);
@@ -233,12 +272,16 @@ impl<W: Work> Session<W> for ThreadSession<W> {
             };
             match done {
                 Ok(done) => {
-                    self.running.remove(&done.batch);
-                    // A batch that timed out under "continue" was answered
-                    // already: its late result is dropped.
-                    if !self.abandoned.remove(&done.batch) {
-                        return Ok(Some(done.finished));
+                    // A batch that timed out under "continue", or whose
+                    // copy answered first, was answered already: its late
+                    // result is dropped.
+                    if self.abandoned.remove(&done.batch) {
+                        continue;
                     }
+                    if let Some(r) = self.running.remove(&done.batch) {
+                        self.settled(done.batch, &r, &done);
+                    }
+                    return Ok(Some(done.finished));
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -270,5 +313,106 @@ impl<W: Work> Session<W> for ThreadSession<W> {
 
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
+    }
+}
+
+impl<W: Work> ThreadSession<W> {
+    /// Threads busy now: running batches, the copies of copied ones, and
+    /// the late jobs whose results will be dropped.
+    fn busy_threads(&self) -> usize {
+        let copies = self.running.values().filter(|r| r.copied).count();
+        self.running.len() + copies + self.abandoned.len()
+    }
+
+    /// Under `speculate`, when a thread is free, starts a copy of the
+    /// latest running job that can be copied and is past `k` times its
+    /// task's median. Returns how long until a running job could be late.
+    fn speculate_stragglers(&mut self) -> Option<Duration> {
+        let k = self.speculate?;
+        if self.busy_threads() >= self.threads.n_jobs() {
+            return None;
+        }
+        let mut late: Option<(u64, Duration)> = None;
+        let mut soonest: Option<Duration> = None;
+        for (&id, r) in &self.running {
+            let (Some(_), Some((_, ran))) = (&r.spare, r.beacon.running()) else {
+                continue;
+            };
+            let Some(after) = self.durations.late_after(r.tasks[0], k) else {
+                continue;
+            };
+            if ran > after {
+                if late.is_none_or(|(_, longest)| ran > longest) {
+                    late = Some((id, ran));
+                }
+            } else {
+                soonest = Some(soonest.map_or(after - ran, |s| s.min(after - ran)));
+            }
+        }
+        if let Some((id, ran)) = late {
+            self.copy(id, ran);
+        }
+        soonest
+    }
+
+    /// Runs the spare call of batch `id`, late after `ran`, on a free thread.
+    fn copy(&mut self, id: u64, ran: Duration) {
+        let Some(r) = self.running.get_mut(&id) else {
+            return;
+        };
+        let Some(spare) = r.spare.take() else {
+            return;
+        };
+        r.copied = true;
+        self.copied += 1;
+        if self.watched {
+            eprintln!(
+                "[parjob] speculating task `{}` on item {}: running for {ran:?}, a copy starts on a free thread",
+                r.tasks[0], r.first
+            );
+        }
+        let (first, tx, init) = (r.first, self.tx.clone(), self.init);
+        let cancelled = Arc::clone(&self.cancelled);
+        self.threads.pool.spawn(move || {
+            let stop = || cancelled.load(Ordering::Relaxed);
+            let batch = Batch {
+                first,
+                items: vec![spare],
+            };
+            let finished = match super::initialize_here(init) {
+                Ok(()) => run_here(batch, None, stop),
+                Err(e) => Finished::failed(first, 1, e),
+            };
+            let _ = tx.send(Done {
+                batch: id,
+                finished,
+                copy: true,
+            });
+        });
+    }
+
+    /// Batch `id` (`r`) answered with `done`: under `speculate` its time
+    /// is recorded, and if it had a copy, the other result is dropped.
+    fn settled(&mut self, id: u64, r: &Running<W>, done: &Done<W::Output>) {
+        let f = &done.finished;
+        if self.speculate.is_some() && f.failure.is_none() && f.values.len() == f.jobs {
+            self.durations.record(r.tasks[0], f.jobs, f.elapsed);
+        }
+        if r.copied {
+            self.abandoned.insert(id);
+            self.copies_won += usize::from(done.copy);
+        }
+    }
+}
+
+impl<W: Work> Drop for ThreadSession<W> {
+    /// Says what `speculate` did, when the user watches.
+    fn drop(&mut self) {
+        if self.speculate.is_some() && self.watched {
+            eprintln!(
+                "{}",
+                super::durations::speculation_report(self.copied, self.copies_won)
+            );
+        }
     }
 }

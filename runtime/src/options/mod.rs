@@ -379,8 +379,9 @@ macro_rules! for_each_option {
             /// Spark's speculative execution: when a worker is idle and no
             /// job waits, a job running longer than
             /// `speculation_multiplier` times the median of its task's
-            /// finished jobs gets a copy there, and the first to finish
-            /// wins. Opt-in: a task with side effects may then run twice.
+            /// finished jobs gets a copy there (on threads, when its
+            /// arguments are `Clone`), and the first to finish wins.
+            /// Opt-in: a task with side effects may then run twice.
             /// Default: `PARJOB_SPECULATE`, else off.
             speculate: bool, bool, with_speculate;
             /// How many times the median duration a job must run before

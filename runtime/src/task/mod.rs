@@ -58,6 +58,49 @@ pub trait Crossing<A, R> {
     fn codecs() -> Option<TaskCodecs<A, R>> {
         None
     }
+
+    /// How to copy a call's arguments, when they are `Clone`: what lets
+    /// `speculate` give a late thread job a copy. `#[parallel]` fills it
+    /// in through [`CopyProbe`].
+    fn copier() -> Option<fn(&A) -> A> {
+        None
+    }
+}
+
+/// Picks `Clone::clone` for `T` when `T: Clone`, and nothing otherwise, by
+/// autoref: `(&&CopyProbe::<T>::NEW).copier()`.
+#[doc(hidden)]
+pub struct CopyProbe<T>(std::marker::PhantomData<T>);
+
+impl<T> CopyProbe<T> {
+    /// The probe value.
+    pub const NEW: Self = CopyProbe(std::marker::PhantomData);
+}
+
+/// The `Clone` arm of [`CopyProbe`].
+#[doc(hidden)]
+pub trait ViaClone<T> {
+    /// `Clone::clone`.
+    fn copier(&self) -> Option<fn(&T) -> T>;
+}
+
+impl<T: Clone> ViaClone<T> for &CopyProbe<T> {
+    fn copier(&self) -> Option<fn(&T) -> T> {
+        Some(T::clone)
+    }
+}
+
+/// The fallback arm of [`CopyProbe`]: arguments that cannot be copied.
+#[doc(hidden)]
+pub trait ViaNoClone<T> {
+    /// Nothing.
+    fn copier(&self) -> Option<fn(&T) -> T>;
+}
+
+impl<T> ViaNoClone<T> for CopyProbe<T> {
+    fn copier(&self) -> Option<fn(&T) -> T> {
+        None
+    }
 }
 
 /// Decodes a worker's encoded result.
@@ -270,6 +313,14 @@ pub trait Work: Send + 'static {
     fn items(&self) -> usize {
         1
     }
+    /// A second call with the same arguments, when they can be copied
+    /// (`speculate` on threads).
+    fn duplicate(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl<R: Send + 'static> Work for Job<R> {
@@ -317,6 +368,9 @@ impl<T: Task> Work for Call<T> {
     }
     fn declared(&self) -> Declared {
         declared::<T>()
+    }
+    fn duplicate(&self) -> Option<Self> {
+        T::copier().map(|copy| Call(copy(&self.0)))
     }
 }
 
@@ -374,5 +428,24 @@ impl crate::options::Initializer {
             task: T::NAME,
             args,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NotClone;
+
+    #[test]
+    #[allow(clippy::needless_borrow)] // the autoref is the point
+    fn the_copy_probe_finds_clone_and_only_clone() {
+        #[allow(unused_imports)]
+        use super::{ViaClone as _, ViaNoClone as _};
+        let copy = (&&CopyProbe::<(u64, String)>::NEW).copier().expect("Clone");
+        assert_eq!(copy(&(3, "x".into())), (3, "x".to_string()));
+        assert!((&&CopyProbe::<(NotClone,)>::NEW).copier().is_none());
+        // A closure's job has nothing to copy.
+        assert!(Job::new(|| 1).duplicate().is_none());
     }
 }

@@ -272,7 +272,9 @@ impl<W: Work> ProcessSession<W> {
     pub(super) fn finish(&mut self, pos: usize, id: u64, elapsed: Duration) -> Finished<W::Output> {
         let batch = self.batches.remove(&id).expect("the batch was looked up");
         if self.speculate.is_some() && batch.complete() {
-            self.speculation.finished(batch.task, batch.len, elapsed);
+            self.speculation
+                .durations
+                .record(batch.task, batch.len, elapsed);
         }
         if batch.complete() && batch.len > 0 {
             let per_job = elapsed.as_nanos() as f64 / batch.len as f64;

@@ -10,9 +10,8 @@
 //! whose worker dies or times out is simply gone; the other one runs on.
 //! A job is copied at most once.
 //!
-//! A speculated run sends one job per batch, so a copy is one job. Thread
-//! jobs are not copied: their arguments are moved into the job, and there
-//! is no second one to run.
+//! A speculated run sends one job per batch, so a copy is one job. (On
+//! threads, `thread.rs` copies a job whose arguments are `Clone`.)
 
 use super::session::ProcessSession;
 use crate::error::Error;
@@ -42,10 +41,9 @@ impl<W: Work> ProcessSession<W> {
             if self.speculation.was_copied(id) {
                 continue;
             }
-            let Some(median) = self.speculation.median(batch.task) else {
+            let Some(after) = self.speculation.durations.late_after(batch.task, k) else {
                 continue;
             };
-            let after = median.saturating_mul(k).max(Duration::from_millis(1));
             if ran > after {
                 if overdue.is_none_or(|(_, _, longest)| ran > longest) {
                     overdue = Some((pos, id, ran));
@@ -138,12 +136,9 @@ impl<W: Work> ProcessSession<W> {
     pub(super) fn speculation_report(&self) -> Option<String> {
         self.speculate?;
         let s = &self.speculation;
-        Some(format!(
-            "[parjob] speculation: {} {} copied, {} {} won",
+        Some(crate::backend::durations::speculation_report(
             s.copied,
-            if s.copied == 1 { "job" } else { "jobs" },
             s.copies_won,
-            if s.copies_won == 1 { "copy" } else { "copies" }
         ))
     }
 }

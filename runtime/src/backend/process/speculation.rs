@@ -1,18 +1,14 @@
-//! What a speculating session keeps: each task's finished durations,
-//! for the median a job is judged by, and the jobs running twice (the
-//! rule that uses them is in `speculate.rs`).
+//! What a speculating process session keeps: each task's finished
+//! durations, and the jobs running twice (the rule that uses them is in
+//! `speculate.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
-/// Fewer finished jobs than this give no median to judge by.
-const MIN_FINISHED: usize = 1;
 
 /// What a speculating session keeps.
 #[derive(Default)]
 pub(super) struct Speculation {
-    /// The nanoseconds per job of each task's finished batches.
-    durations: HashMap<&'static str, Vec<u64>>,
+    /// Each task's finished durations.
+    pub(super) durations: crate::backend::durations::Durations,
     /// Batches running twice: batch id -> (the original's worker, the
     /// copy's worker).
     pub(super) copies: HashMap<u64, (u64, u64)>,
@@ -25,26 +21,6 @@ pub(super) struct Speculation {
 }
 
 impl Speculation {
-    /// Records a finished batch of `jobs` jobs of `task` that took `elapsed`.
-    pub(super) fn finished(&mut self, task: &'static str, jobs: usize, elapsed: Duration) {
-        if jobs > 0 {
-            let per_job = elapsed.as_nanos() as u64 / jobs as u64;
-            self.durations.entry(task).or_default().push(per_job);
-        }
-    }
-
-    /// The median time per job of `task`'s finished batches.
-    pub(super) fn median(&self, task: &str) -> Option<Duration> {
-        let all = self.durations.get(task)?;
-        if all.len() < MIN_FINISHED {
-            return None;
-        }
-        let mut sorted = all.clone();
-        let mid = sorted.len() / 2;
-        let (_, median, _) = sorted.select_nth_unstable(mid);
-        Some(Duration::from_nanos(*median))
-    }
-
     /// Whether batch `id` runs on two workers.
     pub(super) fn is_copied(&self, id: u64) -> bool {
         self.copies.contains_key(&id)

@@ -140,7 +140,7 @@ impl<W: Work> ProcessSession<W> {
             && w.queue
                 .front()
                 .and_then(|id| self.batches.get(id))
-                .is_some_and(|b| b.answered() == 0);
+                .is_some_and(|b| b.answered() == b.extra.base);
         if untouched && self.resend(std::mem::take(&mut w.queue))? {
             return Ok(());
         }
