@@ -235,3 +235,23 @@ fn a_retry_in_a_batch_reruns_only_what_the_dead_worker_lost() {
         assert!(allowed.contains(&runs), "item {i} ran {runs} times");
     }
 }
+
+#[parjob::test]
+fn a_pool_retries_a_job_whose_worker_died() {
+    let dir = common::scratch("retries", "pool");
+    let pool = parjob::Pool::builder()
+        .processes(2)
+        .retries(1)
+        .build()
+        .unwrap();
+    let out: Vec<u64> = (0..6u64)
+        .map(|i| pool.apply(kills_itself_once::delayed(i, &dir)).unwrap())
+        .collect();
+    assert_eq!(out, (0..6).collect::<Vec<_>>());
+    assert!(dir.join("3.tried").exists(), "item 3 was tried");
+    // Without retries, the same death is the job's error.
+    let dir = common::scratch("retries", "pool-once");
+    let pool = parjob::Pool::builder().processes(2).build().unwrap();
+    let err = pool.apply(kills_itself_once::delayed(3, &dir)).unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+}

@@ -29,6 +29,7 @@ pub struct PoolBuilder {
     /// Workers start one at a time, when none is idle (an `Executor`).
     pub(super) lazy: bool,
     max_worker_memory: Option<u64>,
+    retries: u32,
 }
 
 impl PoolBuilder {
@@ -126,6 +127,25 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs a job again, on a fresh worker, when its worker died (a
+    /// signal, `abort`, `exit`, the memory limit), up to `n` more times;
+    /// only when the attempts run out is the death the job's error
+    /// ([`Error::Retried`](crate::Error::Retried), with the count), and
+    /// only then does [`OnWorkerDeath`] see it. Worker processes only.
+    ///
+    /// ```
+    /// use parjob_runtime::pool::Pool;
+    /// use parjob_runtime::Backend;
+    ///
+    /// // A thread cannot be stopped, and its job cannot run twice.
+    /// let threads = Pool::builder().backend(Backend::Thread).retries(2).build();
+    /// assert!(threads.is_err());
+    /// ```
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
     /// What a worker's death does ([`OnWorkerDeath::Replace`] by default).
     pub fn on_worker_death(mut self, policy: OnWorkerDeath) -> Self {
         self.on_worker_death = policy;
@@ -169,9 +189,11 @@ impl PoolBuilder {
         let process_only = self.initializer.is_some()
             || self.max_tasks_per_child.is_some()
             || self.max_items_per_child.is_some()
-            || self.max_worker_memory.is_some();
+            || self.max_worker_memory.is_some()
+            || self.retries > 0;
         let mut spec = Spec::own_workers(Api::Pool { process_only }, backend, processes);
         spec.memory.limit = self.max_worker_memory;
+        spec.retry.retries = self.retries;
         let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
         let (entry, threads) = match &engine {
             // The manager thread re-executes this program with the entry
