@@ -255,3 +255,24 @@ fn a_pool_retries_a_job_whose_worker_died() {
     let err = pool.apply(kills_itself_once::delayed(3, &dir)).unwrap_err();
     assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
 }
+
+#[parjob::test]
+fn a_pool_breaks_only_when_the_retries_ran_out() {
+    let pool = parjob::Pool::builder()
+        .processes(2)
+        .retries(1)
+        .on_worker_death(parjob::pool::OnWorkerDeath::Break)
+        .build()
+        .unwrap();
+    // One death, retried: the pool is whole.
+    let dir = common::scratch("retries", "pool-break");
+    assert_eq!(pool.apply(kills_itself_once::delayed(3, &dir)).unwrap(), 3);
+    assert_eq!(pool.apply(always_aborts_on_2::delayed(1)).unwrap(), 1);
+    // Two deaths: the last attempt's death breaks it.
+    match pool.apply(always_aborts_on_2::delayed(2)).unwrap_err() {
+        Error::Retried { attempts: 2, .. } => {}
+        other => panic!("expected Retried, got {other}"),
+    }
+    let later = pool.apply(always_aborts_on_2::delayed(1)).unwrap_err();
+    assert!(later.to_string().contains("broken"), "{later}");
+}

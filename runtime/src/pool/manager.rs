@@ -318,13 +318,7 @@ impl Manager {
     }
 
     fn finished(&mut self, mut done: Finished<AnyOutput>) {
-        let died = match &done.failure {
-            Some(Error::WorkerDied {
-                pid, status, task, ..
-            }) => Some(format!("worker {pid} running `{task}` {status}")),
-            Some(e @ Error::MemoryLimit { .. }) => Some(e.to_string()),
-            _ => None,
-        };
+        let died = done.failure.as_ref().and_then(worker_death);
         // An auto-sized submission learns how long its items take.
         if let Some(sent) = self.in_flight.get(&done.first) {
             let submission = self.submissions.get_mut(&sent.submission);
@@ -367,5 +361,18 @@ impl Manager {
             }
             submission.sink.end();
         }
+    }
+}
+
+/// How a worker's death reads, when `error` is one (after retries, the
+/// last attempt's): what [`OnWorkerDeath`] acts on.
+fn worker_death(error: &Error) -> Option<String> {
+    match error {
+        Error::WorkerDied {
+            pid, status, task, ..
+        } => Some(format!("worker {pid} running `{task}` {status}")),
+        Error::MemoryLimit { .. } => Some(error.to_string()),
+        Error::Retried { last, .. } => worker_death(last),
+        _ => None,
     }
 }
