@@ -198,11 +198,16 @@ fn speculate(options: &Options) -> Result<Option<u32>> {
     let k = match options.speculation_multiplier {
         Some(k) => k,
         None => match env_var(ENV_SPECULATION_MULTIPLIER) {
-            Some(text) => text.trim().parse::<u32>().map_err(|_| {
-                Error::Config(format!(
-                    "{ENV_SPECULATION_MULTIPLIER}={text:?}: expected a whole number, at least 2, like 4"
-                ))
-            })?,
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&k| k >= 2)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{ENV_SPECULATION_MULTIPLIER}={text:?}: expected a whole number, at least 2, like 4"
+                    ))
+                })?,
             None => DEFAULT_SPECULATION_MULTIPLIER,
         },
     };
