@@ -60,9 +60,12 @@ mod tests {
         for ms in [10, 12, 11, 3000, 9] {
             d.record("t", 1, Duration::from_millis(ms));
         }
+        assert_eq!(d.median("t"), Some(Duration::from_millis(11)));
+        // A batch of 4 jobs counts as its time per job, 10 ms.
         d.record("t", 4, Duration::from_millis(40));
-        assert_eq!(d.median("t"), Some(Duration::from_millis(10)));
-        assert_eq!(d.late_after("t", 4), Some(Duration::from_millis(40)));
+        assert_eq!(d.median("t"), Some(Duration::from_millis(11)));
+        assert_eq!(d.late_after("t", 4), Some(Duration::from_millis(44)));
+        assert_eq!(d.late_after("other", 4), None);
         assert_eq!(
             speculation_report(1, 1),
             "[parjob] speculation: 1 job copied, 1 copy won"
