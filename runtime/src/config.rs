@@ -71,26 +71,8 @@ impl Options {
         let options = self.or(scoped).or(task.options);
         let levels = [self, &scoped, &task.options];
         let base = resolve_workers(&options, levels, task.crosses)?;
-        let on_error = match options.on_error {
-            Some(on_error) => on_error,
-            None => match env_var(ENV_ON_ERROR) {
-                Some(text) => text
-                    .parse::<OnError>()
-                    .map_err(|e| Error::Config(format!("{ENV_ON_ERROR}: {e}")))?,
-                None => OnError::Stop,
-            },
-        };
-        let retries = match options.retries {
-            Some(n) => n,
-            None => match env_var(ENV_RETRIES) {
-                Some(text) => text.trim().parse::<u32>().map_err(|_| {
-                    Error::Config(format!(
-                        "{ENV_RETRIES}={text:?}: expected how many more times a job may run, like 2"
-                    ))
-                })?,
-                None => 0,
-            },
-        };
+        let on_error = on_error(options.on_error)?;
+        let retries = retries(options.retries)?;
         let speculate = speculate(&options)?;
         let batch_size = match options.batch_size.unwrap_or_default() {
             BatchSize::Fixed(0) => {
@@ -153,6 +135,34 @@ impl Options {
             speculate,
             ..base
         })
+    }
+}
+
+/// `on_error` as given, else from its variable, else "stop".
+fn on_error(given: Option<OnError>) -> Result<OnError> {
+    match given {
+        Some(on_error) => Ok(on_error),
+        None => match env_var(ENV_ON_ERROR) {
+            Some(text) => text
+                .parse::<OnError>()
+                .map_err(|e| Error::Config(format!("{ENV_ON_ERROR}: {e}"))),
+            None => Ok(OnError::Stop),
+        },
+    }
+}
+
+/// `retries` as given, else from its variable, else 0.
+fn retries(given: Option<u32>) -> Result<u32> {
+    match given {
+        Some(n) => Ok(n),
+        None => match env_var(ENV_RETRIES) {
+            Some(text) => text.trim().parse::<u32>().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_RETRIES}={text:?}: expected how many more times a job may run, like 2"
+                ))
+            }),
+            None => Ok(0),
+        },
     }
 }
 

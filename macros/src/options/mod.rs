@@ -330,6 +330,36 @@ impl Opts {
         }
     }
 
+    /// `options` with the failure-handling options set here: `on_error`,
+    /// `retries`, `retry_panics`, `max_worker_memory`, `speculate` and
+    /// `speculation_multiplier`.
+    fn failure_options(&self, mut options: TokenStream, private: &TokenStream) -> TokenStream {
+        if let Some(continues) = self.on_error_continues {
+            let variant = if continues {
+                quote!(Continue)
+            } else {
+                quote!(Stop)
+            };
+            options = quote!(#options.with_on_error(#private::OnError::#variant));
+        }
+        if let Some(n) = self.retries {
+            options = quote!(#options.with_retries(#n));
+        }
+        if let Some(b) = self.retry_panics {
+            options = quote!(#options.with_retry_panics(#b));
+        }
+        if let Some(bytes) = self.max_worker_memory {
+            options = quote!(#options.with_max_worker_memory(#bytes));
+        }
+        if let Some(b) = self.speculate {
+            options = quote!(#options.with_speculate(#b));
+        }
+        if let Some(k) = self.speculation_multiplier {
+            options = quote!(#options.with_speculation_multiplier(#k));
+        }
+        options
+    }
+
     /// An expression building the runtime's `Options` from these.
     pub fn to_runtime(&self, private: &TokenStream) -> TokenStream {
         let mut options = quote!(#private::Options::new());
@@ -389,29 +419,7 @@ impl Opts {
         if let Some(n) = self.inner_max_num_threads {
             options = quote!(#options.with_inner_max_num_threads(#n));
         }
-        if let Some(continues) = self.on_error_continues {
-            let variant = if continues {
-                quote!(Continue)
-            } else {
-                quote!(Stop)
-            };
-            options = quote!(#options.with_on_error(#private::OnError::#variant));
-        }
-        if let Some(n) = self.retries {
-            options = quote!(#options.with_retries(#n));
-        }
-        if let Some(b) = self.retry_panics {
-            options = quote!(#options.with_retry_panics(#b));
-        }
-        if let Some(bytes) = self.max_worker_memory {
-            options = quote!(#options.with_max_worker_memory(#bytes));
-        }
-        if let Some(b) = self.speculate {
-            options = quote!(#options.with_speculate(#b));
-        }
-        if let Some(k) = self.speculation_multiplier {
-            options = quote!(#options.with_speculation_multiplier(#k));
-        }
+        options = self.failure_options(options, private);
         if let Some(folder) = &self.temp_folder {
             options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));
         }
