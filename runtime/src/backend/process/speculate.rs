@@ -84,9 +84,14 @@ impl<W: Work> ProcessSession<W> {
         let Some(loser) = self.speculation.answered_by(id, worker) else {
             return;
         };
-        let Some(pos) = self.pool.position(loser) else {
-            return;
-        };
+        if let Some(pos) = self.pool.position(loser) {
+            self.drop_copy_worker(pos, id);
+        }
+    }
+
+    /// Kills and reaps worker `pos`, which ran a copy of batch `id`, and
+    /// sends the batches queued behind it elsewhere.
+    fn drop_copy_worker(&mut self, pos: usize, id: u64) {
         let mut w = self.pool.workers.swap_remove(pos);
         let _ = w.child.kill();
         let _ = w.child.wait();
@@ -123,12 +128,7 @@ impl<W: Work> ProcessSession<W> {
         if !self.speculation.lost(id, worker) {
             return false;
         }
-        let mut w = self.pool.workers.swap_remove(pos);
-        let _ = w.child.kill();
-        let _ = w.child.wait();
-        let mut queue = std::mem::take(&mut w.queue);
-        queue.retain(|&queued| queued != id);
-        self.requeue(queue);
+        self.drop_copy_worker(pos, id);
         true
     }
 
