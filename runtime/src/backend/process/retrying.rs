@@ -185,7 +185,7 @@ impl<W: Work> ProcessSession<W> {
         match self.batches.get(&id) {
             Some(b) if b.extra.attempts > 1 => Error::Retried {
                 task: b.task.into(),
-                index: b.first + b.values(),
+                index: cause.index().unwrap_or(b.first + b.values()),
                 attempts: b.extra.attempts,
                 last: Box::new(cause),
             },
