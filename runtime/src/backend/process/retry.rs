@@ -16,8 +16,8 @@ pub(crate) struct Retry {
 
 impl Retry {
     /// Whether a job that has run `attempts` times, the last ending with
-    /// `cause`, runs again: a death or a timeout (or a panic, with
-    /// `retry_panics`) with attempts left.
+    /// `cause`, runs again: a death, a timeout or the memory limit (or a
+    /// panic, with `retry_panics`) with attempts left.
     pub(crate) fn allows(&self, cause: &Error, attempts: u32) -> bool {
         let retried = match cause {
             Error::WorkerDied { .. } | Error::Timeout { .. } | Error::MemoryLimit { .. } => true,
@@ -60,5 +60,13 @@ mod tests {
         };
         assert!(panics.allows(&panicked, 2) && !panics.allows(&panicked, 3));
         assert!(!Retry::default().allows(&died, 1));
+        let memory = Error::MemoryLimit {
+            task: "t".into(),
+            index: 0,
+            pid: 1,
+            peak: 2 << 30,
+            limit: 1 << 30,
+        };
+        assert!(two.allows(&memory, 2) && !two.allows(&memory, 3));
     }
 }
