@@ -91,6 +91,24 @@ fn home() -> Option<&'static (PathBuf, Version)> {
     .as_ref()
 }
 
+/// The worker groups of parjob parents in this process's memory cgroup
+/// (none where it may not make them): for tests of their cleanup.
+pub fn groups() -> Vec<PathBuf> {
+    let Some((home, _)) = home() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(home) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("parjob-"))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
 /// How `max_worker_memory` is held in this process, in words.
 pub(super) fn mechanism() -> &'static str {
     match home() {

@@ -47,6 +47,7 @@ pub(crate) use lease::PoolSlot;
 pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
+pub use cgroup::groups as memory_groups;
 pub(crate) use memory::MemoryRules;
 pub use memory::{trace_reads, traced_reads};
 pub(crate) use retry::Retry;
