@@ -449,3 +449,25 @@ fn sweeping_helper() {
         [1, 2]
     );
 }
+
+#[parallel(n_jobs = 2, max_worker_memory = "1GB", retries = 1, verbose = 1)]
+fn on_threads(i: u64) -> u64 {
+    i + 1
+}
+
+#[test]
+fn process_only_options_on_threads_are_said_to_do_nothing() {
+    let stderr = common::run_helper_stderr("on_threads_helper");
+    assert!(
+        stderr.contains(
+            "[parjob] retries and max_worker_memory apply to worker processes only, and this run is on the thread backend"
+        ),
+        "{stderr}"
+    );
+}
+
+#[parjob::test]
+#[ignore = "helper: started by process_only_options_on_threads_are_said_to_do_nothing"]
+fn on_threads_helper() {
+    assert_eq!(on_threads::map(0..4u64).unwrap(), [1, 2, 3, 4]);
+}

@@ -227,6 +227,11 @@ impl Parallel {
     }
 
     fn session<W: Work>(&self, plan: &Plan) -> Result<Box<dyn Session<W>>> {
+        if plan.verbose > 0 {
+            if let Some(line) = process_only_note(plan) {
+                eprintln!("{line}");
+            }
+        }
         let spec = Spec {
             api: Api::Parallel,
             backend: plan.backend,
@@ -343,4 +348,34 @@ pub(crate) fn shared_threads(n_jobs: usize) -> Result<Threads> {
     let home = Arc::clone(homes.entry((n_jobs, Backend::Thread)).or_default());
     drop(homes);
     home.threads(n_jobs)
+}
+
+/// The `verbose` line for options set on a run that does not use worker
+/// processes, where they do nothing: a thread cannot be stopped, run
+/// twice or held to a memory limit of its own.
+fn process_only_note(plan: &Plan) -> Option<String> {
+    if plan.backend == crate::options::Backend::Process {
+        return None;
+    }
+    let mut set = Vec::new();
+    if plan.retries > 0 && !plan.backend.is_mpi() {
+        set.push("retries");
+    }
+    if plan.max_worker_memory.is_some() {
+        set.push("max_worker_memory");
+    }
+    (!set.is_empty()).then(|| {
+        format!(
+            "[parjob] {} {} worker processes only, and this run is on the {} backend: \
+             set backend = \"process\" for {}",
+            set.join(" and "),
+            if set.len() == 1 {
+                "applies to"
+            } else {
+                "apply to"
+            },
+            plan.backend,
+            if set.len() == 1 { "it" } else { "them" }
+        )
+    })
 }
