@@ -311,14 +311,20 @@ fn main() -> parjob::Result<()> {
 
 /// What failure handling costs when nothing fails: `retries` and
 /// `max_worker_memory` keep batching (the memory watch reads each worker
-/// every 20 ms); `on_error = "continue"` sends one job per batch. Each
+/// every 20 ms); `speculate` and `on_error = "continue"` send one job per
+/// batch. Each
 /// configuration runs alternately with the default: best of 3 on 1 ms
 /// jobs, best of 5 on 100,000 tiny ones.
 fn failure_handling_cost() -> parjob::Result<()> {
     type Spin = fn(parjob::TaskRun<spin>) -> parjob::TaskRun<spin>;
     type Square = fn(parjob::TaskRun<square>) -> parjob::TaskRun<square>;
-    let configs: [(&str, Spin, Square); 3] = [
+    let configs: [(&str, Spin, Square); 4] = [
         ("retries = 2", |p| p.retries(2), |p| p.retries(2)),
+        (
+            "speculate = true",
+            |p| p.speculate(true),
+            |p| p.speculate(true),
+        ),
         (
             "max_worker_memory = 4GB",
             |p| p.max_worker_memory(4 << 30),
