@@ -225,8 +225,13 @@ fn thread_straggles_on_7(
 #[test]
 fn on_threads_a_late_job_is_copied_and_its_result_dropped() {
     let stderr = common::run_helper_stderr("thread_speculation_helper");
-    assert!(
-        stderr.contains("[parjob] speculation: 1 job copied, 1 copy won"),
+    // One run of single jobs, one of batches of 4 (the copy reruns the
+    // whole late batch).
+    assert_eq!(
+        stderr
+            .matches("[parjob] speculation: 1 job copied, 1 copy won")
+            .count(),
+        2,
         "{stderr}"
     );
     assert!(stderr.contains("on item 7"), "{stderr}");
@@ -241,5 +246,32 @@ fn thread_speculation_helper() {
     let out = thread_straggles_on_7::map(items).unwrap();
     // The copy's value, not the late first call's (which is still waiting).
     assert_eq!(out, (0..40).collect::<Vec<_>>());
+    gate.set();
+    let gate = Event::new().unwrap();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let items = (0..40u64).map(|i| (i, gate.clone(), first.clone()));
+    let run = thread_straggles_on_7::with(|p| p.batch_size(4));
+    assert_eq!(run.map(items).unwrap(), (0..40).collect::<Vec<_>>());
+    gate.set();
+}
+
+#[test]
+fn a_copy_runs_the_rest_of_a_late_batch() {
+    let stderr = common::run_helper_stderr("batched_speculation_helper");
+    assert!(
+        stderr.contains("[parjob] speculation: 1 job copied, 1 copy won"),
+        "{stderr}"
+    );
+}
+
+#[parjob::test]
+#[ignore = "helper: started by a_copy_runs_the_rest_of_a_late_batch"]
+fn batched_speculation_helper() {
+    let dir = common::scratch("speculate", "batched");
+    let gate = Event::new().unwrap();
+    let run = straggles_on_7::with(|p| p.batch_size(4));
+    let out = run.map(items(&gate, &dir)).unwrap();
+    assert_eq!(out, (0..40).collect::<Vec<_>>());
+    assert!(!dir.join("7.first-finished").exists());
     gate.set();
 }

@@ -83,10 +83,9 @@ impl Options {
             }
             // Under "continue" a batch holds one job, so a failure (a
             // panic, a dead worker, a timeout) costs only its own item.
-            // So does a speculated run: its copy is one job. (`retries`
-            // keeps batching: a retry cuts the failed job out of its
-            // batch's frame.)
-            _ if on_error == OnError::Continue || speculate.is_some() => BatchSize::Fixed(1),
+            // (`retries` and `speculate` keep batching: a retry or a copy
+            // is cut out of its batch's kept frame.)
+            _ if on_error == OnError::Continue => BatchSize::Fixed(1),
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {

@@ -90,9 +90,9 @@ struct Running<W> {
     beacon: Arc<Beacon>,
     first: usize,
     tasks: Vec<&'static str>,
-    /// Under `speculate`, a second call of its one job, kept to run as a
-    /// copy if the first is late; taken when the copy starts.
-    spare: Option<W>,
+    /// Under `speculate`, a second call of each of its jobs, kept to run
+    /// as a copy if the batch is late; taken when the copy starts.
+    spare: Option<Vec<W>>,
     copied: bool,
 }
 
@@ -205,9 +205,9 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         self.next_batch += 1;
         let beacon = self.beacons.then(|| Arc::new(Beacon::in_process()));
         if let Some(beacon) = &beacon {
-            let spare = match &batch.items[..] {
-                [one] if self.speculate.is_some() => one.duplicate(),
-                _ => None,
+            let spare = match self.speculate {
+                Some(_) => batch.items.iter().map(Work::duplicate).collect(),
+                None => None,
             };
             self.running.insert(
                 id,
@@ -355,7 +355,8 @@ impl<W: Work> ThreadSession<W> {
         soonest
     }
 
-    /// Runs the spare call of batch `id`, late after `ran`, on a free thread.
+    /// Runs the spare calls of batch `id`, late after `ran`, on a free
+    /// thread: the whole batch again, whose first result wins.
     fn copy(&mut self, id: u64, ran: Duration) {
         let Some(r) = self.running.get_mut(&id) else {
             return;
@@ -375,13 +376,14 @@ impl<W: Work> ThreadSession<W> {
         let cancelled = Arc::clone(&self.cancelled);
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
+            let jobs = spare.len();
             let batch = Batch {
                 first,
-                items: vec![spare],
+                items: spare,
             };
             let finished = match super::initialize_here(init) {
                 Ok(()) => run_here(batch, None, stop),
-                Err(e) => Finished::failed(first, 1, e),
+                Err(e) => Finished::failed(first, jobs, e),
             };
             let _ = tx.send(Done {
                 batch: id,

@@ -10,12 +10,20 @@
 //! whose worker dies or times out is simply gone; the other one runs on.
 //! A job is copied at most once.
 //!
-//! A speculated run sends one job per batch, so a copy is one job. (On
-//! threads, `thread.rs` copies a job whose arguments are `Clone`.)
+//! Batches keep their size: a copy runs the rest of the late batch, from
+//! its first job not answered yet, cut from the batch's kept frame. The
+//! first answer after the copy starts settles it, so when the copy wins,
+//! nothing was answered since it started, and the batch goes on as the
+//! copy's part. (On threads, `thread.rs` copies a batch whose arguments
+//! are `Clone`, whole.)
 
+use super::encode::sub_frame;
+use super::send;
 use super::session::ProcessSession;
+use super::speculation::{Adopted, Copy};
 use crate::error::Error;
 use crate::task::Work;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
@@ -59,33 +67,61 @@ impl<W: Work> ProcessSession<W> {
         soonest
     }
 
-    /// Sends batch `id`, running on worker `pos` for `ran`, to idle
-    /// worker `idle` too.
+    /// Sends the rest of batch `id` (from its first job not answered
+    /// yet), running on worker `pos` for `ran`, to idle worker `idle` too.
     fn copy(&mut self, pos: usize, idle: usize, id: u64, ran: Duration) {
-        let original = self.pool.workers[pos].id;
-        let copy = self.pool.workers[idle].id;
-        self.speculation.copies.insert(id, (original, copy));
+        let Some(b) = self.batches.get(&id) else {
+            return;
+        };
+        let base = b.answered();
+        let frame = if (b.extra.base, b.extra.span) == (base, b.len - base) {
+            Arc::clone(&b.extra.frame)
+        } else {
+            match sub_frame(&b.extra.whole, base, b.len - base) {
+                Ok(frame) => Arc::new(frame),
+                Err(_) => return, // no copy: the original runs on
+            }
+        };
+        if self.retry.verbose {
+            eprintln!(
+                "[parjob] speculating task `{}` on item {}: running for {ran:?}, a copy starts on worker {}",
+                b.task,
+                b.first + base,
+                self.pool.workers[idle].pid
+            );
+        }
+        let (decode, segments) = (b.decode, b.extra.shared.segments.clone());
+        send(&mut self.pool.workers[idle], id, &frame, decode, &segments);
+        let copy = Copy {
+            original: self.pool.workers[pos].id,
+            copy: self.pool.workers[idle].id,
+            base,
+            frame,
+        };
+        self.speculation.copies.insert(id, copy);
         self.speculation.ever_copied.insert(id);
         self.speculation.copied += 1;
-        if self.retry.verbose {
-            if let Some(b) = self.batches.get(&id) {
-                eprintln!(
-                    "[parjob] speculating task `{}` on item {}: running for {ran:?}, a copy starts on worker {}",
-                    b.task, b.first, self.pool.workers[idle].pid
-                );
-            }
-        }
-        self.send_kept(idle, id);
     }
 
     /// Worker `worker` answered batch `id` first: if the batch had a copy,
-    /// the other worker is stopped and its queued batches go elsewhere.
+    /// the other worker is stopped and its queued batches go elsewhere;
+    /// when the copy won, the batch goes on as the copy's part.
     pub(super) fn settle_copy(&mut self, id: u64, worker: u64) {
-        let Some(loser) = self.speculation.answered_by(id, worker) else {
+        let Some((loser, adopted)) = self.speculation.answered_by(id, worker) else {
             return;
         };
+        self.adopt(id, adopted);
         if let Some(pos) = self.pool.position(loser) {
             self.drop_copy_worker(pos, id);
+        }
+    }
+
+    /// Batch `id` goes on as the copy's part, when `adopted` says so.
+    fn adopt(&mut self, id: u64, adopted: Adopted) {
+        if let (Some((base, frame)), Some(b)) = (adopted, self.batches.get_mut(&id)) {
+            b.extra.span = b.len - base;
+            b.extra.base = base;
+            b.extra.frame = frame;
         }
     }
 
@@ -101,8 +137,8 @@ impl<W: Work> ProcessSession<W> {
     }
 
     /// Sends the batches a stopped copy's worker held besides the copy
-    /// (none of them started: one job per batch, and its running one was
-    /// the copy) to other workers; a batch no worker can take fails.
+    /// (none of them started: its running one was the copy) to other
+    /// workers; a batch no worker can take fails.
     pub(super) fn requeue(&mut self, queue: impl IntoIterator<Item = u64>) {
         for id in queue {
             let placed = self.pool.fill().and_then(|()| {
@@ -125,9 +161,10 @@ impl<W: Work> ProcessSession<W> {
     /// copy, so the loss is the batch's failure.
     pub(super) fn lost_copy(&mut self, pos: usize, id: u64) -> bool {
         let worker = self.pool.workers[pos].id;
-        if !self.speculation.lost(id, worker) {
+        let Some(adopted) = self.speculation.lost(id, worker) else {
             return false;
-        }
+        };
+        self.adopt(id, adopted);
         self.drop_copy_worker(pos, id);
         true
     }

@@ -3,6 +3,7 @@
 //! `speculate.rs`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// What a speculating session keeps.
 #[derive(Default)]
@@ -11,7 +12,7 @@ pub(super) struct Speculation {
     pub(super) durations: crate::backend::durations::Durations,
     /// Batches running twice: batch id -> (the original's worker, the
     /// copy's worker).
-    pub(super) copies: HashMap<u64, (u64, u64)>,
+    pub(super) copies: HashMap<u64, Copy>,
     /// Every batch that was given a copy: a job is copied at most once,
     /// so a copy that dies is not followed by another.
     pub(super) ever_copied: HashSet<u64>,
@@ -19,6 +20,21 @@ pub(super) struct Speculation {
     pub(super) copied: usize,
     pub(super) copies_won: usize,
 }
+
+/// A batch running twice.
+pub(super) struct Copy {
+    /// The workers of the original and of the copy.
+    pub(super) original: u64,
+    pub(super) copy: u64,
+    /// The batch's jobs answered when the copy started: the copy runs the
+    /// rest, from this one, in `frame`.
+    pub(super) base: usize,
+    pub(super) frame: Arc<Vec<u8>>,
+}
+
+/// What the copy's side leaves the batch with when it goes on alone: its
+/// first job and its frame.
+pub(super) type Adopted = Option<(usize, Arc<Vec<u8>>)>;
 
 impl Speculation {
     /// Whether batch `id` runs on two workers.
@@ -32,27 +48,28 @@ impl Speculation {
     }
 
     /// Worker `worker` answered batch `id` first: the copy ends. Returns
-    /// the other worker, which lost, when the batch had a copy.
-    pub(super) fn answered_by(&mut self, id: u64, worker: u64) -> Option<u64> {
-        let (original, copy) = self.copies.remove(&id)?;
-        if worker == copy {
+    /// the other worker, which lost, and, when the copy won, its part of
+    /// the batch to adopt; `None` when the batch had no copy.
+    pub(super) fn answered_by(&mut self, id: u64, worker: u64) -> Option<(u64, Adopted)> {
+        let c = self.copies.remove(&id)?;
+        if worker == c.copy {
             self.copies_won += 1;
-            Some(original)
+            Some((c.original, Some((c.base, c.frame))))
         } else {
-            Some(copy)
+            Some((c.copy, None))
         }
     }
 
     /// Worker `worker`, which ran batch `id`, is gone (dead or timed
-    /// out): whether the batch's other copy runs on, so the loss is no
-    /// failure.
-    pub(super) fn lost(&mut self, id: u64, worker: u64) -> bool {
-        match self.copies.get(&id) {
-            Some(&(original, copy)) if worker == original || worker == copy => {
-                self.copies.remove(&id);
-                true
-            }
-            _ => false,
+    /// out): `None` when the batch had no other copy running (the loss is
+    /// its failure), else what the side that runs on leaves the batch
+    /// with (the copy's part, when the original died).
+    pub(super) fn lost(&mut self, id: u64, worker: u64) -> Option<Adopted> {
+        let c = self.copies.get(&id)?;
+        if worker != c.original && worker != c.copy {
+            return None;
         }
+        let c = self.copies.remove(&id)?;
+        Some((worker == c.original).then_some((c.base, c.frame)))
     }
 }
