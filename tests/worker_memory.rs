@@ -420,14 +420,7 @@ fn a_killed_parents_memory_groups_are_removed_by_the_next_program() {
     );
     // The next parjob program that sets a limit removes the dead
     // parent's groups.
-    let out = common::helper_command("sweeping_helper", &[])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_helper_stderr("sweeping_helper");
     let after = parjob::__private::memory_groups();
     assert!(!after.iter().any(|g| g.ends_with(&own)), "{after:?}");
     std::fs::write(dir.join("release"), b"").unwrap();
