@@ -81,11 +81,17 @@ impl Options {
                         .into(),
                 ))
             }
-            // Under "continue" a batch holds one job, so a failure (a
-            // panic, a dead worker, a timeout) costs only its own item.
-            // (`retries` and `speculate` keep batching: a retry or a copy
-            // is cut out of its batch's kept frame.)
-            _ if on_error == OnError::Continue => BatchSize::Fixed(1),
+            // Under "continue" a failure (a panic, a dead worker, a
+            // timeout) costs only its own item: worker processes report
+            // it as a piece of its batch and go on (`continuing.rs`);
+            // elsewhere, and together with `retries` or `speculate`, a
+            // batch holds one job. (`retries` and `speculate` alone keep
+            // batching: a retry or a copy is cut out of the kept frame.)
+            _ if on_error == OnError::Continue
+                && (base.backend != Backend::Process || retries > 0 || speculate.is_some()) =>
+            {
+                BatchSize::Fixed(1)
+            }
             b => b,
         };
         let pre_dispatch = match options.pre_dispatch.unwrap_or_default() {

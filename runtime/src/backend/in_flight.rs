@@ -47,6 +47,11 @@ pub(crate) struct InFlight<R, E> {
     values: Vec<R>,
     /// The first failure.
     failure: Option<Error>,
+    /// Under `on_error = "continue"`: a failed job is reported at once, as
+    /// a piece of its own, and the batch goes on. `values` then hold the
+    /// jobs from `piece_first` on.
+    keep_going: bool,
+    piece_first: usize,
     /// What the session keeps of the batch besides.
     pub(crate) extra: E,
 }
@@ -67,8 +72,65 @@ impl<R, E> InFlight<R, E> {
             answered: 0,
             values: Vec::with_capacity(len),
             failure: None,
+            keep_going: false,
+            piece_first: first,
             extra,
         }
+    }
+
+    /// The batch, reporting each failed job as a piece of its own and
+    /// going on, when `on` (`on_error = "continue"`).
+    pub(crate) fn keeping_going(mut self, on: bool) -> Self {
+        self.keep_going = on;
+        self
+    }
+
+    /// Job `index`'s failure, as a piece of its own with the values before
+    /// it, under `on_error = "continue"`; the batch goes on after it.
+    /// `None` otherwise (the failure is then the batch's, kept with
+    /// [`InFlight::job_failed`]).
+    pub(crate) fn failed_piece(&mut self, error: Error) -> Option<Finished<R>> {
+        if !self.keep_going {
+            return None;
+        }
+        self.answered += 1;
+        let piece = self.piece(Some(error), 1);
+        Some(piece)
+    }
+
+    /// Under `on_error = "continue"`, the values answered so far as a
+    /// piece of their own (none when there are none): what stays of a
+    /// batch whose worker died.
+    pub(crate) fn values_piece(&mut self) -> Option<Finished<R>> {
+        (self.keep_going && !self.values.is_empty()).then(|| self.piece(None, 0))
+    }
+
+    /// Job `at` (of the batch), whose failure was reported as a piece
+    /// already, counts as answered; the values before it are a piece.
+    pub(crate) fn skip_reported(&mut self, at: usize) -> Option<Finished<R>> {
+        let piece = self.values_piece();
+        if self.answered == at {
+            self.answered += 1;
+            self.piece_first = self.first + self.answered;
+        }
+        piece
+    }
+
+    /// A piece of the values held, and `failure` with `extra` more jobs
+    /// (the failed one) after them; the next piece starts after it.
+    fn piece(&mut self, failure: Option<Error>, extra: usize) -> Finished<R> {
+        let values = std::mem::take(&mut self.values);
+        let piece = Finished {
+            first: self.piece_first,
+            jobs: values.len() + extra,
+            values,
+            failure,
+            elapsed: Duration::ZERO,
+            call: 0,
+            more: true,
+        };
+        self.piece_first += piece.jobs;
+        piece
     }
 
     /// How many jobs have answered.
@@ -140,7 +202,7 @@ impl<R, E> InFlight<R, E> {
     /// Forgets the failure, and every answer from the first failed job on,
     /// for that job to run again (a retry of one job); returns the failure.
     pub(crate) fn restart_at_failure(&mut self) -> Option<Error> {
-        self.answered = self.values.len();
+        self.answered = self.values();
         self.failure.take()
     }
 
@@ -149,14 +211,16 @@ impl<R, E> InFlight<R, E> {
         self.answered > self.len
     }
 
-    /// Whether every job answered with a value.
+    /// Whether every job answered, with a value (or, under "continue",
+    /// a failure reported as its own piece).
     pub(crate) fn complete(&self) -> bool {
-        self.failure.is_none() && self.values.len() == self.len
+        self.failure.is_none() && self.values() == self.len
     }
 
-    /// How many values it holds.
+    /// How many of its jobs, from the first, answered with a value (or
+    /// were reported as pieces).
     pub(crate) fn values(&self) -> usize {
-        self.values.len()
+        self.piece_first - self.first + self.values.len()
     }
 
     /// Ends the batch after `elapsed` of running. Never a silent loss: a
@@ -167,16 +231,17 @@ impl<R, E> InFlight<R, E> {
         elapsed: Duration,
         short: impl FnOnce(&Self) -> Error,
     ) -> (Finished<R>, E) {
-        if self.failure.is_none() && self.values.len() < self.len {
+        if self.failure.is_none() && self.values() < self.len {
             self.failure = Some(short(&self));
         }
         let finished = Finished {
-            first: self.first,
-            jobs: self.len,
+            first: self.piece_first,
+            jobs: self.len - (self.piece_first - self.first),
             values: self.values,
             failure: self.failure,
             elapsed,
             call: 0,
+            more: false,
         };
         (finished, self.extra)
     }

@@ -66,6 +66,10 @@ pub(crate) struct Finished<R> {
     /// pool's chunk of many calls and the failure is its worker's death:
     /// the call's index in the chunk (else 0).
     pub call: usize,
+    /// More of the same batch comes in another `Finished`: under
+    /// `on_error = "continue"` a process batch reports each failed job as
+    /// it comes and goes on, one piece at a time.
+    pub more: bool,
 }
 
 impl<R> Finished<R> {
@@ -78,6 +82,7 @@ impl<R> Finished<R> {
             failure: Some(error),
             elapsed: Duration::ZERO,
             call: 0,
+            more: false,
         }
     }
 }
@@ -167,6 +172,7 @@ pub(crate) fn run_here<W: Work>(
         failure,
         elapsed: started.elapsed(),
         call: 0,
+        more: false,
     }
 }
 

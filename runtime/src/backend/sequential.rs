@@ -58,6 +58,7 @@ impl<W: Work> Session<W> for Sequential<W> {
             failure: None,
             elapsed: Duration::ZERO,
             call: 0,
+            more: false,
         };
         for (k, work) in batch.items.into_iter().enumerate() {
             let index = batch.first + k;

@@ -21,8 +21,9 @@ pub enum OnError {
     /// Every item runs: a failure is that item's `Err`, in its place, and
     /// the run goes on (`f::map_results`, `Parallel::run_results`, and
     /// `iter`/`iter_unordered`, which then yield each failure and keep
-    /// going). Each batch then holds one job, so one failure costs only
-    /// its own item.
+    /// going). One failure costs only its own item: on worker processes
+    /// it is reported as a piece of its batch and the batch goes on;
+    /// elsewhere each batch holds one job.
     Continue,
 }
 

@@ -305,9 +305,13 @@ where
         };
         match waited {
             Ok(finished) => {
-                self.in_flight_batches -= 1;
+                // A piece of a batch that goes on is not the batch's end.
+                self.in_flight_batches -= usize::from(!finished.more);
                 self.in_flight_jobs -= finished.jobs;
-                if finished.failure.is_none() && finished.values.len() == finished.jobs {
+                if !finished.more
+                    && finished.failure.is_none()
+                    && finished.values.len() == finished.jobs
+                {
                     self.batcher.record(finished.jobs, finished.elapsed);
                 }
                 self.report
@@ -353,8 +357,9 @@ where
 
     /// Items `from..to` of a batch failed with `e` (the first of them) and
     /// a note that an earlier item of the batch stopped them: each is a
-    /// gap in the order, its error kept apart. Under "continue" a batch
-    /// holds one job, so this is one item.
+    /// gap in the order, its error kept apart. Under "continue" this is
+    /// one item: a batch of one job, or a piece of a process batch that
+    /// ends at its failed job.
     fn failed_items(&mut self, from: usize, to: usize, e: Error) {
         self.report.caught(&e, false);
         self.failed.insert(from, e);

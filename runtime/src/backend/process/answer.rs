@@ -50,6 +50,10 @@ impl<W: Work> ProcessSession<W> {
         };
         match step {
             Answer::Value(value) => batch.value(value),
+            // Under "continue" the failed job is its own piece, at once.
+            Answer::Fail(e) if self.keep_going => {
+                self.here.extend(batch.failed_piece(e));
+            }
             Answer::Fail(e) => batch.job_failed(e),
             Answer::Done(elapsed) => return self.done_or_retry(pos, id, elapsed),
             Answer::Desync(e) => {

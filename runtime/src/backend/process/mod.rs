@@ -27,6 +27,7 @@
 
 mod answer;
 mod cgroup;
+mod continuing;
 mod encode;
 mod exit;
 mod lease;

@@ -110,6 +110,13 @@ impl<W: Work> ProcessSession<W> {
         elapsed: Duration,
     ) -> Option<Finished<W::Output>> {
         let batch = self.batches.get(&id)?;
+        if batch.extra.skip.is_some() {
+            // Under "continue": the jobs before a reported failure ran
+            // again; the batch goes on past it.
+            self.leave(pos);
+            self.past_reported(id);
+            return self.here.pop_front();
+        }
         let panicked = matches!(batch.failure(), Some(Error::Panic { .. }));
         let attempts = batch.extra.attempts;
         let rest = batch.failure().is_none()

@@ -58,6 +58,9 @@ pub(super) struct Sent {
     /// and how many jobs the current attempt holds.
     pub(super) base: usize,
     pub(super) span: usize,
+    /// Under "continue": the job after the current attempt whose failure
+    /// was reported already (`continuing.rs`).
+    pub(super) skip: Option<usize>,
 }
 
 /// A batch on its way through a worker.
@@ -376,8 +379,10 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     kills: 0,
                     base: 0,
                     span: jobs,
+                    skip: None,
                 },
-            ),
+            )
+            .keeping_going(self.keep_going),
         );
         Ok(())
     }
@@ -405,12 +410,16 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 // Nothing came, or a worker was stopped and its batches
                 // ended here.
                 None => self.here.pop_front(),
-                Some(Event::Frame { worker, payload }) => self.answer(worker, Err(payload)),
+                Some(Event::Frame { worker, payload }) => self
+                    .answer(worker, Err(payload))
+                    .or_else(|| self.here.pop_front()),
                 Some(Event::Value {
                     worker,
                     batch,
                     value,
-                }) => self.answer(worker, Ok((batch, value))),
+                }) => self
+                    .answer(worker, Ok((batch, value)))
+                    .or_else(|| self.here.pop_front()),
                 Some(Event::Closed { worker, error }) => {
                     self.closed(worker, error)?;
                     self.here.pop_front()

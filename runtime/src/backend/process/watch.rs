@@ -195,7 +195,11 @@ impl<W: Work> ProcessSession<W> {
                 self.retry(id, &first)?;
             } else {
                 let error = self.final_error(id, first);
-                self.end_failed(id, |_| error, call);
+                if self.keep_going {
+                    self.continue_past(id, error, call);
+                } else {
+                    self.end_failed(id, |_| error, call);
+                }
             }
         }
         let pid = w.pid;
