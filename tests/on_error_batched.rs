@@ -147,3 +147,31 @@ fn a_timeout_in_a_batch_fails_only_its_item() {
     assert_eq!(runs(&dir, 2), 1, "the timed-out item ran once");
     assert_eq!(runs(&dir, 3), 1, "the item after it ran once");
 }
+
+type Counts = std::sync::Arc<Vec<std::sync::atomic::AtomicUsize>>;
+
+/// On threads: items 7, 27, 47, 67 and 87 panic; each run is counted.
+#[parallel(n_jobs = 2, batch_size = 8, on_error = "continue")]
+fn shaky_thread(i: u64, counts: Counts) -> u64 {
+    counts[i as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(i % 20 != 7, "item {i} is cursed");
+    i * 10
+}
+
+#[parjob::test]
+fn on_threads_panics_in_batches_fail_only_their_items() {
+    let counts: Counts = std::sync::Arc::new(
+        (0..100)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect(),
+    );
+    let items = (0..100u64).map(|i| (i, counts.clone()));
+    check_panics(&shaky_thread::map_results(items).unwrap());
+    for (i, count) in counts.iter().enumerate() {
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "item {i}"
+        );
+    }
+}

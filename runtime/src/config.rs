@@ -82,13 +82,16 @@ impl Options {
                 ))
             }
             // Under "continue" a failure (a panic, a dead worker, a
-            // timeout) costs only its own item: worker processes report
-            // it as a piece of its batch and go on (`continuing.rs`);
-            // elsewhere, and together with `retries` or `speculate`, a
-            // batch holds one job. (`retries` and `speculate` alone keep
-            // batching: a retry or a copy is cut out of the kept frame.)
+            // timeout) costs only its own item: worker processes, and
+            // threads without a timeout, report it as a piece of its batch
+            // and go on (`continuing.rs`, `run_pieces_here`); elsewhere,
+            // and together with `retries` or `speculate`, a batch holds
+            // one job. (`retries` and `speculate` alone keep batching: a
+            // retry or a copy is cut out of the kept frame.)
             _ if on_error == OnError::Continue
-                && (base.backend != Backend::Process || retries > 0 || speculate.is_some()) =>
+                && (retries > 0
+                    || speculate.is_some()
+                    || !pieces_of_batches(base.backend, options.timeout)) =>
             {
                 BatchSize::Fixed(1)
             }
@@ -140,6 +143,18 @@ impl Options {
             speculate,
             ..base
         })
+    }
+}
+
+/// Whether `backend` reports a failed job under "continue" as a piece of
+/// its batch, so batches keep their size: worker processes (a death or a
+/// timeout reruns what it lost), and threads without a timeout (a
+/// timed-out thread holds its batch's other values).
+fn pieces_of_batches(backend: Backend, timeout: Option<Duration>) -> bool {
+    match backend {
+        Backend::Process => true,
+        Backend::Thread => timeout.is_none(),
+        _ => false,
     }
 }
 

@@ -176,6 +176,59 @@ pub(crate) fn run_here<W: Work>(
     }
 }
 
+/// Runs a batch here, in order, each job under its own `catch_unwind`,
+/// under `on_error = "continue"`: a panic ends a piece of the batch
+/// (`Finished::more`) and the next job goes on. The last piece ends the
+/// batch.
+pub(crate) fn run_pieces_here<W: Work>(
+    batch: Batch<W>,
+    beacon: Option<&crate::backend::beacon::Beacon>,
+    stop: impl Fn() -> bool,
+) -> Vec<Finished<W::Output>> {
+    let started = std::time::Instant::now();
+    let end = batch.first + batch.items.len();
+    let task = batch.items.first().map_or("", Work::task);
+    let mut pieces = Vec::new();
+    let mut piece_first = batch.first;
+    let mut values = Vec::new();
+    for (index, work) in (batch.first..).zip(batch.items) {
+        if stop() {
+            break;
+        }
+        if let Some(b) = beacon {
+            b.start(index as u64);
+        }
+        match crate::panic::catch(|| work.run()) {
+            Ok(value) => values.push(value),
+            Err(caught) => {
+                pieces.push(Finished {
+                    first: piece_first,
+                    jobs: index + 1 - piece_first,
+                    values: std::mem::take(&mut values),
+                    failure: Some(panic_error(task, index, caught)),
+                    elapsed: Duration::ZERO,
+                    call: 0,
+                    more: true,
+                });
+                piece_first = index + 1;
+            }
+        }
+    }
+    if let Some(b) = beacon {
+        b.idle();
+    }
+    pieces.push(Finished {
+        first: piece_first,
+        jobs: end - piece_first,
+        values,
+        failure: None,
+        elapsed: started.elapsed(),
+        call: 0,
+        more: false,
+    });
+    pieces
+}
+
 thread_local! {
     /// The initializers that have run on this thread.
     static INITIALIZED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };

@@ -223,17 +223,22 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         let tx = self.tx.clone();
         let cancelled = Arc::clone(&self.cancelled);
         let init = self.init;
+        let pieces = self.keep_going;
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
             let finished = match super::initialize_here(init) {
-                Ok(()) => run_here(batch, beacon.as_deref(), stop),
-                Err(e) => Finished::failed(batch.first, batch.items.len(), e),
+                // Under "continue" each failed job ends a piece of the batch.
+                Ok(()) if pieces => super::run_pieces_here(batch, beacon.as_deref(), stop),
+                Ok(()) => vec![run_here(batch, beacon.as_deref(), stop)],
+                Err(e) => vec![Finished::failed(batch.first, batch.items.len(), e)],
             };
-            let _ = tx.send(Done {
-                batch: id,
-                finished,
-                copy: false,
-            });
+            for finished in finished {
+                let _ = tx.send(Done {
+                    batch: id,
+                    finished,
+                    copy: false,
+                });
+            }
         });
         Ok(())
     }
