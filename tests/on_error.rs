@@ -124,19 +124,7 @@ fn aborts_on(i: u64) -> u64 {
 
 #[parjob::test]
 fn a_dead_worker_fails_only_its_item() {
-    let outcomes = aborts_on::map_results(0..16u64).unwrap();
-    for (i, outcome) in (0u64..).zip(&outcomes) {
-        match outcome {
-            Ok(v) => assert_eq!(*v, i),
-            Err(Error::WorkerDied { index, status, .. }) => {
-                assert!(i == 3 || i == 11, "item {i} died");
-                assert_eq!(*index as u64, i);
-                assert!(status.contains("SIGABRT"), "{status}");
-            }
-            Err(other) => panic!("item {i}: unexpected {other}"),
-        }
-    }
-    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 2);
+    common::outcomes::check_deaths_of_3_and_11(&aborts_on::map_results(0..16u64).unwrap());
 }
 
 /// Item 2 waits for `release`, which the test sets only after the run
@@ -161,7 +149,7 @@ fn a_timeout_fails_only_its_item_on_processes_and_threads() {
         !dir.join("in_vain").exists(),
         "the run waited for the held item"
     );
-    check_one_timeout(&outcomes);
+    common::outcomes::check_timeout_of_2(&outcomes);
 
     // Threads: the held job's thread cannot be stopped; its item fails
     // and its late result is dropped.
@@ -180,18 +168,7 @@ fn a_timeout_fails_only_its_item_on_processes_and_threads() {
         .timeout(Duration::from_millis(300));
     let outcomes = p.run_results(jobs).unwrap();
     release.set();
-    check_one_timeout(&outcomes);
-}
-
-fn check_one_timeout(outcomes: &[parjob::Result<u64>]) {
-    assert_eq!(outcomes.len(), 8);
-    for (i, outcome) in (0u64..).zip(outcomes) {
-        match outcome {
-            Ok(v) => assert!(i != 2 && *v == i),
-            Err(Error::Timeout { index: 2, .. }) => assert_eq!(i, 2),
-            Err(other) => panic!("item {i}: unexpected {other}"),
-        }
-    }
+    common::outcomes::check_timeout_of_2(&outcomes);
 }
 
 #[parjob::test]

@@ -15,16 +15,7 @@ use std::time::Duration;
 /// Far longer than any run here needs.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Records one run of item `i` in `dir`.
-fn count_run(dir: &Path, i: u64) {
-    let runs = dir.join(format!("{i}.runs"));
-    let before = std::fs::read(&runs).map_or(0, |r| r.len());
-    std::fs::write(&runs, vec![b'x'; before + 1]).unwrap();
-}
-
-fn runs(dir: &Path, i: u64) -> usize {
-    std::fs::read(dir.join(format!("{i}.runs"))).map_or(0, |r| r.len())
-}
+use common::outcomes::{count_run, runs};
 
 /// Items 7, 27, 47, 67 and 87 panic.
 #[parallel(backend = "process", n_jobs = 2, batch_size = 8, on_error = "continue")]
@@ -87,18 +78,7 @@ fn aborts_on(i: u64, dir: &Path) -> u64 {
 fn a_death_in_a_batch_fails_only_its_item() {
     let dir = common::scratch("on_error_batched", "deaths");
     let outcomes = aborts_on::map_results((0..16u64).map(|i| (i, dir.clone()))).unwrap();
-    for (i, outcome) in (0u64..).zip(&outcomes) {
-        match outcome {
-            Ok(v) => assert_eq!(*v, i),
-            Err(Error::WorkerDied { index, status, .. }) => {
-                assert!(i == 3 || i == 11, "item {i} died");
-                assert_eq!(*index as u64, i);
-                assert!(status.contains("SIGABRT"), "{status}");
-            }
-            Err(other) => panic!("item {i}: unexpected {other}"),
-        }
-    }
-    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 2);
+    common::outcomes::check_deaths_of_3_and_11(&outcomes);
     for i in 0..16 {
         // The dying job ran once; the jobs before it in its batch again
         // only if their values died with the worker; the rest once.
@@ -137,13 +117,7 @@ fn a_timeout_in_a_batch_fails_only_its_item() {
         .unwrap();
     release.set();
     assert!(!dir.join("in_vain").exists(), "the run waited for item 2");
-    for (i, outcome) in (0u64..).zip(&outcomes) {
-        match outcome {
-            Ok(v) => assert!(i != 2 && *v == i),
-            Err(Error::Timeout { index: 2, .. }) => assert_eq!(i, 2),
-            Err(other) => panic!("item {i}: unexpected {other}"),
-        }
-    }
+    common::outcomes::check_timeout_of_2(&outcomes);
     assert_eq!(runs(&dir, 2), 1, "the timed-out item ran once");
     assert_eq!(runs(&dir, 3), 1, "the item after it ran once");
 }

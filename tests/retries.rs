@@ -207,10 +207,9 @@ fn alone_retry_helper() {
 /// its first run.
 #[parallel(backend = "process", n_jobs = 2, batch_size = 4, retries = 2)]
 fn counted(i: u64, dir: &Path) -> u64 {
-    let runs = dir.join(format!("{i}.runs"));
-    let before = std::fs::read(&runs).map_or(0, |r| r.len());
-    std::fs::write(&runs, vec![b'x'; before + 1]).unwrap();
-    if i == 5 && before == 0 {
+    let first = common::outcomes::runs(dir, i) == 0;
+    common::outcomes::count_run(dir, i);
+    if i == 5 && first {
         // SAFETY: a signal to this very worker process.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
@@ -223,7 +222,7 @@ fn a_retry_in_a_batch_reruns_only_what_the_dead_worker_lost() {
     let out = counted::map((0..16u64).map(|i| (i, dir.clone()))).unwrap();
     assert_eq!(out, (0..16).map(|i| i * 10).collect::<Vec<_>>());
     for i in 0..16u64 {
-        let runs = std::fs::read(dir.join(format!("{i}.runs"))).unwrap().len();
+        let runs = common::outcomes::runs(&dir, i);
         // Item 4 shares item 5's batch and ran before it: it runs again
         // only if its value was lost with the worker. Items 6 and 7 never
         // started, and run once after the retry; other batches, once.

@@ -4,6 +4,8 @@
 use parjob::{Backend, Parallel};
 use std::path::PathBuf;
 
+pub mod outcomes;
+
 /// A runner on `n_jobs` worker processes.
 pub fn process(n_jobs: i32) -> Parallel {
     Parallel::new().n_jobs(n_jobs).backend(Backend::Process)

@@ -252,38 +252,24 @@ impl Opts {
     /// The options set here that only the scheduler honours (a loop on
     /// threads has no batches to time or report on).
     pub fn scheduler_only(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.pre_dispatch.is_some() {
-            names.push("pre_dispatch");
-        }
-        if self.timeout_ns.is_some() {
-            names.push("timeout");
-        }
-        if self.verbose.is_some() {
-            names.push("verbose");
-        }
-        if self.progress.is_some() {
-            names.push("progress");
-        }
-        if self.on_error_continues.is_some() {
-            names.push("on_error");
-        }
-        if self.retries.is_some() {
-            names.push("retries");
-        }
-        if self.retry_panics.is_some() {
-            names.push("retry_panics");
-        }
-        if self.max_worker_memory.is_some() {
-            names.push("max_worker_memory");
-        }
-        if self.speculate.is_some() {
-            names.push("speculate");
-        }
-        if self.speculation_multiplier.is_some() {
-            names.push("speculation_multiplier");
-        }
-        names
+        let set = [
+            ("pre_dispatch", self.pre_dispatch.is_some()),
+            ("timeout", self.timeout_ns.is_some()),
+            ("verbose", self.verbose.is_some()),
+            ("progress", self.progress.is_some()),
+            ("on_error", self.on_error_continues.is_some()),
+            ("retries", self.retries.is_some()),
+            ("retry_panics", self.retry_panics.is_some()),
+            ("max_worker_memory", self.max_worker_memory.is_some()),
+            ("speculate", self.speculate.is_some()),
+            (
+                "speculation_multiplier",
+                self.speculation_multiplier.is_some(),
+            ),
+        ];
+        set.into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect()
     }
 
     /// The path to the runtime's private API.

@@ -206,6 +206,17 @@ impl<R, E> InFlight<R, E> {
         self.failure.take()
     }
 
+    /// The job (counted from the batch's first) that `error` names, no
+    /// earlier than the first one not answered yet: the one that died, timed
+    /// out or panicked.
+    pub(crate) fn failed_job(&self, error: &Error) -> usize {
+        let at = self.values();
+        error
+            .index()
+            .map_or(at, |i| i.saturating_sub(self.first))
+            .clamp(at, self.len - 1)
+    }
+
     /// Whether more jobs answered than the batch holds.
     pub(crate) fn overran(&self) -> bool {
         self.answered > self.len

@@ -13,12 +13,10 @@
 //! `retries` or `speculate` together with "continue", a batch holds one
 //! job instead: see `config.rs`.)
 
-use super::encode::sub_frame;
 use super::session::ProcessSession;
 use crate::backend::Finished;
 use crate::error::Error;
 use crate::task::Work;
-use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
@@ -30,10 +28,7 @@ impl<W: Work> ProcessSession<W> {
             return;
         };
         let received = b.values();
-        let failed = error
-            .index()
-            .map_or(received, |i| i.saturating_sub(b.first))
-            .clamp(received, b.len - 1);
+        let failed = b.failed_job(&error);
         if let Some(piece) = b.values_piece() {
             self.here.push_back(piece);
         }
@@ -49,12 +44,8 @@ impl<W: Work> ProcessSession<W> {
         b.extra.skip = Some(failed);
         if received < failed {
             // The jobs whose values died with the worker run again.
-            match sub_frame(&b.extra.whole, received, failed - received) {
-                Ok(frame) => {
-                    b.extra.frame = Arc::new(frame);
-                    (b.extra.base, b.extra.span) = (received, failed - received);
-                    self.place(id);
-                }
+            match b.extra.cut(received, failed - received) {
+                Ok(()) => self.place_or_fail(id, "the rest of a batch"),
                 Err(e) => self.end_failed(id, |_| e, 0),
             }
         } else {
@@ -76,31 +67,13 @@ impl<W: Work> ProcessSession<W> {
         }
         let at = b.answered();
         if at < b.len {
-            match sub_frame(&b.extra.whole, at, b.len - at) {
-                Ok(frame) => {
-                    b.extra.frame = Arc::new(frame);
-                    (b.extra.base, b.extra.span) = (at, b.len - at);
-                    self.place(id);
-                }
+            match b.extra.cut(at, b.len - at) {
+                Ok(()) => self.place_or_fail(id, "the rest of a batch"),
                 Err(e) => self.end_failed(id, |_| e, 0),
             }
         } else if let Some(b) = self.batches.remove(&id) {
             let (done, _) = b.finish(Duration::ZERO, |_| unreachable!("every job answered"));
             self.here.push_back(done);
-        }
-    }
-
-    /// Sends batch `id`'s current frame to the least loaded worker, or
-    /// fails the batch when none can take it.
-    fn place(&mut self, id: u64) {
-        let placed = self.pool.fill().and_then(|()| {
-            self.least_loaded()
-                .or_else(|| self.any_room())
-                .ok_or_else(|| Error::Pool("no worker could take the rest of a batch".into()))
-        });
-        match placed {
-            Ok(pos) => self.send_kept(pos, id),
-            Err(e) => self.end_failed(id, |_| e, 0),
         }
     }
 }

@@ -11,12 +11,10 @@
 //! fails, a retry reruns exactly the failed job, and a job that killed its
 //! worker twice runs alone on an idle worker (`place_solo`).
 
-use super::encode::sub_frame;
 use super::session::ProcessSession;
 use crate::backend::Finished;
 use crate::error::{Error, Result};
 use crate::task::Work;
-use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
@@ -44,15 +42,8 @@ impl<W: Work> ProcessSession<W> {
         // values when the batch ends or its pipe fills, so a death loses
         // the values it had not sent) to the job that failed.
         let at = batch.answered();
-        let failed = cause
-            .index()
-            .map_or(at, |i| i.saturating_sub(batch.first))
-            .clamp(at, batch.len - 1);
-        let span = failed - at + 1;
-        if (batch.extra.base, batch.extra.span) != (at, span) {
-            batch.extra.frame = Arc::new(sub_frame(&batch.extra.whole, at, span)?);
-            (batch.extra.base, batch.extra.span) = (at, span);
-        }
+        let failed = batch.failed_job(cause);
+        batch.extra.cut(at, failed - at + 1)?;
         batch.extra.attempts += 1;
         if matches!(cause, Error::WorkerDied { .. } | Error::MemoryLimit { .. }) {
             batch.extra.kills += 1;
@@ -73,12 +64,7 @@ impl<W: Work> ProcessSession<W> {
             self.place_solo();
             return Ok(());
         }
-        let pos = self
-            .least_loaded()
-            .or_else(|| self.any_room())
-            .ok_or_else(|| Error::Pool("no worker could take a batch to retry".into()))?;
-        self.send_kept(pos, id);
-        Ok(())
+        self.place_kept(id, "a batch to retry")
     }
 
     /// Sends the jobs waiting to run alone to idle workers, each of which
@@ -164,20 +150,13 @@ impl<W: Work> ProcessSession<W> {
     /// Sends the jobs of batch `id` after its retried one, which answered,
     /// as a fresh attempt of their own.
     fn send_rest(&mut self, id: u64) -> Result<()> {
-        self.pool.fill()?;
         let Some(batch) = self.batches.get_mut(&id) else {
             return Ok(());
         };
         let at = batch.answered();
-        batch.extra.frame = Arc::new(sub_frame(&batch.extra.whole, at, batch.len - at)?);
-        (batch.extra.base, batch.extra.span) = (at, batch.len - at);
+        batch.extra.cut(at, batch.len - at)?;
         (batch.extra.attempts, batch.extra.kills) = (1, 0);
-        let pos = self
-            .least_loaded()
-            .or_else(|| self.any_room())
-            .ok_or_else(|| Error::Pool("no worker could take the rest of a batch".into()))?;
-        self.send_kept(pos, id);
-        Ok(())
+        self.place_kept(id, "the rest of a batch")
     }
 
     /// Ends batch `id` here with `error`, and returns what ended here first.

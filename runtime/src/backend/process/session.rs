@@ -17,7 +17,7 @@
 //! worker is idle: see `docs/decisions.md`, "A job waits only for an idle
 //! worker".
 
-use super::encode::{encode_batch, Encoded, Outgoing};
+use super::encode::{encode_batch, sub_frame, Encoded, Outgoing};
 use super::lease::Lease;
 use super::reader::Event;
 use super::{send, Worker, BATCH_TARGET};
@@ -61,6 +61,25 @@ pub(super) struct Sent {
     /// Under "continue": the job after the current attempt whose failure
     /// was reported already (`continuing.rs`).
     pub(super) skip: Option<usize>,
+}
+
+impl Sent {
+    /// The frame of the batch's jobs `from..from + count`: the current
+    /// attempt's when it is that, else cut from the whole batch's.
+    pub(super) fn part(&self, from: usize, count: usize) -> Result<Arc<Vec<u8>>> {
+        if (self.base, self.span) == (from, count) {
+            return Ok(Arc::clone(&self.frame));
+        }
+        Ok(Arc::new(sub_frame(&self.whole, from, count)?))
+    }
+
+    /// Makes jobs `from..from + count` the batch's current attempt: what
+    /// a retry, the rest after one, and "continue" past a failure send.
+    pub(super) fn cut(&mut self, from: usize, count: usize) -> Result<()> {
+        self.frame = self.part(from, count)?;
+        (self.base, self.span) = (from, count);
+        Ok(())
+    }
 }
 
 /// A batch on its way through a worker.

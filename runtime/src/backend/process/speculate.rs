@@ -17,13 +17,10 @@
 //! copy's part. (On threads, `thread.rs` copies a batch whose arguments
 //! are `Clone`, whole.)
 
-use super::encode::sub_frame;
 use super::send;
 use super::session::ProcessSession;
 use super::speculation::{Adopted, Copy};
-use crate::error::Error;
 use crate::task::Work;
-use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
@@ -74,13 +71,8 @@ impl<W: Work> ProcessSession<W> {
             return;
         };
         let base = b.answered();
-        let frame = if (b.extra.base, b.extra.span) == (base, b.len - base) {
-            Arc::clone(&b.extra.frame)
-        } else {
-            match sub_frame(&b.extra.whole, base, b.len - base) {
-                Ok(frame) => Arc::new(frame),
-                Err(_) => return, // no copy: the original runs on
-            }
+        let Ok(frame) = b.extra.part(base, b.len - base) else {
+            return; // no copy: the original runs on
         };
         if self.retry.verbose {
             eprintln!(
@@ -141,17 +133,7 @@ impl<W: Work> ProcessSession<W> {
     /// workers; a batch no worker can take fails.
     pub(super) fn requeue(&mut self, queue: impl IntoIterator<Item = u64>) {
         for id in queue {
-            let placed = self.pool.fill().and_then(|()| {
-                self.least_loaded()
-                    .or_else(|| self.any_room())
-                    .ok_or_else(|| {
-                        Error::Pool("no worker could take a stopped copy's batch".into())
-                    })
-            });
-            match placed {
-                Ok(pos) => self.send_kept(pos, id),
-                Err(e) => self.end_failed(id, |_| e, 0),
-            }
+            self.place_or_fail(id, "a stopped copy's batch");
         }
     }
 

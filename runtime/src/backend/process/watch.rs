@@ -38,6 +38,26 @@ impl<W: Work> ProcessSession<W> {
         );
     }
 
+    /// Sends batch `id`'s kept frame to the least loaded worker (a fresh
+    /// one replaces a dead worker first); `what` names the batch in the
+    /// error when no worker can take it.
+    pub(super) fn place_kept(&mut self, id: u64, what: &str) -> Result<()> {
+        self.pool.fill()?;
+        let pos = self
+            .least_loaded()
+            .or_else(|| self.any_room())
+            .ok_or_else(|| Error::Pool(format!("no worker could take {what}")))?;
+        self.send_kept(pos, id);
+        Ok(())
+    }
+
+    /// [`Self::place_kept`], failing batch `id` with the error instead.
+    pub(super) fn place_or_fail(&mut self, id: u64, what: &str) {
+        if let Err(e) = self.place_kept(id, what) {
+            self.end_failed(id, |_| e, 0);
+        }
+    }
+
     /// A worker over the time limit, or how long until one could be.
     fn overdue(&self, limit: Duration) -> std::result::Result<usize, Duration> {
         let mut soonest = limit;
@@ -245,16 +265,11 @@ impl<W: Work> ProcessSession<W> {
         {
             return Ok(false);
         }
-        self.pool.fill()?;
         for id in queue {
-            let pos = self
-                .least_loaded()
-                .or_else(|| self.any_room())
-                .ok_or_else(|| Error::Pool("no worker could take a dead worker's batch".into()))?;
             if let Some(batch) = self.batches.get_mut(&id) {
                 batch.extra.resent = true;
             }
-            self.send_kept(pos, id);
+            self.place_kept(id, "a dead worker's batch")?;
         }
         Ok(true)
     }
