@@ -194,6 +194,10 @@ fn main() -> parjob::Result<()> {
     if std::env::args().any(|a| a == "--failures-only") {
         return failure_handling_cost();
     }
+    // Section 7 alone: `cargo bench --bench scheduler -- --trace-only`.
+    if std::env::args().any(|a| a == "--trace-only") {
+        return trace_cost();
+    }
     println!(
         "parjob scheduler benchmarks: {} CPUs\n",
         parjob::cpu_count()
@@ -306,6 +310,68 @@ fn main() -> parjob::Result<()> {
 
     // 6. What failure handling costs when nothing fails.
     failure_handling_cost()?;
+    // 7. What `trace` costs.
+    trace_cost()?;
+    Ok(())
+}
+
+/// What `trace = "run.json"` costs: each case runs alternately with
+/// tracing off and on (writing the JSON and the report each run), best of
+/// 3 on 2,000 x 1 ms jobs and of 5 on 100,000 tiny ones; and tracing off
+/// against itself, which is what "off costs nothing" means to measure.
+fn trace_cost() -> parjob::Result<()> {
+    let dir = std::env::temp_dir().join(format!("parjob-bench-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("run.json");
+    let traced = |p: parjob::TaskRun<spin>| p.trace(file.as_path());
+    let (mut off, mut on) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let (got, d) = time(|| spin::map((0..2_000).map(|_| 1_000u64)));
+        assert_eq!(got?.len(), 2_000);
+        off = off.min(d);
+        let (got, d) = time(|| spin::with(traced).map((0..2_000).map(|_| 1_000u64)));
+        assert_eq!(got?.len(), 2_000);
+        on = on.min(d);
+    }
+    println!(
+        "| 2,000 x 1 ms, process, n_jobs=2, trace on | {:.3} s | off {:.3} s | {:.3}x | <= 1.03x |",
+        on.as_secs_f64(),
+        off.as_secs_f64(),
+        on.as_secs_f64() / off.as_secs_f64()
+    );
+    let n = 100_000u64;
+    type Square = fn(parjob::TaskRun<square>) -> parjob::TaskRun<square>;
+    let rows: [(&str, Square); 2] = [
+        ("process", |p| p),
+        ("threads", |p| p.backend(parjob::Backend::Thread)),
+    ];
+    for (label, backend) in rows {
+        let (mut off, mut again, mut on) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            let (got, d) = time(|| square::with(backend).map(0..n));
+            assert_eq!(got?.len() as u64, n);
+            off = off.min(d);
+            let (got, d) = time(|| square::with(|p| backend(p).trace(file.as_path())).map(0..n));
+            assert_eq!(got?.len() as u64, n);
+            on = on.min(d);
+            let (got, d) = time(|| square::with(backend).map(0..n));
+            assert_eq!(got?.len() as u64, n);
+            again = again.min(d);
+        }
+        println!(
+            "| {n} tiny tasks, {label}, n_jobs=2, trace on | {:.3} us/task | off {:.3} us/task | {:.2}x | <= 2x |",
+            us_per(on, n),
+            us_per(off, n),
+            on.as_secs_f64() / off.as_secs_f64()
+        );
+        println!(
+            "| {n} tiny tasks, {label}, n_jobs=2, trace off, two alternating series | {:.3} us/task | {:.3} us/task | {:.2}x | within noise |",
+            us_per(again, n),
+            us_per(off, n),
+            again.as_secs_f64() / off.as_secs_f64()
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -235,13 +235,17 @@ pub use parjob_runtime::shm;
 /// pipes: Python's `multiprocessing` primitives, shared with worker
 /// processes by passing them as task arguments.
 pub use parjob_runtime::sync;
+/// A run's timeline (`trace = "run.json"`): [`trace::report_html`] and
+/// [`trace::rebuild_report`] make the one-page HTML report from a trace's
+/// JSON.
+pub use parjob_runtime::trace;
 #[cfg(feature = "persist")]
 pub use parjob_runtime::Compression;
 pub use parjob_runtime::{
     config, cpu_count, effective_n_jobs, init, is_worker, Backend, BackendSource, BatchSize,
     Config, ConfigGuard, Error, Initializer, Job, MaxNbytes, MemoryReading, NestedIn, OnError,
     Options, Ordered, Parallel, Plan, PreDispatch, Prefer, Require, Result, Shard, Task, TaskRun,
-    TempFolder, Unordered,
+    TempFolder, TraceFile, Unordered,
 };
 #[cfg(feature = "cache")]
 pub use parjob_runtime::{CacheStats, CachedArray, MemorizedResult, Memory, MissReason};

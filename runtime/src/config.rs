@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::options::NestedIn;
 use crate::options::{
     effective_n_jobs, env_var, for_each_option, option_setters, Backend, BackendSource, BatchSize,
-    MaxNbytes, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
+    MaxNbytes, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder, TraceFile,
 };
 use crate::task::Declared;
 use std::cell::RefCell;
@@ -141,6 +141,9 @@ impl Options {
             retry_panics: options.retry_panics.unwrap_or(false),
             max_worker_memory: max_worker_memory(options.max_worker_memory)?,
             speculate,
+            trace: options
+                .trace
+                .or_else(|| env_var(crate::trace::ENV_TRACE).map(TraceFile::new)),
             ..base
         })
     }
@@ -336,6 +339,7 @@ fn resolve_workers(merged: &Options, levels: [&Options; 3], crosses: bool) -> Re
         retry_panics: false,
         max_worker_memory: None,
         speculate: None,
+        trace: None,
     })
 }
 

@@ -57,6 +57,7 @@ pub mod shared {
     pub use crate::sync::log::DEFAULT_LOG_BYTES;
 }
 mod task;
+pub mod trace;
 mod wire;
 
 pub use backend::init;
@@ -81,7 +82,7 @@ pub use memo::mapped::CachedArray;
 pub use memo::{CacheStats, MemorizedResult, Memory, MissReason};
 pub use options::{
     cpu_count, effective_n_jobs, Backend, BackendSource, BatchSize, Initializer, MaxNbytes,
-    NestedIn, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder,
+    NestedIn, OnError, Options, Plan, PreDispatch, Prefer, Require, TempFolder, TraceFile,
 };
 pub use parallel::Parallel;
 pub use schedule::{Ordered, Unordered};
@@ -116,7 +117,7 @@ pub mod __private {
     pub use crate::wire::{Probe, ViaNothing, ViaSerde};
     pub use crate::{
         init, Backend, BatchSize, Job, MaxNbytes, OnError, Options, PreDispatch, Prefer, Require,
-        Result, Task, TaskRun, TempFolder,
+        Result, Task, TaskRun, TempFolder, TraceFile,
     };
     pub use inventory;
     pub use rayon;

@@ -43,10 +43,16 @@ use crate::error::Result;
 use crate::options::{BatchSize, Options, Plan};
 use crate::parallel::shared_threads;
 use crate::task::ProcessTask;
+use crate::trace::{now_ns, Outcome, Trace, Track};
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The task name of a loop's spans in a trace: each is a split, the
+/// iterations one thread ran in a row, at the index of its first.
+const LOOP: &str = "parallel loop";
 
 /// Items per thread in a loop's first window: enough that a split's timing
 /// is not its clock reads, few enough that long items all start at once.
@@ -104,6 +110,11 @@ pub struct Loop {
     min_item: Duration,
     min_len: usize,
     probe: Probe,
+    /// Under `trace`: the loop's timeline, items drawn so far, and when
+    /// the items handed out to run here began.
+    trace: Option<Arc<Trace>>,
+    drawn: usize,
+    here_since: Option<u64>,
 }
 
 /// Whether a loop has timed its items here yet, and what it learned.
@@ -139,9 +150,18 @@ impl Loop {
                 Mode::Sequential
             }
         };
-        let min_len = match plan.map(|p| p.batch_size) {
+        let min_len = match plan.as_ref().map(|p| p.batch_size) {
             Ok(BatchSize::Fixed(n)) => n,
             _ => 1,
+        };
+        let trace = match &plan {
+            Ok(Plan {
+                trace: Some(file),
+                verbose,
+                n_jobs,
+                ..
+            }) => Some(Trace::start(&file.path(), *verbose, *n_jobs)),
+            _ => None,
         };
         Loop {
             mode,
@@ -151,6 +171,9 @@ impl Loop {
             min_item: MIN_ITEM_HERE.with(Cell::get),
             min_len,
             probe: Probe::NotYet,
+            trace,
+            drawn: 0,
+            here_since: None,
         }
     }
 
@@ -163,6 +186,14 @@ impl Loop {
 
     /// Where the next items run.
     pub fn step(&mut self) -> LoopStep {
+        let step = self.next_step();
+        if let (LoopStep::Here(_), Some(_)) = (&step, &self.trace) {
+            self.here_since = Some(now_ns());
+        }
+        step
+    }
+
+    fn next_step(&mut self) -> LoopStep {
         if self.finished {
             return LoopStep::Done;
         }
@@ -189,6 +220,17 @@ impl Loop {
 
     /// Reports that `LoopStep::Here` ran `taken` of the `asked` items.
     pub fn ran_here(&mut self, taken: usize, asked: usize) {
+        if let (Some(trace), Some(since)) = (&self.trace, self.here_since.take()) {
+            trace.job(
+                Track::Caller,
+                LOOP,
+                self.drawn,
+                (since, now_ns()),
+                Outcome::Ok,
+                1,
+            );
+            self.drawn += taken;
+        }
         if taken < asked || asked == usize::MAX {
             self.finished = true;
         }
@@ -247,6 +289,7 @@ impl Loop {
             // Nothing to wake the pool for.
             return None;
         }
+        let drawn_len = drawn.len();
         let first_exit = AtomicUsize::new(usize::MAX);
         let min_len = self.min_len;
         let body = &body;
@@ -261,6 +304,13 @@ impl Loop {
                 .map(Split::timed)
                 .collect()
         });
+        if let Some(trace) = &self.trace {
+            for s in splits.iter().filter(|s| s.ran > 0) {
+                let index = self.drawn + s.first;
+                trace.job(s.span.2, LOOP, index, (s.span.0, s.span.1), Outcome::Ok, 1);
+            }
+            self.drawn += drawn_len;
+        }
         let ran: usize = splits.iter().map(|s| s.ran).sum();
         let busy: Duration = splits.iter().map(|s| s.busy).sum();
         if ran > 0 {
@@ -303,6 +353,10 @@ struct Split<T, L, R> {
     ran: usize,
     started: Option<Instant>,
     busy: Duration,
+    /// The window's index of its first item.
+    first: usize,
+    /// When it ran, on the trace's clock, and on which thread.
+    span: (u64, u64, Track),
 }
 
 impl<T, L, R> Default for Split<T, L, R> {
@@ -314,6 +368,8 @@ impl<T, L, R> Default for Split<T, L, R> {
             ran: 0,
             started: None,
             busy: Duration::ZERO,
+            first: 0,
+            span: (0, 0, Track::Caller),
         }
     }
 }
@@ -333,6 +389,8 @@ impl<T, L, R> Split<T, L, R> {
         }
         if self.started.is_none() {
             self.started = Some(Instant::now());
+            self.first = index;
+            self.span.0 = now_ns();
         }
         match body(&mut self.log, item) {
             Ok(value) => self.values.push(value),
@@ -349,7 +407,19 @@ impl<T, L, R> Split<T, L, R> {
     /// (timing each item would cost more than a tiny item).
     fn timed(mut self) -> Self {
         self.busy = self.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let thread =
+            rayon::current_thread_index().map_or(Track::Caller, |i| Track::Thread(i as u32));
+        self.span = (self.span.0, now_ns(), thread);
         self
+    }
+}
+
+impl Drop for Loop {
+    /// Writes the loop's trace, under `trace`.
+    fn drop(&mut self) {
+        if let Some(trace) = self.trace.take() {
+            trace.finish();
+        }
     }
 }
 

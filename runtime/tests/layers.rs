@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("plain", 0),
     ("compress", 0),
     ("shm", 0),
+    ("trace", 0),
     ("options", 1),
     ("task", 1),
     ("wire", 2),

@@ -250,6 +250,14 @@ const CASES: &[Case] = &[
         slurm: false,
     },
     Case {
+        name: "traced",
+        launch: three,
+        env: &[],
+        succeeds: true,
+        expect: &["OK traced"],
+        slurm: false,
+    },
+    Case {
         // main returns after the runs; the stop is what must end.
         name: "stopped_rank",
         launch: three,

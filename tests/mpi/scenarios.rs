@@ -163,6 +163,7 @@ pub fn run(name: &str) {
         "nested" => nested(),
         "timeout" => timeout(),
         "timeout_retried" => timeout_retried(),
+        "traced" => traced(),
         "broadcast_again" => broadcast_again(),
         "big_results" => big_results(),
         "stopped_rank" => stopped_rank(),
@@ -323,7 +324,7 @@ fn alone() {
         .unwrap();
     assert_eq!(
         out.iter().map(|r| r.0).sum::<u64>(),
-        (0..20u64).map(|x| x * x).sum()
+        (0..20u64).map(|x| x * x).sum::<u64>()
     );
     assert!(out.iter().all(|r| r.2 != std::process::id()));
     // Asking for MPI outside a launcher says how to start one.
@@ -559,4 +560,39 @@ fn broadcast_again() {
     println!("SECOND_RUN_SENT_BYTES {sent} REUSED {reused}");
     let copies = expect_copies(sent);
     assert_eq!(reused > 0, copies == 0, "reused {reused}");
+}
+
+/// `trace`: each job is a span on its rank's track, named by the rank,
+/// host and pid, with the rank's real pid in the name.
+fn traced() {
+    let file = std::env::temp_dir().join(format!("parjob-mpi-trace-{}.json", std::process::id()));
+    let out = square::with(|p| p.trace(file.as_path()))
+        .map(0..300u64)
+        .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(file.with_extension("html"));
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let jobs: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "job").collect();
+    assert_eq!(jobs.len(), 300);
+    let indexes: BTreeSet<u64> = jobs
+        .iter()
+        .map(|j| j["args"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes.len(), 300);
+    // Each rank's track is named with its rank and its real pid.
+    let pids: BTreeSet<u32> = out.iter().map(|r| r.2).collect();
+    for pid in pids {
+        let named = events.iter().any(|e| {
+            e["name"] == "thread_name"
+                && e["args"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("rank") && n.contains(&format!("pid {pid}")))
+        });
+        assert!(named, "no track names the rank of pid {pid}: {text}");
+    }
+    let tracks: BTreeSet<u64> = jobs.iter().map(|j| j["pid"].as_u64().unwrap()).collect();
+    assert_eq!(tracks.len(), 2, "two worker ranks: {tracks:?}");
+    println!("OK traced");
 }

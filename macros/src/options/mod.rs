@@ -35,6 +35,7 @@ pub const KNOWN: &[&str] = &[
     "max_worker_memory",
     "speculate",
     "speculation_multiplier",
+    "trace",
     "crate",
 ];
 
@@ -105,6 +106,8 @@ pub struct Opts {
     pub speculate: Option<bool>,
     /// `speculation_multiplier`.
     pub speculation_multiplier: Option<u32>,
+    /// `trace`: the JSON file's path.
+    pub trace: Option<String>,
     pub krate: Option<syn::Path>,
 }
 
@@ -195,6 +198,13 @@ impl Opts {
                         "temp_folder takes a folder in a string, e.g. temp_folder = \"/mnt/scratch\"",
                     ),
                 },
+                "trace" => match string(value) {
+                    Some(s) if !s.value().is_empty() => opts.trace = Some(s.value()),
+                    _ => errors.spanned(
+                        value,
+                        "trace takes the file to write the run's timeline to, in a string, e.g. trace = \"run.json\" (the HTML report goes beside it, run.html)",
+                    ),
+                },
                 "crate" => match string(value) {
                     Some(s) => match syn::parse_str::<syn::Path>(&s.value()) {
                         Ok(path) => opts.krate = Some(path),
@@ -239,6 +249,7 @@ impl Opts {
             max_worker_memory: over.max_worker_memory.or(self.max_worker_memory),
             speculate: over.speculate.or(self.speculate),
             speculation_multiplier: over.speculation_multiplier.or(self.speculation_multiplier),
+            trace: over.trace.clone().or_else(|| self.trace.clone()),
             krate: over.krate.clone().or_else(|| self.krate.clone()),
         }
     }
@@ -408,6 +419,9 @@ impl Opts {
         options = self.failure_options(options, private);
         if let Some(folder) = &self.temp_folder {
             options = quote!(#options.with_temp_folder(#private::TempFolder::new(#folder)));
+        }
+        if let Some(file) = &self.trace {
+            options = quote!(#options.with_trace(#private::TraceFile::new(#file)));
         }
         options
     }

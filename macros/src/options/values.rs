@@ -28,6 +28,7 @@ pub(super) fn example(name: &str) -> &'static str {
         "max_worker_memory" => "max_worker_memory = \"2GB\"",
         "speculate" => "speculate = true",
         "speculation_multiplier" => "speculation_multiplier = 4",
+        "trace" => "trace = \"run.json\"",
         _ => "crate = \"::parjob\"",
     }
 }

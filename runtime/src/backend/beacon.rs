@@ -277,15 +277,7 @@ impl Drop for Beacon {
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
-pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(crate) use crate::trace::now_ns;
 
 #[cfg(test)]
 mod tests {

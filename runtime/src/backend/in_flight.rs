@@ -128,6 +128,7 @@ impl<R, E> InFlight<R, E> {
             elapsed: Duration::ZERO,
             call: 0,
             more: true,
+            times: None,
         };
         self.piece_first += piece.jobs;
         piece
@@ -253,6 +254,7 @@ impl<R, E> InFlight<R, E> {
             elapsed,
             call: 0,
             more: false,
+            times: None,
         };
         (finished, self.extra)
     }

@@ -11,7 +11,9 @@
 use crate::error::{Error, Result};
 use crate::options::Initializer;
 use crate::task::Work;
+use crate::trace::{JobTimes, Trace};
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod beacon;
@@ -70,6 +72,9 @@ pub(crate) struct Finished<R> {
     /// `on_error = "continue"` a process batch reports each failed job as
     /// it comes and goes on, one piece at a time.
     pub more: bool,
+    /// Under `trace`, when each job ran, as measured where it ran (with
+    /// a batch's last piece).
+    pub times: Option<Box<JobTimes>>,
 }
 
 impl<R> Finished<R> {
@@ -83,6 +88,7 @@ impl<R> Finished<R> {
             elapsed: Duration::ZERO,
             call: 0,
             more: false,
+            times: None,
         }
     }
 }
@@ -119,6 +125,12 @@ pub(crate) trait Session<W: Work> {
     fn cancel(&mut self);
     /// How long an auto-sized batch should take on this backend.
     fn batch_target(&self) -> Duration;
+    /// Records this session's part of the run in `trace`: job times
+    /// measured where jobs run, and what only the session sees (sends,
+    /// returns, workers starting and dying).
+    fn set_trace(&mut self, trace: &Arc<Trace>) {
+        let _ = trace;
+    }
 }
 
 /// The error for a job whose code panicked where we could catch it.
@@ -132,7 +144,8 @@ pub(crate) fn panic_error(task: &str, index: usize, caught: crate::panic::Caught
 }
 
 /// Runs a batch here, in order, stopping at the first panic or when
-/// `stop()` turns true, and reporting the running job to `beacon`.
+/// `stop()` turns true, and reporting the running job to `beacon`. When
+/// `timed`, the batch's `times` say when each job ended.
 ///
 /// One `catch_unwind` covers the whole batch: when a job panics, the values
 /// pushed so far are intact, and the panicking job is the next index.
@@ -140,6 +153,7 @@ pub(crate) fn run_here<W: Work>(
     batch: Batch<W>,
     beacon: Option<&crate::backend::beacon::Beacon>,
     stop: impl Fn() -> bool,
+    timed: bool,
 ) -> Finished<W::Output> {
     let started = std::time::Instant::now();
     let first = batch.first;
@@ -147,6 +161,7 @@ pub(crate) fn run_here<W: Work>(
     let mut values = Vec::with_capacity(jobs);
     // A batch holds one task, so one name serves every job in it.
     let task = batch.items.first().map_or("", Work::task);
+    let mut times = timed.then(|| Box::new(JobTimes::here(task, first, jobs)));
     let mut items = batch.items.into_iter();
     let outcome = crate::panic::catch(|| {
         for work in items.by_ref() {
@@ -157,8 +172,17 @@ pub(crate) fn run_here<W: Work>(
                 b.start((first + values.len()) as u64);
             }
             values.push(work.run());
+            if let Some(t) = times.as_mut() {
+                t.ends.push(crate::trace::now_ns());
+            }
         }
     });
+    // The job that panicked ended here.
+    if let (Err(_), Some(t)) = (&outcome, times.as_mut()) {
+        t.ends.push(crate::trace::now_ns());
+        t.failed
+            .push((first + values.len(), crate::trace::Outcome::Panic));
+    }
     if let Some(b) = beacon {
         b.idle();
     }
@@ -173,6 +197,7 @@ pub(crate) fn run_here<W: Work>(
         elapsed: started.elapsed(),
         call: 0,
         more: false,
+        times,
     }
 }
 
@@ -184,10 +209,12 @@ pub(crate) fn run_pieces_here<W: Work>(
     batch: Batch<W>,
     beacon: Option<&crate::backend::beacon::Beacon>,
     stop: impl Fn() -> bool,
+    timed: bool,
 ) -> Vec<Finished<W::Output>> {
     let started = std::time::Instant::now();
     let end = batch.first + batch.items.len();
     let task = batch.items.first().map_or("", Work::task);
+    let mut times = timed.then(|| Box::new(JobTimes::here(task, batch.first, batch.items.len())));
     let mut pieces = Vec::new();
     let mut piece_first = batch.first;
     let mut values = Vec::new();
@@ -198,9 +225,16 @@ pub(crate) fn run_pieces_here<W: Work>(
         if let Some(b) = beacon {
             b.start(index as u64);
         }
-        match crate::panic::catch(|| work.run()) {
+        let outcome = crate::panic::catch(|| work.run());
+        if let Some(t) = times.as_mut() {
+            t.ends.push(crate::trace::now_ns());
+        }
+        match outcome {
             Ok(value) => values.push(value),
             Err(caught) => {
+                if let Some(t) = times.as_mut() {
+                    t.failed.push((index, crate::trace::Outcome::Panic));
+                }
                 pieces.push(Finished {
                     first: piece_first,
                     jobs: index + 1 - piece_first,
@@ -209,6 +243,7 @@ pub(crate) fn run_pieces_here<W: Work>(
                     elapsed: Duration::ZERO,
                     call: 0,
                     more: true,
+                    times: None,
                 });
                 piece_first = index + 1;
             }
@@ -225,6 +260,7 @@ pub(crate) fn run_pieces_here<W: Work>(
         elapsed: started.elapsed(),
         call: 0,
         more: false,
+        times,
     });
     pieces
 }

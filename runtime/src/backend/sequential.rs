@@ -15,6 +15,8 @@ pub(crate) struct Sequential<W> {
     timeout: Option<Duration>,
     /// Runs once on this thread before the first batch.
     init: Option<crate::options::Initializer>,
+    /// Under `trace`: each batch says when its jobs ended.
+    timed: bool,
 }
 
 impl<W> Sequential<W> {
@@ -23,6 +25,7 @@ impl<W> Sequential<W> {
             pending: VecDeque::new(),
             timeout,
             init: None,
+            timed: false,
         }
     }
 
@@ -48,7 +51,7 @@ impl<W: Work> Session<W> for Sequential<W> {
         // Jobs run here, in this thread: there is no waiting to cut short.
         let batch = self.pending.pop_front().expect("wait follows submit");
         let Some(limit) = self.timeout else {
-            return Ok(Some(run_here(batch, None, || false)));
+            return Ok(Some(run_here(batch, None, || false, self.timed)));
         };
         // One job at a time, so an overdue one is named when it returns.
         let mut done = Finished {
@@ -59,6 +62,7 @@ impl<W: Work> Session<W> for Sequential<W> {
             elapsed: Duration::ZERO,
             call: 0,
             more: false,
+            times: None,
         };
         for (k, work) in batch.items.into_iter().enumerate() {
             let index = batch.first + k;
@@ -70,6 +74,7 @@ impl<W: Work> Session<W> for Sequential<W> {
                 },
                 None,
                 || false,
+                self.timed,
             );
             if one.elapsed > limit {
                 return Err(Error::Timeout {
@@ -80,6 +85,10 @@ impl<W: Work> Session<W> for Sequential<W> {
             }
             done.elapsed += one.elapsed;
             done.values.extend(one.values);
+            match (&mut done.times, one.times) {
+                (Some(all), Some(t)) => all.ends.extend(t.ends),
+                (all, t) => *all = all.take().or(t),
+            }
             if one.failure.is_some() {
                 done.failure = one.failure;
                 break;
@@ -94,5 +103,9 @@ impl<W: Work> Session<W> for Sequential<W> {
 
     fn batch_target(&self) -> Duration {
         Duration::ZERO
+    }
+
+    fn set_trace(&mut self, _: &std::sync::Arc<crate::trace::Trace>) {
+        self.timed = true;
     }
 }

@@ -117,6 +117,9 @@ pub(crate) struct ThreadSession<W: Work> {
     /// `speculate`'s multiplier, when it is on, and what it did.
     speculate: Option<u32>,
     durations: super::durations::Durations,
+    /// Under `trace`: batches say when their jobs ended, and copies are
+    /// marked.
+    trace: Option<Arc<crate::trace::Trace>>,
     copied: usize,
     copies_won: usize,
     watched: bool,
@@ -139,6 +142,7 @@ impl<W: Work> ThreadSession<W> {
             abandoned: std::collections::HashSet::new(),
             speculate: None,
             durations: Default::default(),
+            trace: None,
             copied: 0,
             copies_won: 0,
             watched,
@@ -224,14 +228,21 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         let cancelled = Arc::clone(&self.cancelled);
         let init = self.init;
         let pieces = self.keep_going;
+        let timed = self.trace.is_some();
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
-            let finished = match super::initialize_here(init) {
+            let beacon = beacon.as_deref();
+            let mut finished = match super::initialize_here(init) {
                 // Under "continue" each failed job ends a piece of the batch.
-                Ok(()) if pieces => super::run_pieces_here(batch, beacon.as_deref(), stop),
-                Ok(()) => vec![run_here(batch, beacon.as_deref(), stop)],
+                Ok(()) if pieces => super::run_pieces_here(batch, beacon, stop, timed),
+                Ok(()) => vec![run_here(batch, beacon, stop, timed)],
                 Err(e) => vec![Finished::failed(batch.first, batch.items.len(), e)],
             };
+            for f in &mut finished {
+                if let Some(t) = f.times.as_mut() {
+                    t.batch = id;
+                }
+            }
             for finished in finished {
                 let _ = tx.send(Done {
                     batch: id,
@@ -319,6 +330,10 @@ impl<W: Work> Session<W> for ThreadSession<W> {
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
     }
+
+    fn set_trace(&mut self, trace: &Arc<crate::trace::Trace>) {
+        self.trace = Some(Arc::clone(trace));
+    }
 }
 
 impl<W: Work> ThreadSession<W> {
@@ -377,7 +392,11 @@ impl<W: Work> ThreadSession<W> {
                 r.tasks[0], r.first
             );
         }
+        if let Some(trace) = &self.trace {
+            trace.copied();
+        }
         let (first, tx, init) = (r.first, self.tx.clone(), self.init);
+        let timed = self.trace.is_some();
         let cancelled = Arc::clone(&self.cancelled);
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
@@ -386,10 +405,13 @@ impl<W: Work> ThreadSession<W> {
                 first,
                 items: spare,
             };
-            let finished = match super::initialize_here(init) {
-                Ok(()) => run_here(batch, None, stop),
+            let mut finished = match super::initialize_here(init) {
+                Ok(()) => run_here(batch, None, stop, timed),
                 Err(e) => Finished::failed(first, jobs, e),
             };
+            if let Some(t) = finished.times.as_mut() {
+                (t.batch, t.copy) = (id, true);
+            }
             let _ = tx.send(Done {
                 batch: id,
                 finished,

@@ -190,25 +190,6 @@ pub(crate) fn touch(path: &Path) {
     }
 }
 
-/// JSON string escaping, for the metadata file.
-pub(crate) fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// The metadata file's text.
 pub(crate) fn metadata(
     function: &str,
@@ -222,9 +203,9 @@ pub(crate) fn metadata(
         .as_secs_f64();
     format!(
         "{{\n  \"function\": {},\n  \"created_unix_s\": {created:.3},\n  \"compute_s\": {:.6},\n  \"arguments\": {},\n  \"output_bytes\": {output_bytes}\n}}\n",
-        json_string(function),
+        crate::trace::json_string(function),
         compute.as_secs_f64(),
-        json_string(arguments),
+        crate::trace::json_string(arguments),
     )
 }
 

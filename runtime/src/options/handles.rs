@@ -20,16 +20,7 @@ static TEMP_FOLDERS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mute
 impl TempFolder {
     /// The handle of `path` (the same path gives the same handle).
     pub fn new(path: impl AsRef<std::path::Path>) -> Self {
-        let path = path.as_ref();
-        let mut folders = TEMP_FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
-        let index = match folders.iter().position(|f| f == path) {
-            Some(i) => i,
-            None => {
-                folders.push(path.to_path_buf());
-                folders.len() - 1
-            }
-        };
-        TempFolder(index as u32)
+        TempFolder(intern(&TEMP_FOLDERS, path.as_ref()))
     }
 
     /// The folder.
@@ -55,6 +46,65 @@ impl From<std::path::PathBuf> for TempFolder {
     fn from(path: std::path::PathBuf) -> Self {
         TempFolder::new(path)
     }
+}
+
+/// `trace`: the file a traced run writes its Chrome trace-event JSON to,
+/// with its HTML report beside it. A small copyable handle to an
+/// interned path, like [`TempFolder`], so that options stay `Copy`.
+///
+/// ```
+/// use parjob_runtime::TraceFile;
+/// let a = TraceFile::new("run.json");
+/// assert_eq!(a, TraceFile::from("run.json"));
+/// assert_eq!(a.path(), std::path::Path::new("run.json"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceFile(u32);
+
+static TRACE_FILES: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+impl TraceFile {
+    /// The handle of `path` (the same path gives the same handle).
+    pub fn new(path: impl AsRef<std::path::Path>) -> Self {
+        TraceFile(intern(&TRACE_FILES, path.as_ref()))
+    }
+
+    /// The JSON file's path.
+    pub fn path(self) -> std::path::PathBuf {
+        let files = TRACE_FILES.lock().unwrap_or_else(|p| p.into_inner());
+        files[self.0 as usize].clone()
+    }
+}
+
+impl From<&str> for TraceFile {
+    fn from(path: &str) -> Self {
+        TraceFile::new(path)
+    }
+}
+
+impl From<&std::path::Path> for TraceFile {
+    fn from(path: &std::path::Path) -> Self {
+        TraceFile::new(path)
+    }
+}
+
+impl From<std::path::PathBuf> for TraceFile {
+    fn from(path: std::path::PathBuf) -> Self {
+        TraceFile::new(path)
+    }
+}
+
+/// `path`'s index in `table`, added if it is new.
+fn intern(table: &std::sync::Mutex<Vec<std::path::PathBuf>>, path: &std::path::Path) -> u32 {
+    let mut paths = table.lock().unwrap_or_else(|p| p.into_inner());
+    let index = match paths.iter().position(|f| f == path) {
+        Some(i) => i,
+        None => {
+            paths.push(path.to_path_buf());
+            paths.len() - 1
+        }
+    };
+    index as u32
 }
 
 /// joblib's `initializer` and `initargs`: a process task

@@ -26,7 +26,7 @@ pub use max_nbytes::MaxNbytes;
 pub use on_error::OnError;
 
 pub(crate) use handles::InitializerSpec;
-pub use handles::{Initializer, TempFolder};
+pub use handles::{Initializer, TempFolder, TraceFile};
 
 /// Where jobs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -388,6 +388,13 @@ macro_rules! for_each_option {
             /// `speculate` copies it (a whole number, at least 2; default
             /// 4, or `PARJOB_SPECULATION_MULTIPLIER`).
             speculation_multiplier: u32, u32, with_speculation_multiplier;
+            /// Records the run's timeline and writes it, when the run
+            /// ends, as Chrome trace-event JSON to this file (Perfetto and
+            /// `chrome://tracing` open it), with a self-contained HTML
+            /// report beside it (`run.json` gives `run.html`). At
+            /// `verbose >= 1` the report's summary is printed too.
+            /// Default: `PARJOB_TRACE`, else off.
+            trace: $crate::options::TraceFile, impl Into<$crate::options::TraceFile>, with_trace;
         }
     };
 }
@@ -493,6 +500,8 @@ pub struct Plan {
     /// Under `speculate`, how many times the median duration a job runs
     /// before it gets a copy; `None` when speculation is off.
     pub speculate: Option<u32>,
+    /// Where the run's trace goes; `None` when tracing is off.
+    pub trace: Option<TraceFile>,
 }
 
 /// Environment variable capping [`cpu_count`].

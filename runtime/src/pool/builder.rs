@@ -8,6 +8,8 @@ use crate::backend::process::{worker_entry, Initializer, PoolRules};
 use crate::error::{Error, Result};
 use crate::options::Backend;
 use crate::task::ProcessTask;
+use crate::trace::Trace;
+type PoolJobOf = super::chunks::PoolJob;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub struct PoolBuilder {
     pub(super) lazy: bool,
     max_worker_memory: Option<u64>,
     retries: u32,
+    trace: Option<std::path::PathBuf>,
 }
 
 impl PoolBuilder {
@@ -170,6 +173,34 @@ impl PoolBuilder {
         self
     }
 
+    /// Records the pool's timeline, from `build` until the pool has
+    /// closed and drained (`join`, or its drop), and writes it then as
+    /// Chrome trace-event JSON to `path`, with the HTML report beside it
+    /// (see `trace` in the guide). Default: `PARJOB_TRACE`, else off.
+    ///
+    /// ```no_run
+    /// let pool = parjob_runtime::pool::Pool::builder()
+    ///     .processes(2)
+    ///     .trace("pool.json")
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn trace(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.trace = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// The pool's trace, handed to its session; `None` when off.
+    pub(super) fn start_trace(&self, engine: &mut Engine<PoolJobOf>) -> Option<Arc<Trace>> {
+        let path = self.trace.clone().or_else(|| {
+            crate::options::env_var(crate::trace::ENV_TRACE).map(std::path::PathBuf::from)
+        })?;
+        let workers = self.processes.unwrap_or_else(crate::options::cpu_count);
+        let trace = Trace::start(&path, 0, workers);
+        engine.session().set_trace(&trace);
+        Some(trace)
+    }
+
     /// Starts the pool (its worker processes start with its first work).
     ///
     /// # Errors
@@ -194,7 +225,8 @@ impl PoolBuilder {
         let mut spec = Spec::own_workers(Api::Pool { process_only }, backend, processes);
         spec.memory.limit = self.max_worker_memory;
         spec.retry.retries = self.retries;
-        let engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
+        let mut engine = open::open(&spec, Workers::Own(self.rules(stop.clone())?))?;
+        let trace = self.start_trace(&mut engine);
         let (entry, threads) = match &engine {
             // The manager thread re-executes this program with the entry
             // of the thread that builds the pool.
@@ -202,7 +234,9 @@ impl PoolBuilder {
             Engine::Thread(session) => (None, Some(session.threads().clone())),
             _ => (None, None),
         };
-        Ok(Pool::start(engine, threads, entry, processes, stop, &self))
+        Ok(Pool::start(
+            engine, threads, entry, processes, stop, &self, trace,
+        ))
     }
 
     /// The process rules of this pool's workers.

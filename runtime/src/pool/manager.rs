@@ -18,6 +18,7 @@ use crate::schedule::batch::Batcher;
 use crate::task::AnyOutput;
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the manager waits on the workers before it looks for new
@@ -108,6 +109,8 @@ pub(crate) struct Manager {
     broken: Option<String>,
     /// How many workers, for auto-sizing.
     workers: usize,
+    /// The pool's timeline (`PoolBuilder::trace`), written when it ends.
+    trace: Option<Arc<crate::trace::Trace>>,
 }
 
 impl Manager {
@@ -127,12 +130,28 @@ impl Manager {
             next_index: 0,
             broken: None,
             workers,
+            trace: None,
         }
+    }
+
+    /// The manager, recording its chunks into `trace`.
+    pub(crate) fn traced(mut self, trace: Option<Arc<crate::trace::Trace>>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Runs until the pool is closed (its command channel ends) and every
     /// submission has ended, or until it is terminated.
     pub(crate) fn run(mut self) {
+        self.serve();
+        // The session's last records (its workers' deaths) come first.
+        drop(self.engine);
+        if let Some(trace) = self.trace {
+            trace.finish();
+        }
+    }
+
+    fn serve(&mut self) {
         let mut open = true;
         loop {
             let idle = self.in_flight.is_empty() && self.queue.is_empty();
@@ -318,6 +337,9 @@ impl Manager {
     }
 
     fn finished(&mut self, mut done: Finished<AnyOutput>) {
+        if let (Some(trace), Some(times)) = (&self.trace, &done.times) {
+            trace.jobs(times);
+        }
         let died = done.failure.as_ref().and_then(worker_death);
         // An auto-sized submission learns how long its items take.
         if let Some(sent) = self.in_flight.get(&done.first) {

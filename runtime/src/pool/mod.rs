@@ -135,9 +135,10 @@ impl Pool {
         processes: usize,
         stop: Arc<AtomicBool>,
         settings: &PoolBuilder,
+        trace: Option<Arc<crate::trace::Trace>>,
     ) -> Pool {
         let (commands, rx) = mpsc::channel();
-        let manager = Manager::new(engine, rx, settings.on_worker_death, processes);
+        let manager = Manager::new(engine, rx, settings.on_worker_death, processes).traced(trace);
         let manager = std::thread::Builder::new()
             .name("parjob-pool".into())
             .spawn(move || {

@@ -21,6 +21,7 @@
 pub(crate) mod batch;
 mod progress;
 mod reorder;
+mod traced;
 
 pub(crate) use batch::Batcher;
 
@@ -88,6 +89,8 @@ where
     report: Reporter,
     /// This run's shared memory, entered while jobs are drawn and sent.
     sharing: Arc<Sharing>,
+    /// Under `trace`, the run's timeline.
+    trace: Option<Arc<crate::trace::Trace>>,
 }
 
 impl<I: Iterator> Stream<I>
@@ -111,9 +114,13 @@ where
         } else {
             Ready::Unordered(VecDeque::new())
         };
-        let (plan, session, error) = match start {
+        let (plan, mut session, error) = match start {
             Ok((plan, session)) => (Some(plan), Some(session), None),
             Err(e) => (None, None, Some(e)),
+        };
+        let trace = match (&plan, &mut session) {
+            (Some(p), Some(s)) => traced::start(p, s.as_mut()),
+            _ => None,
         };
         let pending = usize::from(first.is_some());
         let total = match input.size_hint() {
@@ -150,6 +157,7 @@ where
             done: false,
             sharing: Self::run_sharing(plan.as_ref(), sharing),
             report,
+            trace,
         }
     }
 
@@ -193,6 +201,7 @@ where
             retry_panics: false,
             max_worker_memory: None,
             speculate: None,
+            trace: None,
         }
     }
 
@@ -278,6 +287,9 @@ where
             }
             self.in_flight_batches += 1;
             self.in_flight_jobs += jobs;
+            if let Some(t) = &self.trace {
+                traced::in_flight_now(t, self.in_flight_jobs);
+            }
             self.largest_batch = self.largest_batch.max(jobs);
         }
     }
@@ -308,6 +320,9 @@ where
                 // A piece of a batch that goes on is not the batch's end.
                 self.in_flight_batches -= usize::from(!finished.more);
                 self.in_flight_jobs -= finished.jobs;
+                if let Some(t) = &self.trace {
+                    traced::finished(t, &finished, self.in_flight_jobs);
+                }
                 if !finished.more
                     && finished.failure.is_none()
                     && finished.values.len() == finished.jobs
@@ -395,6 +410,9 @@ where
             // processes) to its home.
             drop(session);
             self.report.finish(ok && self.error.is_none());
+        }
+        if let Some(trace) = self.trace.take() {
+            trace.finish();
         }
         self.in_flight_batches = 0;
         self.in_flight_jobs = 0;

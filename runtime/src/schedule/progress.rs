@@ -338,6 +338,7 @@ mod tests {
             retry_panics: false,
             max_worker_memory: None,
             speculate: None,
+            trace: None,
         };
         let mut reporter = Reporter::new(&plan, Some(10));
         reporter.announce("app::fit", &[41, 42]);

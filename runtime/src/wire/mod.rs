@@ -18,6 +18,8 @@
 //!   gives the length first, so the worker never holds an encoded copy of a
 //!   large result, and the parent decodes it from the frame it read;
 //! - `Failure`: one job's failure, with its batch's id;
+//! - `Times`: under `trace`, when each of a batch's jobs ended, on the
+//!   host's monotonic clock, just before its `Done`;
 //! - `Done`: the end of a batch, with its job count and compute time;
 //! - `Log`: a `tracing` event of the worker ([`LogRecord`]), at any time
 //!   between frames; the parent's reader re-emits it and forwards nothing.
@@ -39,7 +41,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 /// `b"PJOB"`, the first field of every hello.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
@@ -51,6 +53,7 @@ const KIND_FAILURE: u8 = 2;
 const KIND_DONE: u8 = 3;
 const KIND_LOG: u8 = 4;
 const KIND_TALLY: u8 = 5;
+const KIND_TIMES: u8 = 6;
 /// A value frame's bytes before the value: its kind and its batch.
 const VALUE_HEAD: u64 = 1 + 8;
 
@@ -91,6 +94,8 @@ pub enum ToWorker {
         /// A pool's chunk: `args` holds one entry, every call's arguments
         /// in one buffer, answered by one value frame.
         chunked: bool,
+        /// The run is traced: answer with `Times` before `Done`.
+        timed: bool,
     },
     /// Run a pool's initializer once, before any batch. The answer is a
     /// `Done` of batch 0, or the `JobFailure` of batch 0 that says why it
@@ -144,6 +149,18 @@ pub(crate) enum FromWorker<'a> {
         batch: u64,
         /// What went wrong.
         failure: JobFailure,
+    },
+    /// Under `trace`, when batch `batch`'s jobs ran: from `start_ns`, the
+    /// end of each job in turn, the first being job `seq`.
+    Times {
+        /// The `Run` this answers.
+        batch: u64,
+        /// The `Run`'s `seq`: the first job's index.
+        seq: u64,
+        /// When the first job started, on `CLOCK_MONOTONIC`.
+        start_ns: u64,
+        /// When each job ended.
+        ends: Vec<u64>,
     },
     /// The end of batch `id`: `count` jobs answered, in `elapsed_ns`.
     Done {
@@ -277,6 +294,17 @@ pub(crate) fn write_done(
     write_kind(w, KIND_DONE, &(id, count, elapsed_ns))
 }
 
+/// Writes when a batch's jobs ran (under `trace`).
+pub(crate) fn write_times(
+    w: &mut dyn Write,
+    batch: u64,
+    seq: u64,
+    start_ns: u64,
+    ends: &[u64],
+) -> io::Result<()> {
+    write_kind(w, KIND_TIMES, &(batch, seq, start_ns, ends))
+}
+
 /// Writes one job's result, encoded straight into `w`. A result that cannot
 /// be encoded, or is too large for a frame, is written as a failure, and so
 /// is a `Serialize` impl that panics while the result is measured (before
@@ -367,6 +395,15 @@ pub(crate) fn parse_from_worker(payload: &[u8]) -> io::Result<FromWorker<'_>> {
                 elapsed_ns,
             }
         }
+        KIND_TIMES => {
+            let (batch, seq, start_ns, ends) = codec::decode(body).map_err(decode)?;
+            FromWorker::Times {
+                batch,
+                seq,
+                start_ns,
+                ends,
+            }
+        }
         other => return Err(invalid(format!("unknown frame kind {other}"))),
     })
 }
@@ -380,6 +417,8 @@ pub enum Incoming<V> {
         batch: u64,
         /// What the decoder made of it.
         value: V,
+        /// The frame's length.
+        bytes: u64,
     },
     /// Any other frame (kind byte first), for `parse_from_worker`.
     Other(Vec<u8>),
@@ -427,10 +466,18 @@ pub fn read_incoming<V, E: From<CodecError>>(
                 "{left} bytes left after the result: the worker encoded another type"
             ))
             .into());
-            return Ok(Some(Incoming::Value { batch, value }));
+            return Ok(Some(Incoming::Value {
+                batch,
+                value,
+                bytes: len,
+            }));
         }
     }
-    Ok(Some(Incoming::Value { batch, value }))
+    Ok(Some(Incoming::Value {
+        batch,
+        value,
+        bytes: len,
+    }))
 }
 
 fn read_len(r: &mut impl Read) -> io::Result<Option<u64>> {

@@ -53,7 +53,8 @@ fn values_are_decoded_from_the_stream_and_must_fill_their_frame() {
         read(&mut r),
         Some(Incoming::Value {
             batch: 1,
-            value: Ok((1, 2))
+            value: Ok((1, 2)),
+            ..
         })
     ));
     assert!(matches!(read(&mut r), Some(Incoming::Other(p)) if done_batch(&p) == Some(1)));
@@ -64,7 +65,8 @@ fn values_are_decoded_from_the_stream_and_must_fill_their_frame() {
         short,
         Some(Incoming::Value {
             batch: 2,
-            value: Err(_)
+            value: Err(_),
+            ..
         })
     ));
     assert!(read_incoming(&mut r, |_, _| Ok::<_, CodecError>(()))
@@ -90,6 +92,7 @@ fn run_messages_round_trip() {
         args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
         max_nbytes: Some(1 << 20),
         chunked: false,
+        timed: true,
     };
     let wire = encode_frame(&msg).unwrap();
     let mut r = &wire[..];
@@ -126,6 +129,7 @@ fn torn_and_oversized_frames_are_errors() {
         args: vec![Bytes(vec![0; 100])],
         max_nbytes: None,
         chunked: false,
+        timed: false,
     })
     .unwrap();
     let torn = &frame[..frame.len() - 10];
@@ -152,4 +156,23 @@ fn a_hello_from_another_build_is_refused_with_the_reason() {
     let mut theirs = ours.clone();
     theirs.fingerprint ^= 1;
     assert!(theirs.check(&ours).unwrap_err().contains("registry"));
+}
+
+#[test]
+fn a_batchs_times_cross_before_its_end() {
+    let mut wire = Vec::new();
+    write_times(&mut wire, 4, 100, 7_000, &[7_010, 7_025]).unwrap();
+    let mut r = &wire[..];
+    let payload = read_frame(&mut r).unwrap().unwrap();
+    assert_eq!(
+        parse_from_worker(&payload).unwrap(),
+        FromWorker::Times {
+            batch: 4,
+            seq: 100,
+            start_ns: 7_000,
+            ends: vec![7_010, 7_025],
+        }
+    );
+    // It is not a batch's end.
+    assert_eq!(done_batch(&payload), None);
 }

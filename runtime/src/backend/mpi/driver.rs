@@ -74,6 +74,10 @@ pub(crate) struct Peer {
     pub(crate) same_node: bool,
     /// Its pid on its host.
     pub(crate) pid: u32,
+    /// How far its monotonic clock is ahead of this process's, in
+    /// nanoseconds: 0 on this node (one boot, one clock), else measured
+    /// when its hello arrived.
+    pub(crate) clock_offset: i64,
     /// Its node (boot id and pid namespace), from its hello.
     pub(crate) node: String,
     /// Which communicator of workers it is in (0: the world's ranks; k:
@@ -217,6 +221,7 @@ fn new_peer(label: String, group: usize, rank: i32) -> Peer {
         lease: None,
         same_node: false,
         pid: 0,
+        clock_offset: 0,
         retained: VecDeque::new(),
         retained_bytes: 0,
         bye: false,
@@ -467,6 +472,10 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
             p.pid = hello.hello.pid;
             p.node = hello.node.clone();
             p.same_node = hello.node == node && std::env::var_os(super::NO_NODE_SHARING).is_none();
+            p.clock_offset = match hello.node == node {
+                true => 0,
+                false => hello.clock_ns as i64 - crate::trace::now_ns() as i64,
+            };
             p.state = match hello.hello.check(&Hello::current()) {
                 Ok(()) => PeerState::Ready,
                 Err(e) => PeerState::Refused(format!("{}: {e}", p.label)),

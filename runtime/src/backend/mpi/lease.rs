@@ -20,6 +20,8 @@ pub(crate) struct Leased {
     pub(crate) index: usize,
     pub(crate) label: String,
     pub(crate) pid: u32,
+    /// Its clock's offset from ours (`Peer::clock_offset`).
+    pub(crate) clock_offset: i64,
     pub(crate) same_node: bool,
     pub(crate) node: String,
     pub(crate) group: usize,
@@ -74,6 +76,7 @@ pub(crate) fn lease(n: usize) -> Result<Lease> {
                         index: k,
                         label: p.label.clone(),
                         pid: p.pid,
+                        clock_offset: p.clock_offset,
                         same_node: p.same_node,
                         node: p.node.clone(),
                         group: p.group,

@@ -45,6 +45,7 @@ mod rank;
 mod segments;
 mod session;
 mod signals;
+mod traced;
 #[cfg(test)]
 mod tests;
 
@@ -112,6 +113,9 @@ pub(crate) struct RankHello {
     pub(crate) node: String,
     /// CPUs the rank may use.
     pub(crate) cpus: usize,
+    /// The rank's monotonic clock when it sent the hello, in nanoseconds:
+    /// what a trace's times from another node are shifted by.
+    pub(crate) clock_ns: u64,
 }
 
 /// A large argument on its way to a rank.

@@ -135,6 +135,7 @@ impl Shuttle {
             host: super::host_name(),
             node: super::node_id(),
             cpus: super::rank_cpus(),
+            clock_ns: crate::trace::now_ns(),
         };
         match codec::encode(&hello) {
             Ok(bytes) => link.send(driver, TAG_HELLO, Body::Bytes(bytes)),

@@ -88,6 +88,8 @@ pub(crate) struct MpiSession<W: Work> {
     node_sharing: bool,
     /// `retries`: a job past the timeout runs again on another rank.
     retry: Retry,
+    /// Under `trace`, what the session records (`traced.rs`).
+    trace: Option<super::traced::RankTrace>,
 }
 
 impl<W: Work> MpiSession<W> {
@@ -138,6 +140,7 @@ impl<W: Work> MpiSession<W> {
             holders: HashMap::new(),
             node_sharing: std::env::var_os(super::NO_NODE_SHARING).is_none(),
             retry: Retry::default(),
+            trace: None,
         })
     }
 
@@ -222,7 +225,7 @@ impl<W: Work> MpiSession<W> {
             });
             match frame {
                 Ok(None) => return Ok(()),
-                Ok(Some(Frame::Value { batch, value })) => self.value(batch, value),
+                Ok(Some(Frame::Value { batch, value, .. })) => self.value(batch, value),
                 Ok(Some(Frame::Other(payload))) => self.other(k, &payload),
                 Err(e) => {
                     return Err(Error::Mpi(format!(
@@ -256,7 +259,21 @@ impl<W: Work> MpiSession<W> {
             Ok(FromWorker::JobFailure { batch, failure }) => {
                 if let Some(b) = self.batches.get_mut(&batch) {
                     let e = b.error(Problem::Worker(failure));
+                    if let Some(t) = self.trace.as_mut() {
+                        t.failed(batch, b.next_index(), &e);
+                    }
                     b.job_failed(on_rank(e, &self.slots[k].at.label));
+                }
+            }
+            Ok(FromWorker::Times {
+                batch,
+                seq,
+                start_ns,
+                ends,
+            }) => {
+                let (at, task) = (&self.slots[k].at, self.batches.get(&batch).map(|b| b.task));
+                if let (Some(t), Some(task)) = (self.trace.as_mut(), task) {
+                    t.times(at.index, at.clock_offset, task, batch, seq, start_ns, ends);
                 }
             }
             Ok(FromWorker::Done { id, elapsed_ns, .. }) => {
@@ -428,7 +445,8 @@ impl<W: Work> Session<W> for MpiSession<W> {
         };
         let id = NEXT_BATCH.fetch_add(1, Ordering::Relaxed);
         // Results come back in the answer message, never as segments.
-        let frame = match encoded.run_frame(id, None) {
+        let started = crate::trace::now_ns();
+        let frame = match encoded.run_frame(id, None, self.trace.is_some()) {
             Ok(frame) => frame,
             Err(e) => {
                 self.here.push_back(encoded.failed(e));
@@ -453,7 +471,11 @@ impl<W: Work> Session<W> for MpiSession<W> {
         }
         slot.queue.push_back(id);
         let kept = (self.retry.retries > 0).then(|| frame.clone());
-        send(slot.at.index, TAG_TASK, Body::Bytes(frame), true)?;
+        let (index, bytes) = (slot.at.index, frame.len());
+        send(index, TAG_TASK, Body::Bytes(frame), true)?;
+        if let Some(t) = &self.trace {
+            t.sent(index, started, bytes);
+        }
         self.batches.insert(
             id,
             InFlight::new(
@@ -539,6 +561,11 @@ impl<W: Work> Session<W> for MpiSession<W> {
 
     fn batch_target(&self) -> Duration {
         BATCH_TARGET
+    }
+
+    fn set_trace(&mut self, trace: &std::sync::Arc<crate::trace::Trace>) {
+        let ranks = self.slots.iter().map(|s| (s.at.index, s.at.label.as_str()));
+        self.trace = Some(super::traced::RankTrace::new(trace, ranks));
     }
 }
 

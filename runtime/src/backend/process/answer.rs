@@ -16,6 +16,8 @@ pub(super) enum Answer<R> {
     Value(R),
     Fail(Error),
     Done(Duration),
+    /// Under `trace`: when the batch's jobs ran, from job `seq`.
+    Times(u64, u64, Vec<u64>),
     Desync(Error),
 }
 
@@ -48,8 +50,17 @@ impl<W: Work> ProcessSession<W> {
             )))),
             _ => step,
         };
+        if let Answer::Fail(e) = &step {
+            let index = batch.next_index();
+            self.trace_failure(id, index, e);
+        }
+        let batch = self.batches.get_mut(&id)?;
         match step {
             Answer::Value(value) => batch.value(value),
+            Answer::Times(seq, start, ends) => {
+                self.trace_times(worker, id, seq, start, ends);
+                return None;
+            }
             // Under "continue" the failed job is its own piece, at once.
             Answer::Fail(e) if self.keep_going => {
                 self.here.extend(batch.failed_piece(e));
@@ -97,6 +108,12 @@ fn classify<R: 'static>(
             Ok(FromWorker::JobFailure { batch, failure }) => {
                 (Some(batch), Answer::Fail(error(Problem::Worker(failure))))
             }
+            Ok(FromWorker::Times {
+                batch,
+                seq,
+                start_ns,
+                ends,
+            }) => (Some(batch), Answer::Times(seq, start_ns, ends)),
             Ok(FromWorker::Done {
                 id: done,
                 count,

@@ -40,6 +40,7 @@ impl<W: Work> ProcessSession<W> {
             elapsed: Duration::ZERO,
             call,
             more: true,
+            times: None,
         });
         b.extra.skip = Some(failed);
         if received < failed {

@@ -24,8 +24,13 @@ pub(crate) struct Encoded<R> {
 
 impl<R> Encoded<R> {
     /// The batch's `Run` frame as batch `id`, or the batch's failure when
-    /// it cannot be encoded.
-    pub(crate) fn run_frame(&mut self, id: u64, max_nbytes: Option<u64>) -> Result<Vec<u8>> {
+    /// it cannot be encoded; `timed` asks for its jobs' times (`trace`).
+    pub(crate) fn run_frame(
+        &mut self,
+        id: u64,
+        max_nbytes: Option<u64>,
+        timed: bool,
+    ) -> Result<Vec<u8>> {
         let msg = ToWorker::Run {
             id,
             task: self.task.to_string(),
@@ -33,6 +38,7 @@ impl<R> Encoded<R> {
             args: std::mem::take(&mut self.args),
             max_nbytes,
             chunked: self.chunked,
+            timed,
         };
         wire::encode_frame(&msg).map_err(|e| encode_error(self.task, self.first, e.0))
     }
@@ -137,6 +143,7 @@ pub(super) fn sub_frame(whole: &[u8], from: usize, count: usize) -> Result<Vec<u
             mut args,
             max_nbytes,
             chunked,
+            timed,
         } if from + count <= args.len() => {
             let args: Vec<Bytes> = args.drain(from..from + count).collect();
             let msg = ToWorker::Run {
@@ -146,6 +153,7 @@ pub(super) fn sub_frame(whole: &[u8], from: usize, count: usize) -> Result<Vec<u
                 args,
                 max_nbytes,
                 chunked,
+                timed,
             };
             wire::encode_frame(&msg).map_err(|e| broken(e.0))
         }

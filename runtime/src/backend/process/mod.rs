@@ -34,6 +34,7 @@ mod lease;
 pub(crate) mod log;
 mod memory;
 mod reader;
+mod recorder;
 mod retry;
 mod retrying;
 mod session;
@@ -41,6 +42,7 @@ mod spawn;
 mod speculate;
 mod speculation;
 mod startup;
+mod traced;
 mod watch;
 pub(crate) mod worker;
 

@@ -51,6 +51,8 @@ pub(super) enum Event {
         worker: u64,
         batch: u64,
         value: Decoded,
+        /// The encoded result's length.
+        bytes: usize,
     },
     /// Any other frame.
     Frame { worker: u64, payload: Vec<u8> },
@@ -179,10 +181,15 @@ fn read_frames(
             }
         });
         let event = match incoming {
-            Ok(Some(Incoming::Value { batch, value })) => Event::Value {
+            Ok(Some(Incoming::Value {
+                batch,
+                value,
+                bytes,
+            })) => Event::Value {
                 worker,
                 batch,
                 value,
+                bytes: bytes as usize,
             },
             Ok(Some(Incoming::Other(payload))) => {
                 if let Some(record) = wire::log_record(&payload) {

@@ -34,6 +34,9 @@ impl<W: Work> ProcessSession<W> {
     /// until it ends, or, while none is idle, as soon as one is.
     pub(super) fn retry(&mut self, id: u64, cause: &Error) -> Result<()> {
         self.pool.fill()?;
+        if let Some(t) = &self.tracing {
+            t.trace.retried();
+        }
         let Some(batch) = self.batches.get_mut(&id) else {
             return Ok(());
         };

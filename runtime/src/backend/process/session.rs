@@ -20,7 +20,7 @@
 use super::encode::{encode_batch, sub_frame, Encoded, Outgoing};
 use super::lease::Lease;
 use super::reader::Event;
-use super::{send, Worker, BATCH_TARGET};
+use super::{Worker, BATCH_TARGET};
 use crate::backend::in_flight::Problem;
 use crate::backend::process::worker;
 use crate::backend::{Batch, Finished, LongestRunning, Session};
@@ -120,6 +120,8 @@ pub(crate) struct ProcessSession<W: Work> {
     pub(super) speculation: super::speculation::Speculation,
     /// Retried jobs that must run alone, waiting for an idle worker.
     pub(super) solo_pending: VecDeque<u64>,
+    /// Under `trace`, what the session records (`traced.rs`).
+    pub(super) tracing: Option<super::recorder::Recorder>,
 }
 
 impl<W: Work> ProcessSession<W> {
@@ -187,6 +189,7 @@ impl<W: Work> ProcessSession<W> {
             speculate: None,
             speculation: Default::default(),
             solo_pending: VecDeque::new(),
+            tracing: None,
         })
     }
 
@@ -342,7 +345,8 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         };
         self.pool.fill()?;
         let id = self.pool.fresh_id();
-        let frame = match encoded.run_frame(id, self.max_nbytes) {
+        let timed = self.tracing.is_some();
+        let frame = match encoded.run_frame(id, self.max_nbytes, timed) {
             Ok(frame) => Arc::new(frame),
             Err(e) => {
                 self.here.push_back(encoded.failed(e));
@@ -374,13 +378,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         if !w.queue.is_empty() && w.beacon.may_offer() {
             w.beacon.offer(id);
         }
-        send(
-            &mut self.pool.workers[pos],
-            id,
-            &frame,
-            decode,
-            &shared.segments,
-        );
+        self.traced_send(pos, id, &frame, decode, &shared.segments);
         self.batches.insert(
             id,
             InFlight::new(
@@ -425,6 +423,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 (Some(l), Some(s)) => Some(l.min(s)),
                 (l, s) => l.or(s),
             };
+            self.trace_memory();
             let finished = match self.next_event(left)? {
                 // Nothing came, or a worker was stopped and its batches
                 // ended here.
@@ -436,9 +435,12 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     worker,
                     batch,
                     value,
-                }) => self
-                    .answer(worker, Ok((batch, value)))
-                    .or_else(|| self.here.pop_front()),
+                    bytes,
+                }) => {
+                    self.trace_value(batch, bytes);
+                    self.answer(worker, Ok((batch, value)))
+                        .or_else(|| self.here.pop_front())
+                }
                 Some(Event::Closed { worker, error }) => {
                     self.closed(worker, error)?;
                     self.here.pop_front()
@@ -475,6 +477,10 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         self.pool.kill_busy();
         self.batches.clear();
         self.here.clear();
+    }
+
+    fn set_trace(&mut self, trace: &Arc<crate::trace::Trace>) {
+        self.start_tracing(trace);
     }
 
     fn batch_target(&self) -> Duration {

@@ -144,6 +144,7 @@ fn worker_command(
     }
     command
         .env(ENV_WORKER, spec.to_string())
+        .env_remove(crate::trace::ENV_TRACE)
         .env(super::log::ENV_LOG_LEVEL, super::log::level_for_workers())
         .stdin(Stdio::null());
     for var in THREAD_ENV_VARS {

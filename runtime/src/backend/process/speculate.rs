@@ -17,7 +17,6 @@
 //! copy's part. (On threads, `thread.rs` copies a batch whose arguments
 //! are `Clone`, whole.)
 
-use super::send;
 use super::session::ProcessSession;
 use super::speculation::{Adopted, Copy};
 use crate::task::Work;
@@ -83,7 +82,10 @@ impl<W: Work> ProcessSession<W> {
             );
         }
         let (decode, segments) = (b.decode, b.extra.shared.segments.clone());
-        send(&mut self.pool.workers[idle], id, &frame, decode, &segments);
+        self.traced_send(idle, id, &frame, decode, &segments);
+        if let Some(t) = &self.tracing {
+            t.trace.copied();
+        }
         let copy = Copy {
             original: self.pool.workers[pos].id,
             copy: self.pool.workers[idle].id,

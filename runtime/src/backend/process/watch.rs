@@ -9,12 +9,12 @@
 
 use super::exit;
 use super::reader::Event;
-use super::send;
 use super::session::ProcessSession;
 use crate::error::{Error, Result};
 use crate::task::Work;
 use std::collections::VecDeque;
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
@@ -29,13 +29,9 @@ impl<W: Work> ProcessSession<W> {
         let Some(batch) = self.batches.get(&id) else {
             return;
         };
-        send(
-            &mut self.pool.workers[pos],
-            id,
-            &batch.extra.frame,
-            batch.decode,
-            &batch.extra.shared.segments,
-        );
+        let (frame, decode) = (Arc::clone(&batch.extra.frame), batch.decode);
+        let segments = batch.extra.shared.segments.clone();
+        self.traced_send(pos, id, &frame, decode, &segments);
     }
 
     /// Sends batch `id`'s kept frame to the least loaded worker (a fresh
@@ -99,6 +95,7 @@ impl<W: Work> ProcessSession<W> {
                     }
                     let running = self.running_job(&self.pool.workers[pos]);
                     let mut w = self.pool.workers.swap_remove(pos);
+                    let ran = w.beacon.running().map(|(_, ran)| ran);
                     let _ = w.child.kill();
                     let _ = w.child.wait();
                     // A worker that held no batch of this run is just gone.
@@ -110,6 +107,7 @@ impl<W: Work> ProcessSession<W> {
                         index,
                         after: limit,
                     };
+                    self.trace_stop(&w, running, ran, &timeout);
                     if !self.isolates_failures() {
                         return Err(timeout);
                     }
@@ -146,6 +144,7 @@ impl<W: Work> ProcessSession<W> {
         let mut w = self.pool.workers.swap_remove(pos);
         // The call of a chunk it was on (a pool's chunks are one job).
         let mut call = w.beacon.running().map_or(0, |_| w.beacon.running_call());
+        let ran = w.beacon.running().map(|(_, ran)| ran);
         let (mut status, signal) = exit::reap_with_signal(&mut w.child, &w.watch);
         if let Some(e) = error {
             status = format!("{status} (its pipe failed: {e})");
@@ -184,6 +183,7 @@ impl<W: Work> ProcessSession<W> {
                     .flatten(),
             },
         };
+        self.trace_stop(&w, running, ran, &died);
         if !self.isolates_failures() {
             return Err(died);
         }

@@ -259,6 +259,7 @@ pub(crate) fn serve_frames(
                 args,
                 max_nbytes,
                 chunked,
+                timed,
             } => {
                 drop(frame);
                 if !beacon.claim(id) {
@@ -272,6 +273,7 @@ pub(crate) fn serve_frames(
                     seq,
                     args,
                     chunked,
+                    timed,
                 };
                 run_batch(tasks.get(task.as_str()).copied(), batch, beacon, output)?;
             }
@@ -309,6 +311,8 @@ struct Batch {
     seq: u64,
     args: Vec<wire::Bytes>,
     chunked: bool,
+    /// Answer with each job's end time before `Done` (`trace`).
+    timed: bool,
 }
 
 /// Runs a batch of `entry`'s task (or answers that it is unknown), one
@@ -324,8 +328,10 @@ fn run_batch(
         seq,
         args,
         chunked,
+        timed,
     } = batch;
     let started = crate::backend::beacon::now_ns();
+    let mut ends = Vec::with_capacity(if timed { args.len() } else { 0 });
     let mut count = 0;
     for (k, arg) in args.into_iter().enumerate() {
         if id <= CANCELLED_UP_TO.load(Ordering::Relaxed) {
@@ -344,10 +350,16 @@ fn run_batch(
             None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
         };
         answered(written)?;
+        if timed {
+            ends.push(crate::backend::beacon::now_ns());
+        }
     }
     beacon.idle();
     let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
     let mut done = output.frame();
+    if timed {
+        answered(wire::write_times(&mut done, id, seq, started, &ends))?;
+    }
     answered(wire::tally::write_pending(&mut done))?;
     answered(wire::write_done(&mut done, id, count as u64, elapsed_ns))?;
     answered(done.flush())
