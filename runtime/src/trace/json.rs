@@ -204,10 +204,21 @@ fn other_data(
     );
 }
 
-/// `text` as a JSON string (the trace's, and a cache entry's metadata
-/// file's). `<`, `>` and `&` are escaped too, so the JSON can sit inside
-/// the report's `<script>` element as it is.
+/// `text` as a JSON string, as a person would write it: a cache entry's
+/// metadata file, which people read.
+pub(crate) fn json_string(text: &str) -> String {
+    escaped(text, |_| false)
+}
+
+/// `text` as a JSON string for the trace: `<`, `>` and `&` are escaped
+/// too, so the JSON can sit inside the report's `<script>` element as it
+/// is.
 pub(crate) fn quoted(text: &str) -> String {
+    escaped(text, |c| matches!(c, '<' | '>' | '&'))
+}
+
+/// `text` as a JSON string, with `also` written as `\u` escapes.
+fn escaped(text: &str, also: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -215,7 +226,9 @@ pub(crate) fn quoted(text: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || also(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -232,6 +245,10 @@ mod tests {
     #[test]
     fn strings_are_escaped_for_json_and_for_a_script_element() {
         assert_eq!(quoted("a\"b\\c\n"), r#""a\"b\\c\n""#);
+        assert_eq!(
+            json_string("x: &str, v: Vec<u8>\t"),
+            r#""x: &str, v: Vec<u8>\t""#
+        );
         assert_eq!(quoted("</script>"), r#""\u003c/script\u003e""#);
         assert_eq!(quoted("\u{1}é"), "\"\\u0001é\"");
     }

@@ -25,7 +25,7 @@ mod json;
 mod report;
 mod summary;
 
-pub(crate) use json::quoted as json_string;
+pub(crate) use json::json_string;
 pub use report::{rebuild_report, report_html};
 
 use buffer::{Buffer, Event, What};
