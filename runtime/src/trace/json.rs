@@ -206,6 +206,7 @@ fn other_data(
 
 /// `text` as a JSON string, as a person would write it: a cache entry's
 /// metadata file, which people read.
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
 pub(crate) fn json_string(text: &str) -> String {
     escaped(text, |_| false)
 }

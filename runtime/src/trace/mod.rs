@@ -25,6 +25,7 @@ mod json;
 mod report;
 mod summary;
 
+#[cfg(feature = "cache")]
 pub(crate) use json::json_string;
 pub use report::{rebuild_report, report_html};
 
@@ -411,7 +412,25 @@ impl State {
     }
 }
 
+/// Writes `bytes` to `path` atomically (a temporary beside it, renamed
+/// over it), so a reader never sees half a trace.
+#[cfg(feature = "persist")]
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     crate::files::write_atomic(path, crate::files::Links::Follow, |f| f.write_all(bytes))
+}
+
+/// Writes `bytes` to `path` atomically (a temporary beside it, renamed
+/// over it), so a reader never sees half a trace.
+#[cfg(not(feature = "persist"))]
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let temp = path.with_file_name(format!(".{name}.parjob-tmp.{}", std::process::id()));
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
