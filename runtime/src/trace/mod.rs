@@ -1,6 +1,6 @@
 //! A run's timeline: which worker ran which item, when, and what moved.
 //!
-//! With `trace = "run.json"`, a run records into a [`Trace`]: a span per
+//! With `trace = "run.json"`, a run records into a `Trace`: a span per
 //! job on its worker's track (a worker process, an MPI rank, a pool
 //! thread, or the caller's thread), spans for sending a batch and for its
 //! results coming back, with their bytes, instants for workers starting
@@ -13,12 +13,12 @@
 //! An MPI rank on another host measures its offset from the driver's
 //! clock when it says hello, and shifts its times by it.
 //!
-//! Recording is bounded ([`buffer`]): the first and the last
-//! [`buffer::KEEP`] events of each kind are kept, and the [`summary`]
+//! Recording is bounded (`buffer.rs`): the first and the last
+//! 100,000 events of each kind are kept, and the summary
 //! counts everything. At the end of the run the events are written as a
-//! Chrome trace-event JSON file ([`json`]), which Perfetto and
+//! Chrome trace-event JSON file (`json.rs`), which Perfetto and
 //! `chrome://tracing` open, and beside it a self-contained HTML page
-//! ([`report`]).
+//! (`report.rs`).
 
 mod buffer;
 mod json;
