@@ -74,9 +74,7 @@ pub(crate) struct Peer {
     pub(crate) same_node: bool,
     /// Its pid on its host.
     pub(crate) pid: u32,
-    /// How far its monotonic clock is ahead of this process's, in
-    /// nanoseconds: 0 on this node (one boot, one clock), else measured
-    /// when its hello arrived.
+    /// Its monotonic clock less ours, in ns (0 on this node; `greet`).
     pub(crate) clock_offset: i64,
     /// Its node (boot id and pid namespace), from its hello.
     pub(crate) node: String,
@@ -472,10 +470,8 @@ fn greet(p: &mut Peer, bytes: &[u8], node: &str) {
             p.pid = hello.hello.pid;
             p.node = hello.node.clone();
             p.same_node = hello.node == node && std::env::var_os(super::NO_NODE_SHARING).is_none();
-            p.clock_offset = match hello.node == node {
-                true => 0,
-                false => hello.clock_ns as i64 - crate::trace::now_ns() as i64,
-            };
+            let theirs = hello.clock_ns as i64 - crate::trace::now_ns() as i64;
+            p.clock_offset = if hello.node == node { 0 } else { theirs };
             p.state = match hello.hello.check(&Hello::current()) {
                 Ok(()) => PeerState::Ready,
                 Err(e) => PeerState::Refused(format!("{}: {e}", p.label)),
