@@ -72,9 +72,8 @@ pub(crate) struct Peer {
     pub(crate) lease: Option<Sender<Incoming>>,
     /// Whether it can open this process's memfds through `/proc`.
     pub(crate) same_node: bool,
-    /// Its pid on its host.
+    /// Its pid on its host. Then its clock less ours, in ns (0 on this node; `greet`).
     pub(crate) pid: u32,
-    /// Its monotonic clock less ours, in ns (0 on this node; `greet`).
     pub(crate) clock_offset: i64,
     /// Its node (boot id and pid namespace), from its hello.
     pub(crate) node: String,
