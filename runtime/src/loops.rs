@@ -305,14 +305,16 @@ impl Loop {
                 .collect()
         });
         if let Some(trace) = &self.trace {
-            for s in splits.iter().filter(|s| s.ran > 0) {
-                let index = self.drawn + s.first;
-                trace.job(s.span.2, LOOP, index, (s.span.0, s.span.1), Outcome::Ok, 1);
+            for s in splits.iter() {
+                if let Some(started) = s.started {
+                    let index = self.drawn + s.first;
+                    trace.job(s.thread, LOOP, index, (started, s.ended), Outcome::Ok, 1);
+                }
             }
             self.drawn += drawn_len;
         }
         let ran: usize = splits.iter().map(|s| s.ran).sum();
-        let busy: Duration = splits.iter().map(|s| s.busy).sum();
+        let busy: Duration = splits.iter().map(Split::busy).sum();
         if ran > 0 {
             self.per_item = Some(busy / ran.min(u32::MAX as usize) as u32);
         }
@@ -351,12 +353,13 @@ struct Split<T, L, R> {
     log: Vec<L>,
     exit: Option<R>,
     ran: usize,
-    started: Option<Instant>,
-    busy: Duration,
+    /// When its first item started and its last ended (on the trace's
+    /// clock, [`now_ns`]), and the thread it ran on.
+    started: Option<u64>,
+    ended: u64,
+    thread: Track,
     /// The window's index of its first item.
     first: usize,
-    /// When it ran, on the trace's clock, and on which thread.
-    span: (u64, u64, Track),
 }
 
 impl<T, L, R> Default for Split<T, L, R> {
@@ -367,14 +370,19 @@ impl<T, L, R> Default for Split<T, L, R> {
             exit: None,
             ran: 0,
             started: None,
-            busy: Duration::ZERO,
+            ended: 0,
+            thread: Track::Caller,
             first: 0,
-            span: (0, 0, Track::Caller),
         }
     }
 }
 
 impl<T, L, R> Split<T, L, R> {
+    /// How long its items took.
+    fn busy(&self) -> Duration {
+        Duration::from_nanos(self.started.map_or(0, |s| self.ended.saturating_sub(s)))
+    }
+
     fn run<A>(
         mut self,
         index: usize,
@@ -388,9 +396,8 @@ impl<T, L, R> Split<T, L, R> {
             return self;
         }
         if self.started.is_none() {
-            self.started = Some(Instant::now());
+            self.started = Some(now_ns());
             self.first = index;
-            self.span.0 = now_ns();
         }
         match body(&mut self.log, item) {
             Ok(value) => self.values.push(value),
@@ -403,13 +410,11 @@ impl<T, L, R> Split<T, L, R> {
         self
     }
 
-    /// Records how long the split ran, once rayon has folded all of it
-    /// (timing each item would cost more than a tiny item).
+    /// Records when the split ended and where, once rayon has folded all
+    /// of it (timing each item would cost more than a tiny item).
     fn timed(mut self) -> Self {
-        self.busy = self.started.map_or(Duration::ZERO, |s| s.elapsed());
-        let thread =
-            rayon::current_thread_index().map_or(Track::Caller, |i| Track::Thread(i as u32));
-        self.span = (self.span.0, now_ns(), thread);
+        self.ended = now_ns();
+        self.thread = Track::here();
         self
     }
 }

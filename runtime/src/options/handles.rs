@@ -2,97 +2,81 @@
 //! [`Initializer`]'s task and arguments live in process-wide tables, so
 //! that [`Options`](super::Options) stay `Copy`.
 
-/// joblib's `temp_folder`: where shared memory is backed by files instead
-/// of a `memfd` (see [`crate::shm`]). A small copyable handle to an
-/// interned path, so [`Options`](super::Options) stay `Copy`.
-///
-/// ```
-/// use parjob_runtime::TempFolder;
-/// let a = TempFolder::new("/mnt/scratch");
-/// assert_eq!(a, TempFolder::from("/mnt/scratch"));
-/// assert_eq!(a.path(), std::path::Path::new("/mnt/scratch"));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TempFolder(u32);
+/// A copyable handle to a path interned in the process-wide `$table`:
+/// the struct, `new`, `path` and `From` a `&str`, `&Path` or `PathBuf`.
+macro_rules! interned_path {
+    ($(#[$doc:meta])* $name:ident, $table:ident, $path_doc:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(u32);
 
-static TEMP_FOLDERS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+        static $table: std::sync::Mutex<Vec<std::path::PathBuf>> =
+            std::sync::Mutex::new(Vec::new());
 
-impl TempFolder {
-    /// The handle of `path` (the same path gives the same handle).
-    pub fn new(path: impl AsRef<std::path::Path>) -> Self {
-        TempFolder(intern(&TEMP_FOLDERS, path.as_ref()))
-    }
+        impl $name {
+            /// The handle of `path` (the same path gives the same handle).
+            pub fn new(path: impl AsRef<std::path::Path>) -> Self {
+                $name(intern(&$table, path.as_ref()))
+            }
 
-    /// The folder.
-    pub fn path(self) -> std::path::PathBuf {
-        let folders = TEMP_FOLDERS.lock().unwrap_or_else(|p| p.into_inner());
-        folders[self.0 as usize].clone()
-    }
+            #[doc = $path_doc]
+            pub fn path(self) -> std::path::PathBuf {
+                let paths = $table.lock().unwrap_or_else(|p| p.into_inner());
+                paths[self.0 as usize].clone()
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(path: &str) -> Self {
+                $name::new(path)
+            }
+        }
+
+        impl From<&std::path::Path> for $name {
+            fn from(path: &std::path::Path) -> Self {
+                $name::new(path)
+            }
+        }
+
+        impl From<std::path::PathBuf> for $name {
+            fn from(path: std::path::PathBuf) -> Self {
+                $name::new(path)
+            }
+        }
+    };
 }
 
-impl From<&str> for TempFolder {
-    fn from(path: &str) -> Self {
-        TempFolder::new(path)
-    }
-}
+interned_path!(
+    /// joblib's `temp_folder`: where shared memory is backed by files instead
+    /// of a `memfd` (see [`crate::shm`]). A small copyable handle to an
+    /// interned path, so [`Options`](super::Options) stay `Copy`.
+    ///
+    /// ```
+    /// use parjob_runtime::TempFolder;
+    /// let a = TempFolder::new("/mnt/scratch");
+    /// assert_eq!(a, TempFolder::from("/mnt/scratch"));
+    /// assert_eq!(a.path(), std::path::Path::new("/mnt/scratch"));
+    /// ```
+    TempFolder,
+    TEMP_FOLDERS,
+    "The folder."
+);
 
-impl From<&std::path::Path> for TempFolder {
-    fn from(path: &std::path::Path) -> Self {
-        TempFolder::new(path)
-    }
-}
-
-impl From<std::path::PathBuf> for TempFolder {
-    fn from(path: std::path::PathBuf) -> Self {
-        TempFolder::new(path)
-    }
-}
-
-/// `trace`: the file a traced run writes its Chrome trace-event JSON to,
-/// with its HTML report beside it. A small copyable handle to an
-/// interned path, like [`TempFolder`], so that options stay `Copy`.
-///
-/// ```
-/// use parjob_runtime::TraceFile;
-/// let a = TraceFile::new("run.json");
-/// assert_eq!(a, TraceFile::from("run.json"));
-/// assert_eq!(a.path(), std::path::Path::new("run.json"));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TraceFile(u32);
-
-static TRACE_FILES: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-impl TraceFile {
-    /// The handle of `path` (the same path gives the same handle).
-    pub fn new(path: impl AsRef<std::path::Path>) -> Self {
-        TraceFile(intern(&TRACE_FILES, path.as_ref()))
-    }
-
-    /// The JSON file's path.
-    pub fn path(self) -> std::path::PathBuf {
-        let files = TRACE_FILES.lock().unwrap_or_else(|p| p.into_inner());
-        files[self.0 as usize].clone()
-    }
-}
-
-impl From<&str> for TraceFile {
-    fn from(path: &str) -> Self {
-        TraceFile::new(path)
-    }
-}
-
-impl From<&std::path::Path> for TraceFile {
-    fn from(path: &std::path::Path) -> Self {
-        TraceFile::new(path)
-    }
-}
-
-impl From<std::path::PathBuf> for TraceFile {
-    fn from(path: std::path::PathBuf) -> Self {
-        TraceFile::new(path)
-    }
-}
+interned_path!(
+    /// `trace`: the file a traced run writes its Chrome trace-event JSON to,
+    /// with its HTML report beside it. A small copyable handle to an
+    /// interned path, like [`TempFolder`], so that options stay `Copy`.
+    ///
+    /// ```
+    /// use parjob_runtime::TraceFile;
+    /// let a = TraceFile::new("run.json");
+    /// assert_eq!(a, TraceFile::from("run.json"));
+    /// assert_eq!(a.path(), std::path::Path::new("run.json"));
+    /// ```
+    TraceFile,
+    TRACE_FILES,
+    "The JSON file's path."
+);
 
 /// `path`'s index in `table`, added if it is new.
 fn intern(table: &std::sync::Mutex<Vec<std::path::PathBuf>>, path: &std::path::Path) -> u32 {

@@ -79,6 +79,11 @@ pub(crate) enum Track {
 }
 
 impl Track {
+    /// The current thread's track: a pool thread's, else the caller's.
+    pub(crate) fn here() -> Track {
+        rayon::current_thread_index().map_or(Track::Caller, |i| Track::Thread(i as u32))
+    }
+
     /// Its default name, until [`Trace::name_track`] gives another.
     fn label(self) -> String {
         match self {
@@ -154,11 +159,9 @@ impl JobTimes {
     /// Times for jobs of `task` starting at input index `first`, from now,
     /// on this thread's track: a pool thread's, else the caller's.
     pub(crate) fn here(task: &'static str, first: usize, capacity: usize) -> JobTimes {
-        let track =
-            rayon::current_thread_index().map_or(Track::Caller, |i| Track::Thread(i as u32));
         JobTimes {
             task,
-            track,
+            track: Track::here(),
             first,
             batch: 0,
             start: now_ns(),

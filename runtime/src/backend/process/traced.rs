@@ -17,7 +17,6 @@ use crate::shm::Segment;
 use crate::task::Work;
 use crate::trace::{now_ns, Direction, JobTimes, Outcome, Trace, Track};
 use std::sync::Arc;
-use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
     /// Starts recording this session into `trace`.
@@ -144,15 +143,15 @@ impl<W: Work> ProcessSession<W> {
         }
     }
 
-    /// Worker `w` was stopped or died, running job `index` of `task` for
-    /// `ran` (when the parent could see it), with `error`.
+    /// Worker `w` was stopped or died, running job `index` of `task` (for
+    /// as long as its beacon says, which outlives it), with `error`.
     pub(super) fn trace_stop(
         &mut self,
         w: &Worker,
         running: Option<(usize, &'static str)>,
-        ran: Option<Duration>,
         error: &Error,
     ) {
+        let ran = w.beacon.running().map(|(_, ran)| ran);
         let attempt = w
             .queue
             .front()

@@ -95,7 +95,6 @@ impl<W: Work> ProcessSession<W> {
                     }
                     let running = self.running_job(&self.pool.workers[pos]);
                     let mut w = self.pool.workers.swap_remove(pos);
-                    let ran = w.beacon.running().map(|(_, ran)| ran);
                     let _ = w.child.kill();
                     let _ = w.child.wait();
                     // A worker that held no batch of this run is just gone.
@@ -107,7 +106,7 @@ impl<W: Work> ProcessSession<W> {
                         index,
                         after: limit,
                     };
-                    self.trace_stop(&w, running, ran, &timeout);
+                    self.trace_stop(&w, running, &timeout);
                     if !self.isolates_failures() {
                         return Err(timeout);
                     }
@@ -144,7 +143,6 @@ impl<W: Work> ProcessSession<W> {
         let mut w = self.pool.workers.swap_remove(pos);
         // The call of a chunk it was on (a pool's chunks are one job).
         let mut call = w.beacon.running().map_or(0, |_| w.beacon.running_call());
-        let ran = w.beacon.running().map(|(_, ran)| ran);
         let (mut status, signal) = exit::reap_with_signal(&mut w.child, &w.watch);
         if let Some(e) = error {
             status = format!("{status} (its pipe failed: {e})");
@@ -183,7 +181,7 @@ impl<W: Work> ProcessSession<W> {
                     .flatten(),
             },
         };
-        self.trace_stop(&w, running, ran, &died);
+        self.trace_stop(&w, running, &died);
         if !self.isolates_failures() {
             return Err(died);
         }
