@@ -341,11 +341,14 @@ fn trace_cost() -> parjob::Result<()> {
     );
     let n = 100_000u64;
     type Square = fn(parjob::TaskRun<square>) -> parjob::TaskRun<square>;
-    let rows: [(&str, Square); 2] = [
-        ("process", |p| p),
-        ("threads", |p| p.backend(parjob::Backend::Thread)),
+    // The tiny-task target is the process row's, as in section 1; a
+    // thread runs a tiny job in less time than one clock read, so its
+    // row is reported.
+    let rows: [(&str, Square, &str); 2] = [
+        ("process", |p| p, "<= 2x"),
+        ("threads", |p| p.backend(parjob::Backend::Thread), "report"),
     ];
-    for (label, backend) in rows {
+    for (label, backend, target) in rows {
         let (mut off, mut again, mut on) = (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..5 {
             let (got, d) = time(|| square::with(backend).map(0..n));
@@ -359,7 +362,7 @@ fn trace_cost() -> parjob::Result<()> {
             again = again.min(d);
         }
         println!(
-            "| {n} tiny tasks, {label}, n_jobs=2, trace on | {:.3} us/task | off {:.3} us/task | {:.2}x | <= 2x |",
+            "| {n} tiny tasks, {label}, n_jobs=2, trace on | {:.3} us/task | off {:.3} us/task | {:.2}x | {target} |",
             us_per(on, n),
             us_per(off, n),
             on.as_secs_f64() / off.as_secs_f64()

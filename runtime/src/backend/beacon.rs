@@ -172,9 +172,16 @@ impl Beacon {
 
     /// Records that job `seq` starts now.
     pub(crate) fn start(&self, seq: u64) {
+        self.start_at(seq, now_ns());
+    }
+
+    /// Records that job `seq` starts at `at` ([`now_ns`]'s clock), read by
+    /// the caller: a worker reads the clock once between two jobs, for
+    /// the end of one and the start of the next.
+    pub(crate) fn start_at(&self, seq: u64, at: u64) {
         let w = self.words();
         w.seq.store(IDLE, Ordering::Release);
-        w.started_ns.store(now_ns(), Ordering::Release);
+        w.started_ns.store(at, Ordering::Release);
         w.call.store(0, Ordering::Release);
         w.seq.store(seq, Ordering::Release);
     }

@@ -337,7 +337,7 @@ impl Manager {
     }
 
     fn finished(&mut self, mut done: Finished<AnyOutput>) {
-        if let (Some(trace), Some(times)) = (&self.trace, &done.times) {
+        if let (Some(trace), Some(times)) = (&self.trace, done.times.take()) {
             trace.jobs(times);
         }
         let died = done.failure.as_ref().and_then(worker_death);

@@ -316,12 +316,12 @@ where
             }
         };
         match waited {
-            Ok(finished) => {
+            Ok(mut finished) => {
                 // A piece of a batch that goes on is not the batch's end.
                 self.in_flight_batches -= usize::from(!finished.more);
                 self.in_flight_jobs -= finished.jobs;
                 if let Some(t) = &self.trace {
-                    traced::finished(t, &finished, self.in_flight_jobs);
+                    traced::finished(t, &mut finished, self.in_flight_jobs);
                 }
                 if !finished.more
                     && finished.failure.is_none()

@@ -21,8 +21,8 @@ pub(super) fn start<W: Work>(plan: &Plan, session: &mut dyn Session<W>) -> Optio
 }
 
 /// Records a finished batch, with `in_flight` jobs left running.
-pub(super) fn finished<R>(trace: &Trace, finished: &Finished<R>, in_flight: usize) {
-    if let Some(times) = &finished.times {
+pub(super) fn finished<R>(trace: &Trace, finished: &mut Finished<R>, in_flight: usize) {
+    if let Some(times) = finished.times.take() {
         trace.jobs(times);
     }
     in_flight_now(trace, in_flight);

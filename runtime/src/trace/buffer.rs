@@ -6,7 +6,7 @@
 //! last [`KEEP`]; the ones between are counted and dropped, and the file
 //! says so. The summary is counted from every event, kept or not.
 
-use super::{Direction, Outcome, Track};
+use super::{Direction, JobTimes, Track};
 use std::collections::VecDeque;
 
 /// Events of one kind kept from the start, and again from the end.
@@ -20,18 +20,11 @@ pub(crate) struct Event {
     pub what: What,
 }
 
-/// A job's span.
-pub(crate) struct Job {
-    pub task: &'static str,
-    pub index: u64,
-    pub batch: u64,
-    pub outcome: Outcome,
-    pub attempt: u32,
-    pub copy: bool,
-}
-
 pub(crate) enum What {
-    Job(Job),
+    /// A batch's jobs, one span each, kept as their worker sent them: a
+    /// job costs its 8 bytes of end time here, and becomes its JSON
+    /// event only when the file is written.
+    Jobs(Box<JobTimes>),
     /// Bytes between the scheduler and a worker.
     Transfer {
         direction: Direction,
@@ -48,25 +41,55 @@ pub(crate) enum What {
     },
 }
 
-/// The first and the last events of one kind.
+impl Event {
+    /// How many events of the file it stands for: a batch's jobs, else 1.
+    fn weight(&self) -> usize {
+        match &self.what {
+            What::Jobs(times) => times.ends.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// The first and the last events of one kind, counted by their weight (a
+/// batch is whole, so a kept end may hold a batch more).
 #[derive(Default)]
 pub(crate) struct Kept {
     pub head: Vec<Event>,
     pub tail: VecDeque<Event>,
+    head_weight: usize,
+    tail_weight: usize,
+    /// Events of the file dropped between the head and the tail.
     pub dropped: u64,
 }
 
 impl Kept {
     fn push(&mut self, event: Event) {
-        if self.head.len() < KEEP {
+        let weight = event.weight();
+        if self.head_weight < KEEP {
+            self.head_weight += weight;
             self.head.push(event);
             return;
         }
-        if self.tail.len() == KEEP {
-            self.tail.pop_front();
-            self.dropped += 1;
-        }
+        self.tail_weight += weight;
         self.tail.push_back(event);
+        while self.tail_weight > KEEP {
+            let Some(front) = self.tail.front() else {
+                break;
+            };
+            let w = front.weight();
+            if self.tail_weight - w < KEEP {
+                break;
+            }
+            self.tail_weight -= w;
+            self.dropped += w as u64;
+            self.tail.pop_front();
+        }
+    }
+
+    /// How many events of the file the kept ones stand for.
+    pub(crate) fn weight(&self) -> usize {
+        self.head_weight + self.tail_weight
     }
 
     /// Every kept event, in the order recorded.
@@ -86,7 +109,7 @@ pub(crate) struct Buffer {
 impl Buffer {
     pub(crate) fn push(&mut self, event: Event) {
         match event.what {
-            What::Job(_) | What::Transfer { .. } => self.spans.push(event),
+            What::Jobs(_) | What::Transfer { .. } => self.spans.push(event),
             What::Counter { .. } => self.counters.push(event),
             What::Instant { .. } => self.instants.push(event),
         }
@@ -109,6 +132,39 @@ mod tests {
             end: value,
             what: What::Counter { name: "n", value },
         }
+    }
+
+    fn batch(first: usize, jobs: usize) -> Event {
+        let times = JobTimes {
+            task: "f",
+            track: Track::Thread(0),
+            first,
+            batch: 0,
+            start: first as u64,
+            ends: (first..first + jobs).map(|e| e as u64 + 1).collect(),
+            attempt: 1,
+            copy: false,
+            failed: Vec::new(),
+        };
+        Event {
+            track: Track::Thread(0),
+            start: first as u64,
+            end: (first + jobs) as u64,
+            what: What::Jobs(Box::new(times)),
+        }
+    }
+
+    #[test]
+    fn batches_are_kept_whole_and_counted_by_their_jobs() {
+        let mut kept = Kept::default();
+        let n = 1000;
+        for b in 0..(3 * KEEP / n) {
+            kept.push(batch(b * n, n));
+        }
+        assert_eq!(kept.weight(), 2 * KEEP);
+        assert_eq!(kept.dropped as usize, KEEP);
+        assert_eq!(kept.head.last().unwrap().start as usize, KEEP - n);
+        assert_eq!(kept.tail.front().unwrap().start as usize, 2 * KEEP);
     }
 
     #[test]

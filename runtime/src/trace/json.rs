@@ -10,61 +10,203 @@
 //! microseconds from the run's start. parjob's summary rides in
 //! `otherData.parjob`, which viewers ignore and the report reads.
 
-use super::buffer::{Buffer, Event, What};
+use super::buffer::{Buffer, Event, Kept, What};
 use super::summary::Summary;
-use super::{Direction, Track};
+use super::{Direction, JobTimes, Outcome, Track};
 use std::fmt::Write;
 
 /// MPI ranks' pids in the file: above any Linux pid (`pid_max` <= 2^22).
 const RANK_PIDS: u32 = 1 << 22;
 
-/// The JSON text of a trace that started at `start`.
+/// The JSON text of a trace that started at `start`, in parts to write
+/// one after the other. The jobs, most of a trace, are formatted in two
+/// halves on two threads: the run is over, and its CPUs are free.
 pub(crate) fn write(
     start: u64,
     buffer: &Buffer,
     summary: &Summary,
     names: &[(Track, String)],
-) -> String {
+) -> Vec<String> {
     let parent = std::process::id();
-    let mut out = String::with_capacity(256 + 130 * buffer.spans.head.len());
-    out.push_str("{\"traceEvents\":[\n");
     let mut tracks: Vec<Track> = vec![Track::Scheduler];
-    let mut first = true;
-    let mut line = |out: &mut String, text: &str| {
-        if !std::mem::take(&mut first) {
-            out.push_str(",\n");
-        }
-        out.push_str(text);
-    };
-    let mut text = String::new();
     for kept in [&buffer.spans, &buffer.instants, &buffer.counters] {
-        for (n, e) in kept.iter().enumerate() {
-            if n == kept.head.len() && kept.dropped > 0 {
-                let at = micros(e.start, start);
-                line(&mut out, &truncated(at, kept.dropped, parent));
-            }
+        for e in kept.iter() {
             if !tracks.contains(&e.track) {
                 tracks.push(e.track);
             }
-            text.clear();
-            event(&mut text, e, start, parent, names);
-            line(&mut out, &text);
         }
     }
     tracks.sort();
+    // The metadata comes first, so every event after it starts with ",".
+    let mut head = String::from("{\"traceEvents\":[\n");
     for (order, t) in tracks.iter().enumerate() {
-        line(&mut out, &metadata(*t, order, parent, names));
+        if order > 0 {
+            head.push_str(",\n");
+        }
+        head.push_str(&metadata(*t, order, parent, names));
     }
-    out.push_str("\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"parjob\":");
-    other_data(&mut out, summary, buffer, parent, names);
-    out.push_str("}}\n");
-    out
+    let spans: Vec<&Event> = buffer.spans.iter().collect();
+    let half = buffer.spans.weight() / 2;
+    let mut seen = 0;
+    let mid = spans
+        .iter()
+        .position(|e| {
+            seen += weight(e);
+            seen > half
+        })
+        .unwrap_or(spans.len());
+    let format = |events: &[&Event], offset: usize| {
+        let mut out = String::with_capacity(180 * events.iter().map(|e| weight(e)).sum::<usize>());
+        events_into(
+            &mut out,
+            events,
+            offset,
+            &buffer.spans,
+            start,
+            parent,
+            names,
+        );
+        out
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| format(&spans[mid..], mid));
+        let first = format(&spans[..mid], 0);
+        (first, second.join().unwrap_or_default())
+    });
+    let mut rest = String::new();
+    for kept in [&buffer.instants, &buffer.counters] {
+        let events: Vec<&Event> = kept.iter().collect();
+        events_into(&mut rest, &events, 0, kept, start, parent, names);
+    }
+    rest.push_str("\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"parjob\":");
+    other_data(&mut rest, summary, buffer, parent, names);
+    rest.push_str("}}\n");
+    vec![head, first, second, rest]
+}
+
+/// How many events of the file `e` stands for.
+fn weight(e: &Event) -> usize {
+    match &e.what {
+        What::Jobs(times) => times.ends.len(),
+        _ => 1,
+    }
+}
+
+/// Writes `events`, the kept events of `kept` from its `offset`-th on,
+/// each after a ",": a batch's jobs one event each, and the note of the
+/// events dropped where the kept head ends.
+fn events_into(
+    out: &mut String,
+    events: &[&Event],
+    offset: usize,
+    kept: &Kept,
+    start: u64,
+    parent: u32,
+    names: &[(Track, String)],
+) {
+    let mut tasks = Tasks::default();
+    for (n, e) in (offset..).zip(events) {
+        if n == kept.head.len() && kept.dropped > 0 {
+            out.push_str(",\n");
+            out.push_str(&truncated(micros(e.start, start), kept.dropped, parent));
+        }
+        match &e.what {
+            What::Jobs(times) => jobs(out, times, start, parent, tasks.quoted(times.task)),
+            _ => {
+                out.push_str(",\n");
+                event(out, e, start, parent, names);
+            }
+        }
+    }
 }
 
 /// Microseconds from `start`, with nanoseconds as decimals.
 fn micros(t: u64, start: u64) -> String {
-    let ns = t.saturating_sub(start);
-    format!("{}.{:03}", ns / 1000, ns % 1000)
+    let mut out = String::new();
+    push_micros(&mut out, t.saturating_sub(start));
+    out
+}
+
+/// `ns` nanoseconds as microseconds with three decimals, written into
+/// `out` (a job's event is most of a trace: no `format!` in its path).
+fn push_micros(out: &mut String, ns: u64) {
+    push_number(out, ns / 1000);
+    let frac = ns % 1000;
+    out.push('.');
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
+}
+
+/// `n` in decimal, written into `out`.
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: the digits are ASCII.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&digits[at..]) });
+}
+
+/// Each task's name as a JSON string, quoted once.
+#[derive(Default)]
+struct Tasks(Vec<(&'static str, String)>);
+
+impl Tasks {
+    fn quoted(&mut self, task: &'static str) -> &str {
+        let at = match self.0.iter().position(|(t, _)| std::ptr::eq(*t, task)) {
+            Some(at) => at,
+            None => {
+                self.0.push((task, quoted(task)));
+                self.0.len() - 1
+            }
+        };
+        &self.0[at].1
+    }
+}
+
+/// A batch's jobs, a span each: a trace's most frequent event, written
+/// piece by piece.
+fn jobs(out: &mut String, times: &JobTimes, start: u64, parent: u32, task: &str) {
+    let (pid, tid) = ids(times.track, parent);
+    let mut begin = times.start;
+    for (k, &end) in times.ends.iter().enumerate() {
+        let index = times.first + k;
+        let outcome = match times.failed.iter().find(|(i, _)| *i == index) {
+            Some((_, outcome)) => *outcome,
+            None => Outcome::Ok,
+        };
+        out.push_str(",\n{\"name\":");
+        out.push_str(task);
+        out.push_str(",\"cat\":\"job\",\"ph\":\"X\",\"ts\":");
+        push_micros(out, begin.saturating_sub(start));
+        out.push_str(",\"dur\":");
+        push_micros(out, end.saturating_sub(begin));
+        out.push_str(",\"pid\":");
+        push_number(out, pid.into());
+        out.push_str(",\"tid\":");
+        push_number(out, tid.into());
+        out.push_str(",\"args\":{\"index\":");
+        push_number(out, index as u64);
+        out.push_str(",\"batch\":");
+        push_number(out, times.batch);
+        out.push_str(",\"outcome\":\"");
+        out.push_str(outcome.name());
+        out.push_str("\",\"attempt\":");
+        push_number(out, times.attempt.into());
+        out.push_str(if times.copy {
+            ",\"copy\":true}}"
+        } else {
+            ",\"copy\":false}}"
+        });
+        begin = end;
+    }
 }
 
 /// A track's (pid, tid) in the file.
@@ -90,16 +232,10 @@ fn event(out: &mut String, e: &Event, start: u64, parent: u32, names: &[(Track, 
     let ts = micros(e.start, start);
     let dur = micros(e.end, e.start);
     let _ = match &e.what {
-        What::Job(j) => write!(
-            out,
-            "{{\"name\":{},\"cat\":\"job\",\"ph\":\"X\",\"ts\":{ts},\"dur\":{dur},\"pid\":{pid},\"tid\":{tid},\"args\":{{\"index\":{},\"batch\":{},\"outcome\":\"{}\",\"attempt\":{},\"copy\":{}}}}}",
-            quoted(j.task),
-            j.index,
-            j.batch,
-            j.outcome.name(),
-            j.attempt,
-            j.copy
-        ),
+        What::Jobs(times) => {
+            jobs(out, times, start, parent, &quoted(times.task));
+            Ok(())
+        }
         What::Transfer { direction, bytes, to } => {
             let name = match direction {
                 Direction::Send => "send",
@@ -258,5 +394,9 @@ mod tests {
     fn microseconds_keep_the_nanoseconds() {
         assert_eq!(micros(1_234_567, 1_000), "1233.567");
         assert_eq!(micros(5, 10), "0.000");
+        assert_eq!(micros(1_000_000_007, 0), "1000000.007");
+        let mut n = String::new();
+        push_number(&mut n, u64::MAX);
+        assert_eq!(n, u64::MAX.to_string());
     }
 }

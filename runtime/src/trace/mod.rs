@@ -236,30 +236,23 @@ impl Trace {
     }
 
     /// Records a finished batch's jobs: one span each.
-    pub(crate) fn jobs(&self, times: &JobTimes) {
+    pub(crate) fn jobs(&self, times: Box<JobTimes>) {
+        let (Some(&end), track) = (times.ends.last(), times.track) else {
+            return;
+        };
         let mut s = self.state();
-        let mut begin = times.start;
-        for (k, &end) in times.ends.iter().enumerate() {
-            let index = times.first + k;
-            let outcome = match times.failed.iter().find(|(i, _)| *i == index) {
-                Some((_, outcome)) => *outcome,
-                None => Outcome::Ok,
-            };
-            let job = buffer::Job {
-                task: times.task,
-                index: index as u64,
-                batch: times.batch,
-                outcome,
-                attempt: times.attempt,
-                copy: times.copy,
-            };
-            s.record_job(times.track, begin, end, job);
-            begin = end;
-        }
+        s.summary.batch(&times);
+        let start = times.start;
+        s.buffer.push(Event {
+            track,
+            start,
+            end,
+            what: What::Jobs(times),
+        });
     }
 
     /// Records one job that ended without its worker's times: a death, a
-    /// timeout, a memory stop, seen from the parent.
+    /// timeout, a memory stop seen from the parent, or a loop's split.
     pub(crate) fn job(
         &self,
         track: Track,
@@ -269,16 +262,20 @@ impl Trace {
         outcome: Outcome,
         attempt: u32,
     ) {
-        let job = buffer::Job {
+        self.jobs(Box::new(JobTimes {
             task,
-            index: index as u64,
+            track,
+            first: index,
             batch: 0,
-            outcome,
+            start: span.0,
+            ends: vec![span.1.max(span.0)],
             attempt,
             copy: false,
-        };
-        self.state()
-            .record_job(track, span.0, span.1.max(span.0), job);
+            failed: match outcome {
+                Outcome::Ok => Vec::new(),
+                _ => vec![(index, outcome)],
+            },
+        }));
     }
 
     /// Records bytes moving between the scheduler and `track`.
@@ -381,8 +378,21 @@ impl Trace {
         s.summary.wall_ns = end.saturating_sub(self.start);
         let json = json::write(self.start, &s.buffer, &s.summary, &s.names);
         let html = self.path.with_extension("html");
-        let written = write_file(&self.path, json.as_bytes())
-            .and_then(|()| write_file(&html, report::page(&json).as_bytes()));
+        let (before, after) = report::around();
+        let json: Vec<&[u8]> = json.iter().map(|part| part.as_bytes()).collect();
+        let page: Vec<&[u8]> = std::iter::once(before.as_bytes())
+            .chain(json.iter().copied())
+            .chain(std::iter::once(after.as_bytes()))
+            .collect();
+        // The two files are written at once, on two threads.
+        let written = std::thread::scope(|scope| {
+            let page = scope.spawn(|| write_file(&html, &page));
+            let json = write_file(&self.path, &json);
+            json.and(
+                page.join()
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::Other.into())),
+            )
+        });
         if let Err(e) = written {
             eprintln!(
                 "[parjob] could not write the trace to {}: {e}",
@@ -403,37 +413,85 @@ impl Trace {
     }
 }
 
-impl State {
-    fn record_job(&mut self, track: Track, start: u64, end: u64, job: buffer::Job) {
-        self.summary.job(track, &job, end.saturating_sub(start));
-        self.buffer.push(Event {
-            track,
-            start,
-            end,
-            what: What::Job(job),
-        });
-    }
-}
-
-/// Writes `bytes` to `path` atomically (a temporary beside it, renamed
-/// over it), so a reader never sees half a trace.
-#[cfg(feature = "persist")]
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    crate::files::write_atomic(path, crate::files::Links::Follow, |f| f.write_all(bytes))
-}
-
-/// Writes `bytes` to `path` atomically (a temporary beside it, renamed
-/// over it), so a reader never sees half a trace.
-#[cfg(not(feature = "persist"))]
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
+/// Writes `parts` to `path`, through a temporary beside it renamed over
+/// it, so a reader never sees half a trace. A link is followed, and
+/// anything but a regular file at the end of it is refused. The old file
+/// is removed first: ext4 flushes a file renamed over another to disk
+/// (`auto_da_alloc`), which would cost a traced run of tiny jobs more than
+/// the run; a trace does not need to survive a crash of the machine.
+fn write_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Write};
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if link {
+        std::fs::canonicalize(path)?
+    } else {
+        path.to_path_buf()
+    };
+    let existing = match std::fs::symlink_metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            let why = format!(
+                "{} is not a regular file: refusing to replace it",
+                target.display()
+            );
+            return Err(Error::new(ErrorKind::InvalidInput, why));
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let name = target
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy());
-    let temp = path.with_file_name(format!(".{name}.parjob-tmp.{}", std::process::id()));
-    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    let temp = target.with_file_name(format!(".{name}.parjob-tmp.{}", std::process::id()));
+    let written = std::fs::File::create(&temp)
+        .and_then(|mut f| parts.iter().try_for_each(|p| f.write_all(p)))
+        .and_then(|()| match existing {
+            true => std::fs::remove_file(&target),
+            false => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&temp, &target));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_file;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn a_trace_replaces_a_file_follows_a_link_and_refuses_anything_else() {
+        let dir = std::env::temp_dir().join(format!("parjob-trace-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("run.json");
+        write_file(&file, &[b"old"]).unwrap();
+        write_file(&file, &[b"ne", b"w"]).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_file(&link, &[b"through"]).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&file).unwrap(), b"through");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = write_file(&fifo, &[b"x"]).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 3, "no temporary left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -12,11 +12,18 @@ use std::path::{Path, PathBuf};
 const TEMPLATE: &str = include_str!("report.html");
 const SLOT: &str = "/*PARJOB_TRACE*/";
 
+/// The page's text before and after its JSON.
+pub(crate) fn around() -> (&'static str, &'static str) {
+    TEMPLATE.split_once(SLOT).unwrap_or((TEMPLATE, ""))
+}
+
 /// The page for a trace's JSON text. A `</` in the JSON (only possible
-/// inside a string) is written `<\/`, the same string to JSON, so the
-/// data cannot end its `<script>` element.
+/// inside a string; parjob's own traces escape every `<`) is written
+/// `<\/`, the same string to JSON, so the data cannot end its `<script>`
+/// element.
 pub(crate) fn page(json: &str) -> String {
-    TEMPLATE.replacen(SLOT, &json.replace("</", "<\\/"), 1)
+    let (before, after) = around();
+    [before, &json.replace("</", "<\\/"), after].concat()
 }
 
 /// The self-contained HTML report of a trace, from the trace's JSON
@@ -61,7 +68,7 @@ pub fn rebuild_report(json_path: &Path) -> Result<PathBuf> {
     })?;
     let html = report_html(&json)?;
     let out = json_path.with_extension("html");
-    super::write_file(&out, html.as_bytes()).map_err(|source| Error::Io {
+    super::write_file(&out, &[html.as_bytes()]).map_err(|source| Error::Io {
         context: format!("writing the report {}", out.display()),
         source,
     })?;

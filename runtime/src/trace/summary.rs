@@ -4,8 +4,7 @@
 //! The JSON carries them, the report shows them at its top, and
 //! `verbose >= 1` prints the same lines.
 
-use super::buffer::Job;
-use super::{Outcome, Track};
+use super::{JobTimes, Track};
 use crate::error::human_bytes;
 use std::collections::BTreeMap;
 
@@ -44,27 +43,42 @@ pub(crate) struct Slow {
 }
 
 impl Summary {
-    pub(crate) fn job(&mut self, track: Track, job: &Job, ns: u64) {
-        self.jobs += 1;
-        let t = self.tracks.entry(track).or_default();
-        t.0 += ns;
-        t.1 += 1;
-        if job.outcome != Outcome::Ok {
-            *self.failed.entry(job.outcome.name()).or_default() += 1;
+    /// Counts a batch's jobs: their time on their track, the slowest of
+    /// them, and the failed ones.
+    pub(crate) fn batch(&mut self, times: &JobTimes) {
+        let mut begin = times.start;
+        let mut busy = 0;
+        for (k, &end) in times.ends.iter().enumerate() {
+            let ns = end.saturating_sub(begin);
+            busy += ns;
+            begin = end;
+            if self.slowest.len() < SLOWEST || self.slowest.last().is_some_and(|s| s.ns < ns) {
+                self.slow(times.task, (times.first + k) as u64, ns, times.track);
+            }
         }
-        if self.slowest.len() < SLOWEST || self.slowest.last().is_some_and(|s| s.ns < ns) {
-            let at = self.slowest.partition_point(|s| s.ns >= ns);
-            self.slowest.insert(
-                at,
-                Slow {
-                    task: job.task,
-                    index: job.index,
-                    ns,
-                    track,
-                },
-            );
-            self.slowest.truncate(SLOWEST);
+        for (_, outcome) in &times.failed {
+            *self.failed.entry(outcome.name()).or_default() += 1;
         }
+        let n = times.ends.len() as u64;
+        self.jobs += n;
+        let t = self.tracks.entry(times.track).or_default();
+        t.0 += busy;
+        t.1 += n;
+    }
+
+    /// Places a job among the slowest.
+    fn slow(&mut self, task: &'static str, index: u64, ns: u64, track: Track) {
+        let at = self.slowest.partition_point(|s| s.ns >= ns);
+        self.slowest.insert(
+            at,
+            Slow {
+                task,
+                index,
+                ns,
+                track,
+            },
+        );
+        self.slowest.truncate(SLOWEST);
     }
 
     pub(crate) fn instant(&mut self, name: &str) {
@@ -171,25 +185,35 @@ pub(crate) fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::Outcome;
 
-    fn job(index: u64, outcome: Outcome) -> Job {
-        Job {
+    /// Jobs on `track` from item `first`, each taking its time in `ns`.
+    fn jobs(track: Track, first: usize, ns: &[u64], failed: Vec<(usize, Outcome)>) -> JobTimes {
+        let mut end = 0;
+        JobTimes {
             task: "f",
-            index,
+            track,
+            first,
             batch: 0,
-            outcome,
+            start: 0,
+            ends: ns
+                .iter()
+                .map(|n| {
+                    end += n;
+                    end
+                })
+                .collect(),
             attempt: 1,
             copy: false,
+            failed,
         }
     }
 
     #[test]
     fn the_slowest_five_are_kept_in_order_and_failures_counted() {
         let mut s = Summary::default();
-        for (i, ns) in [5, 90, 10, 70, 30, 80, 1, 60].into_iter().enumerate() {
-            let outcome = if i == 2 { Outcome::Panic } else { Outcome::Ok };
-            s.job(Track::Process(7), &job(i as u64, outcome), ns);
-        }
+        let ns = [5, 90, 10, 70, 30, 80, 1, 60];
+        s.batch(&jobs(Track::Process(7), 0, &ns, vec![(2, Outcome::Panic)]));
         let order: Vec<u64> = s.slowest.iter().map(|x| x.ns).collect();
         assert_eq!(order, [90, 80, 70, 60, 30]);
         assert_eq!(s.slowest[0].index, 1);
@@ -200,8 +224,8 @@ mod tests {
     #[test]
     fn overhead_is_the_share_of_worker_time_outside_jobs() {
         let mut s = Summary::default();
-        s.job(Track::Thread(0), &job(0, Outcome::Ok), 750);
-        s.job(Track::Thread(1), &job(1, Outcome::Ok), 250);
+        s.batch(&jobs(Track::Thread(0), 0, &[750], Vec::new()));
+        s.batch(&jobs(Track::Thread(1), 1, &[250], Vec::new()));
         s.wall_ns = 1000;
         s.workers = 2;
         assert!((s.overhead() - 0.5).abs() < 1e-9);

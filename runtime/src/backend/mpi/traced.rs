@@ -66,6 +66,6 @@ impl RankTrace {
             copy: false,
             failed: self.failed.remove(&batch).unwrap_or_default(),
         };
-        self.trace.jobs(&times);
+        self.trace.jobs(Box::new(times));
     }
 }

@@ -50,11 +50,9 @@ impl<W: Work> ProcessSession<W> {
             )))),
             _ => step,
         };
-        if let Answer::Fail(e) = &step {
-            let index = batch.next_index();
-            self.trace_failure(id, index, e);
+        if let (Answer::Fail(e), Some(t)) = (&step, self.tracing.as_mut()) {
+            t.failed(id, batch.next_index(), e);
         }
-        let batch = self.batches.get_mut(&id)?;
         match step {
             Answer::Value(value) => batch.value(value),
             Answer::Times(seq, start, ends) => {

@@ -31,4 +31,12 @@ impl Recorder {
             unreplaced: 0,
         }
     }
+
+    /// Job `index` of batch `id` failed with `error`.
+    pub(super) fn failed(&mut self, id: u64, index: usize, error: &crate::error::Error) {
+        self.failed
+            .entry(id)
+            .or_default()
+            .push((index, Outcome::of(error)));
+    }
 }

@@ -423,11 +423,14 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 (Some(l), Some(s)) => Some(l.min(s)),
                 (l, s) => l.or(s),
             };
-            self.trace_memory();
+            let left = self.sampling(left);
             let finished = match self.next_event(left)? {
                 // Nothing came, or a worker was stopped and its batches
                 // ended here.
-                None => self.here.pop_front(),
+                None => {
+                    self.trace_memory();
+                    self.here.pop_front()
+                }
                 Some(Event::Frame { worker, payload }) => self
                     .answer(worker, Err(payload))
                     .or_else(|| self.here.pop_front()),
@@ -447,6 +450,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                 }
             };
             if let Some(done) = finished {
+                self.trace_memory();
                 self.pool.last_used = Instant::now();
                 return Ok(Some(done));
             }

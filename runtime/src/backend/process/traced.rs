@@ -17,6 +17,7 @@ use crate::shm::Segment;
 use crate::task::Work;
 use crate::trace::{now_ns, Direction, JobTimes, Outcome, Trace, Track};
 use std::sync::Arc;
+use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
     /// Starts recording this session into `trace`.
@@ -85,18 +86,18 @@ impl<W: Work> ProcessSession<W> {
     /// A result of `bytes` came back for batch `id`.
     pub(super) fn trace_value(&mut self, id: u64, bytes: usize) {
         if let Some(t) = self.tracing.as_mut() {
-            let entry = t.returned.entry(id).or_insert((now_ns(), 0));
+            let entry = t.returned.entry(id).or_insert_with(|| (now_ns(), 0));
             entry.1 += bytes as u64;
         }
     }
 
-    /// Job `index` of batch `id` failed with `error`.
-    pub(super) fn trace_failure(&mut self, id: u64, index: usize, error: &Error) {
-        if let Some(t) = self.tracing.as_mut() {
-            t.failed
-                .entry(id)
-                .or_default()
-                .push((index, Outcome::of(error)));
+    /// How long the session may wait for an event: under `trace`, no
+    /// longer than until memory is due to be sampled again.
+    pub(super) fn sampling(&self, left: Option<Duration>) -> Option<Duration> {
+        match (&self.tracing, left) {
+            (None, left) => left,
+            (Some(_), Some(left)) => Some(left.min(crate::trace::SAMPLE_EVERY)),
+            (Some(_), None) => Some(crate::trace::SAMPLE_EVERY),
         }
     }
 
@@ -136,7 +137,7 @@ impl<W: Work> ProcessSession<W> {
             copy,
             failed: t.failed.remove(&id).unwrap_or_default(),
         };
-        t.trace.jobs(&times);
+        t.trace.jobs(Box::new(times));
         if let Some((first, bytes)) = t.returned.remove(&id) {
             t.trace
                 .transfer(track, Direction::Return, (first, now_ns()), bytes);

@@ -333,12 +333,14 @@ fn run_batch(
     let started = crate::backend::beacon::now_ns();
     let mut ends = Vec::with_capacity(if timed { args.len() } else { 0 });
     let mut count = 0;
+    // One clock read between two jobs: the end of one, the next's start.
+    let mut now = started;
     for (k, arg) in args.into_iter().enumerate() {
         if id <= CANCELLED_UP_TO.load(Ordering::Relaxed) {
             break;
         }
         count += 1;
-        beacon.start(seq + k as u64);
+        beacon.start_at(seq + k as u64, now);
         // The frame's writer takes the pipe's lock only when the task has
         // returned and its answer is written.
         let written = match entry {
@@ -350,12 +352,13 @@ fn run_batch(
             None => wire::write_failure(&mut output.frame(), id, &JobFailure::UnknownTask),
         };
         answered(written)?;
+        now = crate::backend::beacon::now_ns();
         if timed {
-            ends.push(crate::backend::beacon::now_ns());
+            ends.push(now);
         }
     }
     beacon.idle();
-    let elapsed_ns = crate::backend::beacon::now_ns().saturating_sub(started);
+    let elapsed_ns = now.saturating_sub(started);
     let mut done = output.frame();
     if timed {
         answered(wire::write_times(&mut done, id, seq, started, &ends))?;
