@@ -594,5 +594,12 @@ fn traced() {
     }
     let tracks: BTreeSet<u64> = jobs.iter().map(|j| j["pid"].as_u64().unwrap()).collect();
     assert_eq!(tracks.len(), 2, "two worker ranks: {tracks:?}");
+    // Frames went out, and results came back, with their bytes.
+    for name in ["send", "return"] {
+        let moved = events
+            .iter()
+            .any(|e| e["name"] == name && e["args"]["bytes"].as_u64() > Some(0));
+        assert!(moved, "no {name} span with bytes");
+    }
     println!("OK traced");
 }

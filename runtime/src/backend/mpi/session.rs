@@ -225,7 +225,16 @@ impl<W: Work> MpiSession<W> {
             });
             match frame {
                 Ok(None) => return Ok(()),
-                Ok(Some(Frame::Value { batch, value, .. })) => self.value(batch, value),
+                Ok(Some(Frame::Value {
+                    batch,
+                    value,
+                    bytes,
+                })) => {
+                    if let Some(t) = self.trace.as_mut() {
+                        t.returned(batch, bytes);
+                    }
+                    self.value(batch, value)
+                }
                 Ok(Some(Frame::Other(payload))) => self.other(k, &payload),
                 Err(e) => {
                     return Err(Error::Mpi(format!(

@@ -18,6 +18,8 @@ pub(super) struct RankTrace {
     trace: Arc<Trace>,
     /// Jobs that failed, by batch, until the batch's times come.
     failed: HashMap<u64, Vec<(usize, Outcome)>>,
+    /// Results come back, by batch: when the first came, and bytes.
+    returned: HashMap<u64, (u64, u64)>,
 }
 
 /// A rank's track.
@@ -36,7 +38,14 @@ impl RankTrace {
         RankTrace {
             trace: Arc::clone(trace),
             failed: HashMap::new(),
+            returned: HashMap::new(),
         }
+    }
+
+    /// A result of `bytes` came back for batch `batch`.
+    pub(super) fn returned(&mut self, batch: u64, bytes: u64) {
+        let entry = self.returned.entry(batch).or_insert_with(|| (now_ns(), 0));
+        entry.1 += bytes;
     }
 
     /// A frame of `bytes` went to rank `index`, from `started` to now.
@@ -67,5 +76,9 @@ impl RankTrace {
             failed: self.failed.remove(&batch).unwrap_or_default(),
         };
         self.trace.jobs(Box::new(times));
+        if let Some((first, bytes)) = self.returned.remove(&batch) {
+            let span = (first, now_ns());
+            self.trace.transfer(track(rank), Direction::Return, span, bytes);
+        }
     }
 }
