@@ -22,7 +22,6 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,30 +32,42 @@ const TEMP_MARKER: &str = ".parjob-tmp.";
 /// Opens `path` for reading if it is a regular file (after symlinks), and
 /// returns it with its size. Never blocks: a FIFO is refused, not waited on.
 pub(crate) fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    open_regular_with_metadata(path).map(|(file, meta)| (file, meta.len()))
+}
+
+/// [`open_regular`], with the file's metadata (its mtime, say) from the
+/// same `fstat`.
+///
+/// The descriptor keeps `O_NONBLOCK`, which Linux ignores for regular
+/// files; it never leaves parjob, so clearing it would only cost two
+/// `fcntl`s a read (a cache hit is a handful of system calls).
+pub(crate) fn open_regular_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
+    let meta = regular_metadata(&file, || path.to_path_buf())?;
+    Ok((file, meta))
+}
+
+/// The metadata of `file`, opened from `path`, if it is a regular file;
+/// else an `InvalidInput` error naming what it is.
+pub(crate) fn regular_metadata(
+    file: &File,
+    path: impl FnOnce() -> PathBuf,
+) -> io::Result<fs::Metadata> {
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "{} is {}, not a regular file: only regular files are read",
-                path.display(),
+                path().display(),
                 kind_of(&meta.file_type())
             ),
         ));
     }
-    // Regular files ignore O_NONBLOCK, but clear it for anyone who dups the fd.
-    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL take no pointers.
-    unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-    }
-    Ok((file, meta.len()))
+    Ok(meta)
 }
 
 /// Reads a small regular file whole: an error for anything that is not a
@@ -110,7 +121,13 @@ pub(crate) fn write_target(path: &Path) -> PathBuf {
     target
 }
 
-fn host_name() -> String {
+/// This host's first name label, read once.
+fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(read_host_name)
+}
+
+fn read_host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

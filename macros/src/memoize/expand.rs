@@ -4,7 +4,7 @@
 //! fn f(__parjob_arg0: A, __parjob_arg1: B) -> R {     // same types, same callers
 //!     let site = f::__parjob_site();
 //!     let key = site.prepare(&(&__parjob_arg0,));      // the non-ignored arguments
-//!     site.call(key, "a: A, b: B (ignored)", move || f::__parjob_compute(__parjob_arg0, __parjob_arg1))
+//!     site.call(key, move || f::__parjob_compute(__parjob_arg0, __parjob_arg1))
 //! }
 //! struct f {}                                          // unless #[parallel] makes it
 //! impl f {
@@ -28,8 +28,6 @@ struct Parts<'a> {
     types: Vec<&'a syn::Type>,
     /// The arguments the key hashes (numbers' slices as raw bytes).
     keyed: Vec<TokenStream>,
-    /// `a: A, b: B (ignored)`, for the cache's metadata.
-    summary: String,
     /// `mmap_mode = "r"`: the result comes back mapped.
     mapped: bool,
 }
@@ -134,25 +132,11 @@ fn parts(func: &MemoFn) -> Parts<'_> {
             }
         })
         .collect();
-    let summary = typed
-        .iter()
-        .map(|t| {
-            let pat = t.pat.to_token_stream().to_string();
-            let ty = t.ty.to_token_stream().to_string().replace(' ', "");
-            if ignored(t) {
-                format!("{pat}: {ty} (ignored)")
-            } else {
-                format!("{pat}: {ty}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
     Parts {
         name: &func.item.sig.ident,
         types: typed.iter().map(|t| &*t.ty).collect(),
         args,
         keyed,
-        summary,
         private,
         mapped: func.opts.mmap_mode.is_some(),
     }
@@ -204,7 +188,6 @@ fn wrapper_call(
         private,
         args,
         keyed,
-        summary,
         mapped,
         ..
     } = parts;
@@ -222,7 +205,7 @@ fn wrapper_call(
             quote!(-> #private::memo::CachedArray<#element>),
             quote! {
                 #prepare
-                __parjob_site.call_mapped(__parjob_key, #summary, move || #name::__parjob_compute(#(#args),*))
+                __parjob_site.call_mapped(__parjob_key, move || #name::__parjob_compute(#(#args),*))
             },
         ),
         None => (
@@ -234,7 +217,6 @@ fn wrapper_call(
                 (&&#private::memo::MemoProbe::<#result_type>::NEW).cached(
                     __parjob_site,
                     __parjob_key,
-                    #summary,
                     move || #name::__parjob_compute(#(#args),*),
                 )
             },
@@ -251,7 +233,6 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
         args,
         types,
         keyed,
-        summary,
         ..
     } = parts;
     let result_type = result_type(output);
@@ -286,7 +267,6 @@ fn cache_methods(parts: &Parts<'_>, output: &syn::ReturnType) -> TokenStream {
             (&&#private::memo::MemoProbe::<#result_type>::NEW).shelved(
                 __parjob_site,
                 __parjob_key,
-                #summary,
                 move || Self::__parjob_compute(#(#args),*),
             )
         }

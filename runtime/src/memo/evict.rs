@@ -3,9 +3,12 @@
 //! An entry's last use is its output file's mtime, which a hit sets
 //! explicitly (filesystem atime is often off or lazy). Eviction deletes
 //! output files only, so a reader that already opened one reads it whole,
-//! and one that comes later finds no file: a miss, never an error. The
-//! small metadata file stays behind, which is how a later miss knows the
-//! entry was evicted rather than never made.
+//! and one that comes later finds no file: a miss, never an error. A
+//! small metadata file takes its place (`<key>.json`, when and how big),
+//! which is how a later miss knows the entry was evicted rather than never
+//! made. A miss writes no metadata file: the entry's header holds its
+//! creation and compute times, and a second file per miss doubled its cost
+//! (docs/decisions.md).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,9 @@ pub(crate) fn reduce_size(dir: &Path, limits: Limits) -> usize {
         if too_old || too_many || too_big {
             if fs::remove_file(&entry.path).is_ok() {
                 removed += 1;
+                let note = super::store::eviction_note(entry.used, entry.bytes);
+                let _ =
+                    super::store::write_atomic(&entry.path.with_extension("json"), note.as_bytes());
             }
         } else {
             kept_bytes += entry.bytes;

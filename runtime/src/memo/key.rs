@@ -4,8 +4,9 @@
 //! The encoding is injective for values of one type, as bincode's is:
 //! primitives as little-endian bytes, strings and sequences with their
 //! length, options and enum variants with a tag. Nothing is allocated per
-//! value: bytes go through a 64 KiB buffer into the hasher, so an 80 MB
-//! `Vec<f64>` hashes at about sha256's own speed.
+//! value: bytes go through a buffer of at most 64 KiB (grown as needed, so
+//! a small key allocates little) into the hasher, so an 80 MB `Vec<f64>`
+//! hashes at about sha256's own speed.
 //!
 //! Maps hash their entries order-independently: each entry is hashed on its
 //! own, and the sorted entry digests go into the key. So do sets whose type
@@ -26,48 +27,44 @@ const BUFFER: usize = 64 * 1024;
 /// The hashing sink behind [`KeySerializer`].
 pub(crate) struct Hasher {
     sha: Sha256,
-    buffer: Box<[u8; BUFFER]>,
-    filled: usize,
+    buffer: Vec<u8>,
 }
 
 impl Default for Hasher {
     fn default() -> Self {
         Hasher {
             sha: Sha256::new(),
-            buffer: Box::new([0; BUFFER]),
-            filled: 0,
+            buffer: Vec::with_capacity(256),
         }
     }
 }
 
 impl Hasher {
     fn flush(&mut self) {
-        self.sha.update(&self.buffer[..self.filled]);
-        self.filled = 0;
+        self.sha.update(&self.buffer);
+        self.buffer.clear();
     }
 
     /// Adds raw bytes.
     pub(crate) fn write(&mut self, bytes: &[u8]) {
-        if self.filled + bytes.len() > BUFFER {
+        if self.buffer.len() + bytes.len() > BUFFER {
             self.flush();
             if bytes.len() >= BUFFER {
                 self.sha.update(bytes);
                 return;
             }
         }
-        self.buffer[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
-        self.filled += bytes.len();
+        self.buffer.extend_from_slice(bytes);
     }
 
     /// Adds a fixed-size word: the path every primitive takes, so it is
     /// kept to one bounds check and one copy.
     #[inline]
     fn word<const N: usize>(&mut self, word: [u8; N]) {
-        if self.filled + N > BUFFER {
+        if self.buffer.len() + N > BUFFER {
             self.flush();
         }
-        self.buffer[self.filled..self.filled + N].copy_from_slice(&word);
-        self.filled += N;
+        self.buffer.extend_from_slice(&word);
     }
 
     fn len(&mut self, n: usize) {

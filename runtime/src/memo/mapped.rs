@@ -95,11 +95,10 @@ impl Site {
     pub fn call_mapped<P: Plain + Serialize>(
         &self,
         key: PreparedKey,
-        arguments: &str,
         compute: impl FnOnce() -> Vec<P>,
     ) -> CachedArray<P> {
         match (self.cache(), key.0) {
-            (Some(cache), Some(Ok(key))) => cache.call_mapped(&key, arguments, compute),
+            (Some(cache), Some(Ok(key))) => cache.call_mapped(&key, compute),
             (Some(cache), Some(Err(e))) => {
                 cache
                     .counters
@@ -144,7 +143,7 @@ impl Cache<'_> {
                 Ok(mapped)
             }
             Err(PersistError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(if store::metadata_path(self.dir, key).exists() {
+                Err(if super::was_evicted(self.dir, key) {
                     MissReason::Evicted
                 } else if self.code_changed {
                     MissReason::CodeChanged
@@ -166,7 +165,6 @@ impl Cache<'_> {
     fn call_mapped<P: Plain + Serialize>(
         &self,
         key: &super::Key,
-        arguments: &str,
         compute: impl FnOnce() -> Vec<P>,
     ) -> CachedArray<P> {
         match self.map_hit::<P>(key) {
@@ -202,7 +200,7 @@ impl Cache<'_> {
             return CachedArray::owned(values);
         }
         let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-        self.stored(key, arguments, took, len);
+        self.stored(len);
         match self.map_hit::<P>(key) {
             Ok(mapped) => CachedArray {
                 data: Data::Mapped(mapped),

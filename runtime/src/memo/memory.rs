@@ -120,6 +120,7 @@ impl Memory {
             bytes_limit: self.bytes_limit,
             verbose: self.verbose,
             counters: &counters,
+            handle: None,
         };
         with(&cache)
     }
@@ -136,7 +137,7 @@ impl Memory {
             self.computed_without(name);
             return compute();
         }
-        self.with_cache(name, |cache| cache.call(cache.key(args), "", compute))
+        self.with_cache(name, |cache| cache.call(cache.key(args), compute))
     }
 
     /// An existing function made cached, without a wrapper (joblib's
@@ -168,7 +169,7 @@ impl Memory {
                 self.computed_without(name);
                 return f(args);
             }
-            self.with_cache(name, |cache| cache.call(cache.key(&args), "", || f(args)))
+            self.with_cache(name, |cache| cache.call(cache.key(&args), || f(args)))
         }
     }
 
@@ -189,7 +190,7 @@ impl Memory {
             self.computed_without(name);
             return MemorizedResult::in_memory(&compute());
         }
-        self.with_cache(name, |cache| cache.shelve(cache.key(args), "", compute))
+        self.with_cache(name, |cache| cache.shelve(cache.key(args), compute))
     }
 
     /// Whether a valid, unexpired entry of `name` exists for `args`.

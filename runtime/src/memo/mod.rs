@@ -18,6 +18,7 @@
 pub(crate) mod clock;
 mod counters;
 pub(crate) mod evict;
+mod handle;
 pub(crate) mod key;
 pub(crate) mod mapped;
 mod memory;
@@ -27,6 +28,7 @@ pub(crate) mod store;
 
 use counters::Counters;
 pub use counters::{CacheStats, MissReason};
+use handle::DirHandle;
 pub use memory::Memory;
 pub use shelf::MemorizedResult;
 use shelf::Shelf;
@@ -78,6 +80,8 @@ struct Cache<'a> {
     bytes_limit: Option<u64>,
     verbose: u8,
     counters: &'a Counters,
+    /// The directory's open handle, for `#[memoize]` sites.
+    handle: Option<&'a DirHandle>,
 }
 
 /// A value, or why there is none.
@@ -95,11 +99,16 @@ impl Cache<'_> {
 
     /// Finds a valid, unexpired entry.
     fn lookup(&self, key: &Key) -> Lookup {
-        let path = store::output_path(self.dir, key);
-        let entry = match store::read(&path) {
+        let name = store::EntryName::output(key);
+        let read = match self.handle {
+            Some(handle) => store::read_via(handle, self.dir, &name),
+            None => store::read(&self.dir.join(name.as_str())),
+        };
+        let path = || self.dir.join(name.as_str());
+        let entry = match read {
             Ok(entry) => entry,
             Err(store::Unusable::Missing) => {
-                return Err(if store::metadata_path(self.dir, key).exists() {
+                return Err(if was_evicted(self.dir, key) {
                     MissReason::Evicted
                 } else if self.code_changed {
                     MissReason::CodeChanged
@@ -110,21 +119,21 @@ impl Cache<'_> {
             Err(store::Unusable::Corrupt(why)) => {
                 tracing::warn!(
                     function = self.name,
-                    path = %path.display(),
+                    path = %path().display(),
                     "corrupt parjob cache entry ({why}); recomputing it"
                 );
                 return Err(MissReason::Corrupt);
             }
             Err(store::Unusable::Io(e)) => {
                 self.counters
-                    .warn_once(self.name, &format!("cannot read {}: {e}", path.display()));
+                    .warn_once(self.name, &format!("cannot read {}: {e}", path().display()));
                 return Err(MissReason::Unavailable);
             }
         };
         if entry.is_expired(self.expires_after) {
             return Err(MissReason::Expired);
         }
-        store::touch(&path);
+        store::touch_unless_recent(path, entry.used);
         Ok(entry)
     }
 
@@ -149,7 +158,6 @@ impl Cache<'_> {
     fn compute_and_store<T: Serialize>(
         &self,
         key: &Key,
-        arguments: &str,
         compute: impl FnOnce() -> T,
     ) -> (T, Option<Vec<u8>>) {
         if self.verbose >= 1 {
@@ -173,7 +181,7 @@ impl Cache<'_> {
                 return (value, None);
             }
         };
-        match self.store(key, &encoded, took, arguments) {
+        match self.store(key, &encoded, took) {
             Ok(()) => (value, None),
             Err(e) => {
                 self.counters.warn_once(
@@ -185,7 +193,7 @@ impl Cache<'_> {
         }
     }
 
-    fn store(&self, key: &Key, encoded: &[u8], took: Duration, arguments: &str) -> io::Result<()> {
+    fn store(&self, key: &Key, encoded: &[u8], took: Duration) -> io::Result<()> {
         let file = store::encode(encoded, self.compression, took)?;
         let output = store::output_path(self.dir, key);
         if let Err(e) = store::write_atomic(&output, &file) {
@@ -196,17 +204,13 @@ impl Cache<'_> {
             std::fs::create_dir_all(self.dir)?;
             store::write_atomic(&output, &file)?;
         }
-        self.stored(key, arguments, took, file.len() as u64);
+        self.stored(file.len() as u64);
         Ok(())
     }
 
     /// After an entry of `len` bytes was written: its metadata, and
     /// eviction past `bytes_limit`.
-    fn stored(&self, key: &Key, arguments: &str, took: Duration, len: u64) {
-        // The metadata is for humans; nothing reads it back but the
-        // "evicted" check, so it is written in place.
-        let meta = store::metadata(self.name, arguments, took, len as usize);
-        let _ = store::write_atomic(&store::metadata_path(self.dir, key), meta.as_bytes());
+    fn stored(&self, len: u64) {
         if let Some(limit) = self.bytes_limit {
             // Amortized: scan once a tenth of the limit has been written.
             let pending = self
@@ -231,7 +235,6 @@ impl Cache<'_> {
     fn call<T: Serialize + DeserializeOwned>(
         &self,
         key: std::result::Result<Key, KeyError>,
-        arguments: &str,
         compute: impl FnOnce() -> T,
     ) -> T {
         let key = match key {
@@ -257,13 +260,12 @@ impl Cache<'_> {
             Err(reason) => reason,
         };
         self.counters.missed(reason);
-        self.compute_and_store(&key, arguments, compute).0
+        self.compute_and_store(&key, compute).0
     }
 
     fn shelve<T: Serialize>(
         &self,
         key: std::result::Result<Key, KeyError>,
-        arguments: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T> {
         let key = match key {
@@ -280,7 +282,7 @@ impl Cache<'_> {
             }
             Err(reason) => {
                 self.counters.missed(reason);
-                match self.compute_and_store(&key, arguments, compute) {
+                match self.compute_and_store(&key, compute) {
                     (_, None) => MemorizedResult::stored(store::output_path(self.dir, &key)),
                     (_, Some(bytes)) => MemorizedResult {
                         shelf: Shelf::Here(bytes),
@@ -299,6 +301,12 @@ impl Cache<'_> {
             Err(_) => false,
         }
     }
+}
+
+/// Whether the entry `key` in `dir` was evicted: eviction leaves its
+/// metadata file behind.
+pub(crate) fn was_evicted(dir: &Path, key: &Key) -> bool {
+    store::metadata_path(dir, key).exists()
 }
 
 /// Deletes the entries (outputs and metadata) directly in `dir`.
@@ -383,6 +391,7 @@ struct SiteDir {
     dir: PathBuf,
     code: Key,
     code_changed: bool,
+    handle: DirHandle,
 }
 
 /// A call's key, hashed before the call (`None`: no cache directory).
@@ -430,6 +439,7 @@ impl Site {
                     dir,
                     code,
                     code_changed,
+                    handle: DirHandle::default(),
                 })
             })
             .as_ref()
@@ -447,6 +457,7 @@ impl Site {
             bytes_limit: self.options.bytes_limit,
             verbose: self.options.verbose,
             counters: self.counters(),
+            handle: Some(&resolved.handle),
         })
     }
 
@@ -469,12 +480,12 @@ impl Site {
 
     /// The cached result for the prepared key, or `compute`'s, stored for
     /// next time.
-    pub fn call<T>(&self, key: PreparedKey, arguments: &str, compute: impl FnOnce() -> T) -> T
+    pub fn call<T>(&self, key: PreparedKey, compute: impl FnOnce() -> T) -> T
     where
         T: Serialize + DeserializeOwned,
     {
         match (self.cache(), key.0) {
-            (Some(cache), Some(key)) => cache.call(key, arguments, compute),
+            (Some(cache), Some(key)) => cache.call(key, compute),
             _ => {
                 self.without_cache();
                 compute()
@@ -487,11 +498,10 @@ impl Site {
     pub fn call_and_shelve<T: Serialize>(
         &self,
         key: PreparedKey,
-        arguments: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T> {
         match (self.cache(), key.0) {
-            (Some(cache), Some(key)) => cache.shelve(key, arguments, compute),
+            (Some(cache), Some(key)) => cache.shelve(key, compute),
             _ => {
                 self.without_cache();
                 MemorizedResult::in_memory(&compute())

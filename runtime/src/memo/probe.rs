@@ -35,29 +35,27 @@ impl<T> MemoProbe<T> {
 /// The cache arm of [`MemoProbe`].
 pub trait MemoViaSerde<T> {
     /// [`Site::call`].
-    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T;
+    fn cached(&self, site: &Site, key: PreparedKey, compute: impl FnOnce() -> T) -> T;
     /// [`Site::call_and_shelve`].
     fn shelved(
         &self,
         site: &Site,
         key: PreparedKey,
-        args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T>;
 }
 
 impl<T: Serialize + DeserializeOwned> MemoViaSerde<T> for &MemoProbe<T> {
-    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T {
-        site.call(key, args, compute)
+    fn cached(&self, site: &Site, key: PreparedKey, compute: impl FnOnce() -> T) -> T {
+        site.call(key, compute)
     }
     fn shelved(
         &self,
         site: &Site,
         key: PreparedKey,
-        args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T> {
-        site.call_and_shelve(key, args, compute)
+        site.call_and_shelve(key, compute)
     }
 }
 
@@ -65,28 +63,21 @@ impl<T: Serialize + DeserializeOwned> MemoViaSerde<T> for &MemoProbe<T> {
 /// not compile anyway.
 pub trait MemoViaNothing<T> {
     /// Runs `compute`, uncached.
-    fn cached(&self, site: &Site, key: PreparedKey, args: &str, compute: impl FnOnce() -> T) -> T;
+    fn cached(&self, site: &Site, key: PreparedKey, compute: impl FnOnce() -> T) -> T;
     /// Never runs.
     fn shelved(
         &self,
         site: &Site,
         key: PreparedKey,
-        args: &str,
         compute: impl FnOnce() -> T,
     ) -> MemorizedResult<T>;
 }
 
 impl<T> MemoViaNothing<T> for MemoProbe<T> {
-    fn cached(&self, _: &Site, _: PreparedKey, _: &str, compute: impl FnOnce() -> T) -> T {
+    fn cached(&self, _: &Site, _: PreparedKey, compute: impl FnOnce() -> T) -> T {
         compute()
     }
-    fn shelved(
-        &self,
-        _: &Site,
-        _: PreparedKey,
-        _: &str,
-        _: impl FnOnce() -> T,
-    ) -> MemorizedResult<T> {
+    fn shelved(&self, _: &Site, _: PreparedKey, _: impl FnOnce() -> T) -> MemorizedResult<T> {
         unreachable!("a #[memoize] result that is not a serde type does not compile")
     }
 }

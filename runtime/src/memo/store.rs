@@ -7,7 +7,7 @@
 //! <dir>/<crate>/<module>/<function>/
 //!     func_code.rs        the function's source and its fingerprint, for humans
 //!     <key>.out           the result: header + (compressed) bincode payload
-//!     <key>.json          metadata: created, compute time, arguments, size
+//!     <key>.json          left by eviction: when, and how big the entry was
 //! ```
 //!
 //! An output file is a container of parjob's one on-disk format, the
@@ -25,7 +25,8 @@
 //! file's mtime is the entry's last use: a hit sets it, and eviction reads
 //! it.
 
-use super::key::{hex, Key};
+use super::handle::DirHandle;
+use super::key::Key;
 use super::Compression;
 use crate::persist::container;
 use crate::persist::format::{Header, HEADER as CONTAINER_HEADER, KIND_CACHE_ENTRY, TRAILER};
@@ -49,12 +50,49 @@ pub(crate) fn function_dir(root: &Path, name: &str) -> PathBuf {
 
 /// The output file of an entry.
 pub(crate) fn output_path(dir: &Path, key: &Key) -> PathBuf {
-    dir.join(format!("{}.out", hex(key)))
+    dir.join(EntryName::output(key).as_str())
 }
 
 /// The metadata file of an entry.
 pub(crate) fn metadata_path(dir: &Path, key: &Key) -> PathBuf {
-    dir.join(format!("{}.json", hex(key)))
+    dir.join(EntryName::new(key, ".json").as_str())
+}
+
+/// An entry's file name, `<hex key><extension>`, NUL-terminated on the
+/// stack: a hit opens its entry by this name without allocating a path.
+pub(crate) struct EntryName {
+    bytes: [u8; 72],
+    len: usize,
+}
+
+impl EntryName {
+    /// The output file's name.
+    pub(crate) fn output(key: &Key) -> EntryName {
+        EntryName::new(key, ".out")
+    }
+
+    /// `extension` is one of the store's own, at most 6 bytes.
+    fn new(key: &Key, extension: &str) -> EntryName {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; 72];
+        for (i, b) in key.iter().enumerate() {
+            bytes[2 * i] = DIGITS[usize::from(b >> 4)];
+            bytes[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        let len = 2 * key.len() + extension.len();
+        bytes[2 * key.len()..len].copy_from_slice(extension.as_bytes());
+        EntryName { bytes, len }
+    }
+
+    /// The name as text.
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits and an extension")
+    }
+
+    /// The name for a system call (the byte after it is NUL).
+    pub(crate) fn as_c_str(&self) -> &std::ffi::CStr {
+        std::ffi::CStr::from_bytes_until_nul(&self.bytes).expect("a NUL after the name")
+    }
 }
 
 /// A checked entry, read whole.
@@ -65,6 +103,9 @@ pub struct CacheEntry {
     pub compute: Duration,
     /// The bincode bytes of the value, decompressed.
     pub value: Vec<u8>,
+    /// When the entry was last used: its file's mtime (its creation time
+    /// when parsed from bytes alone).
+    pub used: SystemTime,
 }
 
 impl CacheEntry {
@@ -102,7 +143,27 @@ pub(crate) enum Unusable {
 /// Reads and checks an entry. Only a regular file is read (a FIFO or a
 /// device in its place is corrupt, a miss), and exactly its size.
 pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
-    let (file, size) = match crate::files::open_regular(path) {
+    read_opened(crate::files::open_regular_with_metadata(path))
+}
+
+/// [`read`] of the entry `name` in `dir`, opened through the directory's
+/// handle.
+pub(crate) fn read_via(
+    handle: &DirHandle,
+    dir: &Path,
+    name: &EntryName,
+) -> Result<CacheEntry, Unusable> {
+    let opened = handle.open(dir, name).and_then(|file| {
+        let meta = crate::files::regular_metadata(&file, || dir.join(name.as_str()))?;
+        Ok((file, meta))
+    });
+    read_opened(opened)
+}
+
+fn read_opened(
+    opened: io::Result<(std::fs::File, std::fs::Metadata)>,
+) -> Result<CacheEntry, Unusable> {
+    let (file, meta) = match opened {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -110,6 +171,7 @@ pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
         }
         Err(e) => return Err(Unusable::Io(e)),
     };
+    let size = meta.len();
     if size < (HEADER + TRAILER) as u64 {
         return Err(Unusable::Corrupt(format!(
             "{size} bytes, shorter than a header and a trailer"
@@ -122,7 +184,11 @@ pub(crate) fn read(path: &Path) -> Result<CacheEntry, Unusable> {
     file.take(size)
         .read_to_end(&mut bytes)
         .map_err(Unusable::Io)?;
-    parse(&bytes).map_err(Unusable::Corrupt)
+    let mut entry = parse(&bytes).map_err(Unusable::Corrupt)?;
+    if let Ok(used) = meta.modified() {
+        entry.used = used;
+    }
+    Ok(entry)
 }
 
 /// Checks and decompresses an output file's bytes.
@@ -130,10 +196,12 @@ pub fn parse(bytes: &[u8]) -> Result<CacheEntry, String> {
     let limit = crate::persist::Limits::default().max_bytes;
     let (header, value) =
         container::unpack(bytes, KIND_CACHE_ENTRY, limit).map_err(|e| e.to_string())?;
+    let created = UNIX_EPOCH + Duration::from_nanos(header.created_ns);
     Ok(CacheEntry {
-        created: UNIX_EPOCH + Duration::from_nanos(header.created_ns),
+        created,
         compute: Duration::from_nanos(header.compute_ns),
         value,
+        used: created,
     })
 }
 
@@ -166,8 +234,25 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })
 }
 
-/// Records a use of the entry at `path`: its mtime becomes now. Failing
-/// (a read-only cache) only makes eviction less precise.
+/// How recent a use [`touch_unless_recent`] leaves as it is.
+pub(crate) const USE_PRECISION: Duration = Duration::from_secs(1);
+
+/// Records a use of the entry at `path`, last used at `used`: its mtime
+/// becomes now, unless `used` is less than [`USE_PRECISION`] ago. An
+/// `utimensat` dirties the inode, which costs a hit a third of its time;
+/// eviction's order only needs uses a second apart (as `relatime` spares
+/// atime writes). Failing (a read-only cache) only makes eviction less
+/// precise.
+pub(crate) fn touch_unless_recent(path: impl FnOnce() -> PathBuf, used: SystemTime) {
+    let recent = SystemTime::now()
+        .duration_since(used)
+        .is_ok_and(|ago| ago < USE_PRECISION);
+    if !recent {
+        touch(&path());
+    }
+}
+
+/// Records a use of the entry at `path`: its mtime becomes now.
 pub(crate) fn touch(path: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
@@ -190,22 +275,19 @@ pub(crate) fn touch(path: &Path) {
     }
 }
 
-/// The metadata file's text.
-pub(crate) fn metadata(
-    function: &str,
-    arguments: &str,
-    compute: Duration,
-    output_bytes: usize,
-) -> String {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+/// The text of the metadata file eviction leaves in an entry's place:
+/// when the entry was last used and evicted, and how big it was. A later
+/// miss of the key finds it and says `Evicted`.
+pub(crate) fn eviction_note(last_used: SystemTime, output_bytes: u64) -> String {
+    let unix_s = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
     format!(
-        "{{\n  \"function\": {},\n  \"created_unix_s\": {created:.3},\n  \"compute_s\": {:.6},\n  \"arguments\": {},\n  \"output_bytes\": {output_bytes}\n}}\n",
-        crate::trace::json_string(function),
-        compute.as_secs_f64(),
-        crate::trace::json_string(arguments),
+        "{{\n  \"evicted_unix_s\": {:.3},\n  \"last_used_unix_s\": {:.3},\n  \"output_bytes\": {output_bytes}\n}}\n",
+        unix_s(SystemTime::now()),
+        unix_s(last_used),
     )
 }
 
@@ -259,6 +341,7 @@ mod tests {
             created,
             compute: Duration::ZERO,
             value: Vec::new(),
+            used: created,
         };
         let now = SystemTime::now();
         let day = Duration::from_secs(86_400);
@@ -273,8 +356,10 @@ mod tests {
     }
 
     #[test]
-    fn metadata_is_json_with_escaped_strings() {
-        let text = metadata("m::f", "path=\"a\\b\"\n", Duration::from_millis(1), 9);
-        assert!(text.contains(r#""arguments": "path=\"a\\b\"\n""#), "{text}");
+    fn an_eviction_note_is_json_with_its_times_and_size() {
+        let used = UNIX_EPOCH + Duration::from_millis(1_500);
+        let text = eviction_note(used, 9);
+        assert!(text.contains("\"last_used_unix_s\": 1.500,"), "{text}");
+        assert!(text.contains("\"output_bytes\": 9\n"), "{text}");
     }
 }

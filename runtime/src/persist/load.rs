@@ -274,15 +274,19 @@ fn read_raw_array<P: Plain>(
     })?;
     let backed = available.unwrap_or(0).max(1 << 20) / size;
     let mut values: Vec<P> = zeroed_vec(total.min(backed as usize))?;
-    advise_huge_pages(&mut values);
     let mut start = 0;
     loop {
         let bytes = plain::as_bytes_mut(&mut values[start..]);
         let at = 10 + pad as u64 + start as u64 * size;
-        read_exact_or_truncated(r, bytes, header, at)?;
-        if verify {
-            hash.update(bytes);
-        }
+        super::fill::fill(
+            bytes,
+            |chunk, from| read_exact_or_truncated(r, chunk, header, at + from as u64),
+            |chunk| {
+                if verify {
+                    hash.update(chunk);
+                }
+            },
+        )?;
         start = values.len();
         if start == total {
             break;
@@ -297,25 +301,6 @@ fn read_raw_array<P: Plain>(
         return Err(PersistError::Corrupt("checksum mismatch".into()));
     }
     Ok(values)
-}
-
-/// Asks the kernel to back a large, not yet touched buffer with huge pages
-/// (where transparent huge pages are on `madvise`): filling it then takes
-/// one fault per 2 MiB instead of one per 4 KiB. Only advice: a refusal
-/// changes nothing.
-fn advise_huge_pages<P: Plain>(values: &mut [P]) {
-    const HUGE: usize = 2 << 20;
-    let start = values.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(values);
-    let aligned = (start + HUGE - 1) & !(HUGE - 1);
-    if end >= aligned + HUGE {
-        let len = (end - aligned) & !(HUGE - 1);
-        // SAFETY: the range lies inside `values`' own allocation, and
-        // MADV_HUGEPAGE changes how pages are backed, never their contents.
-        unsafe {
-            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-        }
-    }
 }
 
 fn out_of_memory<P>(elements: usize) -> PersistError {

@@ -44,6 +44,7 @@ pub(crate) mod format;
 
 mod de;
 mod dump;
+mod fill;
 mod load;
 mod mmap;
 mod ser;
@@ -95,7 +96,14 @@ impl Default for Limits {
     }
 }
 
+/// This machine's memory, read once (`sysconf` makes a `sysinfo` call,
+/// and every cache hit reads the default limits).
 fn physical_memory() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_physical_memory)
+}
+
+fn read_physical_memory() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let (pages, size) = unsafe {
         (

@@ -340,22 +340,10 @@ fn other_data(
     );
 }
 
-/// `text` as a JSON string, as a person would write it: a cache entry's
-/// metadata file, which people read.
-#[cfg_attr(not(feature = "cache"), allow(dead_code))]
-pub(crate) fn json_string(text: &str) -> String {
-    escaped(text, |_| false)
-}
-
 /// `text` as a JSON string for the trace: `<`, `>` and `&` are escaped
 /// too, so the JSON can sit inside the report's `<script>` element as it
 /// is.
 pub(crate) fn quoted(text: &str) -> String {
-    escaped(text, |c| matches!(c, '<' | '>' | '&'))
-}
-
-/// `text` as a JSON string, with `also` written as `\u` escapes.
-fn escaped(text: &str, also: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -365,7 +353,7 @@ fn escaped(text: &str, also: impl Fn(char) -> bool) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || also(c) => {
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -382,10 +370,6 @@ mod tests {
     #[test]
     fn strings_are_escaped_for_json_and_for_a_script_element() {
         assert_eq!(quoted("a\"b\\c\n"), r#""a\"b\\c\n""#);
-        assert_eq!(
-            json_string("x: &str, v: Vec<u8>\t"),
-            r#""x: &str, v: Vec<u8>\t""#
-        );
         assert_eq!(quoted("</script>"), r#""\u003c/script\u003e""#);
         assert_eq!(quoted("\u{1}é"), "\"\\u0001é\"");
     }

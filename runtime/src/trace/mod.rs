@@ -25,8 +25,6 @@ mod json;
 mod report;
 mod summary;
 
-#[cfg(feature = "cache")]
-pub(crate) use json::json_string;
 pub use report::{rebuild_report, report_html};
 
 use buffer::{Buffer, Event, What};
