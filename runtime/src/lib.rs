@@ -94,7 +94,7 @@ pub use task::{Job, Task};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::process::worker::{test_entry, TestEntryGuard};
-    pub use crate::backend::process::{memory_groups, trace_reads, traced_reads};
+    pub use crate::backend::process::{memory_groups, packed_batches, trace_reads, traced_reads};
     pub use crate::shm::{results_received, segments_created, worker_holds, SliceArg};
     /// `ndarray` parameters of tasks (the `ndarray` feature).
     #[cfg(feature = "ndarray")]

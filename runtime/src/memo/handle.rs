@@ -10,7 +10,7 @@
 //! the program runs keeps being read through the handle for the entries
 //! it still holds, which are results of the same code and arguments.
 
-use super::store::EntryName;
+use super::key::EntryName;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;

@@ -106,6 +106,43 @@ pub(crate) fn hex(key: &Key) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An entry's file name, `<hex key><extension>`, NUL-terminated on the
+/// stack: a hit opens its entry by this name without allocating a path.
+pub(crate) struct EntryName {
+    bytes: [u8; 72],
+    len: usize,
+}
+
+impl EntryName {
+    /// The output file's name.
+    pub(crate) fn output(key: &Key) -> EntryName {
+        EntryName::new(key, ".out")
+    }
+
+    /// `extension` is one of the store's own, at most 6 bytes.
+    pub(crate) fn new(key: &Key, extension: &str) -> EntryName {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; 72];
+        for (i, b) in key.iter().enumerate() {
+            bytes[2 * i] = DIGITS[usize::from(b >> 4)];
+            bytes[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        let len = 2 * key.len() + extension.len();
+        bytes[2 * key.len()..len].copy_from_slice(extension.as_bytes());
+        EntryName { bytes, len }
+    }
+
+    /// The name as text.
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits and an extension")
+    }
+
+    /// The name for a system call (the byte after it is NUL).
+    pub(crate) fn as_c_str(&self) -> &std::ffi::CStr {
+        std::ffi::CStr::from_bytes_until_nul(&self.bytes).expect("a NUL after the name")
+    }
+}
+
 /// An argument's `Serialize` impl failed.
 #[derive(Debug)]
 pub(crate) struct KeyError(pub String);

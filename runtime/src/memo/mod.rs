@@ -99,7 +99,7 @@ impl Cache<'_> {
 
     /// Finds a valid, unexpired entry.
     fn lookup(&self, key: &Key) -> Lookup {
-        let name = store::EntryName::output(key);
+        let name = key::EntryName::output(key);
         let read = match self.handle {
             Some(handle) => store::read_via(handle, self.dir, &name),
             None => store::read(&self.dir.join(name.as_str())),

@@ -26,7 +26,7 @@
 //! it.
 
 use super::handle::DirHandle;
-use super::key::Key;
+use super::key::{EntryName, Key};
 use super::Compression;
 use crate::persist::container;
 use crate::persist::format::{Header, HEADER as CONTAINER_HEADER, KIND_CACHE_ENTRY, TRAILER};
@@ -56,43 +56,6 @@ pub(crate) fn output_path(dir: &Path, key: &Key) -> PathBuf {
 /// The metadata file of an entry.
 pub(crate) fn metadata_path(dir: &Path, key: &Key) -> PathBuf {
     dir.join(EntryName::new(key, ".json").as_str())
-}
-
-/// An entry's file name, `<hex key><extension>`, NUL-terminated on the
-/// stack: a hit opens its entry by this name without allocating a path.
-pub(crate) struct EntryName {
-    bytes: [u8; 72],
-    len: usize,
-}
-
-impl EntryName {
-    /// The output file's name.
-    pub(crate) fn output(key: &Key) -> EntryName {
-        EntryName::new(key, ".out")
-    }
-
-    /// `extension` is one of the store's own, at most 6 bytes.
-    fn new(key: &Key, extension: &str) -> EntryName {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut bytes = [0u8; 72];
-        for (i, b) in key.iter().enumerate() {
-            bytes[2 * i] = DIGITS[usize::from(b >> 4)];
-            bytes[2 * i + 1] = DIGITS[usize::from(b & 15)];
-        }
-        let len = 2 * key.len() + extension.len();
-        bytes[2 * key.len()..len].copy_from_slice(extension.as_bytes());
-        EntryName { bytes, len }
-    }
-
-    /// The name as text.
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits and an extension")
-    }
-
-    /// The name for a system call (the byte after it is NUL).
-    pub(crate) fn as_c_str(&self) -> &std::ffi::CStr {
-        std::ffi::CStr::from_bytes_until_nul(&self.bytes).expect("a NUL after the name")
-    }
 }
 
 /// A checked entry, read whole.

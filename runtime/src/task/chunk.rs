@@ -147,7 +147,7 @@ impl<T: Task> Body<AnyOutput> for ChunkCalls<T> {
 
 /// Reads a worker's answer to a chunk of task `T`: the values, then the
 /// failure, if any.
-fn read_chunk<T: Task>(r: &mut dyn std::io::Read) -> Result<AnyOutput, CodecError> {
+pub(crate) fn read_chunk<T: Task>(r: &mut dyn std::io::Read) -> Result<AnyOutput, CodecError> {
     let codecs = T::codecs().ok_or_else(|| CodecError("not a process task".into()))?;
     let mut body = Vec::new();
     r.read_to_end(&mut body)

@@ -106,6 +106,11 @@ impl<T> ViaNoClone<T> for CopyProbe<T> {
 /// Decodes a worker's encoded result.
 pub(crate) type Decoder<R> = fn(&mut dyn std::io::Read) -> Result<R, CodecError>;
 
+/// Calls packed as one chunk for a worker process ([`Work::pack`]): their
+/// arguments as one encoded sequence, and the decoder of the chunk's
+/// answer, a boxed `ChunkOut` of their outputs.
+pub(crate) type Packed = (Vec<u8>, Decoder<AnyOutput>);
+
 /// A task that can run in a worker process: its [`Crossing::codecs`] are
 /// `Some`. `#[parallel(backend = "process")]` implements both, with serde
 /// codecs for the argument tuple and the output; this marker lets a
@@ -313,6 +318,18 @@ pub trait Work: Send + 'static {
     fn items(&self) -> usize {
         1
     }
+    /// `items` (consecutive calls of one task) packed as one chunk for a
+    /// worker process, which answers with all their values in one frame:
+    /// the batch of a tiny task then costs its share of two encodings, and
+    /// nothing per call besides. `None` for work that cannot be packed.
+    #[doc(hidden)]
+    fn pack(items: &[Self]) -> Option<Result<Packed, CodecError>>
+    where
+        Self: Sized,
+    {
+        let _ = items;
+        None
+    }
     /// A second call with the same arguments, when they can be copied
     /// (`speculate` on threads).
     fn duplicate(&self) -> Option<Self>
@@ -350,6 +367,7 @@ impl<R: Send + 'static> Work for Job<R> {
 
 /// A typed call of a task: no allocation per call. It can cross a
 /// process boundary when the task has codecs ([`Crossing::codecs`]).
+#[repr(transparent)]
 pub struct Call<T: Task>(pub T::Args);
 
 impl<T: Task> Work for Call<T> {
@@ -371,6 +389,17 @@ impl<T: Task> Work for Call<T> {
     }
     fn duplicate(&self) -> Option<Self> {
         T::copier().map(|copy| Call(copy(&self.0)))
+    }
+    fn pack(calls: &[Self]) -> Option<Result<Packed, CodecError>> {
+        let codecs = T::codecs()?;
+        // SAFETY: `Call<T>` is `repr(transparent)` over `T::Args`, so a
+        // slice of calls has the layout of a slice of argument tuples, and
+        // this borrows it for as long as `calls` is borrowed.
+        let args =
+            unsafe { std::slice::from_raw_parts(calls.as_ptr().cast::<T::Args>(), calls.len()) };
+        let mut out = Vec::new();
+        let decode = chunk::read_chunk::<T> as Decoder<AnyOutput>;
+        Some((codecs.args.append_seq)(args, &mut out).map(|()| (out, decode)))
     }
 }
 

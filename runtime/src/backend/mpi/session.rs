@@ -444,7 +444,7 @@ impl<W: Work> Session<W> for MpiSession<W> {
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
-        let mut encoded = match encode_batch(batch, self.backend_from) {
+        let mut encoded = match encode_batch(batch, self.backend_from, false) {
             Outgoing::Empty => return Ok(()),
             Outgoing::Failed(failed) => {
                 self.here.push_back(failed);

@@ -7,6 +7,7 @@ use super::session::ProcessSession;
 use crate::backend::in_flight::Problem;
 use crate::backend::Finished;
 use crate::error::Error;
+use crate::task::chunk::ChunkOut;
 use crate::task::Work;
 use crate::wire::{self, FromWorker};
 use std::time::Duration;
@@ -14,6 +15,9 @@ use std::time::Duration;
 /// What one frame from a worker means for its batch.
 pub(super) enum Answer<R> {
     Value(R),
+    /// A packed batch's one answer: every job's value, or those before
+    /// the failure that stopped it (its index counted in the batch).
+    Values(ChunkOut<R>),
     Fail(Error),
     Done(Duration),
     /// Under `trace`: when the batch's jobs ran, from job `seq`.
@@ -43,6 +47,12 @@ impl<W: Work> ProcessSession<W> {
         // A worker counts the jobs of the frame it was sent: a retried
         // job, or the rest of a batch after one, starts past the first.
         let answered = batch.answered() - batch.extra.base;
+        // A packed batch is one job of its worker's, whose one answer
+        // holds every value.
+        let answered = match batch.extra.packed {
+            Some(_) => usize::from(answered > 0),
+            None => answered,
+        };
         let (named, step) = classify::<W::Output>(frame, id, answered, |p| batch.error(p));
         let step = match named {
             Some(named) if named != id => Answer::Desync(batch.error(Problem::Desync(format!(
@@ -55,6 +65,13 @@ impl<W: Work> ProcessSession<W> {
         }
         match step {
             Answer::Value(value) => batch.value(value),
+            Answer::Values(ChunkOut { values, failure }) => {
+                let first = batch.first + batch.extra.base;
+                values.into_iter().for_each(|v| batch.value(v));
+                if let Some(e) = failure {
+                    batch.job_failed(e.reindex(|call| first + call));
+                }
+            }
             Answer::Times(seq, start, ends) => {
                 self.trace_times(worker, id, seq, start, ends);
                 return None;
@@ -91,6 +108,10 @@ fn classify<R: 'static>(
     match frame {
         Ok((named, Ok(boxed))) => match boxed.downcast::<R>() {
             Ok(value) => (Some(named), Answer::Value(*value)),
+            Err(boxed) if boxed.is::<ChunkOut<R>>() => {
+                let chunk = boxed.downcast::<ChunkOut<R>>().expect("checked by is");
+                (Some(named), Answer::Values(*chunk))
+            }
             Err(_) => (
                 Some(named),
                 Answer::Fail(error(Problem::Decode("a result of another type".into()))),

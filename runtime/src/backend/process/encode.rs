@@ -5,8 +5,17 @@ use crate::backend::{Batch, Finished};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
 use crate::shm::{self, Collected};
-use crate::task::{Decoder, Work};
+use crate::task::{AnyOutput, Decoder, Work};
 use crate::wire::{self, Bytes, ToWorker};
+
+static PACKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many batches this process has sent packed as one chunk each (a
+/// test hook: a batch of tiny calls must go packed, and one under
+/// `timeout` must not).
+pub fn packed_batches() -> u64 {
+    PACKED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A batch encoded for a worker process or an MPI rank.
 pub(crate) struct Encoded<R> {
@@ -17,6 +26,8 @@ pub(crate) struct Encoded<R> {
     pub(crate) task: &'static str,
     pub(crate) chunked: bool,
     pub(crate) decode: Decoder<R>,
+    /// Packed as one chunk ([`Work::pack`]): the decoder of its one answer.
+    pub(crate) packed: Option<Decoder<AnyOutput>>,
     args: Vec<Bytes>,
     /// The segments its arguments reference.
     pub(crate) shared: Collected,
@@ -59,12 +70,14 @@ pub(crate) enum Outgoing<R> {
     Ready(Encoded<R>),
 }
 
-/// Encodes a batch's arguments for a worker. Work that cannot cross a
-/// process boundary never runs silently in the parent: the batch fails
-/// with an error that says how to fix it.
+/// Encodes a batch's arguments for a worker, packed as one chunk when
+/// `pack` allows it and the work can be ([`Work::pack`]). Work that cannot
+/// cross a process boundary never runs silently in the parent: the batch
+/// fails with an error that says how to fix it.
 pub(crate) fn encode_batch<W: Work>(
     batch: Batch<W>,
     backend_from: BackendSource,
+    pack: bool,
 ) -> Outgoing<W::Output> {
     let first = batch.first;
     let jobs = batch.items.len();
@@ -82,6 +95,25 @@ pub(crate) fn encode_batch<W: Work>(
         };
         return Outgoing::Failed(Finished::failed(first, jobs, e));
     };
+    if pack && jobs > 1 {
+        let (packed, shared) = shm::collecting(|| W::pack(&batch.items));
+        // A batch that does not pack is encoded job by job below, which
+        // names the job whose arguments fail.
+        if let Some(Ok((args, packed))) = packed {
+            PACKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Outgoing::Ready(Encoded {
+                first,
+                jobs,
+                items,
+                task,
+                chunked: true,
+                decode,
+                packed: Some(packed),
+                args: vec![Bytes(args)],
+                shared,
+            });
+        }
+    }
     let (encoded, shared) = shm::collecting(|| encode_all(&batch.items));
     match encoded {
         Ok(args) => Outgoing::Ready(Encoded {
@@ -91,6 +123,7 @@ pub(crate) fn encode_batch<W: Work>(
             task,
             chunked,
             decode,
+            packed: None,
             args,
             shared,
         }),

@@ -51,6 +51,7 @@ pub(crate) use worker::{adopt_entry, entry as worker_entry};
 mod writer;
 
 pub use cgroup::groups as memory_groups;
+pub use encode::packed_batches;
 pub(crate) use memory::MemoryRules;
 pub use memory::{trace_reads, traced_reads};
 pub(crate) use retry::Retry;
@@ -61,7 +62,7 @@ cfg_mpi! {
 
 use crate::backend::beacon::Beacon;
 use crate::shm::Segment;
-use crate::task::Decoder;
+use crate::task::{AnyOutput, Decoder};
 
 use exit::ExitWatch;
 use reader::{ErasedDecoder, Event};
@@ -369,11 +370,13 @@ impl Drop for Processes {
 /// then the shared-memory segments it needs that the worker lacks, then
 /// the frame, each written now or queued for the writer thread. Nothing
 /// here blocks.
+/// `decode` reads one job's value; a packed batch's answer is read by its
+/// own decoder instead, whose value is the boxed chunk of values.
 fn send<R: Send + 'static>(
     w: &mut Worker,
     id: u64,
     frame: &Arc<Vec<u8>>,
-    decode: Decoder<R>,
+    decode: (Decoder<R>, Option<Decoder<AnyOutput>>),
     segments: &[Arc<Segment>],
 ) {
     if w.queue.is_empty() {
@@ -384,8 +387,12 @@ fn send<R: Send + 'static>(
             w.frames.send_segment(segment);
         }
     }
-    let erased: ErasedDecoder =
-        Box::new(move |r: &mut dyn io::Read| decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>));
+    let erased: ErasedDecoder = match decode {
+        (_, Some(packed)) => Box::new(packed),
+        (decode, None) => Box::new(move |r: &mut dyn io::Read| {
+            decode(r).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        }),
+    };
     // The reader must hold the decoder before the first answer comes.
     let _ = w.decoders.send((id, erased));
     // A dead worker's frames are dropped; its reader reports the closure,

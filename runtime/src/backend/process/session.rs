@@ -27,7 +27,7 @@ use crate::backend::{Batch, Finished, LongestRunning, Session};
 use crate::error::{Error, Result};
 use crate::options::BackendSource;
 use crate::shm::Collected;
-use crate::task::Work;
+use crate::task::{AnyOutput, Decoder, Work};
 use crate::wire::{self, ToWorker};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -61,6 +61,9 @@ pub(super) struct Sent {
     /// Under "continue": the job after the current attempt whose failure
     /// was reported already (`continuing.rs`).
     pub(super) skip: Option<usize>,
+    /// Packed as one chunk: the decoder of its one answer, which holds
+    /// every job's value (`Work::pack`).
+    pub(super) packed: Option<Decoder<AnyOutput>>,
 }
 
 impl Sent {
@@ -278,9 +281,17 @@ impl<W: Work> ProcessSession<W> {
     /// oldest batch.
     pub(super) fn running_job(&self, w: &Worker) -> Option<(usize, &'static str)> {
         let batch = self.batches.get(w.queue.front()?)?;
+        // A packed batch is one job of the worker's: the call it is on
+        // counts from its first.
+        let call = match batch.extra.packed {
+            Some(_) => w.beacon.running_call(),
+            None => 0,
+        };
         let index = match w.beacon.running() {
-            Some((seq, _)) if (batch.first..batch.first + batch.len).contains(&(seq as usize)) => {
-                seq as usize
+            Some((seq, _))
+                if (batch.first..batch.first + batch.len).contains(&(seq as usize + call)) =>
+            {
+                seq as usize + call
             }
             // Between jobs: blame the first job not yet answered.
             _ => batch.next_index().min(batch.first + batch.len - 1),
@@ -329,13 +340,28 @@ impl<W: Work> ProcessSession<W> {
     }
 }
 
+impl<W: Work> ProcessSession<W> {
+    /// Whether batches go packed, one chunk each (`Work::pack`): only
+    /// where nothing needs a job's own answer or clock while its batch
+    /// runs, so not under `timeout`, `retries`, `speculate`, `on_error =
+    /// "continue"`, a pool's rules or `trace`.
+    fn packs(&self) -> bool {
+        self.timeout.is_none()
+            && !self.keep_going
+            && self.retry.retries == 0
+            && self.speculate.is_none()
+            && self.tracing.is_none()
+            && !self.pool.rules.isolate_deaths
+    }
+}
+
 impl<W: Work> Session<W> for ProcessSession<W> {
     fn has_room(&self) -> bool {
         self.pool.workers.len() < self.pool.n_jobs || self.least_loaded().is_some()
     }
 
     fn submit(&mut self, batch: Batch<W>) -> Result<()> {
-        let mut encoded = match encode_batch(batch, self.backend_from) {
+        let mut encoded = match encode_batch(batch, self.backend_from, self.packs()) {
             Outgoing::Empty => return Ok(()),
             Outgoing::Failed(failed) => {
                 self.here.push_back(failed);
@@ -359,6 +385,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
             items,
             task,
             decode,
+            packed,
             shared,
             ..
         } = encoded;
@@ -378,7 +405,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
         if !w.queue.is_empty() && w.beacon.may_offer() {
             w.beacon.offer(id);
         }
-        self.traced_send(pos, id, &frame, decode, &shared.segments);
+        self.traced_send(pos, id, &frame, (decode, packed), &shared.segments);
         self.batches.insert(
             id,
             InFlight::new(
@@ -397,6 +424,7 @@ impl<W: Work> Session<W> for ProcessSession<W> {
                     base: 0,
                     span: jobs,
                     skip: None,
+                    packed,
                 },
             )
             .keeping_going(self.keep_going),

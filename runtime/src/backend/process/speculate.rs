@@ -81,7 +81,7 @@ impl<W: Work> ProcessSession<W> {
                 self.pool.workers[idle].pid
             );
         }
-        let (decode, segments) = (b.decode, b.extra.shared.segments.clone());
+        let (decode, segments) = ((b.decode, b.extra.packed), b.extra.shared.segments.clone());
         self.traced_send(idle, id, &frame, decode, &segments);
         if let Some(t) = &self.tracing {
             t.trace.copied();

@@ -14,7 +14,7 @@ use super::session::ProcessSession;
 use super::{send, Decoder, Worker};
 use crate::error::Error;
 use crate::shm::Segment;
-use crate::task::Work;
+use crate::task::{AnyOutput, Work};
 use crate::trace::{now_ns, Direction, JobTimes, Outcome, Trace, Track};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +55,7 @@ impl<W: Work> ProcessSession<W> {
         pos: usize,
         id: u64,
         frame: &Arc<Vec<u8>>,
-        decode: Decoder<W::Output>,
+        decode: (Decoder<W::Output>, Option<Decoder<AnyOutput>>),
         segments: &[Arc<Segment>],
     ) {
         let started = self.tracing.as_ref().map(|_| now_ns());

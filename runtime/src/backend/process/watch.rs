@@ -29,7 +29,8 @@ impl<W: Work> ProcessSession<W> {
         let Some(batch) = self.batches.get(&id) else {
             return;
         };
-        let (frame, decode) = (Arc::clone(&batch.extra.frame), batch.decode);
+        let frame = Arc::clone(&batch.extra.frame);
+        let decode = (batch.decode, batch.extra.packed);
         let segments = batch.extra.shared.segments.clone();
         self.traced_send(pos, id, &frame, decode, &segments);
     }
