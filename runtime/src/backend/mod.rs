@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::options::Initializer;
-use crate::task::Work;
+use crate::task::{Spent, Work};
 use crate::trace::{JobTimes, Trace};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -155,6 +155,18 @@ pub(crate) fn run_here<W: Work>(
     stop: impl Fn() -> bool,
     timed: bool,
 ) -> Finished<W::Output> {
+    run_sparing(batch, beacon, stop, timed, &mut Spent::default())
+}
+
+/// [`run_here`] on a pool thread: what the jobs allocated is left in
+/// `spent`, for the thread that made them to free (`task/spent.rs`).
+pub(crate) fn run_sparing<W: Work>(
+    batch: Batch<W>,
+    beacon: Option<&crate::backend::beacon::Beacon>,
+    stop: impl Fn() -> bool,
+    timed: bool,
+    spent: &mut Spent,
+) -> Finished<W::Output> {
     let started = std::time::Instant::now();
     let first = batch.first;
     let jobs = batch.items.len();
@@ -171,7 +183,7 @@ pub(crate) fn run_here<W: Work>(
             if let Some(b) = beacon {
                 b.start((first + values.len()) as u64);
             }
-            values.push(work.run());
+            values.push(work.run_sparing(spent));
             if let Some(t) = times.as_mut() {
                 t.ends.push(crate::trace::now_ns());
             }

@@ -7,9 +7,10 @@
 //! returns at once, and the running job finishes in the background with its
 //! result dropped.
 
-use super::{run_here, Batch, Finished, LongestRunning, Session};
+use super::{run_here, run_sparing, Batch, Finished, LongestRunning, Session};
 use crate::backend::beacon::Beacon;
 use crate::error::{Error, Result};
+use crate::task::Spent;
 use crate::task::Work;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,6 +85,8 @@ struct Done<R> {
     finished: Finished<R>,
     /// It is the result of a `speculate` copy.
     copy: bool,
+    /// What the batch's jobs allocated, freed where they were made.
+    spent: Spent,
 }
 
 struct Running<W> {
@@ -232,10 +235,11 @@ impl<W: Work> Session<W> for ThreadSession<W> {
         self.threads.pool.spawn(move || {
             let stop = || cancelled.load(Ordering::Relaxed);
             let beacon = beacon.as_deref();
+            let mut spent = Spent::default();
             let mut finished = match super::initialize_here(init) {
                 // Under "continue" each failed job ends a piece of the batch.
                 Ok(()) if pieces => super::run_pieces_here(batch, beacon, stop, timed),
-                Ok(()) => vec![run_here(batch, beacon, stop, timed)],
+                Ok(()) => vec![run_sparing(batch, beacon, stop, timed, &mut spent)],
                 Err(e) => vec![Finished::failed(batch.first, batch.items.len(), e)],
             };
             for f in &mut finished {
@@ -248,6 +252,7 @@ impl<W: Work> Session<W> for ThreadSession<W> {
                     batch: id,
                     finished,
                     copy: false,
+                    spent: std::mem::take(&mut spent),
                 });
             }
         });
@@ -297,6 +302,8 @@ impl<W: Work> Session<W> for ThreadSession<W> {
                     if let Some(r) = self.running.remove(&done.batch) {
                         self.settled(done.batch, &r, &done);
                     }
+                    // Freed here, on the thread that allocated the jobs.
+                    drop(done.spent);
                     return Ok(Some(done.finished));
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -416,6 +423,7 @@ impl<W: Work> ThreadSession<W> {
                 batch: id,
                 finished,
                 copy: true,
+                spent: Spent::default(),
             });
         });
     }

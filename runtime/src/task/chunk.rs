@@ -8,7 +8,7 @@
 //! values before it and that failure, written as a [`ChunkFailure`] after
 //! them.
 
-use super::{declared, AnyOutput, Body, Call, Decoder, Job, Task};
+use super::{declared, AnyOutput, Body, BodySlot, Call, Decoder, Job, Task};
 use crate::error::{CodecError, Error};
 use std::any::Any;
 
@@ -113,7 +113,7 @@ fn take_text(bytes: &mut &[u8]) -> Result<Option<String>, CodecError> {
 struct ChunkCalls<T: Task>(Vec<T::Args>);
 
 impl<T: Task> Body<AnyOutput> for ChunkCalls<T> {
-    fn run(self: Box<Self>) -> AnyOutput {
+    fn invoke(self) -> AnyOutput {
         let mut values = Vec::with_capacity(self.0.len());
         let args = self.0;
         let outcome = crate::panic::catch(|| {
@@ -137,10 +137,6 @@ impl<T: Task> Body<AnyOutput> for ChunkCalls<T> {
     }
 
     fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }
@@ -173,7 +169,7 @@ pub(crate) fn calls<T: Task>(args: Vec<T::Args>) -> Job<AnyOutput> {
     let items = args.len();
     Job {
         task: T::NAME,
-        body: Box::new(ChunkCalls::<T>(args)),
+        body: BodySlot::new(ChunkCalls::<T>(args)),
         decode: T::codecs().map(|_| read_chunk::<T> as Decoder<AnyOutput>),
         chunker: None,
         chunked: true,
@@ -187,7 +183,7 @@ pub(crate) fn calls<T: Task>(args: Vec<T::Args>) -> Job<AnyOutput> {
 struct Here<R>(Vec<Job<R>>);
 
 impl<R: Send + 'static> Body<AnyOutput> for Here<R> {
-    fn run(self: Box<Self>) -> AnyOutput {
+    fn invoke(self) -> AnyOutput {
         let task = self.0.first().map_or("closure", |j| j.task);
         let mut values = Vec::with_capacity(self.0.len());
         let jobs = self.0;
@@ -212,10 +208,6 @@ impl<R: Send + 'static> Body<AnyOutput> for Here<R> {
     fn as_any(&self) -> &dyn Any {
         self
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
 }
 
 /// `jobs` (consecutive jobs of one task) as one job whose output is a
@@ -236,7 +228,7 @@ pub(crate) fn chunk<R: Send + 'static>(jobs: Vec<Job<R>>) -> Job<AnyOutput> {
                 .map_or(super::closure_declared as fn() -> _, |j| j.declared);
             Job {
                 task,
-                body: Box::new(Here(jobs)),
+                body: BodySlot::new(Here(jobs)),
                 decode: None,
                 chunker: None,
                 chunked: true,

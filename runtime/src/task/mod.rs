@@ -11,8 +11,10 @@
 //! registry ([`registry()`]) maps names to entries the wire layer builds.
 
 mod args;
+mod body;
 pub(crate) mod chunk;
 mod registry;
+mod spent;
 
 pub use args::{ArgOwned, CallItem, FromItem, IntoOwnedArg, IntoSliceArg};
 
@@ -21,7 +23,9 @@ pub(crate) use registry::{registry, registry_fingerprint};
 
 use crate::error::CodecError;
 use crate::options::Options;
+use body::{Body, BodySlot};
 use serde::{de::DeserializeOwned, Serialize};
+pub(crate) use spent::Spent;
 
 /// A function made into a parjob task by `#[parallel]`.
 ///
@@ -154,7 +158,7 @@ pub struct SerdeFns<T> {
 /// [`Job::new`] from any closure.
 pub struct Job<R> {
     task: &'static str,
-    body: Box<dyn Body<R>>,
+    body: BodySlot<R>,
     decode: Option<Decoder<R>>,
     /// Makes one chunk job of many jobs of this task (`chunk.rs`).
     chunker: Option<Chunker<R>>,
@@ -201,19 +205,11 @@ pub struct Declared {
     pub crosses: bool,
 }
 
-trait Body<R>: Send + 'static {
-    fn run(self: Box<Self>) -> R;
-    fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>>;
-    /// The body itself, to see which call it is.
-    fn as_any(&self) -> &dyn std::any::Any;
-    /// The body itself, to take a call's arguments out (`chunk.rs`).
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
-}
-
+/// A closure as a job's body.
 struct Closure<F>(F);
 
 impl<R, F: FnOnce() -> R + Send + 'static> Body<R> for Closure<F> {
-    fn run(self: Box<Self>) -> R {
+    fn invoke(self) -> R {
         (self.0)()
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
@@ -222,22 +218,16 @@ impl<R, F: FnOnce() -> R + Send + 'static> Body<R> for Closure<F> {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 impl<T: Task> Body<T::Output> for Call<T> {
-    fn run(self: Box<Self>) -> T::Output {
+    fn invoke(self) -> T::Output {
         T::call(self.0)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         Work::encode_args(self)
     }
     fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
         self
     }
 }
@@ -257,7 +247,7 @@ impl<R: Send + 'static> Job<R> {
     pub fn new(f: impl FnOnce() -> R + Send + 'static) -> Self {
         Job {
             task: "closure",
-            body: Box::new(Closure(f)),
+            body: BodySlot::new(Closure(f)),
             decode: None,
             chunker: None,
             chunked: false,
@@ -271,7 +261,7 @@ impl<R: Send + 'static> Job<R> {
     pub fn call<T: Task<Output = R>>(args: T::Args) -> Self {
         Job {
             task: T::NAME,
-            body: Box::new(Call::<T>(args)),
+            body: BodySlot::new(Call::<T>(args)),
             decode: T::codecs().map(|c| c.output.read),
             chunker: Some(chunk::chunker_of::<T>()),
             chunked: false,
@@ -318,6 +308,16 @@ pub trait Work: Send + 'static {
     fn items(&self) -> usize {
         1
     }
+    /// [`Work::run`] on a pool thread, leaving what the work allocated to
+    /// `spent`, which goes back to be freed by the thread that made it.
+    #[doc(hidden)]
+    fn run_sparing(self, spent: &mut Spent) -> Self::Output
+    where
+        Self: Sized,
+    {
+        let _ = spent;
+        self.run()
+    }
     /// `items` (consecutive calls of one task) packed as one chunk for a
     /// worker process, which answers with all their values in one frame:
     /// the batch of a tiny task then costs its share of two encodings, and
@@ -347,6 +347,9 @@ impl<R: Send + 'static> Work for Job<R> {
     }
     fn run(self) -> R {
         self.body.run()
+    }
+    fn run_sparing(self, spent: &mut Spent) -> R {
+        self.body.run_sparing(spent)
     }
     fn encode_args(&self) -> Option<Result<Vec<u8>, CodecError>> {
         self.body.encode_args()
