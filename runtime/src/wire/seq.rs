@@ -112,6 +112,15 @@ fn append_singles<T: 'static, P: plain::Plain>(values: &[T], out: &mut Vec<u8>) 
     // SAFETY: `singles` hands this out only when `T` is `(P,)`.
     let values: &[(P,)] =
         unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) };
+    if size_of::<(P,)>() == size_of::<P>() && std::mem::offset_of!((P,), 0) == 0 {
+        // SAFETY: a `(P,)` is exactly a `P` at offset 0 with no padding
+        // (checked just above, at compile time), so the tuples' memory is
+        // that many initialized `P`s.
+        let numbers: &[P] =
+            unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) };
+        out.extend_from_slice(plain::as_bytes(numbers));
+        return;
+    }
     out.reserve(std::mem::size_of_val(values));
     for (p,) in values {
         out.extend_from_slice(plain::as_bytes(std::slice::from_ref(p)));

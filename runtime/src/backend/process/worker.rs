@@ -197,6 +197,7 @@ fn serve(spec: &str) -> ! {
 
 fn serve_until_eof(spec: &str) -> Result<(), String> {
     let spec: WorkerSpec = spec.parse()?;
+    keep_freed_heap();
     nesting::set_for_this_process(spec.share, NestedIn::ProcessWorker);
     // Nested spawns and the user's own child processes must not inherit
     // the variable, nor the pipe ends (they would keep the pipes open).
@@ -367,6 +368,27 @@ fn run_batch(
     answered(wire::write_done(&mut done, id, count as u64, elapsed_ns))?;
     answered(done.flush())
 }
+
+/// Lets this worker process keep freed memory for its next batch. A
+/// batch of tiny calls allocates and frees a few buffers of hundreds of
+/// kilobytes; glibc served each from a fresh mapping, or from heap it had
+/// just returned to the kernel, so every batch faulted them in again, a
+/// quarter of a worker's time (docs/decisions.md). Buffers up to
+/// [`HEAP_BUFFERS`] now come from the heap, which keeps up to as much
+/// freed. Only worker processes do this, never the user's own process.
+fn keep_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets tunables of glibc's allocator; this runs
+    // before the worker allocates in earnest, on its one thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_BUFFERS);
+        libc::mallopt(libc::M_TOP_PAD, HEAP_BUFFERS);
+    }
+}
+
+/// The largest buffer a worker takes from its heap, and the freed heap it
+/// keeps (`keep_freed_heap`).
+const HEAP_BUFFERS: i32 = 8 << 20;
 
 /// Runs a pool's initializer, answering `Done` of batch 0, or its failure.
 /// Its result is dropped, and never goes through shared memory (a result
