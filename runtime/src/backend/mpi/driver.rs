@@ -231,6 +231,9 @@ impl Driver {
     }
 }
 
+/// The longest the driver's MPI thread sleeps while a rank holds a batch.
+const ANSWER_EXPECTED: Duration = Duration::from_micros(50);
+
 /// The driver's MPI thread state: where each peer is, and the
 /// communicators to probe (the world, then one per spawn).
 struct DriverThread<'w> {
@@ -264,6 +267,7 @@ impl<'w> DriverThread<'w> {
     /// Serves until the process asks it to stop (the command channel
     /// closes at exit); returns why it stopped.
     fn run(&mut self, driver: &Driver) -> String {
+        link::precise_timers();
         let mut backoff = Backoff::new(Duration::from_millis(1));
         loop {
             let mut moved = false;
@@ -284,7 +288,10 @@ impl<'w> DriverThread<'w> {
                 backoff.reset();
                 continue;
             }
-            let wait = backoff.next();
+            // While a rank holds a batch, its answer is expected: the
+            // waits stay short.
+            let expecting = driver.lock_table().peers.iter().any(|p| p.in_flight > 0);
+            let wait = backoff.next(expecting.then_some(ANSWER_EXPECTED));
             if wait.is_zero() {
                 std::thread::yield_now();
                 continue;
@@ -437,7 +444,7 @@ impl<'w> DriverThread<'w> {
                 break;
             }
             if !moved {
-                std::thread::sleep(backoff.next());
+                std::thread::sleep(backoff.next(None));
             }
         }
         self.count_sent();

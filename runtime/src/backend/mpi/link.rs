@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::raw::c_int;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a message carries; the link keeps it alive until MPI is done.
 pub(crate) enum Body {
@@ -240,34 +240,68 @@ impl Probed {
     }
 }
 
-/// Waits between polls that found nothing: a few quick rounds, then
-/// sleeps growing to `max`, so an idle MPI thread costs little CPU and a
-/// busy one answers at once.
+/// Waits between polls that found nothing.
+///
+/// MPI's shared-memory and TCP transports give no file descriptor to sleep
+/// on, and OpenMPI's own blocking calls spin on its progress engine. So
+/// for [`SPIN`] after the last activity this polls again at once (the
+/// caller yields its CPU between polls): a message that comes in that
+/// window, as the next one-job batch does after an answer, is picked up
+/// within microseconds. Past the window the waits grow from 10 us to
+/// `max`, so an idle MPI thread costs little CPU.
 pub(crate) struct Backoff {
+    since: Instant,
     idle_rounds: u32,
     max: Duration,
 }
 
+/// How long after the last activity an MPI thread polls without sleeping.
+pub(crate) const SPIN: Duration = Duration::from_micros(100);
+
 impl Backoff {
     pub(crate) fn new(max: Duration) -> Backoff {
         Backoff {
+            since: Instant::now(),
             idle_rounds: 0,
             max,
         }
     }
 
-    /// Something moved: poll again at once.
+    /// Something moved: poll again at once, for the next [`SPIN`].
     pub(crate) fn reset(&mut self) {
+        self.since = Instant::now();
         self.idle_rounds = 0;
     }
 
-    /// How long to wait before the next poll.
-    pub(crate) fn next(&mut self) -> Duration {
-        self.idle_rounds = self.idle_rounds.saturating_add(1);
-        if self.idle_rounds < 16 {
+    /// How long to wait before the next poll, at most `cap` (shorter than
+    /// the maximum while an answer is expected soon).
+    pub(crate) fn next(&mut self, cap: Option<Duration>) -> Duration {
+        self.next_at(Instant::now(), cap)
+    }
+
+    fn next_at(&mut self, now: Instant, cap: Option<Duration>) -> Duration {
+        if now.saturating_duration_since(self.since) < SPIN {
             return Duration::ZERO;
         }
-        let micros = 10u64 << (self.idle_rounds - 16).min(10);
-        Duration::from_micros(micros).min(self.max)
+        self.idle_rounds = self.idle_rounds.saturating_add(1);
+        let micros = 10u64 << (self.idle_rounds - 1).min(10);
+        let max = cap.map_or(self.max, |c| c.min(self.max));
+        Duration::from_micros(micros).min(max)
     }
 }
+
+/// Makes this thread's timed waits end when asked, not up to 50 us later
+/// (the kernel's default timer slack): an MPI thread's short waits are
+/// what a round trip waits on.
+pub(crate) fn precise_timers() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and sets an attribute of
+    // the calling thread only.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+}
+
+#[cfg(test)]
+pub(super) fn backoff_after(b: &mut Backoff, idle: Duration, cap: Option<Duration>) -> Duration {
+    let at = b.since + idle;
+    b.next_at(at, cap)
+}
+

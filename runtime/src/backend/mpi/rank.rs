@@ -155,6 +155,7 @@ impl Shuttle {
         };
         let mut written = 0;
         let mut answers = Vec::new();
+        link::precise_timers();
         let mut backoff = Backoff::new(Duration::from_millis(1));
         loop {
             let mut moved = false;
@@ -175,7 +176,7 @@ impl Shuttle {
             if moved {
                 backoff.reset();
             } else {
-                wait_readable(&self.answers, backoff.next());
+                wait_readable(&self.answers, backoff.next(None));
             }
         }
     }
@@ -327,6 +328,12 @@ fn wait_readable(pipe: &File, wait: Duration) {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: poll on one valid pollfd.
-    unsafe { libc::poll(&mut pollfd, 1, wait.as_millis().max(1) as i32) };
+    // To the microsecond: `poll`'s milliseconds made every short wait 1 ms.
+    let timeout = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: ppoll on one valid pollfd, with a valid timespec and no
+    // signal mask, all for the duration of the call.
+    unsafe { libc::ppoll(&mut pollfd, 1, &timeout, std::ptr::null()) };
 }

@@ -44,14 +44,21 @@ fn a_result_message_stops_at_its_size_but_always_takes_one_frame() {
 
 #[test]
 fn backoff_polls_at_once_then_sleeps_up_to_its_maximum() {
+    use super::link::{backoff_after, SPIN};
     let mut b = Backoff::new(Duration::from_millis(1));
-    let waits: Vec<Duration> = (0..40).map(|_| b.next()).collect();
-    assert!(waits[..15].iter().all(|w| w.is_zero()));
-    assert!(waits[16] > Duration::ZERO);
+    // Inside the spin window after activity: poll again at once.
+    assert!(backoff_after(&mut b, SPIN / 2, None).is_zero());
+    let waits: Vec<Duration> = (0..20)
+        .map(|_| backoff_after(&mut b, SPIN * 2, None))
+        .collect();
+    assert_eq!(waits[0], Duration::from_micros(10));
     assert_eq!(*waits.last().unwrap(), Duration::from_millis(1));
     assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+    // While an answer is expected, the waits stay under the cap.
+    let cap = Some(Duration::from_micros(50));
+    assert_eq!(backoff_after(&mut b, SPIN * 2, cap), Duration::from_micros(50));
     b.reset();
-    assert!(b.next().is_zero());
+    assert!(b.next(None).is_zero());
 }
 
 #[test]
