@@ -2,9 +2,10 @@
 //!
 //! `cargo bench --bench memoize`
 //!
-//! 1. A hit with small arguments (joblib 85 us here; target <= 10 us).
-//! 2. A miss that computes nothing and stores a small result (joblib
-//!    326 us; target <= 60 us).
+//! 1. A hit with small arguments (joblib 85 us here; target <= 2 us).
+//! 2. A miss that computes nothing and stores a small result, beside one
+//!    atomic small-file write in the same run (joblib 326 us; target <= 2x
+//!    the write).
 //! 3. A hit whose argument is an 80 MB `Vec<f64>` (joblib 105 ms; target
 //!    <= 55 ms), beside sha256 of the same 80 MB in the same run.
 
@@ -48,24 +49,41 @@ fn main() {
     }) / n;
     assert_eq!(small::stats().misses, 1);
     println!(
-        "| small hit | {:.2} us | joblib 85 us | {:.0}x faster | <= 10 us |",
+        "| small hit | {:.2} us | joblib 85 us | {:.0}x faster | <= 2 us |",
         hit.as_secs_f64() * 1e6,
         85e-6 / hit.as_secs_f64()
     );
 
-    // 2. Small misses: every call has new arguments.
+    // 2. Small misses: every call has new arguments, beside one atomic
+    // small-file write (a temporary file written and renamed), in
+    // alternated blocks of 100: the file system's speed drifts within
+    // seconds (ext4 skips recently deleted inodes when it makes a file).
+    let files = std::path::Path::new("target/bench-memo/files");
+    std::fs::create_dir_all(files).unwrap();
     let mut next = 1_000_000u64;
-    let m = 2_000;
-    let miss = best(3, || {
-        for _ in 0..m {
+    let (mut miss, mut write) = (Duration::ZERO, Duration::ZERO);
+    let m = 2_000u32;
+    for block in 0..m / 100 {
+        let t = Instant::now();
+        for _ in 0..100 {
             next += 1;
             black_box(small(next, 0));
         }
-    }) / m as u32;
+        miss += t.elapsed();
+        let t = Instant::now();
+        for k in 0..100 {
+            let tmp = files.join(format!(".tmp-{block}-{k}"));
+            std::fs::write(&tmp, next.to_le_bytes()).unwrap();
+            std::fs::rename(&tmp, files.join(format!("entry-{block}-{k}"))).unwrap();
+        }
+        write += t.elapsed();
+    }
+    let (miss, write) = (miss / m, write / m);
     println!(
-        "| small miss (compute nothing, store a u64) | {:.2} us | joblib 326 us | {:.0}x faster | <= 60 us |",
+        "| small miss (compute nothing, store a u64) | {:.2} us | atomic small-file write {:.2} us, joblib 326 us | {:.2}x the write | <= 2x the write |",
         miss.as_secs_f64() * 1e6,
-        326e-6 / miss.as_secs_f64()
+        write.as_secs_f64() * 1e6,
+        miss.as_secs_f64() / write.as_secs_f64()
     );
 
     // 3. A hit with an 80 MB argument, beside sha256 of the same bytes.

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let claimed = data
         .get(..8)
         .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
-    for compression in [Compression::None, Compression::Lz4, Compression::Zstd(3)] {
+    for compression in [Compression::None, Compression::Lz4(3), Compression::Zstd(3)] {
         let tag = codec_tag(compression);
         for value_len in [claimed, data.len() as u64, (data.len() as u64) << 4] {
             if let Ok(e) = store::parse(&entry(tag, data, value_len)) {

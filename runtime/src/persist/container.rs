@@ -82,6 +82,16 @@ pub(crate) fn unpack(
 /// Exactly `header.payload_len` bytes out of `stored`, allocated fallibly.
 fn decompress(header: &Header, stored: &[u8]) -> Result<Vec<u8>, PersistError> {
     let want = header.payload_len;
+    if header.codec == Compression::None.tag() {
+        // Stored as it is (a small cache entry's usual case): one copy.
+        if stored.len() as u64 != want {
+            return Err(PersistError::Corrupt(format!(
+                "{} stored bytes where the header records {want}",
+                stored.len()
+            )));
+        }
+        return Ok(stored.to_vec());
+    }
     // The first buffer is what the stored bytes can plausibly expand to;
     // past it the buffer grows only as decompressed bytes arrive, so a
     // recorded length that the stored bytes do not back allocates nothing.
