@@ -109,3 +109,25 @@ fn a_timeout_keeps_batches_unpacked() {
         "a batch under a timeout went packed"
     );
 }
+
+#[parjob::test]
+fn delayed_jobs_go_packed_too_and_name_the_failing_item() {
+    let _turn = turn();
+    let p = Parallel::new().n_jobs(2).backend(parjob::Backend::Process);
+    let before = packed_batches();
+    let got = p
+        .run((0..N).map(|x| fails_on::delayed(x, u64::MAX)))
+        .unwrap();
+    assert_eq!(got[17_000], 51_000);
+    assert!(
+        packed_batches() > before,
+        "no batch of delayed jobs went packed"
+    );
+    match p
+        .run((0..N).map(|x| fails_on::delayed(x, 9_999)))
+        .unwrap_err()
+    {
+        Error::Panic { index, .. } => assert_eq!(index, 9_999),
+        other => panic!("expected the panic, got {other:?}"),
+    }
+}

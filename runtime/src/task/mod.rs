@@ -147,6 +147,9 @@ pub struct SerdeFns<T> {
     /// Appends the encoding of a sequence of values to a buffer (a pool's
     /// chunk: every call's arguments, or every value, in one pass).
     pub append_seq: fn(&[T], &mut Vec<u8>) -> Result<(), CodecError>,
+    /// [`SerdeFns::append_seq`] of values kept apart (the arguments of
+    /// `delayed` jobs): the same bytes.
+    pub append_refs: fn(&[&T], &mut Vec<u8>) -> Result<(), CodecError>,
     /// Decodes a sequence of values from the front of a buffer, moving
     /// past it.
     pub take_seq: fn(&mut &[u8]) -> Result<Vec<T>, CodecError>,
@@ -162,6 +165,8 @@ pub struct Job<R> {
     decode: Option<Decoder<R>>,
     /// Makes one chunk job of many jobs of this task (`chunk.rs`).
     chunker: Option<Chunker<R>>,
+    /// Packs jobs of this task for a worker process (`Work::pack`).
+    packer: Option<Packer<R>>,
     /// Whether this is a chunk: its arguments are many calls' (a worker
     /// answers it with one frame).
     chunked: bool,
@@ -172,6 +177,22 @@ pub struct Job<R> {
 
 /// Makes one chunk job of many jobs of one task.
 type Chunker<R> = fn(Vec<Job<R>>) -> Job<AnyOutput>;
+
+/// Packs jobs of one task (`Work::pack`).
+type Packer<R> = fn(&[Job<R>]) -> Option<Result<Packed, CodecError>>;
+
+/// Jobs that all call task `T`, packed as one chunk; `None` when one of
+/// them is not such a call.
+fn pack_calls<T: Task>(jobs: &[Job<T::Output>]) -> Option<Result<Packed, CodecError>> {
+    let codecs = T::codecs()?;
+    let mut args = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        args.push(&job.body.as_any().downcast_ref::<Call<T>>()?.0);
+    }
+    let mut out = Vec::new();
+    let decode = chunk::read_chunk::<T> as Decoder<AnyOutput>;
+    Some((codecs.args.append_refs)(&args, &mut out).map(|()| (out, decode)))
+}
 
 /// A result with its type erased, as a pool that runs jobs of many result
 /// types carries them.
@@ -250,6 +271,7 @@ impl<R: Send + 'static> Job<R> {
             body: BodySlot::new(Closure(f)),
             decode: None,
             chunker: None,
+            packer: None,
             chunked: false,
             items: 1,
             declared: closure_declared,
@@ -264,6 +286,7 @@ impl<R: Send + 'static> Job<R> {
             body: BodySlot::new(Call::<T>(args)),
             decode: T::codecs().map(|c| c.output.read),
             chunker: Some(chunk::chunker_of::<T>()),
+            packer: Some(pack_calls::<T>),
             chunked: false,
             items: 1,
             declared: declared::<T>,
@@ -365,6 +388,9 @@ impl<R: Send + 'static> Work for Job<R> {
     }
     fn items(&self) -> usize {
         self.items
+    }
+    fn pack(jobs: &[Self]) -> Option<Result<Packed, CodecError>> {
+        (jobs.first()?.packer?)(jobs)
     }
 }
 

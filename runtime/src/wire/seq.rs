@@ -35,6 +35,36 @@ pub(super) fn append<T: Serialize + 'static>(
     }
 }
 
+/// Appends the values behind `refs`, encoded exactly as [`append`]
+/// encodes the values themselves (calls kept apart, in their jobs).
+pub(super) fn append_refs<T: Serialize + 'static>(
+    refs: &[&T],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let raw = |out: &mut Vec<u8>| {
+        out.push(RAW);
+        out.extend_from_slice(&(refs.len() as u64).to_le_bytes());
+    };
+    if let Some((append_singles, _)) = singles::<T>() {
+        raw(out);
+        for value in refs {
+            append_singles(std::slice::from_ref(*value), out);
+        }
+        return Ok(());
+    }
+    if plain::kind_of::<T>().is_some() && cfg!(target_endian = "little") {
+        raw(out);
+        for value in refs {
+            let bytes = plain::bytes_of(std::slice::from_ref(*value));
+            out.extend_from_slice(bytes.expect("a plain number is raw bytes"));
+        }
+        return Ok(());
+    }
+    out.push(SERDE);
+    // A sequence of references serializes as the sequence of values.
+    codec::encode_append(refs, out)
+}
+
 /// Takes a sequence of `T` from the front of `bytes`, moving past it.
 pub(super) fn take<T: DeserializeOwned + 'static>(bytes: &mut &[u8]) -> Result<Vec<T>, CodecError> {
     let (&tag, rest) = bytes
@@ -148,12 +178,38 @@ mod tests {
         append(&["a".to_string()], &mut out).unwrap();
         append(&[(1.5f64,), (-2.0,)], &mut out).unwrap();
         append(&[(1u8, 2u8)], &mut out).unwrap();
+        // Values kept apart encode exactly as the same values together.
+        for (whole, each) in [
+            (encoded(&[1u64, 2, 3]), encoded_refs(&[&1u64, &2, &3])),
+            (
+                encoded(&[(1.5f64,), (-2.0,)]),
+                encoded_refs(&[&(1.5f64,), &(-2.0,)]),
+            ),
+            (
+                encoded(&["a".to_string()]),
+                encoded_refs(&[&"a".to_string()]),
+            ),
+        ] {
+            assert_eq!(whole, each);
+        }
         let mut rest = out.as_slice();
         assert_eq!(take::<u64>(&mut rest).unwrap(), [1, 2, 3]);
         assert_eq!(take::<String>(&mut rest).unwrap(), ["a"]);
         assert_eq!(take::<(f64,)>(&mut rest).unwrap(), [(1.5,), (-2.0,)]);
         assert_eq!(take::<(u8, u8)>(&mut rest).unwrap(), [(1, 2)]);
         assert!(rest.is_empty());
+    }
+
+    fn encoded<T: Serialize + 'static>(values: &[T]) -> Vec<u8> {
+        let mut out = Vec::new();
+        append(values, &mut out).unwrap();
+        out
+    }
+
+    fn encoded_refs<T: Serialize + 'static>(refs: &[&T]) -> Vec<u8> {
+        let mut out = Vec::new();
+        append_refs(refs, &mut out).unwrap();
+        out
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeFns<T> {
             decode: codec::decode::<T>,
             read,
             append_seq: super::seq::append::<T>,
+            append_refs: super::seq::append_refs::<T>,
             take_seq: super::seq::take::<T>,
         }
     }
@@ -170,6 +171,7 @@ impl<T> ViaNothing<T> for Probe<T> {
             decode: |_| Err(CodecError("not a serde type".into())),
             read: |_| Err(CodecError("not a serde type".into())),
             append_seq: |_, _| Err(CodecError("not a serde type".into())),
+            append_refs: |_, _| Err(CodecError("not a serde type".into())),
             take_seq: |_| Err(CodecError("not a serde type".into())),
         }
     }
