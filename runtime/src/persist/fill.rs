@@ -5,17 +5,19 @@
 //! (from the page cache, about 10 GB/s here) and faulting in 200,000
 //! zeroed 4 KiB pages, which is most of `fs::read`'s time. The two are
 //! independent, so for a large buffer a helper thread faults the pages in
-//! (`MADV_POPULATE_WRITE`, which never changes their contents) a little
-//! ahead of the reader, while this thread reads and hashes chunk after
-//! chunk. The reader faults in any page it reaches first itself: the race
-//! costs time, never correctness.
+//! (`MADV_POPULATE_WRITE`, which never changes their contents) ahead of
+//! the reader, while this thread reads and hashes chunk after chunk. Both
+//! take chunks to fault in from one counter: the reader, when it comes to
+//! a chunk the helper has not taken yet, faults it in itself the same way
+//! (one call for the chunk is much cheaper than a fault per page during
+//! the copy). A page both touch costs time, never correctness.
 //!
 //! Huge pages would save the faults too, but with this kernel's default
 //! `defrag = madvise` an advised region compacts memory on its first
 //! fault, which stalled loads for seconds on a fragmented machine
 //! (docs/decisions.md).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this a buffer is read in one go: a thread costs more than the
 /// faults it would save.
@@ -36,41 +38,75 @@ pub(super) fn fill<E>(
         filled(buf);
         return Ok(());
     }
-    let stop = AtomicBool::new(false);
-    let (start, len) = (buf.as_mut_ptr() as usize, buf.len());
+    let pages = Pages::of(buf);
     std::thread::scope(|s| {
-        s.spawn(|| populate(start, len, &stop));
+        s.spawn(|| while pages.take_next() {});
         let mut at = 0;
-        let result = buf.chunks_mut(CHUNK).try_for_each(|chunk| {
-            read_chunk(chunk, at)?;
-            filled(chunk);
-            at += chunk.len();
-            Ok(())
-        });
-        stop.store(true, Ordering::Relaxed);
+        let result = buf
+            .chunks_mut(CHUNK)
+            .enumerate()
+            .try_for_each(|(k, chunk)| {
+                // Chunks up to this one that the helper has not taken.
+                while pages.next.load(Ordering::Relaxed) <= k && pages.take_next() {}
+                read_chunk(chunk, at)?;
+                filled(chunk);
+                at += chunk.len();
+                Ok(())
+            });
+        // The helper stops at its next chunk.
+        pages.next.store(usize::MAX, Ordering::Relaxed);
         result
     })
 }
 
-/// Faults in `[start, start + len)` chunk by chunk until done, told to
-/// stop, or refused (a kernel before 5.14 has no `MADV_POPULATE_WRITE`).
-fn populate(start: usize, len: usize, stop: &AtomicBool) {
-    const PAGE: usize = 4096;
-    let mut at = (start + PAGE - 1) & !(PAGE - 1);
-    // Whole pages only: the last partial page may be shared with other
-    // memory, and the reader faults it in itself.
-    let end = (start + len) & !(PAGE - 1);
-    while at < end && !stop.load(Ordering::Relaxed) {
-        let n = CHUNK.min(end - at);
-        // SAFETY: `[at, at + n)` lies inside the caller's buffer, which
-        // outlives this scoped thread, and MADV_POPULATE_WRITE only backs
-        // its pages with memory: it writes no byte of them, so the
-        // reader's concurrent writes are untouched.
+/// A buffer's whole pages, faulted in [`CHUNK`] at a time by whoever
+/// takes the next chunk.
+struct Pages {
+    /// The first whole page, and the end of the last.
+    first: usize,
+    end: usize,
+    /// The next chunk to fault in (past the end: none left, or stopped).
+    next: AtomicUsize,
+    /// `MADV_POPULATE_WRITE` was refused (a kernel before 5.14).
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Pages {
+    fn of(buf: &mut [u8]) -> Pages {
+        const PAGE: usize = 4096;
+        let start = buf.as_mut_ptr() as usize;
+        // Whole pages only: a partial page at either end may be shared
+        // with other memory, and the reader faults it in itself.
+        Pages {
+            first: (start + PAGE - 1) & !(PAGE - 1),
+            end: (start + buf.len()) & !(PAGE - 1),
+            next: AtomicUsize::new(0),
+            refused: Default::default(),
+        }
+    }
+
+    /// Takes the next chunk and faults it in; false when none is left.
+    fn take_next(&self) -> bool {
+        if self.refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(at) = k.checked_mul(CHUNK).and_then(|o| o.checked_add(self.first)) else {
+            return false;
+        };
+        if at >= self.end {
+            return false;
+        }
+        let n = CHUNK.min(self.end - at);
+        // SAFETY: `[at, at + n)` lies inside the buffer `of` was given,
+        // which outlives every caller (the helper is a scoped thread), and
+        // MADV_POPULATE_WRITE only backs its pages with memory: it writes
+        // no byte of them, so the reader's concurrent writes are untouched.
         let r = unsafe { libc::madvise(at as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
         if r != 0 {
-            return;
+            self.refused.store(true, Ordering::Relaxed);
         }
-        at += n;
+        r == 0
     }
 }
 
