@@ -119,6 +119,55 @@ fn two_hundred_jobs_over_two_processes_are_two_hundred_spans_on_their_workers_tr
 }
 
 /// Item 3 SIGKILLs its own worker on its first attempt.
+#[parallel(n_jobs = 2, backend = "process")]
+fn cursed_at(x: u64, bad: u64) -> u64 {
+    assert!(x != bad, "cursed");
+    x
+}
+
+#[parjob::test]
+fn a_packed_batch_is_a_span_per_call_and_its_panic_is_its_items() {
+    let dir = common::scratch("trace", "packed");
+    let file = dir.join("run.json");
+    let n = 20_000u64;
+    cursed_at::with(|p| p.trace(file.as_path()))
+        .map((0..n).map(|x| (x, u64::MAX)))
+        .unwrap();
+    let trace = read(&file);
+    let jobs = spans(&trace, "job");
+    let indexes: BTreeSet<u64> = jobs
+        .iter()
+        .map(|j| j["args"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, (0..n).collect());
+    assert_no_overlap(&jobs);
+    // Packed: one answer (a return span) for many jobs.
+    let returns = spans(&trace, "transfer")
+        .into_iter()
+        .filter(|s| s["name"] == "return")
+        .count();
+    assert!(
+        returns < jobs.len() / 10,
+        "{returns} returns for {} jobs",
+        jobs.len()
+    );
+
+    let err = cursed_at::with(|p| p.trace(file.as_path()))
+        .map((0..n).map(|x| (x, 15_001)))
+        .unwrap_err();
+    assert!(
+        matches!(err, parjob::Error::Panic { index: 15_001, .. }),
+        "{err:?}"
+    );
+    let trace = read(&file);
+    let failed: Vec<u64> = spans(&trace, "job")
+        .iter()
+        .filter(|j| j["args"]["outcome"] == "panic")
+        .map(|j| j["args"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failed, [15_001]);
+}
+
 #[parallel(backend = "process", n_jobs = 2, retries = 1)]
 fn dies_once(i: u64, dir: &Path) -> u64 {
     let marker = dir.join(format!("{i}.tried"));

@@ -71,6 +71,9 @@ struct Tracker<'a> {
     failure: &'a FirstFailure,
     next: usize,
     in_task: bool,
+    /// While this split runs its items, their panics are the caller's to
+    /// report, not printed (one guard for the split, not one an item).
+    _quiet: crate::panic::Catching,
 }
 
 impl Drop for Tracker<'_> {
@@ -106,10 +109,9 @@ where
                         failure: &failure,
                         next: 0,
                         in_task: false,
+                        _quiet: crate::panic::Catching::enter(),
                     },
-                    |tracker, (index, item)| match catch_unwind(AssertUnwindSafe(|| {
-                        crate::panic::quietly(|| call(item))
-                    })) {
+                    |tracker, (index, item)| match catch_unwind(AssertUnwindSafe(|| call(item))) {
                         Ok(value) => {
                             tracker.next = index + 1;
                             value

@@ -26,15 +26,18 @@ pub(crate) struct Caught {
 
 thread_local! {
     static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-    /// How many [`catch`]es (or [`quietly`]s) this thread is inside.
+    /// How many [`catch`]es (or [`Catching`] guards) this thread is inside.
     static CATCHING: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Marks this thread as catching while it lives.
-struct Catching;
+pub(crate) struct Catching;
 
 impl Catching {
-    fn enter() -> Catching {
+    /// This thread catches its tasks' panics until the value is dropped:
+    /// one guard for many calls costs one thread-local update, not one a
+    /// call.
+    pub(crate) fn enter() -> Catching {
         CATCHING.with(|c| c.set(c.get() + 1));
         Catching
     }
@@ -44,13 +47,6 @@ impl Drop for Catching {
     fn drop(&mut self) {
         CATCHING.with(|c| c.set(c.get() - 1));
     }
-}
-
-/// Runs `f`, inside which a panic is not printed: for callers that catch
-/// it with `catch_unwind` themselves (after [`install_hook`]).
-pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> R {
-    let _catching = Catching::enter();
-    f()
 }
 
 /// Installs the location-recording hook (once; later calls are free).

@@ -41,7 +41,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 7;
+pub(crate) const PROTOCOL_VERSION: u32 = 8;
 /// `b"PJOB"`, the first field of every hello.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PJOB");
 /// The largest frame either side accepts: 1 GiB.
@@ -94,6 +94,9 @@ pub enum ToWorker {
         /// A pool's chunk: `args` holds one entry, every call's arguments
         /// in one buffer, answered by one value frame.
         chunked: bool,
+        /// That chunk is a batch of jobs packed (`Work::pack`): under
+        /// `timed`, each call's end is a job's.
+        packed: bool,
         /// The run is traced: answer with `Times` before `Done`.
         timed: bool,
     },

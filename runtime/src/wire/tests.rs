@@ -92,6 +92,7 @@ fn run_messages_round_trip() {
         args: vec![Bytes(vec![1, 2, 3]), Bytes(vec![])],
         max_nbytes: Some(1 << 20),
         chunked: false,
+        packed: false,
         timed: true,
     };
     let wire = encode_frame(&msg).unwrap();
@@ -129,6 +130,7 @@ fn torn_and_oversized_frames_are_errors() {
         args: vec![Bytes(vec![0; 100])],
         max_nbytes: None,
         chunked: false,
+        packed: false,
         timed: false,
     })
     .unwrap();

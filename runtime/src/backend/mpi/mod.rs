@@ -12,7 +12,9 @@
 //! # One thread talks MPI
 //! MPI is initialised with `MPI_THREAD_FUNNELED` on a thread of its own
 //! (`parjob-mpi`), which makes every MPI call of the process, all of them
-//! nonblocking (`link`), with a backoff when idle. On rank 0 the sessions
+//! nonblocking (`link`): it polls without sleeping for 100 us after any
+//! activity, where the next message of a busy exchange comes, then backs
+//! off to 1 ms sleeps when idle (`link::Backoff`). On rank 0 the sessions
 //! hand it messages through a channel and get the ranks' answers back
 //! through another (`driver`). On a worker rank it bridges MPI to the
 //! process backend's serve loop, which runs on the main thread over a

@@ -69,7 +69,11 @@ impl<W: Work> ProcessSession<W> {
                 let first = batch.first + batch.extra.base;
                 values.into_iter().for_each(|v| batch.value(v));
                 if let Some(e) = failure {
-                    batch.job_failed(e.reindex(|call| first + call));
+                    let e = e.reindex(|call| first + call);
+                    if let Some(t) = self.tracing.as_mut() {
+                        t.failed(id, batch.next_index(), &e);
+                    }
+                    batch.job_failed(e);
                 }
             }
             Answer::Times(seq, start, ends) => {

@@ -49,6 +49,7 @@ impl<R> Encoded<R> {
             args: std::mem::take(&mut self.args),
             max_nbytes,
             chunked: self.chunked,
+            packed: self.packed.is_some(),
             timed,
         };
         wire::encode_frame(&msg).map_err(|e| encode_error(self.task, self.first, e.0))
@@ -176,6 +177,7 @@ pub(super) fn sub_frame(whole: &[u8], from: usize, count: usize) -> Result<Vec<u
             mut args,
             max_nbytes,
             chunked,
+            packed,
             timed,
         } if from + count <= args.len() => {
             let args: Vec<Bytes> = args.drain(from..from + count).collect();
@@ -186,6 +188,7 @@ pub(super) fn sub_frame(whole: &[u8], from: usize, count: usize) -> Result<Vec<u
                 args,
                 max_nbytes,
                 chunked,
+                packed,
                 timed,
             };
             wire::encode_frame(&msg).map_err(|e| broken(e.0))

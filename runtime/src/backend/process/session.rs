@@ -344,13 +344,13 @@ impl<W: Work> ProcessSession<W> {
     /// Whether batches go packed, one chunk each (`Work::pack`): only
     /// where nothing needs a job's own answer or clock while its batch
     /// runs, so not under `timeout`, `retries`, `speculate`, `on_error =
-    /// "continue"`, a pool's rules or `trace`.
+    /// "continue"` or a pool's rules. (Under `trace` the worker times each
+    /// call of a packed chunk.)
     fn packs(&self) -> bool {
         self.timeout.is_none()
             && !self.keep_going
             && self.retry.retries == 0
             && self.speculate.is_none()
-            && self.tracing.is_none()
             && !self.pool.rules.isolate_deaths
     }
 }

@@ -260,6 +260,7 @@ pub(crate) fn serve_frames(
                 args,
                 max_nbytes,
                 chunked,
+                packed,
                 timed,
             } => {
                 drop(frame);
@@ -274,6 +275,7 @@ pub(crate) fn serve_frames(
                     seq,
                     args,
                     chunked,
+                    per_call: packed && timed,
                     timed,
                 };
                 run_batch(tasks.get(task.as_str()).copied(), batch, beacon, output)?;
@@ -314,6 +316,8 @@ struct Batch {
     chunked: bool,
     /// Answer with each job's end time before `Done` (`trace`).
     timed: bool,
+    /// Those times are each call's of a packed chunk, not each argument's.
+    per_call: bool,
 }
 
 /// Runs a batch of `entry`'s task (or answers that it is unknown), one
@@ -330,6 +334,7 @@ fn run_batch(
         args,
         chunked,
         timed,
+        per_call,
     } = batch;
     let started = crate::backend::beacon::now_ns();
     let mut ends = Vec::with_capacity(if timed { args.len() } else { 0 });
@@ -345,6 +350,17 @@ fn run_batch(
         // The frame's writer takes the pipe's lock only when the task has
         // returned and its answer is written.
         let written = match entry {
+            Some(entry) if chunked && per_call => {
+                // A call's start is the end of the one before it.
+                let ends = std::cell::RefCell::new(&mut ends);
+                let on_call = |call| {
+                    beacon.at_call(call);
+                    if call > 0 {
+                        ends.borrow_mut().push(crate::backend::beacon::now_ns());
+                    }
+                };
+                entry.invoke_chunk(id, &arg.0, &mut output.frame(), &on_call)
+            }
             Some(entry) if chunked => {
                 let on_call = |call| beacon.at_call(call);
                 entry.invoke_chunk(id, &arg.0, &mut output.frame(), &on_call)
