@@ -401,7 +401,7 @@ impl<'w> DriverThread<'w> {
                 driver.changed.notify_all();
             }
             (TAG_RESULT, Ok(bytes)) => {
-                let done = count_done(&bytes);
+                let done = super::rank::count_done(&bytes);
                 p.in_flight = p.in_flight.saturating_sub(done);
                 super::signals::set_busy(peer, p.in_flight > 0);
                 if let Some(lease) = &p.lease {
@@ -494,20 +494,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long spawning worker ranks may take.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How many batches a result message ends.
-pub(super) fn count_done(mut bytes: &[u8]) -> usize {
-    let mut done = 0;
-    while let Some((len, rest)) = bytes.split_first_chunk::<8>() {
-        let len = u64::from_le_bytes(*len) as usize;
-        let Some(frame) = rest.get(..len) else {
-            break;
-        };
-        done += usize::from(wire::done_batch(frame).is_some());
-        bytes = &rest[len..];
-    }
-    done
-}
 
 /// At exit on rank 0: stop the workers and finalize MPI, so the job ends
 /// cleanly whichever way `main` ended.

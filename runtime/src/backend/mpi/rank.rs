@@ -314,6 +314,20 @@ pub(super) fn whole_frames(bytes: &[u8]) -> usize {
     at
 }
 
+/// How many batches a result message ends.
+pub(super) fn count_done(mut bytes: &[u8]) -> usize {
+    let mut done = 0;
+    while let Some((len, rest)) = bytes.split_first_chunk::<8>() {
+        let len = u64::from_le_bytes(*len) as usize;
+        let Some(frame) = rest.get(..len) else {
+            break;
+        };
+        done += usize::from(wire::done_batch(frame).is_some());
+        bytes = &rest[len..];
+    }
+    done
+}
+
 /// How many bytes of answer frames one result message carries at most,
 /// unless a single frame is larger.
 pub(super) const MESSAGE_FRAMES: usize = 64 << 20;

@@ -13,9 +13,9 @@ fn a_result_message_counts_the_batches_it_ends() {
     wire::write_done(&mut bytes, 7, 1, 10).unwrap();
     wire::write_value(&mut bytes, 8, &2u32).unwrap();
     wire::write_done(&mut bytes, 8, 1, 10).unwrap();
-    assert_eq!(super::driver::count_done(&bytes), 2);
+    assert_eq!(super::rank::count_done(&bytes), 2);
     // A torn tail counts only what is whole.
-    assert_eq!(super::driver::count_done(&bytes[..bytes.len() - 3]), 1);
+    assert_eq!(super::rank::count_done(&bytes[..bytes.len() - 3]), 1);
 }
 
 #[test]

@@ -277,28 +277,6 @@ impl<W: Work> ProcessSession<W> {
         }
     }
 
-    /// The job a worker was running, by its beacon, else the first of its
-    /// oldest batch.
-    pub(super) fn running_job(&self, w: &Worker) -> Option<(usize, &'static str)> {
-        let batch = self.batches.get(w.queue.front()?)?;
-        // A packed batch is one job of the worker's: the call it is on
-        // counts from its first.
-        let call = match batch.extra.packed {
-            Some(_) => w.beacon.running_call(),
-            None => 0,
-        };
-        let index = match w.beacon.running() {
-            Some((seq, _))
-                if (batch.first..batch.first + batch.len).contains(&(seq as usize + call)) =>
-            {
-                seq as usize + call
-            }
-            // Between jobs: blame the first job not yet answered.
-            _ => batch.next_index().min(batch.first + batch.len - 1),
-        };
-        Some((index, batch.task))
-    }
-
     /// Reports a batch that ended without its worker's answer.
     pub(super) fn finished_here(&mut self, done: Finished<W::Output>) {
         self.here.push_back(done);

@@ -18,6 +18,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl<W: Work> ProcessSession<W> {
+    /// The job a worker was running, by its beacon, else the first of its
+    /// oldest batch.
+    pub(super) fn running_job(&self, w: &super::Worker) -> Option<(usize, &'static str)> {
+        let batch = self.batches.get(w.queue.front()?)?;
+        // A packed batch is one job of the worker's: the call it is on
+        // counts from its first.
+        let call = match batch.extra.packed {
+            Some(_) => w.beacon.running_call(),
+            None => 0,
+        };
+        let index = match w.beacon.running() {
+            Some((seq, _))
+                if (batch.first..batch.first + batch.len).contains(&(seq as usize + call)) =>
+            {
+                seq as usize + call
+            }
+            // Between jobs: blame the first job not yet answered.
+            _ => batch.next_index().min(batch.first + batch.len - 1),
+        };
+        Some((index, batch.task))
+    }
+
     /// Sends in-flight batch `id` again, from its kept frame, to worker
     /// `pos`: offered (so an idle worker can take it back) when it queues
     /// behind a running batch.
