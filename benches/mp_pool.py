@@ -32,15 +32,21 @@ def square(x):
     return x * x
 
 
+def timed_map(pool, n):
+    """One Pool.map of n squares, checked; its time in seconds."""
+    t = time.perf_counter()
+    out = pool.map(square, range(n))
+    d = time.perf_counter() - t
+    assert out[-1] == (n - 1) ** 2
+    return d
+
+
 def pool_costs():
     with mp.Pool(2) as pool:
         pool.map(square, range(100))  # workers up
         best_map = best_trip = None
         for _ in range(3):
-            t = time.perf_counter()
-            out = pool.map(square, range(TINY))
-            d = time.perf_counter() - t
-            assert out[-1] == (TINY - 1) ** 2
+            d = timed_map(pool, TINY)
             best_map = d if best_map is None else min(best_map, d)
             t = time.perf_counter()
             for x in range(ROUND_TRIPS):
@@ -83,14 +89,7 @@ def lock_cost():
 def pool_map(n):
     with mp.Pool(2) as pool:
         pool.map(square, range(100))  # workers up
-        best = None
-        for _ in range(3):
-            t = time.perf_counter()
-            out = pool.map(square, range(n))
-            d = time.perf_counter() - t
-            assert out[-1] == (n - 1) ** 2
-            best = d if best is None else min(best, d)
-    return best / n * 1e6
+        return min(timed_map(pool, n) for _ in range(3)) / n * 1e6
 
 
 if __name__ == "__main__":

@@ -31,15 +31,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[parallel(n_jobs = 2, backend = "process")]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[parallel(n_jobs = 2)]
-fn square_here(x: u64) -> u64 {
-    x * x
-}
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::{square, square_here};
 
 #[memoize(dir = "target/bench-overheads/memo")]
 fn add(x: u64, y: u64) -> u64 {

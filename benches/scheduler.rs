@@ -30,15 +30,9 @@ use parjob::prelude::*;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
-#[parallel(n_jobs = 2, backend = "process")]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[parallel(n_jobs = 2)]
-fn square_here(x: u64) -> u64 {
-    x * x
-}
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::{square, square_here};
 
 #[parallel(n_jobs = 2)]
 fn row_mean(row: &[f64]) -> f64 {
